@@ -1,0 +1,79 @@
+"""Operator roles and what they allow.
+
+Roles are Django groups (`viewer`, `operator`, `admin`, made by a data migration) carrying
+the custom permissions declared on `Application`. Code asks for a permission, never for a
+group name, so a superuser or a hand-made group works the same way.
+"""
+
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+
+from stepchange.models import Application
+
+PERM_INSPECT = "stepchange.inspect_workflows"
+PERM_OPERATE = "stepchange.operate_workflows"
+PERM_ADMINISTER = "stepchange.administer"
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "viewer": ["inspect_workflows"],
+    "operator": ["inspect_workflows", "operate_workflows"],
+    "admin": [
+        "inspect_workflows",
+        "operate_workflows",
+        "administer",
+        "add_application",
+        "change_application",
+        "delete_application",
+        "view_application",
+        "add_executorkey",
+        "change_executorkey",
+        "view_executorkey",
+        "add_applicationaccess",
+        "change_applicationaccess",
+        "delete_applicationaccess",
+        "view_applicationaccess",
+        "view_auditrecord",
+        "view_apitoken",
+        "change_apitoken",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.view_user",
+        "auth.view_group",
+    ],
+}
+
+NO_ACCESS = "You do not have access to this application."
+NOT_ALLOWED = "Your role does not allow this."
+
+
+class Role(StrEnum):
+    NONE = "none"
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+def role_of(user: Any) -> Role:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return Role.NONE
+    if user.has_perm(PERM_ADMINISTER):
+        return Role.ADMIN
+    if user.has_perm(PERM_OPERATE):
+        return Role.OPERATOR
+    if user.has_perm(PERM_INSPECT):
+        return Role.VIEWER
+    return Role.NONE
+
+
+def can_see(user: Any, application: Application) -> bool:
+    return Application.objects.visible_to(user).filter(pk=application.pk).exists()
+
+
+def require(user: Any, permission: str, application: Application | None = None) -> None:
+    """Raise PermissionDenied unless `user` holds `permission` (on `application`)."""
+    if not user.has_perm(permission):
+        raise PermissionDenied(NOT_ALLOWED)
+    if application is not None and not can_see(user, application):
+        raise PermissionDenied(NO_ACCESS)

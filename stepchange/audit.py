@@ -1,0 +1,90 @@
+"""The one way anything is written to the audit log.
+
+Every feature that acts, or refuses to act, calls `audit_record`. It takes the actor,
+address and user agent from the request when there is one, so callers pass only what
+they know about the action itself.
+"""
+
+from enum import StrEnum
+from typing import Any
+
+from django.http import HttpRequest
+
+from stepchange.access import role_of
+from stepchange.models import Application, AuditRecord
+
+
+class AuditAction(StrEnum):
+    LOGIN = "auth.login"
+    LOGIN_FAILED = "auth.login_failed"
+    LOGOUT = "auth.logout"
+    PASSWORD_CHANGE = "auth.password_change"
+    API_TOKEN_CREATE = "api_token.create"
+    API_TOKEN_REVOKE = "api_token.revoke"
+    API_TOKEN_REJECTED = "api_token.rejected"
+    EXECUTOR_KEY_CREATE = "executor_key.create"
+    EXECUTOR_KEY_REVOKE = "executor_key.revoke"
+    APPLICATION_CREATE = "application.create"
+    APPLICATION_UPDATE = "application.update"
+    APPLICATION_DELETE = "application.delete"
+    ACCESS_DENIED = "access.denied"
+
+
+Result = AuditRecord.Result
+
+
+def _client_address(request: HttpRequest) -> str | None:
+    # Daphne's --proxy-headers already puts the forwarded client address here.
+    address = request.META.get("REMOTE_ADDR") or None
+    return address if isinstance(address, str) else None
+
+
+def audit_record(
+    *,
+    action: str,
+    request: HttpRequest | None = None,
+    actor: Any = None,
+    actor_name: str = "",
+    application: Application | None = None,
+    application_name: str = "",
+    target: str = "",
+    parameters: dict[str, Any] | None = None,
+    result: str = Result.OK,
+    detail: str = "",
+    reason: str = "",
+    request_id: str = "",
+    value_diff: Any = None,
+    source_address: str | None = None,
+) -> AuditRecord:
+    if actor is None and request is not None:
+        actor = getattr(request, "user", None)
+    if actor is not None and not actor.is_authenticated:
+        actor = None
+    return AuditRecord.objects.create(
+        actor=actor,
+        actor_name=actor_name or (actor.get_username() if actor else ""),
+        role=role_of(actor) if actor else "",
+        application=application,
+        application_name=application_name or (application.name if application else ""),
+        action=action,
+        target=target[:255],
+        parameters=parameters or {},
+        result=result,
+        detail=detail,
+        reason=reason,
+        source_address=source_address or (_client_address(request) if request else None),
+        user_agent=(request.headers.get("User-Agent", "")[:512] if request else ""),
+        request_id=request_id,
+        value_diff=value_diff,
+    )
+
+
+def audit_denied(request: HttpRequest, exc: Exception) -> AuditRecord:
+    """Record a refused attempt: who tried what, and why it was refused."""
+    return audit_record(
+        action=AuditAction.ACCESS_DENIED,
+        request=request,
+        result=Result.DENIED,
+        target=f"{request.method} {request.path}",
+        detail=str(exc),
+    )

@@ -1,0 +1,20 @@
+from typing import Any
+
+from django.http import HttpRequest
+
+from stepchange.access import PERM_ADMINISTER, role_of
+from stepchange.models import Application
+
+
+def console(request: HttpRequest) -> dict[str, Any]:
+    """What the console layout needs on every page: the app switcher and the user's role."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    match = getattr(request, "resolver_match", None)
+    return {
+        "nav_applications": Application.objects.visible_to(user).only("name"),
+        "current_app_name": match.kwargs.get("app_name") if match else None,
+        "user_role": role_of(user),
+        "is_admin": user.has_perm(PERM_ADMINISTER),
+    }

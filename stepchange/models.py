@@ -1,0 +1,208 @@
+"""What StepChange owns: registered DBOS applications, their executor keys, operators'
+access and API tokens, and the append-only audit log."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+# App names and keys travel unencoded in the executor's URL (PROTOCOL.md §1.1).
+URL_SAFE = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._~-]*$",
+    "Use letters, digits and . _ ~ - only (it travels unencoded in a URL).",
+)
+
+# Keys may start with any of those characters: generated ones often start with - or _.
+URL_SAFE_KEY = RegexValidator(
+    r"^[A-Za-z0-9._~-]+$",
+    "Use letters, digits and . _ ~ - only (it travels unencoded in a URL).",
+)
+
+AUDIT_IMMUTABLE = "Audit records are append-only: they cannot be changed or deleted."
+
+
+class ApplicationQuerySet(models.QuerySet["Application"]):
+    def visible_to(self, user: Any) -> ApplicationQuerySet:
+        """The applications `user` may see: none for strangers, all unless limited."""
+        from stepchange.access import Role, role_of
+
+        if role_of(user) is Role.NONE:
+            return self.none()
+        if user.is_superuser:
+            return self
+        access = ApplicationAccess.objects.filter(user=user).first()
+        if access is None or not access.limited:
+            return self
+        return self.filter(pk__in=access.applications.values("pk"))
+
+
+class Application(models.Model):
+    name = models.CharField(max_length=100, unique=True, validators=[URL_SAFE])
+    system_database_url = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="postgresql://… or sqlite:///… of the app's DBOS system database (optional).",
+    )
+    system_database_schema = models.CharField(
+        max_length=63, blank=True, default="dbos", help_text="Postgres schema of the DBOS tables."
+    )
+    recovery_grace_seconds = models.PositiveIntegerField(
+        default=60,
+        help_text="How long an executor may stay away before its work is recovered elsewhere.",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects: ClassVar[ApplicationQuerySet] = ApplicationQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("inspect_workflows", "Can inspect workflows, steps, queues and executors"),
+            ("operate_workflows", "Can act on workflows and run edited forks"),
+            ("administer", "Can administer applications, keys, users and the audit log"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApplicationAccess(models.Model):
+    """Limits one user to some applications. A user without a limiting row sees them all."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="application_access"
+    )
+    limited = models.BooleanField(
+        default=True, help_text="When set, the user sees only the applications chosen here."
+    )
+    applications = models.ManyToManyField(Application, blank=True, related_name="+")
+
+    class Meta:
+        verbose_name_plural = "application access"
+
+    def __str__(self) -> str:
+        return f"access of {self.user}"
+
+
+class ExecutorKey(models.Model):
+    """A credential an executor presents in its URL. Only a hash is kept."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=8, help_text="The key's first characters.")
+    key_hash = models.CharField(max_length=64, db_index=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["application__name", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.application.name} key {self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiToken(models.Model):
+    """A personal API token: acts as its user, with that user's permissions."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The token's first characters.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class AuditImmutableError(Exception):
+    pass
+
+
+class AuditQuerySet(models.QuerySet["AuditRecord"]):
+    def update(self, **kwargs: Any) -> int:
+        raise AuditImmutableError(AUDIT_IMMUTABLE)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AuditImmutableError(AUDIT_IMMUTABLE)
+
+
+class AuditRecord(models.Model):
+    """One action or attempt. Append-only here, in the admin, the API and (by trigger) the DB."""
+
+    class Result(models.TextChoices):
+        OK = "ok"
+        DENIED = "denied"
+        FAILED = "failed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Plain ids without constraints: deleting a user or an application must not touch history.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    role = models.CharField(max_length=20, blank=True)
+    application = models.ForeignKey(
+        Application,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    application_name = models.CharField(max_length=100, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target = models.CharField(max_length=255, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    result = models.CharField(max_length=10, choices=Result.choices, default=Result.OK)
+    detail = models.TextField(blank=True)
+    reason = models.TextField(blank=True)
+    source_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    value_diff = models.JSONField(null=True, blank=True)
+
+    objects: ClassVar[AuditQuerySet] = AuditQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["actor_name", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditImmutableError(AUDIT_IMMUTABLE)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditImmutableError(AUDIT_IMMUTABLE)

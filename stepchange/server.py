@@ -1,0 +1,59 @@
+"""Run Daphne with StepChange's defaults: `python -m stepchange.server -b HOST -p PORT`.
+
+It is Daphne's own command line with three differences that production needs: executors
+stay connected for days (no WebSocket timeout), their replies can be many megabytes (a
+raised message limit instead of Daphne's 1 MiB), and the access log redacts executor keys,
+which travel in the WebSocket path.
+"""
+
+import os
+import re
+import sys
+from typing import Any
+
+from daphne import cli
+from daphne.access import AccessLogGenerator
+
+EXECUTOR_PATH = re.compile(r"^(/websocket/[^/]+/)[^/?#]+")
+APPLICATION = "stepchange.asgi:application"
+
+
+def redact_path(path: str) -> str:
+    return EXECUTOR_PATH.sub(r"\1[redacted]", path)
+
+
+class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if "path" in details:
+            details = {**details, "path": redact_path(details["path"])}
+        super().__call__(protocol, action, details)
+
+
+def daphne_arguments(argv: list[str], max_message_bytes: int) -> list[str]:
+    """Our defaults first, so that anything given on the command line overrides them."""
+    defaults = {
+        "--websocket_timeout": "-1",
+        "--websocket-max-message-size": str(max_message_bytes),
+        "--websocket-max-frame-size": str(max_message_bytes),
+    }
+    arguments: list[str] = []
+    for flag, value in defaults.items():
+        if flag not in argv:
+            arguments += [flag, value]
+    return [*arguments, *argv, APPLICATION]
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepchange.settings")
+    from django.conf import settings
+
+    arguments = daphne_arguments(
+        sys.argv[1:] if argv is None else argv, settings.EXECUTOR_MAX_MESSAGE_BYTES
+    )
+    # Daphne's command line builds its access log from this name; ours redacts keys.
+    cli.AccessLogGenerator = RedactingAccessLog
+    cli.CommandLineInterface().run(arguments)
+
+
+if __name__ == "__main__":
+    main()

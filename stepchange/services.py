@@ -1,0 +1,207 @@
+"""Write paths for applications, executor keys and API tokens. Each one is audited.
+
+Secrets are generated here, returned once to the caller, and stored only as SHA-256
+hashes: they are long random strings, so a fast hash is enough, and it lets a token be
+found by its hash.
+"""
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from stepchange.audit import AuditAction, Result, audit_record
+from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey
+
+KEY_TOO_SHORT = "An executor key must be at least 16 characters long."
+MIN_KEY_LENGTH = 16
+# Touch last_used_at at most this often: executors reconnect every second when refused.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _validate_key(key: str) -> None:
+    URL_SAFE_KEY(key)
+    if len(key) < MIN_KEY_LENGTH:
+        raise ValidationError(KEY_TOO_SHORT)
+
+
+def application_register(
+    *,
+    name: str,
+    system_database_url: str | None = None,
+    schema: str | None = None,
+    recovery_grace_seconds: int | None = None,
+    actor: Any = None,
+    request: HttpRequest | None = None,
+) -> tuple[Application, bool]:
+    """Create or update an application; returns it and whether it was created."""
+    changes: dict[str, Any] = {
+        field: value
+        for field, value in (
+            ("system_database_url", system_database_url),
+            ("system_database_schema", schema),
+            ("recovery_grace_seconds", recovery_grace_seconds),
+        )
+        if value is not None
+    }
+    with transaction.atomic():
+        application = Application.objects.filter(name=name).first()
+        created = application is None
+        if application is None:
+            application = Application(name=name)
+        for field, value in changes.items():
+            setattr(application, field, value)
+        application.full_clean()
+        application.save()
+        audit_record(
+            action=AuditAction.APPLICATION_CREATE if created else AuditAction.APPLICATION_UPDATE,
+            actor=actor,
+            request=request,
+            application=application,
+            target=application.name,
+            parameters=_redacted(changes),
+        )
+    return application, created
+
+
+def _redacted(changes: dict[str, Any]) -> dict[str, Any]:
+    """Never write a database password into the audit log."""
+    url = changes.get("system_database_url")
+    if not url or "@" not in url:
+        return changes
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return {**changes, "system_database_url": f"{scheme}://{user}:***@{host}"}
+
+
+def executor_key_create(
+    *,
+    application: Application,
+    name: str = "",
+    key: str | None = None,
+    actor: Any = None,
+    request: HttpRequest | None = None,
+) -> tuple[ExecutorKey, str]:
+    """Make a key for `application` (random unless given); returns it and the secret."""
+    if key is None:
+        key = secrets.token_urlsafe(32)
+    _validate_key(key)
+    with transaction.atomic():
+        executor_key = ExecutorKey.objects.create(
+            application=application,
+            name=name,
+            prefix=key[:4],
+            key_hash=hash_secret(key),
+            created_by=actor if actor is not None and actor.is_authenticated else None,
+        )
+        audit_record(
+            action=AuditAction.EXECUTOR_KEY_CREATE,
+            actor=actor,
+            request=request,
+            application=application,
+            target=f"key {executor_key.pk} ({executor_key.prefix}…)",
+            parameters={"name": name, "generated": key is None},
+        )
+    return executor_key, key
+
+
+def executor_key_revoke(
+    *, executor_key: ExecutorKey, actor: Any = None, request: HttpRequest | None = None
+) -> None:
+    with transaction.atomic():
+        if executor_key.revoked_at is None:
+            executor_key.revoked_at = timezone.now()
+            executor_key.save(update_fields=["revoked_at"])
+        audit_record(
+            action=AuditAction.EXECUTOR_KEY_REVOKE,
+            actor=actor,
+            request=request,
+            application=executor_key.application,
+            target=f"key {executor_key.pk} ({executor_key.prefix}…)",
+        )
+
+
+def executor_key_check(*, app_name: str, key: str) -> ExecutorKey | None:
+    """The active key of `app_name` that matches `key`, compared in constant time."""
+    presented = hash_secret(key)
+    match = None
+    candidates = ExecutorKey.objects.filter(
+        application__name=app_name, revoked_at__isnull=True
+    ).select_related("application")
+    for candidate in candidates:
+        # Compare against every candidate so timing says nothing about which one matched.
+        if hmac.compare_digest(candidate.key_hash, presented):
+            match = candidate
+    if match is None:
+        return None
+    now = timezone.now()
+    last = match.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ExecutorKey.objects.filter(pk=match.pk).update(last_used_at=now)
+        match.last_used_at = now
+    return match
+
+
+def api_token_create(
+    *, user: Any, name: str, actor: Any = None, request: HttpRequest | None = None
+) -> tuple[ApiToken, str]:
+    raw = settings.STEPCHANGE_API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user, name=name, prefix=raw[:10], token_hash=hash_secret(raw)
+        )
+        audit_record(
+            action=AuditAction.API_TOKEN_CREATE,
+            actor=actor or user,
+            request=request,
+            target=f"token {token.pk} ({token.prefix}…) of {user.get_username()}",
+            parameters={"name": name},
+        )
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken, actor: Any, request: HttpRequest | None = None) -> None:
+    with transaction.atomic():
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+        audit_record(
+            action=AuditAction.API_TOKEN_REVOKE,
+            actor=actor,
+            request=request,
+            target=f"token {token.pk} ({token.prefix}…) of {token.user.get_username()}",
+        )
+
+
+def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> Any:
+    """The active user behind a bearer token, or None (and an audit record) if none."""
+    token = (
+        ApiToken.objects.filter(token_hash=hash_secret(raw), revoked_at__isnull=True)
+        .select_related("user")
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        audit_record(
+            action=AuditAction.API_TOKEN_REJECTED,
+            request=request,
+            result=Result.DENIED,
+            target=f"token {raw[:10]}…" if raw.startswith("sc_") else "token",
+            detail="unknown or revoked token" if token is None else "the user is inactive",
+        )
+        return None
+    now = timezone.now()
+    last = token.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

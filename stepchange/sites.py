@@ -1,0 +1,20 @@
+"""The admin site, opened to members of the admin role as well as Django staff."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from stepchange.access import PERM_ADMINISTER
+
+
+class StepChangeAdminSite(admin.AdminSite):
+    site_header = "StepChange administration"
+    site_title = "StepChange admin"
+    index_title = "Administration"
+    site_url = "/"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        # Members of the admin role use the admin without Django's is_staff flag.
+        user: Any = request.user
+        return bool(user.is_active and (user.is_staff or user.has_perm(PERM_ADMINISTER)))

@@ -1,0 +1,143 @@
+"""Console pages of the core: home, personal API tokens, password change, the audit log."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
+from django.views.decorators.http import require_POST
+
+from stepchange.access import PERM_ADMINISTER, Role, role_of
+from stepchange.audit import AuditAction, audit_record
+from stepchange.models import ApiToken, Application, AuditRecord
+from stepchange.services import api_token_create, api_token_revoke
+
+AUDIT_PAGE_SIZE = 50
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    applications = Application.objects.visible_to(request.user)
+    return render(
+        request,
+        "stepchange/home.html",
+        {"applications": applications, "has_role": role_of(request.user) is not Role.NONE},
+    )
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'deploy script'.")
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    form = TokenForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        _, created = api_token_create(
+            user=request.user, name=form.cleaned_data["name"], request=request
+        )
+        form = TokenForm()
+    return render(
+        request,
+        "stepchange/tokens.html",
+        {"form": form, "created": created, "tokens": request.user.api_tokens.all()},  # type: ignore[union-attr]
+    )
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    api_token_revoke(token=token, actor=request.user, request=request)
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("tokens")
+
+
+class LoginView(auth_views.LoginView):
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        # A wrong password is an authentication failure, and says so in its status.
+        response = super().form_invalid(form)
+        response.status_code = 401
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "registration/password_change.html"
+    success_url = reverse_lazy("home")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        audit_record(action=AuditAction.PASSWORD_CHANGE, request=self.request)
+        messages.success(self.request, "Your password was changed.")
+        return response
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False)
+    application = forms.CharField(required=False)
+    action = forms.CharField(required=False)
+    target = forms.CharField(required=False)
+    result = forms.ChoiceField(
+        required=False, choices=[("", "any result"), *AuditRecord.Result.choices]
+    )
+    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "date"}))
+    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "date"}))
+    before = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+
+def _filtered_audit(form: Form) -> QuerySet[AuditRecord]:
+    records = AuditRecord.objects.all()
+    data = form.cleaned_data
+    lookups = {
+        "actor": "actor_name__iexact",
+        "application": "application_name__iexact",
+        "action": "action__startswith",
+        "target": "target__icontains",
+        "result": "result",
+        "since": "created_at__gte",
+        "until": "created_at__lt",
+        "before": "id__lt",
+    }
+    for field, lookup in lookups.items():
+        if data.get(field) not in (None, ""):
+            records = records.filter(**{lookup: data[field]})
+    return records
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(PERM_ADMINISTER):
+        raise PermissionDenied("Only admins may read the audit log.")
+    form = AuditFilterForm(request.GET or None)
+    records: list[AuditRecord] = []
+    if not form.is_bound or form.is_valid():
+        if not form.is_bound:
+            form.cleaned_data = {}
+        # Keyset pagination on the primary key: ids grow with time and never repeat.
+        records = list(_filtered_audit(form).order_by("-id")[: AUDIT_PAGE_SIZE + 1])
+    next_before = records[AUDIT_PAGE_SIZE - 1].pk if len(records) > AUDIT_PAGE_SIZE else None
+    query = request.GET.copy()
+    query.pop("before", None)
+    template = "stepchange/audit.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#audit-rows"
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "records": records[:AUDIT_PAGE_SIZE],
+            "next_before": next_before,
+            "query": query.urlencode(),
+        },
+    )

@@ -1,0 +1,103 @@
+"""Shared fixtures: the personas every story is told about, and service checks.
+
+An admin, an operator, a viewer and a stranger (signed in, but with no role). `make_user`
+and `make_app` are plain keyword-only factories.
+"""
+
+import importlib
+import os
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+
+from stepchange.models import Application, ApplicationAccess
+
+AUDIT_MIGRATION = importlib.import_module("stepchange.migrations.0003_audit_append_only")
+
+PASSWORD = "correct horse battery staple"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine == "django.db.backends.postgresql":
+        _require_postgres(settings.DATABASES["default"])
+
+
+def _require_postgres(database: dict[str, Any]) -> None:
+    import psycopg
+
+    try:
+        psycopg.connect(
+            host=database["HOST"],
+            port=database["PORT"] or 5432,
+            user=database["USER"],
+            password=database["PASSWORD"] or None,
+            dbname="postgres",
+            connect_timeout=5,
+        ).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.exit(f"Postgres is unreachable and CI=true: {exc}", returncode=1)
+        pytest.exit(f"Postgres is unreachable, skipping the Postgres run: {exc}", returncode=0)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """Drop the audit table's delete guards in the test database only: Django empties every
+    table between transactional tests. test_audit.py puts them back to test them."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        for statement in AUDIT_MIGRATION.DELETE_GUARDS[connection.vendor]:
+            cursor.execute(statement)
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def make_user(
+    *, username: str, role: str | None = None, apps: list[Application] | None = None
+) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    if role is not None:
+        user.groups.add(Group.objects.get(name=role))
+    if apps is not None:
+        access = ApplicationAccess.objects.create(user=user, limited=True)
+        access.applications.set(apps)
+    return user
+
+
+def make_app(*, name: str = "orders", **fields: Any) -> Application:
+    return Application.objects.create(name=name, **fields)
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin(db: None) -> User:
+    return make_user(username="ada", role="admin")
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    return make_user(username="otto", role="operator")
+
+
+@pytest.fixture
+def viewer(db: None) -> User:
+    return make_user(username="vera", role="viewer")
+
+
+@pytest.fixture
+def stranger(db: None) -> User:
+    return make_user(username="sam")

@@ -1,0 +1,73 @@
+"""Stories about who may see and do what."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
+
+from stepchange.access import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE, Role, require, role_of
+from stepchange.models import Application
+from tests.conftest import make_app, make_user
+
+
+def test_migrate_creates_the_three_roles(db: None) -> None:
+    assert set(Group.objects.values_list("name", flat=True)) >= {"viewer", "operator", "admin"}
+
+
+@pytest.mark.parametrize(
+    ("persona", "role", "inspect", "operate", "administer"),
+    [
+        ("admin", Role.ADMIN, True, True, True),
+        ("operator", Role.OPERATOR, True, True, False),
+        ("viewer", Role.VIEWER, True, False, False),
+        ("stranger", Role.NONE, False, False, False),
+    ],
+)
+def test_each_role_holds_exactly_the_permissions_its_name_promises(
+    request: pytest.FixtureRequest,
+    persona: str,
+    role: Role,
+    inspect: bool,
+    operate: bool,
+    administer: bool,
+) -> None:
+    user = request.getfixturevalue(persona)
+    assert role_of(user) is role
+    assert user.has_perm(PERM_INSPECT) is inspect
+    assert user.has_perm(PERM_OPERATE) is operate
+    assert user.has_perm(PERM_ADMINISTER) is administer
+
+
+def test_an_admin_may_manage_applications_and_users_but_an_operator_may_not(
+    admin: User, operator: User
+) -> None:
+    for permission in ["stepchange.add_application", "stepchange.add_executorkey", "auth.add_user"]:
+        assert admin.has_perm(permission)
+        assert not operator.has_perm(permission)
+
+
+def test_users_see_every_application_unless_limited(viewer: User) -> None:
+    orders, billing = make_app(name="orders"), make_app(name="billing")
+    assert set(Application.objects.visible_to(viewer)) == {orders, billing}
+    limited = make_user(username="lena", role="operator", apps=[billing])
+    assert list(Application.objects.visible_to(limited)) == [billing]
+
+
+def test_a_stranger_sees_no_application(stranger: User) -> None:
+    make_app(name="orders")
+    assert not Application.objects.visible_to(stranger).exists()
+
+
+def test_an_inactive_user_has_no_role(operator: User) -> None:
+    operator.is_active = False
+    operator.save()
+    assert role_of(operator) is Role.NONE
+
+
+def test_require_refuses_an_application_outside_the_users_access(db: None) -> None:
+    orders, billing = make_app(name="orders"), make_app(name="billing")
+    limited = make_user(username="lena", role="operator", apps=[billing])
+    require(limited, PERM_OPERATE, billing)
+    with pytest.raises(PermissionDenied, match="do not have access"):
+        require(limited, PERM_OPERATE, orders)
+    with pytest.raises(PermissionDenied, match="role does not allow"):
+        require(limited, PERM_ADMINISTER)

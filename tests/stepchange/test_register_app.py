@@ -1,0 +1,56 @@
+"""Stories about `register_app`, the command that puts a DBOS application on the map."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from stepchange.models import Application, AuditRecord, ExecutorKey
+from stepchange.services import executor_key_check
+
+
+def run(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    call_command("register_app", *args)
+    return capsys.readouterr().out
+
+
+def test_it_creates_an_application_and_prints_a_generated_key_once(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run("orders", "--recovery-grace-seconds", "15", capsys=capsys)
+    key = out.split("Executor key (shown once): ")[1].strip()
+    assert executor_key_check(app_name="orders", key=key) is not None
+    assert Application.objects.get(name="orders").recovery_grace_seconds == 15
+    assert AuditRecord.objects.filter(action="application.create", target="orders").exists()
+    # Running it again updates, and makes no new key unless asked.
+    again = run("orders", "--schema", "dbos_orders", capsys=capsys)
+    assert "Updated application orders" in again
+    assert "Executor key" not in again
+    assert Application.objects.get(name="orders").system_database_schema == "dbos_orders"
+    assert ExecutorKey.objects.count() == 1
+
+
+def test_a_given_key_is_registered_once_and_not_printed(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run("orders", "--key", "orders-dev-key-0123456789", capsys=capsys)
+    assert "orders-dev-key-0123456789" not in out
+    run("orders", "--key", "orders-dev-key-0123456789", capsys=capsys)
+    assert ExecutorKey.objects.count() == 1
+    assert executor_key_check(app_name="orders", key="orders-dev-key-0123456789") is not None
+
+
+def test_it_rejects_names_and_keys_that_cannot_travel_in_a_url(db: None) -> None:
+    with pytest.raises(CommandError, match="letters, digits"):
+        call_command("register_app", "my app")
+    with pytest.raises(CommandError, match="at least 16"):
+        call_command("register_app", "orders", "--key", "short")
+
+
+def test_the_audit_record_never_holds_the_database_password(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://dbos:s3cret@db.internal:5432/orders_sys"
+    run("orders", "--system-database-url", url, capsys=capsys)
+    assert Application.objects.get(name="orders").system_database_url == url
+    record = AuditRecord.objects.get(action="application.create")
+    assert "s3cret" not in str(record.parameters)
+    assert "db.internal" in str(record.parameters)

@@ -1,0 +1,29 @@
+"""The Daphne launcher: production defaults, and an access log that never shows a key."""
+
+import io
+
+from stepchange.server import RedactingAccessLog, daphne_arguments, redact_path
+
+
+def test_executor_keys_are_redacted_from_paths() -> None:
+    assert redact_path("/websocket/orders/s3cr3t-key") == "/websocket/orders/[redacted]"
+    assert redact_path("/websocket/orders/s3cr3t-key?x=1") == "/websocket/orders/[redacted]?x=1"
+    assert redact_path("/api/v1/apps") == "/api/v1/apps"
+
+
+def test_the_access_log_writes_websocket_paths_without_the_key() -> None:
+    stream = io.StringIO()
+    log = RedactingAccessLog(stream)
+    for action in ["connecting", "rejected", "connected", "disconnected"]:
+        log("websocket", action, {"client": ["127.0.0.1", 5], "path": "/websocket/orders/s3cr3t"})
+    assert "s3cr3t" not in stream.getvalue()
+    assert stream.getvalue().count("/websocket/orders/[redacted]") == 4
+
+
+def test_defaults_raise_the_message_limit_and_can_be_overridden() -> None:
+    arguments = daphne_arguments(["-p", "9000"], 64 * 1024 * 1024)
+    assert arguments[arguments.index("--websocket-max-message-size") + 1] == str(64 * 1024 * 1024)
+    assert arguments[arguments.index("--websocket_timeout") + 1] == "-1"
+    assert arguments[-1] == "stepchange.asgi:application"
+    overridden = daphne_arguments(["--websocket_timeout", "600"], 1024)
+    assert overridden.count("--websocket_timeout") == 1
