@@ -1,0 +1,222 @@
+"""WebSocket consumers: executors speaking the Conductor protocol, and console live updates.
+
+ExecutorConsumer holds one executor's socket. It speaks first (`executor_info`,
+PROTOCOL.md §1.2), forwards relayed requests as text frames, and hands each reply to
+the channel of whoever asked. It never blocks on an executor: a request is sent and
+remembered, and its reply is matched by `request_id` whenever it comes.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
+
+from conductor import events, recovery
+from conductor.models import Executor, ExecutorConnection
+from conductor.protocol import (
+    ExecutorInfoRequest,
+    ExecutorInfoResponse,
+    ProtocolError,
+    encode_request,
+    parse_response,
+)
+from conductor.registry import executor_disconnected, executor_register, executors_seen
+from stepchange.models import Application
+from stepchange.services import executor_key_check
+
+logger = logging.getLogger(__name__)
+
+# Refused executors retry every second: say so in the log at most once a minute each.
+REFUSAL_LOG_INTERVAL_SECONDS = 60
+_refusals_logged: dict[tuple[str, str], float] = {}
+
+# The close code for a socket whose executor id reconnected on another socket.
+CLOSE_REPLACED = 4000
+CLOSE_BAD_INFO = 4001
+
+# This process's executor consumers, for the heartbeat.
+_held: set[str] = set()
+_heartbeat: "asyncio.Task[None] | None" = None
+
+
+class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    application: Application | None = None
+    executor: Executor | None = None
+    connection: ExecutorConnection | None = None
+
+    async def connect(self) -> None:
+        self.pending: dict[str, str] = {}
+        kwargs = self.scope["url_route"]["kwargs"]
+        key = await database_sync_to_async(executor_key_check)(
+            app_name=kwargs["app_name"], key=kwargs["key"]
+        )
+        if key is None:
+            self._log_refusal(kwargs["app_name"])
+            # Closing before accepting makes Daphne answer the upgrade with 403.
+            await self.close()
+            return
+        self.application = key.application
+        await self.accept()
+        self.info_request = ExecutorInfoRequest()
+        await self.send(text_data=encode_request(self.info_request))
+        _ensure_heartbeat()
+        recovery.ensure_sweeper()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            logger.warning("Dropped a binary frame from %s: the protocol is text", self._who())
+            return
+        try:
+            response = parse_response(text_data)
+        except ProtocolError as exc:
+            logger.warning("Dropped a malformed frame from %s: %s", self._who(), exc)
+            return
+        if response.request_id == self.info_request.request_id:
+            await self._register(response)
+            return
+        reply_channel = self.pending.pop(response.request_id, None)
+        if reply_channel is None:
+            logger.warning(
+                "Dropped a %s reply from %s to unknown request %s",
+                response.type,
+                self._who(),
+                response.request_id,
+            )
+            return
+        await self.channel_layer.send(
+            reply_channel, {"type": "conductor.reply", "frame": text_data}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        _held.discard(self.channel_name)
+        for request_id, reply_channel in self.pending.items():
+            await self.channel_layer.send(
+                reply_channel, {"type": "conductor.failed", "request_id": request_id}
+            )
+        self.pending.clear()
+        if self.executor is None or self.connection is None or self.application is None:
+            return
+        gone = await database_sync_to_async(executor_disconnected)(
+            executor=self.executor,
+            connection=self.connection,
+            channel_name=self.channel_name,
+            close_code=code,
+        )
+        if gone:
+            logger.info("Executor %s disconnected (code %s)", self._who(), code)
+            await events.announce(
+                self.application.pk, "executor.disconnected", executor_id=self.executor.executor_id
+            )
+
+    async def conductor_request(self, message: dict[str, Any]) -> None:
+        """A relayed request: send it on, and remember who waits for the answer."""
+        self.pending[message["request_id"]] = message["reply_channel"]
+        try:
+            await self.send(text_data=message["frame"])
+        except Exception:
+            self.pending.pop(message["request_id"], None)
+            await self.channel_layer.send(
+                message["reply_channel"],
+                {"type": "conductor.failed", "request_id": message["request_id"]},
+            )
+
+    async def conductor_replaced(self, message: dict[str, Any]) -> None:
+        """The same executor connected again on another socket: this one is stale."""
+        await self.close(code=CLOSE_REPLACED)
+
+    async def _register(self, response: Any) -> None:
+        if not isinstance(response, ExecutorInfoResponse) or not response.executor_id:
+            logger.warning(
+                "Closing %s: its executor_info reply was unusable (%s)",
+                self._who(),
+                response.error_message or "no executor_id",
+            )
+            await self.close(code=CLOSE_BAD_INFO)
+            return
+        assert self.application is not None
+        client = self.scope.get("client") or ["", 0]
+        self.executor, self.connection, previous = await database_sync_to_async(executor_register)(
+            application=self.application,
+            info=response,
+            channel_name=self.channel_name,
+            remote_address=str(client[0]),
+        )
+        _held.add(self.channel_name)
+        if previous and previous != self.channel_name:
+            await self.channel_layer.send(previous, {"type": "conductor.replaced"})
+        logger.info(
+            "Executor %s connected: %s %s, app version %s, host %s",
+            self._who(),
+            response.language,
+            response.dbos_version,
+            response.application_version,
+            response.hostname,
+        )
+        await events.announce(
+            self.application.pk, "executor.connected", executor_id=response.executor_id
+        )
+
+    def _who(self) -> str:
+        app = self.application.name if self.application else "?"
+        executor = self.executor.executor_id if self.executor else "(unidentified)"
+        return f"{app}/{executor}"
+
+    def _log_refusal(self, app_name: str) -> None:
+        client = str((self.scope.get("client") or ["?"])[0])
+        now = time.monotonic()
+        if now - _refusals_logged.get((app_name, client), 0.0) > REFUSAL_LOG_INTERVAL_SECONDS:
+            _refusals_logged[(app_name, client)] = now
+            # Never the key itself: only which application and from where.
+            logger.warning(
+                "Refused an executor of %r from %s: unknown app or revoked key", app_name, client
+            )
+
+
+def _ensure_heartbeat() -> None:
+    global _heartbeat
+    if _heartbeat is None or _heartbeat.done():
+        _heartbeat = asyncio.get_running_loop().create_task(_beat_forever(), name="heartbeat")
+
+
+async def _beat_forever() -> None:
+    while True:
+        await asyncio.sleep(settings.EXECUTOR_HEARTBEAT_SECONDS)
+        if _held:
+            try:
+                await database_sync_to_async(executors_seen)(channel_names=list(_held))
+            except Exception:
+                logger.exception("The executor heartbeat failed; it runs again shortly")
+
+
+class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Pushes registry and request-log events to signed-in users, per visible application."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        self.groups_joined = [
+            events.group_for(pk) for pk in await database_sync_to_async(_visible_ids)(user)
+        ]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The console only listens; anything it sends is ignored."""
+
+    async def console_event(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+
+def _visible_ids(user: Any) -> list[int]:
+    return list(Application.objects.visible_to(user).values_list("pk", flat=True))

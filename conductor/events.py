@@ -1,0 +1,40 @@
+"""Live updates for console sockets: what changed, per application, as a small event.
+
+Events carry no data a viewer could not see on the page anyway; the browser re-fetches
+the affected part of the page, which applies permissions as usual.
+"""
+
+import time
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+# Request-log events are coalesced: a busy application relays hundreds of requests a
+# second, and a console only needs to know that the log changed.
+REQUEST_EVENT_INTERVAL_SECONDS = 1.0
+_last_request_event: dict[int, float] = {}
+
+
+def group_for(application_id: int) -> str:
+    return f"console.app.{application_id}"
+
+
+async def announce(application_id: int, kind: str, **data: Any) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    await layer.group_send(
+        group_for(application_id),
+        {
+            "type": "console.event",
+            "event": {"kind": kind, "application_id": application_id, **data},
+        },
+    )
+
+
+async def announce_request(application_id: int) -> None:
+    now = time.monotonic()
+    if now - _last_request_event.get(application_id, 0.0) < REQUEST_EVENT_INTERVAL_SECONDS:
+        return
+    _last_request_event[application_id] = now
+    await announce(application_id, "requests")

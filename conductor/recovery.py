@@ -1,0 +1,342 @@
+"""Recovery of executors that went away (DESIGN.md "Recovery is StepChange's job").
+
+An executor connected to a conductor recovers nothing on its own (PROTOCOL.md §1.6): its
+PENDING workflows wait until the conductor sends `recovery` with its id to a live
+executor of the same application and version. Each StepChange process runs one sweeper
+task that marks executors dead after their application's grace period and recovers them.
+Claiming a dead executor is one conditional UPDATE, so with several processes exactly one
+of them recovers it.
+
+A workflow left pending by several executors that died one after the other is a poison
+suspect: StepChange holds the recovery and shows it to an operator, with a cancel button,
+instead of handing it to executor after executor.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from conductor import relay
+from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
+from conductor.protocol import (
+    ExistPendingWorkflowsRequest,
+    ExistPendingWorkflowsResponse,
+    ListWorkflowsBody,
+    ListWorkflowsRequest,
+    ListWorkflowsResponse,
+    RecoveryRequest,
+)
+from conductor.registry import stale_executors_release
+from stepchange.audit import audit_record
+from stepchange.models import Application
+
+logger = logging.getLogger(__name__)
+
+ACTION = "executor.recovery"
+AUTOMATIC = "stepchange (automatic recovery)"
+# A workflow pending on this many executors that died in turn is a poison suspect.
+POISON_THRESHOLD = 2
+PENDING_LIST_LIMIT = 500
+RETRY_FAILED_AFTER_SECONDS = 30
+
+_sweeper: "asyncio.Task[None] | None" = None
+
+
+def ensure_sweeper() -> None:
+    """Start this process's sweeper on the running event loop, once."""
+    global _sweeper
+    if _sweeper is None or _sweeper.done():
+        _sweeper = asyncio.get_running_loop().create_task(_sweep_forever(), name="recovery")
+
+
+async def _sweep_forever() -> None:
+    while True:
+        await asyncio.sleep(settings.RECOVERY_SWEEP_SECONDS)
+        try:
+            await sweep()
+        except Exception:
+            logger.exception("The recovery sweep failed; it runs again shortly")
+
+
+async def sweep() -> list[RecoveryAttempt]:
+    """One pass: mark executors dead past their grace period and recover what can be."""
+    attempts = []
+    for executor in await database_sync_to_async(_claim_due)():
+        attempts.append(await recover(executor))
+    return attempts
+
+
+def _claim_due() -> list[Executor]:
+    """Executors this process should recover now, each claimed by one conditional UPDATE."""
+    now = timezone.now()
+    candidates: list[Executor] = []
+    for application in Application.objects.all():
+        stale_executors_release(application=application)
+        grace = now - timedelta(seconds=application.recovery_grace_seconds)
+        candidates += Executor.objects.filter(
+            application=application, state=Executor.State.DISCONNECTED, disconnected_at__lte=grace
+        )
+        candidates += _worth_retrying(application, now)
+    return [
+        Executor.objects.select_related("application").get(pk=executor.pk)
+        for executor in candidates
+        if claim(executor)
+    ]
+
+
+def claim(executor: Executor, *, states: tuple[str, ...] | None = None) -> bool:
+    """Move an executor to RECOVERING unless another process got there first."""
+    allowed = states or (executor.state,)
+    return (
+        Executor.objects.filter(pk=executor.pk, state__in=allowed).update(
+            state=Executor.State.RECOVERING
+        )
+        == 1
+    )
+
+
+def _worth_retrying(application: Application, now: Any) -> list[Executor]:
+    """Dead executors whose last attempt can now go further: a same-version executor has
+    connected, a failure has cooled down, or every poison suspect has been dealt with."""
+    live_versions = set(
+        Executor.objects.live()
+        .filter(application=application)
+        .values_list("application_version", flat=True)
+    )
+    retry = []
+    for executor in Executor.objects.filter(application=application, state=Executor.State.DEAD):
+        last = RecoveryAttempt.objects.filter(
+            application=application, dead_executor_id=executor.executor_id
+        ).first()
+        if last is None or executor.application_version not in live_versions:
+            continue
+        outcome = last.outcome
+        if (
+            outcome == RecoveryAttempt.Outcome.WAITING
+            or (
+                outcome == RecoveryAttempt.Outcome.FAILED
+                and last.created_at < now - timedelta(seconds=RETRY_FAILED_AFTER_SECONDS)
+            )
+            or (outcome == RecoveryAttempt.Outcome.HELD and not _unresolved(last))
+        ):
+            retry.append(executor)
+    return retry
+
+
+def _unresolved(attempt: RecoveryAttempt) -> bool:
+    return PoisonWorkflow.objects.filter(
+        application=attempt.application,
+        workflow_id__in=attempt.pending_workflow_ids,
+        executors_killed__gte=POISON_THRESHOLD,
+        resolved_at__isnull=True,
+    ).exists()
+
+
+async def recover(
+    executor: Executor, *, manual: bool = False, requested_by: str = AUTOMATIC, request: Any = None
+) -> RecoveryAttempt:
+    """Send `recovery` for a dead executor to a live one of the same application and version."""
+    application = executor.application
+    target = await database_sync_to_async(_same_version_target)(executor)
+    if target is None:
+        return await _record(
+            executor,
+            RecoveryAttempt.Outcome.WAITING,
+            manual=manual,
+            requested_by=requested_by,
+            request=request,
+            detail=f"No live executor runs version {executor.application_version!r}; "
+            "recovery runs as soon as one connects.",
+        )
+    options: dict[str, Any] = {
+        "executor": target.executor_id,
+        "actor_name": requested_by,
+        "source": "recovery",
+    }
+    try:
+        exists = relay.expect(
+            await relay.request(
+                application,
+                ExistPendingWorkflowsRequest(
+                    executor_id=executor.executor_id,
+                    application_version=executor.application_version,
+                ),
+                **options,
+            ),
+            ExistPendingWorkflowsResponse,
+        )
+        if not exists.exist:
+            return await _record(
+                executor,
+                RecoveryAttempt.Outcome.NOTHING_PENDING,
+                target=target,
+                manual=manual,
+                requested_by=requested_by,
+                request=request,
+            )
+        pending = relay.expect(
+            await relay.request(
+                application,
+                ListWorkflowsRequest(
+                    body=ListWorkflowsBody(
+                        executor_id=[executor.executor_id],
+                        status=["PENDING"],
+                        limit=PENDING_LIST_LIMIT,
+                    )
+                ),
+                **options,
+            ),
+            ListWorkflowsResponse,
+        )
+        pending_ids = [row.workflow_uuid for row in pending.output if row.workflow_uuid]
+        poison = await database_sync_to_async(_tally_poison)(executor, pending_ids)
+        if poison and not manual:
+            return await _record(
+                executor,
+                RecoveryAttempt.Outcome.HELD,
+                target=target,
+                pending=pending_ids,
+                manual=manual,
+                requested_by=requested_by,
+                request=request,
+                detail="Held: poison suspects " + ", ".join(poison),
+            )
+        await relay.request(
+            application, RecoveryRequest(executor_ids=[executor.executor_id]), **options
+        )
+    except relay.RelayError as exc:
+        return await _record(
+            executor,
+            RecoveryAttempt.Outcome.FAILED,
+            target=target,
+            manual=manual,
+            requested_by=requested_by,
+            request=request,
+            detail=str(exc),
+        )
+    return await _record(
+        executor,
+        RecoveryAttempt.Outcome.SENT,
+        target=target,
+        pending=pending_ids,
+        manual=manual,
+        requested_by=requested_by,
+        request=request,
+    )
+
+
+def _same_version_target(executor: Executor) -> Executor | None:
+    return (
+        Executor.objects.live()
+        .filter(
+            application=executor.application,
+            application_version=executor.application_version,
+        )
+        .exclude(pk=executor.pk)
+        .order_by("-connected_at")
+        .first()
+    )
+
+
+def _tally_poison(executor: Executor, pending_ids: list[str]) -> list[str]:
+    """Count this death against each pending workflow; return the poison suspects."""
+    suspects = []
+    now = timezone.now()
+    with transaction.atomic():
+        for workflow_id in pending_ids:
+            row, _ = PoisonWorkflow.objects.select_for_update().get_or_create(
+                application=executor.application, workflow_id=workflow_id
+            )
+            if executor.executor_id not in row.executor_ids:
+                row.executor_ids = [*row.executor_ids, executor.executor_id]
+                row.executors_killed = len(row.executor_ids)
+                row.last_seen_at = now
+                row.save()
+            if row.executors_killed >= POISON_THRESHOLD and row.resolved_at is None:
+                suspects.append(workflow_id)
+    return suspects
+
+
+async def _record(
+    executor: Executor,
+    outcome: str,
+    *,
+    target: Executor | None = None,
+    pending: list[str] | None = None,
+    manual: bool,
+    requested_by: str,
+    request: Any,
+    detail: str = "",
+) -> RecoveryAttempt:
+    attempt: RecoveryAttempt = await database_sync_to_async(_write_attempt)(
+        executor, outcome, target, pending or [], manual, requested_by, request, detail
+    )
+    return attempt
+
+
+def _write_attempt(
+    executor: Executor,
+    outcome: str,
+    target: Executor | None,
+    pending: list[str],
+    manual: bool,
+    requested_by: str,
+    request: Any,
+    detail: str,
+) -> RecoveryAttempt:
+    with transaction.atomic():
+        attempt = RecoveryAttempt.objects.create(
+            application=executor.application,
+            dead_executor_id=executor.executor_id,
+            application_version=executor.application_version,
+            target_executor_id=target.executor_id if target else "",
+            pending_workflow_ids=pending,
+            manual=manual,
+            requested_by=requested_by,
+            outcome=outcome,
+            detail=detail,
+        )
+        done = outcome in (RecoveryAttempt.Outcome.SENT, RecoveryAttempt.Outcome.NOTHING_PENDING)
+        Executor.objects.filter(pk=executor.pk, state=Executor.State.RECOVERING).update(
+            state=Executor.State.RECOVERED if done else Executor.State.DEAD
+        )
+        audit_record(
+            action=ACTION,
+            request=request,
+            actor_name="" if request is not None else requested_by,
+            application=executor.application,
+            target=f"executor {executor.executor_id}",
+            parameters={
+                "application_version": executor.application_version,
+                "target_executor_id": attempt.target_executor_id,
+                "pending_workflow_ids": pending,
+                "manual": manual,
+            },
+            result=(
+                "ok"
+                if outcome
+                in (
+                    RecoveryAttempt.Outcome.SENT,
+                    RecoveryAttempt.Outcome.NOTHING_PENDING,
+                    RecoveryAttempt.Outcome.WAITING,
+                )
+                else "failed"
+            ),
+            detail=f"{outcome}: {detail}" if detail else outcome,
+        )
+    if outcome != RecoveryAttempt.Outcome.SENT:
+        logger.info("Recovery of executor %s: %s %s", executor.executor_id, outcome, detail)
+    else:
+        logger.info(
+            "Recovered executor %s onto %s (%d pending)",
+            executor.executor_id,
+            attempt.target_executor_id,
+            len(pending),
+        )
+    return attempt

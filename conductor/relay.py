@@ -1,0 +1,178 @@
+"""Send a request to an executor and await its reply, from any process.
+
+The executor's socket lives in whichever Daphne process it connected to. The relay finds
+that consumer's channel in the registry, hands it the encoded request together with a
+one-off reply channel, and waits on that channel. With the Redis channel layer this
+crosses processes; with the in-memory layer it stays in one. Nothing is sticky.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from conductor import events
+from conductor.models import Executor, RequestLog
+from conductor.protocol import Request, Response, encode_request, parse_response
+from conductor.registry import NoExecutorError, executor_pick
+from conductor.requestlog import clip, request_log_add
+from stepchange.models import Application
+
+logger = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT", bound=Response)
+
+TIMED_OUT = "Executor {executor_id} did not answer {type} within {timeout:g} s."
+DISCONNECTED = "Executor {executor_id} disconnected before answering {type}."
+EXECUTOR_FAILED = "Executor {executor_id} could not {type}: {error}"
+
+
+class RelayError(Exception):
+    """A relayed request that did not produce an answer; `status` is the API's code."""
+
+    status = 502
+
+
+class ExecutorTimeoutError(RelayError):
+    status = 504
+
+
+class ExecutorDisconnectedError(RelayError):
+    status = 502
+
+
+class ExecutorFailedError(RelayError):
+    """The executor answered, with an error_message."""
+
+    status = 502
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class NoExecutorConnectedError(RelayError):
+    status = 503
+
+
+async def request(
+    application: Application,
+    message: Request,
+    *,
+    executor: str | None = None,
+    latest_version: bool = False,
+    timeout: float | None = None,
+    actor_name: str = "",
+    source: str = "api",
+    raise_on_error: bool = True,
+) -> Response:
+    """Relay `message` to a live executor of `application` and return its parsed reply.
+
+    Raises NoExecutorConnectedError, ExecutorTimeoutError, ExecutorDisconnectedError, or
+    (with raise_on_error) ExecutorFailedError when the executor answered with an error.
+    """
+    timeout = settings.RELAY_TIMEOUT_SECONDS if timeout is None else timeout
+    frame = encode_request(message)
+    log: dict[str, Any] = {
+        "application": application,
+        "request_id": message.request_id,
+        "message_type": str(message.type),
+        "actor_name": actor_name,
+        "source": source,
+        "sent_at": timezone.now(),
+        "request_bytes": len(frame.encode()),
+    }
+    log["request_body"], truncated = clip(frame)
+    try:
+        target = await database_sync_to_async(executor_pick)(
+            application=application, executor_id=executor, latest_version=latest_version
+        )
+    except NoExecutorError as exc:
+        await _log(log, truncated, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
+        raise NoExecutorConnectedError(str(exc)) from None
+    log["executor_id"] = target.executor_id
+    reply = await _exchange(target, message, frame, timeout, log, truncated)
+    response = parse_response(reply)
+    log["response_bytes"] = len(reply.encode())
+    log["response_body"], cut = clip(reply)
+    if response.error_message:
+        await _log(
+            log, truncated or cut, outcome=RequestLog.Outcome.ERROR, error=response.error_message
+        )
+        if raise_on_error:
+            raise ExecutorFailedError(
+                EXECUTOR_FAILED.format(
+                    executor_id=target.executor_id, type=message.type, error=response.error_message
+                ),
+                response,
+            )
+        return response
+    await _log(log, truncated or cut, outcome=RequestLog.Outcome.OK)
+    return response
+
+
+async def _exchange(
+    target: Executor,
+    message: Request,
+    frame: str,
+    timeout: float,
+    log: dict[str, Any],
+    truncated: bool,
+) -> str:
+    """Hand the frame to the consumer holding `target` and wait for its answer."""
+    layer = get_channel_layer()
+    reply_channel = await layer.new_channel("relay.")
+    started = time.perf_counter()
+    await layer.send(
+        target.channel_name,
+        {
+            "type": "conductor.request",
+            "request_id": message.request_id,
+            "frame": frame,
+            "reply_channel": reply_channel,
+        },
+    )
+    names = {"executor_id": target.executor_id, "type": message.type}
+    try:
+        answer = await asyncio.wait_for(layer.receive(reply_channel), timeout)
+    except TimeoutError:
+        log["duration_ms"] = (time.perf_counter() - started) * 1000
+        error = TIMED_OUT.format(timeout=timeout, **names)
+        await _log(log, truncated, outcome=RequestLog.Outcome.TIMEOUT, error=error)
+        raise ExecutorTimeoutError(error) from None
+    log["duration_ms"] = (time.perf_counter() - started) * 1000
+    if answer["type"] != "conductor.reply":
+        error = DISCONNECTED.format(**names)
+        await _log(log, truncated, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
+        raise ExecutorDisconnectedError(error)
+    return str(answer["frame"])
+
+
+async def _log(log: dict[str, Any], truncated: bool, *, outcome: str, error: str = "") -> None:
+    fields = {**log, "truncated": truncated, "outcome": outcome, "error_message": error}
+    try:
+        if settings.REQUEST_LOG_INLINE:
+            await database_sync_to_async(request_log_add)(**fields)
+        else:
+            request_log_add(**fields)
+    except Exception:
+        logger.exception("Could not record request %s in the request log", log["request_id"])
+    await events.announce_request(log["application"].pk)
+
+
+def request_sync(application: Application, message: Request, **options: Any) -> Response:
+    """`request` for synchronous callers: management commands, sync views, shells."""
+    return async_to_sync(request)(application, message, **options)
+
+
+def expect(response: Response, kind: type[ResponseT]) -> ResponseT:
+    """Narrow a parsed reply to the type its request promises."""
+    if not isinstance(response, kind):
+        raise RelayError(f"Expected {kind.__name__}, the executor sent {type(response).__name__}.")
+    return response

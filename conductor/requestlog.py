@@ -1,0 +1,106 @@
+"""The request log: every request relayed to an executor, written in batches.
+
+One INSERT per relayed request would cap a process at what one database commit per
+request allows (a few hundred a second on SQLite). Entries instead go to an in-process
+queue that a writer thread drains every `FLUSH_SECONDS` with one bulk insert. A crash
+loses at most that much of the log, never a request.
+"""
+
+import atexit
+import logging
+import queue
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from conductor.models import RequestLog
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.2
+BATCH_SIZE = 500
+PRUNE_EVERY_SECONDS = 3600
+
+_queue: "queue.SimpleQueue[RequestLog]" = queue.SimpleQueue()
+_writer: threading.Thread | None = None
+_writer_lock = threading.Lock()
+_last_prune = 0.0
+
+
+def clip(text: str) -> tuple[str, bool]:
+    """A body kept up to REQUEST_LOG_BODY_BYTES, and whether it was cut."""
+    limit = settings.REQUEST_LOG_BODY_BYTES
+    if len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+def request_log_add(**fields: Any) -> None:
+    """Queue one entry; with REQUEST_LOG_INLINE it is written at once (tests)."""
+    entry = RequestLog(**fields)
+    if settings.REQUEST_LOG_INLINE:
+        entry.save()
+        return
+    _queue.put(entry)
+    _ensure_writer()
+
+
+def request_log_flush() -> int:
+    """Write everything queued so far, in this thread. Returns how many entries."""
+    batch: list[RequestLog] = []
+    while True:
+        try:
+            batch.append(_queue.get_nowait())
+        except queue.Empty:
+            break
+        if len(batch) >= BATCH_SIZE:
+            RequestLog.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        RequestLog.objects.bulk_create(batch)
+    return len(batch)
+
+
+def request_log_prune(*, now: Any = None) -> int:
+    """Delete entries older than REQUEST_LOG_RETENTION_DAYS."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.REQUEST_LOG_RETENTION_DAYS)
+    deleted, _ = RequestLog.objects.filter(sent_at__lt=cutoff).delete()
+    return deleted
+
+
+def _ensure_writer() -> None:
+    global _writer
+    if _writer is not None and _writer.is_alive():
+        return
+    with _writer_lock:
+        if _writer is None or not _writer.is_alive():
+            _writer = threading.Thread(target=_write_forever, name="request-log", daemon=True)
+            _writer.start()
+
+
+def _write_forever() -> None:
+    global _last_prune
+    stop = threading.Event()
+    while not stop.wait(FLUSH_SECONDS):
+        try:
+            request_log_flush()
+            if timezone.now().timestamp() - _last_prune > PRUNE_EVERY_SECONDS:
+                _last_prune = timezone.now().timestamp()
+                request_log_prune()
+        except Exception:
+            # The log must never take relaying down with it; say so and keep going.
+            logger.exception("Writing the request log failed")
+            close_old_connections()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _writer is not None:
+        try:
+            request_log_flush()
+        except Exception:
+            logger.exception("Flushing the request log at exit failed")
