@@ -48,6 +48,32 @@ NO_ACCESS = "You do not have access to this application."
 NOT_ALLOWED = "Your role does not allow this."
 
 
+def roles_sync(apps: Any = None) -> None:
+    """Make the three groups hold exactly their role's permissions. Run by the data
+    migration and after every migrate or flush, so the groups always match this file."""
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    apps = apps or global_apps
+    for app_config in apps.get_app_configs():
+        if apps is not global_apps:
+            # Historical apps: permissions are normally made after all migrations.
+            app_config.models_module = True
+            create_permissions(app_config, apps=apps, verbosity=0)
+            app_config.models_module = None
+    group_model = apps.get_model("auth", "Group")
+    permission_model = apps.get_model("auth", "Permission")
+    for role, codenames in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        wanted = []
+        for dotted in codenames:
+            app_label, codename = dotted.split(".") if "." in dotted else ("stepchange", dotted)
+            wanted.append(
+                permission_model.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(wanted)
+
+
 class Role(StrEnum):
     NONE = "none"
     VIEWER = "viewer"

@@ -1,11 +1,13 @@
-"""Audit receivers for Django's authentication signals: logins, logouts, failures."""
+"""Signal receivers: audit for logins, logouts and failures; roles kept after migrate."""
 
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from stepchange.access import roles_sync
 from stepchange.audit import AuditAction, Result, audit_record
 
 
@@ -33,3 +35,10 @@ def _audit_login_failed(
         result=Result.DENIED,
         target=username,
     )
+
+
+@receiver(post_migrate)
+def _sync_roles(sender: Any, app_config: Any, **kwargs: Any) -> None:
+    # Once, after the stepchange app; also restores the groups after a test flush.
+    if app_config.label == "stepchange":
+        roles_sync()
