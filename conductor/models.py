@@ -48,6 +48,7 @@ class Executor(models.Model):
     connected_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
     disconnected_at = models.DateTimeField(null=True, blank=True)
+    recovery_claimed_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[ExecutorQuerySet] = ExecutorQuerySet.as_manager()  # type: ignore[assignment]
 

@@ -44,6 +44,7 @@ AUTOMATIC = "stepchange (automatic recovery)"
 POISON_THRESHOLD = 2
 PENDING_LIST_LIMIT = 500
 RETRY_FAILED_AFTER_SECONDS = 30
+ABANDONED_CLAIM_SECONDS = 300
 
 _sweeper: "asyncio.Task[None] | None" = None
 
@@ -83,6 +84,12 @@ def _claim_due() -> list[Executor]:
             application=application, state=Executor.State.DISCONNECTED, disconnected_at__lte=grace
         )
         candidates += _worth_retrying(application, now)
+        # A process that died while recovering leaves its claim behind: take it over.
+        candidates += Executor.objects.filter(
+            application=application,
+            state=Executor.State.RECOVERING,
+            recovery_claimed_at__lt=now - timedelta(seconds=ABANDONED_CLAIM_SECONDS),
+        )
     return [
         Executor.objects.select_related("application").get(pk=executor.pk)
         for executor in candidates
@@ -94,9 +101,9 @@ def claim(executor: Executor, *, states: tuple[str, ...] | None = None) -> bool:
     """Move an executor to RECOVERING unless another process got there first."""
     allowed = states or (executor.state,)
     return (
-        Executor.objects.filter(pk=executor.pk, state__in=allowed).update(
-            state=Executor.State.RECOVERING
-        )
+        Executor.objects.filter(
+            pk=executor.pk, state__in=allowed, recovery_claimed_at=executor.recovery_claimed_at
+        ).update(state=Executor.State.RECOVERING, recovery_claimed_at=timezone.now())
         == 1
     )
 

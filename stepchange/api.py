@@ -8,12 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, SessionAuth
 
+from conductor.models import Executor
+from conductor.relay import RelayError
+from stepchange.access import PERM_INSPECT, require
 from stepchange.audit import audit_denied
 from stepchange.models import Application
 from stepchange.services import api_token_authenticate
@@ -53,9 +56,37 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
     )
 
 
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+
+
+@api.exception_handler(RelayError)
+def _relay_failed(request: HttpRequest, exc: RelayError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status)
+
+
 @api.exception_handler(NinjaValidationError)
 def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.errors}, status=400)
+
+
+APP_NOT_FOUND = "No application named {name!r} that you may see."
+
+
+def application_for(request: HttpRequest, name: str, permission: str = PERM_INSPECT) -> Application:
+    """The application `name` if the caller may see it (else 404) and holds `permission`
+    on it (else 403, audited)."""
+    application = Application.objects.visible_to(request.user).filter(name=name).first()
+    if application is None:
+        raise Http404(APP_NOT_FOUND.format(name=name))
+    try:
+        require(request.user, permission, application)
+    except PermissionDenied as exc:
+        # Audited here, in sync code: async views cannot write from the error handler.
+        audit_denied(request, exc, application=application)
+        raise
+    return application
 
 
 class ApplicationOut(Schema):
@@ -64,12 +95,14 @@ class ApplicationOut(Schema):
     has_system_database: bool
     system_database_schema: str
     recovery_grace_seconds: int
+    connected_executors: int
     created_at: datetime
 
 
 @api.get("/apps", response=list[ApplicationOut], tags=["applications"])
 def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
-    """Registered applications the caller may see."""
+    """Registered applications the caller may see, with connected executor counts."""
+    live = Executor.objects.live()
     return [
         {
             "name": application.name,
@@ -77,7 +110,14 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
             "has_system_database": bool(application.system_database_url),
             "system_database_schema": application.system_database_schema,
             "recovery_grace_seconds": application.recovery_grace_seconds,
+            "connected_executors": live.filter(application=application).count(),
             "created_at": application.created_at,
         }
         for application in Application.objects.visible_to(request.user)
     ]
+
+
+# Each part of StepChange adds its endpoints to the one API.
+from conductor.api import router as conductor_router  # noqa: E402
+
+api.add_router("/", conductor_router)

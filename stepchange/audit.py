@@ -79,12 +79,20 @@ def audit_record(
     )
 
 
-def audit_denied(request: HttpRequest, exc: Exception) -> AuditRecord:
-    """Record a refused attempt: who tried what, and why it was refused."""
-    return audit_record(
+def audit_denied(
+    request: HttpRequest, exc: Exception, *, application: Application | None = None
+) -> AuditRecord | None:
+    """Record a refused attempt once: who tried what, and why it was refused."""
+    if getattr(exc, "audited", False):
+        return None
+    record = audit_record(
         action=AuditAction.ACCESS_DENIED,
         request=request,
+        application=application,
         result=Result.DENIED,
         target=f"{request.method} {request.path}",
         detail=str(exc),
     )
+    # Marked, so the handlers further up do not record the same refusal again.
+    exc.audited = True  # type: ignore[attr-defined]
+    return record

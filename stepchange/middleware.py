@@ -1,19 +1,14 @@
 """Middleware that audits refused console requests in one place."""
 
-from collections.abc import Callable
-
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.utils.deprecation import MiddlewareMixin
 
 from stepchange.audit import audit_denied
 
 
-class AuditDeniedMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+class AuditDeniedMiddleware(MiddlewareMixin):
+    """Sync and async capable (MiddlewareMixin), so async views stay on the event loop."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         if isinstance(exception, PermissionDenied):

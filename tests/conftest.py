@@ -6,6 +6,7 @@ and `make_app` are plain keyword-only factories.
 
 import importlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -46,14 +47,24 @@ def _require_postgres(database: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     """Drop the audit table's delete guards in the test database only: Django empties every
     table between transactional tests. test_audit.py puts them back to test them."""
-    from django.db import connection
+    from django.db import connection, connections
 
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         for statement in AUDIT_MIGRATION.DELETE_GUARDS[connection.vendor]:
             cursor.execute(statement)
+    yield
+    if connection.vendor == "postgresql":
+        # Connections that worker threads left in the pool would keep the test database busy
+        # and stop Django from dropping it.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connections.close_all()
 
 
 @pytest.fixture(autouse=True)

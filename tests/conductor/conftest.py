@@ -61,9 +61,11 @@ class FakeExecutor:
     async def send(self, message: dict[str, Any]) -> None:
         await self.communicator.send_to(text_data=json.dumps(message))
 
-    async def answer(self, **fields: Any) -> dict[str, Any]:
-        """Receive the next request and reply to it with `fields`."""
+    async def answer(self, expected_type: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Receive the next request (of `expected_type`) and reply to it with `fields`."""
         request = await self.receive()
+        if expected_type is not None:
+            assert request["type"] == expected_type, request
         await self.send(
             {"type": request["type"], "request_id": request["request_id"], "error_message": None}
             | fields

@@ -1,0 +1,177 @@
+"""API endpoints of the executor-facing side: executors, the request log, recovery."""
+
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from ninja import Router, Schema
+from ninja.errors import HttpError
+
+from conductor import recovery
+from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+from stepchange.access import PERM_OPERATE
+
+router = Router(tags=["executors"])
+
+RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
+
+REQUESTS_PAGE = 50
+NOT_RECOVERABLE = "Executor {executor_id} is connected: recovering it would run its work twice."
+UNKNOWN_EXECUTOR = "No executor {executor_id} is known for {app}."
+
+
+def _app(request: HttpRequest, name: str, permission: str | None = None) -> Any:
+    from stepchange.api import application_for
+
+    return (
+        application_for(request, name, permission) if permission else application_for(request, name)
+    )
+
+
+class ExecutorOut(Schema):
+    executor_id: str
+    state: str
+    application_version: str
+    hostname: str
+    language: str
+    dbos_version: str
+    metadata: Any
+    remote_address: str
+    connected_at: datetime
+    last_seen_at: datetime
+    disconnected_at: datetime | None
+
+
+@router.get("/apps/{app}/executors", response=list[ExecutorOut])
+def list_executors(request: HttpRequest, app: str, include_gone: bool = False) -> Any:
+    """Connected executors and their `executor_info`; `include_gone` adds the departed."""
+    application = _app(request, app)
+    if include_gone:
+        return Executor.objects.filter(application=application).order_by("state", "-connected_at")
+    return Executor.objects.live().filter(application=application)
+
+
+class RequestOut(Schema):
+    request_id: str
+    message_type: str
+    executor_id: str
+    actor_name: str
+    source: str
+    sent_at: datetime
+    duration_ms: float | None
+    request_bytes: int
+    response_bytes: int
+    outcome: str
+    error_message: str
+
+
+class RequestPage(Schema):
+    items: list[RequestOut]
+    next_cursor: str | None
+
+
+@router.get("/apps/{app}/requests", response=RequestPage)
+def list_requests(
+    request: HttpRequest,
+    app: str,
+    message_type: str | None = None,
+    outcome: str | None = None,
+    executor_id: str | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The request log, newest first, keyset-paginated by an opaque cursor."""
+    application = _app(request, app)
+    entries = RequestLog.objects.filter(application=application)
+    for field, value in [
+        ("message_type", message_type),
+        ("outcome", outcome),
+        ("executor_id", executor_id),
+    ]:
+        if value:
+            entries = entries.filter(**{field: value})
+    if cursor:
+        if not cursor.isdigit():
+            raise HttpError(400, "cursor is not one this API gave out")
+        entries = entries.filter(pk__lt=int(cursor))
+    page = list(entries.order_by("-pk")[: REQUESTS_PAGE + 1])
+    more = len(page) > REQUESTS_PAGE
+    return {
+        "items": page[:REQUESTS_PAGE],
+        "next_cursor": str(page[REQUESTS_PAGE - 1].pk) if more else None,
+    }
+
+
+class RecoveryIn(Schema):
+    executor_ids: list[str]
+
+
+class RecoveryOut(Schema):
+    dead_executor_id: str
+    application_version: str
+    target_executor_id: str
+    pending_workflow_ids: list[str]
+    manual: bool
+    requested_by: str
+    outcome: str
+    detail: str
+    created_at: datetime
+
+
+class PoisonOut(Schema):
+    workflow_id: str
+    executors_killed: int
+    executor_ids: list[str]
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+class RecoveryHistory(Schema):
+    attempts: list[RecoveryOut]
+    poison: list[PoisonOut]
+
+
+@router.get("/apps/{app}/recovery", response=RecoveryHistory)
+def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
+    """Recovery attempts, newest first, and the unresolved poison suspects."""
+    application = _app(request, app)
+    return {
+        "attempts": list(RecoveryAttempt.objects.filter(application=application)[:100]),
+        "poison": list(
+            PoisonWorkflow.objects.filter(
+                application=application,
+                resolved_at__isnull=True,
+                executors_killed__gte=recovery.POISON_THRESHOLD,
+            )
+        ),
+    }
+
+
+@router.post("/apps/{app}/recovery", response=list[RecoveryOut])
+async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
+    """Recover the pending work of gone executors now, without waiting for the grace period."""
+    application = await sync_to_async(_app)(request, app, PERM_OPERATE)
+    executors = await sync_to_async(_claim_for_manual)(application, body.executor_ids)
+    actor = await sync_to_async(lambda: request.user.get_username())()
+    return [
+        await recovery.recover(executor, manual=True, requested_by=actor, request=request)
+        for executor in executors
+    ]
+
+
+def _claim_for_manual(application: Any, executor_ids: list[str]) -> list[Executor]:
+    """Check every id first, then claim them all, so a bad id claims nothing."""
+    if not executor_ids:
+        raise HttpError(400, "executor_ids must name at least one executor")
+    executors = []
+    for executor_id in executor_ids:
+        executor = Executor.objects.filter(application=application, executor_id=executor_id).first()
+        if executor is None:
+            raise HttpError(404, UNKNOWN_EXECUTOR.format(executor_id=executor_id, app=application))
+        if executor.state == Executor.State.CONNECTED:
+            raise HttpError(409, NOT_RECOVERABLE.format(executor_id=executor_id))
+        executors.append(executor)
+    claimed = [executor for executor in executors if recovery.claim(executor, states=RECOVERABLE)]
+    return [
+        Executor.objects.select_related("application").get(pk=executor.pk) for executor in claimed
+    ]
