@@ -11,6 +11,7 @@ from ninja.errors import HttpError
 from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from stepchange.access import PERM_OPERATE
+from stepchange.api import application_for
 
 router = Router(tags=["executors"])
 
@@ -19,14 +20,6 @@ RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.
 REQUESTS_PAGE = 50
 NOT_RECOVERABLE = "Executor {executor_id} is connected: recovering it would run its work twice."
 UNKNOWN_EXECUTOR = "No executor {executor_id} is known for {app}."
-
-
-def _app(request: HttpRequest, name: str, permission: str | None = None) -> Any:
-    from stepchange.api import application_for
-
-    return (
-        application_for(request, name, permission) if permission else application_for(request, name)
-    )
 
 
 class ExecutorOut(Schema):
@@ -46,7 +39,7 @@ class ExecutorOut(Schema):
 @router.get("/apps/{app}/executors", response=list[ExecutorOut])
 def list_executors(request: HttpRequest, app: str, include_gone: bool = False) -> Any:
     """Connected executors and their `executor_info`; `include_gone` adds the departed."""
-    application = _app(request, app)
+    application = application_for(request, app)
     if include_gone:
         return Executor.objects.filter(application=application).order_by("state", "-connected_at")
     return Executor.objects.live().filter(application=application)
@@ -81,7 +74,7 @@ def list_requests(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """The request log, newest first, keyset-paginated by an opaque cursor."""
-    application = _app(request, app)
+    application = application_for(request, app)
     entries = RequestLog.objects.filter(application=application)
     for field, value in [
         ("message_type", message_type),
@@ -134,7 +127,7 @@ class RecoveryHistory(Schema):
 @router.get("/apps/{app}/recovery", response=RecoveryHistory)
 def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
     """Recovery attempts, newest first, and the unresolved poison suspects."""
-    application = _app(request, app)
+    application = application_for(request, app)
     return {
         "attempts": list(RecoveryAttempt.objects.filter(application=application)[:100]),
         "poison": list(
@@ -150,7 +143,7 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
 @router.post("/apps/{app}/recovery", response=list[RecoveryOut])
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
-    application = await sync_to_async(_app)(request, app, PERM_OPERATE)
+    application = await sync_to_async(application_for)(request, app, PERM_OPERATE)
     executors = await sync_to_async(_claim_for_manual)(application, body.executor_ids)
     actor = await sync_to_async(lambda: request.user.get_username())()
     return [

@@ -9,6 +9,7 @@ crosses processes; with the in-memory layer it stays in one. Nothing is sticky.
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -61,7 +62,21 @@ class NoExecutorConnectedError(RelayError):
     status = 503
 
 
-async def request(
+@dataclass(frozen=True)
+class Answer:
+    """A reply and the executor that gave it (its language decides how to read the reply)."""
+
+    response: Response
+    executor: Executor
+
+
+async def request(application: Application, message: Request, **options: Any) -> Response:
+    """Relay `message` to a live executor of `application` and return its parsed reply.
+    See `ask` for the options and errors."""
+    return (await ask(application, message, **options)).response
+
+
+async def ask(
     application: Application,
     message: Request,
     *,
@@ -71,8 +86,9 @@ async def request(
     actor_name: str = "",
     source: str = "api",
     raise_on_error: bool = True,
-) -> Response:
-    """Relay `message` to a live executor of `application` and return its parsed reply.
+) -> Answer:
+    """Relay `message` to a live executor (the named one, else one on the latest version
+    when asked, else the most recently connected) and return its reply.
 
     Raises NoExecutorConnectedError, ExecutorTimeoutError, ExecutorDisconnectedError, or
     (with raise_on_error) ExecutorFailedError when the executor answered with an error.
@@ -112,9 +128,9 @@ async def request(
                 ),
                 response,
             )
-        return response
+        return Answer(response, target)
     await _log(log, truncated or cut, outcome=RequestLog.Outcome.OK)
-    return response
+    return Answer(response, target)
 
 
 async def _exchange(

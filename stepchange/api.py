@@ -115,9 +115,3 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
         }
         for application in Application.objects.visible_to(request.user)
     ]
-
-
-# Each part of StepChange adds its endpoints to the one API.
-from conductor.api import router as conductor_router  # noqa: E402
-
-api.add_router("/", conductor_router)

@@ -2,8 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from conductor.api import router as conductor_router
 from stepchange import views
 from stepchange.api import api
+from workflows.api import router as workflows_router
+
+# Each part of StepChange adds its endpoints to the one API.
+api.add_router("/", conductor_router)
+api.add_router("/", workflows_router)
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -19,6 +19,9 @@ AUDIT_MIGRATION = importlib.import_module("stepchange.migrations.0003_audit_appe
 
 PASSWORD = "correct horse battery staple"
 
+# Fake executors and a registered application, for the executor-facing stories.
+pytest_plugins = ["tests.fake_executor"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings

@@ -6,127 +6,234 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('stepchange', '0003_audit_append_only'),
+        ("stepchange", "0003_audit_append_only"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Executor',
+            name="Executor",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('executor_id', models.CharField(max_length=100)),
-                ('state', models.CharField(choices=[('connected', 'Connected'), ('disconnected', 'Disconnected'), ('recovering', 'Recovering'), ('dead', 'Dead'), ('recovered', 'Recovered')], default='connected', max_length=20)),
-                ('application_version', models.CharField(blank=True, max_length=200)),
-                ('hostname', models.CharField(blank=True, max_length=255)),
-                ('language', models.CharField(blank=True, max_length=50)),
-                ('dbos_version', models.CharField(blank=True, max_length=50)),
-                ('metadata', models.JSONField(blank=True, null=True)),
-                ('remote_address', models.CharField(blank=True, max_length=100)),
-                ('channel_name', models.CharField(blank=True, max_length=200)),
-                ('first_connected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('connected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('disconnected_at', models.DateTimeField(blank=True, null=True)),
-                ('recovery_claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='executors', to='stepchange.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("executor_id", models.CharField(max_length=100)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("connected", "Connected"),
+                            ("disconnected", "Disconnected"),
+                            ("recovering", "Recovering"),
+                            ("dead", "Dead"),
+                            ("recovered", "Recovered"),
+                        ],
+                        default="connected",
+                        max_length=20,
+                    ),
+                ),
+                ("application_version", models.CharField(blank=True, max_length=200)),
+                ("hostname", models.CharField(blank=True, max_length=255)),
+                ("language", models.CharField(blank=True, max_length=50)),
+                ("dbos_version", models.CharField(blank=True, max_length=50)),
+                ("metadata", models.JSONField(blank=True, null=True)),
+                ("remote_address", models.CharField(blank=True, max_length=100)),
+                ("channel_name", models.CharField(blank=True, max_length=200)),
+                ("first_connected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("connected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("disconnected_at", models.DateTimeField(blank=True, null=True)),
+                ("recovery_claimed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="executors",
+                        to="stepchange.application",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-connected_at'],
+                "ordering": ["-connected_at"],
             },
         ),
         migrations.CreateModel(
-            name='ExecutorConnection',
+            name="ExecutorConnection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('remote_address', models.CharField(blank=True, max_length=100)),
-                ('connected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('disconnected_at', models.DateTimeField(blank=True, null=True)),
-                ('close_code', models.IntegerField(blank=True, null=True)),
-                ('ended_by', models.CharField(blank=True, max_length=100)),
-                ('executor', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='connections', to='conductor.executor')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("remote_address", models.CharField(blank=True, max_length=100)),
+                ("connected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("disconnected_at", models.DateTimeField(blank=True, null=True)),
+                ("close_code", models.IntegerField(blank=True, null=True)),
+                ("ended_by", models.CharField(blank=True, max_length=100)),
+                (
+                    "executor",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="connections",
+                        to="conductor.executor",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-connected_at'],
+                "ordering": ["-connected_at"],
             },
         ),
         migrations.CreateModel(
-            name='PoisonWorkflow',
+            name="PoisonWorkflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workflow_id', models.CharField(max_length=255)),
-                ('executors_killed', models.PositiveIntegerField(default=0)),
-                ('executor_ids', models.JSONField(blank=True, default=list)),
-                ('first_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('resolution', models.CharField(blank=True, max_length=100)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='stepchange.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("workflow_id", models.CharField(max_length=255)),
+                ("executors_killed", models.PositiveIntegerField(default=0)),
+                ("executor_ids", models.JSONField(blank=True, default=list)),
+                ("first_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("resolution", models.CharField(blank=True, max_length=100)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="stepchange.application",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_seen_at'],
+                "ordering": ["-last_seen_at"],
             },
         ),
         migrations.CreateModel(
-            name='RecoveryAttempt',
+            name="RecoveryAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dead_executor_id', models.CharField(max_length=100)),
-                ('application_version', models.CharField(blank=True, max_length=200)),
-                ('target_executor_id', models.CharField(blank=True, max_length=100)),
-                ('pending_workflow_ids', models.JSONField(blank=True, default=list)),
-                ('manual', models.BooleanField(default=False)),
-                ('requested_by', models.CharField(blank=True, max_length=150)),
-                ('outcome', models.CharField(choices=[('waiting', 'Waiting'), ('nothing_pending', 'Nothing Pending'), ('sent', 'Sent'), ('failed', 'Failed'), ('held', 'Held')], max_length=20)),
-                ('detail', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='recovery_attempts', to='stepchange.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("dead_executor_id", models.CharField(max_length=100)),
+                ("application_version", models.CharField(blank=True, max_length=200)),
+                ("target_executor_id", models.CharField(blank=True, max_length=100)),
+                ("pending_workflow_ids", models.JSONField(blank=True, default=list)),
+                ("manual", models.BooleanField(default=False)),
+                ("requested_by", models.CharField(blank=True, max_length=150)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("waiting", "Waiting"),
+                            ("nothing_pending", "Nothing Pending"),
+                            ("sent", "Sent"),
+                            ("failed", "Failed"),
+                            ("held", "Held"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("detail", models.TextField(blank=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="recovery_attempts",
+                        to="stepchange.application",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RequestLog',
+            name="RequestLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(db_index=True, max_length=64)),
-                ('message_type', models.CharField(max_length=64)),
-                ('executor_id', models.CharField(blank=True, max_length=100)),
-                ('actor_name', models.CharField(blank=True, max_length=150)),
-                ('source', models.CharField(blank=True, max_length=30)),
-                ('sent_at', models.DateTimeField(db_index=True)),
-                ('duration_ms', models.FloatField(blank=True, null=True)),
-                ('request_bytes', models.PositiveIntegerField(default=0)),
-                ('response_bytes', models.PositiveIntegerField(default=0)),
-                ('outcome', models.CharField(choices=[('ok', 'Ok'), ('error', 'Error'), ('timeout', 'Timeout'), ('disconnected', 'Disconnected'), ('no_executor', 'No Executor')], max_length=20)),
-                ('error_message', models.TextField(blank=True)),
-                ('request_body', models.TextField(blank=True)),
-                ('response_body', models.TextField(blank=True)),
-                ('truncated', models.BooleanField(default=False)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='request_log', to='stepchange.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("request_id", models.CharField(db_index=True, max_length=64)),
+                ("message_type", models.CharField(max_length=64)),
+                ("executor_id", models.CharField(blank=True, max_length=100)),
+                ("actor_name", models.CharField(blank=True, max_length=150)),
+                ("source", models.CharField(blank=True, max_length=30)),
+                ("sent_at", models.DateTimeField(db_index=True)),
+                ("duration_ms", models.FloatField(blank=True, null=True)),
+                ("request_bytes", models.PositiveIntegerField(default=0)),
+                ("response_bytes", models.PositiveIntegerField(default=0)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("ok", "Ok"),
+                            ("error", "Error"),
+                            ("timeout", "Timeout"),
+                            ("disconnected", "Disconnected"),
+                            ("no_executor", "No Executor"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("error_message", models.TextField(blank=True)),
+                ("request_body", models.TextField(blank=True)),
+                ("response_body", models.TextField(blank=True)),
+                ("truncated", models.BooleanField(default=False)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="request_log",
+                        to="stepchange.application",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-sent_at', '-id'],
+                "ordering": ["-sent_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='executor',
-            index=models.Index(fields=['application', 'state'], name='conductor_e_applica_a97d59_idx'),
+            model_name="executor",
+            index=models.Index(
+                fields=["application", "state"], name="conductor_e_applica_a97d59_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='executor',
-            constraint=models.UniqueConstraint(fields=('application', 'executor_id'), name='unique_executor_per_application'),
+            model_name="executor",
+            constraint=models.UniqueConstraint(
+                fields=("application", "executor_id"), name="unique_executor_per_application"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='poisonworkflow',
-            constraint=models.UniqueConstraint(fields=('application', 'workflow_id'), name='unique_poison_per_application'),
+            model_name="poisonworkflow",
+            constraint=models.UniqueConstraint(
+                fields=("application", "workflow_id"), name="unique_poison_per_application"
+            ),
         ),
         migrations.AddIndex(
-            model_name='requestlog',
-            index=models.Index(fields=['application', '-sent_at'], name='conductor_r_applica_e13c9c_idx'),
+            model_name="requestlog",
+            index=models.Index(
+                fields=["application", "-sent_at"], name="conductor_r_applica_e13c9c_idx"
+            ),
         ),
     ]

@@ -19,7 +19,7 @@ from conductor.protocol import (
 from stepchange.asgi import application as asgi_app
 from stepchange.models import Application
 from stepchange.services import executor_key_revoke
-from tests.conductor.conftest import KEY, FakeExecutor, connect_executor
+from tests.fake_executor import KEY, FakeExecutor, connect_executor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from django.test import AsyncClient
 from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from stepchange.models import Application, AuditRecord
-from tests.conductor.conftest import FakeExecutor, connect_executor
+from tests.fake_executor import FakeExecutor, connect_executor
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

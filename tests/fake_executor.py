@@ -1,4 +1,4 @@
-"""Fixtures for the executor-facing side: a registered application with a key, and fake
+"""Fixtures for the executor-facing stories: a registered application with a key, and fake
 executors speaking the protocol through Channels' WebsocketCommunicator."""
 
 import json
@@ -20,6 +20,7 @@ KEY = "orders-test-key-0123456789"
 
 @pytest.fixture(autouse=True)
 def _inline_request_log(settings: Any) -> None:
+    # Entries are written at once, so a test can read them back.
     settings.REQUEST_LOG_INLINE = True
 
 

@@ -1,0 +1,153 @@
+"""Stories about reading workflows through a connected executor (no system database)."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from stepchange.models import Application
+from tests.fake_executor import FakeExecutor, connect_executor
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PY_ROW = {
+    "WorkflowUUID": "wf-alice",
+    "Status": "SUCCESS",
+    "WorkflowName": "greet",
+    "Input": "{'args': ('alice',), 'kwargs': {'times': 2}}",
+    "Output": "HELLO ALICE",
+    "Error": None,
+    "CreatedAt": "1795300787000",
+    "UpdatedAt": "1795300787000",
+    "CompletedAt": "1795300787000",
+    "ApplicationVersion": "v1",
+    "WasForkedFrom": False,
+}
+
+
+async def viewer_client() -> AsyncClient:
+    viewer = await sync_to_async(make_user)(username="vera", role="viewer")
+    client = AsyncClient()
+    await client.aforce_login(viewer)
+    return client
+
+
+async def served(executor: FakeExecutor, call: Any, **reply: Any) -> tuple[Any, dict[str, Any]]:
+    """Run an API call while the fake executor answers its one request."""
+    calling = asyncio.create_task(call)
+    request = await executor.answer(**reply)
+    return await calling, request
+
+
+async def test_the_list_asks_the_executor_with_the_filters_given(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await viewer_client()
+    response, request = await served(
+        executor,
+        client.get(
+            "/api/v1/apps/orders/workflows",
+            {
+                "status": "success,error",
+                "workflow_name": "greet",
+                "limit": "1",
+                "start_time": "2026-11-21T10:00:00",
+                "load_input": "true",
+            },
+        ),
+        output=[PY_ROW, {**PY_ROW, "WorkflowUUID": "wf-bob"}],
+    )
+    assert request["type"] == "list_workflows"
+    body = request["body"]
+    assert body["status"] == ["SUCCESS", "ERROR"]
+    assert body["workflow_name"] == ["greet"]
+    assert body["start_time"] == "2026-11-21T10:00:00+00:00"
+    assert (body["limit"], body["sort_desc"], body["load_input"]) == (2, True, True)
+    page = response.json()
+    assert page["source"] == "executor"
+    assert page["next_cursor"] == "1"
+    [item] = page["items"]
+    assert item["workflow_id"] == "wf-alice"
+    assert item["input"] == PY_ROW["Input"]
+    assert item["input_format"] == "python-display"
+    assert item["created_at"].startswith("2026-11-21") or item["created_at"].startswith("2026")
+
+
+async def test_one_workflow_and_its_steps(orders: Application, executor: FakeExecutor) -> None:
+    client = await viewer_client()
+    response, _ = await served(
+        executor, client.get("/api/v1/apps/orders/workflows/wf-alice"), output=PY_ROW
+    )
+    assert response.json()["output"] == "HELLO ALICE"
+    response, request = await served(
+        executor,
+        client.get("/api/v1/apps/orders/workflows/wf-alice/steps"),
+        output=[
+            {
+                "function_id": 1,
+                "function_name": "fetch",
+                "output": "{'n': 5}",
+                "child_workflow_id": None,
+                "started_at_epoch_ms": "1795300787041",
+            }
+        ],
+    )
+    assert request == {**request, "type": "list_steps", "workflow_id": "wf-alice"}
+    [step] = response.json()["items"]
+    assert (step["function_id"], step["function_name"], step["output"]) == (1, "fetch", "{'n': 5}")
+
+
+async def test_an_unknown_workflow_is_a_404(orders: Application, executor: FakeExecutor) -> None:
+    client = await viewer_client()
+    response, _ = await served(
+        executor, client.get("/api/v1/apps/orders/workflows/nope"), output=None
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"] == "No workflow nope in orders."
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ({"status": "DONE"}, "status must be among"),
+        ({"start_time": "yesterday"}, "start_time must be an ISO 8601 time"),
+        ({"limit": "0"}, "limit must be between"),
+        ({"cursor": "abc"}, "cursor is not one"),
+    ],
+)
+async def test_bad_filters_get_400_before_anything_is_sent(
+    orders: Application, executor: FakeExecutor, query: dict[str, str], detail: str
+) -> None:
+    client = await viewer_client()
+    response = await client.get("/api/v1/apps/orders/workflows", query)
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+    assert await executor.communicator.receive_nothing(timeout=0.1)
+
+
+async def test_no_executor_is_a_503_and_a_silent_one_a_504(
+    orders: Application, settings: Any
+) -> None:
+    client = await viewer_client()
+    response = await client.get("/api/v1/apps/orders/workflows/wf-1")
+    assert response.status_code == 503
+    assert response.json()["detail"] == "No executor of orders is connected."
+    settings.RELAY_TIMEOUT_SECONDS = 0.2
+    silent = await connect_executor()
+    response = await client.get("/api/v1/apps/orders/workflows/wf-1")
+    assert response.status_code == 504
+    assert "did not answer get_workflow" in response.json()["detail"]
+    await silent.communicator.disconnect()
+
+
+async def test_an_application_the_user_may_not_see_is_a_404(orders: Application) -> None:
+    other = await sync_to_async(Application.objects.create)(name="billing")
+    limited = await sync_to_async(make_user)(username="lena", role="viewer", apps=[other])
+    client = AsyncClient()
+    await client.aforce_login(limited)
+    response = await client.get("/api/v1/apps/orders/workflows")
+    assert response.status_code == 404
+    assert "No application named 'orders'" in response.json()["detail"]
