@@ -10,8 +10,8 @@ from django.test import AsyncClient
 from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from stepchange.models import Application, AuditRecord
-from tests.fake_executor import FakeExecutor, connect_executor
 from tests.conftest import make_user
+from tests.fake_executor import FakeExecutor, connect_executor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from stepchange.models import Application
-from tests.fake_executor import FakeExecutor, connect_executor
 from tests.conftest import make_user
+from tests.fake_executor import FakeExecutor, connect_executor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
