@@ -14,9 +14,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 
 from conductor import events, recovery
-from conductor.models import Executor, ExecutorConnection
+from conductor.models import Executor, ExecutorConnection, RequestLog
 from conductor.protocol import (
     ExecutorInfoRequest,
     ExecutorInfoResponse,
@@ -25,6 +26,7 @@ from conductor.protocol import (
     parse_response,
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
+from conductor.relay import record
 from stepchange.models import Application
 from stepchange.services import executor_key_check
 
@@ -62,7 +64,9 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.application = key.application
         await self.accept()
         self.info_request = ExecutorInfoRequest()
-        await self.send(text_data=encode_request(self.info_request))
+        self.info_frame = encode_request(self.info_request)
+        self.info_sent = (timezone.now(), time.perf_counter())
+        await self.send(text_data=self.info_frame)
         _ensure_heartbeat()
         recovery.ensure_sweeper()
 
@@ -76,7 +80,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.warning("Dropped a malformed frame from %s: %s", self._who(), exc)
             return
         if response.request_id == self.info_request.request_id:
-            await self._register(response)
+            await self._register(response, text_data)
             return
         reply_channel = self.pending.pop(response.request_id, None)
         if reply_channel is None:
@@ -128,7 +132,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """The same executor connected again on another socket: this one is stale."""
         await self.close(code=CLOSE_REPLACED)
 
-    async def _register(self, response: Any) -> None:
+    async def _register(self, response: Any, frame: str) -> None:
+        await self._log_handshake(response, frame)
         if not isinstance(response, ExecutorInfoResponse) or not response.executor_id:
             logger.warning(
                 "Closing %s: its executor_info reply was unusable (%s)",
@@ -158,6 +163,27 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         await events.announce(
             self.application.pk, "executor.connected", executor_id=response.executor_id
+        )
+
+    async def _log_handshake(self, response: Any, frame: str) -> None:
+        assert self.application is not None
+        sent_at, started = self.info_sent
+        await record(
+            {
+                "application": self.application,
+                "request_id": self.info_request.request_id,
+                "message_type": str(self.info_request.type),
+                "executor_id": str(getattr(response, "executor_id", "") or ""),
+                "source": "handshake",
+                "sent_at": sent_at,
+                "duration_ms": (time.perf_counter() - started) * 1000,
+                "request_bytes": len(self.info_frame),
+                "request_body": self.info_frame,
+                "response_bytes": len(frame.encode()),
+            },
+            response_frame=frame,
+            outcome=RequestLog.Outcome.ERROR if response.error_message else RequestLog.Outcome.OK,
+            error=response.error_message or "",
         )
 
     def _who(self) -> str:

@@ -103,43 +103,37 @@ async def ask(
         "source": source,
         "sent_at": timezone.now(),
         "request_bytes": len(frame.encode()),
+        "request_body": frame,
     }
-    log["request_body"], truncated = clip(frame)
     try:
         target = await database_sync_to_async(executor_pick)(
             application=application, executor_id=executor, latest_version=latest_version
         )
     except NoExecutorError as exc:
-        await _log(log, truncated, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
+        await record(log, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
         raise NoExecutorConnectedError(str(exc)) from None
     log["executor_id"] = target.executor_id
-    reply = await _exchange(target, message, frame, timeout, log, truncated)
+    reply = await _exchange(target, message, frame, timeout, log)
     response = parse_response(reply)
     log["response_bytes"] = len(reply.encode())
-    log["response_body"], cut = clip(reply)
-    if response.error_message:
-        await _log(
-            log, truncated or cut, outcome=RequestLog.Outcome.ERROR, error=response.error_message
-        )
-        if raise_on_error:
-            raise ExecutorFailedError(
-                EXECUTOR_FAILED.format(
-                    executor_id=target.executor_id, type=message.type, error=response.error_message
-                ),
-                response,
-            )
+    if not response.error_message:
+        await record(log, response_frame=reply, outcome=RequestLog.Outcome.OK)
         return Answer(response, target)
-    await _log(log, truncated or cut, outcome=RequestLog.Outcome.OK)
+    await record(
+        log, response_frame=reply, outcome=RequestLog.Outcome.ERROR, error=response.error_message
+    )
+    if raise_on_error:
+        raise ExecutorFailedError(
+            EXECUTOR_FAILED.format(
+                executor_id=target.executor_id, type=message.type, error=response.error_message
+            ),
+            response,
+        )
     return Answer(response, target)
 
 
 async def _exchange(
-    target: Executor,
-    message: Request,
-    frame: str,
-    timeout: float,
-    log: dict[str, Any],
-    truncated: bool,
+    target: Executor, message: Request, frame: str, timeout: float, log: dict[str, Any]
 ) -> str:
     """Hand the frame to the consumer holding `target` and wait for its answer."""
     layer = get_channel_layer()
@@ -160,18 +154,30 @@ async def _exchange(
     except TimeoutError:
         log["duration_ms"] = (time.perf_counter() - started) * 1000
         error = TIMED_OUT.format(timeout=timeout, **names)
-        await _log(log, truncated, outcome=RequestLog.Outcome.TIMEOUT, error=error)
+        await record(log, outcome=RequestLog.Outcome.TIMEOUT, error=error)
         raise ExecutorTimeoutError(error) from None
     log["duration_ms"] = (time.perf_counter() - started) * 1000
     if answer["type"] != "conductor.reply":
         error = DISCONNECTED.format(**names)
-        await _log(log, truncated, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
+        await record(log, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
         raise ExecutorDisconnectedError(error)
     return str(answer["frame"])
 
 
-async def _log(log: dict[str, Any], truncated: bool, *, outcome: str, error: str = "") -> None:
-    fields = {**log, "truncated": truncated, "outcome": outcome, "error_message": error}
+async def record(
+    log: dict[str, Any], *, response_frame: str = "", outcome: str, error: str = ""
+) -> None:
+    """Write one request-log entry; bodies are clipped to REQUEST_LOG_BODY_BYTES."""
+    request_body, cut_request = clip(log.get("request_body", ""))
+    response_body, cut_response = clip(response_frame)
+    fields = {
+        **log,
+        "request_body": request_body,
+        "response_body": response_body,
+        "truncated": cut_request or cut_response,
+        "outcome": outcome,
+        "error_message": error,
+    }
     try:
         if settings.REQUEST_LOG_INLINE:
             await database_sync_to_async(request_log_add)(**fields)

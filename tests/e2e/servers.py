@@ -1,10 +1,25 @@
-"""Helpers to start and wait for real servers in end-to-end tests."""
+"""Real processes for end-to-end tests: StepChange under Daphne, and real DBOS executors
+(the Python and TypeScript sample applications) connected to it."""
 
+import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
 def free_port() -> int:
@@ -24,3 +39,208 @@ def wait_for_http(url: str, *, process: subprocess.Popen[bytes], timeout: float 
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+        time.sleep(0.2)
+
+
+def require_postgres() -> None:
+    try:
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Postgres is unreachable and CI=true: {exc}")
+        pytest.skip(f"Postgres is unreachable: {exc}")
+
+
+class PostgresDatabases:
+    """Throwaway databases, dropped at the end (after their users are disconnected)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def new(self, prefix: str) -> str:
+        require_postgres()
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return f"{POSTGRES}/{name}"
+
+    def drop_all(self) -> None:
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+            for name in self.names:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    [name],
+                )
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+class Process:
+    """A child process whose output goes to a log file the test can show on failure."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+
+class StepChange:
+    """StepChange under Daphne on a free port, with its own data directory."""
+
+    def __init__(
+        self, data_dir: Path, *, env: dict[str, str] | None = None, name: str = ""
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+            "STEPCHANGE_DATA_DIR": str(data_dir),
+            "DJANGO_SETTINGS_MODULE": "stepchange.settings",
+            "RECOVERY_SWEEP_SECONDS": "1",
+            **(env or {}),
+        }
+        self.name = name or f"stepchange-{self.port}"
+        self.process: Process | None = None
+        self._token = ""
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def start(self, *, migrate: bool = True) -> "StepChange":
+        if migrate:
+            self.manage("migrate", "--noinput")
+        argv = [sys.executable, "-m", "stepchange.server", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.process = Process(self.name, argv, self.env, self.data_dir)
+        wait_for_http(f"{self.url}/accounts/login/", process=self.process.popen)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def token(self) -> str:
+        """An admin's API token (made once)."""
+        if not self._token:
+            self.manage(
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User, Group\n"
+                "if not User.objects.filter(username='e2e-admin').exists():\n"
+                "    u = User.objects.create_user('e2e-admin')\n"
+                "    u.groups.add(Group.objects.get(name='admin'))",
+            )
+            self._token = self.manage("create_api_token", "e2e-admin").strip()
+        return self._token
+
+    def api(
+        self, method: str, path: str, body: Any = None, *, timeout: float = 60
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/api/v1{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.loads(error.read() or b"null")
+
+    def executors(self, app: str) -> list[dict[str, Any]]:
+        status, body = self.api("GET", f"/apps/{app}/executors")
+        assert status == 200, body
+        return list(body)
+
+    def wait_executors(self, app: str, count: int, *, timeout: float = 30) -> list[dict[str, Any]]:
+        return eventually(
+            lambda: (found := self.executors(app)) and len(found) == count and found,
+            timeout=timeout,
+            what=f"{count} executor(s) of {app}",
+        )
+
+
+class Executor(Process):
+    """A real DBOS executor: one of the sample applications, with its small HTTP page."""
+
+    def __init__(
+        self,
+        language: str,
+        *,
+        stepchange: StepChange,
+        app: str,
+        key: str,
+        system_database_url: str,
+        version: str,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.http_port = free_port()
+        env = {
+            **os.environ,
+            "DBOS_APP_NAME": app,
+            "DBOS_CONDUCTOR_URL": stepchange.ws_url,
+            "DBOS_CONDUCTOR_KEY": key,
+            "DBOS_SYSTEM_DATABASE_URL": system_database_url,
+            "DBOS_APPLICATION_VERSION": version,
+            "SAMPLE_HTTP_PORT": str(self.http_port),
+            "STEPCHANGE_DATA_DIR": str(log_dir),
+            **(extra_env or {}),
+        }
+        if language == "python":
+            argv = [sys.executable, "samples/python/app.py"]
+        else:
+            if not (ROOT / "samples/typescript/node_modules/@dbos-inc/dbos-sdk").exists():
+                pytest.fail("samples/typescript has no node_modules: run `make install`")
+            argv = ["node", "samples/typescript/app.js"]
+        super().__init__(f"{language}-{app}-{self.http_port}", argv, env, log_dir)
+        wait_for_http(f"http://127.0.0.1:{self.http_port}/health", process=self.popen, timeout=60)
+
+    def get(self, path: str, *, timeout: float = 60) -> str:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return str(response.read().decode())
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait(timeout=10)
