@@ -57,7 +57,7 @@ class FakeExecutor:
         )
 
     async def receive(self, timeout: float = 2) -> dict[str, Any]:
-        return json.loads(await self.communicator.receive_from(timeout=timeout))  # type: ignore[no-any-return]
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.communicator.send_to(text_data=json.dumps(message))
