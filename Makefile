@@ -8,7 +8,15 @@ HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/stepchange
 PYTEST_ARGS ?=
 
+DATA := $(or $(STEPCHANGE_DATA_DIR),$(CURDIR)/var)
+SAMPLE_PORT ?= 8000
+NODE_SAMPLE := samples/typescript/node_modules/.package-lock.json
+
 .PHONY: install run migrate test check lint typecheck pytest pytest-sqlite pytest-postgres clean
+# Each recipe runs in one shell, so `run` can stop the sample app when StepChange stops.
+.ONESHELL:
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +24,30 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(INSTALLED)
 
-install: $(INSTALLED)
+# The TypeScript sample executor, used by the end-to-end tests.
+$(NODE_SAMPLE): samples/typescript/package-lock.json
+	cd samples/typescript && npm ci --no-audit --no-fund --loglevel=error
+
+install: $(INSTALLED) $(NODE_SAMPLE)
 
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# StepChange on $(HOST):$(PORT), and beside it the Python sample DBOS app (its page on
+# 127.0.0.1:$(SAMPLE_PORT)) connected to it with a key generated once into the data dir.
 run: migrate
 	$(PY) manage.py ensure_admin
+	mkdir -p "$(DATA)"
+	test -s "$(DATA)/sample_key" || $(PY) -c "import secrets; print(secrets.token_urlsafe(24))" > "$(DATA)/sample_key"
+	$(PY) manage.py register_app sample-app --key "$$(cat "$(DATA)/sample_key")" \
+		--system-database-url "sqlite:///$(DATA)/sample-app.sqlite"
+	DBOS_APP_NAME=sample-app DBOS_CONDUCTOR_URL=ws://127.0.0.1:$(PORT) \
+		DBOS_CONDUCTOR_KEY="$$(cat "$(DATA)/sample_key")" \
+		DBOS_SYSTEM_DATABASE_URL="sqlite:///$(DATA)/sample-app.sqlite" \
+		SAMPLE_HTTP_PORT=$(SAMPLE_PORT) $(PY) samples/python/app.py &
+	sample=$$!
+	trap 'kill $$sample 2>/dev/null; wait $$sample 2>/dev/null' EXIT
+	echo "StepChange: http://$(HOST):$(PORT)/   sample app: http://127.0.0.1:$(SAMPLE_PORT)/?name=world"
 	$(PY) -m stepchange.server -b $(HOST) -p $(PORT)
 
 lint: install
