@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from conductor.api import router as conductor_router
 from stepchange import views
@@ -19,6 +19,7 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_log, name="audit"),
+    path("", include("conductor.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
 ]

@@ -1,0 +1,74 @@
+"""Operator decisions about poison workflows: cancel one, or let its recovery go ahead."""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import Http404, HttpRequest
+from django.utils import timezone
+
+from conductor import relay
+from conductor.models import PoisonWorkflow
+from conductor.protocol import CancelRequest
+from stepchange.audit import Result, audit_record
+from stepchange.models import Application
+
+NOT_POISON = "Workflow {workflow_id} is not held as poison in {app}."
+
+
+def _held(application: Application, workflow_id: str) -> PoisonWorkflow:
+    poison = PoisonWorkflow.objects.filter(
+        application=application, workflow_id=workflow_id, resolved_at__isnull=True
+    ).first()
+    if poison is None:
+        raise Http404(NOT_POISON.format(workflow_id=workflow_id, app=application.name))
+    return poison
+
+
+def _resolve(
+    poison: PoisonWorkflow, *, resolution: str, request: HttpRequest, reason: str, **audit: Any
+) -> None:
+    PoisonWorkflow.objects.filter(pk=poison.pk).update(
+        resolved_at=timezone.now(), resolution=resolution
+    )
+    audit_record(
+        action=f"poison.{resolution}",
+        request=request,
+        application=poison.application,
+        target=f"workflow {poison.workflow_id}",
+        reason=reason,
+        parameters={"executors_killed": poison.executors_killed},
+        **audit,
+    )
+
+
+async def poison_cancel(
+    *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
+) -> None:
+    """Cancel a poison workflow through a live executor; the held recovery then resumes."""
+    poison = await sync_to_async(_held)(application, workflow_id)
+    actor = await sync_to_async(lambda: request.user.get_username())()
+    message = CancelRequest(workflow_id=workflow_id)
+    try:
+        await relay.request(application, message, actor_name=actor, source="console")
+    except relay.RelayError as exc:
+        await sync_to_async(audit_record)(
+            action="poison.cancel",
+            request=request,
+            application=application,
+            target=f"workflow {workflow_id}",
+            result=Result.FAILED,
+            detail=str(exc),
+            reason=reason,
+            request_id=message.request_id,
+        )
+        raise
+    await sync_to_async(_resolve)(
+        poison, resolution="cancel", request=request, reason=reason, request_id=message.request_id
+    )
+
+
+def poison_dismiss(
+    *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
+) -> None:
+    """Not poison after all: let the held recovery hand it to an executor again."""
+    _resolve(_held(application, workflow_id), resolution="dismiss", request=request, reason=reason)

@@ -1,0 +1,26 @@
+from django.urls import path
+
+from conductor import views
+
+urlpatterns = [
+    path("apps/<str:app_name>/executors/", views.executors, name="executors"),
+    path(
+        "apps/<str:app_name>/executors/<str:executor_id>/",
+        views.executor_detail,
+        name="executor-detail",
+    ),
+    path(
+        "apps/<str:app_name>/executors/<str:executor_id>/recover/",
+        views.recover_executor,
+        name="executor-recover",
+    ),
+    path(
+        "apps/<str:app_name>/poison/<str:workflow_id>/<str:action>/",
+        views.poison_action,
+        name="poison-action",
+    ),
+    path("apps/<str:app_name>/requests/", views.requests, name="requests"),
+    path(
+        "apps/<str:app_name>/requests/<int:entry_id>/", views.request_detail, name="request-detail"
+    ),
+]

@@ -1,0 +1,178 @@
+"""Console pages of the executor-facing side: executors, their connections, recovery and
+poison notices, and the request log."""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from conductor import recovery, relay
+from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+from conductor.services import poison_cancel, poison_dismiss
+from stepchange.access import PERM_INSPECT, PERM_OPERATE
+from stepchange.audit import audit_denied
+from stepchange.models import Application
+
+REQUESTS_PAGE = 50
+
+
+def _application(request: HttpRequest, app_name: str, permission: str = PERM_INSPECT) -> Any:
+    """The application if the user may see it (else 404) and holds `permission` (else 403)."""
+    application = Application.objects.visible_to(request.user).filter(name=app_name).first()
+    if application is None:
+        raise Http404(f"No application named {app_name!r} that you may see.")
+    if not request.user.has_perm(permission):
+        exc = PermissionDenied("Your role does not allow this.")
+        audit_denied(request, exc, application=application)
+        raise exc
+    return application
+
+
+@login_required
+def executors(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = _application(request, app_name)
+    live = list(Executor.objects.live().filter(application=application))
+    live_ids = {executor.pk for executor in live}
+    gone = Executor.objects.filter(application=application).exclude(pk__in=live_ids)[:50]
+    context = {
+        "application": application,
+        "live": live,
+        "gone": gone,
+        "attempts": RecoveryAttempt.objects.filter(application=application)[:20],
+        "poison": PoisonWorkflow.objects.filter(
+            application=application,
+            resolved_at__isnull=True,
+            executors_killed__gte=recovery.POISON_THRESHOLD,
+        ),
+        "can_operate": request.user.has_perm(PERM_OPERATE),
+    }
+    template = "conductor/executors.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#executor-panels"
+    return render(request, template, context)
+
+
+@login_required
+def executor_detail(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
+    application = _application(request, app_name)
+    executor = get_object_or_404(Executor, application=application, executor_id=executor_id)
+    return render(
+        request,
+        "conductor/executor_detail.html",
+        {
+            "application": application,
+            "executor": executor,
+            "connections": executor.connections.all()[:100],
+            "requests": RequestLog.objects.filter(
+                application=application, executor_id=executor_id
+            ).order_by("-pk")[:20],
+        },
+    )
+
+
+class RequestFilterForm(forms.Form):
+    message_type = forms.CharField(required=False, label="Type")
+    outcome = forms.ChoiceField(
+        required=False, choices=[("", "any outcome"), *RequestLog.Outcome.choices]
+    )
+    executor_id = forms.CharField(required=False, label="Executor")
+    before = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+
+@login_required
+def requests(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = _application(request, app_name)
+    form = RequestFilterForm(request.GET or None)
+    entries: list[RequestLog] = []
+    if not form.is_bound or form.is_valid():
+        data = form.cleaned_data if form.is_bound else {}
+        query = RequestLog.objects.filter(application=application)
+        for field in ("message_type", "outcome", "executor_id"):
+            if data.get(field):
+                query = query.filter(**{field: data[field]})
+        if data.get("before"):
+            query = query.filter(pk__lt=data["before"])
+        entries = list(query.order_by("-pk")[: REQUESTS_PAGE + 1])
+    params = request.GET.copy()
+    params.pop("before", None)
+    template = "conductor/requests.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#request-rows"
+    return render(
+        request,
+        template,
+        {
+            "application": application,
+            "form": form,
+            "entries": entries[:REQUESTS_PAGE],
+            "next_before": entries[REQUESTS_PAGE - 1].pk if len(entries) > REQUESTS_PAGE else None,
+            "query": params.urlencode(),
+        },
+    )
+
+
+@login_required
+def request_detail(request: HttpRequest, app_name: str, entry_id: int) -> HttpResponse:
+    application = _application(request, app_name)
+    entry = get_object_or_404(RequestLog, application=application, pk=entry_id)
+    return render(
+        request, "conductor/request_detail.html", {"application": application, "entry": entry}
+    )
+
+
+@login_required
+@require_POST
+async def recover_executor(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
+    application = await sync_to_async(_application)(request, app_name, PERM_OPERATE)
+    executor = await sync_to_async(
+        lambda: (
+            Executor.objects.select_related("application")
+            .filter(application=application, executor_id=executor_id)
+            .first()
+        )
+    )()
+    if executor is None:
+        raise Http404(f"No executor {executor_id} of {app_name}.")
+    states = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
+    if not await sync_to_async(recovery.claim)(executor, states=states):
+        messages.error(request, f"Executor {executor_id} is connected or being recovered already.")
+        return redirect("executors", app_name=app_name)
+    executor = await sync_to_async(Executor.objects.select_related("application").get)(
+        pk=executor.pk
+    )
+    actor = await sync_to_async(lambda: request.user.get_username())()
+    attempt = await recovery.recover(executor, manual=True, requested_by=actor, request=request)
+    level = messages.SUCCESS if attempt.outcome == "sent" else messages.WARNING
+    messages.add_message(request, level, f"Recovery of {executor_id}: {attempt.outcome}.")
+    return redirect("executors", app_name=app_name)
+
+
+@login_required
+@require_POST
+async def poison_action(
+    request: HttpRequest, app_name: str, workflow_id: str, action: str
+) -> HttpResponse:
+    if action not in ("cancel", "dismiss"):
+        raise Http404(f"No poison action {action!r}.")
+    application = await sync_to_async(_application)(request, app_name, PERM_OPERATE)
+    reason = str(request.POST.get("reason", ""))
+    try:
+        if action == "cancel":
+            await poison_cancel(
+                application=application, workflow_id=workflow_id, request=request, reason=reason
+            )
+            messages.success(request, f"Workflow {workflow_id} cancelled; recovery resumes.")
+        else:
+            await sync_to_async(poison_dismiss)(
+                application=application, workflow_id=workflow_id, request=request, reason=reason
+            )
+            messages.success(request, f"{workflow_id} is no longer held as poison.")
+    except relay.RelayError as exc:
+        messages.error(request, str(exc))
+    return redirect("executors", app_name=app_name)

@@ -1,0 +1,22 @@
+// Live updates: the console socket says what changed; the parts of the page that listen
+// (hx-trigger="sc-executor from:body", "sc-requests from:body") fetch themselves again.
+(function () {
+  const status = () => document.getElementById("live-status");
+  let delay = 1000;
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/console/`);
+    socket.onopen = () => { delay = 1000; status()?.classList.add("on"); };
+    socket.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      const family = String(event.kind || "").split(".")[0];
+      document.body.dispatchEvent(new CustomEvent(`sc-${family}`, { detail: event }));
+    };
+    socket.onclose = () => {
+      status()?.classList.remove("on");
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+  document.addEventListener("DOMContentLoaded", connect);
+})();
