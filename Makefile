@@ -28,7 +28,12 @@ $(INSTALLED): pyproject.toml
 $(NODE_SAMPLE): samples/typescript/package-lock.json
 	cd samples/typescript && npm ci --no-audit --no-fund --loglevel=error
 
-install: $(INSTALLED) $(NODE_SAMPLE)
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+/usr/bin/chromium:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
+
+install: $(INSTALLED) $(NODE_SAMPLE) /usr/bin/chromium
 
 migrate: install
 	$(PY) manage.py migrate --noinput

@@ -35,7 +35,7 @@ def test_a_viewer_sees_connected_and_gone_executors(viewer: User) -> None:
     assert page.status_code == 200
     html = page.content.decode()
     assert "exec-live" in html
-    assert "region" in html
+    assert "{&quot;region&quot;: &quot;eu&quot;}" in html
     assert "exec-gone" in html
     assert "Recover now" not in html  # viewers cannot act
 

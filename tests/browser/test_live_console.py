@@ -1,0 +1,55 @@
+"""An operator signs in, watches the executors page, and sees a real executor arrive live."""
+
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import screenshot
+from tests.e2e.servers import Executor, PostgresDatabases, StepChange
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def sign_in(page: Page, stepchange: StepChange, username: str, password: str) -> None:
+    page.goto(f"{stepchange.url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Applications")).to_be_visible()
+
+
+def test_a_new_executor_appears_on_the_page_without_a_reload(
+    page: Page,
+    stepchange: StepChange,
+    new_app: Callable[..., tuple[str, str]],
+    executors: Callable[..., Executor],
+    databases: PostgresDatabases,
+) -> None:
+    stepchange.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User, Group\n"
+        "u = User.objects.create_user('olive', password='olive-pass-8731')\n"
+        "u.groups.add(Group.objects.get(name='operator'))",
+    )
+    app, key = new_app("live")
+    sign_in(page, stepchange, "olive", "olive-pass-8731")
+    page.get_by_role("link", name=app).first.click()
+    expect(page.get_by_text("No executor is connected")).to_be_visible()
+    expect(page.locator("#live-status.on")).to_be_attached(timeout=10_000)
+    marker = page.evaluate("() => (window.__notReloaded = true)")
+    assert marker is True
+
+    executor = executors("python", app=app, key=key, system_database_url=databases.new("sc_live"))
+    [info] = stepchange.wait_executors(app, 1)
+    expect(page.get_by_role("link", name=info["executor_id"])).to_be_visible(timeout=10_000)
+    assert page.evaluate("() => window.__notReloaded") is True
+    screenshot(page, "executors")
+
+    executor.kill()
+    expect(page.get_by_text("No executor is connected")).to_be_visible(timeout=10_000)
+    expect(page.get_by_role("button", name="Recover now")).to_be_visible()
+    page.goto(f"{stepchange.url}/apps/{app}/requests/")
+    expect(page.get_by_text("executor_info").first).to_be_visible()
+    screenshot(page, "requests")
