@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.errors import HttpError
@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from stepchange.access import PERM_OPERATE
-from stepchange.api import application_for
+from stepchange.api import application_for, resolve
 
 router = Router(tags=["executors"])
 
@@ -143,9 +143,8 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
 @router.post("/apps/{app}/recovery", response=list[RecoveryOut])
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
-    application = await sync_to_async(application_for)(request, app, PERM_OPERATE)
-    executors = await sync_to_async(_claim_for_manual)(application, body.executor_ids)
-    actor = await sync_to_async(lambda: request.user.get_username())()
+    application, actor = await resolve(request, app, PERM_OPERATE)
+    executors = await database_sync_to_async(_claim_for_manual)(application, body.executor_ids)
     return [
         await recovery.recover(executor, manual=True, requested_by=actor, request=request)
         for executor in executors

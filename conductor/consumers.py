@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
@@ -23,6 +24,7 @@ from conductor.protocol import (
     ExecutorInfoResponse,
     ProtocolError,
     encode_request,
+    parse_envelope,
     parse_response,
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
@@ -50,6 +52,19 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     executor: Executor | None = None
     connection: ExecutorConnection | None = None
 
+    # Frames that carry replies and relayed requests: the hot path.
+    HOT = frozenset({"websocket.receive", "conductor.request"})
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections on a worker thread before every
+        # message. Replies and relayed requests never touch the database here (whatever
+        # does goes through database_sync_to_async, which closes them itself), and two
+        # thread hops per relayed request were a third of this process's CPU.
+        if message["type"] in self.HOT:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self) -> None:
         self.pending: dict[str, str] = {}
         kwargs = self.scope["url_route"]["kwargs"]
@@ -75,20 +90,18 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.warning("Dropped a binary frame from %s: the protocol is text", self._who())
             return
         try:
-            response = parse_response(text_data)
+            # Only the envelope: whoever asked reads the rest, once.
+            _, kind, request_id = parse_envelope(text_data)
         except ProtocolError as exc:
             logger.warning("Dropped a malformed frame from %s: %s", self._who(), exc)
             return
-        if response.request_id == self.info_request.request_id:
-            await self._register(response, text_data)
+        if request_id == self.info_request.request_id:
+            await self._register(parse_response(text_data), text_data)
             return
-        reply_channel = self.pending.pop(response.request_id, None)
+        reply_channel = self.pending.pop(request_id, None)
         if reply_channel is None:
             logger.warning(
-                "Dropped a %s reply from %s to unknown request %s",
-                response.type,
-                self._who(),
-                response.request_id,
+                "Dropped a %s reply from %s to unknown request %s", kind, self._who(), request_id
             )
             return
         await self.channel_layer.send(
@@ -111,6 +124,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             close_code=code,
         )
         if gone:
+            await events.registry_changed()
             logger.info("Executor %s disconnected (code %s)", self._who(), code)
             await events.announce(
                 self.application.pk, "executor.disconnected", executor_id=self.executor.executor_id
@@ -151,6 +165,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             remote_address=str(client[0]),
         )
         _held.add(self.channel_name)
+        await events.registry_changed()
         if previous and previous != self.channel_name:
             await self.channel_layer.send(previous, {"type": "conductor.replaced"})
         logger.info(

@@ -15,6 +15,16 @@ REQUEST_EVENT_INTERVAL_SECONDS = 1.0
 _last_request_event: dict[int, float] = {}
 
 
+# Every process's relay listens here to drop its cached routes when executors come and go.
+REGISTRY_GROUP = "conductor.registry"
+
+
+async def registry_changed() -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(REGISTRY_GROUP, {"type": "registry.changed"})
+
+
 def group_for(application_id: int) -> str:
     return f"console.app.{application_id}"
 

@@ -994,14 +994,21 @@ RESPONSE_TYPES: dict[MessageType, type[Response]] = {
 }
 
 
-def parse_response(text: str | bytes) -> Response:
-    """Read one executor frame. Only a frame with no usable envelope raises ProtocolError."""
+def parse_envelope(text: str | bytes) -> tuple[dict[str, Any], str, str]:
+    """Read just the envelope of an executor frame: (the object, its type, its request_id).
+    Raises ProtocolError when there is none; the fields are left to `parse_response`."""
     data = _load_object(text)
     kind, request_id = data.get("type"), data.get("request_id")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError(NO_TYPE)
     if not isinstance(request_id, str) or not request_id:
         raise ProtocolError(NO_REQUEST_ID)
+    return data, kind, request_id
+
+
+def parse_response(text: str | bytes) -> Response:
+    """Read one executor frame. Only a frame with no usable envelope raises ProtocolError."""
+    data, kind, request_id = parse_envelope(text)
     try:
         message_type = MessageType(kind)
     except ValueError:

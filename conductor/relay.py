@@ -21,7 +21,12 @@ from django.utils import timezone
 from conductor import events
 from conductor.models import Executor, RequestLog
 from conductor.protocol import Request, Response, encode_request, parse_response
-from conductor.registry import NoExecutorError, executor_pick
+from conductor.registry import (
+    NO_EXECUTOR,
+    NO_SUCH_EXECUTOR,
+    NoExecutorError,
+    executor_pick,
+)
 from conductor.requestlog import clip, request_log_add
 from stepchange.models import Application
 
@@ -106,14 +111,16 @@ async def ask(
         "request_body": frame,
     }
     try:
-        target = await database_sync_to_async(executor_pick)(
-            application=application, executor_id=executor, latest_version=latest_version
-        )
+        target = await routes.pick(application, executor_id=executor, latest_version=latest_version)
     except NoExecutorError as exc:
         await record(log, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
         raise NoExecutorConnectedError(str(exc)) from None
     log["executor_id"] = target.executor_id
-    reply = await _exchange(target, message, frame, timeout, log)
+    try:
+        reply = await _exchange(target, message, frame, timeout, log)
+    except RelayError:
+        routes.forget(application)
+        raise
     response = parse_response(reply)
     log["response_bytes"] = len(reply.encode())
     if not response.error_message:
@@ -137,7 +144,9 @@ async def _exchange(
 ) -> str:
     """Hand the frame to the consumer holding `target` and wait for its answer."""
     layer = get_channel_layer()
-    reply_channel = await layer.new_channel("relay.")
+    # The default prefix on purpose: channels_redis reads every process-local channel through
+    # one Redis list per prefix, and a second prefix starves behind the consumers' receive.
+    reply_channel = await layer.new_channel()
     started = time.perf_counter()
     await layer.send(
         target.channel_name,
@@ -186,6 +195,82 @@ async def record(
     except Exception:
         logger.exception("Could not record request %s in the request log", log["request_id"])
     await events.announce_request(log["application"].pk)
+
+
+class Routes:
+    """Which executors are live, per application, cached in this process.
+
+    Looking them up costs a database round trip on a worker thread for every request;
+    the registry changes only when executors come and go. Entries last ROUTE_SECONDS and
+    are dropped at once on every registry event (`conductor.registry` group), and when a
+    request through them fails.
+    """
+
+    ROUTE_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[float, list[Executor]]] = {}
+        self.listening: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+    async def pick(
+        self, application: Application, *, executor_id: str | None, latest_version: bool
+    ) -> Executor:
+        if latest_version or not self._listening():
+            # Rare (version-pinned actions), or no listener can keep a cache honest here.
+            chosen: Executor = await database_sync_to_async(executor_pick)(
+                application=application, executor_id=executor_id, latest_version=latest_version
+            )
+            return chosen
+        entry = self.entries.get(application.pk)
+        if entry is None or time.monotonic() - entry[0] > self.ROUTE_SECONDS:
+            live = await database_sync_to_async(_live_executors)(application)
+            entry = (time.monotonic(), live)
+            self.entries[application.pk] = entry
+        for candidate in entry[1]:
+            if executor_id is None or candidate.executor_id == executor_id:
+                return candidate
+        if executor_id:
+            raise NoExecutorError(
+                NO_SUCH_EXECUTOR.format(executor_id=executor_id, app=application.name)
+            )
+        raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
+
+    def forget(self, application: Application | None = None) -> None:
+        if application is None:
+            self.entries.clear()
+        else:
+            self.entries.pop(application.pk, None)
+
+    def _listening(self) -> bool:
+        """Listen for registry events on this event loop (started on first use)."""
+        loop = asyncio.get_running_loop()
+        task = self.listening.get(loop)
+        if task is None or task.done():
+            self.entries.clear()
+            self.listening[loop] = loop.create_task(self._listen(), name="relay-routes")
+            return False
+        return True
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        while True:
+            # Group membership expires in Redis; joining again now and then keeps it.
+            await layer.group_add(events.REGISTRY_GROUP, channel)
+            try:
+                async with asyncio.timeout(3600):
+                    while True:
+                        await layer.receive(channel)
+                        self.entries.clear()
+            except TimeoutError:
+                continue
+
+
+def _live_executors(application: Application) -> list[Executor]:
+    return list(Executor.objects.live().filter(application=application).order_by("-connected_at"))
+
+
+routes = Routes()
 
 
 def request_sync(application: Application, message: Request, **options: Any) -> Response:

@@ -25,7 +25,8 @@ FLUSH_SECONDS = 0.2
 BATCH_SIZE = 500
 PRUNE_EVERY_SECONDS = 3600
 
-_queue: "queue.SimpleQueue[RequestLog]" = queue.SimpleQueue()
+# Plain dicts: model instances are built in the writer thread, off the event loop.
+_queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
 _writer: threading.Thread | None = None
 _writer_lock = threading.Lock()
 _last_prune = 0.0
@@ -41,28 +42,29 @@ def clip(text: str) -> tuple[str, bool]:
 
 def request_log_add(**fields: Any) -> None:
     """Queue one entry; with REQUEST_LOG_INLINE it is written at once (tests)."""
-    entry = RequestLog(**fields)
     if settings.REQUEST_LOG_INLINE:
-        entry.save()
+        RequestLog.objects.create(**fields)
         return
-    _queue.put(entry)
+    _queue.put(fields)
     _ensure_writer()
 
 
 def request_log_flush() -> int:
     """Write everything queued so far, in this thread. Returns how many entries."""
     batch: list[RequestLog] = []
+    written = 0
     while True:
         try:
-            batch.append(_queue.get_nowait())
+            batch.append(RequestLog(**_queue.get_nowait()))
         except queue.Empty:
             break
         if len(batch) >= BATCH_SIZE:
             RequestLog.objects.bulk_create(batch)
+            written += len(batch)
             batch = []
     if batch:
         RequestLog.objects.bulk_create(batch)
-    return len(batch)
+    return written + len(batch)
 
 
 def request_log_prune(*, now: Any = None) -> int:

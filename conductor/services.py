@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
@@ -45,13 +45,13 @@ async def poison_cancel(
     *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
 ) -> None:
     """Cancel a poison workflow through a live executor; the held recovery then resumes."""
-    poison = await sync_to_async(_held)(application, workflow_id)
-    actor = await sync_to_async(lambda: request.user.get_username())()
+    poison = await database_sync_to_async(_held)(application, workflow_id)
+    actor = await database_sync_to_async(lambda: request.user.get_username())()
     message = CancelRequest(workflow_id=workflow_id)
     try:
         await relay.request(application, message, actor_name=actor, source="console")
     except relay.RelayError as exc:
-        await sync_to_async(audit_record)(
+        await database_sync_to_async(audit_record)(
             action="poison.cancel",
             request=request,
             application=application,
@@ -62,7 +62,7 @@ async def poison_cancel(
             request_id=message.request_id,
         )
         raise
-    await sync_to_async(_resolve)(
+    await database_sync_to_async(_resolve)(
         poison, resolution="cancel", request=request, reason=reason, request_id=message.request_id
     )
 

@@ -5,14 +5,18 @@ routers to `api`.
 """
 
 from datetime import datetime
+from importlib import import_module
 from typing import Any
 
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import aget_user
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
-from ninja.security import HttpBearer, SessionAuth
+from ninja.security import APIKeyCookie, HttpBearer
 
 from conductor.models import Executor
 from conductor.relay import RelayError
@@ -25,11 +29,41 @@ from stepchange.services import api_token_authenticate
 class BearerToken(HttpBearer):
     """`Authorization: Bearer sc_…`: a personal token, acting as its user."""
 
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = api_token_authenticate(raw=token, request=request)
+    async def __call__(self, request: HttpRequest) -> Any:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        user = await database_sync_to_async(api_token_authenticate)(
+            raw=token.strip(), request=request
+        )
         if user is not None:
             request.user = user
         return user
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        raise NotImplementedError("BearerToken is asynchronous")
+
+
+class SessionCookie(APIKeyCookie):
+    """The console's session, read here rather than by middleware: the API is served
+    without the console's middleware stack (see stepchange/asgi.py). Unsafe methods need
+    the CSRF token, as in the console."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        key = self._get_key(request)
+        if not key:
+            return None
+        request.session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+        user = await aget_user(request)
+        if not user.is_authenticated:
+            return None
+        request.user = user
+        return user
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        raise NotImplementedError("SessionCookie is asynchronous")
 
 
 api = NinjaAPI(
@@ -39,7 +73,7 @@ api = NinjaAPI(
     urls_namespace="api",
     openapi_url="/openapi.json",
     docs_url="/docs",
-    auth=[BearerToken(), SessionAuth()],
+    auth=[BearerToken(), SessionCookie()],
 )
 
 
@@ -81,12 +115,29 @@ def application_for(request: HttpRequest, name: str, permission: str = PERM_INSP
     if application is None:
         raise Http404(APP_NOT_FOUND.format(name=name))
     try:
-        require(request.user, permission, application)
+        # Visibility was checked by the query above; what is left is the role.
+        require(request.user, permission)
     except PermissionDenied as exc:
         # Audited here, in sync code: async views cannot write from the error handler.
         audit_denied(request, exc, application=application)
         raise
     return application
+
+
+def _caller(request: HttpRequest, name: str, permission: str) -> tuple[Application, str]:
+    return application_for(request, name, permission), request.user.get_username()
+
+
+async def resolve(
+    request: HttpRequest, name: str, permission: str = PERM_INSPECT
+) -> tuple[Application, str]:
+    """For async endpoints: the application (checked as `application_for` does) and the
+    caller's name, in one trip to the database thread. That trip also hands the thread's
+    connection back to the pool, so a request waiting on an executor holds none."""
+    found: tuple[Application, str] = await database_sync_to_async(_caller)(
+        request, name, permission
+    )
+    return found
 
 
 class ApplicationOut(Schema):

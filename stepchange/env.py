@@ -86,5 +86,6 @@ def env_database(name: str, default: str) -> dict[str, object]:
         # A pool instead of persistent connections: under ASGI every sync_to_async call may run
         # on another thread, and a pool keeps the connection count bounded anyway.
         config["CONN_MAX_AGE"] = 0
-        config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 10, "timeout": 10}}
+        size = env_int("DATABASE_POOL_SIZE", 20, minimum=1)
+        config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": size, "timeout": 10}}
     return config

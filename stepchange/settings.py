@@ -95,6 +95,9 @@ MIDDLEWARE = [
     "stepchange.middleware.AuditDeniedMiddleware",
 ]
 
+# The JSON API's own chain (stepchange/asgi.py): async-native only, no thread hops.
+API_MIDDLEWARE = ["stepchange.middleware.api_headers"]
+
 ROOT_URLCONF = "stepchange.urls"
 ASGI_APPLICATION = "stepchange.asgi.application"
 

@@ -8,7 +8,6 @@ never parsed.
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
@@ -25,7 +24,7 @@ from conductor.protocol import (
     WorkflowsOutput,
     WorkflowSteps,
 )
-from stepchange.api import application_for
+from stepchange.api import resolve
 
 router = Router(tags=["workflows"])
 
@@ -216,13 +215,9 @@ def _instant(name: str, value: str | None) -> datetime | None:
 
 
 async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
-    application = await sync_to_async(application_for)(request, app)
     body = filters.body(queues_only=queued)
-    answer = await relay.ask(
-        application,
-        ListWorkflowsRequest(body=body),
-        actor_name=await _username(request),
-    )
+    application, actor = await resolve(request, app)
+    answer = await relay.ask(application, ListWorkflowsRequest(body=body), actor_name=actor)
     rows = relay.expect(answer.response, ListWorkflowsResponse).output
     more = len(rows) > filters.limit
     offset = body.offset or 0
@@ -231,10 +226,6 @@ async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued
         "next_cursor": str(offset + filters.limit) if more else None,
         "source": "executor",
     }
-
-
-async def _username(request: HttpRequest) -> str:
-    return await sync_to_async(lambda: request.user.get_username())()
 
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)
@@ -254,11 +245,9 @@ async def list_queued_workflows(
 @router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut)
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """One workflow, with its input, output and error."""
-    application = await sync_to_async(application_for)(request, app)
+    application, actor = await resolve(request, app)
     answer = await relay.ask(
-        application,
-        GetWorkflowRequest(workflow_id=workflow_id),
-        actor_name=await _username(request),
+        application, GetWorkflowRequest(workflow_id=workflow_id), actor_name=actor
     )
     row = relay.expect(answer.response, GetWorkflowResponse).output
     if row is None:
@@ -269,11 +258,9 @@ async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
 @router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList)
 async def list_steps(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """The recorded steps of a workflow, in order, with child workflow ids."""
-    application = await sync_to_async(application_for)(request, app)
+    application, actor = await resolve(request, app)
     answer = await relay.ask(
-        application,
-        ListStepsRequest(workflow_id=workflow_id),
-        actor_name=await _username(request),
+        application, ListStepsRequest(workflow_id=workflow_id), actor_name=actor
     )
     steps = relay.expect(answer.response, ListStepsResponse).output
     return {"items": [_step(row, answer.executor.language) for row in steps], "source": "executor"}

@@ -50,6 +50,10 @@ def test_a_new_executor_appears_on_the_page_without_a_reload(
     executor.kill()
     expect(page.get_by_text("No executor is connected")).to_be_visible(timeout=10_000)
     expect(page.get_by_role("button", name="Recover now")).to_be_visible()
+    # The same session authenticates the JSON API, which is served by its own handler.
+    api = page.request.get(f"{stepchange.url}/api/v1/apps/{app}/executors?include_gone=true")
+    assert api.status == 200
+    assert api.json()[0]["executor_id"] == info["executor_id"]
     page.goto(f"{stepchange.url}/apps/{app}/requests/")
     expect(page.get_by_text("executor_info").first).to_be_visible()
     screenshot(page, "requests")

@@ -58,7 +58,7 @@ def executors(stepchange: StepChange, tmp_path: Path) -> Iterator[Callable[..., 
     ) -> Executor:
         executor = Executor(
             language,
-            stepchange=server or stepchange,
+            conductor_url=(server or stepchange).ws_url,
             app=app,
             key=key,
             system_database_url=system_database_url,

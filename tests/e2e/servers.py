@@ -207,7 +207,7 @@ class Executor(Process):
         self,
         language: str,
         *,
-        stepchange: StepChange,
+        conductor_url: str,
         app: str,
         key: str,
         system_database_url: str,
@@ -219,7 +219,7 @@ class Executor(Process):
         env = {
             **os.environ,
             "DBOS_APP_NAME": app,
-            "DBOS_CONDUCTOR_URL": stepchange.ws_url,
+            "DBOS_CONDUCTOR_URL": conductor_url,
             "DBOS_CONDUCTOR_KEY": key,
             "DBOS_SYSTEM_DATABASE_URL": system_database_url,
             "DBOS_APPLICATION_VERSION": version,

@@ -1,5 +1,8 @@
 """Stories about the JSON API skeleton: authentication, error shapes, the apps list."""
 
+from typing import Any
+
+import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -48,3 +51,26 @@ def test_a_user_without_access_never_sees_an_application(stranger: User) -> None
 def test_an_unknown_api_path_is_a_404_with_a_detail(viewer: User) -> None:
     response = signed_in(viewer).get("/api/v1/nothing-here")
     assert response.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_api_is_served_by_its_own_handler_with_its_own_headers() -> None:
+    from channels.testing import HttpCommunicator
+
+    from stepchange.asgi import application
+
+    async def fetch(path: str) -> dict[str, Any]:
+        communicator = HttpCommunicator(application, "GET", path, headers=[(b"host", b"127.0.0.1")])
+        response = await communicator.get_response()
+        await communicator.wait()  # let Django finish and close the request body
+        return response
+
+    api = await fetch("/api/v1/apps")
+    headers = dict(api["headers"])
+    assert api["status"] == 401
+    assert headers[b"Cache-Control"] == b"no-store"
+    assert headers[b"X-Content-Type-Options"] == b"nosniff"
+    # The console keeps Django's full chain (clickjacking protection among it).
+    console = await fetch("/accounts/login/")
+    assert dict(console["headers"])[b"X-Frame-Options"] == b"DENY"
+    assert b"X-Frame-Options" not in headers
