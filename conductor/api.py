@@ -3,7 +3,6 @@
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.errors import HttpError
@@ -12,6 +11,7 @@ from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from stepchange.access import PERM_OPERATE
 from stepchange.api import application_for, resolve
+from stepchange.asyncdb import db_async
 
 router = Router(tags=["executors"])
 
@@ -144,7 +144,7 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
     application, actor = await resolve(request, app, PERM_OPERATE)
-    executors = await database_sync_to_async(_claim_for_manual)(application, body.executor_ids)
+    executors = await db_async(_claim_for_manual)(application, body.executor_ids)
     return [
         await recovery.recover(executor, manual=True, requested_by=actor, request=request)
         for executor in executors

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
@@ -29,6 +28,7 @@ from conductor.protocol import (
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
+from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.services import executor_key_check
 
@@ -58,7 +58,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections on a worker thread before every
         # message. Replies and relayed requests never touch the database here (whatever
-        # does goes through database_sync_to_async, which closes them itself), and two
+        # goes through db_async, which hands the connection back itself), and two
         # thread hops per relayed request were a third of this process's CPU.
         if message["type"] in self.HOT:
             await getattr(self, get_handler_name(message))(message)
@@ -68,9 +68,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         self.pending: dict[str, str] = {}
         kwargs = self.scope["url_route"]["kwargs"]
-        key = await database_sync_to_async(executor_key_check)(
-            app_name=kwargs["app_name"], key=kwargs["key"]
-        )
+        key = await db_async(executor_key_check)(app_name=kwargs["app_name"], key=kwargs["key"])
         if key is None:
             self._log_refusal(kwargs["app_name"])
             # Closing before accepting makes Daphne answer the upgrade with 403.
@@ -117,7 +115,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.pending.clear()
         if self.executor is None or self.connection is None or self.application is None:
             return
-        gone = await database_sync_to_async(executor_disconnected)(
+        gone = await db_async(executor_disconnected)(
             executor=self.executor,
             connection=self.connection,
             channel_name=self.channel_name,
@@ -158,7 +156,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         assert self.application is not None
         client = self.scope.get("client") or ["", 0]
-        self.executor, self.connection, previous = await database_sync_to_async(executor_register)(
+        self.executor, self.connection, previous = await db_async(executor_register)(
             application=self.application,
             info=response,
             channel_name=self.channel_name,
@@ -228,7 +226,7 @@ async def _beat_forever() -> None:
         await asyncio.sleep(settings.EXECUTOR_HEARTBEAT_SECONDS)
         if _held:
             try:
-                await database_sync_to_async(executors_seen)(channel_names=list(_held))
+                await db_async(executors_seen)(channel_names=list(_held))
             except Exception:
                 logger.exception("The executor heartbeat failed; it runs again shortly")
 
@@ -241,9 +239,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if user is None or not user.is_authenticated:
             await self.close()
             return
-        self.groups_joined = [
-            events.group_for(pk) for pk in await database_sync_to_async(_visible_ids)(user)
-        ]
+        self.groups_joined = [events.group_for(pk) for pk in await db_async(_visible_ids)(user)]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()

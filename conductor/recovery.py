@@ -17,7 +17,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -33,6 +32,7 @@ from conductor.protocol import (
     RecoveryRequest,
 )
 from conductor.registry import stale_executors_release
+from stepchange.asyncdb import db_async
 from stepchange.audit import audit_record
 from stepchange.models import Application
 
@@ -68,7 +68,7 @@ async def _sweep_forever() -> None:
 async def sweep() -> list[RecoveryAttempt]:
     """One pass: mark executors dead past their grace period and recover what can be."""
     attempts = []
-    for executor in await database_sync_to_async(_claim_due)():
+    for executor in await db_async(_claim_due)():
         attempts.append(await recover(executor))
     return attempts
 
@@ -150,7 +150,7 @@ async def recover(
 ) -> RecoveryAttempt:
     """Send `recovery` for a dead executor to a live one of the same application and version."""
     application = executor.application
-    target = await database_sync_to_async(_same_version_target)(executor)
+    target = await db_async(_same_version_target)(executor)
     if target is None:
         return await _record(
             executor,
@@ -202,7 +202,7 @@ async def recover(
             ListWorkflowsResponse,
         )
         pending_ids = [row.workflow_uuid for row in pending.output if row.workflow_uuid]
-        poison = await database_sync_to_async(_tally_poison)(executor, pending_ids)
+        poison = await db_async(_tally_poison)(executor, pending_ids)
         if poison and not manual:
             return await _record(
                 executor,
@@ -281,7 +281,7 @@ async def _record(
     request: Any,
     detail: str = "",
 ) -> RecoveryAttempt:
-    attempt: RecoveryAttempt = await database_sync_to_async(_write_attempt)(
+    attempt: RecoveryAttempt = await db_async(_write_attempt)(
         executor, outcome, target, pending or [], manual, requested_by, request, detail
     )
     return attempt

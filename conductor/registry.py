@@ -1,7 +1,7 @@
 """The executor registry: who is connected, through which consumer, and since when.
 
 Plain synchronous functions over the database; the consumer calls them through
-`database_sync_to_async`. Every change of an executor's state is announced to console
+`stepchange.asyncdb.db_async`. Every change of an executor's state is announced to console
 sockets by `conductor.events`.
 """
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
@@ -28,6 +27,7 @@ from conductor.registry import (
     executor_pick,
 )
 from conductor.requestlog import clip, request_log_add
+from stepchange.asyncdb import db_async
 from stepchange.models import Application
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ async def record(
     }
     try:
         if settings.REQUEST_LOG_INLINE:
-            await database_sync_to_async(request_log_add)(**fields)
+            await db_async(request_log_add)(**fields)
         else:
             request_log_add(**fields)
     except Exception:
@@ -217,13 +217,13 @@ class Routes:
     ) -> Executor:
         if latest_version or not self._listening():
             # Rare (version-pinned actions), or no listener can keep a cache honest here.
-            chosen: Executor = await database_sync_to_async(executor_pick)(
+            chosen: Executor = await db_async(executor_pick)(
                 application=application, executor_id=executor_id, latest_version=latest_version
             )
             return chosen
         entry = self.entries.get(application.pk)
         if entry is None or time.monotonic() - entry[0] > self.ROUTE_SECONDS:
-            live = await database_sync_to_async(_live_executors)(application)
+            live = await db_async(_live_executors)(application)
             entry = (time.monotonic(), live)
             self.entries[application.pk] = entry
         for candidate in entry[1]:

@@ -29,6 +29,7 @@ PRUNE_EVERY_SECONDS = 3600
 _queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
 _writer: threading.Thread | None = None
 _writer_lock = threading.Lock()
+_stop = threading.Event()
 _last_prune = 0.0
 
 
@@ -84,10 +85,20 @@ def _ensure_writer() -> None:
             _writer.start()
 
 
+def request_log_stop() -> None:
+    """Stop the writer thread after a last flush (process shutdown, tests)."""
+    global _writer
+    with _writer_lock:
+        if _writer is not None:
+            _stop.set()
+            _writer.join(timeout=10)
+            _writer = None
+            _stop.clear()
+
+
 def _write_forever() -> None:
     global _last_prune
-    stop = threading.Event()
-    while not stop.wait(FLUSH_SECONDS):
+    while not _stop.wait(FLUSH_SECONDS):
         try:
             request_log_flush()
             if timezone.now().timestamp() - _last_prune > PRUNE_EVERY_SECONDS:
@@ -96,7 +107,12 @@ def _write_forever() -> None:
         except Exception:
             # The log must never take relaying down with it; say so and keep going.
             logger.exception("Writing the request log failed")
+        finally:
             close_old_connections()
+    try:
+        request_log_flush()
+    finally:
+        close_old_connections()
 
 
 @atexit.register

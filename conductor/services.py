@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from conductor import relay
 from conductor.models import PoisonWorkflow
 from conductor.protocol import CancelRequest
+from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 
@@ -45,13 +45,13 @@ async def poison_cancel(
     *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
 ) -> None:
     """Cancel a poison workflow through a live executor; the held recovery then resumes."""
-    poison = await database_sync_to_async(_held)(application, workflow_id)
-    actor = await database_sync_to_async(lambda: request.user.get_username())()
+    poison = await db_async(_held)(application, workflow_id)
+    actor = await db_async(lambda: request.user.get_username())()
     message = CancelRequest(workflow_id=workflow_id)
     try:
         await relay.request(application, message, actor_name=actor, source="console")
     except relay.RelayError as exc:
-        await database_sync_to_async(audit_record)(
+        await db_async(audit_record)(
             action="poison.cancel",
             request=request,
             application=application,
@@ -62,7 +62,7 @@ async def poison_cancel(
             request_id=message.request_id,
         )
         raise
-    await database_sync_to_async(_resolve)(
+    await db_async(_resolve)(
         poison, resolution="cancel", request=request, reason=reason, request_id=message.request_id
     )
 

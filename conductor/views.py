@@ -3,7 +3,6 @@ poison notices, and the request log."""
 
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,6 +15,7 @@ from conductor import recovery, relay
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import PERM_INSPECT, PERM_OPERATE
+from stepchange.asyncdb import db_async
 from stepchange.audit import audit_denied
 from stepchange.models import Application
 
@@ -129,8 +129,8 @@ def request_detail(request: HttpRequest, app_name: str, entry_id: int) -> HttpRe
 @login_required
 @require_POST
 async def recover_executor(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
-    application = await database_sync_to_async(_application)(request, app_name, PERM_OPERATE)
-    executor = await database_sync_to_async(
+    application = await db_async(_application)(request, app_name, PERM_OPERATE)
+    executor = await db_async(
         lambda: (
             Executor.objects.select_related("application")
             .filter(application=application, executor_id=executor_id)
@@ -140,13 +140,11 @@ async def recover_executor(request: HttpRequest, app_name: str, executor_id: str
     if executor is None:
         raise Http404(f"No executor {executor_id} of {app_name}.")
     states = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
-    if not await database_sync_to_async(recovery.claim)(executor, states=states):
+    if not await db_async(recovery.claim)(executor, states=states):
         messages.error(request, f"Executor {executor_id} is connected or being recovered already.")
         return redirect("executors", app_name=app_name)
-    executor = await database_sync_to_async(Executor.objects.select_related("application").get)(
-        pk=executor.pk
-    )
-    actor = await database_sync_to_async(lambda: request.user.get_username())()
+    executor = await db_async(Executor.objects.select_related("application").get)(pk=executor.pk)
+    actor = await db_async(lambda: request.user.get_username())()
     attempt = await recovery.recover(executor, manual=True, requested_by=actor, request=request)
     level = messages.SUCCESS if attempt.outcome == "sent" else messages.WARNING
     messages.add_message(request, level, f"Recovery of {executor_id}: {attempt.outcome}.")
@@ -160,7 +158,7 @@ async def poison_action(
 ) -> HttpResponse:
     if action not in ("cancel", "dismiss"):
         raise Http404(f"No poison action {action!r}.")
-    application = await database_sync_to_async(_application)(request, app_name, PERM_OPERATE)
+    application = await db_async(_application)(request, app_name, PERM_OPERATE)
     reason = str(request.POST.get("reason", ""))
     try:
         if action == "cancel":
@@ -169,7 +167,7 @@ async def poison_action(
             )
             messages.success(request, f"Workflow {workflow_id} cancelled; recovery resumes.")
         else:
-            await database_sync_to_async(poison_dismiss)(
+            await db_async(poison_dismiss)(
                 application=application, workflow_id=workflow_id, request=request, reason=reason
             )
             messages.success(request, f"{workflow_id} is no longer held as poison.")

@@ -8,7 +8,6 @@ from datetime import datetime
 from importlib import import_module
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.core.exceptions import PermissionDenied
@@ -21,6 +20,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 from conductor.models import Executor
 from conductor.relay import RelayError
 from stepchange.access import PERM_INSPECT, require
+from stepchange.asyncdb import db_async
 from stepchange.audit import audit_denied
 from stepchange.models import Application
 from stepchange.services import api_token_authenticate
@@ -33,9 +33,7 @@ class BearerToken(HttpBearer):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        user = await database_sync_to_async(api_token_authenticate)(
-            raw=token.strip(), request=request
-        )
+        user = await db_async(api_token_authenticate)(raw=token.strip(), request=request)
         if user is not None:
             request.user = user
         return user
@@ -134,9 +132,7 @@ async def resolve(
     """For async endpoints: the application (checked as `application_for` does) and the
     caller's name, in one trip to the database thread. That trip also hands the thread's
     connection back to the pool, so a request waiting on an executor holds none."""
-    found: tuple[Application, str] = await database_sync_to_async(_caller)(
-        request, name, permission
-    )
+    found: tuple[Application, str] = await db_async(_caller)(request, name, permission)
     return found
 
 
