@@ -67,3 +67,30 @@ def test_every_generated_key_passes_its_own_validation(db: None) -> None:
     # token_urlsafe output may begin with - or _: a regression once made such keys fail.
     secrets_made = {executor_key_create(application=orders)[1] for _ in range(200)}
     assert any(secret[0] in "-_" for secret in secrets_made)
+
+
+def test_an_admin_makes_a_key_in_the_admin_and_sees_it_once(admin: object) -> None:
+    from django.contrib.messages import get_messages
+    from django.urls import reverse
+
+    from tests.conftest import signed_in
+
+    orders = make_app(name="orders")
+    client = signed_in(admin)  # type: ignore[arg-type]
+    response = client.post(
+        reverse("admin:stepchange_executorkey_add"),
+        {"application": orders.pk, "name": "deploy"},
+        follow=True,
+    )
+    [message] = [str(m) for m in get_messages(response.wsgi_request) if "The new key for" in str(m)]
+    secret = message.split("The new key for orders is ")[1].split(" ")[0]
+    assert executor_key_check(app_name="orders", key=secret) is not None
+    key = ExecutorKey.objects.get(application=orders)
+    assert key.name == "deploy"
+    assert (
+        secret
+        not in client.get(
+            reverse("admin:stepchange_executorkey_change", args=[key.pk])
+        ).content.decode()
+    )
+    assert AuditRecord.objects.filter(action="executor_key.create", actor_name="ada").exists()
