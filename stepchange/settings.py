@@ -121,6 +121,8 @@ DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{DATA_DIR / 'stepchange.sqlite3'}"),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Each application's DBOS system database is an alias of its own (workflows/systemdb.py).
+DATABASE_ROUTERS = ["workflows.systemdb.SystemDatabaseRouter"]
 
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 if REDIS_URL:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 
 from stepchange.models import Application, ApplicationAccess
@@ -68,6 +69,30 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         connections.close_all()
+
+
+# Django's test case lets a test touch only the databases it declares; an application's
+# system database is an alias registered at run time, so the stories that read one lift
+# that guard for the alias (and the alias is dropped after the test).
+@pytest.fixture
+def system_databases(
+    db: None, django_db_blocker: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    guarded = BaseDatabaseWrapper.ensure_connection
+    real = django_db_blocker._real_ensure_connection
+
+    def ensure_connection(self: BaseDatabaseWrapper, *args: Any, **kwargs: Any) -> None:
+        if self.alias.startswith("dbos_"):
+            return real(self, *args, **kwargs)
+        return guarded(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", ensure_connection)
+    yield
+    from django.db import connections
+
+    for alias in [alias for alias in connections.settings if alias.startswith("dbos_")]:
+        connections[alias].close()
+        del connections.settings[alias]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,114 @@
+"""Stories about reaching an application's system database: aliases, the schema it is
+on, older schemas, and clear errors when it is not there."""
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stepchange.models import Application
+from workflows import systemdb
+from workflows.models import OperationOutput, WorkflowStatus
+
+# A real dbos==3.2.0 program writes the database these stories read.
+PROGRAM = """
+import sys
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+DBOS(config=DBOSConfig(name="orders", system_database_url=sys.argv[1]))
+
+@DBOS.step()
+def fetch(n):
+    return {"n": n}
+
+@DBOS.workflow()
+def greet(name):
+    fetch(1)
+    fetch(2)
+    return name.upper()
+
+DBOS.launch()
+with SetWorkflowID("wf-real"):
+    greet("alice")
+DBOS.destroy()
+"""
+
+
+@pytest.fixture(scope="module")
+def real_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sysdb") / "orders.sqlite"
+    subprocess.run(
+        [sys.executable, "-c", PROGRAM, f"sqlite:///{path}"], check=True, capture_output=True
+    )
+    return path
+
+
+def app_with(url: str) -> Application:
+    return Application.objects.create(name="orders", system_database_url=url)
+
+
+def test_a_real_dbos_database_is_read_through_its_alias(
+    system_databases: None, real_sqlite: Path
+) -> None:
+    orders = app_with(f"sqlite:///{real_sqlite}")
+    schema = systemdb.schema_of(orders)
+    assert schema.version == 123
+    assert schema.known
+    assert schema.has_payload_tables
+    workflow = systemdb.rows(orders, WorkflowStatus).get(workflow_uuid="wf-real")
+    assert (workflow.status, workflow.name, workflow.serialization) == (
+        "SUCCESS",
+        "greet",
+        "py_pickle",
+    )
+    assert workflow.created_at is not None
+    assert workflow.created_at.tzinfo is not None
+    steps = list(
+        systemdb.rows(orders, OperationOutput)
+        .filter(workflow_uuid="wf-real")
+        .order_by("function_id")
+        .values_list("function_id", "function_name")
+    )
+    assert steps == [(1, "fetch"), (2, "fetch")]
+
+
+def test_a_column_an_older_schema_lacks_reads_as_none(
+    system_databases: None, real_sqlite: Path, tmp_path: Path
+) -> None:
+    older = tmp_path / "older.sqlite"
+    older.write_bytes(real_sqlite.read_bytes())
+    with sqlite3.connect(older) as conn:
+        conn.execute("ALTER TABLE workflow_status DROP COLUMN creator_xid")
+    orders = app_with(f"sqlite:///{older}")
+    workflow = systemdb.rows(orders, WorkflowStatus).get(workflow_uuid="wf-real")
+    assert workflow.creator_xid is None
+    assert workflow.status == "SUCCESS"
+
+
+def test_an_unreachable_or_foreign_database_says_so(system_databases: None, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    orders = app_with(f"sqlite:///{empty}")
+    with pytest.raises(systemdb.SystemDatabaseError, match="has no DBOS tables"):
+        systemdb.schema_of(orders)
+    orders.system_database_url = "postgresql://nobody@127.0.0.1:1/nothing"
+    orders.save()
+    with pytest.raises(systemdb.SystemDatabaseError, match="cannot be reached"):
+        systemdb.schema_of(orders)
+
+
+def test_an_application_without_a_system_database_has_no_alias(db: None) -> None:
+    orders = Application.objects.create(name="orders")
+    with pytest.raises(systemdb.SystemDatabaseError, match="no system database configured"):
+        systemdb.alias_for(orders)
+
+
+def test_the_router_never_sends_system_tables_to_the_default_database() -> None:
+    with pytest.raises(systemdb.SystemDatabaseError, match="never on the default database"):
+        list(WorkflowStatus.objects.all())
+    router = systemdb.SystemDatabaseRouter()
+    assert router.allow_migrate("dbos_1", "stepchange") is False
+    assert router.allow_migrate("default", "workflows", "workflowstatus") is False
+    assert router.allow_migrate("default", "stepchange", "application") is None

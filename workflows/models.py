@@ -1,0 +1,323 @@
+"""Unmanaged models of the DBOS system tables (PROTOCOL.md §3.2), as written by Python
+dbos 3.2.0 (migration 123), the newest schema the supported SDKs create.
+
+DBOS owns these tables; StepChange never migrates them. Each application's system
+database is its own connection alias (workflows.systemdb), so every query says which one:
+`WorkflowStatus.objects.using(alias)`, usually through `systemdb.workflows(application)`.
+Older schemas lack some columns and tables (§3.3): reads defer what a database does not
+have, and a deferred column that does not exist reads as None instead of being fetched.
+
+Epoch-millisecond columns are `*_ms` integer fields; the datetime of each is the property
+of the same name without the suffix (see `EpochMs`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import models
+
+STATUSES = (
+    "PENDING",
+    "ENQUEUED",
+    "DELAYED",
+    "SUCCESS",
+    "ERROR",
+    "CANCELLED",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+)
+
+
+class EpochMs:
+    """An aware datetime view of an epoch-milliseconds integer field."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = getattr(instance, self.field_name)
+        return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+class SystemModel(models.Model):
+    """Common behaviour: never migrated, and absent columns read as None."""
+
+    class Meta:
+        abstract = True
+        managed = False
+
+    def refresh_from_db(
+        self, using: str | None = None, fields: Any = None, from_queryset: Any = None
+    ) -> None:
+        # Django fetches a deferred field on first access. A column this database does
+        # not have (an older DBOS schema) was deferred on purpose: it is None.
+        from workflows.systemdb import missing_fields
+
+        missing = missing_fields(self._state.db, type(self))
+        if fields is not None and missing and set(fields) <= missing:
+            for name in fields:
+                setattr(self, name, None)
+            return
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+
+
+class WorkflowStatus(SystemModel):
+    workflow_uuid = models.TextField(primary_key=True)
+    status = models.TextField()
+    name = models.TextField(null=True)
+    class_name = models.CharField(max_length=255, null=True)
+    config_name = models.CharField(max_length=255, null=True)
+    authenticated_user = models.TextField(null=True)
+    assumed_role = models.TextField(null=True)
+    authenticated_roles = models.TextField(null=True)
+    request = models.TextField(null=True)
+    output = models.TextField(null=True)
+    error = models.TextField(null=True)
+    inputs = models.TextField(null=True)
+    executor_id = models.TextField(null=True)
+    created_at_ms = models.BigIntegerField(db_column="created_at")
+    updated_at_ms = models.BigIntegerField(db_column="updated_at")
+    application_version = models.TextField(null=True)
+    application_id = models.TextField(null=True)
+    recovery_attempts = models.BigIntegerField(null=True)
+    queue_name = models.TextField(null=True)
+    workflow_timeout_ms = models.BigIntegerField(null=True)
+    workflow_deadline_epoch_ms = models.BigIntegerField(null=True)
+    started_at_epoch_ms = models.BigIntegerField(null=True)
+    deduplication_id = models.TextField(null=True)
+    priority = models.IntegerField(default=0)
+    queue_partition_key = models.TextField(null=True)
+    forked_from = models.TextField(null=True)
+    was_forked_from = models.BooleanField(default=False)
+    owner_xid = models.TextField(null=True)
+    creator_xid = models.TextField(null=True)
+    parent_workflow_id = models.TextField(null=True)
+    serialization = models.TextField(null=True)
+    delay_until_epoch_ms = models.BigIntegerField(null=True)
+    rate_limited = models.BooleanField(default=False)
+    completed_at_ms = models.BigIntegerField(db_column="completed_at", null=True)
+    attributes = models.TextField(null=True)
+    schedule_name = models.TextField(null=True)
+    debounce_deadline_epoch_ms = models.BigIntegerField(null=True)
+    is_debounced = models.BooleanField(default=False)
+    application_name = models.TextField(null=True)
+
+    created_at = EpochMs("created_at_ms")
+    updated_at = EpochMs("updated_at_ms")
+    completed_at = EpochMs("completed_at_ms")
+    dequeued_at = EpochMs("started_at_epoch_ms")
+    deadline = EpochMs("workflow_deadline_epoch_ms")
+    delay_until = EpochMs("delay_until_epoch_ms")
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_status"
+
+    def __str__(self) -> str:
+        return f"{self.workflow_uuid} ({self.status})"
+
+
+class WorkflowInput(SystemModel):
+    """Migration 109+: where 3.2.0 and TS 5.x keep a workflow's serialized inputs."""
+
+    workflow_uuid = models.TextField(primary_key=True)
+    inputs = models.TextField(null=True)
+    retention_timestamp = models.BigIntegerField()
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_input"
+
+
+class WorkflowOutput(SystemModel):
+    """Migration 109+: a finished workflow's serialized output or error."""
+
+    workflow_uuid = models.TextField(primary_key=True)
+    output = models.TextField(null=True)
+    error = models.TextField(null=True)
+    retention_timestamp = models.BigIntegerField()
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_output"
+
+
+class OperationOutput(SystemModel):
+    """One step checkpoint. Python numbers steps from 1, TypeScript from 0."""
+
+    pk = models.CompositePrimaryKey("workflow_uuid", "function_id")
+    workflow_uuid = models.TextField()
+    function_id = models.IntegerField()
+    function_name = models.TextField(default="")
+    output = models.TextField(null=True)
+    error = models.TextField(null=True)
+    child_workflow_id = models.TextField(null=True)
+    started_at_epoch_ms = models.BigIntegerField(null=True)
+    completed_at_epoch_ms = models.BigIntegerField(null=True)
+    serialization = models.TextField(null=True)
+    application_name = models.TextField(null=True)
+    retention_timestamp = models.BigIntegerField(null=True)
+
+    started_at = EpochMs("started_at_epoch_ms")
+    completed_at = EpochMs("completed_at_epoch_ms")
+
+    class Meta(SystemModel.Meta):
+        db_table = "operation_outputs"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at_epoch_ms is None or self.completed_at_epoch_ms is None:
+            return None
+        return int(self.completed_at_epoch_ms - self.started_at_epoch_ms)
+
+
+class Notification(SystemModel):
+    message_uuid = models.TextField(primary_key=True)
+    destination_uuid = models.TextField()
+    topic = models.TextField(null=True)
+    message = models.TextField()
+    created_at_epoch_ms = models.BigIntegerField()
+    serialization = models.TextField(null=True)
+    consumed = models.BooleanField(default=False)
+    consumed_by_function_id = models.IntegerField(null=True)
+
+    created_at = EpochMs("created_at_epoch_ms")
+    # DBOS's marker for "no topic".
+    NO_TOPIC = "__null__topic__"
+
+    class Meta(SystemModel.Meta):
+        db_table = "notifications"
+
+
+class WorkflowEvent(SystemModel):
+    pk = models.CompositePrimaryKey("workflow_uuid", "key")
+    workflow_uuid = models.TextField()
+    key = models.TextField()
+    value = models.TextField()
+    serialization = models.TextField(null=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_events"
+
+
+class WorkflowEventHistory(SystemModel):
+    pk = models.CompositePrimaryKey("workflow_uuid", "function_id", "key")
+    workflow_uuid = models.TextField()
+    function_id = models.IntegerField()
+    key = models.TextField()
+    value = models.TextField()
+    serialization = models.TextField(null=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_events_history"
+
+
+class StreamEntry(SystemModel):
+    pk = models.CompositePrimaryKey("workflow_uuid", "key", "offset")
+    workflow_uuid = models.TextField()
+    key = models.TextField()
+    value = models.TextField()
+    offset = models.IntegerField()
+    function_id = models.IntegerField(default=0)
+    serialization = models.TextField(null=True)
+
+    # The final entry of a closed stream (written in portable serialization).
+    CLOSED = "__DBOS_STREAM_CLOSED__"
+
+    class Meta(SystemModel.Meta):
+        db_table = "streams"
+
+
+class WorkflowSchedule(SystemModel):
+    schedule_id = models.TextField(primary_key=True)
+    schedule_name = models.TextField()
+    workflow_name = models.TextField()
+    workflow_class_name = models.TextField(null=True)
+    schedule = models.TextField()
+    status = models.TextField()
+    context = models.TextField()
+    last_fired_at = models.TextField(null=True)
+    automatic_backfill = models.BooleanField(default=False)
+    cron_timezone = models.TextField(null=True)
+    queue_name = models.TextField(null=True)
+    application_name = models.TextField(null=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "workflow_schedules"
+
+
+class ApplicationVersion(SystemModel):
+    version_id = models.TextField(primary_key=True)
+    version_name = models.TextField()
+    version_timestamp_ms = models.BigIntegerField(db_column="version_timestamp")
+    created_at_ms = models.BigIntegerField(db_column="created_at")
+    application_name = models.TextField(null=True)
+
+    version_timestamp = EpochMs("version_timestamp_ms")
+    created_at = EpochMs("created_at_ms")
+
+    class Meta(SystemModel.Meta):
+        db_table = "application_versions"
+
+
+class Queue(SystemModel):
+    """Database-backed queue configuration (`_dbos_internal_queue` has no row)."""
+
+    queue_id = models.TextField(primary_key=True)
+    name = models.TextField()
+    concurrency = models.IntegerField(null=True)
+    worker_concurrency = models.IntegerField(null=True)
+    rate_limit_max = models.IntegerField(null=True)
+    rate_limit_period_sec = models.FloatField(null=True)
+    priority_enabled = models.BooleanField(null=True)
+    partition_queue = models.BooleanField(null=True)
+    partition_concurrency = models.IntegerField(null=True)
+    partition_worker_concurrency = models.IntegerField(null=True)
+    partition_rate_limit_max = models.IntegerField(null=True)
+    partition_rate_limit_period_sec = models.FloatField(null=True)
+    polling_interval_sec = models.FloatField(default=1.0)
+    created_at_ms = models.BigIntegerField(db_column="created_at", null=True)
+    updated_at_ms = models.BigIntegerField(db_column="updated_at", null=True)
+    application_name = models.TextField(null=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "queues"
+
+
+class DbosMigration(SystemModel):
+    version = models.BigIntegerField(primary_key=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "dbos_migrations"
+
+
+class EventDispatchKV(SystemModel):
+    """Postgres only: legacy event-receiver state."""
+
+    pk = models.CompositePrimaryKey("service_name", "workflow_fn_name", "key")
+    service_name = models.TextField()
+    workflow_fn_name = models.TextField()
+    key = models.TextField()
+    value = models.TextField(null=True)
+    update_seq = models.DecimalField(max_digits=38, decimal_places=0, null=True)
+    update_time = models.DecimalField(max_digits=38, decimal_places=15, null=True)
+
+    class Meta(SystemModel.Meta):
+        db_table = "event_dispatch_kv"
+
+
+SYSTEM_MODELS: tuple[type[SystemModel], ...] = (
+    WorkflowStatus,
+    WorkflowInput,
+    WorkflowOutput,
+    OperationOutput,
+    Notification,
+    WorkflowEvent,
+    WorkflowEventHistory,
+    StreamEntry,
+    WorkflowSchedule,
+    ApplicationVersion,
+    Queue,
+    DbosMigration,
+    EventDispatchKV,
+)

@@ -1,0 +1,229 @@
+"""Each application's DBOS system database as a Django connection alias, what schema
+version it is on, and the router that keeps these tables out of everything else.
+
+An alias is registered the first time it is needed and again when its application is
+saved (a changed URL or schema takes effect at once). Postgres aliases are pooled and
+read the application's schema through `search_path`; SQLite ones wait on DBOS's locks as
+DBOS itself does (30 s). What a database has is introspected once per alias and cached:
+the migration version, the tables and their columns. Reads defer the columns a database
+lacks, so one set of models serves every supported schema version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dj_database_url
+from django.db import DatabaseError, connections
+from django.db.models import Model, QuerySet
+
+from stepchange.models import Application
+from workflows.models import SYSTEM_MODELS, SystemModel, WorkflowStatus
+
+logger = logging.getLogger(__name__)
+
+ALIAS_PREFIX = "dbos_"
+# The newest migration the supported SDKs write (Python dbos 3.2.0).
+KNOWN_VERSION = 123
+# The first migration with the workflow_input / workflow_output payload tables.
+PAYLOAD_TABLES_VERSION = 109
+SCHEMA_CACHE_SECONDS = 60
+FAILURE_CACHE_SECONDS = 5
+
+NOT_CONFIGURED = (
+    "{app} has no system database configured; its workflows are read through executors."
+)
+UNREACHABLE = "The system database of {app} cannot be reached: {error}"
+NOT_DBOS = (
+    "The system database of {app} has no DBOS tables ({missing}); is the URL or schema right?"
+)
+UNSUPPORTED_URL = "The system database URL of {app} is not postgresql:// or sqlite:///."
+USE_AN_ALIAS = (
+    "DBOS system tables live in each application's system database: query them with "
+    ".using(systemdb.alias_for(application)), never on the default database."
+)
+
+
+class SystemDatabaseError(Exception):
+    """The system database cannot be used; the message says why, for operators."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one system database has."""
+
+    version: int | None
+    columns: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def known(self) -> bool:
+        return self.version is not None and self.version <= KNOWN_VERSION
+
+    @property
+    def has_payload_tables(self) -> bool:
+        return "workflow_input" in self.columns and "workflow_output" in self.columns
+
+    def has(self, table: str) -> bool:
+        return table in self.columns
+
+
+_lock = threading.Lock()
+_schemas: dict[str, tuple[float, Schema]] = {}
+_failures: dict[str, tuple[float, str]] = {}
+
+
+def alias_for(application: Application) -> str:
+    """The connection alias of `application`'s system database, registered if needed."""
+    if not application.system_database_url:
+        raise SystemDatabaseError(NOT_CONFIGURED.format(app=application.name))
+    wanted = _settings_for(application)
+    # The alias names the URL and schema too: every thread keeps its own connection object
+    # per alias, and a changed database must never be reached through a stale one.
+    digest = hashlib.sha256(wanted["_SOURCE"].encode()).hexdigest()[:10]
+    alias = f"{ALIAS_PREFIX}{application.pk}_{digest}"
+    if alias not in connections.settings:
+        with _lock:
+            forget(application)
+            _register(alias, wanted)
+    return alias
+
+
+def forget(application: Application) -> None:
+    """Drop an application's aliases (its URL or schema changed, or it is gone)."""
+    stale = [a for a in connections.settings if a.startswith(f"{ALIAS_PREFIX}{application.pk}_")]
+    for alias in stale:
+        connections[alias].close()
+        del connections.settings[alias]
+        _schemas.pop(alias, None)
+
+
+def _settings_for(application: Application) -> dict[str, Any]:
+    url = application.system_database_url
+    if not url.startswith(("postgres://", "postgresql://", "sqlite:")):
+        raise SystemDatabaseError(UNSUPPORTED_URL.format(app=application.name))
+    config: dict[str, Any] = dict(dj_database_url.parse(url))
+    schema = application.system_database_schema or "dbos"
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["OPTIONS"] = {
+            # Unqualified table names resolve to the application's DBOS schema.
+            "options": f"-c search_path={schema}",
+            "pool": {"min_size": 0, "max_size": 10, "timeout": 3},
+            "connect_timeout": 3,
+        }
+        config["CONN_MAX_AGE"] = 0
+    else:
+        config["OPTIONS"] = {"timeout": 30}
+    # Used to notice a changed URL or schema; never shown.
+    config["_SOURCE"] = f"{url}#{schema}"
+    return config
+
+
+def _register(alias: str, config: dict[str, Any]) -> None:
+    # Django fills in the defaults of a whole DATABASES dict, which must have "default".
+    defaults = connections.configure_settings({"default": {}, alias: config})
+    connections.settings[alias] = defaults[alias]
+    _schemas.pop(alias, None)
+
+
+def schema_of(application: Application, *, fresh: bool = False) -> Schema:
+    """The schema of `application`'s system database, introspected at most once a minute."""
+    alias = alias_for(application)
+    cached = _schemas.get(alias)
+    if cached and not fresh and time.monotonic() - cached[0] < SCHEMA_CACHE_SECONDS:
+        return cached[1]
+    failed = _failures.get(alias)
+    if failed and not fresh and time.monotonic() - failed[0] < FAILURE_CACHE_SECONDS:
+        # A database that is down fails every page at once, not after a timeout each.
+        raise SystemDatabaseError(failed[1])
+    try:
+        schema = _introspect(alias)
+    except DatabaseError as exc:
+        connections[alias].close()
+        message = UNREACHABLE.format(app=application.name, error=str(exc).strip())
+        _failures[alias] = (time.monotonic(), message)
+        raise SystemDatabaseError(message) from None
+    _failures.pop(alias, None)
+    if not schema.has(WorkflowStatus._meta.db_table):
+        raise SystemDatabaseError(NOT_DBOS.format(app=application.name, missing="workflow_status"))
+    if not schema.known:
+        logger.warning(
+            "The system database of %s is on DBOS migration %s, newer than %s: reading what "
+            "StepChange knows of it",
+            application.name,
+            schema.version,
+            KNOWN_VERSION,
+        )
+    _schemas[alias] = (time.monotonic(), schema)
+    return schema
+
+
+def _introspect(alias: str) -> Schema:
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        present = set(connection.introspection.table_names(cursor))
+        columns = {
+            model._meta.db_table: frozenset(
+                column.name
+                for column in connection.introspection.get_table_description(
+                    cursor, model._meta.db_table
+                )
+            )
+            for model in SYSTEM_MODELS
+            if model._meta.db_table in present
+        }
+        version = None
+        if "dbos_migrations" in present:
+            cursor.execute("SELECT max(version) FROM dbos_migrations")
+            row = cursor.fetchone()
+            version = int(row[0]) if row and row[0] is not None else None
+    return Schema(version=version, columns=columns)
+
+
+def missing_fields(alias: str | None, model: type[Model]) -> frozenset[str]:
+    """Names of `model`'s fields whose columns this alias's database lacks."""
+    cached = _schemas.get(alias or "")
+    if cached is None:
+        return frozenset()
+    present = cached[1].columns.get(model._meta.db_table)
+    if present is None:
+        return frozenset(f.attname for f in model._meta.concrete_fields)
+    return frozenset(f.attname for f in model._meta.concrete_fields if f.column not in present)
+
+
+def rows(application: Application, model: type[SystemModel]) -> QuerySet[Any]:
+    """A queryset of `model` on `application`'s system database, with absent columns deferred."""
+    schema = schema_of(application)
+    alias = alias_for(application)
+    if not schema.has(model._meta.db_table):
+        return model._default_manager.using(alias).none()
+    queryset: QuerySet[Any] = model._default_manager.using(alias).all()
+    missing = missing_fields(alias, model)
+    return queryset.defer(*missing) if missing else queryset
+
+
+class SystemDatabaseRouter:
+    """System models go only to system aliases, chosen explicitly; nothing migrates there."""
+
+    def _is_system(self, model: type[Model]) -> bool:
+        return issubclass(model, SystemModel)
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        if self._is_system(model):
+            raise SystemDatabaseError(USE_AN_ALIAS)
+        return None
+
+    db_for_write = db_for_read
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        if db.startswith(ALIAS_PREFIX):
+            return False
+        if app_label == "workflows" and model_name is not None:
+            return False
+        return None
