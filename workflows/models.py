@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
+from django.db.models.functions import Coalesce
 
 STATUSES = (
     "PENDING",
@@ -62,6 +63,85 @@ class SystemModel(models.Model):
                 setattr(self, name, None)
             return
         super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+
+
+class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
+    """The list vocabulary of the console: filters as `list_workflows` has them (§2.5),
+    newest first, keyset pages on (created_at, workflow_uuid)."""
+
+    def filtered(
+        self,
+        *,
+        status: list[str] | None = None,
+        name: list[str] | None = None,
+        queue_name: list[str] | None = None,
+        workflow_id_prefix: str | None = None,
+        executor_id: list[str] | None = None,
+        application_version: list[str] | None = None,
+        application_name: list[str] | None = None,
+        forked_from: list[str] | None = None,
+        parent_workflow_id: list[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        has_parent: bool | None = None,
+        was_forked_from: bool | None = None,
+    ) -> WorkflowQuerySet:
+        lookups: dict[str, Any] = {
+            "status__in": status,
+            "name__in": name,
+            "queue_name__in": queue_name,
+            "executor_id__in": executor_id,
+            "application_version__in": application_version,
+            "application_name__in": application_name,
+            "forked_from__in": forked_from,
+            "parent_workflow_id__in": parent_workflow_id,
+            "workflow_uuid__startswith": workflow_id_prefix,
+            "created_at_ms__gte": _ms(created_after),
+            "created_at_ms__lte": _ms(created_before),
+            "parent_workflow_id__isnull": None if has_parent is None else not has_parent,
+            "was_forked_from": was_forked_from,
+        }
+        return self.filter(**{key: value for key, value in lookups.items() if value is not None})
+
+    def queued(self) -> WorkflowQuerySet:
+        """Waiting in, or running from, a queue (what `list_queued_workflows` returns)."""
+        return self.filter(queue_name__isnull=False, status__in=["ENQUEUED", "PENDING", "DELAYED"])
+
+    def newest_first(self) -> WorkflowQuerySet:
+        return self.order_by("-created_at_ms", "-workflow_uuid")
+
+    def with_payloads(self, *, payload_tables: bool) -> WorkflowQuerySet:
+        """Annotate the stored `input_text`, `output_text` and `error_text`: from the
+        payload tables (migration 109+) and else from the legacy columns (PROTOCOL.md §3.2)."""
+        if not payload_tables:
+            return self.annotate(
+                input_text=models.F("inputs"),
+                output_text=models.F("output"),
+                error_text=models.F("error"),
+            )
+        row = models.OuterRef("workflow_uuid")
+        inputs = WorkflowInput.objects.filter(workflow_uuid=row).values("inputs")[:1]
+        outputs = WorkflowOutput.objects.filter(workflow_uuid=row)
+        return self.annotate(
+            input_text=Coalesce(models.Subquery(inputs), models.F("inputs")),
+            output_text=Coalesce(models.Subquery(outputs.values("output")[:1]), models.F("output")),
+            error_text=Coalesce(models.Subquery(outputs.values("error")[:1]), models.F("error")),
+        )
+
+    def after(self, cursor: tuple[int, str] | None) -> WorkflowQuerySet:
+        """The rows after `cursor` (created_at ms, workflow id) in newest-first order: a
+        keyset page, as fast on page 1,000 as on page 1."""
+        if cursor is None:
+            return self
+        created, workflow_id = cursor
+        return self.filter(
+            models.Q(created_at_ms__lt=created)
+            | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
+        )
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 class WorkflowStatus(SystemModel):
@@ -111,6 +191,8 @@ class WorkflowStatus(SystemModel):
     dequeued_at = EpochMs("started_at_epoch_ms")
     deadline = EpochMs("workflow_deadline_epoch_ms")
     delay_until = EpochMs("delay_until_epoch_ms")
+
+    objects = WorkflowQuerySet.as_manager()
 
     class Meta(SystemModel.Meta):
         db_table = "workflow_status"

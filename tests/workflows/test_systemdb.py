@@ -112,3 +112,69 @@ def test_the_router_never_sends_system_tables_to_the_default_database() -> None:
     assert router.allow_migrate("dbos_1", "stepchange") is False
     assert router.allow_migrate("default", "workflows", "workflowstatus") is False
     assert router.allow_migrate("default", "stepchange", "application") is None
+
+
+def test_inputs_and_outputs_come_from_the_payload_tables_or_the_legacy_columns(
+    system_databases: None, real_sqlite: Path, tmp_path: Path
+) -> None:
+    orders = app_with(f"sqlite:///{real_sqlite}")
+    schema = systemdb.schema_of(orders)
+    workflow = (
+        systemdb.rows(orders, WorkflowStatus)
+        .with_payloads(payload_tables=schema.has_payload_tables)
+        .get(workflow_uuid="wf-real")
+    )
+    assert workflow.inputs is None  # 3.2.0 leaves the legacy column empty
+    assert workflow.input_text.startswith("gAS")  # base64 of a pickle, from workflow_input
+    assert workflow.output_text.startswith("gAS")
+    assert workflow.error_text is None
+    # A pre-109 database keeps them in workflow_status itself.
+    legacy = tmp_path / "legacy.sqlite"
+    legacy.write_bytes(real_sqlite.read_bytes())
+    with sqlite3.connect(legacy) as conn:
+        conn.execute(
+            "UPDATE workflow_status SET inputs = 'legacy-in', output = 'legacy-out' "
+            "WHERE workflow_uuid = 'wf-real'"
+        )
+        conn.execute("DROP TABLE workflow_input")
+        conn.execute("DROP TABLE workflow_output")
+    orders.system_database_url = f"sqlite:///{legacy}"
+    orders.save()
+    schema = systemdb.schema_of(orders)
+    assert not schema.has_payload_tables
+    workflow = (
+        systemdb.rows(orders, WorkflowStatus)
+        .with_payloads(payload_tables=schema.has_payload_tables)
+        .get(workflow_uuid="wf-real")
+    )
+    assert (workflow.input_text, workflow.output_text) == ("legacy-in", "legacy-out")
+
+
+def test_keyset_pages_walk_the_list_newest_first(
+    system_databases: None, real_sqlite: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "many.sqlite"
+    copy.write_bytes(real_sqlite.read_bytes())
+    with sqlite3.connect(copy) as conn:
+        for number in range(25):
+            conn.execute(
+                "INSERT INTO workflow_status (workflow_uuid, status, name, created_at, "
+                "updated_at) VALUES (?, ?, 'greet', ?, ?)",
+                (f"wf-{number:02}", "SUCCESS" if number % 2 else "ERROR", 1000 + number // 2, 1),
+            )
+    orders = app_with(f"sqlite:///{copy}")
+    base = systemdb.rows(orders, WorkflowStatus).filtered(name=["greet"], workflow_id_prefix="wf-0")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = list(base.newest_first().after(cursor)[:4])
+        if not page:
+            break
+        seen += [row.workflow_uuid for row in page]
+        cursor = (page[-1].created_at_ms, page[-1].workflow_uuid)
+    expected = sorted(
+        (f"wf-{n:02}" for n in range(10)), key=lambda w: (1000 + int(w[3:]) // 2, w), reverse=True
+    )
+    assert seen == expected
+    errors = base.filtered(status=["ERROR"]).values_list("workflow_uuid", flat=True)
+    assert sorted(errors) == ["wf-00", "wf-02", "wf-04", "wf-06", "wf-08"]
