@@ -194,6 +194,11 @@ class WorkflowStatus(SystemModel):
 
     objects = WorkflowQuerySet.as_manager()
 
+    # Annotated by WorkflowQuerySet.with_payloads(): the stored (serialized) payloads.
+    input_text: str | None
+    output_text: str | None
+    error_text: str | None
+
     class Meta(SystemModel.Meta):
         db_table = "workflow_status"
 

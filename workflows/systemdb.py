@@ -16,14 +16,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import dj_database_url
 from django.db import DatabaseError, connections
 from django.db.models import Model, QuerySet
 
 from stepchange.models import Application
-from workflows.models import SYSTEM_MODELS, SystemModel, WorkflowStatus
+from workflows.models import SYSTEM_MODELS, SystemModel, WorkflowQuerySet, WorkflowStatus
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,11 @@ def rows(application: Application, model: type[SystemModel]) -> QuerySet[Any]:
     queryset: QuerySet[Any] = model._default_manager.using(alias).all()
     missing = missing_fields(alias, model)
     return queryset.defer(*missing) if missing else queryset
+
+
+def workflows(application: Application) -> WorkflowQuerySet:
+    """`application`'s workflow_status rows, with the list vocabulary of WorkflowQuerySet."""
+    return cast(WorkflowQuerySet, rows(application, WorkflowStatus))
 
 
 class SystemDatabaseRouter:

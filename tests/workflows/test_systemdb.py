@@ -57,7 +57,7 @@ def test_a_real_dbos_database_is_read_through_its_alias(
     assert schema.version == 123
     assert schema.known
     assert schema.has_payload_tables
-    workflow = systemdb.rows(orders, WorkflowStatus).get(workflow_uuid="wf-real")
+    workflow = systemdb.workflows(orders).get(workflow_uuid="wf-real")
     assert (workflow.status, workflow.name, workflow.serialization) == (
         "SUCCESS",
         "greet",
@@ -82,7 +82,7 @@ def test_a_column_an_older_schema_lacks_reads_as_none(
     with sqlite3.connect(older) as conn:
         conn.execute("ALTER TABLE workflow_status DROP COLUMN creator_xid")
     orders = app_with(f"sqlite:///{older}")
-    workflow = systemdb.rows(orders, WorkflowStatus).get(workflow_uuid="wf-real")
+    workflow = systemdb.workflows(orders).get(workflow_uuid="wf-real")
     assert workflow.creator_xid is None
     assert workflow.status == "SUCCESS"
 
@@ -120,7 +120,7 @@ def test_inputs_and_outputs_come_from_the_payload_tables_or_the_legacy_columns(
     orders = app_with(f"sqlite:///{real_sqlite}")
     schema = systemdb.schema_of(orders)
     workflow = (
-        systemdb.rows(orders, WorkflowStatus)
+        systemdb.workflows(orders)
         .with_payloads(payload_tables=schema.has_payload_tables)
         .get(workflow_uuid="wf-real")
     )
@@ -143,7 +143,7 @@ def test_inputs_and_outputs_come_from_the_payload_tables_or_the_legacy_columns(
     schema = systemdb.schema_of(orders)
     assert not schema.has_payload_tables
     workflow = (
-        systemdb.rows(orders, WorkflowStatus)
+        systemdb.workflows(orders)
         .with_payloads(payload_tables=schema.has_payload_tables)
         .get(workflow_uuid="wf-real")
     )
@@ -163,7 +163,7 @@ def test_keyset_pages_walk_the_list_newest_first(
                 (f"wf-{number:02}", "SUCCESS" if number % 2 else "ERROR", 1000 + number // 2, 1),
             )
     orders = app_with(f"sqlite:///{copy}")
-    base = systemdb.rows(orders, WorkflowStatus).filtered(name=["greet"], workflow_id_prefix="wf-0")
+    base = systemdb.workflows(orders).filtered(name=["greet"], workflow_id_prefix="wf-0")
     seen: list[str] = []
     cursor = None
     while True:
