@@ -194,10 +194,10 @@ class WorkflowStatus(SystemModel):
 
     objects = WorkflowQuerySet.as_manager()
 
-    # Annotated by WorkflowQuerySet.with_payloads(): the stored (serialized) payloads.
-    input_text: str | None
-    output_text: str | None
-    error_text: str | None
+    def payload(self, kind: str) -> str | None:
+        """The stored `input`, `output` or `error` text, as annotated by with_payloads()."""
+        value = getattr(self, f"{kind}_text", None)
+        return None if value is None else str(value)
 
     class Meta(SystemModel.Meta):
         db_table = "workflow_status"

@@ -125,9 +125,9 @@ def test_inputs_and_outputs_come_from_the_payload_tables_or_the_legacy_columns(
         .get(workflow_uuid="wf-real")
     )
     assert workflow.inputs is None  # 3.2.0 leaves the legacy column empty
-    assert workflow.input_text.startswith("gAS")  # base64 of a pickle, from workflow_input
-    assert workflow.output_text.startswith("gAS")
-    assert workflow.error_text is None
+    assert str(workflow.payload("input")).startswith("gAS")  # base64 pickle, workflow_input
+    assert str(workflow.payload("output")).startswith("gAS")
+    assert workflow.payload("error") is None
     # A pre-109 database keeps them in workflow_status itself.
     legacy = tmp_path / "legacy.sqlite"
     legacy.write_bytes(real_sqlite.read_bytes())
@@ -147,7 +147,7 @@ def test_inputs_and_outputs_come_from_the_payload_tables_or_the_legacy_columns(
         .with_payloads(payload_tables=schema.has_payload_tables)
         .get(workflow_uuid="wf-real")
     )
-    assert (workflow.input_text, workflow.output_text) == ("legacy-in", "legacy-out")
+    assert (workflow.payload("input"), workflow.payload("output")) == ("legacy-in", "legacy-out")
 
 
 def test_keyset_pages_walk_the_list_newest_first(
