@@ -128,6 +128,27 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             error_text=Coalesce(models.Subquery(outputs.values("error")[:1]), models.F("error")),
         )
 
+    def counts_by(self, field: str) -> dict[str | None, int]:
+        """How many rows per value of `field` ("status", "name", "queue_name", ...)."""
+        rows = self.order_by().values_list(field).annotate(count=models.Count("*"))
+        return dict(rows)
+
+    def histogram(self, *, bucket_ms: int) -> list[tuple[int, str, int]]:
+        """(bucket start in epoch ms, status, count), oldest bucket first: the dashboard's
+        chart. Filter the time window first (`filtered(created_after=...)`)."""
+        bucket = models.ExpressionWrapper(
+            models.F("created_at_ms") / bucket_ms * bucket_ms,
+            output_field=models.BigIntegerField(),
+        )
+        rows = (
+            self.order_by()
+            .annotate(bucket=bucket)
+            .values_list("bucket", "status")
+            .annotate(count=models.Count("*"))
+            .order_by("bucket", "status")
+        )
+        return [(int(start), status, count) for start, status, count in rows]
+
     def after(self, cursor: tuple[int, str] | None) -> WorkflowQuerySet:
         """The rows after `cursor` (created_at ms, workflow id) in newest-first order: a
         keyset page, as fast on page 1,000 as on page 1."""
@@ -194,16 +215,16 @@ class WorkflowStatus(SystemModel):
 
     objects = WorkflowQuerySet.as_manager()
 
-    def payload(self, kind: str) -> str | None:
-        """The stored `input`, `output` or `error` text, as annotated by with_payloads()."""
-        value = getattr(self, f"{kind}_text", None)
-        return None if value is None else str(value)
-
     class Meta(SystemModel.Meta):
         db_table = "workflow_status"
 
     def __str__(self) -> str:
         return f"{self.workflow_uuid} ({self.status})"
+
+    def payload(self, kind: str) -> str | None:
+        """The stored `input`, `output` or `error` text, as annotated by with_payloads()."""
+        value = getattr(self, f"{kind}_text", None)
+        return None if value is None else str(value)
 
 
 class WorkflowInput(SystemModel):
@@ -229,6 +250,16 @@ class WorkflowOutput(SystemModel):
         db_table = "workflow_output"
 
 
+class StepQuerySet(models.QuerySet["OperationOutput"]):
+    def of(self, workflow_id: str) -> StepQuerySet:
+        """A workflow's steps in execution order (the primary key's own order)."""
+        return self.filter(workflow_uuid=workflow_id).order_by("function_id")
+
+    def children(self) -> StepQuerySet:
+        """Steps that started a child workflow."""
+        return self.filter(child_workflow_id__isnull=False)
+
+
 class OperationOutput(SystemModel):
     """One step checkpoint. Python numbers steps from 1, TypeScript from 0."""
 
@@ -247,6 +278,8 @@ class OperationOutput(SystemModel):
 
     started_at = EpochMs("started_at_epoch_ms")
     completed_at = EpochMs("completed_at_epoch_ms")
+
+    objects = StepQuerySet.as_manager()
 
     class Meta(SystemModel.Meta):
         db_table = "operation_outputs"

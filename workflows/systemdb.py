@@ -23,7 +23,14 @@ from django.db import DatabaseError, connections
 from django.db.models import Model, QuerySet
 
 from stepchange.models import Application
-from workflows.models import SYSTEM_MODELS, SystemModel, WorkflowQuerySet, WorkflowStatus
+from workflows.models import (
+    SYSTEM_MODELS,
+    OperationOutput,
+    StepQuerySet,
+    SystemModel,
+    WorkflowQuerySet,
+    WorkflowStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +216,11 @@ def rows(application: Application, model: type[SystemModel]) -> QuerySet[Any]:
 def workflows(application: Application) -> WorkflowQuerySet:
     """`application`'s workflow_status rows, with the list vocabulary of WorkflowQuerySet."""
     return cast(WorkflowQuerySet, rows(application, WorkflowStatus))
+
+
+def steps(application: Application) -> StepQuerySet:
+    """`application`'s step checkpoints, with the vocabulary of StepQuerySet."""
+    return cast(StepQuerySet, rows(application, OperationOutput))
 
 
 class SystemDatabaseRouter:

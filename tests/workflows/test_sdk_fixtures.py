@@ -1,0 +1,153 @@
+"""System databases written by real SDKs (tests/fixtures/generate.py), read through the
+unmanaged models: every schema version, both database kinds, every serializer."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepchange.models import Application
+from workflows import systemdb
+from workflows.models import (
+    Notification,
+    StreamEntry,
+    WorkflowEvent,
+    WorkflowEventHistory,
+)
+from workflows.serialization import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(os.environ.get("STEPCHANGE_SDK_FIXTURES", ROOT / "var" / "sdk-fixtures"))
+NAMES = [
+    "py320-sqlite-default",
+    "py320-sqlite-portable",
+    "py320-pg-default",
+    "py320-pg-portable",
+    "py2311-sqlite-default",
+    "py2311-sqlite-portable",
+    "py2311-pg-default",
+    "py2311-pg-portable",
+    "ts502-pg-default",
+    "ts502-pg-portable",
+]
+
+
+@pytest.fixture(scope="session")
+def sdk_fixtures() -> dict[str, dict[str, Any]]:
+    from tests.e2e.servers import require_postgres
+
+    require_postgres()
+    subprocess.run(
+        [sys.executable, "tests/fixtures/generate.py", "--out", str(OUT)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    manifest = json.loads((OUT / "manifest.json").read_text())
+    assert manifest["complete"], manifest["errors"]
+    return {fixture["name"]: fixture for fixture in manifest["fixtures"]}
+
+
+def registered(fixture: dict[str, Any]) -> Application:
+    return Application.objects.create(
+        name=fixture["app_name"],
+        system_database_url=fixture["url"],
+        system_database_schema=fixture["schema"] or "dbos",
+    )
+
+
+def by_role(fixture: dict[str, Any], role: str) -> str:
+    return next(w["workflow_id"] for w in fixture["workflows"] if w["role"] == role)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_workflow_reads_back_as_the_sdk_left_it(
+    system_databases: None, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    fixture = sdk_fixtures[name]
+    application = registered(fixture)
+    schema = systemdb.schema_of(application)
+    assert schema.version == fixture["migration_version"]
+    assert schema.has_payload_tables == (fixture["migration_version"] >= 109)
+    rows = {
+        row.workflow_uuid: row
+        for row in systemdb.workflows(application).with_payloads(
+            payload_tables=schema.has_payload_tables
+        )
+    }
+    for expected in fixture["workflows"]:
+        row = rows[expected["workflow_id"]]
+        assert row.status == expected["status"], expected
+        assert row.name == expected["name"]
+        for field in ("queue_name", "forked_from", "parent_workflow_id"):
+            if field in expected:
+                assert getattr(row, field) == expected[field]
+        assert row.created_at is not None
+    success = rows[by_role(fixture, "success")]
+    assert success.payload("input")
+    assert success.payload("output")
+    assert success.payload("error") is None
+    assert success.serialization in fixture["serializations"]["workflow_status"]
+    # And the values decode, whatever the SDK and serializer wrote.
+    inputs = decode(success.payload("input"), success.serialization, kind="inputs")
+    assert inputs.ok, inputs.notes
+    assert inputs.value["args"][0] == "alice"  # type: ignore[index,call-overload]
+    failed = rows[by_role(fixture, "error")]
+    error = decode(failed.payload("error"), failed.serialization, kind="error")
+    assert "bad input fail1" in str(error.value["message"])  # type: ignore[index,call-overload]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_steps_events_streams_and_messages_read_back(
+    system_databases: None, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    fixture = sdk_fixtures[name]
+    application = registered(fixture)
+    first_step = 0 if fixture["sdk"] == "typescript" else 1
+    steps = list(systemdb.steps(application).of(by_role(fixture, "success")))
+    assert steps
+    assert steps[0].function_id == first_step
+    assert [step.function_id for step in steps] == sorted(step.function_id for step in steps)
+    parent = by_role(fixture, "parent")
+    # Starting the child and awaiting its result both name it.
+    children = systemdb.steps(application).of(parent).children()
+    assert {step.child_workflow_id for step in children} == {by_role(fixture, "parent-child")}
+
+    events = by_role(fixture, "events")
+    assert systemdb.rows(application, WorkflowEvent).filter(workflow_uuid=events).exists()
+    history = systemdb.rows(application, WorkflowEventHistory).filter(workflow_uuid=events)
+    assert history.count() >= 2
+    stream = list(
+        systemdb.rows(application, StreamEntry).filter(workflow_uuid=events).order_by("offset")
+    )
+    assert stream
+    assert StreamEntry.CLOSED in stream[-1].value
+    first = decode(stream[0].value, stream[0].serialization)
+    assert first.ok, first.notes
+    # Three messages were sent: one received (and kept, consumed), two never read.
+    messages = {
+        message.topic: message.consumed
+        for message in systemdb.rows(application, Notification).filter(
+            destination_uuid=by_role(fixture, "recv")
+        )
+    }
+    assert messages == {"greeting": True, "unread": False, Notification.NO_TOPIC: False}
+
+
+def test_counts_and_the_chart_add_up(
+    system_databases: None, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-pg-default"]
+    application = registered(fixture)
+    workflows = systemdb.workflows(application)
+    by_status = workflows.counts_by("status")
+    assert sum(by_status.values()) == workflows.count()
+    assert by_status["CANCELLED"] == 1
+    buckets = workflows.histogram(bucket_ms=60_000)
+    assert sum(count for _, _, count in buckets) == workflows.count()
+    assert all(start % 60_000 == 0 for start, _, _ in buckets)
