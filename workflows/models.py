@@ -105,7 +105,11 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
 
     def queued(self) -> WorkflowQuerySet:
         """Waiting in, or running from, a queue (what `list_queued_workflows` returns)."""
-        return self.filter(queue_name__isnull=False, status__in=["ENQUEUED", "PENDING", "DELAYED"])
+        # Two branches, so that each can use its own partial index of DBOS's: the in-flight
+        # one covers ENQUEUED and PENDING only, and DELAYED rows have theirs.
+        in_flight = models.Q(status__in=["ENQUEUED", "PENDING"], queue_name__isnull=False)
+        delayed = models.Q(status="DELAYED", queue_name__isnull=False)
+        return self.filter(in_flight | delayed)
 
     def newest_first(self) -> WorkflowQuerySet:
         return self.order_by("-created_at_ms", "-workflow_uuid")
