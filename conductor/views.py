@@ -18,6 +18,7 @@ from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.asyncdb import db_async
 from stepchange.audit import audit_denied
 from stepchange.models import Application
+from workflows import systemdb
 
 REQUESTS_PAGE = 50
 
@@ -51,6 +52,7 @@ def executors(request: HttpRequest, app_name: str) -> HttpResponse:
             executors_killed__gte=recovery.POISON_THRESHOLD,
         ),
         "can_operate": request.user.has_perm(PERM_OPERATE),
+        "system_database": systemdb.status_of(application),
     }
     template = "conductor/executors.html"
     if request.htmx:  # type: ignore[attr-defined]

@@ -24,7 +24,8 @@ from conductor.protocol import (
     WorkflowsOutput,
     WorkflowSteps,
 )
-from stepchange.api import resolve
+from stepchange.api import application_for, resolve
+from workflows import systemdb
 
 router = Router(tags=["workflows"])
 
@@ -264,3 +265,20 @@ async def list_steps(request: HttpRequest, app: str, workflow_id: str) -> Any:
     )
     steps = relay.expect(answer.response, ListStepsResponse).output
     return {"items": [_step(row, answer.executor.language) for row in steps], "source": "executor"}
+
+
+class SystemDatabaseOut(Schema):
+    configured: bool
+    reachable: bool
+    migration_version: int | None
+    known_version: bool
+    payload_tables: bool
+    tables: list[str]
+    detail: str
+
+
+@router.get("/apps/{app}/system-database", response=SystemDatabaseOut)
+def system_database(request: HttpRequest, app: str) -> Any:
+    """Whether the application's system database is configured and reachable, and which
+    DBOS schema version it is on. Problems are reported here, not raised."""
+    return systemdb.status_of(application_for(request, app))

@@ -213,6 +213,46 @@ def rows(application: Application, model: type[SystemModel]) -> QuerySet[Any]:
     return queryset.defer(*missing) if missing else queryset
 
 
+@dataclass(frozen=True)
+class Status:
+    """What operators are told about an application's system database."""
+
+    configured: bool
+    reachable: bool
+    migration_version: int | None = None
+    known_version: bool = True
+    payload_tables: bool = False
+    tables: tuple[str, ...] = ()
+    detail: str = ""
+
+
+UNKNOWN_VERSION = (
+    "DBOS migration {version} is newer than StepChange knows ({known}): what it knows is "
+    "read, newer columns are not shown."
+)
+
+
+def status_of(application: Application) -> Status:
+    """The state of `application`'s system database, never raising."""
+    if not application.system_database_url:
+        return Status(False, False, detail=NOT_CONFIGURED.format(app=application.name))
+    try:
+        schema = schema_of(application)
+    except SystemDatabaseError as exc:
+        return Status(True, False, detail=str(exc))
+    return Status(
+        configured=True,
+        reachable=True,
+        migration_version=schema.version,
+        known_version=schema.known,
+        payload_tables=schema.has_payload_tables,
+        tables=tuple(sorted(schema.columns)),
+        detail=""
+        if schema.known
+        else UNKNOWN_VERSION.format(version=schema.version, known=KNOWN_VERSION),
+    )
+
+
 def workflows(application: Application) -> WorkflowQuerySet:
     """`application`'s workflow_status rows, with the list vocabulary of WorkflowQuerySet."""
     return cast(WorkflowQuerySet, rows(application, WorkflowStatus))

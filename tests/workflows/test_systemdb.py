@@ -178,3 +178,40 @@ def test_keyset_pages_walk_the_list_newest_first(
     assert seen == expected
     errors = base.filtered(status=["ERROR"]).values_list("workflow_uuid", flat=True)
     assert sorted(errors) == ["wf-00", "wf-02", "wf-04", "wf-06", "wf-08"]
+
+
+def test_the_api_and_console_report_a_database_problem_instead_of_failing(
+    system_databases: None, tmp_path: Path
+) -> None:
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    app_with(f"sqlite:///{empty}")
+    viewer = User.objects.create_user("vera")
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    client = Client()
+    client.force_login(viewer)
+    status = client.get("/api/v1/apps/orders/system-database").json()
+    assert status["configured"] is True
+    assert status["reachable"] is False
+    assert "has no DBOS tables" in status["detail"]
+    page = client.get("/apps/orders/executors/")
+    assert page.status_code == 200
+    assert b"System database unavailable" in page.content
+
+
+def test_a_newer_schema_version_is_read_and_reported(
+    system_databases: None, real_sqlite: Path, tmp_path: Path
+) -> None:
+    newer = tmp_path / "newer.sqlite"
+    newer.write_bytes(real_sqlite.read_bytes())
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE dbos_migrations SET version = 140")
+        conn.execute("ALTER TABLE workflow_status ADD COLUMN shiny_new TEXT")
+    orders = app_with(f"sqlite:///{newer}")
+    status = systemdb.status_of(orders)
+    assert (status.reachable, status.migration_version, status.known_version) == (True, 140, False)
+    assert "newer than StepChange knows" in status.detail
+    assert systemdb.workflows(orders).get(workflow_uuid="wf-real").status == "SUCCESS"
