@@ -12,6 +12,7 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from stepchange.access import PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
+from stepchange.paging import newest_first
 
 router = Router(tags=["executors"])
 
@@ -83,15 +84,12 @@ def list_requests(
     ]:
         if value:
             entries = entries.filter(**{field: value})
-    if cursor:
-        if not cursor.isdigit():
-            raise HttpError(400, "cursor is not one this API gave out")
-        entries = entries.filter(pk__lt=int(cursor))
-    page = list(entries.order_by("-pk")[: REQUESTS_PAGE + 1])
-    more = len(page) > REQUESTS_PAGE
+    if cursor and not cursor.isdigit():
+        raise HttpError(400, "cursor is not one this API gave out")
+    page = newest_first(entries, before=int(cursor) if cursor else None, size=REQUESTS_PAGE)
     return {
-        "items": page[:REQUESTS_PAGE],
-        "next_cursor": str(page[REQUESTS_PAGE - 1].pk) if more else None,
+        "items": page.items,
+        "next_cursor": None if page.next_before is None else str(page.next_before),
     }
 
 

@@ -13,6 +13,7 @@ instead of handing it to executor after executor.
 """
 
 import asyncio
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -150,14 +151,13 @@ async def recover(
 ) -> RecoveryAttempt:
     """Send `recovery` for a dead executor to a live one of the same application and version."""
     application = executor.application
+    record = functools.partial(
+        _record, executor, manual=manual, requested_by=requested_by, request=request
+    )
     target = await db_async(_same_version_target)(executor)
     if target is None:
-        return await _record(
-            executor,
+        return await record(
             RecoveryAttempt.Outcome.WAITING,
-            manual=manual,
-            requested_by=requested_by,
-            request=request,
             detail=f"No live executor runs version {executor.application_version!r}; "
             "recovery runs as soon as one connects.",
         )
@@ -179,14 +179,7 @@ async def recover(
             ExistPendingWorkflowsResponse,
         )
         if not exists.exist:
-            return await _record(
-                executor,
-                RecoveryAttempt.Outcome.NOTHING_PENDING,
-                target=target,
-                manual=manual,
-                requested_by=requested_by,
-                request=request,
-            )
+            return await record(RecoveryAttempt.Outcome.NOTHING_PENDING, target=target)
         pending = relay.expect(
             await relay.request(
                 application,
@@ -204,38 +197,18 @@ async def recover(
         pending_ids = [row.workflow_uuid for row in pending.output if row.workflow_uuid]
         poison = await db_async(_tally_poison)(executor, pending_ids)
         if poison and not manual:
-            return await _record(
-                executor,
+            return await record(
                 RecoveryAttempt.Outcome.HELD,
                 target=target,
                 pending=pending_ids,
-                manual=manual,
-                requested_by=requested_by,
-                request=request,
                 detail="Held: poison suspects " + ", ".join(poison),
             )
         await relay.request(
             application, RecoveryRequest(executor_ids=[executor.executor_id]), **options
         )
     except relay.RelayError as exc:
-        return await _record(
-            executor,
-            RecoveryAttempt.Outcome.FAILED,
-            target=target,
-            manual=manual,
-            requested_by=requested_by,
-            request=request,
-            detail=str(exc),
-        )
-    return await _record(
-        executor,
-        RecoveryAttempt.Outcome.SENT,
-        target=target,
-        pending=pending_ids,
-        manual=manual,
-        requested_by=requested_by,
-        request=request,
-    )
+        return await record(RecoveryAttempt.Outcome.FAILED, target=target, detail=str(exc))
+    return await record(RecoveryAttempt.Outcome.SENT, target=target, pending=pending_ids)
 
 
 def _same_version_target(executor: Executor) -> Executor | None:

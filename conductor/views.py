@@ -18,6 +18,7 @@ from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.asyncdb import db_async
 from stepchange.audit import audit_denied
 from stepchange.models import Application
+from stepchange.paging import Page, newest_first, query_without_cursor
 from workflows import systemdb
 
 REQUESTS_PAGE = 50
@@ -91,18 +92,14 @@ class RequestFilterForm(forms.Form):
 def requests(request: HttpRequest, app_name: str) -> HttpResponse:
     application = _application(request, app_name)
     form = RequestFilterForm(request.GET or None)
-    entries: list[RequestLog] = []
+    page = Page[RequestLog]([], None)
     if not form.is_bound or form.is_valid():
         data = form.cleaned_data if form.is_bound else {}
         query = RequestLog.objects.filter(application=application)
         for field in ("message_type", "outcome", "executor_id"):
             if data.get(field):
                 query = query.filter(**{field: data[field]})
-        if data.get("before"):
-            query = query.filter(pk__lt=data["before"])
-        entries = list(query.order_by("-pk")[: REQUESTS_PAGE + 1])
-    params = request.GET.copy()
-    params.pop("before", None)
+        page = newest_first(query, before=data.get("before"), size=REQUESTS_PAGE)
     template = "conductor/requests.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#request-rows"
@@ -112,9 +109,9 @@ def requests(request: HttpRequest, app_name: str) -> HttpResponse:
         {
             "application": application,
             "form": form,
-            "entries": entries[:REQUESTS_PAGE],
-            "next_before": entries[REQUESTS_PAGE - 1].pk if len(entries) > REQUESTS_PAGE else None,
-            "query": params.urlencode(),
+            "entries": page.items,
+            "next_before": page.next_before,
+            "query": query_without_cursor(request),
         },
     )
 

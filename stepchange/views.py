@@ -18,6 +18,7 @@ from conductor.models import Executor
 from stepchange.access import PERM_ADMINISTER, Role, role_of
 from stepchange.audit import AuditAction, audit_record
 from stepchange.models import ApiToken, Application, AuditRecord
+from stepchange.paging import Page, newest_first, query_without_cursor
 from stepchange.services import api_token_create, api_token_revoke
 
 AUDIT_PAGE_SIZE = 50
@@ -110,7 +111,6 @@ def _filtered_audit(form: Form) -> QuerySet[AuditRecord]:
         "result": "result",
         "since": "created_at__gte",
         "until": "created_at__lt",
-        "before": "id__lt",
     }
     for field, lookup in lookups.items():
         if data.get(field) not in (None, ""):
@@ -123,15 +123,13 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(PERM_ADMINISTER):
         raise PermissionDenied("Only admins may read the audit log.")
     form = AuditFilterForm(request.GET or None)
-    records: list[AuditRecord] = []
+    page = Page[AuditRecord]([], None)
     if not form.is_bound or form.is_valid():
         if not form.is_bound:
             form.cleaned_data = {}
-        # Keyset pagination on the primary key: ids grow with time and never repeat.
-        records = list(_filtered_audit(form).order_by("-id")[: AUDIT_PAGE_SIZE + 1])
-    next_before = records[AUDIT_PAGE_SIZE - 1].pk if len(records) > AUDIT_PAGE_SIZE else None
-    query = request.GET.copy()
-    query.pop("before", None)
+        page = newest_first(
+            _filtered_audit(form), before=form.cleaned_data.get("before"), size=AUDIT_PAGE_SIZE
+        )
     template = "stepchange/audit.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#audit-rows"
@@ -140,8 +138,8 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         template,
         {
             "form": form,
-            "records": records[:AUDIT_PAGE_SIZE],
-            "next_before": next_before,
-            "query": query.urlencode(),
+            "records": page.items,
+            "next_before": page.next_before,
+            "query": query_without_cursor(request),
         },
     )

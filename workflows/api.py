@@ -26,18 +26,10 @@ from conductor.protocol import (
 )
 from stepchange.api import application_for, resolve
 from workflows import systemdb
+from workflows.models import STATUSES
 
 router = Router(tags=["workflows"])
 
-STATUSES = (
-    "PENDING",
-    "ENQUEUED",
-    "DELAYED",
-    "SUCCESS",
-    "ERROR",
-    "CANCELLED",
-    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-)
 MAX_LIMIT = 1000
 WORKFLOW_NOT_FOUND = "No workflow {workflow_id} in {app}."
 BAD_STATUS = "status must be among {allowed}; got {value!r}"
