@@ -29,6 +29,9 @@ PRUNE_EVERY_SECONDS = 3600
 _queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
 _writer: threading.Thread | None = None
 _writer_lock = threading.Lock()
+# Entries taken off the queue and not yet written: only the writer thread touches it.
+_pending: list[dict[str, Any]] = []
+MAX_PENDING = 50_000
 _stop = threading.Event()
 _last_prune = 0.0
 
@@ -51,21 +54,29 @@ def request_log_add(**fields: Any) -> None:
 
 
 def request_log_flush() -> int:
-    """Write everything queued so far, in this thread. Returns how many entries."""
-    batch: list[RequestLog] = []
-    written = 0
+    """Write everything queued so far, in this thread. Returns how many entries.
+
+    A batch the database refuses (locked, briefly down) stays queued for the next flush;
+    past MAX_PENDING entries the oldest are dropped, with a warning, rather than memory.
+    """
     while True:
         try:
-            batch.append(RequestLog(**_queue.get_nowait()))
+            _pending.append(_queue.get_nowait())
         except queue.Empty:
             break
-        if len(batch) >= BATCH_SIZE:
-            RequestLog.objects.bulk_create(batch)
-            written += len(batch)
-            batch = []
-    if batch:
-        RequestLog.objects.bulk_create(batch)
-    return written + len(batch)
+    if len(_pending) > MAX_PENDING:
+        dropped = len(_pending) - MAX_PENDING
+        del _pending[:dropped]
+        logger.warning(
+            "Dropped the %d oldest request-log entries: the database refuses them", dropped
+        )
+    written = 0
+    while _pending:
+        batch = _pending[:BATCH_SIZE]
+        RequestLog.objects.bulk_create([RequestLog(**fields) for fields in batch])
+        del _pending[: len(batch)]
+        written += len(batch)
+    return written
 
 
 def request_log_prune(*, now: Any = None) -> int:

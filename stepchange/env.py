@@ -82,6 +82,15 @@ def env_database(name: str, default: str) -> dict[str, object]:
         config: dict[str, object] = dict(dj_database_url.parse(url))
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # The embedded default serves executors, the request-log writer and the console
+        # from several threads: WAL lets readers run beside the writer, and IMMEDIATE
+        # transactions wait for the lock instead of failing when a read turns into a write.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     if config["ENGINE"] == "django.db.backends.postgresql":
         # A pool instead of persistent connections: under ASGI every sync_to_async call may run
         # on another thread, and a pool keeps the connection count bounded anyway.
