@@ -1,8 +1,8 @@
-"""Read endpoints for workflows and steps, answered through the relay by a live executor.
+"""Read endpoints for workflows and steps, and the state of the system database.
 
-Executors render inputs, outputs and errors as display text in their own language
-(PROTOCOL.md §2.3): they are passed on verbatim, with a `*_format` naming that rendering,
-never parsed.
+Answered from the system database when it is reachable (values decoded, `*_format`
+naming the encoding), else by a live executor through the relay (its display text
+passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
 from datetime import UTC, datetime
@@ -12,21 +12,10 @@ from django.http import Http404, HttpRequest
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
-from conductor import relay
-from conductor.protocol import (
-    GetWorkflowRequest,
-    GetWorkflowResponse,
-    ListStepsRequest,
-    ListStepsResponse,
-    ListWorkflowsBody,
-    ListWorkflowsRequest,
-    ListWorkflowsResponse,
-    WorkflowsOutput,
-    WorkflowSteps,
-)
 from stepchange.api import application_for, resolve
 from workflows import systemdb
 from workflows.models import STATUSES
+from workflows.sources import BadCursor, ListQuery, source_for
 
 router = Router(tags=["workflows"])
 
@@ -34,10 +23,6 @@ MAX_LIMIT = 1000
 WORKFLOW_NOT_FOUND = "No workflow {workflow_id} in {app}."
 BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
-
-
-def _time(epoch_ms: int | None) -> datetime | None:
-    return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
 
 
 class WorkflowOut(Schema):
@@ -59,6 +44,9 @@ class WorkflowOut(Schema):
     input_format: str | None = None
     output_format: str | None = None
     error_format: str | None = None
+    input_notes: list[str] | None = None
+    output_notes: list[str] | None = None
+    error_notes: list[str] | None = None
     serialization: str | None = None
 
 
@@ -66,6 +54,7 @@ class WorkflowPage(Schema):
     items: list[WorkflowOut]
     next_cursor: str | None
     source: str
+    notice: str = ""
 
 
 class StepOut(Schema):
@@ -75,6 +64,8 @@ class StepOut(Schema):
     error: Any = None
     output_format: str | None = None
     error_format: str | None = None
+    output_notes: list[str] | None = None
+    error_notes: list[str] | None = None
     child_workflow_id: str | None
     started_at: datetime | None
     completed_at: datetime | None
@@ -83,50 +74,7 @@ class StepOut(Schema):
 class StepList(Schema):
     items: list[StepOut]
     source: str
-
-
-def _display(language: str) -> str:
-    """The format name of an executor's display rendering (Python str(), Node inspect)."""
-    return f"{language or 'unknown'}-display"
-
-
-def _workflow(row: WorkflowsOutput, language: str) -> dict[str, Any]:
-    shown = _display(language)
-    return {
-        "workflow_id": row.workflow_uuid or "",
-        "status": row.status,
-        "name": row.workflow_name,
-        "class_name": row.workflow_class_name,
-        "queue_name": row.queue_name,
-        "application_version": row.application_version,
-        "executor_id": row.executor_id,
-        "created_at": _time(row.created_at),
-        "updated_at": _time(row.updated_at),
-        "completed_at": _time(row.completed_at),
-        "forked_from": row.forked_from,
-        "parent_workflow_id": row.parent_workflow_id,
-        "input": row.input,
-        "output": row.output,
-        "error": row.error,
-        "input_format": shown if row.input is not None else None,
-        "output_format": shown if row.output is not None else None,
-        "error_format": shown if row.error is not None else None,
-    }
-
-
-def _step(row: WorkflowSteps, language: str) -> dict[str, Any]:
-    shown = _display(language)
-    return {
-        "function_id": row.function_id,
-        "function_name": row.function_name,
-        "output": row.output,
-        "error": row.error,
-        "output_format": shown if row.output is not None else None,
-        "error_format": shown if row.error is not None else None,
-        "child_workflow_id": row.child_workflow_id,
-        "started_at": _time(row.started_at_epoch_ms),
-        "completed_at": _time(row.completed_at_epoch_ms),
-    }
+    notice: str = ""
 
 
 class WorkflowFilters(Schema):
@@ -146,21 +94,15 @@ class WorkflowFilters(Schema):
     load_input: bool = False
     load_output: bool = False
 
-    def body(self, *, queues_only: bool = False) -> ListWorkflowsBody:
-        """The list_workflows body these filters ask for, validated (400 on bad values)."""
+    def query(self, *, queued: bool = False) -> ListQuery:
+        """These filters, validated (400 on bad values), for any source."""
         if not 1 <= self.limit <= MAX_LIMIT:
             raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
-        offset = 0
-        if self.cursor:
-            if not self.cursor.isdigit():
-                raise HttpError(400, "cursor is not one this API gave out")
-            offset = int(self.cursor)
-        text_filters: dict[str, Any] = {
+        lists = {
             name: _split(getattr(self, name))
             for name in (
                 "workflow_name",
                 "queue_name",
-                "workflow_id_prefix",
                 "executor_id",
                 "application_version",
                 "forked_from",
@@ -168,17 +110,18 @@ class WorkflowFilters(Schema):
             )
             if getattr(self, name)
         }
-        return ListWorkflowsBody(
+        return ListQuery(
             status=_statuses(self.status),
+            workflow_id_prefix=self.workflow_id_prefix or None,
             start_time=_instant("start_time", self.start_time),
             end_time=_instant("end_time", self.end_time),
-            limit=self.limit + 1,
-            offset=offset or None,
+            limit=self.limit,
+            cursor=self.cursor,
             sort_desc=self.sort_desc,
             load_input=self.load_input,
             load_output=self.load_output,
-            queues_only=queues_only or None,
-            **text_filters,
+            queued=queued,
+            **lists,
         )
 
 
@@ -208,22 +151,20 @@ def _instant(name: str, value: str | None) -> datetime | None:
 
 
 async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
-    body = filters.body(queues_only=queued)
+    query = filters.query(queued=queued)
     application, actor = await resolve(request, app)
-    answer = await relay.ask(application, ListWorkflowsRequest(body=body), actor_name=actor)
-    rows = relay.expect(answer.response, ListWorkflowsResponse).output
-    more = len(rows) > filters.limit
-    offset = body.offset or 0
-    return {
-        "items": [_workflow(row, answer.executor.language) for row in rows[: filters.limit]],
-        "next_cursor": str(offset + filters.limit) if more else None,
-        "source": "executor",
-    }
+    source = await source_for(application)
+    try:
+        return await source.list(query, actor=actor)
+    except BadCursor as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)
 async def list_workflows(request: HttpRequest, app: str, filters: Query[WorkflowFilters]) -> Any:
-    """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists."""
+    """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists.
+    Read from the system database when it is reachable, else through an executor
+    (`source` says which)."""
     return await _list(request, app, filters, queued=False)
 
 
@@ -237,26 +178,19 @@ async def list_queued_workflows(
 
 @router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut)
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
-    """One workflow, with its input, output and error."""
+    """One workflow, with its input, output and error decoded."""
     application, actor = await resolve(request, app)
-    answer = await relay.ask(
-        application, GetWorkflowRequest(workflow_id=workflow_id), actor_name=actor
-    )
-    row = relay.expect(answer.response, GetWorkflowResponse).output
-    if row is None:
+    found = await (await source_for(application)).get(workflow_id, actor=actor)
+    if found is None:
         raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
-    return _workflow(row, answer.executor.language)
+    return found
 
 
 @router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList)
 async def list_steps(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """The recorded steps of a workflow, in order, with child workflow ids."""
     application, actor = await resolve(request, app)
-    answer = await relay.ask(
-        application, ListStepsRequest(workflow_id=workflow_id), actor_name=actor
-    )
-    steps = relay.expect(answer.response, ListStepsResponse).output
-    return {"items": [_step(row, answer.executor.language) for row in steps], "source": "executor"}
+    return await (await source_for(application)).steps(workflow_id, actor=actor)
 
 
 class SystemDatabaseOut(Schema):

@@ -114,6 +114,9 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
     def newest_first(self) -> WorkflowQuerySet:
         return self.order_by("-created_at_ms", "-workflow_uuid")
 
+    def oldest_first(self) -> WorkflowQuerySet:
+        return self.order_by("created_at_ms", "workflow_uuid")
+
     def with_payloads(self, *, payload_tables: bool) -> WorkflowQuerySet:
         """Annotate the stored `input_text`, `output_text` and `error_text`: from the
         payload tables (migration 109+) and else from the legacy columns (PROTOCOL.md §3.2)."""
@@ -153,15 +156,20 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         )
         return [(int(start), status, count) for start, status, count in rows]
 
-    def after(self, cursor: tuple[int, str] | None) -> WorkflowQuerySet:
-        """The rows after `cursor` (created_at ms, workflow id) in newest-first order: a
-        keyset page, as fast on page 1,000 as on page 1."""
+    def after(self, cursor: tuple[int, str] | None, *, descending: bool = True) -> WorkflowQuerySet:
+        """The rows after `cursor` (created_at ms, workflow id) in newest-first order (or
+        oldest-first): a keyset page, as fast on page 1,000 as on page 1."""
         if cursor is None:
             return self
         created, workflow_id = cursor
+        if descending:
+            return self.filter(
+                models.Q(created_at_ms__lt=created)
+                | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
+            )
         return self.filter(
-            models.Q(created_at_ms__lt=created)
-            | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
+            models.Q(created_at_ms__gt=created)
+            | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
         )
 
 

@@ -1,0 +1,57 @@
+"""The system databases real SDKs wrote (tests/fixtures/generate.py), once per session,
+and how stories register one as an application."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepchange.models import Application
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("STEPCHANGE_SDK_FIXTURES", ROOT / "var" / "sdk-fixtures"))
+NAMES = [
+    "py320-sqlite-default",
+    "py320-sqlite-portable",
+    "py320-pg-default",
+    "py320-pg-portable",
+    "py2311-sqlite-default",
+    "py2311-sqlite-portable",
+    "py2311-pg-default",
+    "py2311-pg-portable",
+    "ts502-pg-default",
+    "ts502-pg-portable",
+]
+
+
+@pytest.fixture(scope="session")
+def sdk_fixtures() -> dict[str, dict[str, Any]]:
+    from tests.e2e.servers import require_postgres
+
+    require_postgres()
+    subprocess.run(
+        [sys.executable, "tests/fixtures/generate.py", "--out", str(OUT)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    manifest = json.loads((OUT / "manifest.json").read_text())
+    assert manifest["complete"], manifest["errors"]
+    return {fixture["name"]: fixture for fixture in manifest["fixtures"]}
+
+
+def registered(fixture: dict[str, Any]) -> Application:
+    return Application.objects.create(
+        name=fixture["app_name"],
+        system_database_url=fixture["url"],
+        system_database_schema=fixture["schema"] or "dbos",
+    )
+
+
+def by_role(fixture: dict[str, Any], role: str) -> str:
+    return next(w["workflow_id"] for w in fixture["workflows"] if w["role"] == role)

@@ -1,0 +1,91 @@
+"""Stories about reading workflows straight from the system database through the API:
+no executor needed, values decoded, keyset pages, and a fallback when it is down."""
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from stepchange.models import Application
+from tests.conftest import make_user, signed_in
+from tests.sdk_fixtures import by_role, registered
+
+
+@pytest.fixture
+def vera(system_databases: None) -> User:
+    return make_user(username="vera", role="viewer")
+
+
+def api(client: Client, path: str, **query: Any) -> tuple[int, Any]:
+    response = client.get(f"/api/v1{path}", query)
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize("name", ["py320-sqlite-default", "ts502-pg-default", "py2311-pg-portable"])
+def test_a_viewer_reads_decoded_workflows_with_no_executor_connected(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    fixture = sdk_fixtures[name]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    status, page = api(client, f"/apps/{app}/workflows", limit=50, load_input="true")
+    assert status == 200, page
+    assert page["source"] == "system database"
+    ids = [item["workflow_id"] for item in page["items"]]
+    assert set(ids) == {w["workflow_id"] for w in fixture["workflows"]}
+    success = next(
+        item for item in page["items"] if item["workflow_id"] == by_role(fixture, "success")
+    )
+    assert success["input"]["args"][0] == "alice"
+    status, one = api(client, f"/apps/{app}/workflows/{by_role(fixture, 'error')}")
+    assert status == 200, one
+    assert one["status"] == "ERROR"
+    assert "bad input fail1" in one["error"]["message"]
+    status, steps = api(client, f"/apps/{app}/workflows/{by_role(fixture, 'success')}/steps")
+    assert status == 200, steps
+    assert steps["items"][0]["function_id"] == (0 if fixture["sdk"] == "typescript" else 1)
+
+
+def test_filters_and_keyset_pages_cover_the_list_exactly_once(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-pg-default"]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        status, page = api(client, f"/apps/{app}/workflows", **query)
+        assert status == 200, page
+        seen += [item["workflow_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(w["workflow_id"] for w in fixture["workflows"])
+    assert len(seen) == len(set(seen))
+    status, failed = api(client, f"/apps/{app}/workflows", status="error,cancelled")
+    assert {item["status"] for item in failed["items"]} == {"ERROR", "CANCELLED"}
+    status, queued = api(client, f"/apps/{app}/queued-workflows")
+    assert [item["workflow_id"] for item in queued["items"]] == [by_role(fixture, "enqueued")]
+    status, bad = api(client, f"/apps/{app}/workflows", cursor="not-a-cursor")
+    assert status == 400
+    assert bad["detail"] == "cursor is not one this API gave out"
+
+
+def test_an_unknown_workflow_is_a_404(vera: User, sdk_fixtures: dict[str, dict[str, Any]]) -> None:
+    app = registered(sdk_fixtures["py320-sqlite-default"]).name
+    status, body = api(signed_in(vera), f"/apps/{app}/workflows/no-such-workflow")
+    assert status == 404
+    assert "No workflow no-such-workflow" in body["detail"]
+
+
+def test_a_database_that_is_down_falls_back_to_the_executors_and_says_so(vera: User) -> None:
+    Application.objects.create(
+        name="orders", system_database_url="postgresql://nobody@127.0.0.1:1/gone"
+    )
+    status, body = api(signed_in(vera), "/apps/orders/workflows")
+    # No executor is connected either: a clear 503, never a traceback.
+    assert status == 503
+    assert body["detail"] == "No executor of orders is connected."
