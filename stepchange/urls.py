@@ -20,6 +20,7 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_log, name="audit"),
     path("", include("conductor.urls")),
+    path("", include("workflows.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
 ]

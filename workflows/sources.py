@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from conductor import relay
 from conductor.protocol import (
+    GetWorkflowEventsRequest,
+    GetWorkflowEventsResponse,
+    GetWorkflowNotificationsRequest,
+    GetWorkflowNotificationsResponse,
     GetWorkflowRequest,
     GetWorkflowResponse,
+    GetWorkflowStreamsRequest,
+    GetWorkflowStreamsResponse,
     ListStepsRequest,
     ListStepsResponse,
     ListWorkflowsBody,
@@ -30,13 +37,22 @@ from conductor.protocol import (
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from workflows import systemdb
-from workflows.models import OperationOutput, WorkflowStatus
+from workflows.models import (
+    Notification,
+    OperationOutput,
+    StreamEntry,
+    WorkflowEvent,
+    WorkflowEventHistory,
+    WorkflowStatus,
+)
 from workflows.serialization import decode
 
 DATABASE = "system database"
 EXECUTOR = "executor"
 BAD_CURSOR = "cursor is not one this API gave out"
 FALLBACK = "{problem} Read through a connected executor instead."
+# Children and forks listed on a workflow's page.
+MAX_RELATED = 50
 
 
 class BadCursor(ValueError):
@@ -145,6 +161,57 @@ class DatabaseSource:
         steps = systemdb.steps(self.application).of(workflow_id)
         return Listing([self.step(row) for row in steps], None, self.name, self.notice)
 
+    async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = await db_async(self._extras)(workflow_id)
+        return found
+
+    def _extras(self, workflow_id: str) -> dict[str, Any]:
+        """Lineage, events with their history, messages and streams of one workflow."""
+        app = self.application
+        lineage = (
+            systemdb.workflows(app)
+            .newest_first()
+            .only("workflow_uuid", "status", "name", "created_at_ms")
+        )
+        events = systemdb.rows(app, WorkflowEvent).filter(workflow_uuid=workflow_id)
+        history = systemdb.rows(app, WorkflowEventHistory).filter(workflow_uuid=workflow_id)
+        messages = systemdb.rows(app, Notification).filter(destination_uuid=workflow_id)
+        streams: dict[str, list[Any]] = {}
+        for entry in (
+            systemdb.rows(app, StreamEntry)
+            .filter(workflow_uuid=workflow_id)
+            .order_by("key", "offset")
+        ):
+            value = decode(entry.value, entry.serialization)
+            if value.value != StreamEntry.CLOSED:
+                streams.setdefault(entry.key, []).append(value.value)
+        return {
+            "children": _related(lineage.filtered(parent_workflow_id=[workflow_id])),
+            "forks": _related(lineage.filtered(forked_from=[workflow_id])),
+            "events": [
+                {"key": event.key, **_decoded("value", event.value, event.serialization, "value")}
+                for event in events.order_by("key")
+            ],
+            "history": [
+                {
+                    "key": event.key,
+                    "function_id": event.function_id,
+                    **_decoded("value", event.value, event.serialization, "value"),
+                }
+                for event in history.order_by("function_id", "key")
+            ],
+            "messages": [
+                {
+                    "topic": None if note.topic == Notification.NO_TOPIC else note.topic,
+                    "created_at": note.created_at,
+                    "consumed": note.consumed,
+                    **_decoded("message", note.message, note.serialization, "value"),
+                }
+                for note in messages.order_by("created_at_epoch_ms")
+            ],
+            "streams": streams,
+        }
+
     def workflow(
         self, row: WorkflowStatus, *, load_input: bool, load_output: bool
     ) -> dict[str, Any]:
@@ -180,6 +247,15 @@ class DatabaseSource:
             **_decoded("output", row.output, row.serialization, "value"),
             **_decoded("error", row.error, row.serialization, "error"),
         }
+
+
+def _related(rows: Any) -> list[dict[str, Any]]:
+    return [
+        {"workflow_id": workflow_id, "status": status, "name": name}
+        for workflow_id, status, name in rows.values_list("workflow_uuid", "status", "name")[
+            :MAX_RELATED
+        ]
+    ]
 
 
 def _decoded(key: str, stored: str | None, serialization: str | None, kind: Any) -> dict[str, Any]:
@@ -258,6 +334,9 @@ class ExecutorSource:
         row = relay.expect(answer.response, GetWorkflowResponse).output
         return None if row is None else _from_executor(row, answer.executor.language)
 
+    async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
+        return await _executor_extras(self, workflow_id, actor)
+
     async def steps(self, workflow_id: str, *, actor: str = "") -> Listing:
         answer = await relay.ask(
             self.application, ListStepsRequest(workflow_id=workflow_id), actor_name=actor
@@ -265,6 +344,43 @@ class ExecutorSource:
         steps = relay.expect(answer.response, ListStepsResponse).output
         language = answer.executor.language
         return Listing([_step_from_executor(row, language) for row in steps], None, self.name)
+
+
+async def _executor_extras(source: ExecutorSource, workflow_id: str, actor: str) -> dict[str, Any]:
+    """What an executor can tell about one workflow besides itself (display text)."""
+    ask = functools.partial(relay.request, source.application, actor_name=actor)
+    events = relay.expect(
+        await ask(GetWorkflowEventsRequest(workflow_id=workflow_id)), GetWorkflowEventsResponse
+    )
+    messages = relay.expect(
+        await ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
+        GetWorkflowNotificationsResponse,
+    )
+    streams = relay.expect(
+        await ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)), GetWorkflowStreamsResponse
+    )
+    related = {}
+    for key, body in (
+        ("children", ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)),
+        ("forks", ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)),
+    ):
+        answer = relay.expect(await ask(ListWorkflowsRequest(body=body)), ListWorkflowsResponse)
+        related[key] = [_from_executor(row, "") for row in answer.output]
+    return {
+        **related,
+        "events": [{"key": e.key, "value": e.value} for e in events.events],
+        "history": [],
+        "messages": [
+            {
+                "topic": n.topic,
+                "message": n.message,
+                "created_at": _time(n.created_at_epoch_ms),
+                "consumed": n.consumed,
+            }
+            for n in messages.notifications
+        ],
+        "streams": {stream.key or "": stream.values for stream in streams.streams},
+    }
 
 
 def _display(language: str) -> str:

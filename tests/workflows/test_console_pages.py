@@ -1,0 +1,79 @@
+"""Stories about the workflow pages of the console, over databases real SDKs wrote."""
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from stepchange.models import Application
+from tests.conftest import make_user, signed_in
+from tests.sdk_fixtures import by_role, registered
+
+
+@pytest.fixture
+def vera(system_databases: None) -> User:
+    return make_user(username="vera", role="viewer")
+
+
+def test_the_list_shows_workflows_and_filters_by_status_in_the_url(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    page = client.get(f"/apps/{app}/workflows/").content.decode()
+    assert "read from the system database" in page
+    for workflow in fixture["workflows"]:
+        assert workflow["workflow_id"] in page
+    failed = client.get(f"/apps/{app}/workflows/", {"status": ["ERROR"]}).content.decode()
+    assert by_role(fixture, "error") in failed
+    assert by_role(fixture, "success") + "<" not in failed
+    rows = client.get(f"/apps/{app}/workflows/", {"status": ["ERROR"]}, HTTP_HX_REQUEST="true")
+    assert b"<html" not in rows.content
+    assert by_role(fixture, "error").encode() in rows.content
+
+
+def test_an_invalid_filter_is_reported_on_the_form(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    app = registered(sdk_fixtures["py320-sqlite-default"]).name
+    page = signed_in(vera).get(f"/apps/{app}/workflows/", {"start_time": "yesterday"})
+    assert page.status_code == 200
+    assert b"Enter a valid date/time" in page.content
+
+
+def test_the_detail_shows_decoded_values_steps_lineage_events_messages_and_streams(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["ts502-pg-default"]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    success = client.get(f"/apps/{app}/workflows/{by_role(fixture, 'success')}/").content.decode()
+    assert "&quot;alice&quot;" in success  # the decoded input
+    assert "js_superjson" in success
+    assert "<code>profile</code>" in success
+    parent = client.get(f"/apps/{app}/workflows/{by_role(fixture, 'parent')}/").content.decode()
+    assert by_role(fixture, "parent-child") in parent
+    events = client.get(f"/apps/{app}/workflows/{by_role(fixture, 'events')}/").content.decode()
+    assert "<code>stage</code>" in events
+    assert "<code>progress</code>" in events
+    recv = client.get(f"/apps/{app}/workflows/{by_role(fixture, 'recv')}/").content.decode()
+    assert "greeting" in recv
+    assert "unread" in recv
+
+
+def test_an_unknown_workflow_is_a_404_page_with_a_way_back(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    app = registered(sdk_fixtures["py320-sqlite-default"]).name
+    page = signed_in(vera).get(f"/apps/{app}/workflows/nope/")
+    assert page.status_code == 404
+    assert b"Back to the workflows" in page.content
+
+
+def test_without_database_or_executor_the_page_says_so_and_still_renders(vera: User) -> None:
+    Application.objects.create(name="orders")
+    page = signed_in(vera).get("/apps/orders/workflows/")
+    assert page.status_code == 200
+    assert b"No executor of orders is connected." in page.content
+    assert b"read from the executor" in page.content

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from workflows import views
+
+urlpatterns = [
+    path("apps/<str:app_name>/workflows/", views.workflow_list, name="workflows"),
+    path(
+        "apps/<str:app_name>/queued/",
+        views.workflow_list,
+        {"queued": True},
+        name="queued-workflows",
+    ),
+    path(
+        "apps/<str:app_name>/workflows/<str:workflow_id>/",
+        views.workflow_detail,
+        name="workflow-detail",
+    ),
+]

@@ -1,0 +1,141 @@
+"""Console pages for workflows: the list (and the queued list) and one workflow's page.
+
+Both read through `workflows.sources`: the system database when it is reachable, else a
+live executor, and the page says which. Filters live in the URL, so a view is a link.
+"""
+
+from datetime import UTC
+from typing import Any
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from conductor import relay
+from stepchange.api import application_for
+from stepchange.asyncdb import db_async
+from workflows.models import STATUSES
+from workflows.sources import BadCursor, ListQuery, source_for
+
+PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
+
+
+def _names(value: str) -> list[str] | None:
+    names = [item.strip() for item in value.split(",") if item.strip()]
+    return names or None
+
+
+class WorkflowFilterForm(forms.Form):
+    status = forms.MultipleChoiceField(
+        required=False,
+        choices=[(s, s.replace("_", " ").lower()) for s in STATUSES],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    workflow_name = forms.CharField(required=False, label="Name")
+    queue_name = forms.CharField(required=False, label="Queue")
+    workflow_id_prefix = forms.CharField(required=False, label="ID starts with")
+    executor_id = forms.CharField(required=False, label="Executor")
+    application_version = forms.CharField(required=False, label="App version")
+    forked_from = forms.CharField(required=False, label="Forked from")
+    parent_workflow_id = forms.CharField(required=False, label="Parent")
+    start_time = forms.DateTimeField(
+        required=False,
+        label="Created after",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    end_time = forms.DateTimeField(
+        required=False,
+        label="Created before",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    limit = forms.TypedChoiceField(choices=PAGE_SIZES, coerce=int, required=False, initial=50)
+    cursor = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def query(self, *, queued: bool) -> ListQuery:
+        data = self.cleaned_data
+        start, end = (data.get(name) for name in ("start_time", "end_time"))
+        return ListQuery(
+            status=data.get("status") or None,
+            workflow_name=_names(data.get("workflow_name", "")),
+            queue_name=_names(data.get("queue_name", "")),
+            workflow_id_prefix=data.get("workflow_id_prefix") or None,
+            executor_id=_names(data.get("executor_id", "")),
+            application_version=_names(data.get("application_version", "")),
+            forked_from=_names(data.get("forked_from", "")),
+            parent_workflow_id=_names(data.get("parent_workflow_id", "")),
+            limit=data.get("limit") or 50,
+            cursor=data.get("cursor") or None,
+            queued=queued,
+            # The console's times are UTC, as it shows them.
+            start_time=start.astimezone(UTC) if start else None,
+            end_time=end.astimezone(UTC) if end else None,
+        )
+
+
+@login_required
+async def workflow_list(request: HttpRequest, app_name: str, queued: bool = False) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name)
+    form = WorkflowFilterForm(request.GET or None)
+    context: dict[str, Any] = {"application": application, "form": form, "queued": queued}
+    if not form.is_bound or form.is_valid():
+        if not form.is_bound:
+            form.cleaned_data = {}
+        source = await source_for(application)
+        context["source"] = source.name
+        try:
+            context["listing"] = await source.list(form.query(queued=queued))
+        except BadCursor as exc:
+            form.add_error("cursor", str(exc))
+        except relay.RelayError as exc:
+            context["unavailable"] = str(exc)
+    params = request.GET.copy()
+    params.pop("cursor", None)
+    context["query"] = params.urlencode()
+    template = "workflows/list.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#workflow-rows"
+    return await arender(request, template, context)
+
+
+@login_required
+async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name)
+    source = await source_for(application)
+    context: dict[str, Any] = {"application": application, "source": source.name}
+    try:
+        workflow = await source.get(workflow_id)
+    except relay.RelayError as exc:
+        context["unavailable"] = str(exc)
+        return await arender(request, "workflows/detail.html", context, status=exc.status)
+    if workflow is None:
+        return await arender(
+            request,
+            "workflows/not_found.html",
+            {**context, "workflow_id": workflow_id},
+            status=404,
+        )
+    context["workflow"] = workflow
+    context["notice"] = source.notice
+    try:
+        context["steps"] = (await source.steps(workflow_id)).items
+        context.update(await source.extras(workflow_id))
+    except relay.RelayError as exc:
+        # The workflow itself is shown; what could not be fetched says so.
+        context["partial"] = str(exc)
+    context["duration"] = _duration(workflow)
+    return await arender(request, "workflows/detail.html", context)
+
+
+async def arender(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """Render on the database thread: the layout's context processors query the database."""
+    response: HttpResponse = await db_async(render)(request, template, context, status=status)
+    return response
+
+
+def _duration(workflow: dict[str, Any]) -> float | None:
+    if workflow.get("completed_at") and workflow.get("created_at"):
+        return float((workflow["completed_at"] - workflow["created_at"]).total_seconds())
+    return None
