@@ -13,8 +13,10 @@ import base64
 import binascii
 import functools
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from django.db import models
 
 from conductor import relay
 from conductor.protocol import (
@@ -53,6 +55,12 @@ BAD_CURSOR = "cursor is not one this API gave out"
 FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
+RECENT_FAILURES = 10
+# The dashboard's charts: label, window, bucket (ms).
+CHART_WINDOWS = (
+    ("last hour", timedelta(hours=1), 60_000),
+    ("last day", timedelta(days=1), 30 * 60_000),
+)
 
 
 class BadCursor(ValueError):
@@ -165,6 +173,36 @@ class DatabaseSource:
         found: dict[str, Any] = await db_async(self._extras)(workflow_id)
         return found
 
+    async def overview(self, *, now: datetime) -> dict[str, Any]:
+        found: dict[str, Any] = await db_async(self._overview)(now)
+        return found
+
+    def _overview(self, now: datetime) -> dict[str, Any]:
+        """The dashboard's numbers: status charts for the last hour and day, recent
+        failures, and how deep each queue is."""
+        workflows = systemdb.workflows(self.application)
+        charts = {}
+        for label, window, bucket in CHART_WINDOWS:
+            recent = workflows.filtered(created_after=now - window)
+            charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
+        failures = workflows.filtered(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"])
+        depths: dict[str, dict[str, int]] = {}
+        for queue, status, count in (
+            workflows.queued()
+            .order_by()
+            .values_list("queue_name", "status")
+            .annotate(count=models.Count("*"))
+        ):
+            depths.setdefault(queue, {})[status] = count
+        return {
+            "charts": charts,
+            "failures": [
+                self.workflow(row, load_input=False, load_output=False)
+                for row in failures.newest_first()[:RECENT_FAILURES]
+            ],
+            "queues": dict(sorted(depths.items())),
+        }
+
     def _extras(self, workflow_id: str) -> dict[str, Any]:
         """Lineage, events with their history, messages and streams of one workflow."""
         app = self.application
@@ -247,6 +285,27 @@ class DatabaseSource:
             **_decoded("output", row.output, row.serialization, "value"),
             **_decoded("error", row.error, row.serialization, "error"),
         }
+
+
+def _chart(
+    rows: list[tuple[int, str, int]], start: datetime, end: datetime, bucket_ms: int
+) -> dict[str, Any]:
+    """Buckets of the window, each with its count per status, ready to draw."""
+    first = int(start.timestamp() * 1000) // bucket_ms * bucket_ms
+    last = int(end.timestamp() * 1000) // bucket_ms * bucket_ms
+    buckets: dict[int, dict[str, int]] = {at: {} for at in range(first, last + 1, bucket_ms)}
+    for at, status, count in rows:
+        buckets.setdefault(at, {})[status] = count
+    tallest = max((sum(counts.values()) for counts in buckets.values()), default=0)
+    totals: dict[str, int] = {}
+    for counts in buckets.values():
+        for status, count in counts.items():
+            totals[status] = totals.get(status, 0) + count
+    return {
+        "buckets": [(_time(at), counts) for at, counts in sorted(buckets.items())],
+        "tallest": tallest,
+        "totals": dict(sorted(totals.items())),
+    }
 
 
 def _related(rows: Any) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ from django.urls import path
 from workflows import views
 
 urlpatterns = [
+    path("apps/<str:app_name>/", views.dashboard, name="dashboard"),
     path("apps/<str:app_name>/workflows/", views.workflow_list, name="workflows"),
     path(
         "apps/<str:app_name>/queued/",

@@ -11,12 +11,13 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from conductor import relay
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
 from workflows.models import STATUSES
-from workflows.sources import BadCursor, ListQuery, source_for
+from workflows.sources import BadCursor, DatabaseSource, ListQuery, source_for
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 
@@ -125,6 +126,96 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
         context["partial"] = str(exc)
     context["duration"] = _duration(workflow)
     return await arender(request, "workflows/detail.html", context)
+
+
+# Stacked from the bottom in this order, so the failures sit where the eye starts.
+CHART_ORDER = [
+    "ERROR",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+    "CANCELLED",
+    "PENDING",
+    "ENQUEUED",
+    "DELAYED",
+    "SUCCESS",
+]
+CHART_WIDTH, CHART_HEIGHT = 720, 110
+
+
+@login_required
+async def dashboard(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name)
+    source = await source_for(application)
+    context: dict[str, Any] = {
+        "application": application,
+        "source": source.name,
+        "notice": source.notice,
+        **await db_async(_registry_summary)(application),
+    }
+    if isinstance(source, DatabaseSource):
+        overview = await source.overview(now=timezone.now())
+        context["charts"] = {
+            label: {**chart, "bars": _bars(chart)} for label, chart in overview["charts"].items()
+        }
+        context["failures"] = overview["failures"]
+        context["queues"] = overview["queues"]
+    else:
+        try:
+            recent = await source.list(ListQuery(status=["ERROR"], limit=10))
+            context["failures"] = recent.items
+        except relay.RelayError as exc:
+            context["unavailable"] = str(exc)
+    context["chart_width"], context["chart_height"] = CHART_WIDTH, CHART_HEIGHT
+    template = "workflows/dashboard.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        template += "#dashboard"
+    return await arender(request, template, context)
+
+
+def _registry_summary(application: Any) -> dict[str, Any]:
+    from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+    from conductor.recovery import POISON_THRESHOLD
+
+    return {
+        "executors": list(Executor.objects.live().filter(application=application)),
+        "requests": list(RequestLog.objects.filter(application=application).order_by("-pk")[:8]),
+        "attempts": list(RecoveryAttempt.objects.filter(application=application)[:5]),
+        "poison": list(
+            PoisonWorkflow.objects.filter(
+                application=application,
+                resolved_at__isnull=True,
+                executors_killed__gte=POISON_THRESHOLD,
+            )
+        ),
+    }
+
+
+def _bars(chart: dict[str, Any]) -> list[dict[str, Any]]:
+    """SVG geometry of a stacked bar chart: one bar per bucket, a segment per status."""
+    buckets = chart["buckets"]
+    if not buckets:
+        return []
+    width = CHART_WIDTH / len(buckets)
+    scale = CHART_HEIGHT / max(chart["tallest"], 1)
+    bars = []
+    for index, (start, counts) in enumerate(buckets):
+        top = CHART_HEIGHT
+        segments = []
+        for status in CHART_ORDER:
+            count = counts.get(status, 0)
+            if count:
+                height = count * scale
+                top -= height
+                segments.append({"status": status, "y": top, "height": height, "count": count})
+        bars.append(
+            {
+                "x": index * width,
+                "width": max(width - 1, 1),
+                "start": start,
+                "segments": segments,
+                "total": sum(counts.values()),
+            }
+        )
+    return bars
 
 
 async def arender(

@@ -30,6 +30,9 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
         "    u.groups.add(Group.objects.get(name='viewer'))",
     )
     sign_in(page, stepchange, "vic", "vic-pass-4417")
+    page.get_by_role("link", name=app).first.click()
+    expect(page.get_by_role("heading", name="Workflows, last hour")).to_be_visible()
+    screenshot(page, "dashboard")
     page.goto(f"{stepchange.url}/apps/{app}/workflows/")
     expect(page.get_by_text("read from the system database")).to_be_visible()
     expect(page.get_by_role("link", name=by_role(fixture, "success"), exact=True)).to_be_visible()

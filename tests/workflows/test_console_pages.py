@@ -77,3 +77,24 @@ def test_without_database_or_executor_the_page_says_so_and_still_renders(vera: U
     assert page.status_code == 200
     assert b"No executor of orders is connected." in page.content
     assert b"read from the executor" in page.content
+
+
+def test_the_dashboard_charts_statuses_and_lists_failures_and_queues(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-pg-default"]
+    app = registered(fixture).name
+    page = signed_in(vera).get(f"/apps/{app}/").content.decode()
+    assert "Workflows, last hour" in page
+    assert "Workflows, last day" in page
+    assert 'class="seg seg-success"' in page
+    assert by_role(fixture, "error") in page  # a recent failure
+    assert "fixture-parked" in page  # the queue with a waiting workflow
+
+
+def test_the_dashboard_without_a_system_database_still_renders(vera: User) -> None:
+    Application.objects.create(name="orders")
+    page = signed_in(vera).get("/apps/orders/")
+    assert page.status_code == 200
+    assert b"Charts need the system database" in page.content
+    assert b"No executor of orders is connected." in page.content
