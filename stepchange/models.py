@@ -138,6 +138,32 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
+class SavedView(models.Model):
+    """A named workflow-list filter (its query string), kept for its owner or the team."""
+
+    application = models.ForeignKey(
+        Application, on_delete=models.CASCADE, related_name="saved_views"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views"
+    )
+    name = models.CharField(max_length=100)
+    query = models.CharField(max_length=2000, blank=True)
+    shared = models.BooleanField(default=False, help_text="Everyone who sees the app sees it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "owner", "name"], name="unique_saved_view_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application.name}: {self.name}"
+
+
 class AuditImmutableError(Exception):
     pass
 

@@ -11,6 +11,8 @@ urlpatterns = [
         {"queued": True},
         name="queued-workflows",
     ),
+    path("apps/<str:app_name>/views/", views.save_view, name="save-view"),
+    path("apps/<str:app_name>/views/<int:view_id>/delete/", views.delete_view, name="delete-view"),
     path(
         "apps/<str:app_name>/workflows/<str:workflow_id>/",
         views.workflow_detail,

@@ -8,14 +8,19 @@ from datetime import UTC
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from conductor import relay
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
+from stepchange.models import SavedView
 from workflows.models import STATUSES
 from workflows.sources import BadCursor, DatabaseSource, ListQuery, source_for
 
@@ -93,6 +98,7 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
     params = request.GET.copy()
     params.pop("cursor", None)
     context["query"] = params.urlencode()
+    context["saved_views"] = await db_async(_saved_views)(request, application)
     template = "workflows/list.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#workflow-rows"
@@ -126,6 +132,48 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
         context["partial"] = str(exc)
     context["duration"] = _duration(workflow)
     return await arender(request, "workflows/detail.html", context)
+
+
+def _saved_views(request: HttpRequest, application: Any) -> list[SavedView]:
+    return list(
+        SavedView.objects.filter(application=application)
+        .filter(Q(owner=request.user) | Q(shared=True))
+        .select_related("owner")
+    )
+
+
+class SavedViewForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    query = forms.CharField(max_length=2000, required=False)
+    shared = forms.BooleanField(required=False)
+
+
+@login_required
+@require_POST
+def save_view(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = application_for(request, app_name)
+    form = SavedViewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "A saved view needs a name.")
+        return redirect("workflows", app_name=app_name)
+    SavedView.objects.update_or_create(
+        application=application,
+        owner=request.user,
+        name=form.cleaned_data["name"],
+        defaults={"query": form.cleaned_data["query"], "shared": form.cleaned_data["shared"]},
+    )
+    messages.success(request, f"Saved the view “{form.cleaned_data['name']}”.")
+    return redirect(f"{reverse('workflows', args=[app_name])}?{form.cleaned_data['query']}")
+
+
+@login_required
+@require_POST
+def delete_view(request: HttpRequest, app_name: str, view_id: int) -> HttpResponse:
+    application = application_for(request, app_name)
+    view = get_object_or_404(SavedView, pk=view_id, application=application, owner=request.user)
+    view.delete()
+    messages.success(request, f"Deleted the view “{view.name}”.")
+    return redirect("workflows", app_name=app_name)
 
 
 # Stacked from the bottom in this order, so the failures sit where the eye starts.
