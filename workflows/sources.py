@@ -28,6 +28,8 @@ from conductor.protocol import (
     GetWorkflowResponse,
     GetWorkflowStreamsRequest,
     GetWorkflowStreamsResponse,
+    ListQueuesRequest,
+    ListQueuesResponse,
     ListStepsRequest,
     ListStepsResponse,
     ListWorkflowsBody,
@@ -42,6 +44,7 @@ from workflows import systemdb
 from workflows.models import (
     Notification,
     OperationOutput,
+    Queue,
     StreamEntry,
     WorkflowEvent,
     WorkflowEventHistory,
@@ -56,11 +59,25 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
+# A queue's configuration, as the `queues` table and `list_queues` both have it.
+QUEUE_FIELDS = (
+    "name",
+    "concurrency",
+    "worker_concurrency",
+    "rate_limit_max",
+    "rate_limit_period_sec",
+    "partition_concurrency",
+    "polling_interval_sec",
+)
 # The dashboard's charts: label, window, bucket (ms).
 CHART_WINDOWS = (
     ("last hour", timedelta(hours=1), 60_000),
     ("last day", timedelta(days=1), 30 * 60_000),
 )
+
+
+# Plain rows for templates and the API (spelled out here: the sources have a `list` method).
+Rows = list[dict[str, Any]]
 
 
 class BadCursor(ValueError):
@@ -172,6 +189,16 @@ class DatabaseSource:
     async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await db_async(self._extras)(workflow_id)
         return found
+
+    async def queues(self, *, actor: str = "") -> Rows:
+        found: Rows = await db_async(self._queues)()
+        return found
+
+    def _queues(self) -> Rows:
+        return [
+            {field: getattr(queue, field) for field in QUEUE_FIELDS}
+            for queue in systemdb.rows(self.application, Queue).order_by("name")
+        ]
 
     async def overview(self, *, now: datetime) -> dict[str, Any]:
         found: dict[str, Any] = await db_async(self._overview)(now)
@@ -395,6 +422,13 @@ class ExecutorSource:
 
     async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
         return await _executor_extras(self, workflow_id, actor)
+
+    async def queues(self, *, actor: str = "") -> Rows:
+        answer = await relay.request(self.application, ListQueuesRequest(), actor_name=actor)
+        return [
+            {field: getattr(queue, field) for field in QUEUE_FIELDS}
+            for queue in relay.expect(answer, ListQueuesResponse).output
+        ]
 
     async def steps(self, workflow_id: str, *, actor: str = "") -> Listing:
         answer = await relay.ask(

@@ -91,6 +91,8 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
         context["source"] = source.name
         try:
             context["listing"] = await source.list(form.query(queued=queued))
+            if queued:
+                context["queue_configs"] = await source.queues()
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
         except relay.RelayError as exc:

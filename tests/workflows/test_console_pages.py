@@ -121,3 +121,14 @@ def test_a_saved_view_is_a_named_link_its_owner_can_share(
     assert signed_in(otto).post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 404
     assert signed_in(vera).post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 302
     assert not SavedView.objects.filter(name="failures").exists()
+
+
+def test_the_queued_page_shows_waiting_workflows_and_queue_configuration(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-pg-default"]
+    app = registered(fixture).name
+    page = signed_in(vera).get(f"/apps/{app}/queued/").content.decode()
+    assert by_role(fixture, "enqueued") in page
+    assert by_role(fixture, "success") + "<" not in page
+    assert "fixture-queue" in page  # from the queues table, though nothing waits on it
