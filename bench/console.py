@@ -1,0 +1,654 @@
+"""Console views on a 1,000,000-workflow system database, side by side in one run.
+
+    .venv/bin/python bench/seed.py          # once: seeds sc_bench_1m (about 75 s)
+    .venv/bin/python bench/console.py [--url postgresql://postgres@127.0.0.1:5432/sc_bench_1m]
+                                      [--runs 50] [--budget 3] [--argus | --argus-json FILE]
+                                      [--json out.json]
+
+For every view of the console (the workflow list, first page and page 1,000, unfiltered
+and with each filter; the detail of a typical workflow and of one with 1,000 steps) it
+measures, on the database `bench/seed.py` built:
+
+- sql: the best hand-written SQL for the view, sent with psycopg straight to Postgres
+  (wall time per view on one open connection, round trip and fetch included; p50/p95 over
+  `--runs` runs after a warm-up, at most `--budget` seconds per view). Once per query,
+  EXPLAIN (ANALYZE, BUFFERS) reports the indexes it uses and its planning + execution time.
+- stepchange: StepChange's own list and detail pages (a viewer's session) and API (a
+  viewer's token) through Daphne, on the same database.
+- argus (`--argus`): dbos-argus on the same database, by running bench/console_argus.py
+  with its own Python 3.12 virtualenv (var/argus-venv) and merging its figures.
+
+Lists are newest first and paged by keyset, `ORDER BY created_at DESC, workflow_uuid DESC
+LIMIT 50` with `(created_at, workflow_uuid) < (cursor)` for the next page: never OFFSET
+(OFFSET is used once, at setup, to find the 50,000th row's cursor) and never COUNT(*).
+"""
+
+# SQL here is assembled from this file's own constants; values are bound as parameters.
+# ruff: noqa: S608
+
+import argparse
+import base64
+import functools
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/sc_bench_1m"
+PAGE = 50
+DEEP_PAGE = 1000  # "page 1,000": rows 49,951..50,000 of the (filtered) list
+
+# What a list row shows: the status row's columns, no payloads.
+LIST_COLUMNS = (
+    "workflow_uuid, status, name, class_name, config_name, queue_name, executor_id,"
+    " application_version, created_at, updated_at, completed_at, started_at_epoch_ms,"
+    " recovery_attempts, parent_workflow_id, forked_from, authenticated_user"
+)
+ORDER = "ORDER BY created_at DESC, workflow_uuid DESC"
+KEYSET = "(created_at, workflow_uuid) < (%(c_at)s, %(c_id)s)"
+
+DETAIL_STATUS_SQL = """
+SELECT s.*, i.inputs AS input_payload, o.output AS output_payload, o.error AS error_payload
+FROM dbos.workflow_status s
+LEFT JOIN dbos.workflow_input i ON i.workflow_uuid = s.workflow_uuid
+LEFT JOIN dbos.workflow_output o ON o.workflow_uuid = s.workflow_uuid
+WHERE s.workflow_uuid = %(id)s
+"""
+DETAIL_STEPS_SQL = """
+SELECT function_id, function_name, output, error, child_workflow_id,
+       started_at_epoch_ms, completed_at_epoch_ms, serialization
+FROM dbos.operation_outputs
+WHERE workflow_uuid = %(id)s
+ORDER BY function_id
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Filter:
+    """One list filter: its SQL predicate, and the same filter as query parameters."""
+
+    key: str  # e.g. "status=ERROR"
+    where: str  # SQL predicate on dbos.workflow_status, with %(name)s parameters
+    params: dict[str, Any]  # values for `where`
+    query: dict[str, str]  # the filter as a console URL would carry it (for StepChange)
+
+
+@dataclass
+class View:
+    key: str  # stable name, shared with console_argus.py: "list/first", "detail/typical"
+    kind: str  # "list" or "detail"
+    filter: Filter | None = None
+    # For lists: the keyset cursor (created_at, workflow_uuid) of the page's previous row,
+    # None for the first page; `page` is the page number it stands for.
+    cursor: tuple[int, str] | None = None
+    page: int = 1
+    workflow_id: str | None = None  # for details
+    note: str = ""
+
+
+@dataclass
+class Measurement:
+    system: str  # "sql", "stepchange page", "stepchange api", "argus", ...
+    p50_ms: float | None
+    p95_ms: float | None
+    runs: int
+    rows: int | None = None
+    size_bytes: int | None = None
+    indexes: str = ""  # indexes the plan uses (sql)
+    plan_ms: float | None = None  # EXPLAIN ANALYZE planning + execution (sql)
+    note: str = ""
+
+
+@dataclass
+class Results:
+    views: list[View] = field(default_factory=list)
+    cells: dict[str, dict[str, Measurement]] = field(default_factory=dict)
+
+    def add(self, view_key: str, measurement: Measurement) -> None:
+        self.cells.setdefault(view_key, {})[measurement.system] = measurement
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def sample(run: Callable[[], Any], *, runs: int, budget: float, warmup: int = 3) -> list[float]:
+    """Wall times (ms) of `run()`: after `warmup` calls, `runs` calls or `budget` seconds."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+# --------------------------------------------------------------------------------------
+# Setup: the filters, the ids, the page-1,000 cursors
+# --------------------------------------------------------------------------------------
+
+
+def seed_info(conn: psycopg.Connection) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT workflows, workflow_rows, step_rows, typical_id, thousand_steps_id"
+        " FROM public.sc_bench_seed"
+    ).fetchone()
+    if row is None:
+        raise SystemExit("not seeded: run .venv/bin/python bench/seed.py first")
+    return dict(
+        zip(("workflows", "workflow_rows", "step_rows", "typical", "thousand"), row, strict=True)
+    )
+
+
+def build_filters(conn: psycopg.Connection) -> list[Filter]:
+    def one(query: str) -> Any:
+        row = conn.execute(query).fetchone()
+        assert row is not None, query
+        return row[0]
+
+    newest_version = one(
+        "SELECT application_version FROM dbos.workflow_status ORDER BY created_at DESC LIMIT 1"
+    )
+    oldest_version = one(
+        "SELECT application_version FROM dbos.workflow_status ORDER BY created_at LIMIT 1"
+    )
+    # A fork source and a parent from the middle of the range (ids from the indexes).
+    fork_source = one(
+        "SELECT forked_from FROM dbos.workflow_status WHERE forked_from IS NOT NULL"
+        " ORDER BY forked_from LIMIT 1 OFFSET 5000"
+    )
+    parent = one(
+        "SELECT parent_workflow_id FROM dbos.workflow_status"
+        " WHERE parent_workflow_id IS NOT NULL ORDER BY parent_workflow_id LIMIT 1 OFFSET 25000"
+    )
+    newest = one("SELECT max(created_at) FROM dbos.workflow_status")
+    day = 86_400_000
+    range_from, range_to = newest - 11 * day, newest - 10 * day
+
+    def f(key: str, where: str, query: dict[str, str], **params: Any) -> Filter:
+        return Filter(key, where, params, query)
+
+    return [
+        f("status=ERROR", "status = %(status)s", {"status": "ERROR"}, status="ERROR"),
+        f("status=PENDING", "status = %(status)s", {"status": "PENDING"}, status="PENDING"),
+        f("status=ENQUEUED", "status = %(status)s", {"status": "ENQUEUED"}, status="ENQUEUED"),
+        f(
+            "name=order_workflow",
+            "name = %(name)s",
+            {"name": "order_workflow"},
+            name="order_workflow",
+        ),
+        f(
+            "name=rebuild_search_index (rare)",
+            "name = %(name)s",
+            {"name": "rebuild_search_index"},
+            name="rebuild_search_index",
+        ),
+        f("queue=orders", "queue_name = %(queue)s", {"queue": "orders"}, queue="orders"),
+        f(
+            "executor=executor-3",
+            "executor_id = %(executor)s",
+            {"executor": "executor-3"},
+            executor="executor-3",
+        ),
+        f(
+            "version=newest",
+            "application_version = %(version)s",
+            {"version": newest_version},
+            version=newest_version,
+        ),
+        f(
+            "version=oldest",
+            "application_version = %(version)s",
+            {"version": oldest_version},
+            version=oldest_version,
+        ),
+        # An id prefix as a range on the primary key: LIKE 'ab%' cannot use it under the
+        # database's C.UTF-8 collation, a range can (hex digits sort the same in any).
+        f(
+            "id prefix=ab",
+            "workflow_uuid >= %(lo)s AND workflow_uuid < %(hi)s",
+            {"id_prefix": "ab"},
+            lo="ab",
+            hi="ac",
+        ),
+        f(
+            "id prefix=abc",
+            "workflow_uuid >= %(lo)s AND workflow_uuid < %(hi)s",
+            {"id_prefix": "abc"},
+            lo="abc",
+            hi="abd",
+        ),
+        f(
+            "forked_from=<id>",
+            "forked_from = %(forked_from)s",
+            {"forked_from": fork_source},
+            forked_from=fork_source,
+        ),
+        f(
+            "parent=<id>",
+            "parent_workflow_id = %(parent)s",
+            {"parent": parent},
+            parent=parent,
+        ),
+        f(
+            "created in a 1-day range",
+            "created_at >= %(from_ms)s AND created_at < %(to_ms)s",
+            {"created_after": str(range_from), "created_before": str(range_to)},
+            from_ms=range_from,
+            to_ms=range_to,
+        ),
+    ]
+
+
+def deep_cursor(conn: psycopg.Connection, flt: Filter | None) -> tuple[tuple[int, str], int] | None:
+    """The cursor of page 1,000 (or of the last page if there are fewer), and its number.
+
+    Setup only: this OFFSET query is never measured. None when there is a single page.
+    """
+    where = f"WHERE {flt.where}" if flt else ""
+    params = flt.params if flt else {}
+    row = conn.execute(
+        f"SELECT created_at, workflow_uuid FROM dbos.workflow_status {where} {ORDER}"
+        f" LIMIT 1 OFFSET {(DEEP_PAGE - 1) * PAGE - 1}",
+        params,
+    ).fetchone()
+    if row is not None:
+        return (row[0], row[1]), DEEP_PAGE
+    matching = conn.execute(f"SELECT count(*) FROM dbos.workflow_status {where}", params).fetchone()
+    total = matching[0] if matching else 0
+    pages = (total + PAGE - 1) // PAGE
+    if pages <= 1:
+        return None
+    row = conn.execute(
+        f"SELECT created_at, workflow_uuid FROM dbos.workflow_status {where} {ORDER}"
+        f" LIMIT 1 OFFSET {(pages - 1) * PAGE - 1}",
+        params,
+    ).fetchone()
+    assert row is not None
+    return (row[0], row[1]), pages
+
+
+def build_views(conn: psycopg.Connection, info: dict[str, Any]) -> list[View]:
+    views = [View("list/first", "list")]
+    cursor = deep_cursor(conn, None)
+    assert cursor is not None
+    views.append(View("list/page1000", "list", cursor=cursor[0], page=cursor[1]))
+    for flt in build_filters(conn):
+        views.append(View(f"list/first?{flt.key}", "list", filter=flt))
+        deep = deep_cursor(conn, flt)
+        if deep is not None:
+            (c, page) = deep
+            note = "" if page == DEEP_PAGE else f"last page: {page}"
+            views.append(
+                View(f"list/page1000?{flt.key}", "list", filter=flt, cursor=c, page=page, note=note)
+            )
+    views.append(View("detail/typical", "detail", workflow_id=info["typical"]))
+    views.append(View("detail/1000-steps", "detail", workflow_id=info["thousand"]))
+    return views
+
+
+# --------------------------------------------------------------------------------------
+# The best hand-written SQL
+# --------------------------------------------------------------------------------------
+
+
+def list_sql(view: View) -> tuple[str, dict[str, Any]]:
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    if view.filter:
+        conditions.append(view.filter.where)
+        params.update(view.filter.params)
+    if view.cursor:
+        conditions.append(KEYSET)
+        params.update(c_at=view.cursor[0], c_id=view.cursor[1])
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    return (
+        f"SELECT {LIST_COLUMNS} FROM dbos.workflow_status {where} {ORDER} LIMIT {PAGE}",
+        params,
+    )
+
+
+def plan_facts(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> tuple[str, float]:
+    """Indexes used and planning + execution ms, from one EXPLAIN (ANALYZE, BUFFERS)."""
+    row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", params).fetchone()
+    assert row is not None
+    doc = row[0][0]
+    found: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        kind = node.get("Node Type", "")
+        if "Index Name" in node:
+            short = "only " if kind == "Index Only Scan" else ""
+            label = f"{short}{node['Index Name']}"
+            if label not in found:
+                found.append(label)
+        elif kind == "Seq Scan" and "Seq Scan" not in found:
+            found.append(f"Seq Scan {node.get('Relation Name', '')}".strip())
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(doc["Plan"])
+    return ", ".join(found), doc["Planning Time"] + doc["Execution Time"]
+
+
+def payload_size(rows: list[tuple]) -> int:
+    return sum(len(str(v)) for r in rows for v in r if v is not None)
+
+
+def measure_sql(conn: psycopg.Connection, views: list[View], results: Results, args) -> None:
+    for view in views:
+        if view.kind == "list":
+            queries = [list_sql(view)]
+        else:
+            queries = [(DETAIL_STATUS_SQL, {"id": view.workflow_id})]
+            queries.append((DETAIL_STEPS_SQL, {"id": view.workflow_id}))
+        fetched: list[list[tuple]] = []
+
+        def run(queries=queries, fetched=fetched) -> None:
+            fetched.clear()
+            for query, params in queries:
+                fetched.append(conn.execute(query, params, prepare=False).fetchall())
+
+        times = sample(run, runs=args.runs, budget=args.budget)
+        facts = [plan_facts(conn, q, p) for q, p in queries]
+        rows = sum(len(r) for r in fetched)
+        results.add(
+            view.key,
+            Measurement(
+                "sql",
+                statistics.median(times),
+                percentile(times, 0.95),
+                len(times),
+                rows=rows,
+                size_bytes=sum(payload_size(r) for r in fetched),
+                indexes=" + ".join(i for i, _ in facts),
+                plan_ms=sum(ms for _, ms in facts),
+                note=view.note,
+            ),
+        )
+        print(
+            f"  sql {view.key:<52} p95 {percentile(times, 0.95):8.2f} ms  {rows:5d} rows",
+            flush=True,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# StepChange and argus
+# --------------------------------------------------------------------------------------
+
+
+# The benchmark's filter names, as StepChange's list page and API call them.
+STEPCHANGE_PARAMS = {
+    "status": "status",
+    "name": "workflow_name",
+    "queue": "queue_name",
+    "executor": "executor_id",
+    "version": "application_version",
+    "id_prefix": "workflow_id_prefix",
+    "forked_from": "forked_from",
+    "parent": "parent_workflow_id",
+}
+
+
+def stepchange_query(view: View) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for name, value in (view.filter.query if view.filter else {}).items():
+        if name in ("created_after", "created_before"):
+            moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+            key = "start_time" if name == "created_after" else "end_time"
+            query[key] = moment.isoformat()
+        else:
+            query[STEPCHANGE_PARAMS[name]] = value
+    if view.cursor is not None:
+        created, workflow_id = view.cursor
+        query["cursor"] = base64.urlsafe_b64encode(f"{created}~{workflow_id}".encode()).decode()
+    return query
+
+
+def fetch_all(fetch: Callable[[str, str], int], urls: list[str], system: str) -> int:
+    return sum(fetch(path, system) for path in urls)
+
+
+def measure_stepchange(url: str, views: list[View], results: Results, args) -> None:
+    """StepChange's list and detail pages (a viewer's session) and its API (a viewer's
+    token), through Daphne on this machine, on the same database."""
+    from tests.e2e.servers import StepChange
+
+    work = Path(tempfile.mkdtemp(prefix="stepchange-console-bench-"))
+    server = StepChange(work, name="stepchange")
+    server.start()
+    try:
+        server.manage("register_app", "bench-1m", "--system-database-url", url, "--schema", "dbos")
+        session = (
+            server.manage(
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User, Group\n"
+                "from django.test import Client\n"
+                "u = User.objects.create_user('bench', password='bench-pass-9912')\n"
+                "u.groups.add(Group.objects.get(name='viewer'))\n"
+                "c = Client(); c.login(username='bench', password='bench-pass-9912')\n"
+                "print(c.cookies['sessionid'].value)",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        token = server.manage("create_api_token", "bench").strip()
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        headers = {
+            "page": {"Cookie": f"sessionid={session}", "Host": "127.0.0.1"},
+            "api": {"Authorization": f"Bearer {token}", "Host": "127.0.0.1"},
+        }
+
+        def fetch(path: str, system: str) -> int:
+            connection.request("GET", path, headers=headers[system])
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: {response.status} {body[:300]!r}")
+            return len(body)
+
+        for view in views:
+            query = urllib.parse.urlencode(stepchange_query(view))
+            if view.kind == "list":
+                paths = {
+                    "page": [f"/apps/bench-1m/workflows/?{query}"],
+                    "api": [f"/api/v1/apps/bench-1m/workflows?{query}"],
+                }
+            else:
+                wid = urllib.parse.quote(str(view.workflow_id))
+                paths = {
+                    "page": [f"/apps/bench-1m/workflows/{wid}/"],
+                    "api": [
+                        f"/api/v1/apps/bench-1m/workflows/{wid}",
+                        f"/api/v1/apps/bench-1m/workflows/{wid}/steps",
+                    ],
+                }
+            for system, urls in paths.items():
+                size = sum(fetch(u, system) for u in urls)
+                times = sample(
+                    functools.partial(fetch_all, fetch, urls, system),
+                    runs=args.runs,
+                    budget=args.budget,
+                )
+                results.add(
+                    view.key,
+                    Measurement(
+                        f"stepchange {system}",
+                        statistics.median(times),
+                        percentile(times, 0.95),
+                        len(times),
+                        size_bytes=size,
+                    ),
+                )
+                print(
+                    f"  stepchange {system:4} {view.key:<46} p95 {percentile(times, 0.95):8.2f} ms"
+                    f"  {size / 1024:7.1f} KiB",
+                    flush=True,
+                )
+        connection.close()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> None:
+    """Run bench/console_argus.py with the argus virtualenv's Python and merge its figures."""
+    python = ROOT / "var" / "argus-venv" / "bin" / "python"
+    out = ROOT / "var" / "bench-argus.json"
+    command = [
+        str(python),
+        str(ROOT / "bench" / "console_argus.py"),
+        "--url",
+        url,
+        "--json",
+        str(out),
+    ]
+    print("  argus:", " ".join(command), flush=True)
+    proc = subprocess.run(command, cwd=ROOT, timeout=1500, check=False)
+    if proc.returncode != 0:
+        print(f"  argus failed (exit {proc.returncode}); see its output above")
+        return
+    merge_argus(out, results)
+
+
+def merge_argus(path: Path, results: Results) -> None:
+    for key, cell in json.loads(path.read_text())["cells"].items():
+        results.add(key, Measurement(**cell))
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(results: Results) -> None:
+    systems: list[str] = []
+    for cells in results.cells.values():
+        for system in cells:
+            if system not in systems:
+                systems.append(system)
+    keys = [v.key for v in results.views]
+    keys += [k for k in results.cells if k not in keys]  # views only another system has
+    width = max(len(k) for k in keys)
+    print()
+    print("p50 / p95 in ms (wall time per view); x sql = p95 / sql p95")
+    head = f"{'view':<{width}}"
+    for system in systems:
+        head += f" | {system + ' p50/p95':>24}"
+        if system != "sql":
+            head += f" {'x sql':>7}"
+    print(head)
+    for key in keys:
+        cells = results.cells.get(key, {})
+        line = f"{key:<{width}}"
+        sql_p95 = cells["sql"].p95_ms if "sql" in cells else None
+        for system in systems:
+            m = cells.get(system)
+            if m is None:
+                text = "-"
+            elif m.p50_ms is None:
+                text = "n/a"
+            else:
+                text = f"{fmt(m.p50_ms)} / {fmt(m.p95_ms)}"
+            line += f" | {text:>24}"
+            if system != "sql":
+                ratio = (
+                    f"{m.p95_ms / sql_p95:.1f}" if m and m.p95_ms is not None and sql_p95 else "-"
+                )
+                line += f" {ratio:>7}"
+        print(line)
+    print()
+    print("hand-written SQL: EXPLAIN (ANALYZE, BUFFERS) planning+execution, indexes used")
+    for key in keys:
+        m = results.cells.get(key, {}).get("sql")
+        if m is None:
+            continue
+        note = f"  [{m.note}]" if m.note else ""
+        print(
+            f"{key:<{width}}  {fmt(m.plan_ms, 3):>8} ms  {m.rows or 0:5d} rows  {m.indexes}{note}"
+        )
+    notes = [
+        (key, system, m.note)
+        for key, cells in results.cells.items()
+        for system, m in cells.items()
+        if system != "sql" and m.note
+    ]
+    if notes:
+        print()
+        for key, system, note in notes:
+            print(f"{system} {key}: {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per view (max)")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds per view (max)")
+    parser.add_argument("--argus", action="store_true", help="also run bench/console_argus.py")
+    parser.add_argument(
+        "--argus-json", type=Path, help="merge figures console_argus.py --json wrote earlier"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    args = parser.parse_args()
+
+    results = Results()
+    with psycopg.connect(args.url, autocommit=True) as conn:
+        info = seed_info(conn)
+        print(
+            f"database: {info['workflow_rows']:,} workflows, {info['step_rows']:,} steps;"
+            f" typical {info['typical']}, 1,000 steps {info['thousand']}"
+        )
+        started = time.perf_counter()
+        results.views = build_views(conn, info)
+        print(f"setup (filters, page-1,000 cursors): {time.perf_counter() - started:.1f} s")
+        measure_sql(conn, results.views, results, args)
+    measure_stepchange(args.url, results.views, results, args)
+    if args.argus:
+        measure_argus(args.url, info, results, args)
+    elif args.argus_json:
+        merge_argus(args.argus_json, results)
+    print_table(results)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "views": [asdict(v) for v in results.views],
+                    "cells": {
+                        k: {s: asdict(m) for s, m in c.items()} for k, c in results.cells.items()
+                    },
+                },
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
