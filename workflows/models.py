@@ -162,12 +162,14 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         if cursor is None:
             return self
         created, workflow_id = cursor
+        # The plain bound on created_at is implied by the OR, but Postgres needs it spelled
+        # out to start the index scan at the cursor instead of at the newest row.
         if descending:
-            return self.filter(
+            return self.filter(created_at_ms__lte=created).filter(
                 models.Q(created_at_ms__lt=created)
                 | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
             )
-        return self.filter(
+        return self.filter(created_at_ms__gte=created).filter(
             models.Q(created_at_ms__gt=created)
             | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
         )
