@@ -15,7 +15,7 @@ from ninja.errors import HttpError
 from stepchange.api import application_for, resolve
 from workflows import systemdb
 from workflows.models import STATUSES
-from workflows.sources import BadCursor, ListQuery, source_for
+from workflows.sources import MAX_STEPS_PAGE, BadCursor, ListQuery, source_for
 
 router = Router(tags=["workflows"])
 
@@ -73,6 +73,7 @@ class StepOut(Schema):
 
 class StepList(Schema):
     items: list[StepOut]
+    next_cursor: str | None = None
     source: str
     notice: str = ""
 
@@ -187,10 +188,23 @@ async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
 
 
 @router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList)
-async def list_steps(request: HttpRequest, app: str, workflow_id: str) -> Any:
-    """The recorded steps of a workflow, in order, with child workflow ids."""
+async def list_steps(
+    request: HttpRequest,
+    app: str,
+    workflow_id: str,
+    limit: int = MAX_STEPS_PAGE,
+    cursor: str | None = None,
+) -> Any:
+    """The recorded steps of a workflow, in order, with child workflow ids; at most `limit`
+    (1..1000) at a time, `next_cursor` for the rest."""
+    if not 1 <= limit <= MAX_STEPS_PAGE:
+        raise HttpError(400, f"limit must be between 1 and {MAX_STEPS_PAGE}")
     application, actor = await resolve(request, app)
-    return await (await source_for(application)).steps(workflow_id, actor=actor)
+    source = await source_for(application)
+    try:
+        return await source.steps(workflow_id, actor=actor, cursor=cursor, limit=limit)
+    except BadCursor as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 class SystemDatabaseOut(Schema):

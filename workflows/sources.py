@@ -59,6 +59,8 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
+# The most steps one answer carries; a workflow with more is paged.
+MAX_STEPS_PAGE = 1000
 # A queue's configuration, as the `queues` table and `list_queues` both have it.
 QUEUE_FIELDS = (
     "name",
@@ -178,13 +180,33 @@ class DatabaseSource:
         )
         return None if row is None else self.workflow(row, load_input=True, load_output=True)
 
-    async def steps(self, workflow_id: str, *, actor: str = "") -> Listing:
-        listing: Listing = await db_async(self._steps)(workflow_id)
+    async def steps(
+        self,
+        workflow_id: str,
+        *,
+        actor: str = "",
+        cursor: str | None = None,
+        limit: int = MAX_STEPS_PAGE,
+    ) -> Listing:
+        listing: Listing = await db_async(self._steps)(workflow_id, cursor, limit)
         return listing
 
-    def _steps(self, workflow_id: str) -> Listing:
+    def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
+        """A page of steps after the step `cursor` names; only the page is decoded."""
         steps = systemdb.steps(self.application).of(workflow_id)
-        return Listing([self.step(row) for row in steps], None, self.name, self.notice)
+        if cursor:
+            if not cursor.lstrip("-").isdigit():
+                raise BadCursor(BAD_CURSOR)
+            steps = steps.filter(function_id__gt=int(cursor))
+        page = list(steps[: limit + 1])
+        more = len(page) > limit
+        page = page[:limit]
+        return Listing(
+            [self.step(row) for row in page],
+            str(page[-1].function_id) if more else None,
+            self.name,
+            self.notice,
+        )
 
     async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await db_async(self._extras)(workflow_id)
@@ -430,13 +452,29 @@ class ExecutorSource:
             for queue in relay.expect(answer, ListQueuesResponse).output
         ]
 
-    async def steps(self, workflow_id: str, *, actor: str = "") -> Listing:
-        answer = await relay.ask(
-            self.application, ListStepsRequest(workflow_id=workflow_id), actor_name=actor
-        )
+    async def steps(
+        self,
+        workflow_id: str,
+        *,
+        actor: str = "",
+        cursor: str | None = None,
+        limit: int = MAX_STEPS_PAGE,
+    ) -> Listing:
+        """A page of steps; the cursor counts the steps already shown (list_steps pages by
+        offset)."""
+        if cursor and not cursor.isdigit():
+            raise BadCursor(BAD_CURSOR)
+        offset = int(cursor or 0)
+        request = ListStepsRequest(workflow_id=workflow_id, limit=limit + 1, offset=offset or None)
+        answer = await relay.ask(self.application, request, actor_name=actor)
         steps = relay.expect(answer.response, ListStepsResponse).output
         language = answer.executor.language
-        return Listing([_step_from_executor(row, language) for row in steps], None, self.name)
+        more = len(steps) > limit
+        return Listing(
+            [_step_from_executor(row, language) for row in steps[:limit]],
+            str(offset + limit) if more else None,
+            self.name,
+        )
 
 
 async def _executor_extras(source: ExecutorSource, workflow_id: str, actor: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from workflows.models import STATUSES
 from workflows.sources import BadCursor, DatabaseSource, ListQuery, source_for
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
+# Steps shown at once on a workflow's page; more come on demand.
+STEPS_PER_PAGE = 100
 
 
 def _names(value: str) -> list[str] | None:
@@ -112,6 +114,16 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
     application = await db_async(application_for)(request, app_name)
     source = await source_for(application)
     context: dict[str, Any] = {"application": application, "source": source.name}
+    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
+        # "More steps": just the next rows.
+        try:
+            page = await source.steps(
+                workflow_id, cursor=request.GET["steps_cursor"], limit=STEPS_PER_PAGE
+            )
+        except (BadCursor, relay.RelayError) as exc:
+            return HttpResponse(str(exc), status=400)
+        context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
+        return await arender(request, "workflows/detail.html#step-rows", context)
     try:
         workflow = await source.get(workflow_id)
     except relay.RelayError as exc:
@@ -127,7 +139,8 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
     context["workflow"] = workflow
     context["notice"] = source.notice
     try:
-        context["steps"] = (await source.steps(workflow_id)).items
+        first = await source.steps(workflow_id, limit=STEPS_PER_PAGE)
+        context["steps"], context["steps_next"] = first.items, first.next_cursor
         context.update(await source.extras(workflow_id))
     except relay.RelayError as exc:
         # The workflow itself is shown; what could not be fetched says so.

@@ -89,3 +89,33 @@ def test_a_database_that_is_down_falls_back_to_the_executors_and_says_so(vera: U
     # No executor is connected either: a clear 503, never a traceback.
     assert status == 503
     assert body["detail"] == "No executor of orders is connected."
+
+
+def test_steps_come_in_pages_when_asked(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    success = by_role(fixture, "success")
+    _, everything = api(client, f"/apps/{app}/workflows/{success}/steps")
+    assert everything["next_cursor"] is None
+    pages: list[int] = []
+    cursor = None
+    while True:
+        query: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        status, page = api(client, f"/apps/{app}/workflows/{success}/steps", **query)
+        assert status == 200, page
+        pages += [step["function_id"] for step in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [step["function_id"] for step in everything["items"]]
+    status, _ = api(client, f"/apps/{app}/workflows/{success}/steps", limit=0)
+    assert status == 400
+    more = client.get(
+        f"/apps/{app}/workflows/{success}/", {"steps_cursor": "1"}, HTTP_HX_REQUEST="true"
+    )
+    assert more.status_code == 200
+    assert b"<html" not in more.content
+    assert b'<td class="num">2</td>' in more.content
