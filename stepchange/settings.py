@@ -194,5 +194,7 @@ REQUEST_LOG_BODY_BYTES = env_int("REQUEST_LOG_BODY_BYTES", 16 * 1024, minimum=0)
 REQUEST_LOG_RETENTION_DAYS = env_int("REQUEST_LOG_RETENTION_DAYS", 14, minimum=1)
 # Tests write request-log entries at once instead of through the batching thread.
 REQUEST_LOG_INLINE = False
+# The longest a query of StepChange's may run on a Postgres system database.
+SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"

@@ -15,7 +15,7 @@ from ninja.errors import HttpError
 from stepchange.api import application_for, resolve
 from workflows import systemdb
 from workflows.models import STATUSES
-from workflows.sources import MAX_STEPS_PAGE, BadCursor, ListQuery, source_for
+from workflows.sources import MAX_STEPS_PAGE, BadCursor, ListQuery, SlowQuery, source_for
 
 router = Router(tags=["workflows"])
 
@@ -159,6 +159,8 @@ async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued
         return await source.list(query, actor=actor)
     except BadCursor as exc:
         raise HttpError(400, str(exc)) from None
+    except SlowQuery as exc:
+        raise HttpError(SlowQuery.status, str(exc)) from None
 
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import models
+from django.conf import settings
+from django.db import OperationalError, models
 
 from conductor import relay
 from conductor.protocol import (
@@ -78,12 +79,37 @@ CHART_WINDOWS = (
 )
 
 
+# Postgres's SQLSTATE for a statement stopped by statement_timeout.
+QUERY_CANCELED = "57014"
 # Plain rows for templates and the API (spelled out here: the sources have a `list` method).
 Rows = list[dict[str, Any]]
 
 
 class BadCursor(ValueError):
     pass
+
+
+SLOW = (
+    "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
+    "some filters (name, executor, application version, queue without a status). Narrow "
+    "it with a time range or a status."
+)
+
+
+class SlowQuery(Exception):
+    """The system database's statement timeout stopped a query (the API answers 504)."""
+
+    status = 504
+
+
+def _timed(run: Any) -> Any:
+    """Run a read; a statement timeout becomes SlowQuery with advice."""
+    try:
+        return run()
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+            raise SlowQuery(SLOW.format(timeout=settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS)) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -130,7 +156,7 @@ class DatabaseSource:
         self.notice = "" if schema.known else systemdb.status_of(application).detail
 
     async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
-        listing: Listing = await db_async(self._list)(query)
+        listing: Listing = await db_async(_timed)(functools.partial(self._list, query))
         return listing
 
     def _list(self, query: ListQuery) -> Listing:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import dj_database_url
+from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.models import Model, QuerySet
 
@@ -116,9 +117,11 @@ def _settings_for(application: Application) -> dict[str, Any]:
     config: dict[str, Any] = dict(dj_database_url.parse(url))
     schema = application.system_database_schema or "dbos"
     if config["ENGINE"] == "django.db.backends.postgresql":
+        timeout = settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS
         config["OPTIONS"] = {
-            # Unqualified table names resolve to the application's DBOS schema.
-            "options": f"-c search_path={schema}",
+            # Unqualified table names resolve to the application's DBOS schema; no query of
+            # ours may load DBOS's database for long (a filter DBOS has no index for).
+            "options": f"-c search_path={schema} -c statement_timeout={timeout}",
             "pool": {"min_size": 0, "max_size": 10, "timeout": 3},
             "connect_timeout": 3,
         }
@@ -126,7 +129,7 @@ def _settings_for(application: Application) -> dict[str, Any]:
     else:
         config["OPTIONS"] = {"timeout": 30}
     # Used to notice a changed URL or schema; never shown.
-    config["_SOURCE"] = f"{url}#{schema}"
+    config["_SOURCE"] = f"{url}#{schema}#{settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS}"
     return config
 
 

@@ -22,7 +22,7 @@ from stepchange.api import application_for
 from stepchange.asyncdb import db_async
 from stepchange.models import SavedView
 from workflows.models import STATUSES
-from workflows.sources import BadCursor, DatabaseSource, ListQuery, source_for
+from workflows.sources import BadCursor, DatabaseSource, ListQuery, SlowQuery, source_for
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 # Steps shown at once on a workflow's page; more come on demand.
@@ -97,7 +97,7 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
                 context["queue_configs"] = await source.queues()
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
-        except relay.RelayError as exc:
+        except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
     params = request.GET.copy()
     params.pop("cursor", None)

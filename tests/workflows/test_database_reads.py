@@ -119,3 +119,23 @@ def test_steps_come_in_pages_when_asked(
     assert more.status_code == 200
     assert b"<html" not in more.content
     assert b'<td class="num">2</td>' in more.content
+
+
+def test_a_query_that_would_load_the_database_for_long_is_stopped_with_advice(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
+) -> None:
+    from django.db import connections
+
+    from workflows import systemdb
+    from workflows.sources import SlowQuery, _timed
+
+    settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS = 50
+    application = registered(sdk_fixtures["py320-pg-default"])
+    alias = systemdb.alias_for(application)
+
+    def slow() -> None:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(2)")
+
+    with pytest.raises(SlowQuery, match="stopped this query after 50 ms"):
+        _timed(slow)
