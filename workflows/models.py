@@ -103,6 +103,13 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         }
         return self.filter(**{key: value for key, value in lookups.items() if value is not None})
 
+    def id_prefix_range(self, prefix: str) -> WorkflowQuerySet:
+        """Bound an id-prefix filter as a primary-key range too, for databases whose text
+        compares byte by byte (where it is exact); LIKE alone cannot use the index."""
+        upper = _successor(prefix)
+        bounded = self.filter(workflow_uuid__gte=prefix)
+        return bounded if upper is None else bounded.filter(workflow_uuid__lt=upper)
+
     def queued(self) -> WorkflowQuerySet:
         """Waiting in, or running from, a queue (what `list_queued_workflows` returns)."""
         # Two branches, so that each can use its own partial index of DBOS's: the in-flight
@@ -173,6 +180,16 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             models.Q(created_at_ms__gt=created)
             | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
         )
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix`, if any."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            return prefix[:-1] + chr(last + 1)
+        prefix = prefix[:-1]
+    return None
 
 
 def _ms(moment: datetime | None) -> int | None:

@@ -175,6 +175,8 @@ class DatabaseSource:
             created_after=query.start_time,
             created_before=query.end_time,
         )
+        if query.workflow_id_prefix and self.schema.bytewise_text:
+            rows = rows.id_prefix_range(query.workflow_id_prefix)
         if query.load_input or query.load_output:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
         ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()

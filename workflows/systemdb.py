@@ -41,6 +41,7 @@ KNOWN_VERSION = 123
 # The first migration with the workflow_input / workflow_output payload tables.
 PAYLOAD_TABLES_VERSION = 109
 SCHEMA_CACHE_SECONDS = 60
+BYTEWISE_COLLATIONS = {"C", "POSIX", "C.UTF-8", "C.UTF8"}
 FAILURE_CACHE_SECONDS = 5
 
 NOT_CONFIGURED = (
@@ -67,6 +68,9 @@ class Schema:
 
     version: int | None
     columns: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Text compares byte by byte (C/POSIX collation, and SQLite): a prefix is then a range
+    # of the primary key, which an index can serve where LIKE cannot.
+    bytewise_text: bool = False
 
     @property
     def known(self) -> bool:
@@ -191,7 +195,12 @@ def _introspect(alias: str) -> Schema:
             cursor.execute("SELECT max(version) FROM dbos_migrations")
             row = cursor.fetchone()
             version = int(row[0]) if row and row[0] is not None else None
-    return Schema(version=version, columns=columns)
+        bytewise = connection.vendor == "sqlite"
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+            row = cursor.fetchone()
+            bytewise = bool(row) and str(row[0]).upper() in BYTEWISE_COLLATIONS
+    return Schema(version=version, columns=columns, bytewise_text=bytewise)
 
 
 def missing_fields(alias: str | None, model: type[Model]) -> frozenset[str]:

@@ -139,3 +139,29 @@ def test_a_query_that_would_load_the_database_for_long_is_stopped_with_advice(
 
     with pytest.raises(SlowQuery, match="stopped this query after 50 ms"):
         _timed(slow)
+
+
+@pytest.mark.parametrize("name", ["py320-sqlite-default", "py320-pg-default"])
+def test_an_id_prefix_finds_exactly_the_workflows_that_start_with_it(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    fixture = sdk_fixtures[name]
+    app = registered(fixture).name
+    _, page = api(signed_in(vera), f"/apps/{app}/workflows", workflow_id_prefix="py-default-s")
+    found = {item["workflow_id"] for item in page["items"]}
+    assert found == {
+        w["workflow_id"]
+        for w in fixture["workflows"]
+        if w["workflow_id"].startswith("py-default-s")
+    }
+    assert found == {"py-default-success", "py-default-sender"}
+
+
+def test_the_successor_of_a_prefix_bounds_exactly_the_strings_that_start_with_it() -> None:
+    from workflows.models import _successor
+
+    assert _successor("ab") == "ac"
+    assert _successor("a\U0010ffff") == "b"
+    assert _successor("\U0010ffff") is None
+    for word in ["ab", "ab0", "abz", "ab\U0010ffff", "ab\U0010ffffz"]:
+        assert "ab" <= word < "ac"
