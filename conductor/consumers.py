@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 # Refused executors retry every second: say so in the log at most once a minute each.
 REFUSAL_LOG_INTERVAL_SECONDS = 60
 _refusals_logged: dict[tuple[str, str], float] = {}
+MAX_REFUSALS_REMEMBERED = 10_000
 
 # The close code for a socket whose executor id reconnected on another socket.
 CLOSE_REPLACED = 4000
@@ -208,6 +209,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         client = str((self.scope.get("client") or ["?"])[0])
         now = time.monotonic()
         if now - _refusals_logged.get((app_name, client), 0.0) > REFUSAL_LOG_INTERVAL_SECONDS:
+            if len(_refusals_logged) > MAX_REFUSALS_REMEMBERED:
+                _refusals_logged.clear()  # bounded memory, whatever knocks on the door
             _refusals_logged[(app_name, client)] = now
             # Never the key itself: only which application and from where.
             logger.warning(

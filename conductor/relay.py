@@ -244,6 +244,9 @@ class Routes:
     def _listening(self) -> bool:
         """Listen for registry events on this event loop (started on first use)."""
         loop = asyncio.get_running_loop()
+        # async_to_sync makes a loop per call: forget the closed ones and their tasks.
+        for stale in [other for other in self.listening if other.is_closed()]:
+            del self.listening[stale]
         task = self.listening.get(loop)
         if task is None or task.done():
             self.entries.clear()
