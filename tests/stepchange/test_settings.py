@@ -94,7 +94,7 @@ def test_the_typed_readers_accept_what_operators_write(monkeypatch: pytest.Monke
     monkeypatch.setenv("COUNT", "-1")
     with pytest.raises(ImproperlyConfigured, match="COUNT must be at least 0"):
         env_int("COUNT", 1, minimum=0)
-    monkeypatch.setenv("DB", "sqlite:////tmp/x.sqlite3")
+    monkeypatch.setenv("DB", "sqlite:///relative/x.sqlite3")
     assert env_database("DB", "")["ENGINE"] == "django.db.backends.sqlite3"
     monkeypatch.setenv("URL", "https://example.com")
     assert env_url("URL", schemes=("https",)) == "https://example.com"
