@@ -16,7 +16,6 @@ from stepchange.paging import newest_first
 
 router = Router(tags=["executors"])
 
-RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
 
 REQUESTS_PAGE = 50
 NOT_RECOVERABLE = "Executor {executor_id} is connected: recovering it would run its work twice."
@@ -161,7 +160,9 @@ def _claim_for_manual(application: Any, executor_ids: list[str]) -> list[Executo
         if executor.state == Executor.State.CONNECTED:
             raise HttpError(409, NOT_RECOVERABLE.format(executor_id=executor_id))
         executors.append(executor)
-    claimed = [executor for executor in executors if recovery.claim(executor, states=RECOVERABLE)]
+    claimed = [
+        executor for executor in executors if recovery.claim(executor, states=recovery.RECOVERABLE)
+    ]
     return [
         Executor.objects.select_related("application").get(pk=executor.pk) for executor in claimed
     ]

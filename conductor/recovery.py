@@ -46,6 +46,8 @@ POISON_THRESHOLD = 2
 PENDING_LIST_LIMIT = 500
 RETRY_FAILED_AFTER_SECONDS = 30
 ABANDONED_CLAIM_SECONDS = 300
+# Executors an operator may recover by hand: gone, whatever became of their work since.
+RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
 
 _sweeper: "asyncio.Task[None] | None" = None
 

@@ -1,12 +1,9 @@
 """Console pages of the executor-facing side: executors, their connections, recovery and
 poison notices, and the request log."""
 
-from typing import Any
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -14,31 +11,18 @@ from django.views.decorators.http import require_POST
 from conductor import recovery, relay
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
-from stepchange.access import PERM_INSPECT, PERM_OPERATE
+from stepchange.access import PERM_OPERATE
+from stepchange.api import application_for
 from stepchange.asyncdb import db_async
-from stepchange.audit import audit_denied
-from stepchange.models import Application
 from stepchange.paging import Page, newest_first, query_without_cursor
 from workflows import systemdb
 
 REQUESTS_PAGE = 50
 
 
-def _application(request: HttpRequest, app_name: str, permission: str = PERM_INSPECT) -> Any:
-    """The application if the user may see it (else 404) and holds `permission` (else 403)."""
-    application = Application.objects.visible_to(request.user).filter(name=app_name).first()
-    if application is None:
-        raise Http404(f"No application named {app_name!r} that you may see.")
-    if not request.user.has_perm(permission):
-        exc = PermissionDenied("Your role does not allow this.")
-        audit_denied(request, exc, application=application)
-        raise exc
-    return application
-
-
 @login_required
 def executors(request: HttpRequest, app_name: str) -> HttpResponse:
-    application = _application(request, app_name)
+    application = application_for(request, app_name)
     live = list(Executor.objects.live().filter(application=application))
     live_ids = {executor.pk for executor in live}
     gone = Executor.objects.filter(application=application).exclude(pk__in=live_ids)[:50]
@@ -63,7 +47,7 @@ def executors(request: HttpRequest, app_name: str) -> HttpResponse:
 
 @login_required
 def executor_detail(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
-    application = _application(request, app_name)
+    application = application_for(request, app_name)
     executor = get_object_or_404(Executor, application=application, executor_id=executor_id)
     return render(
         request,
@@ -90,7 +74,7 @@ class RequestFilterForm(forms.Form):
 
 @login_required
 def requests(request: HttpRequest, app_name: str) -> HttpResponse:
-    application = _application(request, app_name)
+    application = application_for(request, app_name)
     form = RequestFilterForm(request.GET or None)
     page = Page[RequestLog]([], None)
     if not form.is_bound or form.is_valid():
@@ -118,7 +102,7 @@ def requests(request: HttpRequest, app_name: str) -> HttpResponse:
 
 @login_required
 def request_detail(request: HttpRequest, app_name: str, entry_id: int) -> HttpResponse:
-    application = _application(request, app_name)
+    application = application_for(request, app_name)
     entry = get_object_or_404(RequestLog, application=application, pk=entry_id)
     return render(
         request, "conductor/request_detail.html", {"application": application, "entry": entry}
@@ -128,7 +112,7 @@ def request_detail(request: HttpRequest, app_name: str, entry_id: int) -> HttpRe
 @login_required
 @require_POST
 async def recover_executor(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
-    application = await db_async(_application)(request, app_name, PERM_OPERATE)
+    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
     executor = await db_async(
         lambda: (
             Executor.objects.select_related("application")
@@ -138,8 +122,7 @@ async def recover_executor(request: HttpRequest, app_name: str, executor_id: str
     )()
     if executor is None:
         raise Http404(f"No executor {executor_id} of {app_name}.")
-    states = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
-    if not await db_async(recovery.claim)(executor, states=states):
+    if not await db_async(recovery.claim)(executor, states=recovery.RECOVERABLE):
         messages.error(request, f"Executor {executor_id} is connected or being recovered already.")
         return redirect("executors", app_name=app_name)
     executor = await db_async(Executor.objects.select_related("application").get)(pk=executor.pk)
@@ -157,7 +140,7 @@ async def poison_action(
 ) -> HttpResponse:
     if action not in ("cancel", "dismiss"):
         raise Http404(f"No poison action {action!r}.")
-    application = await db_async(_application)(request, app_name, PERM_OPERATE)
+    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
     reason = str(request.POST.get("reason", ""))
     try:
         if action == "cancel":

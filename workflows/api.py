@@ -15,7 +15,14 @@ from ninja.errors import HttpError
 from stepchange.api import application_for, resolve
 from workflows import systemdb
 from workflows.models import STATUSES
-from workflows.sources import MAX_STEPS_PAGE, BadCursor, ListQuery, SlowQuery, source_for
+from workflows.sources import (
+    MAX_STEPS_PAGE,
+    BadCursor,
+    ListQuery,
+    SlowQuery,
+    source_for,
+    split_names,
+)
 
 router = Router(tags=["workflows"])
 
@@ -100,7 +107,7 @@ class WorkflowFilters(Schema):
         if not 1 <= self.limit <= MAX_LIMIT:
             raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
         lists = {
-            name: _split(getattr(self, name))
+            name: split_names(getattr(self, name))
             for name in (
                 "workflow_name",
                 "queue_name",
@@ -126,14 +133,10 @@ class WorkflowFilters(Schema):
         )
 
 
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _statuses(value: str | None) -> list[str] | None:
     if not value:
         return None
-    statuses = [item.upper() for item in _split(value)]
+    statuses = [item.upper() for item in split_names(value) or []]
     for status in statuses:
         if status not in STATUSES:
             raise HttpError(400, BAD_STATUS.format(allowed=", ".join(STATUSES), value=status))

@@ -89,6 +89,12 @@ class BadCursor(ValueError):
     pass
 
 
+def split_names(value: str) -> list[str] | None:
+    """A comma-separated filter value as a list (None when it names nothing)."""
+    names = [item.strip() for item in value.split(",") if item.strip()]
+    return names or None
+
+
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
     "some filters (name, executor, application version, queue without a status). Narrow "

@@ -22,16 +22,18 @@ from stepchange.api import application_for
 from stepchange.asyncdb import db_async
 from stepchange.models import SavedView
 from workflows.models import STATUSES
-from workflows.sources import BadCursor, DatabaseSource, ListQuery, SlowQuery, source_for
+from workflows.sources import (
+    BadCursor,
+    DatabaseSource,
+    ListQuery,
+    SlowQuery,
+    source_for,
+    split_names,
+)
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 # Steps shown at once on a workflow's page; more come on demand.
 STEPS_PER_PAGE = 100
-
-
-def _names(value: str) -> list[str] | None:
-    names = [item.strip() for item in value.split(",") if item.strip()]
-    return names or None
 
 
 class WorkflowFilterForm(forms.Form):
@@ -65,13 +67,13 @@ class WorkflowFilterForm(forms.Form):
         start, end = (data.get(name) for name in ("start_time", "end_time"))
         return ListQuery(
             status=data.get("status") or None,
-            workflow_name=_names(data.get("workflow_name", "")),
-            queue_name=_names(data.get("queue_name", "")),
+            workflow_name=split_names(data.get("workflow_name", "")),
+            queue_name=split_names(data.get("queue_name", "")),
             workflow_id_prefix=data.get("workflow_id_prefix") or None,
-            executor_id=_names(data.get("executor_id", "")),
-            application_version=_names(data.get("application_version", "")),
-            forked_from=_names(data.get("forked_from", "")),
-            parent_workflow_id=_names(data.get("parent_workflow_id", "")),
+            executor_id=split_names(data.get("executor_id", "")),
+            application_version=split_names(data.get("application_version", "")),
+            forked_from=split_names(data.get("forked_from", "")),
+            parent_workflow_id=split_names(data.get("parent_workflow_id", "")),
             limit=data.get("limit") or 50,
             cursor=data.get("cursor") or None,
             queued=queued,
