@@ -17,7 +17,6 @@ from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 
-from conductor.models import Executor
 from conductor.relay import RelayError
 from stepchange.access import PERM_INSPECT, require
 from stepchange.asyncdb import db_async
@@ -149,7 +148,6 @@ class ApplicationOut(Schema):
 @api.get("/apps", response=list[ApplicationOut], tags=["applications"])
 def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
     """Registered applications the caller may see, with connected executor counts."""
-    live = Executor.objects.live()
     return [
         {
             "name": application.name,
@@ -157,8 +155,8 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
             "has_system_database": bool(application.system_database_url),
             "system_database_schema": application.system_database_schema,
             "recovery_grace_seconds": application.recovery_grace_seconds,
-            "connected_executors": live.filter(application=application).count(),
+            "connected_executors": application.live_executors,  # type: ignore[attr-defined]
             "created_at": application.created_at,
         }
-        for application in Application.objects.visible_to(request.user)
+        for application in Application.objects.visible_to(request.user).with_live_executor_counts()
     ]

@@ -38,6 +38,15 @@ class ApplicationQuerySet(models.QuerySet["Application"]):
             return self
         return self.filter(pk__in=access.applications.values("pk"))
 
+    def with_live_executor_counts(self) -> ApplicationQuerySet:
+        """Annotate `live_executors`: how many executors each has connected, in one query."""
+        from conductor.models import Executor
+
+        live = Executor.objects.live()
+        return self.annotate(
+            live_executors=models.Count("executors", filter=models.Q(executors__in=live))
+        )
+
 
 class Application(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[URL_SAFE])

@@ -7,14 +7,13 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_POST
 
-from conductor.models import Executor
 from stepchange.access import PERM_ADMINISTER, Role, role_of
 from stepchange.audit import AuditAction, audit_record
 from stepchange.models import ApiToken, Application, AuditRecord
@@ -26,10 +25,7 @@ AUDIT_PAGE_SIZE = 50
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    live = Executor.objects.live()
-    applications = Application.objects.visible_to(request.user).annotate(
-        live_executors=Count("executors", filter=Q(executors__in=live))
-    )
+    applications = Application.objects.visible_to(request.user).with_live_executor_counts()
     return render(
         request,
         "stepchange/home.html",

@@ -199,3 +199,19 @@ async def test_a_named_executor_gets_the_request(orders: Application) -> None:
         await relay.request(orders, GetWorkflowRequest(workflow_id="x"), executor="ghost")
     for fake in (first, second):
         await fake.communicator.disconnect()
+
+
+async def test_the_apps_list_counts_connected_executors(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    from django.test import AsyncClient
+
+    from tests.conftest import make_user
+
+    viewer = await sync_to_async(make_user)(username="vera", role="viewer")
+    await sync_to_async(Application.objects.create)(name="billing")
+    client = AsyncClient()
+    await client.aforce_login(viewer)
+    apps = {app["name"]: app for app in (await client.get("/api/v1/apps")).json()}
+    assert apps["orders"]["connected_executors"] == 1
+    assert apps["billing"]["connected_executors"] == 0
