@@ -62,6 +62,28 @@ class Application(models.Model):
         default=60,
         help_text="How long an executor may stay away before its work is recovered elsewhere.",
     )
+    # Retention (PROTOCOL.md §2.2 `retention`), sent by an admin to one executor; unset = none.
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Delete finished workflows completed more than this many days ago.",
+    )
+    retention_rows = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Keep at most this many finished workflows; older ones are deleted.",
+    )
+    retention_timeout_hours = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Cancel pending, enqueued and delayed workflows created more than this many "
+        "hours ago.",
+    )
+    retention_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+    fork_approval_required = models.BooleanField(
+        default=False,
+        help_text="A staged edited fork must be approved by a second operator before it runs.",
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -223,6 +245,8 @@ class AuditRecord(models.Model):
     source_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
+    # The executor's answer to the relayed request, as it sent it (clipped when large).
+    response = models.JSONField(null=True, blank=True)
     value_diff = models.JSONField(null=True, blank=True)
 
     objects: ClassVar[AuditQuerySet] = AuditQuerySet.as_manager()  # type: ignore[assignment]

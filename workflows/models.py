@@ -472,3 +472,86 @@ SYSTEM_MODELS: tuple[type[SystemModel], ...] = (
     DbosMigration,
     EventDispatchKV,
 )
+
+
+# What StepChange owns here (managed, in its own database): bulk actions and their progress.
+
+
+class BulkJob(models.Model):
+    """One bulk action over many workflows, run in the background in bounded batches.
+
+    The selection is fixed when the job is made (its items), so a job always reports on
+    exactly the workflows it was asked to touch, even after a restart of StepChange."""
+
+    class Action(models.TextChoices):
+        CANCEL = "cancel"
+        RESUME = "resume"
+        DELETE = "delete"
+        FORK_FROM_FAILURE = "fork_from_failure", "fork from failure"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    application = models.ForeignKey(
+        "stepchange.Application", on_delete=models.CASCADE, related_name="bulk_jobs"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    parameters = models.JSONField(default=dict, blank=True)
+    selection = models.TextField(blank=True, help_text="The filter or list the items came from.")
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # The process running the job renews this; a job whose lease ran out is taken over.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+
+class BulkJobItem(models.Model):
+    """One workflow of a bulk job and what became of it."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        # Sent to an executor, answer not recorded: a restart leaves these to report,
+        # never to send again (a second fork would fork twice).
+        SENT = "sent"
+        OK = "ok"
+        FAILED = "failed"
+        UNKNOWN = "unknown"
+
+    job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="items")
+    workflow_id = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    new_workflow_id = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    executor_id = models.CharField(max_length=255, blank=True)
+    detail = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "workflow_id"], name="bulk_item_once_per_job")
+        ]
+        indexes = [models.Index(fields=["job", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: {self.state}"

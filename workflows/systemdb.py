@@ -275,6 +275,9 @@ def steps(application: Application) -> StepQuerySet:
     return cast(StepQuerySet, rows(application, OperationOutput))
 
 
+SYSTEM_MODEL_NAMES = frozenset(model._meta.model_name for model in SYSTEM_MODELS)
+
+
 class SystemDatabaseRouter:
     """System models go only to system aliases, chosen explicitly; nothing migrates there."""
 
@@ -293,6 +296,7 @@ class SystemDatabaseRouter:
     ) -> bool | None:
         if db.startswith(ALIAS_PREFIX):
             return False
-        if app_label == "workflows" and model_name is not None:
+        # The mirrors of DBOS's tables are never created; StepChange's own models are.
+        if app_label == "workflows" and model_name in SYSTEM_MODEL_NAMES:
             return False
         return None
