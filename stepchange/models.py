@@ -253,7 +253,11 @@ class AuditRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["actor_name", "-created_at"])]
+        indexes = [
+            models.Index(fields=["actor_name", "-created_at"]),
+            # A workflow's page shows the history of what was done to it.
+            models.Index(fields=["application_name", "target", "-created_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"

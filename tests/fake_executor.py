@@ -34,10 +34,20 @@ def orders(transactional_db: None) -> Application:
 class FakeExecutor:
     """An executor that answers `executor_info` like Python 3.2.0 and whatever a test says."""
 
-    def __init__(self, communicator: WebsocketCommunicator, executor_id: str, version: str) -> None:
+    def __init__(
+        self,
+        communicator: WebsocketCommunicator,
+        executor_id: str,
+        version: str,
+        *,
+        language: str = "python",
+        dbos_version: str = "3.2.0",
+    ) -> None:
         self.communicator = communicator
         self.executor_id = executor_id
         self.version = version
+        self.language = language
+        self.dbos_version = dbos_version
 
     async def handshake(self) -> None:
         info = await self.receive()
@@ -49,8 +59,8 @@ class FakeExecutor:
                 "executor_id": self.executor_id,
                 "application_version": self.version,
                 "hostname": "test-host",
-                "language": "python",
-                "dbos_version": "3.2.0",
+                "language": self.language,
+                "dbos_version": self.dbos_version,
                 "executor_metadata": {"role": "test"},
                 "error_message": None,
             }
@@ -75,12 +85,24 @@ class FakeExecutor:
 
 
 async def connect_executor(
-    app_name: str = "orders", key: str = KEY, *, executor_id: str | None = None, version: str = "v1"
+    app_name: str = "orders",
+    key: str = KEY,
+    *,
+    executor_id: str | None = None,
+    version: str = "v1",
+    language: str = "python",
+    dbos_version: str = "3.2.0",
 ) -> FakeExecutor:
     communicator = WebsocketCommunicator(asgi_app, f"/websocket/{app_name}/{key}")
     connected, _ = await communicator.connect()
     assert connected, "the executor was refused"
-    executor = FakeExecutor(communicator, executor_id or str(uuid.uuid4()), version)
+    executor = FakeExecutor(
+        communicator,
+        executor_id or str(uuid.uuid4()),
+        version,
+        language=language,
+        dbos_version=dbos_version,
+    )
     await executor.handshake()
     await wait_registered(executor.executor_id)
     return executor

@@ -6,14 +6,16 @@ passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
+from stepchange.access import PERM_OPERATE
 from stepchange.api import application_for, resolve
 from workflows import systemdb
+from workflows.actions import Action, ActionError, Outcome, Parameters, workflow_act
 from workflows.models import STATUSES
 from workflows.sources import (
     MAX_STEPS_PAGE,
@@ -227,3 +229,168 @@ def system_database(request: HttpRequest, app: str) -> Any:
     """Whether the application's system database is configured and reachable, and which
     DBOS schema version it is on. Problems are reported here, not raised."""
     return systemdb.status_of(application_for(request, app))
+
+
+# Actions (DESIGN.md "The JSON API"): each needs the operator role and is audited once.
+
+
+class ActionIn(Schema):
+    reason: str = Field(default="", max_length=2000, description="Why; kept in the audit record.")
+
+
+class CancelIn(ActionIn):
+    cancel_children: bool = False
+
+
+class DeleteIn(ActionIn):
+    delete_children: bool = False
+
+
+class ResumeIn(ActionIn):
+    queue_name: str | None = Field(default=None, description="Default: DBOS's internal queue.")
+
+
+class ForkIn(ActionIn):
+    start_step: int = Field(ge=0, description="The function_id of the first step to re-run.")
+    new_workflow_id: str | None = Field(default=None, max_length=255)
+    application_version: str | None = None
+    queue_name: str | None = None
+
+
+class ForkFromFailureIn(ActionIn):
+    mode: Literal["last_failure", "last_step", "step", "step_name"] = "last_failure"
+    start_step: int | None = Field(default=None, ge=0, description="With mode=step.")
+    step_name: str | None = Field(default=None, description="With mode=step_name.")
+    application_version: str | None = None
+    queue_name: str | None = None
+
+
+class RewindIn(ActionIn):
+    start_step: int | None = Field(default=None, ge=0, description="Default: the first step.")
+    application_version: str | None = None
+    queue_name: str | None = None
+
+
+class ActionOut(Schema):
+    action: str
+    workflow_id: str
+    detail: str
+    request_id: str
+    executor_id: str
+    new_workflow_id: str | None
+    new_workflow_ids: list[str]
+    audit_id: int
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+ACTION_RESPONSES: dict[int, Any] = {200: ActionOut} | dict.fromkeys(
+    (400, 401, 403, 404, 409, 502, 503, 504), ErrorOut
+)
+
+
+async def _act(
+    request: HttpRequest, app: str, workflow_id: str, action: Action, parameters: Parameters
+) -> Outcome:
+    application, _ = await resolve(request, app, PERM_OPERATE)
+    try:
+        return await workflow_act(
+            application=application,
+            action=action,
+            workflow_id=workflow_id,
+            parameters=parameters,
+            actor=request.user,
+            request=request,
+        )
+    except ActionError as exc:
+        raise HttpError(exc.status, str(exc)) from None
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/cancel", response=ACTION_RESPONSES)
+async def cancel_workflow(
+    request: HttpRequest, app: str, workflow_id: str, body: CancelIn | None = None
+) -> Outcome:
+    """Cancel a workflow that has not finished (and, optionally, its descendants)."""
+    body = body or CancelIn()
+    chosen = Parameters(reason=body.reason, cancel_children=body.cancel_children)
+    return await _act(request, app, workflow_id, Action.CANCEL, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/resume", response=ACTION_RESPONSES)
+async def resume_workflow(
+    request: HttpRequest, app: str, workflow_id: str, body: ResumeIn | None = None
+) -> Outcome:
+    """Enqueue a cancelled, delayed or stuck workflow again. Refused (409) for ERROR and
+    SUCCESS workflows, where DBOS would silently do nothing."""
+    body = body or ResumeIn()
+    chosen = Parameters(reason=body.reason, queue_name=body.queue_name)
+    return await _act(request, app, workflow_id, Action.RESUME, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/restart", response=ACTION_RESPONSES)
+async def restart_workflow(
+    request: HttpRequest, app: str, workflow_id: str, body: ActionIn | None = None
+) -> Outcome:
+    """Start a new workflow from the first step (a fork from step 1 in Python, 0 in
+    TypeScript). `new_workflow_id` in the answer names it."""
+    chosen = Parameters(reason=(body or ActionIn()).reason)
+    return await _act(request, app, workflow_id, Action.RESTART, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/fork", response=ACTION_RESPONSES)
+async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: ForkIn) -> Outcome:
+    """Start a new workflow from `start_step`, copying the steps before it. Forking twice to
+    the same `new_workflow_id` is refused (409), so a repeated request forks once."""
+    chosen = Parameters(
+        reason=body.reason,
+        start_step=body.start_step,
+        new_workflow_id=body.new_workflow_id,
+        application_version=body.application_version,
+        queue_name=body.queue_name,
+    )
+    return await _act(request, app, workflow_id, Action.FORK, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/fork-from-failure", response=ACTION_RESPONSES)
+async def fork_from_failure(
+    request: HttpRequest, app: str, workflow_id: str, body: ForkFromFailureIn | None = None
+) -> Outcome:
+    """Fork a failed or cancelled workflow from its last failed step (or its last step, a
+    step number, or the last step of a name)."""
+    body = body or ForkFromFailureIn()
+    chosen = Parameters(
+        reason=body.reason,
+        failure_mode=body.mode,
+        start_step=body.start_step,
+        step_name=body.step_name,
+        application_version=body.application_version,
+        queue_name=body.queue_name,
+    )
+    return await _act(request, app, workflow_id, Action.FORK_FROM_FAILURE, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/rewind", response=ACTION_RESPONSES)
+async def rewind_workflow(
+    request: HttpRequest, app: str, workflow_id: str, body: RewindIn | None = None
+) -> Outcome:
+    """Re-run this same workflow from `start_step` (Python dbos 3.2+, TypeScript 5.1+)."""
+    body = body or RewindIn()
+    chosen = Parameters(
+        reason=body.reason,
+        start_step=body.start_step,
+        application_version=body.application_version,
+        queue_name=body.queue_name,
+    )
+    return await _act(request, app, workflow_id, Action.REWIND, chosen)
+
+
+@router.post("/apps/{app}/workflows/{workflow_id}/delete", response=ACTION_RESPONSES)
+async def delete_workflow(
+    request: HttpRequest, app: str, workflow_id: str, body: DeleteIn | None = None
+) -> Outcome:
+    """Delete a finished workflow's rows (and, optionally, its descendants')."""
+    body = body or DeleteIn()
+    chosen = Parameters(reason=body.reason, delete_children=body.delete_children)
+    return await _act(request, app, workflow_id, Action.DELETE, chosen)

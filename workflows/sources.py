@@ -321,7 +321,7 @@ class DatabaseSource:
                 }
                 for event in history.order_by("function_id", "key")
             ],
-            "messages": [
+            "notifications": [
                 {
                     "topic": None if note.topic == Notification.NO_TOPIC else note.topic,
                     "created_at": note.created_at,
@@ -349,6 +349,7 @@ class DatabaseSource:
             "completed_at": row.completed_at,
             "forked_from": row.forked_from,
             "parent_workflow_id": row.parent_workflow_id,
+            "application_name": row.application_name,
             "serialization": row.serialization,
         }
         wanted = [("input", "inputs", load_input), ("output", "value", load_output)]
@@ -535,7 +536,7 @@ async def _executor_extras(source: ExecutorSource, workflow_id: str, actor: str)
         **related,
         "events": [{"key": e.key, "value": e.value} for e in events.events],
         "history": [],
-        "messages": [
+        "notifications": [
             {
                 "topic": n.topic,
                 "message": n.message,
@@ -568,6 +569,7 @@ def _from_executor(row: WorkflowsOutput, language: str) -> dict[str, Any]:
         "completed_at": _time(row.completed_at),
         "forked_from": row.forked_from,
         "parent_workflow_id": row.parent_workflow_id,
+        "application_name": row.application_name,
         "input": row.input,
         "output": row.output,
         "error": row.error,

@@ -18,4 +18,9 @@ urlpatterns = [
         views.workflow_detail,
         name="workflow-detail",
     ),
+    path(
+        "apps/<str:app_name>/workflows/<str:workflow_id>/act/<str:action>/",
+        views.workflow_action,
+        name="workflow-action",
+    ),
 ]

@@ -4,6 +4,7 @@ Both read through `workflows.sources`: the system database when it is reachable,
 live executor, and the page says which. Filters live in the URL, so a view is a link.
 """
 
+import uuid
 from datetime import UTC
 from typing import Any
 
@@ -11,16 +12,28 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from conductor import relay
+from stepchange.access import PERM_OPERATE
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
-from stepchange.models import SavedView
+from stepchange.models import AuditRecord, SavedView
+from workflows.actions import (
+    ACTIVE,
+    Action,
+    ActionError,
+    ActionRefusedError,
+    Parameters,
+    Sdk,
+    offers,
+    workflow_act,
+)
 from workflows.models import STATUSES
 from workflows.sources import (
     BadCursor,
@@ -148,7 +161,39 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
         # The workflow itself is shown; what could not be fetched says so.
         context["partial"] = str(exc)
     context["duration"] = _duration(workflow)
-    return await arender(request, "workflows/detail.html", context)
+    context.update(await db_async(_controls)(request, application, workflow))
+    template = "workflows/detail.html"
+    if request.htmx and request.GET.get("part") == "head":  # type: ignore[attr-defined]
+        if request.GET.get("was") != workflow.get("status"):
+            # The status moved on: the steps, output and actions changed with it.
+            return HttpResponse(headers={"HX-Refresh": "true"})
+        template += "#wf-head"
+    return await arender(request, template, context)
+
+
+AUDIT_HISTORY_SIZE = 20
+
+
+def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) -> dict[str, Any]:
+    """What the caller may do to the workflow, and what was done to it."""
+    from conductor.models import Executor
+
+    executors = list(Executor.objects.live().filter(application=application))
+    may_act = request.user.has_perm(PERM_OPERATE)
+    return {
+        "offers": offers(workflow, executors) if may_act else [],
+        "may_act": may_act,
+        "action_form": ActionForm(),
+        "fork_id": str(uuid.uuid4()),
+        "first_step": Sdk.of(executors[0]).first_step if executors else 1,
+        "live_versions": sorted({e.application_version for e in executors} - {""}),
+        "active": workflow.get("status") in ACTIVE,
+        "audit_history": list(
+            AuditRecord.objects.filter(
+                application_name=application.name, target=workflow["workflow_id"]
+            )[:AUDIT_HISTORY_SIZE]
+        ),
+    }
 
 
 def _saved_views(request: HttpRequest, application: Any) -> list[SavedView]:
@@ -295,3 +340,94 @@ def _duration(workflow: dict[str, Any]) -> float | None:
     if workflow.get("completed_at") and workflow.get("created_at"):
         return float((workflow["completed_at"] - workflow["created_at"]).total_seconds())
     return None
+
+
+class ActionForm(forms.Form):
+    """Every field an action may take; each action's panel shows the ones it uses."""
+
+    reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
+    cancel_children = forms.BooleanField(required=False)
+    delete_children = forms.BooleanField(required=False)
+    queue_name = forms.CharField(required=False, max_length=255)
+    start_step = forms.IntegerField(required=False, min_value=0)
+    new_workflow_id = forms.CharField(required=False, max_length=255)
+    application_version = forms.CharField(required=False, max_length=255)
+    failure_mode = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("last_failure", "the last failed step"),
+            ("last_step", "the last step"),
+            ("step", "the step chosen"),
+            ("step_name", "the last step of a name"),
+        ],
+    )
+    step_name = forms.CharField(required=False, max_length=255)
+
+    def parameters(self) -> Parameters:
+        data = self.cleaned_data
+        return Parameters(
+            reason=data["reason"],
+            cancel_children=data["cancel_children"],
+            delete_children=data["delete_children"],
+            queue_name=data["queue_name"] or None,
+            start_step=data["start_step"],
+            new_workflow_id=data["new_workflow_id"] or None,
+            application_version=data["application_version"] or None,
+            failure_mode=data["failure_mode"] or "last_failure",
+            step_name=data["step_name"] or None,
+        )
+
+
+@login_required
+@require_POST
+async def workflow_action(
+    request: HttpRequest, app_name: str, workflow_id: str, action: str
+) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    back = reverse("workflow-detail", args=[app_name, workflow_id])
+    try:
+        chosen = Action(action)
+    except ValueError:
+        raise Http404(f"No action {action!r}.") from None
+    form = ActionForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{field}: {' '.join(str(error) for error in errors)}"
+            for field, errors in form.errors.items()
+        )
+        messages.error(request, f"{chosen.label}: {problems}")
+        return redirect(back)
+    try:
+        outcome = await workflow_act(
+            application=application,
+            action=chosen,
+            workflow_id=workflow_id,
+            parameters=form.parameters(),
+            actor=request.user,
+            request=request,
+            source="console",
+        )
+    except ActionRefusedError as exc:
+        messages.warning(request, _linked(str(exc), app_name, exc.existing_workflow_id))
+        return redirect(back)
+    except (ActionError, relay.RelayError) as exc:
+        messages.error(request, f"{chosen.label} failed: {exc}")
+        return redirect(back)
+    messages.success(request, _linked(outcome.detail, app_name, outcome.new_workflow_id or ""))
+    if outcome.new_workflow_id:
+        return redirect("workflow-detail", app_name, outcome.new_workflow_id)
+    if chosen is Action.DELETE:
+        return redirect("workflows", app_name=app_name)
+    return redirect(back)
+
+
+def _linked(text: str, app_name: str, workflow_id: str) -> str:
+    """The message, with the workflow it names made a link."""
+    if not workflow_id:
+        return text
+    link = format_html(
+        '<a href="{}"><code>{}</code></a>',
+        reverse("workflow-detail", args=[app_name, workflow_id]),
+        workflow_id,
+    )
+    return format_html("{} {}", text, link)

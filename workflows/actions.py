@@ -1,0 +1,494 @@
+"""The native actions on one workflow: cancel, resume, restart, fork, fork from failure,
+rewind and delete (PROTOCOL.md §2.2 and §5; DESIGN.md "Actions across SDK versions").
+
+Each goes through the relay to a live executor of the application, and each attempt,
+whatever became of it, leaves exactly one audit record carrying the executor request id
+and the executor's answer. What an action may do depends on the workflow's status and on
+the SDK of the executors connected: `offers()` says which actions make sense and why the
+others do not, and `workflow_act()` refuses what `offers()` would not offer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from django.http import HttpRequest
+
+from conductor import relay
+from conductor.models import Executor
+from conductor.protocol import (
+    CancelRequest,
+    DeleteRequest,
+    ForkFromFailureBody,
+    ForkFromFailureRequest,
+    ForkFromFailureResponse,
+    ForkWorkflowBody,
+    ForkWorkflowRequest,
+    ForkWorkflowResponse,
+    ProtocolError,
+    Request,
+    Response,
+    ResumeRequest,
+    RewindWorkflowBody,
+    RewindWorkflowRequest,
+    SuccessResponse,
+    encode_request,
+)
+from conductor.registry import NO_EXECUTOR
+from stepchange.asyncdb import db_async
+from stepchange.audit import Result, audit_record
+from stepchange.models import Application
+from workflows.sources import source_for
+
+
+class Action(StrEnum):
+    CANCEL = "cancel"
+    RESUME = "resume"
+    RESTART = "restart"
+    FORK = "fork"
+    FORK_FROM_FAILURE = "fork_from_failure"
+    REWIND = "rewind"
+    DELETE = "delete"
+
+    @property
+    def audit_action(self) -> str:
+        return f"workflow.{self.value}"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self]
+
+
+LABELS = {
+    Action.CANCEL: "Cancel",
+    Action.RESUME: "Resume",
+    Action.RESTART: "Restart",
+    Action.FORK: "Fork",
+    Action.FORK_FROM_FAILURE: "Fork from failure",
+    Action.REWIND: "Rewind",
+    Action.DELETE: "Delete",
+}
+
+# What the confirmation says will happen, in the operator's words.
+EXPLANATIONS = {
+    Action.CANCEL: "The workflow becomes CANCELLED and leaves its queue. A running workflow "
+    "stops at its next step; the step it is in finishes. With children, every descendant "
+    "that has not finished is cancelled too.",
+    Action.RESUME: "The workflow is enqueued again (on the queue you name, else DBOS's "
+    "internal one) and continues from its last recorded step, on its own application "
+    "version, with its recovery attempts reset.",
+    Action.RESTART: "A new workflow is started from the first step with the same input: "
+    "a fork that re-runs everything. This workflow is left as it is.",
+    Action.FORK: "A new workflow is started from the step you choose: the recorded outputs "
+    "of the steps before it are copied, that step and the ones after it run again. This "
+    "workflow is left as it is.",
+    Action.FORK_FROM_FAILURE: "A new workflow is started from the step that failed (or the "
+    "last step, or the step you name), copying what was recorded before it.",
+    Action.REWIND: "This same workflow is re-run from the step you choose: the steps from "
+    "there on, its output and the events they set are erased, and it is enqueued again.",
+    Action.DELETE: "The workflow's status, input, output, steps, events, notifications and "
+    "streams are deleted from the system database. This cannot be undone.",
+}
+
+ACTIVE = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
+FINISHED = frozenset({"SUCCESS", "ERROR"})
+FAILED = frozenset({"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+
+WORKFLOW_NOT_FOUND = "No workflow {workflow_id} in {app}."
+OTHER_APPLICATION = "Workflow {workflow_id} belongs to application {owner}, not {app}."
+ALREADY_EXISTS = (
+    "Workflow {new_workflow_id} already exists{origin}: nothing was forked again. "
+    "Leave the new ID empty, or choose another, to fork once more."
+)
+BAD_WORKFLOW_ID = "new_workflow_id may hold letters, digits and . _ : - only, at most 255 of them."
+FINISHED_ALREADY = "The workflow is {status}: there is nothing left to cancel."
+NO_RESUME_ERROR = (
+    "Resuming a workflow in ERROR does nothing in DBOS: fork it, fork it from its failure, "
+    "or rewind it."
+)
+NO_RESUME_SUCCESS = "The workflow succeeded: there is nothing to resume. Fork it to run it again."
+NO_RESUME_ACTIVE = "The workflow is {status}: it runs without being resumed."
+NOT_FINISHED = "The workflow is {status}: cancel it first, or wait until it finishes."
+NO_FAILURE = "The workflow is {status}: it has no failure to fork from."
+NO_REWIND_EXECUTOR = (
+    "No connected executor can rewind: that needs Python dbos 3.2 or newer, or TypeScript "
+    "5.1 or newer. Fork the workflow instead."
+)
+NOT_DONE = "Executor {executor_id} answered that it could not {action}: {error}"
+EXECUTOR_SAID_NO = "Executor {executor_id} did not {action} and gave no reason."
+ONE_MODE = "Choose how to pick the step: last_failure, last_step, step or step_name."
+STEP_NEEDED = "Forking from a step number needs start_step."
+STEP_NAME_NEEDED = "Forking from a step name needs step_name."
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
+
+
+class ActionError(Exception):
+    """An action that was not carried out; `status` is the API's code."""
+
+    status = 400
+    request_id = ""
+    response: dict[str, Any] | None = None
+
+
+class WorkflowNotFoundError(ActionError):
+    status = 404
+
+
+class WrongApplicationError(ActionError):
+    status = 403
+
+
+class ActionRefusedError(ActionError):
+    """The action makes no sense for this workflow now (its status, or the executors)."""
+
+    status = 409
+
+    def __init__(self, message: str, *, existing_workflow_id: str = "") -> None:
+        super().__init__(message)
+        self.existing_workflow_id = existing_workflow_id
+
+
+class ActionFailedError(ActionError):
+    """The executor answered, and the answer was no."""
+
+    status = 502
+
+    def __init__(self, message: str, *, request_id: str, response: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.response = response
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """What one executor's SDK can do, from its executor_info."""
+
+    language: str
+    version: tuple[int, ...]
+
+    @classmethod
+    def of(cls, executor: Executor) -> Sdk:
+        numbers = re.findall(r"\d+", executor.dbos_version or "")[:3]
+        return cls((executor.language or "").lower(), tuple(int(n) for n in numbers))
+
+    @property
+    def first_step(self) -> int:
+        # Step ids start at 0 in TypeScript and at 1 in Python (PROTOCOL.md fork_workflow).
+        return 0 if self.language == "typescript" else 1
+
+    @property
+    def can_rewind(self) -> bool:
+        if self.language == "python":
+            return self.version >= (3, 2)
+        if self.language == "typescript":
+            return self.version >= (5, 1)
+        return False
+
+
+@dataclass(frozen=True)
+class Offer:
+    action: Action
+    allowed: bool
+    why_not: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.action.label
+
+    @property
+    def explanation(self) -> str:
+        return EXPLANATIONS[self.action]
+
+
+def offers(workflow: dict[str, Any], executors: Sequence[Executor]) -> list[Offer]:
+    """Every action, and whether it makes sense for `workflow` with these executors."""
+    status = str(workflow.get("status") or "")
+    return [Offer(action, not why, why) for action, why in _refusals(status, executors).items()]
+
+
+def _refusals(status: str, executors: Sequence[Executor]) -> dict[Action, str]:
+    """Why each action is not offered ("" when it is)."""
+    named = {"status": status}
+    resume = ""
+    if status == "ERROR":
+        resume = NO_RESUME_ERROR
+    elif status == "SUCCESS":
+        resume = NO_RESUME_SUCCESS
+    elif status in ("PENDING", "ENQUEUED"):
+        resume = NO_RESUME_ACTIVE.format(**named)
+    finished = "" if status not in ACTIVE else NOT_FINISHED.format(**named)
+    rewind = finished
+    if not rewind and not any(Sdk.of(executor).can_rewind for executor in executors):
+        rewind = NO_REWIND_EXECUTOR
+    return {
+        Action.CANCEL: FINISHED_ALREADY.format(**named)
+        if status in FINISHED or status == "CANCELLED"
+        else "",
+        Action.RESUME: resume,
+        Action.RESTART: finished,
+        Action.FORK: "",
+        Action.FORK_FROM_FAILURE: "" if status in FAILED else NO_FAILURE.format(**named),
+        Action.REWIND: rewind,
+        Action.DELETE: finished,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parameters:
+    """What the operator chose; each action reads the fields it needs."""
+
+    reason: str = ""
+    cancel_children: bool = False
+    delete_children: bool = False
+    queue_name: str | None = None
+    start_step: int | None = None
+    new_workflow_id: str | None = None
+    application_version: str | None = None
+    # fork_from_failure: "last_failure", "last_step", "step" (start_step) or "step_name".
+    failure_mode: str = "last_failure"
+    step_name: str | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """The parameters an audit record keeps: the ones that differ from the defaults."""
+        defaults = asdict(Parameters())
+        return {key: value for key, value in asdict(self).items() if value != defaults[key]}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    workflow_id: str
+    detail: str
+    request_id: str
+    executor_id: str
+    new_workflow_ids: list[str]
+    audit_id: int
+
+    @property
+    def new_workflow_id(self) -> str | None:
+        return self.new_workflow_ids[0] if self.new_workflow_ids else None
+
+
+async def workflow_act(
+    *,
+    application: Application,
+    action: Action,
+    workflow_id: str,
+    parameters: Parameters,
+    actor: Any,
+    request: HttpRequest | None = None,
+    source: str = "api",
+) -> Outcome:
+    """Carry out `action` on one workflow through a live executor, and audit the attempt.
+
+    Raises WorkflowNotFoundError (404), WrongApplicationError (403), ActionRefusedError
+    (409), ActionFailedError (502, the executor said no) or a relay.RelayError (503 no
+    executor, 504 timeout, 502 disconnected); each is audited before it is raised.
+    """
+    audit = {
+        "action": action.audit_action,
+        "request": request,
+        "actor": actor,
+        "application": application,
+        "target": workflow_id,
+        "parameters": parameters.shown(),
+        "reason": parameters.reason,
+    }
+    attempt = _Attempt(application, action, workflow_id, parameters, actor, source)
+    try:
+        outcome_detail, new_ids = await attempt.run()
+    except (ActionError, relay.RelayError) as exc:
+        result = Result.DENIED if isinstance(exc, WrongApplicationError) else Result.FAILED
+        response = getattr(exc, "response", None)
+        if isinstance(response, Response):
+            response = response.raw
+        await db_async(audit_record)(
+            **audit,
+            result=result,
+            detail=str(exc),
+            request_id=getattr(exc, "request_id", "") or attempt.request_id,
+            response=response,
+        )
+        raise
+    record = await db_async(audit_record)(
+        **audit,
+        detail=outcome_detail,
+        request_id=attempt.request_id,
+        response=attempt.response,
+    )
+    return Outcome(
+        action=action,
+        workflow_id=workflow_id,
+        detail=outcome_detail,
+        request_id=attempt.request_id,
+        executor_id=attempt.executor_id,
+        new_workflow_ids=new_ids,
+        audit_id=record.pk,
+    )
+
+
+class _Attempt:
+    """One action on its way: the checks, the request, and what came back."""
+
+    def __init__(
+        self,
+        application: Application,
+        action: Action,
+        workflow_id: str,
+        parameters: Parameters,
+        actor: Any,
+        source: str,
+    ) -> None:
+        self.application = application
+        self.action = action
+        self.workflow_id = workflow_id
+        self.parameters = parameters
+        self.actor_name = actor.get_username() if actor is not None else ""
+        self.source = source
+        self.request_id = ""
+        self.executor_id = ""
+        self.response: dict[str, Any] | None = None
+
+    async def run(self) -> tuple[str, list[str]]:
+        reads = await source_for(self.application)
+        workflow = await reads.get(self.workflow_id, actor=self.actor_name)
+        names = {"workflow_id": self.workflow_id, "app": self.application.name}
+        if workflow is None:
+            raise WorkflowNotFoundError(WORKFLOW_NOT_FOUND.format(**names))
+        owner = workflow.get("application_name")
+        if owner and owner != self.application.name:
+            raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
+        executors = await db_async(_live_executors)(self.application)
+        why_not = _refusals(str(workflow.get("status") or ""), executors)[self.action]
+        if why_not:
+            raise ActionRefusedError(why_not)
+        if not executors:
+            raise relay.NoExecutorConnectedError(NO_EXECUTOR.format(app=self.application.name))
+        await self._check_new_id(reads)
+        executor = self._choose(executors)
+        message = self._message(Sdk.of(executor))
+        self.request_id = message.request_id
+        try:
+            encode_request(message)
+        except ProtocolError as exc:
+            raise ActionError(str(exc)) from None
+        answer = await relay.ask(
+            self.application,
+            message,
+            executor=executor.executor_id,
+            actor_name=self.actor_name,
+            source=self.source,
+            raise_on_error=False,
+        )
+        self.executor_id = executor.executor_id
+        self.response = answer.response.raw or None
+        return self._read(answer.response)
+
+    async def _check_new_id(self, reads: Any) -> None:
+        """A fork to an ID that exists is a double submission: say so, fork nothing."""
+        new_id = self.parameters.new_workflow_id
+        if self.action is not Action.FORK or not new_id:
+            return
+        if not SAFE_ID.match(new_id):
+            raise ActionError(BAD_WORKFLOW_ID)
+        existing = await reads.get(new_id, actor=self.actor_name)
+        if existing is not None:
+            origin = existing.get("forked_from")
+            raise ActionRefusedError(
+                ALREADY_EXISTS.format(
+                    new_workflow_id=new_id, origin=f" (forked from {origin})" if origin else ""
+                ),
+                existing_workflow_id=new_id,
+            )
+
+    def _choose(self, executors: list[Executor]) -> Executor:
+        if self.action is Action.REWIND:
+            return next(e for e in executors if Sdk.of(e).can_rewind)
+        return executors[0]
+
+    def _message(self, sdk: Sdk) -> Request:
+        chosen = self.parameters
+        ids = {"workflow_id": self.workflow_id}
+        version = chosen.application_version or None
+        queue = chosen.queue_name or None
+        if self.action is Action.CANCEL:
+            return CancelRequest(self.workflow_id, cancel_children=chosen.cancel_children)
+        if self.action is Action.DELETE:
+            return DeleteRequest(self.workflow_id, delete_children=chosen.delete_children)
+        if self.action is Action.RESUME:
+            return ResumeRequest(self.workflow_id, queue_name=queue)
+        if self.action in (Action.FORK, Action.RESTART):
+            start = sdk.first_step if self.action is Action.RESTART else chosen.start_step
+            return ForkWorkflowRequest(
+                ForkWorkflowBody(
+                    **ids,
+                    start_step=sdk.first_step if start is None else start,
+                    new_workflow_id=chosen.new_workflow_id or None,
+                    application_version=version,
+                    queue_name=queue,
+                )
+            )
+        if self.action is Action.REWIND:
+            return RewindWorkflowRequest(
+                RewindWorkflowBody(
+                    **ids,
+                    start_step=chosen.start_step,
+                    application_version=version,
+                    queue_name=queue,
+                )
+            )
+        return ForkFromFailureRequest(_failure_body([self.workflow_id], chosen))
+
+    def _read(self, response: Response) -> tuple[str, list[str]]:
+        """The outcome's text and new workflow ids; ActionFailedError when it did not happen."""
+        names = {"executor_id": self.executor_id, "action": self.action.label.lower()}
+        new_ids: list[str] = []
+        done = False
+        if isinstance(response, SuccessResponse):
+            done = response.success
+        elif isinstance(response, ForkWorkflowResponse):
+            new_ids = [response.new_workflow_id] if response.new_workflow_id else []
+            done = bool(new_ids)
+        elif isinstance(response, ForkFromFailureResponse):
+            new_ids = list(response.forked_workflow_ids or [])
+            done = bool(new_ids)
+        if response.error_message or not done:
+            message = (
+                NOT_DONE.format(error=response.error_message, **names)
+                if response.error_message
+                else EXECUTOR_SAID_NO.format(**names)
+            )
+            raise ActionFailedError(
+                message, request_id=self.request_id, response=response.raw or {}
+            )
+        detail = f"{self.action.label} done by executor {self.executor_id}"
+        if new_ids:
+            detail += f": new workflow {', '.join(new_ids)}"
+        return detail + ".", new_ids
+
+
+def _failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailureBody:
+    mode = chosen.failure_mode
+    if mode not in ("last_failure", "last_step", "step", "step_name"):
+        raise ActionError(ONE_MODE)
+    if mode == "step" and chosen.start_step is None:
+        raise ActionError(STEP_NEEDED)
+    if mode == "step_name" and not chosen.step_name:
+        raise ActionError(STEP_NAME_NEEDED)
+    return ForkFromFailureBody(
+        workflow_ids=workflow_ids,
+        from_last_failure=mode == "last_failure",
+        from_last_step=mode == "last_step",
+        from_step=chosen.start_step if mode == "step" else None,
+        from_step_name=chosen.step_name if mode == "step_name" else None,
+        application_version=chosen.application_version or None,
+        queue_name=chosen.queue_name or None,
+    )
+
+
+def _live_executors(application: Application) -> list[Executor]:
+    return list(Executor.objects.live().filter(application=application).order_by("-connected_at"))
