@@ -53,6 +53,7 @@ def audit_record(
     detail: str = "",
     reason: str = "",
     request_id: str = "",
+    response: Any = None,
     value_diff: Any = None,
     source_address: str | None = None,
 ) -> AuditRecord:
@@ -75,6 +76,7 @@ def audit_record(
         source_address=source_address or (_client_address(request) if request else None),
         user_agent=(request.headers.get("User-Agent", "")[:512] if request else ""),
         request_id=request_id,
+        response=response,
         value_diff=value_diff,
     )
 

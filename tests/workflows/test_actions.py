@@ -60,7 +60,10 @@ async def acting(
 
 
 async def audits(action: str) -> list[AuditRecord]:
-    return await sync_to_async(list)(AuditRecord.objects.filter(action=action).order_by("pk"))
+    def read() -> list[AuditRecord]:
+        return list(AuditRecord.objects.filter(action=action).order_by("pk"))
+
+    return await sync_to_async(read)()
 
 
 async def test_an_operator_cancels_a_pending_workflow_with_its_children(
@@ -88,7 +91,12 @@ async def test_an_operator_cancels_a_pending_workflow_with_its_children(
     assert (record.actor_name, record.role, record.result) == ("otto", "operator", "ok")
     assert (record.target, record.reason) == ("wf-1", "runaway loop")
     assert record.request_id == cancel["request_id"]
-    assert record.response["success"] is True
+    assert record.response == {
+        "type": "cancel",
+        "request_id": cancel["request_id"],
+        "error_message": None,
+        "success": True,
+    }
     assert record.parameters == {"reason": "runaway loop", "cancel_children": True}
 
 
@@ -169,7 +177,7 @@ async def test_an_executor_that_says_no_is_a_502_with_its_answer_audited(
     [record] = await audits("workflow.fork")
     assert record.result == "failed"
     assert record.request_id == fork["request_id"]
-    assert record.response["error_message"] == "Workflow wf-1 does not exist"
+    assert (record.response or {})["error_message"] == "Workflow wf-1 does not exist"
 
 
 async def test_a_fork_sends_every_key_python_needs_and_links_the_new_workflow(
