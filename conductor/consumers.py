@@ -31,6 +31,7 @@ from conductor.relay import record
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.services import executor_key_check
+from workflows import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send(text_data=self.info_frame)
         _ensure_heartbeat()
         recovery.ensure_sweeper()
+        # Bulk jobs left behind by a stopped process need an executor: look for them now.
+        jobs.bulk_jobs_wake()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:

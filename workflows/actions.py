@@ -207,10 +207,10 @@ class Offer:
 def offers(workflow: dict[str, Any], executors: Sequence[Executor]) -> list[Offer]:
     """Every action, and whether it makes sense for `workflow` with these executors."""
     status = str(workflow.get("status") or "")
-    return [Offer(action, not why, why) for action, why in _refusals(status, executors).items()]
+    return [Offer(action, not why, why) for action, why in refusals(status, executors).items()]
 
 
-def _refusals(status: str, executors: Sequence[Executor]) -> dict[Action, str]:
+def refusals(status: str, executors: Sequence[Executor]) -> dict[Action, str]:
     """Why each action is not offered ("" when it is)."""
     named = {"status": status}
     resume = ""
@@ -363,7 +363,7 @@ class _Attempt:
         if owner and owner != self.application.name:
             raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
         executors = await db_async(_live_executors)(self.application)
-        why_not = _refusals(str(workflow.get("status") or ""), executors)[self.action]
+        why_not = refusals(str(workflow.get("status") or ""), executors)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)
         if not executors:
@@ -441,7 +441,7 @@ class _Attempt:
                     queue_name=queue,
                 )
             )
-        return ForkFromFailureRequest(_failure_body([self.workflow_id], chosen))
+        return ForkFromFailureRequest(failure_body([self.workflow_id], chosen))
 
     def _read(self, response: Response) -> tuple[str, list[str]]:
         """The outcome's text and new workflow ids; ActionFailedError when it did not happen."""
@@ -471,7 +471,7 @@ class _Attempt:
         return detail + ".", new_ids
 
 
-def _failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailureBody:
+def failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailureBody:
     mode = chosen.failure_mode
     if mode not in ("last_failure", "last_step", "step", "step_name"):
         raise ActionError(ONE_MODE)

@@ -9,14 +9,23 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from stepchange.access import PERM_OPERATE
+from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.api import application_for, resolve
+from stepchange.asyncdb import db_async
 from workflows import systemdb
 from workflows.actions import Action, ActionError, Outcome, Parameters, workflow_act
-from workflows.models import STATUSES
+from workflows.jobs import (
+    bulk_action,
+    bulk_job_create,
+    bulk_job_retry,
+    bulk_jobs_wake,
+    bulk_select,
+    progress,
+)
+from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
     MAX_STEPS_PAGE,
     BadCursor,
@@ -286,9 +295,8 @@ class ErrorOut(Schema):
     detail: Any
 
 
-ACTION_RESPONSES: dict[int, Any] = {200: ActionOut} | dict.fromkeys(
-    (400, 401, 403, 404, 409, 502, 503, 504), ErrorOut
-)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 502, 503, 504)
+ACTION_RESPONSES: dict[int, Any] = {200: ActionOut} | dict.fromkeys(ERROR_STATUSES, ErrorOut)
 
 
 async def _act(
@@ -394,3 +402,187 @@ async def delete_workflow(
     body = body or DeleteIn()
     chosen = Parameters(reason=body.reason, delete_children=body.delete_children)
     return await _act(request, app, workflow_id, Action.DELETE, chosen)
+
+
+# Bulk actions: a job over a selection or a filter, run in the background.
+
+
+class BulkIn(Schema):
+    action: Literal["cancel", "resume", "delete", "fork_from_failure"]
+    workflow_ids: list[str] | None = Field(
+        default=None, description="These workflows (within `filters`, if given)."
+    )
+    filters: WorkflowFilters | None = Field(
+        default=None, description="Every workflow matching these list filters."
+    )
+    reason: str = Field(default="", max_length=2000)
+    cancel_children: bool = False
+    delete_children: bool = False
+    queue_name: str | None = None
+    mode: Literal["last_failure", "last_step", "step", "step_name"] = "last_failure"
+    start_step: int | None = Field(default=None, ge=0)
+    step_name: str | None = None
+    application_version: str | None = None
+
+    def parameters(self) -> Parameters:
+        return Parameters(
+            reason=self.reason,
+            cancel_children=self.cancel_children,
+            delete_children=self.delete_children,
+            queue_name=self.queue_name,
+            failure_mode=self.mode,
+            start_step=self.start_step,
+            step_name=self.step_name,
+            application_version=self.application_version,
+        )
+
+    def describe(self) -> str:
+        if self.workflow_ids is not None:
+            return f"{len(self.workflow_ids)} chosen workflows"
+        shown = self.filters.dict(exclude_defaults=True) if self.filters else {}
+        return "filter " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "(everything)")
+
+
+class BulkPreviewOut(Schema):
+    count: int
+    capped: bool
+    by_status: dict[str, int]
+    skipped: int
+    missing: list[str]
+    sample: list[str]
+
+
+class BulkJobOut(Schema):
+    id: int
+    action: str
+    state: str
+    reason: str
+    selection: str
+    parameters: dict[str, Any]
+    created_by: str = Field(alias="created_by_name")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    detail: str
+    progress: dict[str, int]
+
+
+class BulkItemOut(Schema):
+    workflow_id: str
+    status: str
+    state: str
+    new_workflow_id: str
+    request_id: str
+    executor_id: str
+    detail: str
+    updated_at: datetime
+
+
+class BulkJobDetail(BulkJobOut):
+    items: list[BulkItemOut]
+    next_cursor: str | None
+
+
+BULK_JOB_NOT_FOUND = "No bulk job {job_id} in {app}."
+BULK_RESPONSES: dict[int, Any] = dict.fromkeys(ERROR_STATUSES, ErrorOut)
+
+
+async def _selection(request: HttpRequest, app: str, body: BulkIn) -> tuple[Any, Any]:
+    if body.workflow_ids is None and body.filters is None:
+        raise HttpError(400, "Give workflow_ids or filters.")
+    query = body.filters.query() if body.filters else None
+    application, actor = await resolve(request, app, PERM_OPERATE)
+    try:
+        selection = await bulk_select(
+            application, query=query, workflow_ids=body.workflow_ids, actor=actor
+        )
+    except BadCursor as exc:
+        raise HttpError(400, str(exc)) from None
+    except SlowQuery as exc:
+        raise HttpError(SlowQuery.status, str(exc)) from None
+    return application, selection
+
+
+@router.post("/apps/{app}/bulk-actions/preview", response={200: BulkPreviewOut} | BULK_RESPONSES)
+async def bulk_preview(request: HttpRequest, app: str, body: BulkIn) -> Any:
+    """How many workflows a bulk action would reach, by status, and how many it would skip
+    (the action makes no sense for their status). Nothing is sent."""
+    _, selection = await _selection(request, app, body)
+    return selection.preview(body.action)
+
+
+@router.post("/apps/{app}/bulk-actions", response={201: BulkJobOut} | BULK_RESPONSES)
+async def bulk_create(request: HttpRequest, app: str, body: BulkIn) -> Any:
+    """Start a bulk action as a background job; follow it at
+    `/apps/{app}/bulk-actions/{id}`. At most 10,000 workflows per job."""
+    application, selection = await _selection(request, app, body)
+    try:
+        job = await db_async(bulk_job_create)(
+            application=application,
+            action=bulk_action(body.action),
+            selection=selection,
+            parameters=body.parameters(),
+            description=body.describe(),
+            user=request.user,
+            request=request,
+        )
+    except ActionError as exc:
+        raise HttpError(exc.status, str(exc)) from None
+    bulk_jobs_wake()
+    return Status(201, await db_async(_job_out)(job))
+
+
+@router.get("/apps/{app}/bulk-actions", response=list[BulkJobOut])
+def bulk_jobs(request: HttpRequest, app: str) -> list[dict[str, Any]]:
+    """The application's 50 most recent bulk jobs."""
+    application = application_for(request, app)
+    return [_job_out(job) for job in BulkJob.objects.filter(application=application)[:50]]
+
+
+@router.get("/apps/{app}/bulk-actions/{job_id}", response=BulkJobDetail)
+def bulk_job(
+    request: HttpRequest, app: str, job_id: int, cursor: str | None = None, limit: int = 500
+) -> dict[str, Any]:
+    """One job: its progress, and what became of each workflow (paged by `cursor`)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
+    job = _job_for(request, app, job_id)
+    items = job.items.order_by("pk")
+    if cursor:
+        if not cursor.isdigit():
+            raise HttpError(400, "cursor must be the next_cursor of a previous page")
+        items = items.filter(pk__gt=int(cursor))
+    page = list(items[: limit + 1])
+    more = len(page) > limit
+    return {
+        **_job_out(job),
+        "items": page[:limit],
+        "next_cursor": str(page[limit - 1].pk) if more else None,
+    }
+
+
+@router.post("/apps/{app}/bulk-actions/{job_id}/retry", response={200: BulkJobOut} | BULK_RESPONSES)
+async def bulk_retry(request: HttpRequest, app: str, job_id: int) -> Any:
+    """Queue a stopped job again; it sends only what it has not sent."""
+    job = await db_async(_job_for)(request, app, job_id, PERM_OPERATE)
+    if job.state != BulkJob.State.FAILED:
+        raise HttpError(409, f"Bulk job {job_id} is {job.state}: only a stopped job is retried.")
+    job = await db_async(bulk_job_retry)(job=job, user=request.user, request=request)
+    bulk_jobs_wake()
+    return await db_async(_job_out)(job)
+
+
+def _job_for(
+    request: HttpRequest, app: str, job_id: int, permission: str = PERM_INSPECT
+) -> BulkJob:
+    application = application_for(request, app, permission)
+    job = BulkJob.objects.filter(application=application, pk=job_id).first()
+    if job is None:
+        raise Http404(BULK_JOB_NOT_FOUND.format(job_id=job_id, app=app))
+    return job
+
+
+def _job_out(job: BulkJob) -> dict[str, Any]:
+    fields = ["id", "action", "state", "reason", "selection", "parameters", "created_by_name"]
+    fields += ["created_at", "started_at", "finished_at", "detail"]
+    return {field: getattr(job, field) for field in fields} | {"progress": progress(job)}

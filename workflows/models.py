@@ -535,10 +535,14 @@ class BulkJobItem(models.Model):
         SENT = "sent"
         OK = "ok"
         FAILED = "failed"
+        # The action makes no sense for the workflow's status: not sent, and why is kept.
+        SKIPPED = "skipped"
         UNKNOWN = "unknown"
 
     job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="items")
     workflow_id = models.CharField(max_length=255)
+    # The workflow's status when it was selected.
+    status = models.CharField(max_length=40, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     new_workflow_id = models.CharField(max_length=255, blank=True)
     request_id = models.CharField(max_length=64, blank=True)

@@ -138,6 +138,8 @@ class ListQuery:
     load_input: bool = False
     load_output: bool = False
     queued: bool = False
+    # Exactly these workflows (a bulk action's selection), with the filters above.
+    workflow_ids: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class DatabaseSource:
         rows = systemdb.workflows(self.application)
         if query.queued:
             rows = rows.queued()
+        if query.workflow_ids is not None:
+            rows = rows.filter(workflow_uuid__in=query.workflow_ids)
         rows = rows.filtered(
             status=query.status,
             name=query.workflow_name,
@@ -441,6 +445,7 @@ class ExecutorSource:
                 raise BadCursor(BAD_CURSOR)
             offset = int(query.cursor)
         body = ListWorkflowsBody(
+            workflow_uuids=query.workflow_ids,
             status=query.status,
             workflow_name=query.workflow_name,
             queue_name=query.queue_name,

@@ -1,0 +1,466 @@
+"""Bulk actions: one action over many workflows, run in the background in bounded batches.
+
+A job's selection is fixed when the job is made, one item per workflow, so the job always
+reports exactly what was done to which workflow. Items whose status makes the action
+pointless are skipped with the reason, never sent. Each batch is one request of at most
+BATCH_SIZE workflow ids, and each workflow it carried gets its own audit record with the
+batch's request id and the executor's answer.
+
+Jobs run in whichever StepChange process holds their lease. A process that stops leaves
+its lease to run out, and the next process that looks takes the job over: items that
+were sent but whose answer was never recorded are sent again when the action is harmless
+to repeat (cancel, resume, delete), and otherwise (fork from failure) looked up in the
+system database or the executor, so nothing is forked twice.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from conductor import relay
+from conductor.protocol import (
+    CancelRequest,
+    DeleteRequest,
+    ForkFromFailureRequest,
+    ForkFromFailureResponse,
+    Request,
+    Response,
+    ResumeRequest,
+    SuccessResponse,
+)
+from stepchange.asyncdb import db_async
+from stepchange.audit import Result, audit_record
+from stepchange.models import Application
+from workflows.actions import Action, ActionError, Parameters, failure_body, refusals
+from workflows.models import BulkJob, BulkJobItem
+from workflows.sources import ListQuery, source_for
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+MAX_WORKFLOWS = 10_000
+SELECT_PAGE = 1000
+LEASE_SECONDS = 60
+# How often each process looks for jobs left behind by a process that stopped.
+IDLE_POLL_SECONDS = 5.0
+RETRIES = 3
+ITEM_OUTCOME = ["state", "request_id", "executor_id", "new_workflow_id", "detail"]
+
+ACTIONS = {
+    BulkJob.Action.CANCEL: Action.CANCEL,
+    BulkJob.Action.RESUME: Action.RESUME,
+    BulkJob.Action.DELETE: Action.DELETE,
+    BulkJob.Action.FORK_FROM_FAILURE: Action.FORK_FROM_FAILURE,
+}
+# Sending these twice does no harm (PROTOCOL.md §2.2: guarded updates and deletes).
+REPEATABLE = {BulkJob.Action.CANCEL, BulkJob.Action.RESUME, BulkJob.Action.DELETE}
+
+CREATE_ACTION = "bulk.create"
+RETRY_ACTION = "bulk.retry"
+TOO_MANY = "The selection holds more than {limit:,} workflows: narrow the filter."
+EMPTY = "Nothing to act on: no workflow matches."
+UNKNOWN_ACTION = "Bulk actions are cancel, resume, delete and fork_from_failure; got {action!r}."
+NOT_FOUND = "No such workflow in {app}."
+NO_EXECUTOR_PAUSE = "Stopped: {error} Retry the job once an executor is connected."
+GAVE_UP = "Stopped after {tries} tries: {error} Retry the job to send the rest."
+SENT_UNKNOWN = "Sent in request {request_id}, but the answer never came: {error} Check it."
+FOUND_AFTER_RESTART = "Forked (found after StepChange restarted): {new_ids}."
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a bulk action would touch: each workflow with its current status."""
+
+    workflows: list[dict[str, Any]]
+    missing: list[str]
+    capped: bool
+
+    def preview(self, action: str) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        for workflow in self.workflows:
+            by_status[workflow["status"]] = by_status.get(workflow["status"], 0) + 1
+        refused = _refusals_for(action)
+        skipped = sum(count for status, count in by_status.items() if refused(status))
+        return {
+            "count": len(self.workflows),
+            "capped": self.capped,
+            "by_status": by_status,
+            "skipped": skipped + len(self.missing),
+            "missing": self.missing,
+            "sample": [workflow["workflow_id"] for workflow in self.workflows[:10]],
+        }
+
+
+def _refusals_for(action: str) -> Any:
+    native = ACTIONS[BulkJob.Action(action)]
+    return lambda status: refusals(status, [])[native]
+
+
+def bulk_action(value: str) -> BulkJob.Action:
+    try:
+        return BulkJob.Action(value)
+    except ValueError:
+        raise ActionError(UNKNOWN_ACTION.format(action=value)) from None
+
+
+async def bulk_select(
+    application: Application,
+    *,
+    query: ListQuery | None = None,
+    workflow_ids: list[str] | None = None,
+    actor: str = "",
+) -> Selection:
+    """The workflows a filter (or a list of ids, within the filter) names, page by page
+    through the same source as the list, up to MAX_WORKFLOWS."""
+    wanted = list(dict.fromkeys(workflow_ids)) if workflow_ids else None
+    base = replace(
+        query or ListQuery(),
+        limit=SELECT_PAGE,
+        cursor=None,
+        load_input=False,
+        load_output=False,
+        workflow_ids=wanted,
+    )
+    source = await source_for(application)
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = await source.list(replace(base, cursor=cursor), actor=actor)
+        found += [
+            {"workflow_id": item["workflow_id"], "status": item["status"] or ""}
+            for item in page.items
+        ]
+        if len(found) > MAX_WORKFLOWS:
+            return Selection(found[:MAX_WORKFLOWS], [], capped=True)
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    seen = {workflow["workflow_id"] for workflow in found}
+    missing = [workflow_id for workflow_id in wanted or [] if workflow_id not in seen]
+    return Selection(found, missing, capped=False)
+
+
+def bulk_job_create(
+    *,
+    application: Application,
+    action: BulkJob.Action,
+    selection: Selection,
+    parameters: Parameters,
+    description: str,
+    user: Any,
+    request: HttpRequest | None = None,
+) -> BulkJob:
+    """Record the job and every item of it, audited; `bulk_jobs_wake` starts it."""
+    if selection.capped:
+        raise ActionError(TOO_MANY.format(limit=MAX_WORKFLOWS))
+    if not selection.workflows and not selection.missing:
+        raise ActionError(EMPTY)
+    refused = _refusals_for(action)
+    with transaction.atomic():
+        job = BulkJob.objects.create(
+            application=application,
+            action=action,
+            parameters=parameters.shown(),
+            selection=description,
+            reason=parameters.reason,
+            created_by=user if user is not None and user.is_authenticated else None,
+            created_by_name=user.get_username() if user is not None else "",
+        )
+        items = [
+            BulkJobItem(
+                job=job,
+                workflow_id=workflow["workflow_id"],
+                status=workflow["status"],
+                state=BulkJobItem.State.SKIPPED
+                if refused(workflow["status"])
+                else BulkJobItem.State.PENDING,
+                detail=refused(workflow["status"]),
+            )
+            for workflow in selection.workflows
+        ]
+        items += [
+            BulkJobItem(
+                job=job,
+                workflow_id=workflow_id,
+                state=BulkJobItem.State.SKIPPED,
+                detail=NOT_FOUND.format(app=application.name),
+            )
+            for workflow_id in selection.missing
+        ]
+        BulkJobItem.objects.bulk_create(items, batch_size=500)
+        audit_record(
+            action=CREATE_ACTION,
+            request=request,
+            actor=user,
+            application=application,
+            target=f"bulk job {job.pk}",
+            parameters={
+                "job": job.pk,
+                "action": action.value,
+                "selection": description,
+                "workflows": len(items),
+                "skipped": sum(item.state == BulkJobItem.State.SKIPPED for item in items),
+                **parameters.shown(),
+            },
+            reason=parameters.reason,
+        )
+    return job
+
+
+def bulk_job_retry(*, job: BulkJob, user: Any, request: HttpRequest | None = None) -> BulkJob:
+    """Queue a stopped job again: it sends what it has not sent yet."""
+    with transaction.atomic():
+        BulkJob.objects.filter(pk=job.pk, state=BulkJob.State.FAILED).update(
+            state=BulkJob.State.QUEUED, lease_until=None, finished_at=None, detail=""
+        )
+        audit_record(
+            action=RETRY_ACTION,
+            request=request,
+            actor=user,
+            application=job.application,
+            target=f"bulk job {job.pk}",
+            parameters={"job": job.pk},
+        )
+    job.refresh_from_db()
+    return job
+
+
+def progress(job: BulkJob) -> dict[str, int]:
+    """How many items are in each state, plus the total."""
+    counts = dict.fromkeys(BulkJobItem.State.values, 0)
+    for row in job.items.values("state").annotate(n=Count("pk")):
+        counts[row["state"]] = row["n"]
+    counts["total"] = sum(counts.values())
+    counts["finished"] = counts["total"] - counts["pending"] - counts["sent"]
+    return counts
+
+
+# Running jobs.
+
+
+class Runner:
+    """This process's job runner: woken when a job is made here, and polling now and
+    then for jobs whose lease ran out elsewhere."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+
+    def ensure(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.wake = asyncio.Event()
+            self.task = loop.create_task(self._forever(), name="bulk-jobs")
+        self.wake.set()
+
+    async def _forever(self) -> None:
+        while True:
+            try:
+                while await run_next():
+                    pass
+            except Exception:
+                logger.exception("The bulk job runner failed; it tries again shortly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), IDLE_POLL_SECONDS)
+            self.wake.clear()
+
+
+runner = Runner()
+
+
+def bulk_jobs_wake() -> None:
+    """Make sure this process runs jobs, and look for one now (call from async code)."""
+    runner.ensure()
+
+
+async def run_next() -> bool:
+    """Claim one runnable job and run it to its end; False when there was none."""
+    job = await db_async(_claim)()
+    if job is None:
+        return False
+    await run(job)
+    return True
+
+
+def _claim() -> BulkJob | None:
+    now = timezone.now()
+    runnable = Q(state=BulkJob.State.QUEUED) | Q(state=BulkJob.State.RUNNING, lease_until__lt=now)
+    for job in BulkJob.objects.filter(runnable).order_by("created_at")[:5]:
+        claimed = BulkJob.objects.filter(
+            pk=job.pk, state=job.state, lease_until=job.lease_until
+        ).update(
+            state=BulkJob.State.RUNNING,
+            lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            started_at=job.started_at or now,
+        )
+        if claimed:
+            return BulkJob.objects.select_related("application").get(pk=job.pk)
+    return None
+
+
+async def run(job: BulkJob) -> None:
+    """Send the job's pending items batch by batch, recording each answer."""
+    await _settle_unanswered(job)
+    tries = 0
+    while True:
+        batch = await db_async(_next_batch)(job)
+        if not batch:
+            await db_async(_finish)(job, BulkJob.State.DONE, "")
+            return
+        try:
+            await _send(job, batch)
+            tries = 0
+        except relay.NoExecutorConnectedError as exc:
+            await db_async(_requeue)(batch)
+            await db_async(_finish)(job, BulkJob.State.FAILED, NO_EXECUTOR_PAUSE.format(error=exc))
+            return
+        except relay.RelayError as exc:
+            if job.action not in REPEATABLE:
+                await db_async(_unknown)(job, batch, exc)
+                continue
+            tries += 1
+            await db_async(_requeue)(batch)
+            if tries >= RETRIES:
+                detail = GAVE_UP.format(tries=tries, error=exc)
+                await db_async(_finish)(job, BulkJob.State.FAILED, detail)
+                return
+
+
+def _next_batch(job: BulkJob) -> list[BulkJobItem]:
+    """The next pending items, marked SENT before they go (and the lease renewed)."""
+    with transaction.atomic():
+        batch = list(job.items.filter(state=BulkJobItem.State.PENDING).order_by("pk")[:BATCH_SIZE])
+        BulkJobItem.objects.filter(pk__in=[item.pk for item in batch]).update(
+            state=BulkJobItem.State.SENT
+        )
+        BulkJob.objects.filter(pk=job.pk).update(
+            lease_until=timezone.now() + timedelta(seconds=LEASE_SECONDS)
+        )
+    return batch
+
+
+def _requeue(batch: list[BulkJobItem]) -> None:
+    BulkJobItem.objects.filter(pk__in=[item.pk for item in batch]).update(
+        state=BulkJobItem.State.PENDING
+    )
+
+
+def _finish(job: BulkJob, state: str, detail: str) -> None:
+    BulkJob.objects.filter(pk=job.pk).update(
+        state=state, detail=detail, finished_at=timezone.now(), lease_until=None
+    )
+
+
+def _unknown(job: BulkJob, batch: list[BulkJobItem], exc: Exception) -> None:
+    request_id = getattr(exc, "request_id", "") or "?"
+    BulkJobItem.objects.filter(pk__in=[item.pk for item in batch]).update(
+        state=BulkJobItem.State.UNKNOWN,
+        detail=SENT_UNKNOWN.format(request_id=request_id, error=exc),
+    )
+
+
+async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
+    """One request for the batch; each item's outcome recorded and audited."""
+    ids = [item.workflow_id for item in batch]
+    parameters = Parameters(**{k: v for k, v in job.parameters.items() if k != "reason"})
+    message = _batch_message(job.action, ids, parameters)
+    try:
+        answer = await relay.ask(
+            job.application,
+            message,
+            actor_name=job.created_by_name,
+            source="bulk",
+            raise_on_error=False,
+        )
+    except relay.RelayError as exc:
+        exc.request_id = message.request_id  # type: ignore[attr-defined]
+        raise
+    await db_async(_record)(job, batch, message.request_id, answer)
+
+
+def _batch_message(action: str, ids: list[str], chosen: Parameters) -> Request:
+    if action == BulkJob.Action.CANCEL:
+        return CancelRequest(ids[0], workflow_ids=ids, cancel_children=chosen.cancel_children)
+    if action == BulkJob.Action.RESUME:
+        return ResumeRequest(ids[0], workflow_ids=ids, queue_name=chosen.queue_name or None)
+    if action == BulkJob.Action.DELETE:
+        return DeleteRequest(ids[0], workflow_ids=ids, delete_children=chosen.delete_children)
+    return ForkFromFailureRequest(failure_body(ids, chosen))
+
+
+def _record(job: BulkJob, batch: list[BulkJobItem], request_id: str, answer: relay.Answer) -> None:
+    response: Response = answer.response
+    ok = not response.error_message
+    new_ids: list[str] = []
+    if isinstance(response, SuccessResponse):
+        ok = ok and response.success
+    elif isinstance(response, ForkFromFailureResponse):
+        new_ids = list(response.forked_workflow_ids or [])
+        ok = ok and bool(new_ids)
+    error = response.error_message or ("" if ok else "The executor did not do it.")
+    # fork_from_failure answers with the new ids in the order of the ids it was given.
+    forks = new_ids if len(new_ids) == len(batch) else [""] * len(batch)
+    with transaction.atomic():
+        for item, new_id in zip(batch, forks, strict=True):
+            item.state = BulkJobItem.State.OK if ok else BulkJobItem.State.FAILED
+            item.request_id = request_id
+            item.executor_id = answer.executor.executor_id
+            item.new_workflow_id = new_id
+            item.detail = error or (f"Forked into {new_id}." if new_id else "Done.")
+            if ok and new_ids and not new_id:
+                item.detail = f"Forked with the batch: {', '.join(new_ids)}."
+            item.save(
+                update_fields=[
+                    "state",
+                    "request_id",
+                    "executor_id",
+                    "new_workflow_id",
+                    "detail",
+                    "updated_at",
+                ]
+            )
+            audit_record(
+                action=ACTIONS[BulkJob.Action(job.action)].audit_action,
+                actor=job.created_by,
+                actor_name=job.created_by_name,
+                application=job.application,
+                target=item.workflow_id,
+                parameters={"bulk_job": job.pk, **job.parameters},
+                reason=job.reason,
+                result=Result.OK if ok else Result.FAILED,
+                detail=item.detail,
+                request_id=request_id,
+                response=response.raw or None,
+            )
+
+
+async def _settle_unanswered(job: BulkJob) -> None:
+    """Items a stopped process sent without recording the answer: repeat the harmless
+    ones; look for the forks of the others, and send again only those never forked."""
+    sent = await db_async(lambda: list(job.items.filter(state=BulkJobItem.State.SENT)))()
+    if not sent:
+        return
+    if job.action in REPEATABLE:
+        await db_async(_requeue)(sent)
+        return
+    source = await source_for(job.application)
+    for item in sent:
+        forks = await source.list(
+            ListQuery(forked_from=[item.workflow_id], start_time=job.started_at, limit=10)
+        )
+        found = [fork["workflow_id"] for fork in forks.items]
+        if found:
+            item.state = BulkJobItem.State.OK
+            item.new_workflow_id = found[0]
+            item.detail = FOUND_AFTER_RESTART.format(new_ids=", ".join(found))
+        else:
+            item.state = BulkJobItem.State.PENDING
+        await db_async(item.save)(update_fields=["state", "new_workflow_id", "detail"])
