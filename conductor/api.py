@@ -1,17 +1,19 @@
-"""API endpoints of the executor-facing side: executors, the request log, recovery."""
+"""API endpoints of the executor-facing side: executors, the request log, recovery,
+retention."""
 
 from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 
-from conductor import recovery
+from conductor import recovery, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
-from stepchange.access import PERM_OPERATE
+from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
+from stepchange.models import Application
 from stepchange.paging import newest_first
 
 router = Router(tags=["executors"])
@@ -166,3 +168,55 @@ def _claim_for_manual(application: Any, executor_ids: list[str]) -> list[Executo
     return [
         Executor.objects.select_related("application").get(pk=executor.pk) for executor in claimed
     ]
+
+
+_DAYS, _ROWS, _HOURS = (retention.LIMITS[name] for name in retention.SETTINGS)
+
+
+class RetentionIn(Schema):
+    """All three, as PUT replaces them: null unsets a rule. Strict, so "30", 30.0 and true
+    are refused rather than read as numbers."""
+
+    retention_days: int | None = Field(..., strict=True, ge=_DAYS[0], le=_DAYS[1])
+    retention_rows: int | None = Field(..., strict=True, ge=_ROWS[0], le=_ROWS[1])
+    retention_timeout_hours: int | None = Field(..., strict=True, ge=_HOURS[0], le=_HOURS[1])
+
+
+class RetentionOut(Schema):
+    retention_days: int | None
+    retention_rows: int | None
+    retention_timeout_hours: int | None
+    retention_sent_at: datetime | None
+
+
+class RetentionSentOut(Schema):
+    request_id: str
+    executor_id: str
+    success: bool
+    sent_at: datetime
+
+
+@router.get("/apps/{app}/retention", response=RetentionOut, tags=["retention"])
+def get_retention(request: HttpRequest, app: str) -> Application:
+    """The retention rules and when they were last sent to an executor."""
+    return application_for(request, app, PERM_ADMINISTER)
+
+
+@router.put("/apps/{app}/retention", response=RetentionOut, tags=["retention"])
+def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Application:
+    """Replace the retention rules; they are sent with the next periodic send."""
+    application = application_for(request, app, PERM_ADMINISTER)
+    return retention.retention_update(application=application, request=request, **body.dict())
+
+
+@router.post("/apps/{app}/retention/send", response=RetentionSentOut, tags=["retention"])
+async def send_retention(request: HttpRequest, app: str) -> retention.RetentionSent:
+    """Send the rules to one executor now. DBOS garbage collection deletes finished
+    workflows across the whole system database, not only this application's."""
+    application, actor = await resolve(request, app, PERM_ADMINISTER)
+    try:
+        return await retention.retention_send(
+            application=application, actor_name=actor, request=request, source="api"
+        )
+    except retention.NoRetentionRuleError as exc:
+        raise HttpError(400, str(exc)) from None

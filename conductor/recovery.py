@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conductor import relay
+from conductor import relay, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from conductor.protocol import (
     ExistPendingWorkflowsRequest,
@@ -66,6 +66,10 @@ async def _sweep_forever() -> None:
             await sweep()
         except Exception:
             logger.exception("The recovery sweep failed; it runs again shortly")
+        try:
+            await retention.retention_sweep()
+        except Exception:
+            logger.exception("The retention sweep failed; it runs again shortly")
 
 
 async def sweep() -> list[RecoveryAttempt]:

@@ -20,6 +20,7 @@ urlpatterns = [
         name="poison-action",
     ),
     path("apps/<str:app_name>/requests/", views.requests, name="requests"),
+    path("apps/<str:app_name>/retention/", views.retention_settings, name="retention"),
     path(
         "apps/<str:app_name>/requests/<int:entry_id>/", views.request_detail, name="request-detail"
     ),

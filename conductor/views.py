@@ -1,21 +1,24 @@
 """Console pages of the executor-facing side: executors, their connections, recovery and
-poison notices, and the request log."""
+poison notices, the request log, and retention."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from conductor import recovery, relay
+from conductor import recovery, relay, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
-from stepchange.access import PERM_OPERATE
-from stepchange.api import application_for
+from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
+from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
+from stepchange.models import Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
 from workflows import systemdb
+from workflows.views import arender
 
 REQUESTS_PAGE = 50
 
@@ -156,3 +159,74 @@ async def poison_action(
     except relay.RelayError as exc:
         messages.error(request, str(exc))
     return redirect("executors", app_name=app_name)
+
+
+def _rule_field(name: str, label: str, help_text: str) -> forms.IntegerField:
+    low, high = retention.LIMITS[name]
+    return forms.IntegerField(
+        required=False, min_value=low, max_value=high, label=label, help_text=help_text
+    )
+
+
+class RetentionForm(forms.Form):
+    retention_days = _rule_field(
+        "retention_days",
+        "Delete finished workflows older than (days)",
+        "Deletes every finished workflow (succeeded, failed or cancelled) in the system database "
+        "that completed more than this many days ago, with its steps, inputs, outputs and "
+        "events. Empty: no age limit.",
+    )
+    retention_rows = _rule_field(
+        "retention_rows",
+        "Keep at most this many finished workflows",
+        "Keeps the this-many most recently completed workflows of the system database and "
+        "deletes every finished workflow that completed before them. Empty: no count limit.",
+    )
+    retention_timeout_hours = _rule_field(
+        "retention_timeout_hours",
+        "Cancel waiting workflows older than (hours)",
+        "Cancels this application's workflows still pending, enqueued or delayed that were "
+        "created more than this many hours ago. Nothing is deleted. Empty: nothing is cancelled.",
+    )
+
+
+@login_required
+async def retention_settings(request: HttpRequest, app_name: str) -> HttpResponse:
+    application, actor = await resolve(request, app_name, PERM_ADMINISTER)
+    form = RetentionForm(request.POST or None, initial=retention.retention_settings(application))
+    if request.method == "POST" and form.is_valid():
+        await db_async(retention.retention_update)(
+            application=application, request=request, **form.cleaned_data
+        )
+        if "send" in request.POST:
+            await _retention_send_now(request, application, actor)
+        else:
+            messages.success(request, "Retention settings saved.")
+        return redirect("retention", app_name=app_name)
+    context = {
+        "application": application,
+        "form": form,
+        "interval_minutes": settings.RETENTION_INTERVAL_SECONDS // 60,
+        "records": await db_async(_retention_records)(application),
+    }
+    return await arender(request, "conductor/retention.html", context)
+
+
+def _retention_records(application: Application) -> list[AuditRecord]:
+    return list(AuditRecord.objects.filter(application=application, action=retention.ACTION)[:10])
+
+
+async def _retention_send_now(request: HttpRequest, application: Application, actor: str) -> None:
+    try:
+        sent = await retention.retention_send(
+            application=application, actor_name=actor, request=request, source="console"
+        )
+    except (retention.NoRetentionRuleError, relay.RelayError) as exc:
+        messages.error(request, f"Saved, but not sent: {exc}")
+        return
+    if sent.success:
+        messages.success(
+            request, f"Saved and sent to executor {sent.executor_id}; it runs in the background."
+        )
+    else:
+        messages.warning(request, f"Saved; executor {sent.executor_id} did not accept it.")

@@ -197,4 +197,6 @@ REQUEST_LOG_INLINE = False
 # The longest a query of StepChange's may run on a Postgres system database.
 SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
+# How often an application with a retention rule has it sent (to one executor) again.
+RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"

@@ -5,15 +5,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('stepchange', '0005_retention_and_executor_answers'),
+        ("stepchange", "0005_retention_and_executor_answers"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='auditrecord',
-            index=models.Index(fields=['application_name', 'target', '-created_at'], name='stepchange__applica_722357_idx'),
+            model_name="auditrecord",
+            index=models.Index(
+                fields=["application_name", "target", "-created_at"],
+                name="stepchange__applica_722357_idx",
+            ),
         ),
     ]

@@ -1,0 +1,232 @@
+"""Retention (PROTOCOL.md §2.2 `retention`): the garbage collection and global timeout that
+an application's settings ask of DBOS, sent to one executor by an admin or by the sweeper.
+
+DBOS's garbage collection is not scoped to an application: it deletes finished workflows
+across the whole system database, so it goes to one executor at a time, never to all of
+them. With several StepChange processes, exactly one sends it per interval: the claim is
+one conditional UPDATE on `retention_sent_at`, as recovery claims a dead executor.
+"""
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from conductor import relay
+from conductor.models import Executor
+from conductor.protocol import RetentionBody, RetentionRequest, SuccessResponse
+from stepchange.asyncdb import db_async
+from stepchange.audit import AuditAction, Result, audit_record
+from stepchange.models import Application
+
+logger = logging.getLogger(__name__)
+
+ACTION = "application.retention"
+AUTOMATIC = "stepchange (automatic retention)"
+NO_RULE = "{app} has no retention rule: set an age, a number of rows or a timeout first."
+NOT_ACKNOWLEDGED = "Executor {executor_id} did not accept retention (success: false)."
+ACKNOWLEDGED = "Accepted by executor {executor_id}; it runs in the background there."
+
+# The settings, with the bounds both the API and the console enforce. DBOS fails on a row
+# threshold of 0, and 0 days or hours would delete or cancel everything at once; the upper
+# bounds (100 years, Postgres's integer) keep every cutoff representable.
+LIMITS: dict[str, tuple[int, int]] = {
+    "retention_days": (1, 36_500),
+    "retention_rows": (1, 2_147_483_647),
+    "retention_timeout_hours": (1, 876_000),
+}
+SETTINGS = tuple(LIMITS)
+HAS_RULE = (
+    Q(retention_days__isnull=False)
+    | Q(retention_rows__isnull=False)
+    | Q(retention_timeout_hours__isnull=False)
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class NoRetentionRuleError(ValueError):
+    """Nothing to send: every rule of the application is unset."""
+
+
+@dataclass(frozen=True)
+class RetentionSent:
+    request_id: str
+    executor_id: str
+    success: bool
+    sent_at: datetime
+
+
+def retention_settings(application: Application) -> dict[str, int | None]:
+    return {name: getattr(application, name) for name in SETTINGS}
+
+
+def _epoch_ms(moment: datetime) -> int:
+    # Integer arithmetic: a float timestamp can be a millisecond off.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def retention_body(application: Application, now: datetime) -> RetentionBody:
+    """What `retention` asks of DBOS for these settings, counted back from `now`."""
+    days, hours = application.retention_days, application.retention_timeout_hours
+    return RetentionBody(
+        gc_cutoff_epoch_ms=None if days is None else _epoch_ms(now - timedelta(days=days)),
+        gc_rows_threshold=application.retention_rows,
+        timeout_cutoff_epoch_ms=None if hours is None else _epoch_ms(now - timedelta(hours=hours)),
+    )
+
+
+def retention_update(
+    *,
+    application: Application,
+    retention_days: int | None,
+    retention_rows: int | None,
+    retention_timeout_hours: int | None,
+    request: HttpRequest | None = None,
+) -> Application:
+    """Set the three rules (None unsets one); audited with the values before and after."""
+    before = retention_settings(application)
+    application.retention_days = retention_days
+    application.retention_rows = retention_rows
+    application.retention_timeout_hours = retention_timeout_hours
+    with transaction.atomic():
+        application.save(update_fields=[*SETTINGS, "updated_at"])
+        audit_record(
+            action=AuditAction.APPLICATION_UPDATE,
+            request=request,
+            application=application,
+            target=application.name,
+            parameters={"before": before, "after": retention_settings(application)},
+            detail="retention settings",
+        )
+    return application
+
+
+async def retention_send(
+    *,
+    application: Application,
+    actor_name: str,
+    request: HttpRequest | None = None,
+    source: str,
+) -> RetentionSent:
+    """Send the application's rules to one live executor and audit the outcome.
+
+    Raises NoRetentionRuleError when no rule is set, and the relay's errors (audited as
+    failed first) when no executor took the request.
+    """
+    if not any(value is not None for value in retention_settings(application).values()):
+        raise NoRetentionRuleError(NO_RULE.format(app=application.name))
+    now = timezone.now()
+    message = RetentionRequest(body=retention_body(application, now))
+    record = functools.partial(
+        db_async(_record),
+        application,
+        # With a request, the audit record names its signed-in user.
+        actor_name="" if request is not None else actor_name,
+        request=request,
+        request_id=message.request_id,
+        parameters={
+            **retention_settings(application),
+            "gc_cutoff_epoch_ms": message.body.gc_cutoff_epoch_ms,
+            "gc_rows_threshold": message.body.gc_rows_threshold,
+            "timeout_cutoff_epoch_ms": message.body.timeout_cutoff_epoch_ms,
+        },
+    )
+    try:
+        answer = await relay.ask(application, message, actor_name=actor_name, source=source)
+    except relay.RelayError as exc:
+        failed = exc.response.raw if isinstance(exc, relay.ExecutorFailedError) else None
+        await record(result=Result.FAILED, detail=str(exc), response=failed)
+        raise
+    executor_id = answer.executor.executor_id
+    success = isinstance(answer.response, SuccessResponse) and answer.response.success
+    await record(
+        result=Result.OK if success else Result.FAILED,
+        detail=(ACKNOWLEDGED if success else NOT_ACKNOWLEDGED).format(executor_id=executor_id),
+        response=answer.response.raw,
+        executor_id=executor_id,
+        sent_at=now if success else None,
+    )
+    if success:
+        application.retention_sent_at = now
+    return RetentionSent(message.request_id, executor_id, success, now)
+
+
+def _record(
+    application: Application,
+    *,
+    actor_name: str,
+    request: HttpRequest | None,
+    request_id: str,
+    parameters: dict[str, Any],
+    result: str,
+    detail: str,
+    response: Any,
+    executor_id: str = "",
+    sent_at: datetime | None = None,
+) -> None:
+    with transaction.atomic():
+        if sent_at is not None:
+            # Only this column: the settings may have been edited since they were read.
+            Application.objects.filter(pk=application.pk).update(retention_sent_at=sent_at)
+        audit_record(
+            action=ACTION,
+            request=request,
+            actor_name=actor_name,
+            application=application,
+            target=f"executor {executor_id}" if executor_id else application.name,
+            parameters=parameters,
+            result=result,
+            detail=detail,
+            request_id=request_id,
+            response=response,
+        )
+
+
+async def retention_sweep() -> list[RetentionSent]:
+    """One pass of the periodic sender: every application due, claimed by this process."""
+    sent = []
+    for application in await db_async(_claim_due)():
+        try:
+            sent.append(
+                await retention_send(
+                    application=application, actor_name=AUTOMATIC, source="automatic"
+                )
+            )
+        except relay.RelayError as exc:
+            # Audited already; the claim stands, so the next try is an interval away.
+            logger.warning("Automatic retention of %s failed: %s", application.name, exc)
+    return sent
+
+
+def _claim_due() -> list[Application]:
+    """Applications with a rule, an executor to run it, and no send within the interval."""
+    now = timezone.now()
+    due = Q(retention_sent_at__isnull=True) | Q(
+        retention_sent_at__lte=now - timedelta(seconds=settings.RETENTION_INTERVAL_SECONDS)
+    )
+    # Only where an executor is live: otherwise every interval would audit one more failure.
+    candidates = Application.objects.filter(HAS_RULE, due).filter(
+        pk__in=Executor.objects.live().values("application")
+    )
+    return [application for application in candidates if retention_claim(application, now)]
+
+
+def retention_claim(application: Application, now: datetime) -> bool:
+    """Take this interval's send unless another process took it first."""
+    claimed = (
+        Application.objects.filter(
+            pk=application.pk, retention_sent_at=application.retention_sent_at
+        ).update(retention_sent_at=now)
+        == 1
+    )
+    if claimed:
+        application.retention_sent_at = now
+    return claimed
