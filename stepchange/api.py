@@ -1,4 +1,5 @@
-"""The JSON API under /api/v1/: authentication, error shapes, and the applications list.
+"""The JSON API under /api/v1/: authentication, error shapes, the applications list and
+the audit log.
 
 Errors are always `{"detail": ...}` with the status DESIGN.md names. Later parts add their
 routers to `api`.
@@ -11,18 +12,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
-from ninja.errors import AuthenticationError
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Query, Schema
+from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 
 from conductor.relay import RelayError
-from stepchange.access import PERM_INSPECT, require
+from stepchange.access import PERM_ADMINISTER, PERM_INSPECT, require
 from stepchange.asyncdb import db_async
 from stepchange.audit import audit_denied
+from stepchange.middleware import mark_refusal_audited
 from stepchange.models import Application
+from stepchange.paging import newest_first
 from stepchange.services import api_token_authenticate
+from stepchange.views import EXPORT_FORMATS, AuditFilterForm, audit_export, audit_item
 
 
 class BearerToken(HttpBearer):
@@ -33,7 +37,10 @@ class BearerToken(HttpBearer):
         if scheme.lower() != "bearer" or not token:
             return None
         user = await db_async(api_token_authenticate)(raw=token.strip(), request=request)
-        if user is not None:
+        if user is None:
+            # api_token_authenticate has recorded the rejected token; the 401 needs no more.
+            mark_refusal_audited(request)
+        else:
             request.user = user
         return user
 
@@ -49,6 +56,10 @@ class SessionCookie(APIKeyCookie):
     param_name = settings.SESSION_COOKIE_NAME
 
     async def __call__(self, request: HttpRequest) -> Any:
+        # No session cookie, nothing to forge: without this the CSRF check would answer a
+        # caller who sent no credentials at all with 403 instead of 401.
+        if not request.COOKIES.get(self.param_name):
+            return None
         key = self._get_key(request)
         if not key:
             return None
@@ -160,3 +171,87 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
         }
         for application in Application.objects.visible_to(request.user).with_live_executor_counts()
     ]
+
+
+MAX_AUDIT_LIMIT = 500
+BAD_LIMIT = "limit must be between 1 and {most}; got {value}"
+BAD_FORMAT = "format must be csv or json; got {value!r}"
+# The console form's field names, as the API's parameters call them.
+AUDIT_PARAMETERS = {"application": "app", "before": "cursor"}
+
+
+class AuditFilters(Schema):
+    actor: str = ""
+    app: str = ""
+    action: str = ""
+    target: str = ""
+    result: str = ""
+    since: str = ""
+    until: str = ""
+
+    def form(self, **more: str) -> AuditFilterForm:
+        """The console's filter form, bound to these parameters; a bad one is a 400."""
+        data = self.model_dump(include=set(AuditFilters.model_fields))
+        data["application"] = data.pop("app")
+        form = AuditFilterForm({**data, **more})
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            message = " ".join(map(str, errors))
+            raise HttpError(400, f"{AUDIT_PARAMETERS.get(field, field)}: {message}")
+        return form
+
+
+class AuditPageQuery(AuditFilters):
+    limit: int = 50
+    cursor: str = ""
+
+
+class AuditExportQuery(AuditFilters):
+    format: str = "json"
+
+
+class AuditRecordOut(Schema):
+    id: int
+    created_at: datetime
+    actor_name: str
+    role: str
+    application_name: str
+    action: str
+    target: str
+    parameters: Any
+    result: str
+    detail: str
+    reason: str
+    source_address: str | None
+    request_id: str
+    response: Any
+    value_diff: Any
+
+
+class AuditPage(Schema):
+    items: list[AuditRecordOut]
+    next_cursor: str | None
+
+
+@api.get("/audit", response=AuditPage, tags=["audit"])
+def list_audit(request: HttpRequest, query: Query[AuditPageQuery]) -> dict[str, Any]:
+    """Audit records, newest first. Admins only. `action` matches a prefix (`workflow.`),
+    `target` a part; `since` and `until` are ISO 8601 times."""
+    require(request.user, PERM_ADMINISTER)
+    if not 1 <= query.limit <= MAX_AUDIT_LIMIT:
+        raise HttpError(400, BAD_LIMIT.format(most=MAX_AUDIT_LIMIT, value=query.limit))
+    form = query.form(before=query.cursor)
+    page = newest_first(form.records(), before=form.cleaned_data["before"], size=query.limit)
+    return {
+        "items": [audit_item(record) for record in page.items],
+        "next_cursor": str(page.next_before) if page.next_before else None,
+    }
+
+
+@api.get("/audit/export", tags=["audit"])
+def export_audit(request: HttpRequest, query: Query[AuditExportQuery]) -> StreamingHttpResponse:
+    """Every matching record, newest first, as one CSV or JSON download (audited)."""
+    require(request.user, PERM_ADMINISTER)
+    if query.format not in EXPORT_FORMATS:
+        raise HttpError(400, BAD_FORMAT.format(value=query.format))
+    return audit_export(request, query.form(), as_format=query.format)

@@ -28,6 +28,7 @@ class AuditAction(StrEnum):
     APPLICATION_UPDATE = "application.update"
     APPLICATION_DELETE = "application.delete"
     ACCESS_DENIED = "access.denied"
+    AUDIT_EXPORT = "audit.export"
 
 
 Result = AuditRecord.Result
