@@ -23,4 +23,12 @@ urlpatterns = [
         views.workflow_action,
         name="workflow-action",
     ),
+    path("apps/<str:app_name>/bulk/new/", views.bulk_new, name="bulk-new"),
+    path("apps/<str:app_name>/jobs/", views.bulk_jobs_page, name="bulk-jobs"),
+    path("apps/<str:app_name>/jobs/<int:job_id>/", views.bulk_job_page, name="bulk-job"),
+    path(
+        "apps/<str:app_name>/jobs/<int:job_id>/retry/",
+        views.bulk_job_retry_view,
+        name="bulk-job-retry",
+    ),
 ]

@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -26,6 +26,7 @@ from stepchange.asyncdb import db_async
 from stepchange.models import AuditRecord, SavedView
 from workflows.actions import (
     ACTIVE,
+    EXPLANATIONS,
     Action,
     ActionError,
     ActionRefusedError,
@@ -34,7 +35,17 @@ from workflows.actions import (
     offers,
     workflow_act,
 )
-from workflows.models import STATUSES
+from workflows.jobs import (
+    ACTIONS,
+    MAX_WORKFLOWS,
+    Selection,
+    bulk_job_create,
+    bulk_job_retry,
+    bulk_jobs_wake,
+    bulk_select,
+    progress,
+)
+from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
     BadCursor,
     DatabaseSource,
@@ -118,6 +129,8 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
     params.pop("cursor", None)
     context["query"] = params.urlencode()
     context["saved_views"] = await db_async(_saved_views)(request, application)
+    context["may_act"] = not queued and await db_async(request.user.has_perm)(PERM_OPERATE)
+    context["bulk_actions"] = BulkJob.Action.choices
     template = "workflows/list.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#workflow-rows"
@@ -431,3 +444,155 @@ def _linked(text: str, app_name: str, workflow_id: str) -> str:
         workflow_id,
     )
     return format_html("{} {}", text, link)
+
+
+# Bulk actions in the console: choose on the list, confirm with a preview, follow the job.
+
+BULK_ITEMS_PER_PAGE = 200
+NOT_STOPPED = "Bulk job {job_id} is {state}: only a stopped job is retried."
+
+
+class BulkForm(ActionForm):
+    action = forms.ChoiceField(choices=BulkJob.Action.choices)
+    scope = forms.ChoiceField(choices=[("selected", "selected"), ("filter", "filter")])
+    ids = forms.CharField(required=False, widget=forms.MultipleHiddenInput)
+    filter = forms.CharField(required=False, max_length=4000, widget=forms.HiddenInput)
+
+
+@login_required
+async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
+    """GET: the preview and confirmation of a bulk action. POST: start it."""
+    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    data = request.POST if request.method == "POST" else request.GET
+    form = BulkForm({**data.dict(), "ids": data.getlist("ids")})
+    back = f"{reverse('workflows', args=[app_name])}?{data.get('filter', '')}"
+    if not form.is_valid():
+        messages.error(request, f"Bulk action: {form.errors.as_text()}")
+        return redirect(back)
+    ids = data.getlist("ids") if form.cleaned_data["scope"] == "selected" else None
+    if ids is not None and not ids:
+        messages.warning(request, "Select some workflows first, or act on the whole filter.")
+        return redirect(back)
+    filters = WorkflowFilterForm(QueryDict(form.cleaned_data["filter"]))
+    if not filters.is_valid():
+        messages.error(request, "The filter is not valid any more: apply it again.")
+        return redirect(back)
+    query = filters.query(queued=False) if ids is None else None
+    try:
+        selection = await bulk_select(
+            application, query=query, workflow_ids=ids, actor=request.user.get_username()
+        )
+    except (relay.RelayError, SlowQuery, BadCursor) as exc:
+        messages.error(request, f"Could not select the workflows: {exc}")
+        return redirect(back)
+    action = BulkJob.Action(form.cleaned_data["action"])
+    if request.method == "POST":
+        return await _bulk_start(request, application, action, selection, form, ids, back)
+    context = {
+        "application": application,
+        "form": form,
+        "action": action,
+        "ids": ids or [],
+        "preview": selection.preview(action),
+        "limit": MAX_WORKFLOWS,
+        "explanation": EXPLANATIONS[ACTIONS[action]],
+        "filter_text": form.cleaned_data["filter"],
+    }
+    return await arender(request, "workflows/bulk_new.html", context)
+
+
+async def _bulk_start(
+    request: HttpRequest,
+    application: Any,
+    action: BulkJob.Action,
+    selection: Selection,
+    form: BulkForm,
+    ids: list[str] | None,
+    back: str,
+) -> HttpResponse:
+    description = (
+        f"{len(ids)} chosen workflows"
+        if ids is not None
+        else _describe(form.cleaned_data["filter"])
+    )
+    try:
+        job = await db_async(bulk_job_create)(
+            application=application,
+            action=action,
+            selection=selection,
+            parameters=form.parameters(),
+            description=description,
+            user=request.user,
+            request=request,
+        )
+    except ActionError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    bulk_jobs_wake()
+    return redirect("bulk-job", application.name, job.pk)
+
+
+def _describe(query: str) -> str:
+    shown = [f"{key}={value}" for key, value in QueryDict(query).items() if value]
+    return "filter " + (", ".join(shown) or "(everything)")
+
+
+@login_required
+async def bulk_jobs_page(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name)
+    jobs = await db_async(_recent_jobs)(application)
+    return await arender(
+        request, "workflows/bulk_jobs.html", {"application": application, "jobs": jobs}
+    )
+
+
+def _recent_jobs(application: Any) -> list[tuple[BulkJob, dict[str, int]]]:
+    return [(job, progress(job)) for job in BulkJob.objects.filter(application=application)[:50]]
+
+
+@login_required
+async def bulk_job_page(request: HttpRequest, app_name: str, job_id: int) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name)
+    context = await db_async(_job_context)(request, application, job_id)
+    template = "workflows/bulk_job.html"
+    if request.htmx:  # type: ignore[attr-defined]
+        if context["job"].finished:
+            # Finished: the per-workflow results changed, so show the whole page again.
+            return HttpResponse(headers={"HX-Refresh": "true"})
+        template += "#job-progress"
+    return await arender(request, template, context)
+
+
+def _job_context(request: HttpRequest, application: Any, job_id: int) -> dict[str, Any]:
+    job = get_object_or_404(BulkJob, application=application, pk=job_id)
+    items = job.items.order_by("pk")
+    after = request.GET.get("after", "")
+    if after.isdigit():
+        items = items.filter(pk__gt=int(after))
+    page = list(items[: BULK_ITEMS_PER_PAGE + 1])
+    counts = progress(job)
+    return {
+        "application": application,
+        "job": job,
+        "counts": counts,
+        "percent": round(100 * counts["finished"] / counts["total"]) if counts["total"] else 100,
+        "items": page[:BULK_ITEMS_PER_PAGE],
+        "next_after": page[BULK_ITEMS_PER_PAGE - 1].pk if len(page) > BULK_ITEMS_PER_PAGE else None,
+        "may_act": request.user.has_perm(PERM_OPERATE),
+    }
+
+
+@login_required
+@require_POST
+async def bulk_job_retry_view(request: HttpRequest, app_name: str, job_id: int) -> HttpResponse:
+    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    job = await db_async(get_object_or_404)(BulkJob, application=application, pk=job_id)
+    if job.state != BulkJob.State.FAILED:
+        messages.warning(
+            request, f"Bulk job {job.pk} is {job.state}: only a stopped job is retried."
+        )
+    else:
+        await db_async(bulk_job_retry)(job=job, user=request.user, request=request)
+        bulk_jobs_wake()
+        messages.success(request, f"Bulk job {job.pk} is queued again.")
+    return redirect("bulk-job", app_name, job.pk)

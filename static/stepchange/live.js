@@ -20,3 +20,12 @@
   }
   document.addEventListener("DOMContentLoaded", connect);
 })();
+
+// "Select all" boxes: one ticks every box of the form it names.
+document.addEventListener("change", (event) => {
+  const box = event.target;
+  if (!(box instanceof HTMLInputElement) || !box.dataset.selectAll) return;
+  for (const other of document.querySelectorAll(`input[form="${box.dataset.selectAll}"]`)) {
+    other.checked = box.checked;
+  }
+});
