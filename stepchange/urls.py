@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from conductor.api import router as conductor_router
+from forks.api import router as forks_router
 from stepchange import views
 from stepchange.api import api
 from workflows.api import router as workflows_router
@@ -10,6 +11,7 @@ from workflows.api import router as workflows_router
 # Each part of StepChange adds its endpoints to the one API.
 api.add_router("/", conductor_router)
 api.add_router("/", workflows_router)
+api.add_router("/", forks_router)
 
 urlpatterns = [
     path("", views.home, name="home"),
