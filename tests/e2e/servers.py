@@ -1,10 +1,12 @@
 """Real processes for end-to-end tests: StepChange under Daphne, and real DBOS executors
 (the Python and TypeScript sample applications) connected to it."""
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -84,6 +87,48 @@ class PostgresDatabases:
                     [name],
                 )
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+class SystemDatabase:
+    """Direct reads of an executor's DBOS system database (a SQLite file, or Postgres with
+    the tables in schema `dbos`), to check what an action really did. Each read opens and
+    closes its own connection, so the test never holds a lock the executor waits on."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """`sql` with `%s` placeholders and unqualified table names."""
+        if self.url.startswith("sqlite:///"):
+            path = self.url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+                conn.row_factory = sqlite3.Row
+                return [dict(row) for row in conn.execute(sql.replace("%s", "?"), params)]
+        with psycopg.connect(self.url, options="-c search_path=dbos", row_factory=dict_row) as conn:
+            return list(conn.execute(sql.encode(), params))
+
+    def workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow_status row, or None."""
+        found = self.rows("SELECT * FROM workflow_status WHERE workflow_uuid = %s", workflow_id)
+        return found[0] if found else None
+
+    def status(self, workflow_id: str) -> str | None:
+        row = self.workflow(workflow_id)
+        return None if row is None else str(row["status"])
+
+    def steps(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The operation_outputs rows (step checkpoints), in order."""
+        return self.rows(
+            "SELECT * FROM operation_outputs WHERE workflow_uuid = %s ORDER BY function_id",
+            workflow_id,
+        )
+
+    def count(self, table: str, workflow_id: str) -> int:
+        """How many rows of `table` belong to the workflow."""
+        [row] = self.rows(
+            f"SELECT count(*) AS n FROM {table} WHERE workflow_uuid = %s", workflow_id
+        )
+        return int(row["n"])
 
 
 class Process:
@@ -214,7 +259,9 @@ class Executor(Process):
         version: str,
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
+        # `python`: the interpreter for the Python sample, e.g. one with an older dbos.
         self.http_port = free_port()
         env = {
             **os.environ,
@@ -228,7 +275,7 @@ class Executor(Process):
             **(extra_env or {}),
         }
         if language == "python":
-            argv = [sys.executable, "samples/python/app.py"]
+            argv = [python, "samples/python/app.py"]
         else:
             if not (ROOT / "samples/typescript/node_modules/@dbos-inc/dbos-sdk").exists():
                 pytest.fail("samples/typescript has no node_modules: run `make install`")
