@@ -544,6 +544,18 @@ def _kept(value: Any) -> Any:
     return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "chars": len(text)}
 
 
+def source_diff(fork: EditedFork) -> dict[str, Any]:
+    """The before and after of the draft's edited values, against the source as it is."""
+    _, _, source = fork_source(fork.application, fork.source_workflow_id)
+    draft = Draft.of(fork)
+    edits: dict[int, Edit] = {}
+    for key, value in draft.step_outputs.items():
+        step = _step_number(key)
+        if step is not None and any(int(s["function_id"]) == step for s in source.steps):
+            edits[step] = Edit(value, None, fork.serialization)
+    return _diff(draft, source, edits)
+
+
 # Writing.
 
 

@@ -23,6 +23,7 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit"),
     path("", include("conductor.urls")),
     path("", include("workflows.urls")),
+    path("", include("forks.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
 ]

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from forks import views
+
+urlpatterns = [
+    path(
+        "apps/<str:app_name>/workflows/<str:workflow_id>/edit-fork/",
+        views.edit_fork,
+        name="edit-fork",
+    ),
+    path("apps/<str:app_name>/edited-forks/", views.edited_forks, name="edited-forks"),
+    path("apps/<str:app_name>/edited-forks/<int:fork_id>/", views.edited_fork, name="edited-fork"),
+    path(
+        "apps/<str:app_name>/edited-forks/<int:fork_id>/compare/",
+        views.compare,
+        name="edited-fork-compare",
+    ),
+    path(
+        "apps/<str:app_name>/edited-forks/<int:fork_id>/<str:verb>/",
+        views.edited_fork_act,
+        name="edited-fork-act",
+    ),
+]

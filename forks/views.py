@@ -1,0 +1,411 @@
+"""Console pages for edited forks: the editor, the drafts, one draft, and the comparison
+of a fork with its source."""
+
+import difflib
+import json
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from forks.api import live_versions
+from forks.models import EditedFork
+from forks.services import (
+    INTERNAL_QUEUE,
+    Draft,
+    ForkError,
+    ForkInvalidError,
+    Source,
+    edited_fork_approve,
+    edited_fork_discard,
+    edited_fork_run,
+    edited_fork_stage,
+    fork_source,
+    source_diff,
+)
+from stepchange.access import PERM_OPERATE
+from stepchange.api import application_for
+from workflows import serialization as codec
+from workflows import systemdb
+from workflows.models import OperationOutput
+
+INVALID_JSON = "Not valid JSON: {error}"
+WRITTEN = "Wrote workflow {new_id}: an executor runs it next."
+# Errors shown beside an editor rather than at the top of the page.
+EDITOR_FIELDS = ("input", "step_outputs")
+STEP_PREFIX = "step_"
+
+
+@login_required
+def edit_fork(request: HttpRequest, app_name: str, workflow_id: str) -> HttpResponse:
+    """GET: the editor, seeded from the stored values. POST: stage or run the fork."""
+    application = application_for(request, app_name, PERM_OPERATE)
+    data = request.POST if request.method == "POST" else request.GET
+    try:
+        _, _, source = fork_source(application, workflow_id)
+    except ForkError as exc:
+        context = {"application": application, "workflow_id": workflow_id, "problem": str(exc)}
+        return render(request, "forks/edit.html", context, status=exc.status)
+    start_step = _int(data.get("start_step"), default=_first_step(source))
+    editors = _editors(source, start_step, data if request.method == "POST" else None)
+    errors: list[dict[str, Any]] = []
+    if request.method == "POST":
+        draft, errors = _draft(data, workflow_id, start_step, editors)
+        if not errors:
+            try:
+                return _submit(request, application, draft, run=data.get("submit") == "run")
+            except ForkInvalidError as exc:
+                errors = exc.errors
+            except ForkError as exc:
+                errors = [{"field": "__all__", "message": str(exc)}]
+    _attach(errors, editors)
+    versions = live_versions(application)
+    context = {
+        "application": application,
+        "workflow_id": workflow_id,
+        "source": source,
+        "start_step": start_step,
+        "steps": [_step_summary(step, start_step) for step in source.steps],
+        "input_editor": editors["input"],
+        "step_editors": [editors[key] for key in editors if key != "input"],
+        "errors": [error for error in errors if error.get("field") not in EDITOR_FIELDS],
+        "values": data,
+        "new_id": data.get("new_workflow_id") or str(uuid.uuid4()),
+        "versions": versions,
+        "source_version": source.status.get("application_version") or "",
+        "internal_queue": INTERNAL_QUEUE,
+        "formats": codec.WRITABLE_SERIALIZATIONS,
+        "source_format": source.serialization or "",
+        "approval_required": application.fork_approval_required,
+    }
+    return render(request, "forks/edit.html", context, status=400 if errors else 200)
+
+
+def _first_step(source: Source) -> int:
+    ids = [int(step["function_id"]) for step in source.steps]
+    return min(ids) if ids else 1
+
+
+def _int(value: Any, *, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _seed(stored: str | None, serialization: str | None, kind: Any) -> dict[str, Any]:
+    """How a stored value opens in the editor: as JSON when it can be edited in place,
+    else shown raw, to be replaced only."""
+    decoded = codec.decode(stored, serialization, kind=kind)
+    editable = codec.editable(decoded)
+    return {
+        "editable": editable,
+        "format": decoded.format,
+        "notes": decoded.notes,
+        "raw": decoded.raw or stored or "",
+        "original": json.dumps(decoded.value, indent=2, ensure_ascii=False) if editable else "",
+    }
+
+
+def _editors(source: Source, start_step: int, posted: QueryDict | None) -> dict[str, Any]:
+    """One editor for the input and one per recorded step before the restart step."""
+    editors: dict[str, Any] = {
+        "input": {
+            "key": "input",
+            "label": "Workflow input",
+            **_seed(source.inputs, source.serialization, "inputs"),
+        }
+    }
+    for step in source.steps:
+        function_id = int(step["function_id"])
+        if function_id >= start_step:
+            continue
+        seeded = _seed(step.get("output"), step.get("serialization"), "value")
+        failed = step.get("error") is not None
+        if failed:
+            # A failed step has no output to edit: it can be given one.
+            seeded |= {"editable": False, "original": ""}
+        editors[f"{STEP_PREFIX}{function_id}"] = {
+            "key": f"{STEP_PREFIX}{function_id}",
+            "label": f"Step {function_id}: {step.get('function_name')}",
+            "function_id": function_id,
+            "failed": failed,
+            "error": codec.decode(step.get("error"), step.get("serialization"), kind="error").value
+            if failed
+            else None,
+            **seeded,
+        }
+    for key, editor in editors.items():
+        editor["text"] = posted.get(key, editor["original"]) if posted else editor["original"]
+        editor["replace"] = bool(posted and posted.get(f"{key}_replace"))
+        editor["problems"] = []
+    return editors
+
+
+def _draft(
+    data: QueryDict, workflow_id: str, start_step: int, editors: dict[str, Any]
+) -> tuple[Draft, list[dict[str, Any]]]:
+    """The draft the editor's form asks for; a value counts as edited when its JSON differs
+    from the stored one (or it replaces one that could not be edited)."""
+    errors: list[dict[str, Any]] = []
+    input_value: Any = None
+    input_edited = False
+    step_outputs: dict[str, Any] = {}
+    for key, editor in editors.items():
+        if not editor["editable"] and not editor["replace"]:
+            continue
+        step = editor.get("function_id")
+        field_name = "input" if key == "input" else "step_outputs"
+        try:
+            value = json.loads(editor["text"])
+        except json.JSONDecodeError as exc:
+            error: dict[str, Any] = {"field": field_name, "message": INVALID_JSON.format(error=exc)}
+            if step is not None:
+                error["step"] = step
+            errors.append(error)
+            continue
+        unchanged = editor["editable"] and value == json.loads(editor["original"])
+        if unchanged and not editor["replace"]:
+            continue
+        if key == "input":
+            input_value, input_edited = value, True
+        else:
+            step_outputs[str(step)] = value
+    draft = Draft(
+        source_workflow_id=workflow_id,
+        start_step=start_step,
+        input=input_value,
+        input_edited=input_edited,
+        step_outputs=step_outputs,
+        new_workflow_id=data.get("new_workflow_id") or None,
+        application_version=data.get("application_version") or None,
+        queue_name=data.get("queue_name") or None,
+        serialization=data.get("serialization") or None,
+        reason=data.get("reason", ""),
+    )
+    return draft, errors
+
+
+def _attach(errors: list[dict[str, Any]], editors: dict[str, Any]) -> None:
+    """Put each value's errors beside its editor."""
+    for error in errors:
+        if error.get("field") == "input":
+            editors["input"]["problems"].append(error["message"])
+        elif error.get("field") == "step_outputs" and error.get("step") is not None:
+            editor = editors.get(f"{STEP_PREFIX}{error['step']}")
+            if editor is not None:
+                editor["problems"].append(error["message"])
+                continue
+            error["field"] = f"step {error['step']}"
+        if error.get("field") == "step_outputs":
+            error["field"] = "steps"
+
+
+def _submit(request: HttpRequest, application: Any, draft: Draft, *, run: bool) -> HttpResponse:
+    versions = live_versions(application)
+    fork, plan = edited_fork_stage(
+        application=application,
+        draft=draft,
+        live_versions=versions,
+        user=request.user,
+        request=request,
+    )
+    for warning in plan.warnings:
+        messages.warning(request, warning)
+    if run and not application.fork_approval_required:
+        fork, _ = edited_fork_run(
+            fork=fork, live_versions=versions, user=request.user, request=request
+        )
+        messages.success(request, WRITTEN.format(new_id=fork.new_workflow_id))
+    else:
+        messages.success(request, f"Staged edited fork {fork.pk} for review.")
+    return redirect("edited-fork", application.name, fork.pk)
+
+
+def _step_summary(step: dict[str, Any], start_step: int) -> dict[str, Any]:
+    function_id = int(step["function_id"])
+    started, completed = step.get("started_at_epoch_ms"), step.get("completed_at_epoch_ms")
+    return {
+        "function_id": function_id,
+        "function_name": step.get("function_name"),
+        "failed": step.get("error") is not None,
+        "took_ms": completed - started if started is not None and completed is not None else None,
+        "copied": function_id < start_step,
+    }
+
+
+@login_required
+def edited_forks(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = application_for(request, app_name)
+    forks = EditedFork.objects.filter(application=application)[:100]
+    return render(request, "forks/list.html", {"application": application, "forks": forks})
+
+
+@login_required
+def edited_fork(request: HttpRequest, app_name: str, fork_id: int) -> HttpResponse:
+    application = application_for(request, app_name)
+    fork = get_object_or_404(EditedFork, application=application, pk=fork_id)
+    try:
+        diff = source_diff(fork)
+    except ForkError as exc:
+        diff, problem = {}, str(exc)
+    else:
+        problem = ""
+    user = request.user
+    may_act = user.has_perm(PERM_OPERATE)
+    context = {
+        "application": application,
+        "fork": fork,
+        "problem": problem,
+        "input_diff": _lines(diff.get("input")),
+        "step_diffs": [
+            {"function_id": key, **value, "lines": _lines(value)}
+            for key, value in diff.get("steps", {}).items()
+        ],
+        "may_act": may_act and fork.open,
+        "may_approve": may_act
+        and fork.status == EditedFork.Status.STAGED
+        and fork.created_by_name != user.get_username(),
+        "may_run": may_act
+        and (fork.status == EditedFork.Status.APPROVED or not application.fork_approval_required),
+        "new_workflow": _workflow_status(application, fork.new_workflow_id)
+        if fork.status == EditedFork.Status.DONE
+        else None,
+    }
+    return render(request, "forks/detail.html", context)
+
+
+def _lines(change: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A line diff of a value's before and after, as (kind, text) pairs."""
+    if not change:
+        return []
+    before = json.dumps(change.get("before"), indent=2, ensure_ascii=False, default=str)
+    after = json.dumps(change.get("after"), indent=2, ensure_ascii=False, default=str)
+    out = []
+    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
+        if line.startswith("?"):
+            continue
+        kind = {"+": "added", "-": "removed"}.get(line[0], "same")
+        out.append((kind, line[2:]))
+    return out
+
+
+def _workflow_status(application: Any, workflow_id: str) -> str | None:
+    try:
+        row = systemdb.workflows(application).filter(workflow_uuid=workflow_id).first()
+    except systemdb.SystemDatabaseError:
+        return None
+    return row.status if row else None
+
+
+@login_required
+@require_POST
+def edited_fork_act(request: HttpRequest, app_name: str, fork_id: int, verb: str) -> HttpResponse:
+    application = application_for(request, app_name, PERM_OPERATE)
+    fork = get_object_or_404(EditedFork, application=application, pk=fork_id)
+    try:
+        if verb == "approve":
+            edited_fork_approve(fork=fork, user=request.user, request=request)
+            messages.success(request, f"Approved edited fork {fork.pk}.")
+        elif verb == "run":
+            versions = live_versions(application)
+            edited_fork_run(fork=fork, live_versions=versions, user=request.user, request=request)
+            messages.success(request, WRITTEN.format(new_id=fork.new_workflow_id))
+        elif verb == "discard":
+            edited_fork_discard(fork=fork, user=request.user, request=request)
+            messages.success(request, f"Discarded edited fork {fork.pk}.")
+        else:
+            return HttpResponse(status=404)
+    except ForkError as exc:
+        messages.error(request, str(exc))
+    return redirect("edited-fork", app_name, fork.pk)
+
+
+@login_required
+def compare(request: HttpRequest, app_name: str, fork_id: int) -> HttpResponse:
+    """The source and its fork side by side, step by step."""
+    application = application_for(request, app_name)
+    fork = get_object_or_404(EditedFork, application=application, pk=fork_id)
+    rows = _compare_rows(application, fork)
+    return render(request, "forks/compare.html", {"application": application, "fork": fork, **rows})
+
+
+COMPARE_LIMIT = 1000
+
+
+def _compare_rows(application: Any, fork: EditedFork) -> dict[str, Any]:
+    try:
+        workflows = {
+            row.workflow_uuid: row
+            for row in systemdb.workflows(application)
+            .with_payloads(payload_tables=systemdb.schema_of(application).has_payload_tables)
+            .filter(workflow_uuid__in=[fork.source_workflow_id, fork.new_workflow_id])
+        }
+        steps = {
+            workflow_id: {
+                step.function_id: step
+                for step in systemdb.steps(application).of(workflow_id)[:COMPARE_LIMIT]
+            }
+            for workflow_id in (fork.source_workflow_id, fork.new_workflow_id)
+        }
+    except systemdb.SystemDatabaseError as exc:
+        return {"problem": str(exc)}
+    source_steps, fork_steps = steps[fork.source_workflow_id], steps[fork.new_workflow_id]
+    edited = set(fork.edited_steps())
+    lines = []
+    for function_id in sorted(set(source_steps) | set(fork_steps)):
+        before, after = source_steps.get(function_id), fork_steps.get(function_id)
+        if function_id in edited:
+            how = "edited"
+        elif function_id < fork.start_step:
+            how = "copied"
+        else:
+            how = "re-run"
+        lines.append(
+            {"function_id": function_id, "how": how, "source": _cell(before), "fork": _cell(after)}
+        )
+    return {
+        "lines": lines,
+        "source_workflow": _workflow_cell(workflows.get(fork.source_workflow_id)),
+        "fork_workflow": _workflow_cell(workflows.get(fork.new_workflow_id)),
+    }
+
+
+def _cell(step: OperationOutput | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    failed = step.error is not None
+    if failed:
+        value = codec.decode(step.error, step.serialization, kind="error")
+    else:
+        value = codec.decode(step.output, step.serialization)
+    return {
+        "name": step.function_name,
+        "failed": failed,
+        "value": value.value,
+        "format": value.format,
+        "took_ms": step.duration_ms,
+    }
+
+
+def _workflow_cell(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    serialization = row.serialization
+    took = None
+    if row.completed_at_ms is not None and row.created_at_ms is not None:
+        took = row.completed_at_ms - row.created_at_ms
+    return {
+        "workflow_id": row.workflow_uuid,
+        "status": row.status,
+        "input": codec.decode(row.payload("input"), serialization, kind="inputs").value,
+        "output": codec.decode(row.payload("output"), serialization).value,
+        "error": codec.decode(row.payload("error"), serialization, kind="error").value
+        if row.payload("error")
+        else None,
+        "took_ms": took,
+    }
