@@ -36,6 +36,7 @@ class ApplicationAdmin(admin.ModelAdmin[Application]):
         "system_database_url",
         "system_database_schema",
         "recovery_grace_seconds",
+        "fork_approval_required",
         "notes",
     ]
     inlines = [ExecutorKeyInline]

@@ -41,6 +41,7 @@ def application_register(
     system_database_url: str | None = None,
     schema: str | None = None,
     recovery_grace_seconds: int | None = None,
+    fork_approval_required: bool | None = None,
     actor: Any = None,
     request: HttpRequest | None = None,
 ) -> tuple[Application, bool]:
@@ -51,6 +52,7 @@ def application_register(
             ("system_database_url", system_database_url),
             ("system_database_schema", schema),
             ("recovery_grace_seconds", recovery_grace_seconds),
+            ("fork_approval_required", fork_approval_required),
         )
         if value is not None
     }

@@ -54,3 +54,14 @@ def test_the_audit_record_never_holds_the_database_password(
     record = AuditRecord.objects.get(action="application.create")
     assert "s3cret" not in str(record.parameters)
     assert "db.internal" in str(record.parameters)
+
+
+def test_it_sets_whether_edited_forks_need_a_second_operator(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run("orders", "--fork-approval", "required", capsys=capsys)
+    assert Application.objects.get(name="orders").fork_approval_required is True
+    run("orders", capsys=capsys)
+    assert Application.objects.get(name="orders").fork_approval_required is True
+    run("orders", "--fork-approval", "optional", capsys=capsys)
+    assert Application.objects.get(name="orders").fork_approval_required is False

@@ -20,6 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--system-database-url", help="postgresql://… or sqlite:///…")
         parser.add_argument("--schema", help="Postgres schema of the DBOS tables (default dbos).")
         parser.add_argument("--recovery-grace-seconds", type=int)
+        parser.add_argument(
+            "--fork-approval",
+            choices=["required", "optional"],
+            help="Whether a staged edited fork needs a second operator's approval to run.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -28,6 +33,9 @@ class Command(BaseCommand):
                 system_database_url=options["system_database_url"],
                 schema=options["schema"],
                 recovery_grace_seconds=options["recovery_grace_seconds"],
+                fork_approval_required=None
+                if options["fork_approval"] is None
+                else options["fork_approval"] == "required",
             )
             generated = None
             if options["key"] is not None:
