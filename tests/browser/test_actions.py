@@ -65,3 +65,10 @@ def test_an_operator_forks_a_workflow_and_follows_the_fork_to_success(
     expect(page.locator(".audit-history")).to_contain_text("workflow.fork")
     expect(page.locator(".audit-history")).to_contain_text("replay the greeting")
     expect(page.get_by_role("link", name="wf-forked")).to_be_visible()
+
+    # The list follows the system database: a workflow started now appears without a reload.
+    page.goto(f"{stepchange.url}/apps/{app}/workflows/")
+    page.evaluate("() => (window.__notReloaded = true)")
+    executor.get("/?name=bob&workflow_id=wf-arrives")
+    expect(page.get_by_role("link", name="wf-arrives", exact=True)).to_be_visible(timeout=15_000)
+    assert page.evaluate("() => window.__notReloaded") is True
