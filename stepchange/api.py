@@ -18,11 +18,12 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 
+from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from stepchange.access import PERM_ADMINISTER, PERM_INSPECT, require
 from stepchange.asyncdb import db_async
-from stepchange.audit import audit_denied
-from stepchange.middleware import mark_refusal_audited
+from stepchange.audit import AuditAction, Result, audit_denied, audit_record
+from stepchange.middleware import UNSAFE_METHODS, mark_refusal_audited
 from stepchange.models import Application
 from stepchange.paging import newest_first
 from stepchange.services import api_token_authenticate
@@ -108,6 +109,12 @@ def _relay_failed(request: HttpRequest, exc: RelayError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=exc.status)
 
 
+@api.exception_handler(ProtocolError)
+def _unsendable(request: HttpRequest, exc: ProtocolError) -> HttpResponse:
+    # What the caller asked for cannot be put into a valid executor request: their input.
+    return api.create_response(request, {"detail": str(exc)}, status=400)
+
+
 @api.exception_handler(NinjaValidationError)
 def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.errors}, status=400)
@@ -117,11 +124,25 @@ APP_NOT_FOUND = "No application named {name!r} that you may see."
 
 
 def application_for(request: HttpRequest, name: str, permission: str = PERM_INSPECT) -> Application:
-    """The application `name` if the caller may see it (else 404) and holds `permission`
-    on it (else 403, audited)."""
+    """The application `name` if the caller may see it (else 404, audited when the request
+    would change something) and holds `permission` on it (else 403, audited)."""
     application = Application.objects.visible_to(request.user).filter(name=name).first()
     if application is None:
-        raise Http404(APP_NOT_FOUND.format(name=name))
+        missing = Http404(APP_NOT_FOUND.format(name=name))
+        if request.method in UNSAFE_METHODS:
+            # Trying to act on an application one may not see is a refused attempt, audited
+            # as a 403 is; the 404 only hides whether it exists. A read that misses is not.
+            audit_record(
+                action=AuditAction.ACCESS_DENIED,
+                request=request,
+                # Cut to the column: the path may name anything, a real name is no longer.
+                application_name=name[: Application._meta.get_field("name").max_length],
+                result=Result.DENIED,
+                target=f"{request.method} {request.path}",
+                detail=str(missing),
+            )
+            mark_refusal_audited(request)
+        raise missing
     try:
         # Visibility was checked by the query above; what is left is the role.
         require(request.user, permission)

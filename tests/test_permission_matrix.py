@@ -1,0 +1,566 @@
+"""The permission matrix: every route that changes something, tried by every persona.
+
+Someone not signed in, a stranger (signed in, no role), an operator limited to another
+application, a viewer, an operator and an admin each try every mutating operation of the
+API (read from its OpenAPI document) and every console form (read from the URL patterns).
+Each attempt gets the status its role earns and leaves exactly one audit record (the rows
+that record nothing once allowed say so, and a known hole is a strict xfail). No executor
+is connected, so an action that gets past the check fails at the relay, audited as failed.
+
+The last stories check that the console hides what a role cannot do.
+"""
+
+import inspect
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth.models import User
+from django.db.models import Max
+from django.http.response import HttpResponseBase
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+
+from conductor.models import Executor, PoisonWorkflow
+from forks.models import EditedFork
+from stepchange import views as core_views
+from stepchange.access import NOT_ALLOWED, PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
+from stepchange.api import APP_NOT_FOUND, api
+from stepchange.models import Application, AuditRecord, SavedView
+from tests.conftest import make_app, make_user, signed_in
+from tests.sdk_fixtures import by_role, registered
+from workflows import jobs
+from workflows import views as workflow_views
+from workflows.models import BulkJob
+from workflows.sources import Listing, ListQuery
+
+APP = "orders"
+WORKFLOW = "wf-1"
+GONE_EXECUTOR = "exec-gone"
+POISON = "wf-poison"
+
+ANONYMOUS = "anonymous"
+STRANGER = "sam"
+OTHER_APP_OPERATOR = "oona"
+VIEWER = "vera"
+OPERATOR = "otto"
+ADMIN = "ada"
+PERSONAS = [ANONYMOUS, STRANGER, OTHER_APP_OPERATOR, VIEWER, OPERATOR, ADMIN]
+# What each persona holds on `orders`; the two who may not see it hold nothing there.
+HOLDS = {
+    VIEWER: {PERM_INSPECT},
+    OPERATOR: {PERM_INSPECT, PERM_OPERATE},
+    ADMIN: {PERM_INSPECT, PERM_OPERATE, PERM_ADMINISTER},
+}
+
+UNSAFE = {"post", "put", "patch", "delete"}
+LOGIN = "/accounts/login/"
+OK, FAILED, DENIED = "ok", "failed", "denied"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One mutating route: what it needs, and what happens once past the permission check.
+
+    `audit` is the action recorded past the check: with no executor connected, actions are
+    recorded as failed. None means nothing is recorded when the attempt is allowed."""
+
+    need: str
+    status: int
+    audit: str | None
+    result: str = OK
+    body: dict[str, Any] = field(default_factory=dict)
+    # Console routes: the URL's arguments, `{placeholders}` filled from World.values().
+    kwargs: dict[str, str] = field(default_factory=dict)
+    # A known gap in the audit of allowed attempts: those cells are expected to fail.
+    hole: str = ""
+
+
+REASON = {"reason": "permission matrix"}
+BULK_BODY = {"action": "cancel", "workflow_ids": [WORKFLOW], **REASON}
+ON_WORKFLOW = "/api/v1/apps/{app}/workflows/{workflow_id}"
+
+API_ROUTES: dict[tuple[str, str], Route] = {
+    ("POST", "/api/v1/apps/{app}/recovery"): Route(
+        PERM_OPERATE, 200, "executor.recovery", body={"executor_ids": [GONE_EXECUTOR]}
+    ),
+    ("PUT", "/api/v1/apps/{app}/retention"): Route(
+        PERM_ADMINISTER,
+        200,
+        "application.update",
+        body={"retention_days": 30, "retention_rows": None, "retention_timeout_hours": None},
+    ),
+    ("POST", "/api/v1/apps/{app}/retention/send"): Route(
+        PERM_ADMINISTER, 503, "application.retention", FAILED
+    ),
+    ("POST", f"{ON_WORKFLOW}/cancel"): Route(PERM_OPERATE, 503, "workflow.cancel", FAILED, REASON),
+    ("POST", f"{ON_WORKFLOW}/resume"): Route(PERM_OPERATE, 503, "workflow.resume", FAILED, REASON),
+    ("POST", f"{ON_WORKFLOW}/restart"): Route(
+        PERM_OPERATE, 503, "workflow.restart", FAILED, REASON
+    ),
+    ("POST", f"{ON_WORKFLOW}/fork"): Route(
+        PERM_OPERATE, 503, "workflow.fork", FAILED, {"start_step": 1, **REASON}
+    ),
+    ("POST", f"{ON_WORKFLOW}/fork-from-failure"): Route(
+        PERM_OPERATE, 503, "workflow.fork_from_failure", FAILED, REASON
+    ),
+    ("POST", f"{ON_WORKFLOW}/rewind"): Route(PERM_OPERATE, 503, "workflow.rewind", FAILED, REASON),
+    ("POST", f"{ON_WORKFLOW}/delete"): Route(PERM_OPERATE, 503, "workflow.delete", FAILED, REASON),
+    # A read that takes its selection as a body: allowed, it sends and records nothing.
+    ("POST", "/api/v1/apps/{app}/bulk-actions/preview"): Route(
+        PERM_OPERATE, 200, None, body=BULK_BODY
+    ),
+    ("POST", "/api/v1/apps/{app}/bulk-actions"): Route(
+        PERM_OPERATE, 201, "bulk.create", body=BULK_BODY
+    ),
+    ("POST", "/api/v1/apps/{app}/bulk-actions/{job_id}/retry"): Route(
+        PERM_OPERATE, 200, "bulk.retry"
+    ),
+    # Without a system database an edited fork cannot be checked, staged or written.
+    ("POST", f"{ON_WORKFLOW}/edited-forks"): Route(
+        PERM_OPERATE,
+        503,
+        "edited_fork.stage",
+        FAILED,
+        {"start_step": 1, **REASON},
+        hole="An edited fork refused while its values are checked is not audited.",
+    ),
+    ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/approve"): Route(
+        PERM_OPERATE, 200, "edited_fork.approve"
+    ),
+    ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/run"): Route(
+        PERM_OPERATE, 503, "edited_fork.run", FAILED
+    ),
+    ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/discard"): Route(
+        PERM_OPERATE, 200, "edited_fork.discard"
+    ),
+}
+
+ON_APP = {"app_name": "{app}"}
+CONSOLE_ROUTES: dict[str, Route] = {
+    # Saved views are the viewer's own list filters: any role may keep them, unaudited.
+    "save-view": Route(PERM_INSPECT, 302, None, body={"name": "failed", "query": "status=ERROR"}),
+    "delete-view": Route(PERM_INSPECT, 302, None, kwargs={**ON_APP, "view_id": "{view_id}"}),
+    "workflow-action": Route(
+        PERM_OPERATE,
+        302,
+        "workflow.cancel",
+        FAILED,
+        REASON,
+        {**ON_APP, "workflow_id": "{workflow_id}", "action": "cancel"},
+    ),
+    "bulk-new": Route(
+        PERM_OPERATE,
+        302,
+        "bulk.create",
+        body={"action": "cancel", "scope": "selected", "ids": [WORKFLOW], **REASON},
+    ),
+    "bulk-job-retry": Route(
+        PERM_OPERATE, 302, "bulk.retry", kwargs={**ON_APP, "job_id": "{job_id}"}
+    ),
+    "executor-recover": Route(
+        PERM_OPERATE,
+        302,
+        "executor.recovery",
+        kwargs={**ON_APP, "executor_id": "{executor_id}"},
+    ),
+    "poison-action": Route(
+        PERM_OPERATE,
+        302,
+        "poison.dismiss",
+        body=REASON,
+        kwargs={**ON_APP, "workflow_id": "{poison}", "action": "dismiss"},
+    ),
+    "retention": Route(PERM_ADMINISTER, 302, "application.update", body={"retention_days": "30"}),
+    # Without a system database the editor cannot read its source: the page says so.
+    "edit-fork": Route(
+        PERM_OPERATE,
+        503,
+        "edited_fork.stage",
+        FAILED,
+        {"start_step": "1", **REASON},
+        {**ON_APP, "workflow_id": "{workflow_id}"},
+        hole="An edited fork refused while its values are checked is not audited.",
+    ),
+    "edited-fork-act": Route(
+        PERM_OPERATE,
+        302,
+        "edited_fork.approve",
+        kwargs={**ON_APP, "fork_id": "{fork_id}", "verb": "approve"},
+    ),
+}
+# Mutating console routes left out, and why.
+NOT_IN_MATRIX = {
+    "login": "signing in is for anyone; it audits auth.login and auth.login_failed itself",
+    "logout": "signing out is for anyone; it audits auth.logout itself",
+    "password_change": "about the caller's own account, not an application; audited",
+    "tokens": "about the caller's own API tokens, not an application; audited",
+    "token-revoke": "revokes one of the caller's own tokens (404 for another's); audited",
+}
+# Whole URL namespaces left out, and why.
+NAMESPACES_NOT_IN_MATRIX = {
+    "admin": "Django's admin site checks its own model permissions (StepChangeAdminSite)",
+    "api": "the API's operations are walked from its OpenAPI document instead",
+}
+
+
+@pytest.fixture(autouse=True)
+def _bulk_jobs_select_one_workflow_and_stay_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk selection lists one failed workflow, as a system database would (without
+    one, no executor to list through: 503, unaudited); a job made is recorded, not run."""
+
+    async def one_failed_workflow(application: Application) -> Any:
+        return _OneFailedWorkflow()
+
+    monkeypatch.setattr(jobs, "source_for", one_failed_workflow)
+    monkeypatch.setattr(jobs.runner, "ensure", lambda: None)
+
+
+class _OneFailedWorkflow:
+    """A source with one failed workflow in it."""
+
+    async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
+        return Listing([{"workflow_id": WORKFLOW, "status": "ERROR"}], None, "stub")
+
+
+@dataclass
+class World:
+    """`orders` and what its routes act on, another application, and the personas."""
+
+    orders: Application
+    job: BulkJob
+    fork: EditedFork
+    users: dict[str, User]
+
+    def client(self, persona: str) -> Client:
+        return Client() if persona == ANONYMOUS else signed_in(self.users[persona])
+
+    def values(self, persona: str) -> dict[str, str]:
+        """What fills the routes' path parameters, for this persona."""
+        # A saved view can only be deleted by its owner: each persona tries its own.
+        owner = self.users.get(persona, self.users[ADMIN])
+        view = SavedView.objects.create(application=self.orders, owner=owner, name="mine")
+        return {
+            "app": APP,
+            "workflow_id": WORKFLOW,
+            "job_id": str(self.job.pk),
+            "fork_id": str(self.fork.pk),
+            "executor_id": GONE_EXECUTOR,
+            "poison": POISON,
+            "view_id": str(view.pk),
+        }
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    # A rule, so that sending retention reaches the (absent) executors.
+    orders = make_app(name=APP, retention_days=30)
+    billing = make_app(name="billing")
+    Executor.objects.create(
+        application=orders,
+        executor_id=GONE_EXECUTOR,
+        state=Executor.State.DISCONNECTED,
+        application_version="v1",
+        disconnected_at=timezone.now(),
+    )
+    PoisonWorkflow.objects.create(
+        application=orders, workflow_id=POISON, executors_killed=2, executor_ids=["a", "b"]
+    )
+    job = BulkJob.objects.create(
+        application=orders,
+        action=BulkJob.Action.CANCEL,
+        state=BulkJob.State.FAILED,
+        created_by_name=OPERATOR,
+    )
+    # Staged by someone else, so that every operator may approve it.
+    fork = EditedFork.objects.create(
+        application=orders,
+        source_workflow_id=WORKFLOW,
+        start_step=1,
+        new_workflow_id=f"{WORKFLOW}-edited",
+        queue_name="_dbos_internal_queue",
+        serialization="portable_json",
+        reason="staged for the matrix",
+        created_by_name="someone-else",
+    )
+    users = {
+        STRANGER: make_user(username=STRANGER),
+        OTHER_APP_OPERATOR: make_user(username=OTHER_APP_OPERATOR, role="operator", apps=[billing]),
+        VIEWER: make_user(username=VIEWER, role="viewer"),
+        OPERATOR: make_user(username=OPERATOR, role="operator"),
+        ADMIN: make_user(username=ADMIN, role="admin"),
+    }
+    return World(orders, job, fork, users)
+
+
+# Finding the mutating routes.
+
+
+def _api_operations() -> set[tuple[str, str]]:
+    schema = api.get_openapi_schema()
+    return {
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        for method in operations
+        if method in UNSAFE
+    }
+
+
+def _url_patterns(
+    patterns: list[Any], namespace: str = ""
+) -> Iterator[tuple[str, str, Callable[..., Any]]]:
+    """(namespace, name, view) of every URL pattern, through the includes."""
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _url_patterns(pattern.url_patterns, pattern.namespace or namespace)
+        elif isinstance(pattern, URLPattern):
+            yield namespace, pattern.name or str(pattern.pattern), pattern.callback
+
+
+def _allowed_methods(view: Callable[..., Any]) -> list[str] | None:
+    """The methods a `require_http_methods` (`require_POST`...) around the view lets in."""
+    layer: Any = view
+    while layer is not None:
+        code = getattr(layer, "__code__", None)
+        if code is not None and "request_method_list" in code.co_freevars:
+            methods: list[str] = layer.__closure__[
+                code.co_freevars.index("request_method_list")
+            ].cell_contents
+            return methods
+        layer = getattr(layer, "__wrapped__", None)
+    return None
+
+
+def accepts_post(view: Callable[..., Any]) -> bool:
+    """Whether a console view takes a form: by its decorator, its class, or its code."""
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        return hasattr(view_class, "post")
+    methods = _allowed_methods(view)
+    if methods is not None:
+        return "POST" in methods
+    # A function view that reads a form, or asks which method it was sent.
+    source = inspect.getsource(inspect.unwrap(view))
+    return "request.POST" in source or "request.method" in source
+
+
+def _console_mutating_routes() -> set[str]:
+    return {
+        name
+        for namespace, name, view in _url_patterns(get_resolver().url_patterns)
+        if namespace not in NAMESPACES_NOT_IN_MATRIX and accepts_post(view)
+    }
+
+
+def test_every_mutating_api_operation_is_in_the_matrix() -> None:
+    assert _api_operations() == set(API_ROUTES)
+
+
+def test_every_mutating_console_route_is_in_the_matrix_or_left_out_with_a_reason() -> None:
+    assert _console_mutating_routes() == set(CONSOLE_ROUTES) | set(NOT_IN_MATRIX)
+
+
+def test_the_route_finder_tells_forms_from_pages() -> None:
+    assert accepts_post(workflow_views.workflow_action)  # require_POST, async
+    assert accepts_post(workflow_views.bulk_new)  # GET previews, POST starts
+    assert accepts_post(core_views.LoginView.as_view())
+    assert not accepts_post(workflow_views.workflow_detail)
+    assert not accepts_post(core_views.audit_log)
+
+
+# Trying them.
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: int
+    action: str
+    result: str
+    detail: str = ""
+
+
+def expected(route: Route, persona: str) -> Expected:
+    if persona == ANONYMOUS:
+        # The API answers 401; the console sends the browser to sign in.
+        return Expected(401, "access.denied", DENIED)
+    if persona not in HOLDS:
+        return Expected(404, "access.denied", DENIED, APP_NOT_FOUND.format(name=APP))
+    if route.need not in HOLDS[persona]:
+        return Expected(403, "access.denied", DENIED, NOT_ALLOWED)
+    return Expected(route.status, route.audit or "", route.result)
+
+
+def _last_record() -> int:
+    last: int = AuditRecord.objects.aggregate(last=Max("pk"))["last"] or 0
+    return last
+
+
+def assert_audited_once(since: int, persona: str, want: Expected) -> None:
+    records = list(AuditRecord.objects.filter(pk__gt=since))
+    if not want.action:
+        assert records == [], [(r.action, r.detail) for r in records]
+        return
+    assert [(r.action, r.result) for r in records] == [(want.action, want.result)], [
+        (r.action, r.result, r.detail) for r in records
+    ]
+    record = records[0]
+    assert record.actor_name == ("" if persona == ANONYMOUS else persona)
+    if persona != ANONYMOUS:
+        # The middleware that records an anonymous refusal does not know the application.
+        assert record.application_name == APP
+    if want.detail:
+        assert record.detail == want.detail
+
+
+def _cells(routes: dict[Any, Route]) -> list[Any]:
+    """Every (route, persona), named like `POST /api/v1/apps/{app}/recovery-vera`; the
+    allowed cells of a route with a known hole are expected to fail, strictly."""
+    cells = []
+    for key, route in routes.items():
+        for persona in PERSONAS:
+            allowed = route.need in HOLDS.get(persona, set())
+            marks = [pytest.mark.xfail(strict=True, reason=route.hole)]
+            cells.append(
+                pytest.param(
+                    key,
+                    persona,
+                    id=f"{' '.join(key) if isinstance(key, tuple) else key}-{persona}",
+                    marks=marks if route.hole and allowed else [],
+                )
+            )
+    return cells
+
+
+@pytest.mark.parametrize(("operation", "persona"), _cells(API_ROUTES))
+def test_the_api_answers_each_persona_as_its_role_allows_and_audits_the_attempt(
+    world: World, operation: tuple[str, str], persona: str
+) -> None:
+    method, path = operation
+    route = API_ROUTES[operation]
+    url = path.format(**world.values(persona))
+    client = world.client(persona)
+    since = _last_record()
+    response = client.generic(method, url, _json(route.body), content_type="application/json")
+    want = expected(route, persona)
+    body = response.json()
+    assert response.status_code == want.status, body
+    if want.detail:
+        assert body["detail"] == want.detail
+    assert_audited_once(since, persona, want)
+
+
+@pytest.mark.parametrize(("name", "persona"), _cells(CONSOLE_ROUTES))
+def test_the_console_answers_each_persona_as_its_role_allows_and_audits_the_attempt(
+    world: World, name: str, persona: str
+) -> None:
+    route = CONSOLE_ROUTES[name]
+    values = world.values(persona)
+    kwargs = {key: value.format(**values) for key, value in (route.kwargs or ON_APP).items()}
+    client = world.client(persona)
+    since = _last_record()
+    response = client.post(reverse(name, kwargs=kwargs), route.body)
+    want = expected(route, persona)
+    if persona == ANONYMOUS:
+        assert _redirected_to(response) == LOGIN
+    else:
+        assert response.status_code == want.status
+        if want.status == 302:
+            # Past the check, wherever the view sends the browser next, not to sign in.
+            assert _redirected_to(response) != LOGIN
+    assert_audited_once(since, persona, want)
+
+
+def _json(body: dict[str, Any]) -> str:
+    return json.dumps(body) if body else ""
+
+
+def _redirected_to(response: HttpResponseBase) -> str:
+    assert response.status_code == 302, response.status_code
+    return urlsplit(response["Location"]).path
+
+
+def test_a_read_that_misses_is_not_audited(world: World) -> None:
+    stranger = world.client(STRANGER)
+    since = _last_record()
+    assert stranger.get(f"/api/v1/apps/{APP}/executors").status_code == 404
+    assert stranger.get(f"/apps/{APP}/executors/").status_code == 404
+    assert _last_record() == since
+
+
+def test_a_refusal_naming_an_absurd_application_is_audited_with_the_name_cut(
+    world: World,
+) -> None:
+    name = "x" * 300
+    client = world.client(OPERATOR)
+    body = {"executor_ids": [GONE_EXECUTOR]}
+    response = client.post(f"/api/v1/apps/{name}/recovery", body, "application/json")
+    assert response.status_code == 404
+    record = AuditRecord.objects.get(action="access.denied")
+    assert record.application_name == name[:100]
+
+
+# The console hides what a role cannot do.
+
+
+def _page(world: World, persona: str, path: str) -> str:
+    response = world.client(persona).get(path)
+    assert response.status_code == 200, response.status_code
+    return response.content.decode()
+
+
+def test_only_an_admin_sees_retention_in_the_application_nav(world: World) -> None:
+    retention = f'href="/apps/{APP}/retention/"'
+    for persona in (VIEWER, OPERATOR):
+        assert retention not in _page(world, persona, f"/apps/{APP}/executors/")
+    assert retention in _page(world, ADMIN, f"/apps/{APP}/executors/")
+
+
+def test_only_operators_see_recovery_and_poison_buttons(world: World) -> None:
+    recover = reverse("executor-recover", args=[APP, GONE_EXECUTOR])
+    poison = reverse("poison-action", args=[APP, POISON, "dismiss"])
+    as_viewer = _page(world, VIEWER, f"/apps/{APP}/executors/")
+    assert recover not in as_viewer
+    assert poison not in as_viewer
+    assert POISON in as_viewer  # told about it, not offered to act on it
+    as_operator = _page(world, OPERATOR, f"/apps/{APP}/executors/")
+    assert recover in as_operator
+    assert poison in as_operator
+
+
+def test_only_operators_see_the_retry_of_a_stopped_bulk_job(world: World) -> None:
+    retry = reverse("bulk-job-retry", args=[APP, world.job.pk])
+    page = reverse("bulk-job", args=[APP, world.job.pk])
+    assert retry not in _page(world, VIEWER, page)
+    assert retry in _page(world, OPERATOR, page)
+
+
+def test_only_operators_see_the_approval_of_an_edited_fork(world: World) -> None:
+    approve = reverse("edited-fork-act", args=[APP, world.fork.pk, "approve"])
+    page = reverse("edited-fork", args=[APP, world.fork.pk])
+    assert approve not in _page(world, VIEWER, page)
+    assert approve in _page(world, OPERATOR, page)
+
+
+@pytest.fixture
+def sdk_app(system_databases: None, sdk_fixtures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    registered(fixture)
+    return fixture
+
+
+def test_only_operators_see_the_actions_on_a_workflow_and_the_bulk_bar(
+    sdk_app: dict[str, Any],
+) -> None:
+    app = sdk_app["app_name"]
+    failed = f"/apps/{app}/workflows/{by_role(sdk_app, 'error')}/"
+    listing = f"/apps/{app}/workflows/"
+    viewer = signed_in(make_user(username=VIEWER, role="viewer"))
+    operator = signed_in(make_user(username=OPERATOR, role="operator"))
+    assert 'aria-label="Actions"' not in viewer.get(failed).content.decode()
+    assert 'aria-label="Actions"' in operator.get(failed).content.decode()
+    assert 'id="bulk"' not in viewer.get(listing).content.decode()
+    assert 'id="bulk"' in operator.get(listing).content.decode()
