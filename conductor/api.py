@@ -13,6 +13,7 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
+from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from stepchange.paging import newest_first
 
@@ -143,24 +144,42 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
     application, actor = await resolve(request, app, PERM_OPERATE)
-    executors = await db_async(_claim_for_manual)(application, body.executor_ids)
+    executors = await db_async(_claim_for_manual)(application, body.executor_ids, request)
     return [
         await recovery.recover(executor, manual=True, requested_by=actor, request=request)
         for executor in executors
     ]
 
 
-def _claim_for_manual(application: Any, executor_ids: list[str]) -> list[Executor]:
-    """Check every id first, then claim them all, so a bad id claims nothing."""
+def _claim_for_manual(
+    application: Any, executor_ids: list[str], request: HttpRequest
+) -> list[Executor]:
+    """Check every id first, then claim them all, so a bad id claims nothing. A refusal is
+    audited like the attempts that go ahead."""
+
+    def refuse(status: int, message: str, target: str = "") -> HttpError:
+        audit_record(
+            action=recovery.ACTION,
+            request=request,
+            application=application,
+            target=target or application.name,
+            parameters={"executor_ids": executor_ids, "manual": True},
+            result=Result.FAILED,
+            detail=message,
+        )
+        return HttpError(status, message)
+
     if not executor_ids:
-        raise HttpError(400, "executor_ids must name at least one executor")
+        raise refuse(400, "executor_ids must name at least one executor")
     executors = []
     for executor_id in executor_ids:
         executor = Executor.objects.filter(application=application, executor_id=executor_id).first()
+        target = f"executor {executor_id}"
         if executor is None:
-            raise HttpError(404, UNKNOWN_EXECUTOR.format(executor_id=executor_id, app=application))
+            unknown = UNKNOWN_EXECUTOR.format(executor_id=executor_id, app=application)
+            raise refuse(404, unknown, target)
         if executor.state == Executor.State.CONNECTED:
-            raise HttpError(409, NOT_RECOVERABLE.format(executor_id=executor_id))
+            raise refuse(409, NOT_RECOVERABLE.format(executor_id=executor_id), target)
         executors.append(executor)
     claimed = [
         executor for executor in executors if recovery.claim(executor, states=recovery.RECOVERABLE)

@@ -122,7 +122,17 @@ async def retention_send(
     failed first) when no executor took the request.
     """
     if not any(value is not None for value in retention_settings(application).values()):
-        raise NoRetentionRuleError(NO_RULE.format(app=application.name))
+        refused = NO_RULE.format(app=application.name)
+        await db_async(audit_record)(
+            action=ACTION,
+            request=request,
+            actor_name="" if request is not None else actor_name,
+            application=application,
+            target=application.name,
+            result=Result.FAILED,
+            detail=refused,
+        )
+        raise NoRetentionRuleError(refused)
     now = timezone.now()
     message = RetentionRequest(body=retention_body(application, now))
     record = functools.partial(

@@ -15,12 +15,23 @@ from stepchange.models import Application
 NOT_POISON = "Workflow {workflow_id} is not held as poison in {app}."
 
 
-def _held(application: Application, workflow_id: str) -> PoisonWorkflow:
+def _held(
+    application: Application, workflow_id: str, *, action: str, request: HttpRequest
+) -> PoisonWorkflow:
     poison = PoisonWorkflow.objects.filter(
         application=application, workflow_id=workflow_id, resolved_at__isnull=True
     ).first()
     if poison is None:
-        raise Http404(NOT_POISON.format(workflow_id=workflow_id, app=application.name))
+        missing = NOT_POISON.format(workflow_id=workflow_id, app=application.name)
+        audit_record(
+            action=action,
+            request=request,
+            application=application,
+            target=f"workflow {workflow_id}",
+            result=Result.FAILED,
+            detail=missing,
+        )
+        raise Http404(missing)
     return poison
 
 
@@ -45,7 +56,9 @@ async def poison_cancel(
     *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
 ) -> None:
     """Cancel a poison workflow through a live executor; the held recovery then resumes."""
-    poison = await db_async(_held)(application, workflow_id)
+    poison = await db_async(_held)(
+        application, workflow_id, action="poison.cancel", request=request
+    )
     actor = await db_async(lambda: request.user.get_username())()
     message = CancelRequest(workflow_id=workflow_id)
     try:
@@ -71,4 +84,5 @@ def poison_dismiss(
     *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
 ) -> None:
     """Not poison after all: let the held recovery hand it to an executor again."""
-    _resolve(_held(application, workflow_id), resolution="dismiss", request=request, reason=reason)
+    poison = _held(application, workflow_id, action="poison.dismiss", request=request)
+    _resolve(poison, resolution="dismiss", request=request, reason=reason)

@@ -13,6 +13,7 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import StringConstraints
 
+from conductor.relay import RelayError
 from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
@@ -25,6 +26,7 @@ from workflows.jobs import (
     bulk_job_retry,
     bulk_jobs_wake,
     bulk_select,
+    bulk_selection_failed,
     progress,
 )
 from workflows.models import STATUSES, BulkJob
@@ -494,19 +496,34 @@ BULK_JOB_NOT_FOUND = "No bulk job {job_id} in {app}."
 BULK_RESPONSES: dict[int, Any] = dict.fromkeys(ERROR_STATUSES, ErrorOut)
 
 
-async def _selection(request: HttpRequest, app: str, body: BulkIn) -> tuple[Any, Any]:
-    if body.workflow_ids is None and body.filters is None:
-        raise HttpError(400, "Give workflow_ids or filters.")
-    query = body.filters.query() if body.filters else None
+async def _selection(
+    request: HttpRequest, app: str, body: BulkIn, *, creating: bool
+) -> tuple[Any, Any]:
+    """The application and the selection; when creating a job, a selection that fails is
+    audited as a failed attempt."""
     application, actor = await resolve(request, app, PERM_OPERATE)
     try:
+        if body.workflow_ids is None and body.filters is None:
+            raise HttpError(400, "Give workflow_ids or filters.")
+        query = body.filters.query() if body.filters else None
         selection = await bulk_select(
             application, query=query, workflow_ids=body.workflow_ids, actor=actor
         )
-    except BadCursor as exc:
-        raise HttpError(400, str(exc)) from None
-    except SlowQuery as exc:
-        raise HttpError(SlowQuery.status, str(exc)) from None
+    except (HttpError, BadCursor, SlowQuery, RelayError) as exc:
+        if creating:
+            await db_async(bulk_selection_failed)(
+                application=application,
+                action=body.action,
+                description=body.describe(),
+                error=exc,
+                user=request.user,
+                request=request,
+            )
+        if isinstance(exc, BadCursor):
+            raise HttpError(400, str(exc)) from None
+        if isinstance(exc, SlowQuery):
+            raise HttpError(SlowQuery.status, str(exc)) from None
+        raise
     return application, selection
 
 
@@ -514,7 +531,7 @@ async def _selection(request: HttpRequest, app: str, body: BulkIn) -> tuple[Any,
 async def bulk_preview(request: HttpRequest, app: str, body: BulkIn) -> Any:
     """How many workflows a bulk action would reach, by status, and how many it would skip
     (the action makes no sense for their status). Nothing is sent."""
-    _, selection = await _selection(request, app, body)
+    _, selection = await _selection(request, app, body, creating=False)
     return selection.preview(body.action)
 
 
@@ -522,7 +539,7 @@ async def bulk_preview(request: HttpRequest, app: str, body: BulkIn) -> Any:
 async def bulk_create(request: HttpRequest, app: str, body: BulkIn) -> Any:
     """Start a bulk action as a background job; follow it at
     `/apps/{app}/bulk-actions/{id}`. At most 10,000 workflows per job."""
-    application, selection = await _selection(request, app, body)
+    application, selection = await _selection(request, app, body, creating=True)
     try:
         job = await db_async(bulk_job_create)(
             application=application,
@@ -572,9 +589,10 @@ def bulk_job(
 async def bulk_retry(request: HttpRequest, app: str, job_id: int) -> Any:
     """Queue a stopped job again; it sends only what it has not sent."""
     job = await db_async(_job_for)(request, app, job_id, PERM_OPERATE)
-    if job.state != BulkJob.State.FAILED:
-        raise HttpError(409, f"Bulk job {job_id} is {job.state}: only a stopped job is retried.")
-    job = await db_async(bulk_job_retry)(job=job, user=request.user, request=request)
+    try:
+        job = await db_async(bulk_job_retry)(job=job, user=request.user, request=request)
+    except ActionError as exc:
+        raise HttpError(exc.status, str(exc)) from None
     bulk_jobs_wake()
     return await db_async(_job_out)(job)
 

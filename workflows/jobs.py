@@ -39,7 +39,14 @@ from conductor.protocol import (
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
-from workflows.actions import Action, ActionError, Parameters, failure_body, refusals
+from workflows.actions import (
+    Action,
+    ActionError,
+    ActionRefusedError,
+    Parameters,
+    failure_body,
+    refusals,
+)
 from workflows.models import BulkJob, BulkJobItem
 from workflows.sources import ListQuery, source_for
 
@@ -215,8 +222,25 @@ def bulk_job_create(
     return job
 
 
+NOT_STOPPED = "Bulk job {job_id} is {state}: only a stopped job is retried."
+
+
 def bulk_job_retry(*, job: BulkJob, user: Any, request: HttpRequest | None = None) -> BulkJob:
-    """Queue a stopped job again: it sends what it has not sent yet."""
+    """Queue a stopped job again: it sends what it has not sent yet. ActionRefusedError
+    (audited) for a job that is not stopped."""
+    if job.state != BulkJob.State.FAILED:
+        refused = NOT_STOPPED.format(job_id=job.pk, state=job.state)
+        audit_record(
+            action=RETRY_ACTION,
+            request=request,
+            actor=user,
+            application=job.application,
+            target=f"bulk job {job.pk}",
+            parameters={"job": job.pk},
+            result=Result.FAILED,
+            detail=refused,
+        )
+        raise ActionRefusedError(refused)
     with transaction.atomic():
         BulkJob.objects.filter(pk=job.pk, state=BulkJob.State.FAILED).update(
             state=BulkJob.State.QUEUED, lease_until=None, finished_at=None, detail=""
@@ -231,6 +255,28 @@ def bulk_job_retry(*, job: BulkJob, user: Any, request: HttpRequest | None = Non
         )
     job.refresh_from_db()
     return job
+
+
+def bulk_selection_failed(
+    *,
+    application: Application,
+    action: str,
+    description: str,
+    error: Exception,
+    user: Any,
+    request: HttpRequest | None = None,
+) -> None:
+    """A bulk action whose workflows could not be selected is a failed attempt: audited."""
+    audit_record(
+        action=CREATE_ACTION,
+        request=request,
+        actor=user,
+        application=application,
+        target="bulk job",
+        parameters={"action": action, "selection": description},
+        result=Result.FAILED,
+        detail=f"Could not select the workflows: {error}",
+    )
 
 
 def progress(job: BulkJob) -> dict[str, int]:

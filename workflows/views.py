@@ -43,6 +43,7 @@ from workflows.jobs import (
     bulk_job_retry,
     bulk_jobs_wake,
     bulk_select,
+    bulk_selection_failed,
     progress,
 )
 from workflows.models import STATUSES, BulkJob
@@ -449,7 +450,6 @@ def _linked(text: str, app_name: str, workflow_id: str) -> str:
 # Bulk actions in the console: choose on the list, confirm with a preview, follow the job.
 
 BULK_ITEMS_PER_PAGE = 200
-NOT_STOPPED = "Bulk job {job_id} is {state}: only a stopped job is retried."
 
 
 class BulkForm(ActionForm):
@@ -483,6 +483,15 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
             application, query=query, workflow_ids=ids, actor=request.user.get_username()
         )
     except (relay.RelayError, SlowQuery, BadCursor) as exc:
+        if request.method == "POST":
+            await db_async(bulk_selection_failed)(
+                application=application,
+                action=form.cleaned_data["action"],
+                description=form.cleaned_data["filter"] or f"{len(ids or [])} chosen workflows",
+                error=exc,
+                user=request.user,
+                request=request,
+            )
         messages.error(request, f"Could not select the workflows: {exc}")
         return redirect(back)
     action = BulkJob.Action(form.cleaned_data["action"])
@@ -587,12 +596,11 @@ def _job_context(request: HttpRequest, application: Any, job_id: int) -> dict[st
 async def bulk_job_retry_view(request: HttpRequest, app_name: str, job_id: int) -> HttpResponse:
     application = await db_async(application_for)(request, app_name, PERM_OPERATE)
     job = await db_async(get_object_or_404)(BulkJob, application=application, pk=job_id)
-    if job.state != BulkJob.State.FAILED:
-        messages.warning(
-            request, f"Bulk job {job.pk} is {job.state}: only a stopped job is retried."
-        )
-    else:
+    try:
         await db_async(bulk_job_retry)(job=job, user=request.user, request=request)
+    except ActionError as exc:
+        messages.warning(request, str(exc))
+    else:
         bulk_jobs_wake()
         messages.success(request, f"Bulk job {job.pk} is queued again.")
     return redirect("bulk-job", app_name, job.pk)

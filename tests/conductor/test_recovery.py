@@ -190,6 +190,10 @@ async def test_manual_recovery_refuses_what_it_cannot_do(
     )
     assert response.status_code == status
     assert detail in response.json()["detail"]
+    # The refused attempt is audited, with why.
+    record = await sync_to_async(AuditRecord.objects.get)(action="executor.recovery")
+    assert (record.result, record.actor_name) == ("failed", "otto")
+    assert detail in record.detail
     await live.communicator.disconnect()
 
 

@@ -203,7 +203,10 @@ async def test_nothing_is_sent_while_no_rule_is_set(
     assert response.status_code == 400
     assert response.json() == {"detail": retention.NO_RULE.format(app="orders")}
     assert await executor.communicator.receive_nothing(timeout=0.1)
-    assert await records() == []
+    # The attempt is audited, as a failure that sent nothing.
+    [record] = await records()
+    assert (record.result, record.request_id) == ("failed", "")
+    assert record.detail == retention.NO_RULE.format(app="orders")
 
 
 # Reading and changing the rules

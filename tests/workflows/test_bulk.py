@@ -245,3 +245,26 @@ async def test_a_bulk_action_needs_a_selection(orders: Application) -> None:
     )
     assert response.status_code == 400
     assert response.json()["detail"] == "Give workflow_ids or filters."
+
+
+async def test_refused_bulk_attempts_are_audited(orders: Application) -> None:
+    client = await operator_client()
+    # No executor and no system database: the selection cannot be made.
+    response = await client.post(
+        "/api/v1/apps/orders/bulk-actions",
+        {"action": "cancel", "filters": {"status": "PENDING"}},
+        content_type="application/json",
+    )
+    assert response.status_code == 503
+    record = await AuditRecord.objects.aget(action="bulk.create")
+    assert record.result == "failed"
+    assert record.detail.startswith("Could not select the workflows: No executor")
+    done = await job_left_behind(orders, "cancel", {"a": "ok"})
+    await BulkJob.objects.filter(pk=done.pk).aupdate(state=BulkJob.State.DONE)
+    again = await client.post(f"/api/v1/apps/orders/bulk-actions/{done.pk}/retry")
+    assert again.status_code == 409
+    retry = await AuditRecord.objects.aget(action="bulk.retry")
+    assert (retry.result, retry.detail) == (
+        "failed",
+        jobs.NOT_STOPPED.format(job_id=done.pk, state="done"),
+    )
