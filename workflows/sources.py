@@ -607,7 +607,9 @@ async def source_for(application: Application) -> Source:
     if not application.system_database_url:
         return ExecutorSource(application)
     try:
-        schema = await db_async(systemdb.schema_of)(application)
+        schema = systemdb.cached_schema(application) or await db_async(systemdb.schema_of)(
+            application
+        )
     except systemdb.SystemDatabaseError as exc:
         return ExecutorSource(application, notice=FALLBACK.format(problem=exc))
     return DatabaseSource(application, schema)

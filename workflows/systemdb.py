@@ -176,6 +176,17 @@ def schema_of(application: Application, *, fresh: bool = False) -> Schema:
     return schema
 
 
+def cached_schema(application: Application) -> Schema | None:
+    """The schema `schema_of` would return from its cache, without touching a database
+    (so async code needs no trip to the database thread for it); None when not cached."""
+    if not application.system_database_url:
+        return None
+    cached = _schemas.get(alias_for(application))
+    if cached and time.monotonic() - cached[0] < SCHEMA_CACHE_SECONDS:
+        return cached[1]
+    return None
+
+
 def _introspect(alias: str) -> Schema:
     connection = connections[alias]
     with connection.cursor() as cursor:
