@@ -13,6 +13,11 @@ application then claims the row from its queue and runs it from the restart step
 Rows are copied column for column as the database has them (`SELECT *`), so every DBOS
 schema is written in its own shape: inputs go to `workflow_input` from migration 109 on
 and to `workflow_status.inputs` before it, and columns a schema lacks are never named.
+
+For an application whose system database StepChange cannot reach, the same plan takes the
+executor route (`forks.imports`): the source is read from an executor's export, and the
+rows travel back to that executor as an `import_workflow` payload. `Plan.route` and the
+audit record of the run say which route a fork took.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ from workflows import serialization as codec
 from workflows import systemdb
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
+# Where a fork's rows go: straight into the system database, or to an executor that
+# imports them (`forks.imports`).
+DATABASE_ROUTE = "database"
+IMPORT_ROUTE = "import"
 # Values larger than this are audited as their hash and size, not in full.
 AUDIT_VALUE_CHARS = 4096
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
@@ -84,6 +93,10 @@ NEEDS_APPROVAL = (
 )
 OWN_APPROVAL = "The operator who staged a fork cannot approve it: a second operator must."
 WRITE_FAILED = "Nothing was written: {error}"
+WRITTEN = "Wrote workflow {new_id} into the system database: {steps} steps copied."
+IMPORTED = (
+    "Sent workflow {new_id} to executor {executor_id} as import_workflow: {steps} steps copied."
+)
 
 
 class ForkError(Exception):
@@ -192,9 +205,46 @@ class Plan:
     stream_rows: list[dict[str, Any]]
     warnings: list[str]
     diff: dict[str, Any]
+    route: str = DATABASE_ROUTE
+    # The import route's executor, which exported the source and imports the fork.
+    executor_id: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where the source was read, and so where the fork goes: the system database at
+    `alias`, or (route "import") the executor that exported it."""
+
+    route: str
+    source: Source
+    schema: systemdb.Schema
+    exists: Callable[[str], bool]
+    alias: str = ""
+    executor_id: str = ""
+    language: str = ""
 
 
 # Reading the source.
+
+
+def fork_origin(application: Application, workflow_id: str) -> Origin:
+    """The source from the system database when it is reachable, else from an executor's
+    export. Raises SourceNotFoundError, or ForkError when neither route is open."""
+    try:
+        alias, schema, source = fork_source(application, workflow_id)
+    except NoSystemDatabaseError:
+        # Imported here: forks.imports builds on this module's Source, Origin and Plan.
+        from forks import imports
+
+        return imports.export_origin(application, workflow_id)
+    return Origin(
+        route=DATABASE_ROUTE,
+        source=source,
+        schema=schema,
+        exists=lambda new_id: _stored(alias, new_id),
+        alias=alias,
+    )
 
 
 def fork_source(application: Application, workflow_id: str) -> tuple[str, systemdb.Schema, Source]:
@@ -227,6 +277,11 @@ def fork_source(application: Application, workflow_id: str) -> tuple[str, system
     return alias, schema, Source(status, inputs, steps, history, streams)
 
 
+def _stored(alias: str, workflow_id: str) -> bool:
+    with connections[alias].cursor() as cursor:
+        return bool(_select(cursor, "workflow_status", workflow_id))
+
+
 def _select(cursor: Any, table: str, workflow_id: str, *, order: str = "") -> list[dict[str, Any]]:
     # Table and column names are StepChange's own constants, quoted; values are parameters.
     quote = cursor.db.ops.quote_name
@@ -251,8 +306,9 @@ def edited_fork_plan(
     """Check `draft` against the source as it is now and work out every row to write.
 
     Raises ForkInvalidError naming every wrong field (and step) at once, SourceNotFoundError
-    or NoSystemDatabaseError. Writes nothing."""
-    alias, schema, source = fork_source(application, draft.source_workflow_id)
+    or ForkError when the source can be read by neither route. Writes nothing."""
+    origin = fork_origin(application, draft.source_workflow_id)
+    schema, source = origin.schema, origin.source
     owner = source.status.get("application_name")
     if owner and owner != application.name:
         raise ForkRefusedError(
@@ -268,7 +324,7 @@ def edited_fork_plan(
     if not 0 <= draft.start_step <= high:
         check.fail("start_step", STEP_OUT_OF_RANGE.format(low=0, high=high, step=draft.start_step))
     new_id = draft.new_workflow_id or str(uuid.uuid4())
-    check.new_id(alias, new_id, application, draft_pk)
+    check.new_id(new_id, application, draft_pk, exists=origin.exists)
     if draft.queue_name is not None and not draft.queue_name.strip():
         check.fail("queue_name", BAD_QUEUE)
     if not draft.reason.strip():
@@ -283,7 +339,10 @@ def edited_fork_plan(
         raise ForkInvalidError(errors)
     warnings: list[str] = []
     version = _version(application, draft, source, live_versions, warnings)
-    plan = _rows(alias, schema, source, draft, new_id, version, input_fmt, inputs_text, edits)
+    plan = _rows(
+        origin.alias, schema, source, draft, new_id, version, input_fmt, inputs_text, edits
+    )
+    plan.route, plan.executor_id, plan.language = origin.route, origin.executor_id, origin.language
     plan.serialization = fmt
     plan.warnings = warnings
     plan.diff = _diff(draft, source, edits)
@@ -303,15 +362,19 @@ class _Checker:
         self.errors.append(error)
 
     def new_id(
-        self, alias: str, new_id: str, application: Application, draft_pk: int | None
+        self,
+        new_id: str,
+        application: Application,
+        draft_pk: int | None,
+        *,
+        exists: Callable[[str], bool],
     ) -> None:
         if not SAFE_ID.match(new_id):
             self.fail("new_workflow_id", BAD_NEW_ID)
             return
-        with connections[alias].cursor() as cursor:
-            if _select(cursor, "workflow_status", new_id):
-                self.fail("new_workflow_id", ID_TAKEN.format(new_id=new_id))
-                return
+        if exists(new_id):
+            self.fail("new_workflow_id", ID_TAKEN.format(new_id=new_id))
+            return
         others = EditedFork.objects.filter(application=application, new_workflow_id=new_id)
         if draft_pk is not None:
             others = others.exclude(pk=draft_pk)
@@ -546,7 +609,7 @@ def _kept(value: Any) -> Any:
 
 def source_diff(fork: EditedFork) -> dict[str, Any]:
     """The before and after of the draft's edited values, against the source as it is."""
-    _, _, source = fork_source(fork.application, fork.source_workflow_id)
+    source = fork_origin(fork.application, fork.source_workflow_id).source
     draft = Draft.of(fork)
     edits: dict[int, Edit] = {}
     for key, value in draft.step_outputs.items():
@@ -624,11 +687,17 @@ WRITES: list[Callable[[Any, Plan], None]] = [
 ]
 
 
-def plan_write(plan: Plan) -> None:
-    """Write the plan in one transaction: all of it, or (on any error) nothing."""
+def plan_write(application: Application, plan: Plan) -> str:
+    """Write the plan in one transaction: all of it, or (on any error) nothing. On the
+    import route the executor's import is that transaction; its request id is returned."""
+    if plan.route == IMPORT_ROUTE:
+        from forks import imports
+
+        return imports.plan_send(application, plan)
     with transaction.atomic(using=plan.alias), connections[plan.alias].cursor() as cursor:
         for write in WRITES:
             write(cursor, plan)
+    return ""
 
 
 # The drafts' life: stage, approve, run, discard.
@@ -643,6 +712,8 @@ def _audit(
     result: str = Result.OK,
     detail: str = "",
     diff: dict[str, Any] | None = None,
+    route: str = "",
+    request_id: str = "",
 ) -> None:
     audit_record(
         action=action,
@@ -658,11 +729,40 @@ def _audit(
             "queue_name": fork.queue_name,
             "serialization": fork.serialization,
             **fork.summary(),
+            **({"route": route} if route else {}),
         },
         reason=fork.reason,
         result=result,
         detail=detail,
         value_diff=diff,
+        request_id=request_id,
+    )
+
+
+def edited_fork_refused(
+    *,
+    application: Application,
+    draft: Draft,
+    error: Exception,
+    user: Any,
+    request: HttpRequest | None = None,
+) -> None:
+    """Audit a draft refused before it could be staged, with every reason."""
+    audit_record(
+        action=STAGE_ACTION,
+        request=request,
+        actor=user,
+        application=application,
+        target=draft.source_workflow_id,
+        parameters={
+            "start_step": draft.start_step,
+            "new_workflow_id": draft.new_workflow_id,
+            "input_edited": draft.input_edited,
+            "edited_steps": sorted(str(key) for key in draft.step_outputs),
+        },
+        reason=draft.reason,
+        result=Result.FAILED,
+        detail=str(error),
     )
 
 
@@ -675,8 +775,14 @@ def edited_fork_stage(
     request: HttpRequest | None = None,
 ) -> tuple[EditedFork, Plan]:
     """Check the draft and keep it for review (audited). Nothing is written to the system
-    database."""
-    plan = edited_fork_plan(application, draft, live_versions=live_versions)
+    database. A draft refused while it is checked is audited too, with every reason."""
+    try:
+        plan = edited_fork_plan(application, draft, live_versions=live_versions)
+    except ForkError as exc:
+        edited_fork_refused(
+            application=application, draft=draft, error=exc, user=user, request=request
+        )
+        raise
     try:
         fork = EditedFork.objects.create(
             application=application,
@@ -698,7 +804,7 @@ def edited_fork_stage(
         raise ForkInvalidError(
             [{"field": "new_workflow_id", "message": DRAFT_ID_TAKEN.format(new_id=plan.new_id)}]
         ) from None
-    _audit(STAGE_ACTION, fork, user=user, request=request, diff=plan.diff)
+    _audit(STAGE_ACTION, fork, user=user, request=request, diff=plan.diff, route=plan.route)
     return fork, plan
 
 
@@ -743,7 +849,7 @@ def edited_fork_run(
         plan = edited_fork_plan(
             application, Draft.of(fork), live_versions=live_versions, draft_pk=fork.pk
         )
-        plan_write(plan)
+        request_id = plan_write(application, plan)
     except (ForkError, DatabaseError) as exc:
         message = str(exc) if isinstance(exc, ForkError) else WRITE_FAILED.format(error=exc)
         fork.error = message
@@ -763,8 +869,12 @@ def edited_fork_run(
         fork,
         user=user,
         request=request,
-        detail=f"Wrote workflow {plan.new_id}: {len(plan.step_rows)} steps copied.",
+        detail=(WRITTEN if plan.route == DATABASE_ROUTE else IMPORTED).format(
+            new_id=plan.new_id, steps=len(plan.step_rows), executor_id=plan.executor_id
+        ),
         diff=plan.diff,
+        route=plan.route,
+        request_id=request_id,
     )
     return fork, plan
 

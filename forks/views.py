@@ -22,9 +22,10 @@ from forks.services import (
     Source,
     edited_fork_approve,
     edited_fork_discard,
+    edited_fork_refused,
     edited_fork_run,
     edited_fork_stage,
-    fork_source,
+    fork_origin,
     source_diff,
 )
 from stepchange.access import PERM_OPERATE
@@ -46,8 +47,17 @@ def edit_fork(request: HttpRequest, app_name: str, workflow_id: str) -> HttpResp
     application = application_for(request, app_name, PERM_OPERATE)
     data = request.POST if request.method == "POST" else request.GET
     try:
-        _, _, source = fork_source(application, workflow_id)
+        source = fork_origin(application, workflow_id).source
     except ForkError as exc:
+        if request.method == "POST":
+            asked = Draft(
+                source_workflow_id=workflow_id,
+                start_step=_int(data.get("start_step"), default=0),
+                reason=data.get("reason", ""),
+            )
+            edited_fork_refused(
+                application=application, draft=asked, error=exc, user=request.user, request=request
+            )
         context = {"application": application, "workflow_id": workflow_id, "problem": str(exc)}
         return render(request, "forks/edit.html", context, status=exc.status)
     start_step = _int(data.get("start_step"), default=_first_step(source))

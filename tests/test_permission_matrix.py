@@ -127,7 +127,6 @@ API_ROUTES: dict[tuple[str, str], Route] = {
         "edited_fork.stage",
         FAILED,
         {"start_step": 1, **REASON},
-        hole="An edited fork refused while its values are checked is not audited.",
     ),
     ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/approve"): Route(
         PERM_OPERATE, 200, "edited_fork.approve"
@@ -184,7 +183,6 @@ CONSOLE_ROUTES: dict[str, Route] = {
         FAILED,
         {"start_step": "1", **REASON},
         {**ON_APP, "workflow_id": "{workflow_id}"},
-        hole="An edited fork refused while its values are checked is not audited.",
     ),
     "edited-fork-act": Route(
         PERM_OPERATE,
