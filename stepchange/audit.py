@@ -5,6 +5,7 @@ address and user agent from the request when there is one, so callers pass only 
 they know about the action itself.
 """
 
+import ipaddress
 from enum import StrEnum
 from typing import Any
 
@@ -35,9 +36,16 @@ Result = AuditRecord.Result
 
 
 def _client_address(request: HttpRequest) -> str | None:
-    # Daphne's --proxy-headers already puts the forwarded client address here.
+    # Daphne's --proxy-headers already puts the forwarded client address here. What a
+    # client or a proxy sends is not always an address, and Postgres's inet column refuses
+    # anything else: an audit record must never fail for it.
     address = request.META.get("REMOTE_ADDR") or None
-    return address if isinstance(address, str) else None
+    if not isinstance(address, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(address.strip()))
+    except ValueError:
+        return None
 
 
 def audit_record(

@@ -104,3 +104,16 @@ def test_an_invalid_filter_is_reported_not_ignored(admin: User) -> None:
     response = signed_in(admin).get(reverse("audit"), {"since": "not a date"})
     assert response.status_code == 200
     assert b"Enter a valid date" in response.content
+
+
+@pytest.mark.parametrize(
+    ("remote", "kept"),
+    [("203.0.113.9", "203.0.113.9"), ("2001:db8::1", "2001:db8::1"), ("testclient", None)],
+)
+def test_a_client_address_that_is_not_an_address_is_left_out_not_fatal(
+    operator: User, remote: str, kept: str | None
+) -> None:
+    # Postgres's inet column refuses anything else; the record must still be written.
+    response = signed_in(operator).get(reverse("audit"), REMOTE_ADDR=remote)
+    assert response.status_code == 403
+    assert AuditRecord.objects.get(action="access.denied").source_address == kept
