@@ -224,7 +224,7 @@ class Evil:
     ("raw", "opcode"),
     [
         # Protocol 0: GLOBAL names os.system, REDUCE would call it.
-        (b"cos\nsystem\n(S'touch /tmp/pwned'\ntR.", "GLOBAL"),
+        (b"cos\nsystem\n(S'touch pwned'\ntR.", "GLOBAL"),
         (pickle.dumps([{"workflow_status": Evil()}], protocol=4), "STACK_GLOBAL"),
     ],
     ids=["global", "stack-global"],
