@@ -75,7 +75,56 @@ class SessionCookie(APIKeyCookie):
         raise NotImplementedError("SessionCookie is asynchronous")
 
 
-api = NinjaAPI(
+# What every error answer looks like, and which statuses each kind of operation may give.
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"title": "Detail"}},
+    "required": ["detail"],
+}
+ERROR_MEANINGS = {
+    400: "Invalid input: the detail names what is wrong.",
+    401: "No session and no valid bearer token.",
+    403: "Your role does not allow this (audited).",
+    404: "No such application that you may see, or no such object in it.",
+    409: "Not possible in the object's current state.",
+    502: "The executor failed the request or disconnected while asked.",
+    503: "No executor of the application is connected (or its system database is unreachable).",
+    504: "The executor, or the system database, did not answer in time.",
+}
+
+
+def error_statuses(path: str, method: str) -> list[int]:
+    """The error statuses an operation may answer with, from where it sits."""
+    statuses = [400, 401]
+    if "{app}" in path or path.startswith("/api/v1/audit"):
+        statuses.append(403)
+    if "{app}" in path:
+        statuses += [404, 502, 503, 504]
+        if method != "get":
+            statuses.append(409)
+    return sorted(statuses)
+
+
+class StepChangeAPI(NinjaAPI):
+    """The API, whose OpenAPI document declares every operation's error answers: DESIGN.md
+    promises them all, and clients (and schemathesis) should find them documented."""
+
+    def get_openapi_schema(self, **options: Any) -> Any:
+        schema = super().get_openapi_schema(**options)
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                declared = {str(status) for status in responses}
+                for status in error_statuses(path, method):
+                    if str(status) not in declared:
+                        responses[status] = {
+                            "description": ERROR_MEANINGS[status],
+                            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                        }
+        return schema
+
+
+api = StepChangeAPI(
     title="StepChange API",
     version="1",
     description="Inspect and steer DBOS workflows. Authenticate with a session or a bearer token.",
