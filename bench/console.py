@@ -515,6 +515,77 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
         shutil.rmtree(work, ignore_errors=True)
 
 
+def measure_database_time(url: str, views: list[View], results: Results, args) -> None:
+    """Database time per view: the time StepChange's own reads of the system database
+    spend in the database driver (each query sent, run and fetched), summed per view,
+    timed in this process around the same code the list and detail read through
+    (`DatabaseSource`), with the same filters and cursors as the pages. Comparable, query
+    for query, with the hand-written SQL: for a list the page of rows, for a detail the
+    workflow with its payloads and all its steps."""
+    import os
+
+    os.environ["STEPCHANGE_DATA_DIR"] = tempfile.mkdtemp(prefix="sc-bench-db-")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepchange.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+    from django.http import QueryDict
+
+    from stepchange.models import Application
+    from workflows import systemdb
+    from workflows.sources import DatabaseSource
+    from workflows.views import WorkflowFilterForm
+
+    call_command("migrate", verbosity=0)
+    application = Application.objects.create(name="bench-db", system_database_url=url)
+    source = DatabaseSource(application, systemdb.schema_of(application))
+    alias = systemdb.alias_for(application)
+    spent: list[float] = []
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            spent.append((time.perf_counter() - started) * 1000)
+
+    for view in views:
+        read: Callable[[], Any]
+        if view.kind == "list":
+            form = WorkflowFilterForm(QueryDict(urllib.parse.urlencode(stepchange_query(view))))
+            assert form.is_valid(), form.errors
+            read = functools.partial(source._list, form.query(queued=False))
+        else:
+            read = functools.partial(_detail_reads, source, str(view.workflow_id))
+
+        def run(read: Callable[[], Any] = read) -> float:
+            spent.clear()
+            with connections[alias].execute_wrapper(timed):
+                read()
+            return sum(spent)
+
+        for _ in range(3):
+            run()
+        times: list[float] = []
+        deadline = time.perf_counter() + args.budget
+        while len(times) < args.runs and (len(times) < 5 or time.perf_counter() < deadline):
+            times.append(run())
+        results.add(
+            view.key,
+            Measurement(
+                "stepchange db", statistics.median(times), percentile(times, 0.95), len(times)
+            ),
+        )
+        print(f"  stepchange db {view.key:<42} p95 {percentile(times, 0.95):8.2f} ms", flush=True)
+
+
+def _detail_reads(source: Any, workflow_id: str) -> None:
+    source._get(workflow_id)
+    source._steps(workflow_id, None, 1000)
+
+
 def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> None:
     """Run bench/console_argus.py with the argus virtualenv's Python and merge its figures."""
     python = ROOT / "var" / "argus-venv" / "bin" / "python"
@@ -631,6 +702,7 @@ def main() -> None:
         print(f"setup (filters, page-1,000 cursors): {time.perf_counter() - started:.1f} s")
         measure_sql(conn, results.views, results, args)
     measure_stepchange(args.url, results.views, results, args)
+    measure_database_time(args.url, results.views, results, args)
     if args.argus:
         measure_argus(args.url, info, results, args)
     elif args.argus_json:
