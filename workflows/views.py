@@ -190,17 +190,8 @@ AUDIT_HISTORY_SIZE = 20
 
 def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) -> dict[str, Any]:
     """What the caller may do to the workflow, and what was done to it."""
-    from conductor.models import Executor
-
-    executors = list(Executor.objects.live().filter(application=application))
-    may_act = request.user.has_perm(PERM_OPERATE)
-    return {
-        "offers": offers(workflow, executors) if may_act else [],
-        "may_act": may_act,
-        "action_form": ActionForm(),
-        "fork_id": str(uuid.uuid4()),
-        "first_step": Sdk.of(executors[0]).first_step if executors else 1,
-        "live_versions": sorted({e.application_version for e in executors} - {""}),
+    controls: dict[str, Any] = {
+        "may_act": request.user.has_perm(PERM_OPERATE),
         "active": workflow.get("status") in ACTIVE,
         "audit_history": list(
             AuditRecord.objects.filter(
@@ -208,6 +199,20 @@ def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) 
             )[:AUDIT_HISTORY_SIZE]
         ),
     }
+    if controls["may_act"]:
+        # The connected executors decide what is offered and how forms are filled; a
+        # viewer's page needs neither.
+        from conductor.models import Executor
+
+        executors = list(Executor.objects.live().filter(application=application))
+        controls |= {
+            "offers": offers(workflow, executors),
+            "action_form": ActionForm(),
+            "fork_id": str(uuid.uuid4()),
+            "first_step": Sdk.of(executors[0]).first_step if executors else 1,
+            "live_versions": sorted({e.application_version for e in executors} - {""}),
+        }
+    return controls
 
 
 def _saved_views(request: HttpRequest, application: Any) -> list[SavedView]:
