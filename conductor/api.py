@@ -13,7 +13,6 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
-from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from stepchange.paging import newest_first
 
@@ -158,14 +157,12 @@ def _claim_for_manual(
     audited like the attempts that go ahead."""
 
     def refuse(status: int, message: str, target: str = "") -> HttpError:
-        audit_record(
-            action=recovery.ACTION,
-            request=request,
+        recovery.recovery_refused(
             application=application,
+            executor_ids=executor_ids,
             target=target or application.name,
-            parameters={"executor_ids": executor_ids, "manual": True},
-            result=Result.FAILED,
-            detail=message,
+            why=message,
+            request=request,
         )
         return HttpError(status, message)
 

@@ -34,7 +34,7 @@ from conductor.protocol import (
 )
 from conductor.registry import stale_executors_release
 from stepchange.asyncdb import db_async
-from stepchange.audit import audit_record
+from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,26 @@ ABANDONED_CLAIM_SECONDS = 300
 RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
 
 _sweeper: "asyncio.Task[None] | None" = None
+
+
+def recovery_refused(
+    *,
+    application: Application,
+    executor_ids: list[str],
+    target: str,
+    why: str,
+    request: Any = None,
+) -> None:
+    """Audit a manual recovery refused before anything was claimed or sent."""
+    audit_record(
+        action=ACTION,
+        request=request,
+        application=application,
+        target=target,
+        parameters={"executor_ids": executor_ids, "manual": True},
+        result=Result.FAILED,
+        detail=why,
+    )
 
 
 def ensure_sweeper() -> None:

@@ -101,6 +101,11 @@ NO_SUCH_EXECUTOR = "Executor {executor_id} of {app} is not connected."
 NO_LATEST_EXECUTOR = "No executor of {app} runs its latest application version {version}."
 
 
+def live_executors(application: Application) -> list[Executor]:
+    """The application's live executors, the most recently connected first."""
+    return list(Executor.objects.live().filter(application=application).order_by("-connected_at"))
+
+
 def executor_pick(
     *, application: Application, executor_id: str | None = None, latest_version: bool = False
 ) -> Executor:

@@ -25,6 +25,7 @@ from conductor.registry import (
     NO_SUCH_EXECUTOR,
     NoExecutorError,
     executor_pick,
+    live_executors,
 )
 from conductor.requestlog import clip, request_log_add
 from stepchange.asyncdb import db_async
@@ -223,7 +224,7 @@ class Routes:
             return chosen
         entry = self.entries.get(application.pk)
         if entry is None or time.monotonic() - entry[0] > self.ROUTE_SECONDS:
-            live = await db_async(_live_executors)(application)
+            live = await db_async(live_executors)(application)
             entry = (time.monotonic(), live)
             self.entries[application.pk] = entry
         for candidate in entry[1]:
@@ -267,10 +268,6 @@ class Routes:
                         self.entries.clear()
             except TimeoutError:
                 continue
-
-
-def _live_executors(application: Application) -> list[Executor]:
-    return list(Executor.objects.live().filter(application=application).order_by("-connected_at"))
 
 
 routes = Routes()

@@ -15,7 +15,6 @@ from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
-from stepchange.audit import Result, audit_record
 from stepchange.models import Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
 from workflows import systemdb
@@ -126,11 +125,23 @@ async def recover_executor(request: HttpRequest, app_name: str, executor_id: str
     )()
     if executor is None:
         missing = f"No executor {executor_id} of {app_name}."
-        await db_async(_refused_recovery)(request, application, executor_id, missing)
+        await db_async(recovery.recovery_refused)(
+            application=application,
+            executor_ids=[executor_id],
+            target=f"executor {executor_id}",
+            why=missing,
+            request=request,
+        )
         raise Http404(missing)
     if not await db_async(recovery.claim)(executor, states=recovery.RECOVERABLE):
         busy = f"Executor {executor_id} is connected or being recovered already."
-        await db_async(_refused_recovery)(request, application, executor_id, busy)
+        await db_async(recovery.recovery_refused)(
+            application=application,
+            executor_ids=[executor_id],
+            target=f"executor {executor_id}",
+            why=busy,
+            request=request,
+        )
         messages.error(request, busy)
         return redirect("executors", app_name=app_name)
     executor = await db_async(Executor.objects.select_related("application").get)(pk=executor.pk)
@@ -139,20 +150,6 @@ async def recover_executor(request: HttpRequest, app_name: str, executor_id: str
     level = messages.SUCCESS if attempt.outcome == "sent" else messages.WARNING
     messages.add_message(request, level, f"Recovery of {executor_id}: {attempt.outcome}.")
     return redirect("executors", app_name=app_name)
-
-
-def _refused_recovery(
-    request: HttpRequest, application: Application, executor_id: str, why: str
-) -> None:
-    audit_record(
-        action=recovery.ACTION,
-        request=request,
-        application=application,
-        target=f"executor {executor_id}",
-        parameters={"executor_ids": [executor_id], "manual": True},
-        result=Result.FAILED,
-        detail=why,
-    )
 
 
 @login_required

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 
-from conductor.models import Executor
+from conductor.registry import live_executors
 from forks.models import EditedFork
 from forks.services import (
     NEEDS_APPROVAL,
@@ -94,14 +94,8 @@ def _out(fork: EditedFork) -> dict[str, Any]:
 
 def live_versions(application: Application) -> list[str]:
     """Application versions a connected executor runs, newest connection first."""
-    versions = (
-        Executor.objects.live()
-        .filter(application=application)
-        .exclude(application_version="")
-        .order_by("-connected_at")
-        .values_list("application_version", flat=True)
-    )
-    return list(dict.fromkeys(versions))
+    executors = live_executors(application)
+    return list(dict.fromkeys(e.application_version for e in executors if e.application_version))
 
 
 @api.exception_handler(ForkError)

@@ -41,6 +41,7 @@ from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows import serialization as codec
 from workflows import systemdb
+from workflows.actions import OTHER_APPLICATION, SAFE_ID, WORKFLOW_NOT_FOUND
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
 # Where a fork's rows go: straight into the system database, or to an executor that
@@ -49,7 +50,6 @@ DATABASE_ROUTE = "database"
 IMPORT_ROUTE = "import"
 # Values larger than this are audited as their hash and size, not in full.
 AUDIT_VALUE_CHARS = 4096
-SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
 
 STAGE_ACTION = "edited_fork.stage"
 APPROVE_ACTION = "edited_fork.approve"
@@ -59,8 +59,8 @@ DISCARD_ACTION = "edited_fork.discard"
 NO_SYSTEM_DATABASE = (
     "{app} has no reachable system database ({problem}): an edited fork is written there."
 )
-NO_SOURCE = "No workflow {workflow_id} in {app}."
-OTHER_APPLICATION = "Workflow {workflow_id} belongs to application {owner}, not {app}."
+# The same words as the native actions use.
+NO_SOURCE = WORKFLOW_NOT_FOUND
 STEP_OUT_OF_RANGE = (
     "The restart step must be between {low} and {high} for this workflow; got {step}."
 )

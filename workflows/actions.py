@@ -38,7 +38,7 @@ from conductor.protocol import (
     SuccessResponse,
     encode_request,
 )
-from conductor.registry import NO_EXECUTOR
+from conductor.registry import NO_EXECUTOR, live_executors
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
@@ -362,7 +362,7 @@ class _Attempt:
         owner = workflow.get("application_name")
         if owner and owner != self.application.name:
             raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
-        executors = await db_async(_live_executors)(self.application)
+        executors = await db_async(live_executors)(self.application)
         why_not = refusals(str(workflow.get("status") or ""), executors)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)
@@ -488,7 +488,3 @@ def failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailure
         application_version=chosen.application_version or None,
         queue_name=chosen.queue_name or None,
     )
-
-
-def _live_executors(application: Application) -> list[Executor]:
-    return list(Executor.objects.live().filter(application=application).order_by("-connected_at"))

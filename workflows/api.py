@@ -18,7 +18,14 @@ from stepchange.access import PERM_INSPECT, PERM_OPERATE
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
 from workflows import systemdb
-from workflows.actions import Action, ActionError, Outcome, Parameters, workflow_act
+from workflows.actions import (
+    WORKFLOW_NOT_FOUND,
+    Action,
+    ActionError,
+    Outcome,
+    Parameters,
+    workflow_act,
+)
 from workflows.jobs import (
     MAX_WORKFLOWS,
     bulk_action,
@@ -42,7 +49,6 @@ from workflows.sources import (
 router = Router(tags=["workflows"])
 
 MAX_LIMIT = 1000
-WORKFLOW_NOT_FOUND = "No workflow {workflow_id} in {app}."
 BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
 

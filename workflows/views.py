@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from conductor import relay
+from conductor.registry import live_executors
 from stepchange.access import PERM_OPERATE
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
@@ -202,9 +203,7 @@ def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) 
     if controls["may_act"]:
         # The connected executors decide what is offered and how forms are filled; a
         # viewer's page needs neither.
-        from conductor.models import Executor
-
-        executors = list(Executor.objects.live().filter(application=application))
+        executors = live_executors(application)
         controls |= {
             "offers": offers(workflow, executors),
             "action_form": ActionForm(),
