@@ -4,7 +4,6 @@ poison notices, the request log, and retention."""
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -12,7 +11,7 @@ from django.views.decorators.http import require_POST
 from conductor import recovery, relay, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
-from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
+from stepchange.access import PERM_ADMINISTER, PERM_OPERATE, login_required
 from stepchange.api import application_for, resolve
 from stepchange.asyncdb import db_async
 from stepchange.models import Application, AuditRecord

@@ -27,16 +27,14 @@ AUDIT_IMMUTABLE = "Audit records are append-only: they cannot be changed or dele
 class ApplicationQuerySet(models.QuerySet["Application"]):
     def visible_to(self, user: Any) -> ApplicationQuerySet:
         """The applications `user` may see: none for strangers, all unless limited."""
-        from stepchange.access import Role, role_of
+        from stepchange.access import Role, limited_to, role_of
 
         if role_of(user) is Role.NONE:
             return self.none()
         if user.is_superuser:
             return self
-        access = ApplicationAccess.objects.filter(user=user).first()
-        if access is None or not access.limited:
-            return self
-        return self.filter(pk__in=access.applications.values("pk"))
+        ids = limited_to(user)
+        return self if ids is None else self.filter(pk__in=ids)
 
     def with_live_executor_counts(self) -> ApplicationQuerySet:
         """Annotate `live_executors`: how many executors each has connected, in one query."""

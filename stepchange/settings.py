@@ -82,18 +82,21 @@ INSTALLED_APPS = [
     "forks",
 ]
 
+# Django's own middleware, as subclasses that run on the event loop (stepchange/middleware.py).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "stepchange.middleware.Security",
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "stepchange.middleware.Session",
+    "stepchange.middleware.Common",
+    "stepchange.middleware.Csrf",
+    "stepchange.middleware.Authentication",
+    "stepchange.middleware.Messages",
+    "stepchange.middleware.XFrameOptions",
     "django_htmx.middleware.HtmxMiddleware",
     "stepchange.middleware.AuditDeniedMiddleware",
 ]
+# Flash messages in a signed cookie, never the session: storing them needs no database.
+MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 # The JSON API's own chain (stepchange/asgi.py): async-native only, no thread hops.
 API_MIDDLEWARE = ["stepchange.middleware.api_headers"]
@@ -137,6 +140,8 @@ else:
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
+# ModelBackend, reading a user's permissions in one query rather than two.
+AUTHENTICATION_BACKENDS = ["stepchange.backends.PermissionBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -89,10 +89,23 @@ _schemas: dict[str, tuple[float, Schema]] = {}
 _failures: dict[str, tuple[float, str]] = {}
 
 
+_aliases: dict[tuple[int, str, str, int], str] = {}
+
+
 def alias_for(application: Application) -> str:
     """The connection alias of `application`'s system database, registered if needed."""
     if not application.system_database_url:
         raise SystemDatabaseError(NOT_CONFIGURED.format(app=application.name))
+    # Every read asks, several times per page: the settings are parsed once per URL.
+    key = (
+        application.pk,
+        application.system_database_url,
+        application.system_database_schema,
+        settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS,
+    )
+    known = _aliases.get(key)
+    if known is not None and known in connections.settings:
+        return known
     wanted = _settings_for(application)
     # The alias names the URL and schema too: every thread keeps its own connection object
     # per alias, and a changed database must never be reached through a stale one.
@@ -102,12 +115,15 @@ def alias_for(application: Application) -> str:
         with _lock:
             forget(application)
             _register(alias, wanted)
+    _aliases[key] = alias
     return alias
 
 
 def forget(application: Application) -> None:
     """Drop an application's aliases (its URL or schema changed, or it is gone)."""
     stale = [a for a in connections.settings if a.startswith(f"{ALIAS_PREFIX}{application.pk}_")]
+    for key in [k for k in _aliases if k[0] == application.pk]:
+        _aliases.pop(key, None)
     for alias in stale:
         connections[alias].close()
         del connections.settings[alias]

@@ -10,7 +10,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from conductor import relay
 from conductor.registry import live_executors
-from stepchange.access import PERM_OPERATE
+from stepchange.access import PERM_OPERATE, login_required
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
 from stepchange.models import AuditRecord, SavedView
@@ -155,10 +154,11 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
         context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
-        workflow = await source.get(workflow_id)
+        detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
     except relay.RelayError as exc:
         context["unavailable"] = str(exc)
         return await arender(request, "workflows/detail.html", context, status=exc.status)
+    workflow = detail.workflow
     if workflow is None:
         return await arender(
             request,
@@ -168,22 +168,27 @@ async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str)
         )
     context["workflow"] = workflow
     context["notice"] = source.notice
-    try:
-        first = await source.steps(workflow_id, limit=STEPS_PER_PAGE)
-        context["steps"], context["steps_next"] = first.items, first.next_cursor
-        context.update(await source.extras(workflow_id))
-    except relay.RelayError as exc:
+    if detail.steps is not None:
+        context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
+    context.update(detail.extras)
+    if detail.partial:
         # The workflow itself is shown; what could not be fetched says so.
-        context["partial"] = str(exc)
+        context["partial"] = detail.partial
     context["duration"] = _duration(workflow)
-    context.update(await db_async(_controls)(request, application, workflow))
     template = "workflows/detail.html"
     if request.htmx and request.GET.get("part") == "head":  # type: ignore[attr-defined]
         if request.GET.get("was") != workflow.get("status"):
             # The status moved on: the steps, output and actions changed with it.
             return HttpResponse(headers={"HX-Refresh": "true"})
         template += "#wf-head"
-    return await arender(request, template, context)
+    response: HttpResponse = await db_async(_render_detail)(request, template, context)
+    return response
+
+
+def _render_detail(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    """The actions the caller may take, and the page, in one trip to the database thread."""
+    context.update(_controls(request, context["application"], context["workflow"]))
+    return render(request, template, context)
 
 
 AUDIT_HISTORY_SIZE = 20
