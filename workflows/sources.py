@@ -61,8 +61,10 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
-# The most steps one answer carries; a workflow with more is paged.
+# The most steps one answer carries, and how many it carries unless asked for more; a
+# workflow with more is paged (the console shows 100 at a time as well).
 MAX_STEPS_PAGE = 1000
+STEPS_PAGE = 100
 # A queue's configuration, as the `queues` table and `list_queues` both have it.
 QUEUE_FIELDS = (
     "name",

@@ -1,6 +1,9 @@
 """Stories about reading workflows straight from the system database through the API:
 no executor needed, values decoded, keyset pages, and a fallback when it is down."""
 
+import shutil
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +168,47 @@ def test_the_successor_of_a_prefix_bounds_exactly_the_strings_that_start_with_it
     assert _successor("\U0010ffff") is None
     for word in ["ab", "ab0", "abz", "ab\U0010ffff", "ab\U0010ffffz"]:
         assert "ab" <= word < "ac"
+
+
+def test_a_long_workflow_is_paged_a_hundred_steps_at_a_time(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """250 recorded steps: the API answers 100 unless asked for more (up to 1,000), the
+    console shows 100 with "More steps", and nothing is lost across the pages."""
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    path = tmp_path / "system.sqlite"
+    shutil.copy(fixture["path"], path)
+    success = by_role(fixture, "success")
+    with sqlite3.connect(path) as db:
+        (last,) = db.execute(
+            "SELECT max(function_id) FROM operation_outputs WHERE workflow_uuid = ?", (success,)
+        ).fetchone()
+        db.executemany(
+            "INSERT INTO operation_outputs (workflow_uuid, function_id, function_name, output)"
+            " VALUES (?, ?, ?, NULL)",
+            [(success, last + n, f"extra_step_{n}") for n in range(1, 251 - last)],
+        )
+    app = Application.objects.create(
+        name=fixture["app_name"], system_database_url=f"sqlite:///{path}"
+    )
+    client = signed_in(vera)
+    status, first = api(client, f"/apps/{app.name}/workflows/{success}/steps")
+    assert status == 200, first
+    assert len(first["items"]) == 100
+    assert first["next_cursor"] is not None
+    status, rest = api(
+        client, f"/apps/{app.name}/workflows/{success}/steps", cursor=first["next_cursor"]
+    )
+    assert [s["function_id"] for s in first["items"] + rest["items"]][:200] == list(
+        range(first["items"][0]["function_id"], first["items"][0]["function_id"] + 200)
+    )
+    status, everything = api(client, f"/apps/{app.name}/workflows/{success}/steps", limit=1000)
+    assert len(everything["items"]) == 250
+    assert everything["next_cursor"] is None
+    status, _ = api(client, f"/apps/{app.name}/workflows/{success}/steps", limit=1001)
+    assert status == 400
+    page = client.get(f"/apps/{app.name}/workflows/{success}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count("extra_step_") == 100 - last
+    assert "More steps" in html
