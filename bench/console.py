@@ -6,7 +6,8 @@
                                       [--json out.json]
 
 For every view of the console (the workflow list, first page and page 1,000, unfiltered
-and with each filter; the detail of a typical workflow and of one with 1,000 steps) it
+and with each filter; the detail of a typical workflow and of one with 1,000 steps, whose
+first 100 steps the page and API show, and which the API also gives all at once) it
 measures, on the database `bench/seed.py` built:
 
 - sql: the best hand-written SQL for the view, sent with psycopg straight to Postgres
@@ -74,7 +75,10 @@ SELECT function_id, function_name, output, error, child_workflow_id,
 FROM dbos.operation_outputs
 WHERE workflow_uuid = %(id)s
 ORDER BY function_id
+LIMIT %(limit)s
 """
+# A detail shows the first 100 steps (one more tells whether there are more), or all.
+STEPS_SHOWN = 100
 
 
 # --------------------------------------------------------------------------------------
@@ -103,6 +107,9 @@ class View:
     page: int = 1
     workflow_id: str | None = None  # for details
     note: str = ""
+    # A detail read with every step at once (the API's `limit=1000`); the page and the API
+    # otherwise show the first 100 steps and page the rest.
+    all_steps: bool = False
 
 
 @dataclass
@@ -307,6 +314,11 @@ def build_views(conn: psycopg.Connection, info: dict[str, Any]) -> list[View]:
             )
     views.append(View("detail/typical", "detail", workflow_id=info["typical"]))
     views.append(View("detail/1000-steps", "detail", workflow_id=info["thousand"]))
+    views.append(
+        View(
+            "detail/1000-steps, all at once", "detail", workflow_id=info["thousand"], all_steps=True
+        )
+    )
     return views
 
 
@@ -364,7 +376,8 @@ def measure_sql(conn: psycopg.Connection, views: list[View], results: Results, a
             queries = [list_sql(view)]
         else:
             queries = [(DETAIL_STATUS_SQL, {"id": view.workflow_id})]
-            queries.append((DETAIL_STEPS_SQL, {"id": view.workflow_id}))
+            limit = 1000 if view.all_steps else STEPS_SHOWN + 1
+            queries.append((DETAIL_STEPS_SQL, {"id": view.workflow_id, "limit": limit}))
         fetched: list[list[tuple]] = []
 
         def run(queries=queries, fetched=fetched) -> None:
@@ -487,6 +500,9 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
                         f"/api/v1/apps/bench-1m/workflows/{wid}/steps",
                     ],
                 }
+                if view.all_steps:
+                    # The page has no such view; the API is asked for every step.
+                    paths = {"api": [paths["api"][0], f"{paths['api'][1]}?limit=1000"]}
             for system, urls in paths.items():
                 size = sum(fetch(u, system) for u in urls)
                 times = sample(
@@ -521,7 +537,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     timed in this process around the same code the list and detail read through
     (`DatabaseSource`), with the same filters and cursors as the pages. Comparable, query
     for query, with the hand-written SQL: for a list the page of rows, for a detail the
-    workflow with its payloads and all its steps."""
+    workflow with its payloads and its first 100 steps (all 1,000 for "all at once")."""
     import os
 
     os.environ["STEPCHANGE_DATA_DIR"] = tempfile.mkdtemp(prefix="sc-bench-db-")
@@ -558,7 +574,8 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
             assert form.is_valid(), form.errors
             read = functools.partial(source._list, form.query(queued=False))
         else:
-            read = functools.partial(_detail_reads, source, str(view.workflow_id))
+            steps = 1000 if view.all_steps else STEPS_SHOWN
+            read = functools.partial(_detail_reads, source, str(view.workflow_id), steps)
 
         def run(read: Callable[[], Any] = read) -> float:
             spent.clear()
@@ -581,9 +598,9 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
         print(f"  stepchange db {view.key:<42} p95 {percentile(times, 0.95):8.2f} ms", flush=True)
 
 
-def _detail_reads(source: Any, workflow_id: str) -> None:
+def _detail_reads(source: Any, workflow_id: str, steps: int) -> None:
     source._get(workflow_id)
-    source._steps(workflow_id, None, 1000)
+    source._steps(workflow_id, None, steps)
 
 
 def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> None:

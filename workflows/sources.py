@@ -84,6 +84,23 @@ CHART_WINDOWS = (
 
 # Postgres's SQLSTATE for a statement stopped by statement_timeout.
 QUERY_CANCELED = "57014"
+# The status-row columns a list shows (`DatabaseSource.workflow` without payloads).
+LISTED_FIELDS = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "class_name",
+    "queue_name",
+    "application_version",
+    "executor_id",
+    "created_at_ms",
+    "updated_at_ms",
+    "completed_at_ms",
+    "forked_from",
+    "parent_workflow_id",
+    "application_name",
+    "serialization",
+)
 # Plain rows for templates and the API (spelled out here: the sources have a `list` method).
 Rows = list[dict[str, Any]]
 
@@ -203,6 +220,10 @@ class DatabaseSource:
             rows = rows.id_prefix_range(query.workflow_id_prefix)
         if query.load_input or query.load_output:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
+        else:
+            # What a row shows, not the whole status row: older schemas keep payloads in it.
+            missing = systemdb.missing_fields(systemdb.alias_for(self.application), WorkflowStatus)
+            rows = rows.only(*(name for name in LISTED_FIELDS if name not in missing))
         ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()
         page = list(
             ordered.after(_keyset(query.cursor), descending=query.sort_desc)[: query.limit + 1]

@@ -212,3 +212,30 @@ def test_a_long_workflow_is_paged_a_hundred_steps_at_a_time(
     html = page.content.decode()
     assert html.count("extra_step_") == 100 - last
     assert "More steps" in html
+
+
+@pytest.mark.parametrize("name", ["py2311-pg-portable", "py320-sqlite-default"])
+def test_a_list_reads_only_the_columns_it_shows_in_one_query(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    """A 2.31.1 schema keeps every payload in the status row: a list page must not drag
+    them along (nor fetch a deferred column row by row)."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from workflows import systemdb
+
+    fixture = sdk_fixtures[name]
+    app = registered(fixture)
+    client = signed_in(vera)
+    api(client, f"/apps/{app.name}/workflows")  # the schema is introspected once
+    with CaptureQueriesContext(connections[systemdb.alias_for(app)]) as reads:
+        status, page = api(client, f"/apps/{app.name}/workflows", limit=50)
+    assert status == 200, page
+    assert page["items"]
+    assert all(item["created_at"] for item in page["items"])
+    (query,) = [q["sql"] for q in reads.captured_queries]
+    for payload in ('"inputs"', '"output"', '"error"', '"request"'):
+        assert payload not in query
+    status, loaded = api(client, f"/apps/{app.name}/workflows", limit=50, load_input="true")
+    assert any(item["input"] is not None for item in loaded["items"])
