@@ -140,6 +140,14 @@ async def ask(
     return Answer(response, target)
 
 
+# While waiting for an answer, how often to check that the executor is still connected.
+LIVENESS_CHECK_SECONDS = 1.0
+
+
+def _still_held(target: Executor) -> bool:
+    return Executor.objects.live().filter(pk=target.pk, channel_name=target.channel_name).exists()
+
+
 async def _exchange(
     target: Executor, message: Request, frame: str, timeout: float, log: dict[str, Any]
 ) -> str:
@@ -159,13 +167,23 @@ async def _exchange(
         },
     )
     names = {"executor_id": target.executor_id, "type": message.type}
-    try:
-        answer = await asyncio.wait_for(layer.receive(reply_channel), timeout)
-    except TimeoutError:
-        log["duration_ms"] = (time.perf_counter() - started) * 1000
-        error = TIMED_OUT.format(timeout=timeout, **names)
-        await record(log, outcome=RequestLog.Outcome.TIMEOUT, error=error)
-        raise ExecutorTimeoutError(error) from None
+    answer: dict[str, Any] | None = None
+    while answer is None:
+        left = timeout - (time.perf_counter() - started)
+        try:
+            answer = await asyncio.wait_for(
+                layer.receive(reply_channel), max(min(left, LIVENESS_CHECK_SECONDS), 0)
+            )
+        except TimeoutError:
+            if left <= LIVENESS_CHECK_SECONDS:
+                log["duration_ms"] = (time.perf_counter() - started) * 1000
+                error = TIMED_OUT.format(timeout=timeout, **names)
+                await record(log, outcome=RequestLog.Outcome.TIMEOUT, error=error)
+                raise ExecutorTimeoutError(error) from None
+            if not await db_async(_still_held)(target):
+                # It went away with the request on its way: the consumer that closed never
+                # saw it, so no failure will come; say so now rather than at the timeout.
+                answer = {"type": "conductor.failed"}
     log["duration_ms"] = (time.perf_counter() - started) * 1000
     if answer["type"] != "conductor.reply":
         error = DISCONNECTED.format(**names)

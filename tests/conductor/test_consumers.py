@@ -146,6 +146,25 @@ async def test_a_disconnect_fails_every_waiting_request_at_once(
     assert row.disconnected_at is not None
 
 
+async def test_a_request_sent_to_an_executor_that_just_left_fails_within_a_second(
+    orders: Application, executor: FakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request was routed before the executor's consumer closed, so that consumer never
+    reads it and no failure comes back: the relay notices the executor is gone."""
+    target = await sync_to_async(Executor.objects.get)(executor_id=executor.executor_id)
+    await executor.communicator.disconnect()
+
+    async def stale_route(*args: object, **kwargs: object) -> Executor:
+        return target
+
+    monkeypatch.setattr(relay.routes, "pick", stale_route)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(relay.ExecutorDisconnectedError, match="disconnected before answering"):
+        await relay.request(orders, GetWorkflowRequest(workflow_id="wf-1"), timeout=30)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert await RequestLog.objects.filter(outcome="disconnected").acount() == 1
+
+
 async def test_with_no_executor_connected_the_relay_says_so(orders: Application) -> None:
     with pytest.raises(relay.NoExecutorConnectedError, match="No executor of orders"):
         await relay.request(orders, GetWorkflowRequest(workflow_id="wf-1"))

@@ -37,7 +37,10 @@ async def finished(job_id: int) -> BulkJob:
         if job.finished:
             return job
         await asyncio.sleep(0.02)
-    raise AssertionError(f"bulk job {job_id} never finished")
+    items = [
+        (i.workflow_id, i.state, i.detail) async for i in BulkJobItem.objects.filter(job_id=job_id)
+    ]
+    raise AssertionError(f"bulk job {job_id} never finished {job.state} {job.detail} {items}")
 
 
 async def items_of(job_id: int) -> dict[str, BulkJobItem]:
