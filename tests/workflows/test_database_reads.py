@@ -239,3 +239,52 @@ def test_a_list_reads_only_the_columns_it_shows_in_one_query(
         assert payload not in query
     status, loaded = api(client, f"/apps/{app.name}/workflows", limit=50, load_input="true")
     assert any(item["input"] is not None for item in loaded["items"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["py320-sqlite-default", "py320-pg-portable", "py2311-sqlite-default", "ts502-pg-default"],
+)
+def test_a_workflows_extras_are_read_on_every_schema(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    """Events with their history, messages, streams, children and forks: one statement over
+    whatever tables and columns each SDK's schema has."""
+    from asgiref.sync import async_to_sync
+
+    from workflows.sources import DatabaseSource, source_for
+
+    fixture = sdk_fixtures[name]
+    source = async_to_sync(source_for)(registered(fixture))
+    assert isinstance(source, DatabaseSource)
+    events = source._extras(by_role(fixture, "events"))
+    assert "stage" in {e["key"] for e in events["events"]}
+    if source.schema.has("streams"):
+        assert events["streams"]["progress"]
+    assert all(e["value_format"] for e in events["events"])
+    if source.schema.has("workflow_events_history"):
+        history = events["history"]
+        assert history
+        assert history == sorted(history, key=lambda h: (h["function_id"], h["key"]))
+    recv = source._extras(by_role(fixture, "recv"))
+    messages = recv["notifications"]
+    assert {m["topic"] for m in messages} == {"greeting", "unread", None}
+    assert {m["topic"]: m["consumed"] for m in messages}["greeting"] is True
+    assert {m["topic"]: m["consumed"] for m in messages}["unread"] is False
+    assert all(m["created_at"] is not None for m in messages)
+    assert [m["created_at"] for m in messages] == sorted(m["created_at"] for m in messages)
+    parent = source._extras(by_role(fixture, "parent"))
+    assert [c["workflow_id"] for c in parent["children"]] == [by_role(fixture, "parent-child")]
+    assert parent["children"][0]["status"]
+    fork = next(w for w in fixture["workflows"] if w["role"] == "fork")
+    forked = source._extras(str(fork.get("forked_from") or by_role(fixture, "success")))
+    assert fork["workflow_id"] in [f["workflow_id"] for f in forked["forks"]]
+    nothing = source._extras("no-such-workflow")
+    assert nothing == {
+        "children": [],
+        "forks": [],
+        "events": [],
+        "history": [],
+        "notifications": [],
+        "streams": {},
+    }
