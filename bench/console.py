@@ -60,6 +60,15 @@ LIST_COLUMNS = (
     " recovery_attempts, parent_workflow_id, forked_from, authenticated_user"
 )
 ORDER = "ORDER BY created_at DESC, workflow_uuid DESC"
+# `manage.py shell -c` this: a viewer named bench, signed in; prints the session key.
+VIEWER_SESSION = (
+    "from django.contrib.auth.models import User, Group\n"
+    "from django.test import Client\n"
+    "u = User.objects.create_user('bench', password='bench-pass-9912')\n"
+    "u.groups.add(Group.objects.get(name='viewer'))\n"
+    "c = Client(); c.login(username='bench', password='bench-pass-9912')\n"
+    "print(c.cookies['sessionid'].value)"
+)
 KEYSET = "(created_at, workflow_uuid) < (%(c_at)s, %(c_id)s)"
 
 DETAIL_STATUS_SQL = """
@@ -455,20 +464,7 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
     server.start()
     try:
         server.manage("register_app", "bench-1m", "--system-database-url", url, "--schema", "dbos")
-        session = (
-            server.manage(
-                "shell",
-                "-c",
-                "from django.contrib.auth.models import User, Group\n"
-                "from django.test import Client\n"
-                "u = User.objects.create_user('bench', password='bench-pass-9912')\n"
-                "u.groups.add(Group.objects.get(name='viewer'))\n"
-                "c = Client(); c.login(username='bench', password='bench-pass-9912')\n"
-                "print(c.cookies['sessionid'].value)",
-            )
-            .strip()
-            .splitlines()[-1]
-        )
+        session = server.manage("shell", "-c", VIEWER_SESSION).strip().splitlines()[-1]
         token = server.manage("create_api_token", "bench").strip()
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         headers = {

@@ -29,7 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/sc_bench_1m"
+
+from bench.console import DEFAULT_URL, VIEWER_SESSION  # noqa: E402
+
 APP = "bench-1m"
 
 
@@ -55,16 +57,7 @@ def prepare(url: str) -> tuple[str, str, str]:
 
     manage("migrate", "-v0", "--noinput")
     manage("register_app", APP, "--system-database-url", url, "--schema", "dbos")
-    session = manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User, Group\n"
-        "from django.test import Client\n"
-        "u = User.objects.create_user('bench', password='bench-pass-9912')\n"
-        "u.groups.add(Group.objects.get(name='viewer'))\n"
-        "c = Client(); c.login(username='bench', password='bench-pass-9912')\n"
-        "print(c.cookies['sessionid'].value)",
-    ).split()[-1]
+    session = manage("shell", "-c", VIEWER_SESSION).split()[-1]
     token = manage("create_api_token", "bench").strip()
     return session, token, str(row[0])
 
