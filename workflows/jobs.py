@@ -15,6 +15,7 @@ system database or the executor, so nothing is forked twice.
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -228,31 +229,24 @@ NOT_STOPPED = "Bulk job {job_id} is {state}: only a stopped job is retried."
 def bulk_job_retry(*, job: BulkJob, user: Any, request: HttpRequest | None = None) -> BulkJob:
     """Queue a stopped job again: it sends what it has not sent yet. ActionRefusedError
     (audited) for a job that is not stopped."""
+    record = functools.partial(
+        audit_record,
+        action=RETRY_ACTION,
+        request=request,
+        actor=user,
+        application=job.application,
+        target=f"bulk job {job.pk}",
+        parameters={"job": job.pk},
+    )
     if job.state != BulkJob.State.FAILED:
         refused = NOT_STOPPED.format(job_id=job.pk, state=job.state)
-        audit_record(
-            action=RETRY_ACTION,
-            request=request,
-            actor=user,
-            application=job.application,
-            target=f"bulk job {job.pk}",
-            parameters={"job": job.pk},
-            result=Result.FAILED,
-            detail=refused,
-        )
+        record(result=Result.FAILED, detail=refused)
         raise ActionRefusedError(refused)
     with transaction.atomic():
         BulkJob.objects.filter(pk=job.pk, state=BulkJob.State.FAILED).update(
             state=BulkJob.State.QUEUED, lease_until=None, finished_at=None, detail=""
         )
-        audit_record(
-            action=RETRY_ACTION,
-            request=request,
-            actor=user,
-            application=job.application,
-            target=f"bulk job {job.pk}",
-            parameters={"job": job.pk},
-        )
+        record()
     job.refresh_from_db()
     return job
 
