@@ -180,10 +180,13 @@ def test_a_workflow_that_kills_the_executors_that_recover_it_is_flagged_as_poiso
     executors("python", app=app, key=key, system_database_url=system_db, POISON_DISARMED="1")
 
     def flagged() -> dict[str, Any] | None:
+        # The flag is written a moment before the attempt that holds the recovery.
         _, history = stepchange.api("GET", f"/apps/{app}/recovery")
-        return history if history["poison"] else None
+        attempts = history["attempts"]
+        settled = attempts and attempts[0]["outcome"] != "sent"
+        return history if history["poison"] and settled else None
 
-    history = eventually(flagged, timeout=60, what="a poison flag")
+    history = eventually(flagged, timeout=60, what="a poison flag and the held recovery")
     [poison] = history["poison"]
     assert poison["workflow_id"] == "wf-deadly"
     assert poison["executors_killed"] == 2
