@@ -1,6 +1,8 @@
 """Console pages of the executor-facing side: executors, their connections, recovery and
 poison notices, the request log, and retention."""
 
+import functools
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -122,25 +124,20 @@ async def recover_executor(request: HttpRequest, app_name: str, executor_id: str
             .first()
         )
     )()
+    refused = functools.partial(
+        db_async(recovery.recovery_refused),
+        application=application,
+        executor_ids=[executor_id],
+        target=f"executor {executor_id}",
+        request=request,
+    )
     if executor is None:
         missing = f"No executor {executor_id} of {app_name}."
-        await db_async(recovery.recovery_refused)(
-            application=application,
-            executor_ids=[executor_id],
-            target=f"executor {executor_id}",
-            why=missing,
-            request=request,
-        )
+        await refused(why=missing)
         raise Http404(missing)
     if not await db_async(recovery.claim)(executor, states=recovery.RECOVERABLE):
         busy = f"Executor {executor_id} is connected or being recovered already."
-        await db_async(recovery.recovery_refused)(
-            application=application,
-            executor_ids=[executor_id],
-            target=f"executor {executor_id}",
-            why=busy,
-            request=request,
-        )
+        await refused(why=busy)
         messages.error(request, busy)
         return redirect("executors", app_name=app_name)
     executor = await db_async(Executor.objects.select_related("application").get)(pk=executor.pk)

@@ -26,10 +26,10 @@ def release_connections() -> None:
     """What `close_old_connections` does, except to SQLite connections, which stay open
     for the next call on this thread."""
     for conn in connections.all(initialized_only=True):
+        # SQLite's connections are always usable (Django's is_usable says so): only age
+        # would close them, and that is what is skipped.
         if conn.vendor != "sqlite":
             conn.close_if_unusable_or_obsolete()
-        elif conn.connection is not None and conn.errors_occurred and not conn.is_usable():
-            conn.close()
 
 
 def db_async(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:

@@ -294,10 +294,6 @@ class DatabaseSource:
             self.notice,
         )
 
-    async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
-        found: dict[str, Any] = await db_async(self._extras)(workflow_id)
-        return found
-
     async def queues(self, *, actor: str = "") -> Rows:
         found: Rows = await db_async(self._queues)()
         return found
