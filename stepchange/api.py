@@ -20,7 +20,13 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
-from stepchange.access import PERM_ADMINISTER, PERM_INSPECT, require
+from stepchange.access import (
+    PERM_ADMINISTER,
+    PERM_INSPECT,
+    application_named,
+    can_see,
+    require,
+)
 from stepchange.asyncdb import db_async
 from stepchange.audit import AuditAction, Result, audit_denied, audit_record
 from stepchange.middleware import UNSAFE_METHODS, mark_refusal_audited
@@ -175,7 +181,9 @@ APP_NOT_FOUND = "No application named {name!r} that you may see."
 def application_for(request: HttpRequest, name: str, permission: str = PERM_INSPECT) -> Application:
     """The application `name` if the caller may see it (else 404, audited when the request
     would change something) and holds `permission` on it (else 403, audited)."""
-    application = Application.objects.visible_to(request.user).filter(name=name).first()
+    application = application_named(name)
+    if application is not None and not can_see(request.user, application):
+        application = None
     if application is None:
         missing = Http404(APP_NOT_FOUND.format(name=name))
         if request.method in UNSAFE_METHODS:

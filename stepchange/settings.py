@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "stepchange.middleware.AuditDeniedMiddleware",
 ]
+# Django's database sessions, read through a prepared query.
+SESSION_ENGINE = "stepchange.sessions"
 # Flash messages in a signed cookie, never the session: storing them needs no database.
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 

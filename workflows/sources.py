@@ -42,6 +42,7 @@ from conductor.protocol import (
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
+from stepchange.prepared import prepared
 from workflows import systemdb
 from workflows.models import (
     Notification,
@@ -243,12 +244,15 @@ class DatabaseSource:
         return found
 
     def _get(self, workflow_id: str) -> dict[str, Any] | None:
-        row = (
-            systemdb.workflows(self.application)
-            .with_payloads(payload_tables=self.schema.has_payload_tables)
-            .filter(workflow_uuid=workflow_id)
-            .first()
-        )
+        alias = systemdb.alias_for(self.application)
+        payload_tables = self.schema.has_payload_tables
+
+        def one(workflow_id: str) -> models.QuerySet[WorkflowStatus]:
+            rows = systemdb.workflows(self.application).with_payloads(payload_tables=payload_tables)
+            return rows.filter(workflow_uuid=workflow_id)[:1]
+
+        shape = (alias, payload_tables, systemdb.missing_fields(alias, WorkflowStatus))
+        row = prepared(("workflow", *shape), one, str).first(workflow_id)
         return None if row is None else self.workflow(row, load_input=True, load_output=True)
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
@@ -279,12 +283,25 @@ class DatabaseSource:
 
     def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
         """A page of steps after the step `cursor` names; only the page is decoded."""
-        steps = systemdb.steps(self.application).of(workflow_id)
+        if cursor and not cursor.lstrip("-").isdigit():
+            raise BadCursor(BAD_CURSOR)
+        alias = systemdb.alias_for(self.application)
+
+        def one_page(
+            workflow_id: str, after: int | None = None
+        ) -> models.QuerySet[OperationOutput]:
+            steps = systemdb.steps(self.application).of(workflow_id)
+            if after is not None:
+                steps = steps.filter(function_id__gt=after)
+            return steps[: limit + 1]
+
+        shape = (alias, limit, systemdb.missing_fields(alias, OperationOutput))
         if cursor:
-            if not cursor.lstrip("-").isdigit():
-                raise BadCursor(BAD_CURSOR)
-            steps = steps.filter(function_id__gt=int(cursor))
-        page = list(steps[: limit + 1])
+            page = prepared(("steps after", *shape), one_page, str, int).fetch(
+                workflow_id, int(cursor)
+            )
+        else:
+            page = prepared(("steps", *shape), one_page, str).fetch(workflow_id)
         more = len(page) > limit
         page = page[:limit]
         return Listing(
