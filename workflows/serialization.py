@@ -1049,7 +1049,6 @@ class _PickleMachine:
         self.protocol = 0
         self.globals: list[str] = []
         self.refused: list[str] = []
-        self.ops: dict[str, Callable[[Any], None]] = self._dispatch()
 
     def summary(self, reason: str) -> JSONValue:
         return {
@@ -1064,10 +1063,10 @@ class _PickleMachine:
                 raise _PickleError(PICKLE_TOO_MANY_OPCODES.format(limit=MAX_PICKLE_OPCODES))
             if opcode.name == "STOP":
                 return self.pop()
-            handler = self.ops.get(opcode.name)
+            handler = _PICKLE_OPS.get(opcode.name)
             if handler is None:
                 raise _PickleError(PICKLE_UNSUPPORTED_OPCODE.format(name=opcode.name))
-            handler(arg)
+            handler(self, arg)
             if len(self.stack) > MAX_PICKLE_STACK or len(self.marks) > MAX_PICKLE_STACK:
                 raise _PickleError(PICKLE_STACK_TOO_DEEP.format(limit=MAX_PICKLE_STACK))
         raise _PickleError(PICKLE_MALFORMED.format(detail="no STOP opcode"))
@@ -1100,59 +1099,60 @@ class _PickleMachine:
 
     # -- opcodes ------------------------------------------------------------------------
 
-    def _dispatch(self) -> dict[str, Callable[[Any], None]]:
-        push_arg = self.push
-        ops: dict[str, Callable[[Any], None]] = {}
+    @staticmethod
+    def _dispatch() -> dict[str, Callable[[Any, Any], None]]:
+        """Each opcode's handler, called with the machine and the opcode's argument (built
+        once: a table per machine cost more than decoding a small value)."""
+        machine = _PickleMachine
+        ops: dict[str, Callable[[Any, Any], None]] = {}
         for name in _SCALAR_OPCODES:
-            ops[name] = push_arg
+            ops[name] = machine.push
         for name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
-            ops[name] = lambda arg: self.push(bytes(arg))
-        ops.update(
-            {
-                "BYTEARRAY8": lambda arg: self.push(bytearray(arg)),
-                "NONE": lambda _: self.push(None),
-                "NEWTRUE": lambda _: self.push(True),
-                "NEWFALSE": lambda _: self.push(False),
-                "EMPTY_LIST": lambda _: self.push([]),
-                "EMPTY_DICT": lambda _: self.push({}),
-                "EMPTY_SET": lambda _: self.push(set()),
-                "EMPTY_TUPLE": lambda _: self.push(()),
-                "LIST": lambda _: self.push(self.pop_mark()),
-                "TUPLE": lambda _: self.push(tuple(self.pop_mark())),
-                "TUPLE1": lambda _: self.push_tuple(1),
-                "TUPLE2": lambda _: self.push_tuple(2),
-                "TUPLE3": lambda _: self.push_tuple(3),
-                "DICT": lambda _: self.push(self.build_dict(self.pop_mark())),
-                "FROZENSET": lambda _: self.push(frozenset(self.pop_mark())),
-                "APPEND": lambda _: self.append([self.pop()]),
-                "APPENDS": lambda _: self.append(self.pop_mark()),
-                "SETITEM": lambda _: self.setitems(self.pop_pair()),
-                "SETITEMS": lambda _: self.setitems(self.pop_mark()),
-                "ADDITEMS": lambda _: self.additems(self.pop_mark()),
-                "MARK": lambda _: self.marks.append(len(self.stack)),
-                "POP": self.op_pop,
-                "POP_MARK": self.op_pop_mark,
-                "DUP": lambda _: self.push(self.top()),
-                "GET": self.op_get,
-                "BINGET": self.op_get,
-                "LONG_BINGET": self.op_get,
-                "PUT": self.op_put,
-                "BINPUT": self.op_put,
-                "LONG_BINPUT": self.op_put,
-                "MEMOIZE": lambda _: self.op_put(len(self.memo)),
-                "PROTO": self.op_proto,
-                "FRAME": lambda _: None,
-                "GLOBAL": self.op_global,
-                "STACK_GLOBAL": self.op_stack_global,
-                "REDUCE": self.op_reduce,
-                "NEWOBJ": self.op_newobj,
-                "NEWOBJ_EX": self.op_newobj_ex,
-                "OBJ": self.op_obj,
-                "INST": self.op_inst,
-                "BUILD": self.op_build,
-            }
-        )
-        return ops
+            ops[name] = lambda m, arg: m.push(bytes(arg))
+        table: dict[str, Callable[[Any, Any], None]] = {
+            "BYTEARRAY8": lambda m, arg: m.push(bytearray(arg)),
+            "NONE": lambda m, _: m.push(None),
+            "NEWTRUE": lambda m, _: m.push(True),
+            "NEWFALSE": lambda m, _: m.push(False),
+            "EMPTY_LIST": lambda m, _: m.push([]),
+            "EMPTY_DICT": lambda m, _: m.push({}),
+            "EMPTY_SET": lambda m, _: m.push(set()),
+            "EMPTY_TUPLE": lambda m, _: m.push(()),
+            "LIST": lambda m, _: m.push(m.pop_mark()),
+            "TUPLE": lambda m, _: m.push(tuple(m.pop_mark())),
+            "TUPLE1": lambda m, _: m.push_tuple(1),
+            "TUPLE2": lambda m, _: m.push_tuple(2),
+            "TUPLE3": lambda m, _: m.push_tuple(3),
+            "DICT": lambda m, _: m.push(m.build_dict(m.pop_mark())),
+            "FROZENSET": lambda m, _: m.push(frozenset(m.pop_mark())),
+            "APPEND": lambda m, _: m.append([m.pop()]),
+            "APPENDS": lambda m, _: m.append(m.pop_mark()),
+            "SETITEM": lambda m, _: m.setitems(m.pop_pair()),
+            "SETITEMS": lambda m, _: m.setitems(m.pop_mark()),
+            "ADDITEMS": lambda m, _: m.additems(m.pop_mark()),
+            "MARK": lambda m, _: m.marks.append(len(m.stack)),
+            "POP": machine.op_pop,
+            "POP_MARK": machine.op_pop_mark,
+            "DUP": lambda m, _: m.push(m.top()),
+            "GET": machine.op_get,
+            "BINGET": machine.op_get,
+            "LONG_BINGET": machine.op_get,
+            "PUT": machine.op_put,
+            "BINPUT": machine.op_put,
+            "LONG_BINPUT": machine.op_put,
+            "MEMOIZE": lambda m, _: m.op_put(len(m.memo)),
+            "PROTO": machine.op_proto,
+            "FRAME": lambda m, _: None,
+            "GLOBAL": machine.op_global,
+            "STACK_GLOBAL": machine.op_stack_global,
+            "REDUCE": machine.op_reduce,
+            "NEWOBJ": machine.op_newobj,
+            "NEWOBJ_EX": machine.op_newobj_ex,
+            "OBJ": machine.op_obj,
+            "INST": machine.op_inst,
+            "BUILD": machine.op_build,
+        }
+        return ops | table
 
     def push_tuple(self, size: int) -> None:
         items = [self.pop() for _ in range(size)]
@@ -1366,6 +1366,7 @@ _SCALAR_OPCODES = (
     "BINUNICODE",
     "BINUNICODE8",
 )
+_PICKLE_OPS = _PickleMachine._dispatch()
 _EMPTY_CONTAINERS: dict[str, Callable[[], object]] = {
     "builtins.set": set,
     "builtins.frozenset": frozenset,

@@ -10,7 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,6 +24,7 @@ from stepchange.access import PERM_OPERATE, login_required
 from stepchange.api import application_for
 from stepchange.asyncdb import db_async
 from stepchange.models import AuditRecord, SavedView
+from stepchange.prepared import prepared
 from workflows.actions import (
     ACTIVE,
     EXPLANATIONS,
@@ -194,15 +195,19 @@ def _render_detail(request: HttpRequest, template: str, context: dict[str, Any])
 AUDIT_HISTORY_SIZE = 20
 
 
+def _audit_history(application_name: str, workflow_id: str) -> QuerySet[AuditRecord]:
+    """What was done to a workflow, newest first (the model's order)."""
+    records = AuditRecord.objects.filter(application_name=application_name, target=workflow_id)
+    return records[:AUDIT_HISTORY_SIZE]
+
+
 def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) -> dict[str, Any]:
     """What the caller may do to the workflow, and what was done to it."""
     controls: dict[str, Any] = {
         "may_act": request.user.has_perm(PERM_OPERATE),
         "active": workflow.get("status") in ACTIVE,
-        "audit_history": list(
-            AuditRecord.objects.filter(
-                application_name=application.name, target=workflow["workflow_id"]
-            )[:AUDIT_HISTORY_SIZE]
+        "audit_history": prepared(("audit history",), _audit_history, str, str).fetch(
+            application.name, workflow["workflow_id"]
         ),
     }
     if controls["may_act"]:
