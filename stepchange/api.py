@@ -5,6 +5,8 @@ Errors are always `{"detail": ...}` with the status DESIGN.md names. Later parts
 routers to `api`.
 """
 
+import functools
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from importlib import import_module
 from typing import Any
@@ -25,6 +27,7 @@ from stepchange.access import (
     PERM_INSPECT,
     application_named,
     can_see,
+    login_required,
     require,
 )
 from stepchange.asyncdb import db_async
@@ -222,6 +225,35 @@ async def resolve(
     connection back to the pool, so a request waiting on an executor holds none."""
     found: tuple[Application, str] = await db_async(_caller)(request, name, permission)
     return found
+
+
+def _signed_in_application(request: HttpRequest, name: str, permission: str) -> Application | None:
+    if not request.user.is_authenticated:
+        return None
+    return application_for(request, name, permission)
+
+
+def app_view(
+    view: Callable[..., Coroutine[Any, Any, HttpResponse]],
+) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
+    """For the console's async read views of one application: the signed-in user and the
+    application (checked as `application_for` does, for PERM_INSPECT) in one trip to the
+    database thread, rather than one for `login_required` and one for the application.
+    The view gets the application in place of the URL's `app_name`; someone not signed
+    in is sent to sign in, as by `login_required`."""
+    guarded = login_required(view)
+
+    @functools.wraps(view)
+    async def wrapper(
+        request: HttpRequest, *args: Any, app_name: str, **kwargs: Any
+    ) -> HttpResponse:
+        application = await db_async(_signed_in_application)(request, app_name, PERM_INSPECT)
+        if application is None:
+            # The user is known by now: login_required redirects with no further trip.
+            return await guarded(request, *args, app_name=app_name, **kwargs)
+        return await view(request, application, *args, **kwargs)
+
+    return wrapper
 
 
 class ApplicationOut(Schema):

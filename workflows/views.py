@@ -21,9 +21,9 @@ from django.views.decorators.http import require_POST
 from conductor import relay
 from conductor.registry import live_executors
 from stepchange.access import PERM_OPERATE, login_required
-from stepchange.api import application_for
+from stepchange.api import app_view, application_for
 from stepchange.asyncdb import db_async
-from stepchange.models import AuditRecord, SavedView
+from stepchange.models import Application, AuditRecord, SavedView
 from stepchange.prepared import prepared
 from workflows.actions import (
     ACTIVE,
@@ -109,9 +109,10 @@ class WorkflowFilterForm(forms.Form):
         )
 
 
-@login_required
-async def workflow_list(request: HttpRequest, app_name: str, queued: bool = False) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name)
+@app_view
+async def workflow_list(
+    request: HttpRequest, application: Application, queued: bool = False
+) -> HttpResponse:
     form = WorkflowFilterForm(request.GET or None)
     context: dict[str, Any] = {"application": application, "form": form, "queued": queued}
     if not form.is_bound or form.is_valid():
@@ -130,8 +131,8 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
     params = request.GET.copy()
     params.pop("cursor", None)
     context["query"] = params.urlencode()
-    context["saved_views"] = await db_async(_saved_views)(request, application)
-    context["may_act"] = not queued and await db_async(request.user.has_perm)(PERM_OPERATE)
+    context["saved_views"], may_act = await db_async(_saved_views)(request, application)
+    context["may_act"] = not queued and may_act
     context["bulk_actions"] = BulkJob.Action.choices
     template = "workflows/list.html"
     if request.htmx:  # type: ignore[attr-defined]
@@ -139,9 +140,10 @@ async def workflow_list(request: HttpRequest, app_name: str, queued: bool = Fals
     return await arender(request, template, context)
 
 
-@login_required
-async def workflow_detail(request: HttpRequest, app_name: str, workflow_id: str) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name)
+@app_view
+async def workflow_detail(
+    request: HttpRequest, application: Application, workflow_id: str
+) -> HttpResponse:
     source = await source_for(application)
     context: dict[str, Any] = {"application": application, "source": source.name}
     if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
@@ -224,12 +226,14 @@ def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) 
     return controls
 
 
-def _saved_views(request: HttpRequest, application: Any) -> list[SavedView]:
-    return list(
+def _saved_views(request: HttpRequest, application: Any) -> tuple[list[SavedView], bool]:
+    """The saved views the caller may use, and whether they may act on workflows."""
+    views = list(
         SavedView.objects.filter(application=application)
         .filter(Q(owner=request.user) | Q(shared=True))
         .select_related("owner")
     )
+    return views, request.user.has_perm(PERM_OPERATE)
 
 
 class SavedViewForm(forms.Form):
@@ -279,9 +283,8 @@ CHART_ORDER = [
 CHART_WIDTH, CHART_HEIGHT = 720, 110
 
 
-@login_required
-async def dashboard(request: HttpRequest, app_name: str) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name)
+@app_view
+async def dashboard(request: HttpRequest, application: Application) -> HttpResponse:
     source = await source_for(application)
     context: dict[str, Any] = {
         "application": application,
@@ -560,9 +563,8 @@ def _describe(query: str) -> str:
     return "filter " + (", ".join(shown) or "(everything)")
 
 
-@login_required
-async def bulk_jobs_page(request: HttpRequest, app_name: str) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name)
+@app_view
+async def bulk_jobs_page(request: HttpRequest, application: Application) -> HttpResponse:
     jobs = await db_async(_recent_jobs)(application)
     return await arender(
         request, "workflows/bulk_jobs.html", {"application": application, "jobs": jobs}
@@ -573,9 +575,10 @@ def _recent_jobs(application: Any) -> list[tuple[BulkJob, dict[str, int]]]:
     return [(job, progress(job)) for job in BulkJob.objects.filter(application=application)[:50]]
 
 
-@login_required
-async def bulk_job_page(request: HttpRequest, app_name: str, job_id: int) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name)
+@app_view
+async def bulk_job_page(
+    request: HttpRequest, application: Application, job_id: int
+) -> HttpResponse:
     context = await db_async(_job_context)(request, application, job_id)
     template = "workflows/bulk_job.html"
     if request.htmx:  # type: ignore[attr-defined]

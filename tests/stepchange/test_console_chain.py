@@ -12,9 +12,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 
-from stepchange.asgi import application
+from stepchange.asgi import application, quiet_request_start
 from stepchange.models import Application, AuditRecord
 from tests.conftest import PASSWORD, make_user, signed_in
+from tests.sdk_fixtures import by_role, registered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,6 +58,47 @@ async def test_a_signed_in_page_takes_three_trips_to_the_database_thread() -> No
     # The user (session and user in one trip), the view, and Django closing the request.
     # Django's own chain made two more per middleware (nine with just three of them back).
     assert trips <= 3, trips
+
+
+def _counting_trips() -> tuple[Any, list[int]]:
+    # As in production: Django's test client puts back a receiver that stepchange.asgi
+    # takes away.
+    quiet_request_start()
+    trips = [0]
+    real = SyncToAsync.__call__
+
+    async def counted(self: SyncToAsync[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        trips[0] += 1
+        return await real(self, *args, **kwargs)
+
+    return mock.patch.object(SyncToAsync, "__call__", counted), trips
+
+
+async def test_a_workflows_page_takes_four_trips(
+    system_databases: None, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = await sync_to_async(registered)(fixture)
+    viewer = await sync_to_async(make_user)(username="vic", role="viewer")
+    cookie = await sync_to_async(_session_of)(viewer)
+    workflow_id = by_role(fixture, "success")
+    path = f"/apps/{app.name}/workflows/{workflow_id}/"
+    assert (await fetch(path, cookie=cookie))["status"] == 200  # the schema, read once
+    counting, trips = _counting_trips()
+    with counting:
+        response = await fetch(path, cookie=cookie)
+    assert response["status"] == 200, response["body"][:300]
+    assert workflow_id.encode() in response["body"]
+    # The user with the application; the workflow with its steps and extras; the actions
+    # panel with the page; Django closing the request.
+    assert trips[0] <= 4, trips
+    # Someone not signed in is sent to sign in, with no trip for the application.
+    counting, trips = _counting_trips()
+    with counting:
+        response = await fetch(path)
+    assert response["status"] == 302
+    assert dict(response["headers"])[b"Location"].startswith(b"/accounts/login/?next=")
+    assert trips[0] <= 2, trips
 
 
 async def test_signing_in_saves_the_session_and_an_anonymous_post_is_audited() -> None:
