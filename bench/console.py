@@ -379,21 +379,36 @@ def payload_size(rows: list[tuple]) -> int:
     return sum(len(str(v)) for r in rows for v in r if v is not None)
 
 
+def sql_queries(view: View) -> list[tuple[str, dict[str, Any]]]:
+    """The hand-written SQL of a view: the page of rows, or the workflow with its payloads
+    and its first 100 steps (one more tells whether there are more; all 1,000 at once)."""
+    if view.kind == "list":
+        return [list_sql(view)]
+    limit = 1000 if view.all_steps else STEPS_SHOWN + 1
+    return [
+        (DETAIL_STATUS_SQL, {"id": view.workflow_id}),
+        (DETAIL_STEPS_SQL, {"id": view.workflow_id, "limit": limit}),
+    ]
+
+
+def sql_runner(
+    conn: psycopg.Connection, view: View, fetched: list[list[tuple]]
+) -> Callable[[], None]:
+    queries = sql_queries(view)
+
+    def run() -> None:
+        fetched.clear()
+        for query, params in queries:
+            fetched.append(conn.execute(query, params, prepare=False).fetchall())
+
+    return run
+
+
 def measure_sql(conn: psycopg.Connection, views: list[View], results: Results, args) -> None:
     for view in views:
-        if view.kind == "list":
-            queries = [list_sql(view)]
-        else:
-            queries = [(DETAIL_STATUS_SQL, {"id": view.workflow_id})]
-            limit = 1000 if view.all_steps else STEPS_SHOWN + 1
-            queries.append((DETAIL_STEPS_SQL, {"id": view.workflow_id, "limit": limit}))
+        queries = sql_queries(view)
         fetched: list[list[tuple]] = []
-
-        def run(queries=queries, fetched=fetched) -> None:
-            fetched.clear()
-            for query, params in queries:
-                fetched.append(conn.execute(query, params, prepare=False).fetchall())
-
+        run = sql_runner(conn, view, fetched)
         times = sample(run, runs=args.runs, budget=args.budget)
         facts = [plan_facts(conn, q, p) for q, p in queries]
         rows = sum(len(r) for r in fetched)
@@ -533,7 +548,11 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     timed in this process around the same code the list and detail read through
     (`DatabaseSource`), with the same filters and cursors as the pages. Comparable, query
     for query, with the hand-written SQL: for a list the page of rows, for a detail the
-    workflow with its payloads and its first 100 steps (all 1,000 for "all at once")."""
+    workflow with its payloads and its first 100 steps (all 1,000 for "all at once").
+
+    The hand-written SQL is timed again here, each run right beside one of StepChange's
+    ("sql beside db"), and the ratio of this column is taken to that: on a machine whose
+    speed drifts within minutes, figures measured minutes apart do not compare."""
     import os
 
     os.environ["STEPCHANGE_DATA_DIR"] = tempfile.mkdtemp(prefix="sc-bench-db-")
@@ -555,6 +574,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     source = DatabaseSource(application, systemdb.schema_of(application))
     alias = systemdb.alias_for(application)
     spent: list[float] = []
+    sql_conn = psycopg.connect(url, autocommit=True)
 
     def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         started = time.perf_counter()
@@ -579,19 +599,31 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
                 read()
             return sum(spent)
 
+        run_sql = sql_runner(sql_conn, view, [])
         for _ in range(3):
+            run_sql()
             run()
         times: list[float] = []
+        sql_times: list[float] = []
         deadline = time.perf_counter() + args.budget
         while len(times) < args.runs and (len(times) < 5 or time.perf_counter() < deadline):
+            started = time.perf_counter()
+            run_sql()
+            sql_times.append((time.perf_counter() - started) * 1000)
             times.append(run())
-        results.add(
-            view.key,
-            Measurement(
-                "stepchange db", statistics.median(times), percentile(times, 0.95), len(times)
-            ),
+        for system, samples in (("sql beside db", sql_times), ("stepchange db", times)):
+            results.add(
+                view.key,
+                Measurement(
+                    system, statistics.median(samples), percentile(samples, 0.95), len(samples)
+                ),
+            )
+        print(
+            f"  stepchange db {view.key:<42} p95 {percentile(times, 0.95):8.2f} ms"
+            f"  (sql beside it {percentile(sql_times, 0.95):.2f} ms)",
+            flush=True,
         )
-        print(f"  stepchange db {view.key:<42} p95 {percentile(times, 0.95):8.2f} ms", flush=True)
+    sql_conn.close()
 
 
 def _detail_reads(source: Any, workflow_id: str, steps: int) -> None:
@@ -633,6 +665,9 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+BASELINES = ("sql", "sql beside db")
+
+
 def print_table(results: Results) -> None:
     systems: list[str] = []
     for cells in results.cells.values():
@@ -643,11 +678,14 @@ def print_table(results: Results) -> None:
     keys += [k for k in results.cells if k not in keys]  # views only another system has
     width = max(len(k) for k in keys)
     print()
-    print("p50 / p95 in ms (wall time per view); x sql = p95 / sql p95")
+    print(
+        "p50 / p95 in ms (wall time per view); x sql = p95 / sql p95"
+        " (for stepchange db: / sql beside db p95)"
+    )
     head = f"{'view':<{width}}"
     for system in systems:
         head += f" | {system + ' p50/p95':>24}"
-        if system != "sql":
+        if system not in BASELINES:
             head += f" {'x sql':>7}"
     print(head)
     for key in keys:
@@ -663,10 +701,11 @@ def print_table(results: Results) -> None:
             else:
                 text = f"{fmt(m.p50_ms)} / {fmt(m.p95_ms)}"
             line += f" | {text:>24}"
-            if system != "sql":
-                ratio = (
-                    f"{m.p95_ms / sql_p95:.1f}" if m and m.p95_ms is not None and sql_p95 else "-"
-                )
+            if system not in BASELINES:
+                base = sql_p95
+                if system == "stepchange db" and "sql beside db" in cells:
+                    base = cells["sql beside db"].p95_ms
+                ratio = f"{m.p95_ms / base:.1f}" if m and m.p95_ms is not None and base else "-"
                 line += f" {ratio:>7}"
         print(line)
     print()

@@ -201,6 +201,7 @@ async def main() -> None:
         p50, p95, cpu = await driver.measure(url, who, args.runs)
         print(f"{label:<42} {p50:8.2f} {p95:8.2f} {cpu:11.2f}", flush=True)
 
+    import stepchange.api
     import stepchange.middleware
     import workflows.sources
     import workflows.views
@@ -209,7 +210,8 @@ async def main() -> None:
     spent = timed_parts(
         {
             "session and user": (stepchange.middleware, "_user"),
-            "application and permissions": (workflows.views, "application_for"),
+            # Called by app_view, in the same trip as the user.
+            "application and permissions": (stepchange.api, "application_for"),
             "system database: workflow": (source, "_get"),
             "system database: steps": (source, "_steps"),
             "system database: extras": (source, "_extras"),

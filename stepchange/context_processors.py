@@ -2,8 +2,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from stepchange.access import PERM_ADMINISTER, role_of
-from stepchange.models import Application
+from stepchange.access import PERM_ADMINISTER, role_of, visible_applications
 
 
 def console(request: HttpRequest) -> dict[str, Any]:
@@ -13,7 +12,8 @@ def console(request: HttpRequest) -> dict[str, Any]:
         return {}
     match = getattr(request, "resolver_match", None)
     return {
-        "nav_applications": Application.objects.visible_to(user).only("name"),
+        # Called by the template only if the page shows the switcher (not for htmx parts).
+        "nav_applications": lambda: visible_applications(user),
         "current_app_name": match.kwargs.get("app_name") if match else None,
         "user_role": role_of(user),
         "is_admin": user.has_perm(PERM_ADMINISTER),

@@ -4,9 +4,18 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 
-from stepchange.access import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE, Role, require, role_of
+from stepchange.access import (
+    PERM_ADMINISTER,
+    PERM_INSPECT,
+    PERM_OPERATE,
+    Role,
+    can_see,
+    require,
+    role_of,
+    visible_applications,
+)
 from stepchange.models import Application
-from tests.conftest import make_app, make_user
+from tests.conftest import make_app, make_user, signed_in
 
 
 def test_migrate_creates_the_three_roles(db: None) -> None:
@@ -55,6 +64,27 @@ def test_users_see_every_application_unless_limited(viewer: User) -> None:
 def test_a_stranger_sees_no_application(stranger: User) -> None:
     make_app(name="orders")
     assert not Application.objects.visible_to(stranger).exists()
+
+
+def test_can_see_and_the_switcher_agree_with_visible_to(
+    viewer: User, stranger: User, admin: User
+) -> None:
+    """`can_see` and `visible_applications` (the checks in Python after one prepared
+    query) say what `Application.objects.visible_to` says, for every kind of user."""
+    orders, billing = make_app(name="orders"), make_app(name="billing")
+    limited = make_user(username="lena", role="operator", apps=[billing])
+    superuser = User.objects.create_superuser("root", password="x")
+    for user in (viewer, stranger, admin, limited, superuser):
+        expected = list(Application.objects.visible_to(user).order_by("name"))
+        assert visible_applications(user) == expected, user
+        assert {a for a in (orders, billing) if can_see(user, a)} == set(expected), user
+    assert [a.name for a in visible_applications(limited)] == ["billing"]
+    assert visible_applications(stranger) == []
+    # The switcher on a page, for the limited user: only what they may see.
+    page = signed_in(limited).get("/apps/billing/executors/").content.decode()
+    switcher = page.split('<details class="switcher">')[1].split("</details>")[0]
+    assert "billing" in switcher
+    assert "orders" not in switcher
 
 
 def test_an_inactive_user_has_no_role(operator: User) -> None:

@@ -55,7 +55,7 @@ def _badge(status: str | None) -> str:
 def value_block(
     label: str, value: Any, fmt: str | None, notes: Iterable[str] | None, *, opened: bool = False
 ) -> str:
-    """As workflows/_value.html shows it: a decoded value, collapsible, its format named."""
+    """A decoded value, collapsible, its format named, with the decoder's notes."""
     if value is None:
         return '<span class="muted">—</span>'
     notes = [_e(note) for note in notes or ()]
@@ -68,6 +68,18 @@ def value_block(
         f"  {f'<ul class={chr(34)}notes{chr(34)}>{listed}</ul>' if notes else ''}\n"
         "</details>"
     )
+
+
+@register.simple_tag
+def status_badge(status: str | None) -> SafeString:
+    """A workflow's status as a badge (as workflows/_status.html shows it)."""
+    return mark_safe(_badge(status))  # noqa: S308 (escaped by _badge)
+
+
+@register.simple_tag
+def value(label: str, shown: Any, fmt: str | None, notes: Iterable[str] | None) -> SafeString:
+    """A workflow's input, output or error, open (see `value_block`)."""
+    return mark_safe(value_block(label, shown, fmt, notes, opened=True))  # noqa: S308 (escaped)
 
 
 @register.simple_tag
