@@ -9,6 +9,7 @@ Both handlers lend each request a worker thread from a pool (`RequestThreads`) i
 starting and joining a new one per request, as Django's handler does.
 """
 
+import gc
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -127,3 +128,7 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+# What is loaded by now lives as long as the process; the collector's full passes need not
+# walk it again and again.
+gc.freeze()

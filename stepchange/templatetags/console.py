@@ -14,11 +14,21 @@ def tojson(value: Any) -> str:
     return json.dumps(value, separators=(", ", ": "), sort_keys=True, default=str)
 
 
+# A value whose JSON fits on a line this long is shown on one line.
+ONE_LINE = 72
+# The standard library's C encoder serves only JSON without indentation; indented JSON
+# takes its Python encoder, at 70 us for a small value (a page shows up to a hundred).
+_ONE_LINE_JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
 @register.filter
 def pretty(value: Any) -> str:
-    """A decoded value as indented JSON, for reading."""
+    """A decoded value as JSON for reading: on one line if it fits, else indented."""
     if isinstance(value, str):
         return value
+    line = _ONE_LINE_JSON.encode(value)
+    if len(line) <= ONE_LINE:
+        return line
     return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
 
 
