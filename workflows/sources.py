@@ -258,9 +258,13 @@ class DatabaseSource:
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
         """The workflow, its first steps and its extras, in one trip to the database
         thread (three reads' worth of thread hops and pool checkouts less)."""
-        found: Detail = await db_async(_timed)(
-            functools.partial(self._detail, workflow_id, steps_limit)
-        )
+        found: Detail = await db_async(self.read_detail)(workflow_id, steps_limit=steps_limit)
+        return found
+
+    def read_detail(self, workflow_id: str, *, steps_limit: int) -> Detail:
+        """`detail`, on the database thread already (the page reads and renders in one
+        trip)."""
+        found: Detail = _timed(functools.partial(self._detail, workflow_id, steps_limit))
         return found
 
     def _detail(self, workflow_id: str, steps_limit: int) -> Detail:

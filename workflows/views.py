@@ -51,6 +51,7 @@ from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
     BadCursor,
     DatabaseSource,
+    Detail,
     ListQuery,
     SlowQuery,
     source_for,
@@ -145,7 +146,11 @@ async def workflow_detail(
     request: HttpRequest, application: Application, workflow_id: str
 ) -> HttpResponse:
     source = await source_for(application)
-    context: dict[str, Any] = {"application": application, "source": source.name}
+    context: dict[str, Any] = {
+        "application": application,
+        "source": source.name,
+        "notice": source.notice,
+    }
     if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
         # "More steps": just the next rows.
         try:
@@ -157,20 +162,37 @@ async def workflow_detail(
         context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
+        if isinstance(source, DatabaseSource):
+            # Read and render in one trip to the database thread.
+            response: HttpResponse = await db_async(_read_and_show)(
+                request, source, workflow_id, context
+            )
+            return response
         detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
-    except relay.RelayError as exc:
+    except (relay.RelayError, SlowQuery) as exc:
         context["unavailable"] = str(exc)
         return await arender(request, "workflows/detail.html", context, status=exc.status)
+    shown: HttpResponse = await db_async(_show_detail)(request, workflow_id, context, detail)
+    return shown
+
+
+def _read_and_show(
+    request: HttpRequest, source: DatabaseSource, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
+    return _show_detail(request, workflow_id, context, detail)
+
+
+def _show_detail(
+    request: HttpRequest, workflow_id: str, context: dict[str, Any], detail: Detail
+) -> HttpResponse:
+    """A workflow's page (or its header alone, for the live refresh) with the actions the
+    caller may take, or the page saying there is no such workflow."""
     workflow = detail.workflow
     if workflow is None:
-        return await arender(
-            request,
-            "workflows/not_found.html",
-            {**context, "workflow_id": workflow_id},
-            status=404,
-        )
+        context |= {"workflow_id": workflow_id}
+        return render(request, "workflows/not_found.html", context, status=404)
     context["workflow"] = workflow
-    context["notice"] = source.notice
     if detail.steps is not None:
         context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
     context.update(detail.extras)
@@ -184,13 +206,7 @@ async def workflow_detail(
             # The status moved on: the steps, output and actions changed with it.
             return HttpResponse(headers={"HX-Refresh": "true"})
         template += "#wf-head"
-    response: HttpResponse = await db_async(_render_detail)(request, template, context)
-    return response
-
-
-def _render_detail(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
-    """The actions the caller may take, and the page, in one trip to the database thread."""
-    context.update(_controls(request, context["application"], context["workflow"]))
+    context.update(_controls(request, context["application"], workflow))
     return render(request, template, context)
 
 

@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
+from workflows.sources import DatabaseSource, SlowQuery
 
 
 @pytest.fixture
@@ -68,6 +69,22 @@ def test_an_unknown_workflow_is_a_404_page_with_a_way_back(
     app = registered(sdk_fixtures["py320-sqlite-default"]).name
     page = signed_in(vera).get(f"/apps/{app}/workflows/nope/")
     assert page.status_code == 404
+    assert b"Back to the workflows" in page.content
+
+
+def test_a_workflow_read_stopped_by_the_statement_timeout_says_so(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+
+    def too_slow(*args: Any) -> Any:
+        raise SlowQuery("The system database stopped this query after 2000 ms.")
+
+    monkeypatch.setattr(DatabaseSource, "_detail", too_slow)
+    page = signed_in(vera).get(f"/apps/{app}/workflows/{by_role(fixture, 'success')}/")
+    assert page.status_code == 504
+    assert b"stopped this query after 2000 ms" in page.content
     assert b"Back to the workflows" in page.content
 
 
