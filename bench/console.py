@@ -465,6 +465,9 @@ def stepchange_query(view: View) -> dict[str, str]:
     return query
 
 
+FLOOR = "floor: a static file through Daphne"
+
+
 def fetch_all(fetch: Callable[[str, str], int], urls: list[str], system: str) -> int:
     return sum(fetch(path, system) for path in urls)
 
@@ -536,6 +539,17 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
                     f"  {size / 1024:7.1f} KiB",
                     flush=True,
                 )
+        # The floor: Daphne and Django's handler serving a static file, with no view, no
+        # session and no database (the console's middleware hands it back at once).
+        floor = "/static/stepchange/console.css"
+        times = sample(functools.partial(fetch, floor, "page"), runs=args.runs, budget=args.budget)
+        results.add(
+            FLOOR,
+            Measurement(
+                "stepchange page", statistics.median(times), percentile(times, 0.95), len(times)
+            ),
+        )
+        print(f"  stepchange page {FLOOR:<46} p95 {percentile(times, 0.95):8.2f} ms", flush=True)
         connection.close()
     finally:
         server.stop()
