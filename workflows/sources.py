@@ -207,7 +207,6 @@ class DatabaseSource:
             status=query.status,
             name=query.workflow_name,
             queue_name=query.queue_name,
-            workflow_id_prefix=query.workflow_id_prefix,
             executor_id=query.executor_id,
             application_version=query.application_version,
             forked_from=query.forked_from,
@@ -215,8 +214,8 @@ class DatabaseSource:
             created_after=query.start_time,
             created_before=query.end_time,
         )
-        if query.workflow_id_prefix and self.schema.bytewise_text:
-            rows = rows.id_prefix_range(query.workflow_id_prefix)
+        if query.workflow_id_prefix:
+            rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
         if query.load_input or query.load_output:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
         else:

@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
+from workflows import systemdb
 
 
 @pytest.fixture
@@ -158,6 +161,16 @@ def test_an_id_prefix_finds_exactly_the_workflows_that_start_with_it(
         if w["workflow_id"].startswith("py-default-s")
     }
     assert found == {"py-default-success", "py-default-sender"}
+    # Where text compares byte by byte, the prefix is a primary-key range and no LIKE,
+    # which would mislead the planner (see WorkflowQuerySet.id_prefix).
+    application = Application.objects.get(name=app)
+    alias = systemdb.alias_for(application)
+    with CaptureQueriesContext(connections[alias]) as queries:
+        api(signed_in(vera), f"/apps/{app}/workflows", workflow_id_prefix="py-default-s")
+    listed = [q["sql"] for q in queries if "workflow_status" in q["sql"]]
+    assert listed
+    uses_like = any("LIKE" in sql for sql in listed)
+    assert uses_like is not systemdb.schema_of(application).bytewise_text
 
 
 def test_the_successor_of_a_prefix_bounds_exactly_the_strings_that_start_with_it() -> None:
@@ -166,6 +179,7 @@ def test_the_successor_of_a_prefix_bounds_exactly_the_strings_that_start_with_it
     assert _successor("ab") == "ac"
     assert _successor("a\U0010ffff") == "b"
     assert _successor("\U0010ffff") is None
+    assert _successor("a\ud7ff") == "a\ue000"  # past the surrogates, which text cannot hold
     for word in ["ab", "ab0", "abz", "ab\U0010ffff", "ab\U0010ffffz"]:
         assert "ab" <= word < "ac"
 
