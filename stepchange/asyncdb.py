@@ -6,9 +6,10 @@ Like Channels' `database_sync_to_async`, which cannot be used inside an atomic b
 views and consumers call this before waiting on an executor, possibly for long, so that
 no pooled connection is held meanwhile.
 
-SQLite connections stay open between calls: there is no pool to give them back to, and
-opening one (with its PRAGMAs) costs more than most queries a view sends (0.8 ms here).
-Django closes them when the request finishes, on the same request thread.
+SQLite connections stay open between the calls of a request: opening one (with its
+PRAGMAs) costs more than most queries a view sends (0.8 ms here). Django closes them when
+the request finishes, on the request's thread, which hands them to the pool of
+`stepchange.sqlite` for the next request.
 """
 
 from collections.abc import Awaitable, Callable
