@@ -28,7 +28,7 @@ from conductor.protocol import (
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, process_task
 from stepchange.models import Application
 from stepchange.services import executor_key_check
 from workflows import jobs
@@ -224,7 +224,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 def _ensure_heartbeat() -> None:
     global _heartbeat
     if _heartbeat is None or _heartbeat.done():
-        _heartbeat = asyncio.get_running_loop().create_task(_beat_forever(), name="heartbeat")
+        _heartbeat = process_task(_beat_forever(), name="heartbeat")
 
 
 async def _beat_forever() -> None:

@@ -33,7 +33,7 @@ from conductor.protocol import (
     RecoveryRequest,
 )
 from conductor.registry import stale_executors_release
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, process_task
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 
@@ -76,7 +76,7 @@ def ensure_sweeper() -> None:
     """Start this process's sweeper on the running event loop, once."""
     global _sweeper
     if _sweeper is None or _sweeper.done():
-        _sweeper = asyncio.get_running_loop().create_task(_sweep_forever(), name="recovery")
+        _sweeper = process_task(_sweep_forever(), name="recovery")
 
 
 async def _sweep_forever() -> None:

@@ -28,7 +28,7 @@ from conductor.registry import (
     live_executors,
 )
 from conductor.requestlog import clip, request_log_add
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, process_task
 from stepchange.models import Application
 
 logger = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class Routes:
         task = self.listening.get(loop)
         if task is None or task.done():
             self.entries.clear()
-            self.listening[loop] = loop.create_task(self._listen(), name="relay-routes")
+            self.listening[loop] = process_task(self._listen(), name="relay-routes")
             return False
         return True
 

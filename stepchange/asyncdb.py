@@ -12,7 +12,9 @@ the request finishes, on the request's thread, which hands them to the pool of
 `stepchange.sqlite` for the next request.
 """
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -20,6 +22,7 @@ from django.db import connection, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def release_connections() -> None:
@@ -55,3 +58,13 @@ def db_async(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         return found
 
     return run
+
+
+def process_task(coroutine: Coroutine[Any, Any, T], *, name: str) -> "asyncio.Task[T]":
+    """A task of the process, not of the request or consumer that starts it (a job runner,
+    a heartbeat, a sweeper). It runs in a fresh context: a task inherits its starter's, and
+    with it the request's database thread, which `stepchange.asgi` lends to another request
+    once this one ends; asgiref refuses thread-sensitive work from a task that outlived the
+    context it inherited. Its database work goes to the process's own worker thread."""
+    loop = asyncio.get_running_loop()
+    return loop.create_task(coroutine, name=name, context=contextvars.Context())

@@ -37,7 +37,7 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, process_task
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.actions import (
@@ -298,7 +298,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.wake = asyncio.Event()
-            self.task = loop.create_task(self._forever(), name="bulk-jobs")
+            self.task = process_task(self._forever(), name="bulk-jobs")
         self.wake.set()
 
     async def _forever(self) -> None:

@@ -6,10 +6,13 @@ import threading
 from typing import Any
 
 import pytest
+from asgiref.sync import ThreadSensitiveContext
 from channels.testing import HttpCommunicator
 from django.core.signals import request_finished
 
 from stepchange.asgi import Handler, RequestThreads, application
+from stepchange.asyncdb import db_async, process_task
+from workflows import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,3 +86,53 @@ async def test_the_pool_keeps_at_most_its_size() -> None:
         threads.give_back(executor, finished=True)
     assert len(threads.idle) == 2
     assert taken[2]._shutdown  # the third was let go
+
+
+async def _thread_of_database_work(started: asyncio.Event) -> int:
+    started.set()
+    await asyncio.sleep(0.05)  # until after the request's context has ended
+    ident: int = await db_async(threading.get_ident)()
+    return ident
+
+
+async def test_a_process_task_started_by_a_request_outlives_it() -> None:
+    """A task of the process (a job runner, say) started while a request runs keeps doing
+    database work after the request is over and its thread is lent to the next one."""
+    request_thread = RequestThreads(idle=1).take()
+    started, plain_started = asyncio.Event(), asyncio.Event()
+    async with ThreadSensitiveContext(executor=request_thread):
+        task = process_task(_thread_of_database_work(started), name="test")
+        # What a plain task inherits: the request's context, refused once it has ended.
+        plain = asyncio.get_running_loop().create_task(_thread_of_database_work(plain_started))
+        await started.wait()
+        await plain_started.wait()
+    ident = await task
+    assert ident != threading.get_ident()
+    with pytest.raises(RuntimeError, match="has exited"):
+        await plain
+    request_thread.shutdown()
+
+
+async def test_the_bulk_job_runner_woken_by_a_request_runs_jobs_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran = asyncio.Event()
+
+    async def run_next() -> bool:
+        await db_async(lambda: None)()
+        ran.set()
+        return False
+
+    monkeypatch.setattr(jobs, "run_next", run_next)
+    monkeypatch.setattr(jobs, "runner", jobs.Runner())
+    request_thread = RequestThreads(idle=1).take()
+    async with ThreadSensitiveContext(executor=request_thread):
+        jobs.bulk_jobs_wake()  # as a console POST does, with no runner yet
+    ran.clear()
+    jobs.bulk_jobs_wake()  # a later job, after the request ended
+    await asyncio.wait_for(ran.wait(), 5)
+    task = jobs.runner.task
+    assert task is not None
+    assert not task.done()
+    task.cancel()
+    request_thread.shutdown()
