@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import Model, QuerySet
+from django.db.models.query import ModelIterable, ValuesListIterable
 
 # Values that stand for the real ones while a shape is compiled; they only need to differ
 # from the constants a query carries of its own. Numbers within 32 bits, which Django
@@ -143,7 +144,7 @@ def compile_queryset(queryset: QuerySet[Any], kinds: tuple[type, ...] = ()) -> P
     fields: tuple[str, ...] = ()
     start = end = 0
     annotations: tuple[tuple[str, int], ...] = ()
-    if klass_info is not None and queryset._iterable_class.__name__ == "ModelIterable":
+    if klass_info is not None and queryset._iterable_class is ModelIterable:
         if compiler.query.select_related:
             raise PrepareError("select_related is not supported")
         selected = klass_info["select_fields"]
@@ -151,7 +152,7 @@ def compile_queryset(queryset: QuerySet[Any], kinds: tuple[type, ...] = ()) -> P
         fields = tuple(column.target.attname for column in columns[start:end])
         model = klass_info["model"]
         annotations = tuple(compiler.annotation_col_map.items())
-    elif queryset._iterable_class.__name__ != "ValuesListIterable":
+    elif queryset._iterable_class is not ValuesListIterable:
         raise PrepareError("only model instances and values_list rows are supported")
     return Prepared(
         alias,
