@@ -16,7 +16,8 @@ them to the driver (so only for lookups Django hands over unchanged: exact, gt, 
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +56,32 @@ class Prepared:
     width: int | None = None
 
     def fetch(self, *values: Any) -> list[Any]:
+        return self.send(*values)()
+
+    def send(self, *values: Any) -> Callable[[], list[Any]]:
+        """Send the query now; the function returned reads its results. Inside
+        `one_round_trip`, sending does not wait for the database."""
         if not self.sql:
-            return []  # a queryset that can match nothing (.none())
+            return list  # a queryset that can match nothing (.none())
         params = list(self.params)
         for position, index, kind in self.slots:
             # As Django passes it (psycopg's Int4 for an integer field, say).
             params[position] = kind(values[index])
         connection = connections[self.alias]
-        with connection.cursor() as cursor:
+        cursor = connection.cursor()
+        try:
             cursor.execute(self.sql, params)
-            rows: list[Any] = cursor.fetchall()
+        except BaseException:
+            cursor.close()
+            raise
+
+        def results() -> list[Any]:
+            with cursor:
+                return self._results(cursor.fetchall(), connection)
+
+        return results
+
+    def _results(self, rows: list[Any], connection: Any) -> list[Any]:
         if self.width is not None:
             rows = [row[: self.width] for row in rows]
         if self.converters:
@@ -167,6 +184,23 @@ def compile_queryset(queryset: QuerySet[Any], kinds: tuple[type, ...] = ()) -> P
         converters,
         compiler.col_count if compiler.has_extra_select else None,
     )
+
+
+@contextmanager
+def one_round_trip(alias: str) -> Iterator[None]:
+    """Queries sent inside the block go to a Postgres server together, in a pipeline, and
+    their results come back together when it ends: one round trip for all of them instead
+    of one each (0.3-0.5 ms apiece over loopback here, more across a network). Read the
+    results after the block. Elsewhere (SQLite) each query runs as it is sent."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    # Errors of the pipeline's end are the driver's; Django's wrapper turns them into
+    # django.db's, as for any query.
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 def _same(value: Any, marker: Any) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +43,7 @@ from conductor.protocol import (
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.prepared import prepared
+from stepchange.prepared import one_round_trip, prepared
 from workflows import systemdb
 from workflows.models import (
     Notification,
@@ -243,6 +244,9 @@ class DatabaseSource:
         return found
 
     def _get(self, workflow_id: str) -> dict[str, Any] | None:
+        return self._send_get(workflow_id)()
+
+    def _send_get(self, workflow_id: str) -> Callable[[], dict[str, Any] | None]:
         alias = systemdb.alias_for(self.application)
         payload_tables = self.schema.has_payload_tables
 
@@ -251,8 +255,13 @@ class DatabaseSource:
             return rows.filter(workflow_uuid=workflow_id)[:1]
 
         shape = (alias, payload_tables, systemdb.missing_fields(alias, WorkflowStatus))
-        row = prepared(("workflow", *shape), one, str).first(workflow_id)
-        return None if row is None else self.workflow(row, load_input=True, load_output=True)
+        rows = prepared(("workflow", *shape), one, str).send(workflow_id)
+
+        def found() -> dict[str, Any] | None:
+            row = next(iter(rows()), None)
+            return None if row is None else self.workflow(row, load_input=True, load_output=True)
+
+        return found
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
         """The workflow, its first steps and its extras, in one trip to the database
@@ -267,11 +276,16 @@ class DatabaseSource:
         return found
 
     def _detail(self, workflow_id: str, steps_limit: int) -> Detail:
-        workflow = self._get(workflow_id)
-        if workflow is None:
+        # The three reads in one round trip to the database.
+        with one_round_trip(systemdb.alias_for(self.application)):
+            workflow = self._send_get(workflow_id)
+            steps = self._send_steps(workflow_id, None, steps_limit)
+            extras = self._send_extras(workflow_id)
+        found = workflow()
+        listing, more = steps(), extras()
+        if found is None:
             return Detail(None)
-        steps = self._steps(workflow_id, None, steps_limit)
-        return Detail(workflow, steps, self._extras(workflow_id))
+        return Detail(found, listing, more)
 
     async def steps(
         self,
@@ -285,6 +299,11 @@ class DatabaseSource:
         return listing
 
     def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
+        return self._send_steps(workflow_id, cursor, limit)()
+
+    def _send_steps(
+        self, workflow_id: str, cursor: str | None, limit: int
+    ) -> Callable[[], Listing]:
         """A page of steps after the step `cursor` names; only the page is decoded."""
         if cursor and not cursor.lstrip("-").isdigit():
             raise BadCursor(BAD_CURSOR)
@@ -300,19 +319,24 @@ class DatabaseSource:
 
         shape = (alias, limit, systemdb.missing_fields(alias, OperationOutput))
         if cursor:
-            page = prepared(("steps after", *shape), one_page, str, int).fetch(
+            rows = prepared(("steps after", *shape), one_page, str, int).send(
                 workflow_id, int(cursor)
             )
         else:
-            page = prepared(("steps", *shape), one_page, str).fetch(workflow_id)
-        more = len(page) > limit
-        page = page[:limit]
-        return Listing(
-            [self.step(row) for row in page],
-            str(page[-1].function_id) if more else None,
-            self.name,
-            self.notice,
-        )
+            rows = prepared(("steps", *shape), one_page, str).send(workflow_id)
+
+        def listing() -> Listing:
+            page = rows()
+            more = len(page) > limit
+            page = page[:limit]
+            return Listing(
+                [self.step(row) for row in page],
+                str(page[-1].function_id) if more else None,
+                self.name,
+                self.notice,
+            )
+
+        return listing
 
     async def queues(self, *, actor: str = "") -> Rows:
         found: Rows = await db_async(self._queues)()
@@ -355,15 +379,33 @@ class DatabaseSource:
         }
 
     def _extras(self, workflow_id: str) -> dict[str, Any]:
+        return self._send_extras(workflow_id)()
+
+    def _send_extras(self, workflow_id: str) -> Callable[[], dict[str, Any]]:
         """Lineage, events with their history, messages and streams of one workflow, in
         one statement (six ORM queries cost 3.7 ms here, this 0.5 ms)."""
         sql, params = _extras_sql(self.schema, workflow_id)
+        if not sql:
+            return lambda: self._extras_of([])
+        cursor = connections[systemdb.alias_for(self.application)].cursor()
+        try:
+            cursor.execute(sql, params)
+        except BaseException:
+            cursor.close()
+            raise
+
+        def extras() -> dict[str, Any]:
+            with cursor:
+                return self._extras_of(cursor.fetchall())
+
+        return extras
+
+    @staticmethod
+    def _extras_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+        """The extras' rows, decoded and grouped for the page."""
         found: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in EXTRAS}
-        if sql:
-            with connections[systemdb.alias_for(self.application)].cursor() as cursor:
-                cursor.execute(sql, params)
-                for kind, *row in cursor.fetchall():
-                    found[kind].append(tuple(row))
+        for kind, *row in rows:
+            found[kind].append(tuple(row))
         streams: dict[str, list[Any]] = {}
         for key, value, serialization, _offset, _ in sorted(
             found["streams"], key=lambda r: (r[0], r[3])
