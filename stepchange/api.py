@@ -9,7 +9,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from importlib import import_module
-from typing import Any
+from typing import Any, overload
 
 from django.conf import settings
 from django.contrib.auth import aget_user
@@ -227,30 +227,61 @@ async def resolve(
     return found
 
 
-def _signed_in_application(request: HttpRequest, name: str, permission: str) -> Application | None:
+OnThread = Callable[..., HttpResponse | None]
+
+
+def _signed_in_application(
+    request: HttpRequest,
+    name: str,
+    permission: str,
+    then: OnThread | None = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> tuple[Application | None, HttpResponse | None]:
     if not request.user.is_authenticated:
-        return None
-    return application_for(request, name, permission)
+        return None, None
+    application = application_for(request, name, permission)
+    page = None if then is None else then(request, application, *args, **(kwargs or {}))
+    return application, page
 
 
-def app_view(
-    view: Callable[..., Coroutine[Any, Any, HttpResponse]],
-) -> Callable[..., Coroutine[Any, Any, HttpResponse]]:
+View = Callable[..., Coroutine[Any, Any, HttpResponse]]
+
+
+@overload
+def app_view(view: View) -> View: ...
+
+
+@overload
+def app_view(*, on_thread: OnThread) -> Callable[[View], View]: ...
+
+
+def app_view(view: View | None = None, *, on_thread: OnThread | None = None) -> Any:
     """For the console's async read views of one application: the signed-in user and the
     application (checked as `application_for` does, for PERM_INSPECT) in one trip to the
     database thread, rather than one for `login_required` and one for the application.
     The view gets the application in place of the URL's `app_name`; someone not signed
-    in is sent to sign in, as by `login_required`."""
+    in is sent to sign in, as by `login_required`.
+
+    `on_thread(request, application, ...)`, if given, runs in that same trip: it makes
+    the whole page when it can do so there (the system database is read there), or
+    returns None for the view to make it (an executor must be asked, which is awaited)."""
+    if view is None:
+        return functools.partial(app_view, on_thread=on_thread)
     guarded = login_required(view)
 
     @functools.wraps(view)
     async def wrapper(
         request: HttpRequest, *args: Any, app_name: str, **kwargs: Any
     ) -> HttpResponse:
-        application = await db_async(_signed_in_application)(request, app_name, PERM_INSPECT)
+        application, page = await db_async(_signed_in_application)(
+            request, app_name, PERM_INSPECT, on_thread, args, kwargs
+        )
         if application is None:
             # The user is known by now: login_required redirects with no further trip.
             return await guarded(request, *args, app_name=app_name, **kwargs)
+        if page is not None:
+            return page
         return await view(request, application, *args, **kwargs)
 
     return wrapper

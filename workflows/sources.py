@@ -195,8 +195,13 @@ class DatabaseSource:
         self.notice = "" if schema.known else systemdb.status_of(application).detail
 
     async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
-        listing: Listing = await db_async(_timed)(functools.partial(self._list, query))
+        listing: Listing = await db_async(self.read_list)(query)
         return listing
+
+    def read_list(self, query: ListQuery) -> Listing:
+        """`list`, on the database thread already."""
+        found: Listing = _timed(functools.partial(self._list, query))
+        return found
 
     def _list(self, query: ListQuery) -> Listing:
         rows = systemdb.workflows(self.application)
@@ -339,10 +344,10 @@ class DatabaseSource:
         return listing
 
     async def queues(self, *, actor: str = "") -> Rows:
-        found: Rows = await db_async(self._queues)()
+        found: Rows = await db_async(self.read_queues)()
         return found
 
-    def _queues(self) -> Rows:
+    def read_queues(self) -> Rows:
         return [
             {field: getattr(queue, field) for field in QUEUE_FIELDS}
             for queue in systemdb.rows(self.application, Queue).order_by("name")
@@ -776,6 +781,18 @@ def _step_from_executor(row: WorkflowSteps, language: str) -> dict[str, Any]:
 
 
 Source = DatabaseSource | ExecutorSource
+
+
+def database_source(application: Application) -> DatabaseSource | None:
+    """`source_for`, on the database thread, when it is the system database; None when it
+    is not (no system database, or one that cannot be read: `source_for` says why)."""
+    if not application.system_database_url:
+        return None
+    try:
+        schema = systemdb.cached_schema(application) or systemdb.schema_of(application)
+    except systemdb.SystemDatabaseError:
+        return None
+    return DatabaseSource(application, schema)
 
 
 async def source_for(application: Application) -> Source:

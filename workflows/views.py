@@ -54,6 +54,8 @@ from workflows.sources import (
     Detail,
     ListQuery,
     SlowQuery,
+    Source,
+    database_source,
     source_for,
     split_names,
 )
@@ -110,15 +112,36 @@ class WorkflowFilterForm(forms.Form):
         )
 
 
-@app_view
+def _list_on_thread(
+    request: HttpRequest, application: Application, queued: bool = False
+) -> HttpResponse | None:
+    """The list page, read and made in the trip that checked the application, when the
+    system database is its source."""
+    source = database_source(application)
+    if source is None:
+        return None
+    form, context = _list_form(request, application, queued)
+    if form.is_valid() or not form.is_bound:
+        context["source"] = source.name
+        try:
+            context["listing"] = source.read_list(form.query(queued=queued))
+            if queued:
+                context["queue_configs"] = source.read_queues()
+        except BadCursor as exc:
+            form.add_error("cursor", str(exc))
+        except SlowQuery as exc:
+            context["unavailable"] = str(exc)
+    return _show_list(request, application, context)
+
+
+@app_view(on_thread=_list_on_thread)
 async def workflow_list(
     request: HttpRequest, application: Application, queued: bool = False
 ) -> HttpResponse:
-    form = WorkflowFilterForm(request.GET or None)
-    context: dict[str, Any] = {"application": application, "form": form, "queued": queued}
-    if not form.is_bound or form.is_valid():
-        if not form.is_bound:
-            form.cleaned_data = {}
+    """The list page filled through the executors (or from a system database that could
+    not be read on the first trip)."""
+    form, context = _list_form(request, application, queued)
+    if form.is_valid() or not form.is_bound:
         source = await source_for(application)
         context["source"] = source.name
         try:
@@ -129,28 +152,66 @@ async def workflow_list(
             form.add_error("cursor", str(exc))
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
+    shown: HttpResponse = await db_async(_show_list)(request, application, context)
+    return shown
+
+
+def _list_form(
+    request: HttpRequest, application: Application, queued: bool
+) -> tuple[WorkflowFilterForm, dict[str, Any]]:
+    form = WorkflowFilterForm(request.GET or None)
+    if not form.is_bound:
+        form.cleaned_data = {}
     params = request.GET.copy()
     params.pop("cursor", None)
-    context["query"] = params.urlencode()
-    context["saved_views"], may_act = await db_async(_saved_views)(request, application)
-    context["may_act"] = not queued and may_act
-    context["bulk_actions"] = BulkJob.Action.choices
+    context = {
+        "application": application,
+        "form": form,
+        "queued": queued,
+        "query": params.urlencode(),
+        "bulk_actions": BulkJob.Action.choices,
+    }
+    return form, context
+
+
+def _show_list(
+    request: HttpRequest, application: Application, context: dict[str, Any]
+) -> HttpResponse:
+    context["saved_views"], may_act = _saved_views(request, application)
+    context["may_act"] = not context["queued"] and may_act
     template = "workflows/list.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#workflow-rows"
-    return await arender(request, template, context)
+    return render(request, template, context)
 
 
-@app_view
+def _detail_on_thread(
+    request: HttpRequest, application: Application, workflow_id: str
+) -> HttpResponse | None:
+    """A workflow's page, read and made in the trip that checked the application, when the
+    system database is its source."""
+    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
+        return None
+    source = database_source(application)
+    if source is None:
+        return None
+    context = _detail_context(application, source)
+    try:
+        detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
+    except SlowQuery as exc:
+        context["unavailable"] = str(exc)
+        return render(request, "workflows/detail.html", context, status=exc.status)
+    return _show_detail(request, workflow_id, context, detail)
+
+
+@app_view(on_thread=_detail_on_thread)
 async def workflow_detail(
     request: HttpRequest, application: Application, workflow_id: str
 ) -> HttpResponse:
+    """A workflow's page filled through the executors (or from a system database that
+    could not be read on the first trip), and its "more steps" rows."""
     source = await source_for(application)
-    context: dict[str, Any] = {
-        "application": application,
-        "source": source.name,
-        "notice": source.notice,
-    }
+    context = _detail_context(application, source)
     if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
         # "More steps": just the next rows.
         try:
@@ -162,12 +223,6 @@ async def workflow_detail(
         context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
-        if isinstance(source, DatabaseSource):
-            # Read and render in one trip to the database thread.
-            response: HttpResponse = await db_async(_read_and_show)(
-                request, source, workflow_id, context
-            )
-            return response
         detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
     except (relay.RelayError, SlowQuery) as exc:
         context["unavailable"] = str(exc)
@@ -176,11 +231,8 @@ async def workflow_detail(
     return shown
 
 
-def _read_and_show(
-    request: HttpRequest, source: DatabaseSource, workflow_id: str, context: dict[str, Any]
-) -> HttpResponse:
-    detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
-    return _show_detail(request, workflow_id, context, detail)
+def _detail_context(application: Application, source: Source) -> dict[str, Any]:
+    return {"application": application, "source": source.name, "notice": source.notice}
 
 
 def _show_detail(

@@ -88,6 +88,22 @@ def test_a_workflow_read_stopped_by_the_statement_timeout_says_so(
     assert b"Back to the workflows" in page.content
 
 
+def test_a_list_stopped_by_the_statement_timeout_says_so_above_the_form(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+
+    def too_slow(*args: Any) -> Any:
+        raise SlowQuery("The system database stopped this query after 2000 ms.")
+
+    monkeypatch.setattr(DatabaseSource, "_list", too_slow)
+    page = signed_in(vera).get(f"/apps/{app}/workflows/", {"workflow_name": "x"})
+    assert page.status_code == 200
+    assert b"stopped this query after 2000 ms" in page.content
+    assert b'name="workflow_name"' in page.content
+
+
 def test_without_database_or_executor_the_page_says_so_and_still_renders(vera: User) -> None:
     Application.objects.create(name="orders")
     page = signed_in(vera).get("/apps/orders/workflows/")
