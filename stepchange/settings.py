@@ -124,6 +124,9 @@ TEMPLATES = [
     },
 ]
 
+# Django's form renderer with its plain inputs written in Python (see there).
+FORM_RENDERER = "stepchange.widgets.QuickWidgets"
+
 DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{DATA_DIR / 'stepchange.sqlite3'}"),
 }
