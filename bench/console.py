@@ -337,7 +337,46 @@ def build_views(conn: psycopg.Connection, info: dict[str, Any]) -> list[View]:
 # --------------------------------------------------------------------------------------
 
 
+# The newest ENQUEUED workflows, queue by queue and priority by priority, through DBOS's
+# index of in-flight workflows (queue_name, status, priority, created_at): the plain query
+# walks the created_at index past every other status. Those with no queue (which DBOS
+# never writes) behind a fence, so that they too are looked for through the index.
+ENQUEUED_SQL = """
+WITH RECURSIVE grp(queue_name, priority) AS (
+    (SELECT queue_name, priority FROM dbos.workflow_status
+     WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL ORDER BY queue_name, priority LIMIT 1)
+    UNION ALL
+    SELECT probe.queue_name, probe.priority FROM grp CROSS JOIN LATERAL (
+        SELECT w.queue_name, w.priority FROM dbos.workflow_status AS w
+        WHERE w.status = 'ENQUEUED' AND w.queue_name >= grp.queue_name
+          AND (w.queue_name, w.priority) > (grp.queue_name, grp.priority)
+        ORDER BY w.queue_name, w.priority LIMIT 1
+    ) AS probe
+)
+SELECT * FROM (
+    SELECT page.* FROM grp CROSS JOIN LATERAL (
+        SELECT {columns} FROM dbos.workflow_status
+        WHERE status = 'ENQUEUED' AND queue_name = grp.queue_name AND priority = grp.priority
+        {keyset} {order} LIMIT {page}
+    ) AS page
+    UNION ALL (
+        SELECT * FROM (
+            SELECT {columns} FROM dbos.workflow_status
+            WHERE status = 'ENQUEUED' AND queue_name IS NULL {keyset} OFFSET 0
+        ) AS no_queue {order} LIMIT {page}
+    )
+) AS found {order} LIMIT {page}
+"""
+
+
 def list_sql(view: View) -> tuple[str, dict[str, Any]]:
+    if view.filter is not None and view.filter.key == "status=ENQUEUED":
+        keyset, bounds = "", {}
+        if view.cursor:
+            keyset = f"AND {KEYSET}"
+            bounds = {"c_at": view.cursor[0], "c_id": view.cursor[1]}
+        sql = ENQUEUED_SQL.format(columns=LIST_COLUMNS, keyset=keyset, order=ORDER, page=PAGE)
+        return sql, bounds
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if view.filter:

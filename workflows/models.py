@@ -13,10 +13,11 @@ of the same name without the suffix (see `EpochMs`).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 from django.db.models.functions import Coalesce
 
 STATUSES = (
@@ -167,6 +168,38 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         )
         return [(int(start), status, count) for start, status, count in rows]
 
+    def newest_enqueued(self, count: int) -> models.query.RawQuerySet[WorkflowStatus]:
+        """The `count` newest rows of this queryset, which keeps only ENQUEUED workflows, as
+        `newest_first()[:count]` gives them, found queue by queue and priority by priority
+        through DBOS's index of in-flight workflows (Postgres, `Schema.queue_index`): the
+        newest of each group are at the end of its range, where the plain query walks the
+        created_at index past every other status (1.1 against 5.5 ms for the newest 50 of
+        2,758 ENQUEUED among a million). The groups are found by skipping through the same
+        index, one probe each."""
+        connection = connections[self.db]
+        quote = connection.ops.quote_name
+        per_group = self.filter(queue_name=_GROUP_QUEUE, priority=_GROUP_PRIORITY)
+        # Never so in DBOS, but not excluded by its schema: ENQUEUED rows with no queue, read
+        # behind a fence (OFFSET 0) so that the planner looks for them through the index,
+        # not by walking the created_at index past every row for the newest.
+        no_queue = self.filter(queue_name__isnull=True).order_by()
+        compiled = [
+            query.query.get_compiler(using=self.db).as_sql()
+            for query in (per_group.newest_first()[:count], no_queue)
+        ]
+        per_group_sql, per_group_params = _bind_to_groups(*compiled[0])
+        table = quote(self.model._meta.db_table)
+        sql = NEWEST_PER_QUEUE.format(
+            table=table,
+            per_group=per_group_sql,
+            no_queue=compiled[1][0],
+            created=quote("created_at"),
+            pk=quote("workflow_uuid"),
+            count=int(count),
+        )
+        params = ["ENQUEUED", "ENQUEUED", *per_group_params, *compiled[1][1]]
+        return self.model._default_manager.db_manager(self.db).raw(sql, params)
+
     def after(self, cursor: tuple[int, str] | None, *, descending: bool = True) -> WorkflowQuerySet:
         """The rows after `cursor` (created_at ms, workflow id) in newest-first order (or
         oldest-first): a keyset page, as fast on page 1,000 as on page 1."""
@@ -184,6 +217,57 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             models.Q(created_at_ms__gt=created)
             | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
         )
+
+
+# Stand for a group's queue and priority while the page's query is compiled; each is
+# then replaced by a reference to the group's column.
+_GROUP_QUEUE = "\x00stepchange-group-queue\x00"
+_GROUP_PRIORITY = -2_000_000_100
+
+NEWEST_PER_QUEUE = """
+WITH RECURSIVE grp(queue_name, priority) AS (
+    (SELECT queue_name, priority FROM {table}
+     WHERE status = %s AND queue_name IS NOT NULL ORDER BY queue_name, priority LIMIT 1)
+    UNION ALL
+    SELECT probe.queue_name, probe.priority FROM grp CROSS JOIN LATERAL (
+        SELECT w.queue_name, w.priority FROM {table} AS w
+        WHERE w.status = %s AND w.queue_name >= grp.queue_name
+          AND (w.queue_name, w.priority) > (grp.queue_name, grp.priority)
+        ORDER BY w.queue_name, w.priority LIMIT 1
+    ) AS probe
+)
+SELECT * FROM (
+    SELECT page.* FROM grp CROSS JOIN LATERAL ({per_group}) AS page
+    UNION ALL (
+        SELECT * FROM ({no_queue} OFFSET 0) AS no_queue
+        ORDER BY {created} DESC, {pk} DESC LIMIT {count}
+    )
+) AS found
+ORDER BY {created} DESC, {pk} DESC LIMIT {count}
+"""
+
+
+def _bind_to_groups(sql: str, params: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """`sql` with the group markers' placeholders turned into the group's columns."""
+    pieces = re.split(r"(%%|%s)", sql)
+    values = iter(params)
+    bound: list[str] = []
+    kept: list[Any] = []
+    for piece in pieces:
+        if piece != "%s":
+            bound.append(piece)
+            continue
+        value = next(values)
+        if isinstance(value, str) and value == _GROUP_QUEUE:
+            bound.append("grp.queue_name")
+        elif isinstance(value, int) and value == _GROUP_PRIORITY:
+            bound.append("grp.priority")
+        else:
+            bound.append(piece)
+            kept.append(value)
+    if len(kept) != len(params) - 2:
+        raise ValueError("a group's queue and priority must each reach the query once")
+    return "".join(bound), kept
 
 
 def _successor(prefix: str) -> str | None:

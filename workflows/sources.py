@@ -229,9 +229,11 @@ class DatabaseSource:
             missing = systemdb.missing_fields(systemdb.alias_for(self.application), WorkflowStatus)
             rows = rows.only(*(name for name in LISTED_FIELDS if name not in missing))
         ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()
-        page = list(
-            ordered.after(_keyset(query.cursor), descending=query.sort_desc)[: query.limit + 1]
-        )
+        after = ordered.after(_keyset(query.cursor), descending=query.sort_desc)
+        if self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc:
+            page = list(after.newest_enqueued(query.limit + 1))
+        else:
+            page = list(after[: query.limit + 1])
         more = len(page) > query.limit
         page = page[: query.limit]
         return Listing(

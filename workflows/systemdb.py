@@ -63,6 +63,10 @@ class SystemDatabaseError(Exception):
     """The system database cannot be used; the message says why, for operators."""
 
 
+# The leading columns of DBOS's index of in-flight workflows (idx_workflow_status_in_flight).
+QUEUE_INDEX = ("queue_name", "status", "priority", "created_at")
+
+
 @dataclass(frozen=True)
 class Schema:
     """What one system database has."""
@@ -72,6 +76,9 @@ class Schema:
     # Text compares byte by byte (C/POSIX collation, and SQLite): a prefix is then a range
     # of the primary key, which an index can serve where LIKE cannot.
     bytewise_text: bool = False
+    # workflow_status has DBOS's index of queued workflows by queue, status, priority and
+    # age (Postgres, from DBOS 2): the newest ENQUEUED ones are found through it.
+    queue_index: bool = False
 
     @property
     def known(self) -> bool:
@@ -225,11 +232,21 @@ def _introspect(alias: str) -> Schema:
             row = cursor.fetchone()
             version = int(row[0]) if row and row[0] is not None else None
         bytewise = connection.vendor == "sqlite"
+        queue_index = False
         if connection.vendor == "postgresql":
             cursor.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
             row = cursor.fetchone()
             bytewise = bool(row) and str(row[0]).upper() in BYTEWISE_COLLATIONS
-    return Schema(version=version, columns=columns, bytewise_text=bytewise)
+            if WorkflowStatus._meta.db_table in present:
+                indexes = connection.introspection.get_constraints(
+                    cursor, WorkflowStatus._meta.db_table
+                )
+                queue_index = any(
+                    index["columns"][: len(QUEUE_INDEX)] == list(QUEUE_INDEX)
+                    for index in indexes.values()
+                    if index["index"]
+                )
+    return Schema(version=version, columns=columns, bytewise_text=bytewise, queue_index=queue_index)
 
 
 def missing_fields(alias: str | None, model: type[Model]) -> frozenset[str]:

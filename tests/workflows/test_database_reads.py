@@ -1,8 +1,10 @@
 """Stories about reading workflows straight from the system database through the API:
 no executor needed, values decoded, keyset pages, and a fallback when it is down."""
 
+import dataclasses
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +367,95 @@ def test_a_statement_timeout_inside_the_pipeline_is_reported_as_one(
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT 42")
         assert cursor.fetchone() == (42,)
+
+
+Row = tuple[str, str, str, str | None, int, int]
+
+
+@pytest.fixture
+def enqueued_copy(
+    sdk_fixtures: dict[str, dict[str, Any]],
+) -> Iterator[tuple[Application, list[Row]]]:
+    """A copy of a real DBOS 3.2 workflow_status table (its indexes with it) in a schema of
+    its own, filled with ENQUEUED workflows over three queues, two priorities and none, with
+    ties on created_at, among others; dropped afterwards."""
+    import psycopg
+
+    fixture = sdk_fixtures["py320-pg-default"]
+    schema = "enqueued_copy"
+    rows: list[Row] = []
+    for n in range(400):
+        status = "ENQUEUED" if n % 3 else ("PENDING", "SUCCESS", "ERROR")[n % 9 // 3]
+        queue = ("alpha", "beta", "gamma", None)[n % 7 % 4] if n != 13 else None
+        created = 1_700_000_000_000 + (n // 4) * 1000  # four rows to a millisecond
+        rows.append((f"wf-{n:04d}", status, f"job-{n % 2}", queue, n % 2 * 3, created))
+    with psycopg.connect(fixture["url"], autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+        for table in ("workflow_status", "dbos_migrations"):
+            conn.execute(f"CREATE TABLE {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)")
+        conn.execute(f"INSERT INTO {schema}.dbos_migrations SELECT * FROM dbos.dbos_migrations")
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {schema}.workflow_status (workflow_uuid, status, name, queue_name,"
+                " priority, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 0)",
+                rows,
+            )
+    application = Application.objects.create(
+        name="enqueued", system_database_url=fixture["url"], system_database_schema=schema
+    )
+    yield application, rows
+    systemdb.forget(application)
+    with psycopg.connect(fixture["url"], autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.parametrize("name", [None, ["job-1"]])
+def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_query_would(
+    vera: User, enqueued_copy: tuple[Application, list[Row]], name: list[str] | None
+) -> None:
+    """Through DBOS's in-flight index, queue by queue and priority by priority (and the
+    few with no queue), page after page: the same rows in the same order as the plain
+    newest-first query, each once."""
+    from asgiref.sync import async_to_sync
+
+    from workflows.sources import DatabaseSource, ListQuery, source_for
+
+    application, rows = enqueued_copy
+    source = async_to_sync(source_for)(application)
+    assert isinstance(source, DatabaseSource)
+    assert source.schema.queue_index
+    newest_first = sorted(rows, key=lambda row: (row[5], row[0]), reverse=True)
+    expected = [
+        wid
+        for wid, status, job, *_ in newest_first
+        if status == "ENQUEUED" and (name is None or job in name)
+    ]
+    assert any(queue is None and status == "ENQUEUED" for _, status, _, queue, _, _ in rows)
+    seen: list[str] = []
+    cursor = None
+    alias = systemdb.alias_for(application)
+    with CaptureQueriesContext(connections[alias]) as queries:
+        while True:
+            page = source._list(
+                ListQuery(status=["ENQUEUED"], workflow_name=name, limit=7, cursor=cursor)
+            )
+            seen += [item["workflow_id"] for item in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    assert seen == expected
+    assert all("WITH RECURSIVE" in q["sql"] for q in queries if "workflow_status" in q["sql"])
+    plain = DatabaseSource(application, dataclasses.replace(source.schema, queue_index=False))
+    first = plain._list(ListQuery(status=["ENQUEUED"], workflow_name=name, limit=7))
+    assert [item["workflow_id"] for item in first.items] == expected[:7]
+
+
+def test_a_schema_says_whether_it_has_the_in_flight_index(
+    sdk_fixtures: dict[str, dict[str, Any]], system_databases: None
+) -> None:
+    for name, has_it in (("py320-pg-default", True), ("ts502-pg-default", True)):
+        schema = systemdb.schema_of(registered(sdk_fixtures[name]))
+        assert schema.queue_index is has_it, name
+    sqlite = systemdb.schema_of(registered(sdk_fixtures["py320-sqlite-default"]))
+    assert sqlite.queue_index is False
