@@ -701,11 +701,11 @@ def _detail_reads(source: Any, workflow_id: str, steps: int) -> None:
 
 
 def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> None:
-    """Run bench/console_argus.py with the argus virtualenv's Python and merge its figures."""
-    python = ROOT / "var" / "argus-venv" / "bin" / "python"
+    """Run bench/console_argus.py (which makes its virtualenv if need be and runs itself
+    with that Python) and merge its figures."""
     out = ROOT / "var" / "bench-argus.json"
     command = [
-        str(python),
+        sys.executable,
         str(ROOT / "bench" / "console_argus.py"),
         "--url",
         url,

@@ -212,9 +212,8 @@ async def main() -> None:
             "session and user": (stepchange.middleware, "_user"),
             # Called by app_view, in the same trip as the user.
             "application and permissions": (stepchange.api, "application_for"),
-            "system database: workflow": (source, "_get"),
-            "system database: steps": (source, "_steps"),
-            "system database: extras": (source, "_extras"),
+            # The workflow, its first steps and its extras: one round trip, then decoded.
+            "system database, read and decoded": (source, "_detail"),
             "actions panel and audit history": (workflows.views, "_controls"),
             "rendering": (workflows.views, "render"),
         }
