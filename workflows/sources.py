@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections, models
+from django.db import OperationalError, models
 
 from conductor import relay
 from conductor.protocol import (
@@ -43,7 +43,7 @@ from conductor.protocol import (
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.prepared import one_round_trip, prepared
+from stepchange.prepared import one_round_trip, prepared, send
 from workflows import systemdb
 from workflows.models import (
     Notification,
@@ -394,18 +394,8 @@ class DatabaseSource:
         sql, params = _extras_sql(self.schema, workflow_id)
         if not sql:
             return lambda: self._extras_of([])
-        cursor = connections[systemdb.alias_for(self.application)].cursor()
-        try:
-            cursor.execute(sql, params)
-        except BaseException:
-            cursor.close()
-            raise
-
-        def extras() -> dict[str, Any]:
-            with cursor:
-                return self._extras_of(cursor.fetchall())
-
-        return extras
+        rows = send(systemdb.alias_for(self.application), sql, params)
+        return lambda: self._extras_of(rows())
 
     @staticmethod
     def _extras_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:

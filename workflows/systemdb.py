@@ -77,7 +77,8 @@ class Schema:
     # of the primary key, which an index can serve where LIKE cannot.
     bytewise_text: bool = False
     # workflow_status has DBOS's index of queued workflows by queue, status, priority and
-    # age (Postgres, from DBOS 2): the newest ENQUEUED ones are found through it.
+    # age (on Postgres; every SDK schema the tests build has it): the newest ENQUEUED
+    # workflows are found through it.
     queue_index: bool = False
 
     @property

@@ -138,8 +138,8 @@ def _list_on_thread(
 async def workflow_list(
     request: HttpRequest, application: Application, queued: bool = False
 ) -> HttpResponse:
-    """The list page filled through the executors (or from a system database that could
-    not be read on the first trip)."""
+    """The list page filled through the executors: there is no system database to read, or
+    it cannot be read (the page says so)."""
     form, context = _list_form(request, application, queued)
     if form.is_valid() or not form.is_bound:
         source = await source_for(application)
@@ -208,8 +208,8 @@ def _detail_on_thread(
 async def workflow_detail(
     request: HttpRequest, application: Application, workflow_id: str
 ) -> HttpResponse:
-    """A workflow's page filled through the executors (or from a system database that
-    could not be read on the first trip), and its "more steps" rows."""
+    """A workflow's page filled through the executors (there is no system database to read,
+    or it cannot be read: the page says so), and the "more steps" rows of either source."""
     source = await source_for(application)
     context = _detail_context(application, source)
     if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
