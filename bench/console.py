@@ -29,7 +29,6 @@ LIMIT 50` with `(created_at, workflow_uuid) < (cursor)` for the next page: never
 
 import argparse
 import base64
-import contextlib
 import functools
 import http.client
 import json
@@ -40,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -604,7 +603,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     for query, with the hand-written SQL: for a list the page of rows, for a detail the
     workflow with its payloads and its first 100 steps (all 1,000 for "all at once"). A
     detail's reads also fetch its lineage, events, messages and streams, which the SQL
-    does not, and go in one pipeline: the sends and the end of the pipeline are timed.
+    does not, all three statements in one query.
 
     The hand-written SQL is timed again here, each run right beside one of StepChange's
     ("sql beside db"), and the ratio of this column is taken to that: on a machine whose
@@ -621,7 +620,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     from django.http import QueryDict
 
     from stepchange.models import Application
-    from workflows import sources, systemdb
+    from workflows import systemdb
     from workflows.sources import DatabaseSource
     from workflows.views import WorkflowFilterForm
 
@@ -638,19 +637,6 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
             return execute(sql, params, many, context)
         finally:
             spent.append((time.perf_counter() - started) * 1000)
-
-    # A detail's reads go in one pipeline: sending them takes no time; the results arrive
-    # as its block ends, which is timed too.
-    pipeline = sources.one_round_trip  # type: ignore[attr-defined]
-
-    @contextlib.contextmanager
-    def timed_round_trip(alias: str) -> Iterator[None]:
-        with pipeline(alias):
-            yield
-            started = time.perf_counter()
-        spent.append((time.perf_counter() - started) * 1000)
-
-    sources.one_round_trip = timed_round_trip  # type: ignore[attr-defined]
 
     for view in views:
         read: Callable[[], Any]
@@ -696,7 +682,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
 
 
 def _detail_reads(source: Any, workflow_id: str, steps: int) -> None:
-    # The page's read: the status row, the steps and the extras, in one round trip.
+    # The page's read: the status row, the steps and the extras, in one query.
     source._detail(workflow_id, steps)
 
 

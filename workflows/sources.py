@@ -43,7 +43,7 @@ from conductor.protocol import (
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.prepared import one_round_trip, prepared, send
+from stepchange.prepared import Statement, prepared, run_together
 from workflows import systemdb
 from workflows.models import (
     Notification,
@@ -182,6 +182,10 @@ class Detail:
     partial: str = ""
 
 
+# A statement and what makes its rows into the answer.
+Read = tuple[Statement, Callable[[list[Any]], Any]]
+
+
 def _time(epoch_ms: int | None) -> datetime | None:
     return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
 
@@ -251,9 +255,14 @@ class DatabaseSource:
         return found
 
     def _get(self, workflow_id: str) -> dict[str, Any] | None:
-        return self._send_get(workflow_id)()
+        found: dict[str, Any] | None = self._read(self._workflow_read(workflow_id))
+        return found
 
-    def _send_get(self, workflow_id: str) -> Callable[[], dict[str, Any] | None]:
+    def _read(self, read: Read) -> Any:
+        statement, shape = read
+        return shape(run_together(systemdb.alias_for(self.application), [statement])[0])
+
+    def _workflow_read(self, workflow_id: str) -> Read:
         alias = systemdb.alias_for(self.application)
         payload_tables = self.schema.has_payload_tables
 
@@ -262,13 +271,13 @@ class DatabaseSource:
             return rows.filter(workflow_uuid=workflow_id)[:1]
 
         shape = (alias, payload_tables, systemdb.missing_fields(alias, WorkflowStatus))
-        rows = prepared(("workflow", *shape), one, str).send(workflow_id)
+        query = prepared(("workflow", *shape), one, str)
 
-        def found() -> dict[str, Any] | None:
-            row = next(iter(rows()), None)
+        def found(rows: list[Any]) -> dict[str, Any] | None:
+            row = next(iter(query.results(rows)), None)
             return None if row is None else self.workflow(row, load_input=True, load_output=True)
 
-        return found
+        return query.bind(workflow_id), found
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
         """The workflow, its first steps and its extras, in one trip to the database
@@ -283,16 +292,17 @@ class DatabaseSource:
         return found
 
     def _detail(self, workflow_id: str, steps_limit: int) -> Detail:
-        # The three reads in one round trip to the database.
-        with one_round_trip(systemdb.alias_for(self.application)):
-            workflow = self._send_get(workflow_id)
-            steps = self._send_steps(workflow_id, None, steps_limit)
-            extras = self._send_extras(workflow_id)
-        found = workflow()
-        listing, more = steps(), extras()
+        reads = [
+            self._workflow_read(workflow_id),
+            self._steps_read(workflow_id, None, steps_limit),
+            self._extras_read(workflow_id),
+        ]
+        # The three statements in one round trip to the database.
+        rows = run_together(systemdb.alias_for(self.application), [s for s, _ in reads])
+        found, listing, extras = (shape(r) for (_, shape), r in zip(reads, rows, strict=True))
         if found is None:
             return Detail(None)
-        return Detail(found, listing, more)
+        return Detail(found, listing, extras)
 
     async def steps(
         self,
@@ -306,11 +316,10 @@ class DatabaseSource:
         return listing
 
     def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
-        return self._send_steps(workflow_id, cursor, limit)()
+        found: Listing = self._read(self._steps_read(workflow_id, cursor, limit))
+        return found
 
-    def _send_steps(
-        self, workflow_id: str, cursor: str | None, limit: int
-    ) -> Callable[[], Listing]:
+    def _steps_read(self, workflow_id: str, cursor: str | None, limit: int) -> Read:
         """A page of steps after the step `cursor` names; only the page is decoded."""
         if cursor and not cursor.lstrip("-").isdigit():
             raise BadCursor(BAD_CURSOR)
@@ -326,14 +335,14 @@ class DatabaseSource:
 
         shape = (alias, limit, systemdb.missing_fields(alias, OperationOutput))
         if cursor:
-            rows = prepared(("steps after", *shape), one_page, str, int).send(
-                workflow_id, int(cursor)
-            )
+            query = prepared(("steps after", *shape), one_page, str, int)
+            statement = query.bind(workflow_id, int(cursor))
         else:
-            rows = prepared(("steps", *shape), one_page, str).send(workflow_id)
+            query = prepared(("steps", *shape), one_page, str)
+            statement = query.bind(workflow_id)
 
-        def listing() -> Listing:
-            page = rows()
+        def listing(rows: list[Any]) -> Listing:
+            page = query.results(rows)
             more = len(page) > limit
             page = page[:limit]
             return Listing(
@@ -343,7 +352,7 @@ class DatabaseSource:
                 self.notice,
             )
 
-        return listing
+        return statement, listing
 
     async def queues(self, *, actor: str = "") -> Rows:
         found: Rows = await db_async(self.read_queues)()
@@ -386,16 +395,13 @@ class DatabaseSource:
         }
 
     def _extras(self, workflow_id: str) -> dict[str, Any]:
-        return self._send_extras(workflow_id)()
+        found: dict[str, Any] = self._read(self._extras_read(workflow_id))
+        return found
 
-    def _send_extras(self, workflow_id: str) -> Callable[[], dict[str, Any]]:
+    def _extras_read(self, workflow_id: str) -> Read:
         """Lineage, events with their history, messages and streams of one workflow, in
         one statement (six ORM queries cost 3.7 ms here, this 0.5 ms)."""
-        sql, params = _extras_sql(self.schema, workflow_id)
-        if not sql:
-            return lambda: self._extras_of([])
-        rows = send(systemdb.alias_for(self.application), sql, params)
-        return lambda: self._extras_of(rows())
+        return _extras_sql(self.schema, workflow_id), self._extras_of
 
     @staticmethod
     def _extras_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:

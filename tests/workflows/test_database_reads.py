@@ -310,10 +310,10 @@ def test_a_workflows_extras_are_read_on_every_schema(
 def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at_a_time(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
 ) -> None:
-    """The status row, the first steps and the extras go to a Postgres server together,
-    in one pipeline; what comes back is what the three reads return one at a time."""
+    """The status row, the first steps and the extras go to a Postgres server as one query
+    (one after another to SQLite); what comes back is what the three reads return one at
+    a time."""
     from asgiref.sync import async_to_sync
-    from psycopg import pq
 
     from workflows.sources import DatabaseSource, source_for
 
@@ -323,18 +323,10 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     alias = systemdb.alias_for(source.application)
     postgres = connections[alias].vendor == "postgresql"
     parent = by_role(fixture, "parent")
-    in_pipeline: list[bool] = []
-
-    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if postgres:
-            status = context["connection"].connection.pgconn.pipeline_status
-            in_pipeline.append(status != pq.PipelineStatus.OFF)
-        return execute(sql, params, many, context)
-
-    with connections[alias].execute_wrapper(watch):
+    with CaptureQueriesContext(connections[alias]) as queries:
         detail = source.read_detail(parent, steps_limit=2)
-    assert len(in_pipeline) == (3 if postgres else 0)
-    assert all(in_pipeline)
+    assert len(queries) == (1 if postgres else 3)
+    assert queries[0]["sql"].count("; ") == (2 if postgres else 0)
     one_at_a_time = (source._get(parent), source._steps(parent, None, 2), source._extras(parent))
     assert (detail.workflow, detail.steps, detail.extras) == one_at_a_time
     assert detail.workflow is not None
@@ -345,22 +337,26 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     assert source.read_detail("no-such-workflow", steps_limit=2).workflow is None
 
 
-def test_a_statement_timeout_inside_the_pipeline_is_reported_as_one(
+def test_statements_run_together_keep_their_own_rows_and_a_timeout_among_them_says_so(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
 ) -> None:
-    """A query stopped in the middle of a pipeline fails the read with the same advice as
-    one sent alone, and the connection is usable afterwards."""
-    from stepchange.prepared import one_round_trip
+    """Each statement's rows come back in order, an empty one (a queryset that can match
+    nothing) included; a statement stopped by the statement timeout in the middle fails
+    the read with the same advice as one sent alone, and the connection is usable after."""
+    from stepchange.prepared import run_together
     from workflows.sources import SlowQuery, _timed
 
     settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS = 50
     application = registered(sdk_fixtures["py320-pg-default"])
     alias = systemdb.alias_for(application)
+    rows = run_together(
+        alias,
+        [("SELECT %s", [1]), ("", []), ("SELECT %s UNION ALL SELECT %s", [2, 3]), ("SELECT 4", [])],
+    )
+    assert rows == [[(1,)], [], [(2,), (3,)], [(4,)]]
 
     def slow_in_the_middle() -> None:
-        with one_round_trip(alias):
-            for sql in ("SELECT 1", "SELECT pg_sleep(2)", "SELECT 3"):
-                connections[alias].cursor().execute(sql)
+        run_together(alias, [("SELECT 1", []), ("SELECT pg_sleep(2)", []), ("SELECT 3", [])])
 
     with pytest.raises(SlowQuery, match="stopped this query after 50 ms"):
         _timed(slow_in_the_middle)
