@@ -208,6 +208,9 @@ REQUEST_LOG_RETENTION_DAYS = env_int("REQUEST_LOG_RETENTION_DAYS", 14, minimum=1
 REQUEST_LOG_INLINE = False
 # The longest a query of StepChange's may run on a Postgres system database.
 SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
+# A workflow's reads by id are prepared once per Postgres connection (planning them cost
+# more than running them); off for a pooler in transaction mode (PgBouncer), which loses them.
+SERVER_PREPARED_STATEMENTS = env_bool("SERVER_PREPARED_STATEMENTS", True)
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)

@@ -260,7 +260,9 @@ class DatabaseSource:
 
     def _read(self, read: Read) -> Any:
         statement, shape = read
-        return shape(run_together(systemdb.alias_for(self.application), [statement])[0])
+        alias = systemdb.alias_for(self.application)
+        # Reads of one workflow by id: their plans do not depend on the id.
+        return shape(run_together(alias, [statement], keep_plans=True)[0])
 
     def _workflow_read(self, workflow_id: str) -> Read:
         alias = systemdb.alias_for(self.application)
@@ -298,7 +300,8 @@ class DatabaseSource:
             self._extras_read(workflow_id),
         ]
         # The three statements in one round trip to the database.
-        rows = run_together(systemdb.alias_for(self.application), [s for s, _ in reads])
+        alias = systemdb.alias_for(self.application)
+        rows = run_together(alias, [s for s, _ in reads], keep_plans=True)
         found, listing, extras = (shape(r) for (_, shape), r in zip(reads, rows, strict=True))
         if found is None:
             return Detail(None)

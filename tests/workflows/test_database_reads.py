@@ -311,8 +311,8 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
 ) -> None:
     """The status row, the first steps and the extras go to a Postgres server as one query
-    (one after another to SQLite); what comes back is what the three reads return one at
-    a time."""
+    (one after another to SQLite), once the connection has them prepared; what comes back
+    is what the three reads return one at a time."""
     from asgiref.sync import async_to_sync
 
     from workflows.sources import DatabaseSource, source_for
@@ -323,6 +323,7 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     alias = systemdb.alias_for(source.application)
     postgres = connections[alias].vendor == "postgresql"
     parent = by_role(fixture, "parent")
+    source.read_detail(parent, steps_limit=2)
     with CaptureQueriesContext(connections[alias]) as queries:
         detail = source.read_detail(parent, steps_limit=2)
     assert len(queries) == (1 if postgres else 3)
@@ -363,6 +364,121 @@ def test_statements_run_together_keep_their_own_rows_and_a_timeout_among_them_sa
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT 42")
         assert cursor.fetchone() == (42,)
+
+
+def _kept_statements(alias: str) -> dict[str, str]:
+    """The statements prepared on this thread's connection to `alias`: name -> text."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+        return dict(cursor.fetchall())
+
+
+def test_a_workflows_reads_are_prepared_once_per_connection_and_answer_as_planned_ones(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
+) -> None:
+    """A workflow's page reads run by name after the first time, on each connection, and
+    give what the same statements planned afresh give; with the setting off (a pooler in
+    transaction mode) nothing is prepared."""
+    from stepchange.prepared import forget_statements
+    from workflows.sources import database_source
+
+    fixture = sdk_fixtures["py320-pg-default"]
+    application = registered(fixture)
+    alias = systemdb.alias_for(application)
+    source = database_source(application)
+    parent = by_role(fixture, "parent")
+    forget_statements(alias)
+
+    settings.SERVER_PREPARED_STATEMENTS = False
+    planned = source.read_detail(parent, steps_limit=2)
+    assert not _kept_statements(alias)
+
+    settings.SERVER_PREPARED_STATEMENTS = True
+    with CaptureQueriesContext(connections[alias]) as first:
+        kept = source.read_detail(parent, steps_limit=2)
+    with CaptureQueriesContext(connections[alias]) as second:
+        again = source.read_detail(parent, steps_limit=2)
+    assert planned == kept == again
+    assert planned.workflow is not None
+    assert planned.steps is not None
+    assert [s["function_id"] for s in planned.steps.items] == [1, 2]
+    statements = _kept_statements(alias)
+    assert len(statements) == 3
+    assert all(text.startswith("PREPARE stepchange_") for text in statements.values())
+    # Prepared the first time; the second is the one query, by name.
+    assert [q["sql"].split()[0] for q in first.captured_queries] == ["PREPARE"] * 3 + ["EXECUTE"]
+    assert len(second.captured_queries) == 1
+    assert second.captured_queries[0]["sql"].count("EXECUTE stepchange_") == 3
+    # The one-read paths (the API's workflow and steps) use the same statements.
+    assert source._get(parent) == planned.workflow
+    assert source._steps(parent, None, 2) == planned.steps
+    assert len(_kept_statements(alias)) == 3
+    forget_statements(alias)
+
+
+@pytest.fixture
+def plan_table(vera: User, sdk_fixtures: dict[str, dict[str, Any]]) -> Iterator[str]:
+    """A table of this thread's connection to a Postgres system database, with one row;
+    the connection's prepared statements are dropped with it."""
+    from stepchange.prepared import forget_statements
+
+    alias = systemdb.alias_for(registered(sdk_fixtures["py320-pg-default"]))
+    forget_statements(alias)
+    with connections[alias].cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE sc_plans (id integer PRIMARY KEY, a integer)")
+        cursor.execute("INSERT INTO sc_plans VALUES (1, 10)")
+    yield alias
+    with connections[alias].cursor() as cursor:
+        cursor.execute("DROP TABLE sc_plans")
+    forget_statements(alias)
+
+
+def test_a_prepared_statement_gone_or_made_stale_is_prepared_again(plan_table: str) -> None:
+    """Statements dropped behind StepChange's back (a DISCARD), or whose plan a schema change
+    made stale (a column changed type), still answer, and are prepared again."""
+    from stepchange.prepared import run_together
+
+    alias = plan_table
+    read = ("SELECT a FROM sc_plans WHERE id = %s", [1])
+    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
+    assert len(_kept_statements(alias)) == 1
+    with connections[alias].cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
+    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
+    assert len(_kept_statements(alias)) == 1
+    with connections[alias].cursor() as cursor:
+        cursor.execute("ALTER TABLE sc_plans ALTER COLUMN a TYPE text")
+    assert run_together(alias, [read], keep_plans=True) == [[("10",)]]
+    assert run_together(alias, [read], keep_plans=True) == [[("10",)]]
+    assert len(_kept_statements(alias)) == 1
+
+
+def test_what_postgres_cannot_prepare_runs_planned_and_percent_signs_survive(
+    plan_table: str,
+) -> None:
+    """A value whose type Postgres cannot infer leaves its statement planned each time (in
+    a batch with others, all of them), with the right rows; a literal percent sign in a
+    prepared statement stays one; inside a transaction nothing is prepared."""
+    from django.db import transaction
+
+    from stepchange.prepared import run_together
+
+    alias = plan_table
+    untyped = ("SELECT 1 WHERE %s IS NULL", [None])
+    percent = ("SELECT 'a%%b' || a FROM sc_plans WHERE id = %s", [1])
+    for _ in range(2):
+        assert run_together(alias, [untyped, percent], keep_plans=True) == [[(1,)], [("a%b10",)]]
+    assert _kept_statements(alias) == {}
+    assert run_together(alias, [percent], keep_plans=True) == [[("a%b10",)]]
+    assert next(iter(_kept_statements(alias).values())).endswith(
+        "'a%b' || a FROM sc_plans WHERE id = $1"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    with transaction.atomic(using=alias):
+        assert run_together(alias, [percent], keep_plans=True) == [[("a%b10",)]]
+    assert _kept_statements(alias) == {}
 
 
 Row = tuple[str, str, str, str | None, int, int]
