@@ -386,6 +386,7 @@ def test_a_workflows_reads_are_prepared_once_per_connection_and_answer_as_planne
     application = registered(fixture)
     alias = systemdb.alias_for(application)
     source = database_source(application)
+    assert source is not None
     parent = by_role(fixture, "parent")
     forget_statements(alias)
 
