@@ -47,22 +47,28 @@ def _forget_urls(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_forget_urls)
 
 
+def context_url(
+    request: Any, view_name: str, args: tuple[Any, ...] = (), kwargs: tuple[Any, ...] = ()
+) -> str:
+    """The URL `{% url %}` gives in a template rendered for `request`, remembered."""
+    current_app = getattr(request, "current_app", None)
+    if current_app is None and not hasattr(request, "current_app"):
+        current_app = getattr(getattr(request, "resolver_match", None), "namespace", None)
+    try:
+        return remembered_reverse(
+            view_name, args, kwargs, current_app, get_script_prefix(), get_urlconf()
+        )
+    except TypeError:  # a value that cannot be a key (a list, say)
+        return reverse(view_name, args=args, kwargs=dict(kwargs), current_app=current_app)
+
+
 class RememberingURLNode(defaulttags.URLNode):
     def render(self, context: Context) -> str:
         args = tuple(arg.resolve(context) for arg in self.args)
         kwargs = tuple((key, value.resolve(context)) for key, value in self.kwargs.items())
         view_name = self.view_name.resolve(context)
-        request = getattr(context, "request", None)
-        current_app = getattr(request, "current_app", None)
-        if current_app is None and not hasattr(request, "current_app"):
-            current_app = getattr(getattr(request, "resolver_match", None), "namespace", None)
         try:
-            try:
-                url = remembered_reverse(
-                    view_name, args, kwargs, current_app, get_script_prefix(), get_urlconf()
-                )
-            except TypeError:  # a value that cannot be a key (a list, say)
-                url = reverse(view_name, args=args, kwargs=dict(kwargs), current_app=current_app)
+            url = context_url(getattr(context, "request", None), view_name, args, kwargs)
         except NoReverseMatch:
             if self.asvar is None:
                 raise

@@ -134,12 +134,14 @@ class SystemDatabase:
 class Process:
     """A child process whose output goes to a log file the test can show on failure."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, *, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
             )
 
     def output(self) -> str:
@@ -156,11 +158,18 @@ class Process:
 
 
 class StepChange:
-    """StepChange under Daphne on a free port, with its own data directory."""
+    """StepChange under Daphne on a free port, with its own data directory; from this
+    checkout, or from `root` (another checkout: the bench compares two versions)."""
 
     def __init__(
-        self, data_dir: Path, *, env: dict[str, str] | None = None, name: str = ""
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        name: str = "",
+        root: Path = ROOT,
     ) -> None:
+        self.root = root
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -179,7 +188,7 @@ class StepChange:
     def manage(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             capture_output=True,
             text=True,
@@ -194,7 +203,7 @@ class StepChange:
         if migrate:
             self.manage("migrate", "--noinput")
         argv = [sys.executable, "-m", "stepchange.server", "-b", "127.0.0.1", "-p", str(self.port)]
-        self.process = Process(self.name, argv, self.env, self.data_dir)
+        self.process = Process(self.name, argv, self.env, self.data_dir, cwd=self.root)
         wait_for_http(f"{self.url}/accounts/login/", process=self.process.popen)
         return self
 
