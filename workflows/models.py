@@ -169,14 +169,19 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         return [(int(start), status, count) for start, status, count in rows]
 
     def newest_enqueued(self, count: int) -> models.query.RawQuerySet[WorkflowStatus]:
-        """The `count` newest rows of this queryset, which keeps only ENQUEUED workflows, as
-        `newest_first()[:count]` gives them, found queue by queue and priority by priority
-        through DBOS's index of in-flight workflows (Postgres, `Schema.queue_index`): the
-        newest of each group are at the end of its range, where the plain query walks the
-        created_at index past every other status (2.3-2.9 against 4.1-4.6 ms here for the
-        newest 50 of 2,758 ENQUEUED among a million; with fewer enqueued, the plain query
-        walks further). The groups are found by skipping through the same index, one probe
-        each."""
+        """`newest_enqueued_sql` as model instances."""
+        sql, params = self.newest_enqueued_sql(count)
+        return self.model._default_manager.db_manager(self.db).raw(sql, params)
+
+    def newest_enqueued_sql(self, count: int) -> tuple[str, list[Any]]:
+        """The SQL (and its values) of the `count` newest rows of this queryset, which keeps
+        only ENQUEUED workflows, as `newest_first()[:count]` gives them, found queue by
+        queue and priority by priority through DBOS's index of in-flight workflows
+        (Postgres, `Schema.queue_index`): the newest of each group are at the end of its
+        range, where the plain query walks the created_at index past every other status
+        (2.3-2.9 against 4.1-4.6 ms here for the newest 50 of 2,758 ENQUEUED among a
+        million; with fewer enqueued, the plain query walks further). The groups are found
+        by skipping through the same index, one probe each."""
         connection = connections[self.db]
         quote = connection.ops.quote_name
         per_group = self.filter(queue_name=_GROUP_QUEUE, priority=_GROUP_PRIORITY)
@@ -198,8 +203,7 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             pk=quote("workflow_uuid"),
             count=int(count),
         )
-        params = ["ENQUEUED", "ENQUEUED", *per_group_params, *compiled[1][1]]
-        return self.model._default_manager.db_manager(self.db).raw(sql, params)
+        return sql, ["ENQUEUED", "ENQUEUED", *per_group_params, *compiled[1][1]]
 
     def after(self, cursor: tuple[int, str] | None, *, descending: bool = True) -> WorkflowQuerySet:
         """The rows after `cursor` (created_at ms, workflow id) in newest-first order (or

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, models
+from django.db import OperationalError, connections, models
 
 from conductor import relay
 from conductor.protocol import (
@@ -46,10 +46,12 @@ from stepchange.models import Application
 from stepchange.prepared import Statement, prepared, run_together
 from workflows import systemdb
 from workflows.models import (
+    EpochMs,
     Notification,
     OperationOutput,
     Queue,
     StreamEntry,
+    WorkflowQuerySet,
     WorkflowStatus,
 )
 from workflows.serialization import decode
@@ -103,6 +105,38 @@ LISTED_FIELDS = (
 )
 # Plain rows for templates and the API (spelled out here: the sources have a `list` method).
 Rows = list[dict[str, Any]]
+
+
+class ListedRow:
+    """A list row's columns as attributes, as a WorkflowStatus read with `only(LISTED_FIELDS)`
+    has them (a column the database lacks is None), without the model instance: fifty
+    of those cost 1.2 ms more than the rows here."""
+
+    __slots__ = LISTED_FIELDS
+    workflow_uuid: str
+    status: str | None
+    name: str | None
+    class_name: str | None
+    queue_name: str | None
+    application_version: str | None
+    executor_id: str | None
+    created_at_ms: int
+    updated_at_ms: int | None
+    completed_at_ms: int | None
+    forked_from: str | None
+    parent_workflow_id: str | None
+    application_name: str | None
+    serialization: str | None
+    created_at = EpochMs("created_at_ms")
+    updated_at = EpochMs("updated_at_ms")
+    completed_at = EpochMs("completed_at_ms")
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        for name in LISTED_FIELDS:
+            setattr(self, name, columns.get(name))
+
+    def payload(self, key: str) -> None:
+        """A list row carries no payloads."""
 
 
 class BadCursor(ValueError):
@@ -226,18 +260,29 @@ class DatabaseSource:
         )
         if query.workflow_id_prefix:
             rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
-        if query.load_input or query.load_output:
+        payloads = query.load_input or query.load_output
+        fields: tuple[str, ...] = ()
+        if payloads:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
         else:
             # What a row shows, not the whole status row: older schemas keep payloads in it.
             missing = systemdb.missing_fields(systemdb.alias_for(self.application), WorkflowStatus)
-            rows = rows.only(*(name for name in LISTED_FIELDS if name not in missing))
+            fields = tuple(name for name in LISTED_FIELDS if name not in missing)
+            rows = rows.only(*fields)
         ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()
         after = ordered.after(_keyset(query.cursor), descending=query.sort_desc)
-        if self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc:
-            page = list(after.newest_enqueued(query.limit + 1))
+        count = query.limit + 1
+        enqueued = self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc
+        page: list[WorkflowStatus] | list[ListedRow]
+        if payloads:
+            page = list(after.newest_enqueued(count) if enqueued else after[:count])
+        elif enqueued:
+            page = _listed_rows(after, count)
         else:
-            page = list(after[: query.limit + 1])
+            page = [
+                ListedRow(dict(zip(fields, row, strict=True)))
+                for row in after.values_list(*fields)[:count]
+            ]
         more = len(page) > query.limit
         page = page[: query.limit]
         return Listing(
@@ -451,7 +496,7 @@ class DatabaseSource:
         }
 
     def workflow(
-        self, row: WorkflowStatus, *, load_input: bool, load_output: bool
+        self, row: WorkflowStatus | ListedRow, *, load_input: bool, load_output: bool
     ) -> dict[str, Any]:
         shown: dict[str, Any] = {
             "workflow_id": row.workflow_uuid,
@@ -592,7 +637,17 @@ def _keyset(cursor: str | None) -> tuple[int, str] | None:
         raise BadCursor(BAD_CURSOR) from None
 
 
-def _keyset_cursor(row: WorkflowStatus) -> str:
+def _listed_rows(enqueued: WorkflowQuerySet, count: int) -> list[ListedRow]:
+    """The newest ENQUEUED rows of `enqueued` (see `newest_enqueued_sql`) as ListedRows."""
+    sql, params = enqueued.newest_enqueued_sql(count)
+    attnames = {field.column: field.attname for field in WorkflowStatus._meta.concrete_fields}
+    with connections[enqueued.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [attnames.get(column.name, column.name) for column in cursor.description]
+        return [ListedRow(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+
+def _keyset_cursor(row: WorkflowStatus | ListedRow) -> str:
     return base64.urlsafe_b64encode(f"{row.created_at_ms}~{row.workflow_uuid}".encode()).decode()
 
 

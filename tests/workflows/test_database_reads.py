@@ -482,6 +482,33 @@ def test_what_postgres_cannot_prepare_runs_planned_and_percent_signs_survive(
     assert _kept_statements(alias) == {}
 
 
+def test_list_rows_read_without_models_match_the_model_instances_of_every_sdk(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    """A list without payloads builds its rows from the columns alone; every field it shows
+    is what the same rows read as model instances (with their payloads) show, for every
+    SDK's schema, its older ones (columns missing) included, and for the ENQUEUED list."""
+    from asgiref.sync import async_to_sync
+
+    from workflows.sources import DatabaseSource, ListQuery, source_for
+
+    for name, fixture in sdk_fixtures.items():
+        source = async_to_sync(source_for)(registered(fixture))
+        assert isinstance(source, DatabaseSource), name
+        for status in (None, ["ENQUEUED"], ["SUCCESS", "ERROR"]):
+            plain = source._list(ListQuery(status=status, limit=4))
+            full = source._list(
+                ListQuery(status=status, limit=4, load_input=True, load_output=True)
+            )
+            assert plain.items, (name, status)
+            assert plain.next_cursor == full.next_cursor, (name, status)
+            for shown, whole in zip(plain.items, full.items, strict=True):
+                assert shown == {key: whole[key] for key in shown}, (name, status)
+                assert shown["created_at"] is not None
+        systemdb.forget(source.application)
+        source.application.delete()
+
+
 Row = tuple[str, str, str, str | None, int, int]
 
 
