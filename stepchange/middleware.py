@@ -138,7 +138,11 @@ class Csrf(OnTheLoop, CsrfViewMiddleware):
 
 def _user(request: HttpRequest) -> Any:
     if not hasattr(request, "_cached_user"):
-        request._cached_user = request._acached_user = auth.get_user(request)  # type: ignore[attr-defined]
+        user = auth.get_user(request)
+        request._cached_user = request._acached_user = user  # type: ignore[attr-defined]
+        # The user itself from now on, not the lazy proxy: a page reads the user's
+        # attributes and permissions some 150 times, each through the proxy's lookups.
+        request.user = user
     return request._cached_user  # type: ignore[attr-defined]
 
 
