@@ -213,7 +213,8 @@ def application_for(request: HttpRequest, name: str, permission: str = PERM_INSP
     return application
 
 
-def _caller(request: HttpRequest, name: str, permission: str) -> tuple[Application, str]:
+def caller(request: HttpRequest, name: str, permission: str) -> tuple[Application, str]:
+    """`resolve`, on the database thread already."""
     return application_for(request, name, permission), request.user.get_username()
 
 
@@ -223,7 +224,7 @@ async def resolve(
     """For async endpoints: the application (checked as `application_for` does) and the
     caller's name, in one trip to the database thread. That trip also hands the thread's
     connection back to the pool, so a request waiting on an executor holds none."""
-    found: tuple[Application, str] = await db_async(_caller)(request, name, permission)
+    found: tuple[Application, str] = await db_async(caller)(request, name, permission)
     return found
 
 

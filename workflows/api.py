@@ -5,6 +5,7 @@ naming the encoding), else by a live executor through the relay (its display tex
 passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -15,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from conductor.relay import RelayError
 from stepchange.access import PERM_INSPECT, PERM_OPERATE
-from stepchange.api import application_for, resolve
+from stepchange.api import application_for, caller, resolve
 from stepchange.asyncdb import db_async
+from stepchange.models import Application
 from workflows import systemdb
 from workflows.actions import (
     WORKFLOW_NOT_FOUND,
@@ -41,8 +43,11 @@ from workflows.sources import (
     MAX_STEPS_PAGE,
     STEPS_PAGE,
     BadCursor,
+    DatabaseSource,
     ListQuery,
     SlowQuery,
+    Source,
+    database_source,
     source_for,
     split_names,
 )
@@ -184,16 +189,46 @@ def _instant(name: str, value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
-    query = filters.query(queued=queued)
-    application, actor = await resolve(request, app)
-    source = await source_for(application)
+# What `_read_on_thread` gives when the system database is not the source.
+_THROUGH_EXECUTORS = object()
+
+
+def _caller_and_read(
+    request: HttpRequest, name: str, read: Callable[[DatabaseSource], Any]
+) -> tuple[Application, str, Any]:
+    application, actor = caller(request, name, PERM_INSPECT)
+    source = database_source(application)
+    return application, actor, _THROUGH_EXECUTORS if source is None else read(source)
+
+
+async def _read(
+    request: HttpRequest,
+    app: str,
+    read: Callable[[DatabaseSource], Any],
+    relay: Callable[[Source, str], Awaitable[Any]],
+) -> Any:
+    """The application checked and, where its system database is the source, `read` of it,
+    in one trip to the database thread (a trip for each cost more than some reads); else
+    `relay` through an executor, from the event loop."""
     try:
-        return await source.list(query, actor=actor)
+        application, actor, found = await db_async(_caller_and_read)(request, app, read)
+        if found is _THROUGH_EXECUTORS:
+            found = await relay(await source_for(application), actor)
     except BadCursor as exc:
         raise HttpError(400, str(exc)) from None
     except SlowQuery as exc:
         raise HttpError(SlowQuery.status, str(exc)) from None
+    return found
+
+
+async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
+    query = filters.query(queued=queued)
+    return await _read(
+        request,
+        app,
+        lambda source: source.read_list(query),
+        lambda source, actor: source.list(query, actor=actor),
+    )
 
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)
@@ -215,8 +250,12 @@ async def list_queued_workflows(
 @router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut)
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """One workflow, with its input, output and error decoded."""
-    application, actor = await resolve(request, app)
-    found = await (await source_for(application)).get(workflow_id, actor=actor)
+    found = await _read(
+        request,
+        app,
+        lambda source: source.read_workflow(workflow_id),
+        lambda source, actor: source.get(workflow_id, actor=actor),
+    )
     if found is None:
         raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
     return found
@@ -234,12 +273,12 @@ async def list_steps(
     100 unless given) at a time, `next_cursor` for the rest."""
     if not 1 <= limit <= MAX_STEPS_PAGE:
         raise HttpError(400, f"limit must be between 1 and {MAX_STEPS_PAGE}")
-    application, actor = await resolve(request, app)
-    source = await source_for(application)
-    try:
-        return await source.steps(workflow_id, actor=actor, cursor=cursor, limit=limit)
-    except BadCursor as exc:
-        raise HttpError(400, str(exc)) from None
+    return await _read(
+        request,
+        app,
+        lambda source: source.read_steps(workflow_id, cursor, limit),
+        lambda source, actor: source.steps(workflow_id, actor=actor, cursor=cursor, limit=limit),
+    )
 
 
 class SystemDatabaseOut(Schema):

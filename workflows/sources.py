@@ -303,6 +303,11 @@ class DatabaseSource:
         found: dict[str, Any] | None = self._read(self._workflow_read(workflow_id))
         return found
 
+    def read_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """`get`, on the database thread already."""
+        found: dict[str, Any] | None = _timed(functools.partial(self._get, workflow_id))
+        return found
+
     def _read(self, read: Read) -> Any:
         statement, shape = read
         alias = systemdb.alias_for(self.application)
@@ -365,6 +370,11 @@ class DatabaseSource:
 
     def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
         found: Listing = self._read(self._steps_read(workflow_id, cursor, limit))
+        return found
+
+    def read_steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
+        """`steps`, on the database thread already."""
+        found: Listing = _timed(functools.partial(self._steps, workflow_id, cursor, limit))
         return found
 
     def _steps_read(self, workflow_id: str, cursor: str | None, limit: int) -> Read:

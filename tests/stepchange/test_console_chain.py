@@ -107,6 +107,44 @@ async def test_a_workflows_page_and_the_list_take_two_trips(
     assert trips[0] <= 2, trips
 
 
+@pytest.mark.parametrize("endpoint", ["workflow", "steps", "list", "queued"])
+async def test_an_api_read_of_the_system_database_takes_the_token_and_one_more_trip(
+    system_databases: None, sdk_fixtures: dict[str, dict[str, Any]], endpoint: str
+) -> None:
+    """The bearer token, then the application's check with the read itself in one trip
+    (not one for each); and Django closing the request."""
+    from stepchange.services import api_token_create
+
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = await sync_to_async(registered)(fixture)
+    viewer = await sync_to_async(make_user)(username="vic", role="viewer")
+    _, token = await sync_to_async(api_token_create)(user=viewer, name="t")
+    workflow_id = by_role(fixture, "success")
+    base = f"/api/v1/apps/{app.name}"
+    path = {
+        "workflow": f"{base}/workflows/{workflow_id}",
+        "steps": f"{base}/workflows/{workflow_id}/steps",
+        "list": f"{base}/workflows?status=SUCCESS",
+        "queued": f"{base}/queued-workflows",
+    }[endpoint]
+
+    async def get() -> dict[str, Any]:
+        headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode())]
+        communicator = HttpCommunicator(application, "GET", path, headers=headers)
+        response = await communicator.get_response()
+        await communicator.wait()
+        return response
+
+    assert (await get())["status"] == 200  # the schema, read once
+    counting, trips = _counting_trips()
+    with counting:
+        response = await get()
+    assert response["status"] == 200, response["body"][:300]
+    if endpoint in ("workflow", "list"):
+        assert workflow_id.encode() in response["body"]
+    assert trips[0] <= 3, trips
+
+
 async def test_signing_in_saves_the_session_and_an_anonymous_post_is_audited() -> None:
     await sync_to_async(make_user)(username="vic", role="viewer")
     page = await fetch("/accounts/login/")
