@@ -166,6 +166,14 @@ def sample(run: Callable[[], Any], *, runs: int, budget: float, warmup: int = 3)
 # --------------------------------------------------------------------------------------
 
 
+def typical_workflow(url: str) -> str:
+    """The id of the seeded database's typical workflow (bench/seed.py picked it)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT typical_id FROM public.sc_bench_seed").fetchone()
+    assert row is not None, "seed the database first: bench/seed.py"
+    return str(row[0])
+
+
 def seed_info(conn: psycopg.Connection) -> dict[str, Any]:
     row = conn.execute(
         "SELECT workflows, workflow_rows, step_rows, typical_id, thousand_steps_id"

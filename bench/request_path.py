@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console import DEFAULT_URL, VIEWER_SESSION  # noqa: E402
+from bench.console import DEFAULT_URL, VIEWER_SESSION, typical_workflow  # noqa: E402
 
 APP = "bench-1m"
 
@@ -38,11 +38,7 @@ APP = "bench-1m"
 def prepare(url: str) -> tuple[str, str, str]:
     """A fresh StepChange data directory with the application, a viewer and their token;
     returns the session key, the token and the typical workflow's id."""
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT typical_id FROM public.sc_bench_seed").fetchone()
-    assert row is not None, "seed the database first: bench/seed.py"
+    typical = typical_workflow(url)
     os.environ["STEPCHANGE_DATA_DIR"] = tempfile.mkdtemp(prefix="sc-bench-path-")
     os.environ["DJANGO_SETTINGS_MODULE"] = "stepchange.settings"
 
@@ -59,7 +55,7 @@ def prepare(url: str) -> tuple[str, str, str]:
     manage("register_app", APP, "--system-database-url", url, "--schema", "dbos")
     session = manage("shell", "-c", VIEWER_SESSION).split()[-1]
     token = manage("create_api_token", "bench").strip()
-    return session, token, str(row[0])
+    return session, token, typical
 
 
 class Driver:

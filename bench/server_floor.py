@@ -22,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console import DEFAULT_URL, VIEWER_SESSION, percentile  # noqa: E402
+from bench.console import DEFAULT_URL, VIEWER_SESSION, percentile, typical_workflow  # noqa: E402
 from bench.console_argus import Argus, ensure_venv, free_port  # noqa: E402
 from tests.e2e.servers import StepChange, wait_for_http  # noqa: E402
 
@@ -47,10 +45,7 @@ def main() -> None:
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--rounds", type=int, default=400)
     args = parser.parse_args()
-    with psycopg.connect(args.url) as conn:
-        row = conn.execute("SELECT typical_id FROM public.sc_bench_seed").fetchone()
-    assert row is not None, "seed the database first: bench/seed.py"
-    typical = row[0]
+    typical = typical_workflow(args.url)
     work = Path(tempfile.mkdtemp(prefix="sc-floor-"))
     (work / "trivial.py").write_text(TRIVIAL)
     argus_python = ensure_venv()
