@@ -7,9 +7,9 @@ What a request costs before any view runs, on this machine: a trivial ASGI appli
 (it answers "ok") under Daphne, the server StepChange's design fixes, and under uvicorn,
 the server dbos-argus runs on (from argus's virtualenv, var/argus-venv, which
 bench/console_argus.py makes); then a static file through StepChange (Daphne and Django's
-handler, no view), StepChange's page and API for the typical workflow, and argus's detail
-of it. Each round sends one request to each, in turn, on kept-alive connections; printed:
-p50 and p95 per request.
+handler, no view), StepChange's page and API for the typical workflow and argus's detail
+of it, and the newest ENQUEUED workflows from each. Each round sends one request to each,
+in turn, on kept-alive connections; printed: p50 and p95 per request.
 """
 
 import argparse
@@ -29,6 +29,8 @@ from bench.console import DEFAULT_URL, VIEWER_SESSION, percentile, typical_workf
 from bench.console_argus import Argus, ensure_venv, free_port  # noqa: E402
 from tests.e2e.servers import StepChange, wait_for_http  # noqa: E402
 
+# The console's strip of ENQUEUED workflows, as bench/console_argus.py asks for it.
+ARGUS_ENQUEUED = "/api/workflows?grouped=false&limit=50&status=ENQUEUED"
 TRIVIAL = """
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -80,7 +82,8 @@ def main() -> None:
             wait_for_http(f"http://127.0.0.1:{port}/", process=process)
         page = {"Cookie": f"sessionid={session}", "Host": "127.0.0.1"}
         api = {"Authorization": f"Bearer {token}", "Host": "127.0.0.1"}
-        detail = f"/apps/bench-1m/workflows/{typical}"
+        listed = "/apps/bench-1m/workflows"
+        detail = f"{listed}/{typical}"
         targets = [
             ("trivial ASGI app, Daphne", ports["daphne"], "/", {}),
             ("trivial ASGI app, uvicorn", ports["uvicorn"], "/", {}),
@@ -88,6 +91,9 @@ def main() -> None:
             ("StepChange: detail page", stepchange.port, f"{detail}/", page),
             ("StepChange: detail API", stepchange.port, f"/api/v1{detail}", api),
             ("argus: detail", argus.port, f"/api/workflows/{typical}", {}),
+            ("StepChange: ENQUEUED page", stepchange.port, f"{listed}/?status=ENQUEUED", page),
+            ("StepChange: ENQUEUED API", stepchange.port, f"/api/v1{listed}?status=ENQUEUED", api),
+            ("argus: ENQUEUED", argus.port, ARGUS_ENQUEUED, {}),
         ]
         connections = {
             label: http.client.HTTPConnection("127.0.0.1", port, timeout=60)
