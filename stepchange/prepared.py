@@ -261,16 +261,21 @@ def _by_name(connection: Any, cursor: Any, sqls: list[str]) -> str | None:
             while len(kept) > KEPT_PER_CONNECTION:
                 cursor.execute(f"DEALLOCATE {kept.popitem(last=False)[1]}")
         kept.move_to_end(sql)
-        count = sql.count("%s")
+        count = _placeholder_count(sql)
         executes.append(
             f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
         )
     return "; ".join(executes)
 
 
+def _placeholder_count(sql: str) -> int:
+    # "%%s" is a percent sign and an s, not a placeholder.
+    return sum(1 for match in _placeholders.finditer(sql) if match.group() == "%s")
+
+
 def _prepare(cursor: Any, sql: str) -> str | None:
     name = "stepchange_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()
-    numbers = iter(range(1, sql.count("%s") + 1))
+    numbers = iter(range(1, _placeholder_count(sql) + 1))
     text = _placeholders.sub(lambda m: "%" if m.group() == "%%" else f"${next(numbers)}", sql)
     try:
         # No values: the driver sends the text as it is.

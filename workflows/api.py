@@ -189,7 +189,7 @@ def _instant(name: str, value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# What `_read_on_thread` gives when the system database is not the source.
+# What `_caller_and_read` gives when the system database is not the source.
 _THROUGH_EXECUTORS = object()
 
 

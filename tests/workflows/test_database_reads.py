@@ -467,18 +467,18 @@ def test_what_postgres_cannot_prepare_runs_planned_and_percent_signs_survive(
 
     alias = plan_table
     untyped = ("SELECT 1 WHERE %s IS NULL", [None])
-    percent = ("SELECT 'a%%b' || a FROM sc_plans WHERE id = %s", [1])
+    percent = ("SELECT 'a%%s' || a FROM sc_plans WHERE id = %s", [1])
     for _ in range(2):
-        assert run_together(alias, [untyped, percent], keep_plans=True) == [[(1,)], [("a%b10",)]]
+        assert run_together(alias, [untyped, percent], keep_plans=True) == [[(1,)], [("a%s10",)]]
     assert _kept_statements(alias) == {}
-    assert run_together(alias, [percent], keep_plans=True) == [[("a%b10",)]]
+    assert run_together(alias, [percent], keep_plans=True) == [[("a%s10",)]]
     assert next(iter(_kept_statements(alias).values())).endswith(
-        "'a%b' || a FROM sc_plans WHERE id = $1"
+        "'a%s' || a FROM sc_plans WHERE id = $1"
     )
     with connections[alias].cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")
     with transaction.atomic(using=alias):
-        assert run_together(alias, [percent], keep_plans=True) == [[("a%b10",)]]
+        assert run_together(alias, [percent], keep_plans=True) == [[("a%s10",)]]
     assert _kept_statements(alias) == {}
 
 
