@@ -296,7 +296,7 @@ class DatabaseSource:
         )
 
     async def get(self, workflow_id: str, *, actor: str = "") -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await db_async(self._get)(workflow_id)
+        found: dict[str, Any] | None = await db_async(self.read_workflow)(workflow_id)
         return found
 
     def _get(self, workflow_id: str) -> dict[str, Any] | None:
@@ -365,7 +365,7 @@ class DatabaseSource:
         cursor: str | None = None,
         limit: int = MAX_STEPS_PAGE,
     ) -> Listing:
-        listing: Listing = await db_async(self._steps)(workflow_id, cursor, limit)
+        listing: Listing = await db_async(self.read_steps)(workflow_id, cursor, limit)
         return listing
 
     def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
