@@ -218,8 +218,10 @@ async def workflow_detail(
             page = await source.steps(
                 workflow_id, cursor=request.GET["steps_cursor"], limit=STEPS_PER_PAGE
             )
-        except (BadCursor, relay.RelayError) as exc:
-            return HttpResponse(str(exc), status=400)
+        except BadCursor as exc:
+            return _more_steps_failed(request, exc, status=400)
+        except (relay.RelayError, SlowQuery) as exc:
+            return _more_steps_failed(request, exc, status=exc.status)
         context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
@@ -229,6 +231,21 @@ async def workflow_detail(
         return await arender(request, "workflows/detail.html", context, status=exc.status)
     shown: HttpResponse = await db_async(_show_detail)(request, workflow_id, context, detail)
     return shown
+
+
+def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> HttpResponse:
+    """The "more steps" row again, saying why the next rows did not come; its button tries
+    once more (the page opts in to swapping this error: data-swap-errors)."""
+    return HttpResponse(
+        format_html(
+            '<tr class="more"><td colspan="5"><div class="alert danger" role="alert">{}</div>'
+            '<button type="button" class="small" hx-get="{}" hx-target="closest tr" '
+            'hx-swap="outerHTML" data-swap-errors>Try again</button></td></tr>',
+            str(exc),
+            request.get_full_path(),
+        ),
+        status=status,
+    )
 
 
 def _detail_context(application: Application, source: Source) -> dict[str, Any]:

@@ -29,3 +29,13 @@ document.addEventListener("change", (event) => {
     other.checked = box.checked;
   }
 });
+
+// A part that opts in (data-swap-errors on the element asking) is replaced by the error the
+// server answered with, which says what went wrong; htmx otherwise drops error answers.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const asking = event.detail.requestConfig && event.detail.requestConfig.elt;
+  if (event.detail.xhr.status >= 400 && asking && asking.closest("[data-swap-errors]")) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});

@@ -50,3 +50,18 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     page.get_by_role("link", name=by_role(fixture, "parent-child")).first.click()
     expect(page.get_by_role("heading", name=by_role(fixture, "parent-child"))).to_be_visible()
     expect(page.get_by_role("link", name=by_role(fixture, "parent"))).to_be_visible()
+
+    # A "more steps" row whose rows cannot be read is replaced by the server's answer, which
+    # says why (htmx drops error answers unless the row opts in).
+    page.evaluate(
+        """() => {
+            const body = document.querySelector("table.steps tbody");
+            body.insertAdjacentHTML("beforeend", '<tr class="more" id="probe"><td colspan="5">'
+              + '<button type="button" hx-get="?steps_cursor=bad" hx-target="closest tr" '
+              + 'hx-swap="outerHTML" data-swap-errors>More steps…</button></td></tr>');
+            htmx.process(document.getElementById("probe"));
+        }"""
+    )
+    page.get_by_role("button", name="More steps…").click()
+    expect(page.get_by_role("alert")).to_contain_text("cursor")
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()

@@ -100,6 +100,35 @@ def test_a_read_stopped_by_the_statement_timeout_says_so(
     assert b"stopped this query after 2000 ms" in shown.content
 
 
+def test_more_steps_that_cannot_be_read_say_why_in_the_row_and_offer_a_retry(
+    vera: User,
+    sdk_fixtures: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The htmx "more steps" row: a bad cursor answers 400, a statement timeout 504; either
+    way the answer is the row again, saying why, with a button that asks once more."""
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    url = f"/apps/{app}/workflows/{by_role(fixture, 'success')}/"
+    client = signed_in(vera)
+    bad = client.get(url, {"steps_cursor": "x1"}, HTTP_HX_REQUEST="true")
+    assert bad.status_code == 400
+    assert b'role="alert"' in bad.content
+    assert b"<html" not in bad.content
+
+    def too_slow(*args: Any) -> Any:
+        raise SlowQuery("The system database stopped this query after 2000 ms.")
+
+    monkeypatch.setattr(DatabaseSource, "_steps", too_slow)
+    slow = client.get(url, {"steps_cursor": "1"}, HTTP_HX_REQUEST="true")
+    assert slow.status_code == 504
+    html = slow.content.decode()
+    assert html.startswith('<tr class="more">')
+    assert "stopped this query after 2000 ms" in html
+    assert f'hx-get="{url}?steps_cursor=1"' in html
+    assert "data-swap-errors>Try again</button>" in html
+
+
 def test_without_database_or_executor_the_page_says_so_and_still_renders(vera: User) -> None:
     Application.objects.create(name="orders")
     page = signed_in(vera).get("/apps/orders/workflows/")
