@@ -4,6 +4,7 @@ no executor needed, values decoded, keyset pages, and a fallback when it is down
 import dataclasses
 import shutil
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -552,14 +553,37 @@ def enqueued_copy(
 
 @pytest.mark.parametrize("name", [None, ["job-1"]])
 def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_query_would(
-    vera: User, enqueued_copy: tuple[Application, list[Row]], name: list[str] | None
+    vera: User,
+    enqueued_copy: tuple[Application, list[Row]],
+    name: list[str] | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Through DBOS's in-flight index, queue by queue and priority by priority (and the
     few with no queue), page after page: the same rows in the same order as the plain
-    newest-first query, each once."""
+    newest-first query, each once. The statement is built once per shape (first page,
+    later pages) and then kept: what is kept is what would be built."""
     from asgiref.sync import async_to_sync
 
+    from workflows import models as workflow_models
     from workflows.sources import DatabaseSource, ListQuery, source_for
+
+    monkeypatch.setattr(workflow_models, "_newest_enqueued_shapes", OrderedDict())
+    built = workflow_models.WorkflowQuerySet._newest_enqueued_built
+    kept = workflow_models.WorkflowQuerySet.newest_enqueued_sql
+    builds = 0
+
+    def counted(queryset: Any, count: int) -> tuple[str, list[Any]]:
+        nonlocal builds
+        builds += 1
+        return built(queryset, count)
+
+    def checked(queryset: Any, count: int) -> tuple[str, list[Any]]:
+        statement = kept(queryset, count)
+        assert statement == built(queryset, count)
+        return statement
+
+    monkeypatch.setattr(workflow_models.WorkflowQuerySet, "_newest_enqueued_built", counted)
+    monkeypatch.setattr(workflow_models.WorkflowQuerySet, "newest_enqueued_sql", checked)
 
     application, rows = enqueued_copy
     source = async_to_sync(source_for)(application)
@@ -586,6 +610,9 @@ def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_q
                 break
     assert seen == expected
     assert all("WITH RECURSIVE" in q["sql"] for q in queries if "workflow_status" in q["sql"])
+    pages = sum(1 for q in queries if "WITH RECURSIVE" in q["sql"])
+    assert pages >= 3
+    assert builds == 2  # the first page's shape and the later pages'
     plain = DatabaseSource(application, dataclasses.replace(source.schema, queue_index=False))
     first = plain._list(ListQuery(status=["ENQUEUED"], workflow_name=name, limit=7))
     assert [item["workflow_id"] for item in first.items] == expected[:7]
