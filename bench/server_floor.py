@@ -10,6 +10,12 @@ bench/console_argus.py makes); then a static file through StepChange (Daphne and
 handler, no view), StepChange's page and API for the typical workflow and argus's detail
 of it, and the newest ENQUEUED workflows from each. Each round sends one request to each,
 in turn, on kept-alive connections; printed: p50 and p95 per request.
+
+Two rows are StepChange's floor for a page: empty views (they answer "ok") added to its
+URLs for this run only (a settings module in the run's scratch directory), behind the
+console's middleware, anonymous and signed in. And one row is what argus answers to show
+what StepChange's page shows first, the workflow's output: its detail and then its
+`/result`, timed together.
 """
 
 import argparse
@@ -40,6 +46,24 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 """
+# StepChange's own settings and URLs, with two empty views: the floor of a console page.
+FLOOR_SETTINGS = """
+from stepchange.settings import *  # noqa: F403
+ROOT_URLCONF = "floor_urls"
+"""
+FLOOR_URLS = """
+from django.http import HttpResponse
+from django.urls import path
+from stepchange.access import login_required
+from stepchange.urls import urlpatterns as stepchange
+
+
+async def empty(request):
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("floor/", empty), path("floor/signed-in/", login_required(empty)), *stepchange]
+"""
 
 
 def main() -> None:
@@ -50,6 +74,8 @@ def main() -> None:
     typical = typical_workflow(args.url)
     work = Path(tempfile.mkdtemp(prefix="sc-floor-"))
     (work / "trivial.py").write_text(TRIVIAL)
+    (work / "floor_settings.py").write_text(FLOOR_SETTINGS)
+    (work / "floor_urls.py").write_text(FLOOR_URLS)
     argus_python = ensure_venv()
     ports = {"daphne": free_port(), "uvicorn": free_port()}
     commands = {
@@ -67,7 +93,8 @@ def main() -> None:
         subprocess.Popen([*command, "trivial:app"], cwd=work, stderr=subprocess.DEVNULL)
         for command in commands.values()
     ]
-    stepchange = StepChange(work / "stepchange", name="stepchange")
+    floor = {"DJANGO_SETTINGS_MODULE": "floor_settings", "PYTHONPATH": str(work)}
+    stepchange = StepChange(work / "stepchange", name="stepchange", env=floor)
     argus = Argus(args.url, work / "argus.log")
     try:
         (work / "stepchange").mkdir()
@@ -84,16 +111,23 @@ def main() -> None:
         api = {"Authorization": f"Bearer {token}", "Host": "127.0.0.1"}
         listed = "/apps/bench-1m/workflows"
         detail = f"{listed}/{typical}"
+        argus_detail = f"/api/workflows/{typical}"
+        argus_result = f"{argus_detail}/result"
+        css, enqueued = "/static/stepchange/console.css", f"{listed}?status=ENQUEUED"
+        # Each row: its label, the port and the paths asked in turn (timed together).
         targets = [
-            ("trivial ASGI app, Daphne", ports["daphne"], "/", {}),
-            ("trivial ASGI app, uvicorn", ports["uvicorn"], "/", {}),
-            ("StepChange: a static file", stepchange.port, "/static/stepchange/console.css", page),
-            ("StepChange: detail page", stepchange.port, f"{detail}/", page),
-            ("StepChange: detail API", stepchange.port, f"/api/v1{detail}", api),
-            ("argus: detail", argus.port, f"/api/workflows/{typical}", {}),
-            ("StepChange: ENQUEUED page", stepchange.port, f"{listed}/?status=ENQUEUED", page),
-            ("StepChange: ENQUEUED API", stepchange.port, f"/api/v1{listed}?status=ENQUEUED", api),
-            ("argus: ENQUEUED", argus.port, ARGUS_ENQUEUED, {}),
+            ("trivial ASGI app, Daphne", ports["daphne"], ["/"], {}),
+            ("trivial ASGI app, uvicorn", ports["uvicorn"], ["/"], {}),
+            ("StepChange: a static file", stepchange.port, [css], page),
+            ("StepChange: empty view", stepchange.port, ["/floor/"], page),
+            ("StepChange: empty view, signed in", stepchange.port, ["/floor/signed-in/"], page),
+            ("StepChange: detail page", stepchange.port, [f"{detail}/"], page),
+            ("StepChange: detail API", stepchange.port, [f"/api/v1{detail}"], api),
+            ("argus: detail", argus.port, [argus_detail], {}),
+            ("argus: detail, then /result", argus.port, [argus_detail, argus_result], {}),
+            ("StepChange: ENQUEUED page", stepchange.port, [f"{listed}/?status=ENQUEUED"], page),
+            ("StepChange: ENQUEUED API", stepchange.port, [f"/api/v1{enqueued}"], api),
+            ("argus: ENQUEUED", argus.port, [ARGUS_ENQUEUED], {}),
         ]
         connections = {
             label: http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -101,20 +135,21 @@ def main() -> None:
         }
         times: dict[str, list[float]] = {label: [] for label, _, _, _ in targets}
         for round_ in range(args.rounds + 10):
-            for label, _, path, headers in targets:
+            for label, _, paths, headers in targets:
                 started = time.perf_counter()
-                connections[label].request("GET", path, headers=headers)
-                response = connections[label].getresponse()
-                body = response.read()
+                for path in paths:
+                    connections[label].request("GET", path, headers=headers)
+                    response = connections[label].getresponse()
+                    body = response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{label}: {response.status} {body[:200]!r}")
                 elapsed = (time.perf_counter() - started) * 1000
-                if response.status != 200:
-                    raise RuntimeError(f"{label}: {response.status} {body[:200]!r}")
                 if round_ >= 10:
                     times[label].append(elapsed)
-        print(f"{'request':<30} {'p50 ms':>8} {'p95 ms':>8}")
+        print(f"{'request':<36} {'p50 ms':>8} {'p95 ms':>8}")
         for label, samples in times.items():
             p50, p95 = statistics.median(samples), percentile(samples, 0.95)
-            print(f"{label:<30} {p50:8.2f} {p95:8.2f}")
+            print(f"{label:<36} {p50:8.2f} {p95:8.2f}")
     finally:
         argus.stop()
         stepchange.stop()
