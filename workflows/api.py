@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from conductor.relay import RelayError
 from stepchange.access import PERM_INSPECT, PERM_OPERATE
-from stepchange.api import application_for, caller, resolve
+from stepchange.api import DEFERRED_AUTH, application_for, caller, resolve
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from workflows import systemdb
@@ -231,7 +231,7 @@ async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued
     )
 
 
-@router.get("/apps/{app}/workflows", response=WorkflowPage)
+@router.get("/apps/{app}/workflows", response=WorkflowPage, auth=DEFERRED_AUTH)
 async def list_workflows(request: HttpRequest, app: str, filters: Query[WorkflowFilters]) -> Any:
     """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists.
     Read from the system database when it is reachable, else through an executor
@@ -239,7 +239,7 @@ async def list_workflows(request: HttpRequest, app: str, filters: Query[Workflow
     return await _list(request, app, filters, queued=False)
 
 
-@router.get("/apps/{app}/queued-workflows", response=WorkflowPage)
+@router.get("/apps/{app}/queued-workflows", response=WorkflowPage, auth=DEFERRED_AUTH)
 async def list_queued_workflows(
     request: HttpRequest, app: str, filters: Query[WorkflowFilters]
 ) -> Any:
@@ -247,7 +247,7 @@ async def list_queued_workflows(
     return await _list(request, app, filters, queued=True)
 
 
-@router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut)
+@router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut, auth=DEFERRED_AUTH)
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """One workflow, with its input, output and error decoded."""
     found = await _read(
@@ -261,7 +261,7 @@ async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     return found
 
 
-@router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList)
+@router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList, auth=DEFERRED_AUTH)
 async def list_steps(
     request: HttpRequest,
     app: str,
