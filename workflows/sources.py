@@ -417,13 +417,23 @@ class DatabaseSource:
         return found
 
     def read_queues(self) -> Rows:
+        """`queues`, on the database thread already."""
+        found: Rows = _timed(self._queues)
+        return found
+
+    def _queues(self) -> Rows:
         return [
             {field: getattr(queue, field) for field in QUEUE_FIELDS}
             for queue in systemdb.rows(self.application, Queue).order_by("name")
         ]
 
     async def overview(self, *, now: datetime) -> dict[str, Any]:
-        found: dict[str, Any] = await db_async(self._overview)(now)
+        found: dict[str, Any] = await db_async(self.read_overview)(now)
+        return found
+
+    def read_overview(self, now: datetime) -> dict[str, Any]:
+        """`overview`, on the database thread already."""
+        found: dict[str, Any] = _timed(functools.partial(self._overview, now))
         return found
 
     def _overview(self, now: datetime) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Both read through `workflows.sources`: the system database when it is reachable,
 live executor, and the page says which. Filters live in the URL, so a view is a link.
 """
 
+import asyncio
 import uuid
 from datetime import UTC
 from typing import Any
@@ -378,18 +379,18 @@ async def dashboard(request: HttpRequest, application: Application) -> HttpRespo
         **await db_async(_registry_summary)(application),
     }
     if isinstance(source, DatabaseSource):
-        overview = await source.overview(now=timezone.now())
-        context["charts"] = {
-            label: {**chart, "bars": _bars(chart)} for label, chart in overview["charts"].items()
-        }
-        context["failures"] = overview["failures"]
-        context["queues"] = overview["queues"]
-    else:
         try:
-            recent = await source.list(ListQuery(status=["ERROR"], limit=10))
-            context["failures"] = recent.items
-        except relay.RelayError as exc:
+            overview = await source.overview(now=timezone.now())
+        except SlowQuery as exc:
+            # The executors, requests and notices above still show.
             context["unavailable"] = str(exc)
+        else:
+            charts = overview["charts"].items()
+            context["charts"] = {label: {**chart, "bars": _bars(chart)} for label, chart in charts}
+            context["failures"] = overview["failures"]
+            context["queues"] = overview["queues"]
+    else:
+        context |= await _relayed_overview(source)
     context["chart_width"], context["chart_height"] = CHART_WIDTH, CHART_HEIGHT
     template = "workflows/dashboard.html"
     if request.htmx:  # type: ignore[attr-defined]
@@ -397,12 +398,59 @@ async def dashboard(request: HttpRequest, application: Application) -> HttpRespo
     return await arender(request, template, context)
 
 
+# How many queued workflows an executor is asked for, to count the dashboard's queue depths
+# when there is no system database to count them in.
+RELAYED_QUEUE_SAMPLE = 500
+RECENT_CONNECTIONS = 8
+
+
+async def _relayed_overview(source: Source) -> dict[str, Any]:
+    """The dashboard's recent failures and queue depths, asked of an executor (both at
+    once); what it cannot answer is said, and the rest still shows."""
+    failures, queued = await asyncio.gather(
+        source.list(ListQuery(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], limit=10)),
+        source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
+        return_exceptions=True,
+    )
+    found: dict[str, Any] = {}
+    problems = []
+    for answer, key in ((failures, "failures"), (queued, "queued")):
+        if isinstance(answer, relay.RelayError):
+            problems.append(str(answer))
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            found[key] = answer
+    if problems:
+        found["unavailable"] = " ".join(dict.fromkeys(problems))
+    if "failures" in found:
+        found["failures"] = found["failures"].items
+    if "queued" in found:
+        listing = found.pop("queued")
+        depths: dict[str, dict[str, int]] = {}
+        for row in listing.items:
+            counts = depths.setdefault(row.get("queue_name") or "", {})
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        found["queues"] = dict(sorted(depths.items()))
+        # Counted from the first so many: the depths are at least these.
+        found["queues_sampled"] = RELAYED_QUEUE_SAMPLE if listing.next_cursor else None
+    return found
+
+
 def _registry_summary(application: Any) -> dict[str, Any]:
-    from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+    from conductor.models import (
+        Executor,
+        ExecutorConnection,
+        PoisonWorkflow,
+        RecoveryAttempt,
+        RequestLog,
+    )
     from conductor.recovery import POISON_THRESHOLD
 
+    connections = ExecutorConnection.objects.filter(executor__application=application)
     return {
         "executors": list(Executor.objects.live().filter(application=application)),
+        "connections": list(connections.select_related("executor")[:RECENT_CONNECTIONS]),
         "requests": list(RequestLog.objects.filter(application=application).order_by("-pk")[:8]),
         "attempts": list(RecoveryAttempt.objects.filter(application=application)[:5]),
         "poison": list(

@@ -38,9 +38,18 @@ def test_an_invalid_filter_is_reported_on_the_form(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]]
 ) -> None:
     app = registered(sdk_fixtures["py320-sqlite-default"]).name
-    page = signed_in(vera).get(f"/apps/{app}/workflows/", {"start_time": "yesterday"})
+    client = signed_in(vera)
+    page = client.get(f"/apps/{app}/workflows/", {"start_time": "yesterday"})
     assert page.status_code == 200
     assert b"Enter a valid date/time" in page.content
+    # The live filter form asks for the rows alone: the error comes with them.
+    for bad in ({"start_time": "yesterday"}, {"cursor": "not-a-cursor"}, {"limit": "0"}):
+        rows = client.get(f"/apps/{app}/workflows/", bad, HTTP_HX_REQUEST="true")
+        assert rows.status_code == 200
+        html = rows.content.decode()
+        assert html.lstrip().startswith('<div id="workflow-rows"'), html[:80]
+        assert 'role="alert"' in html, bad
+        assert f"<p>{next(iter(bad))}: " in html, html
 
 
 def test_the_detail_shows_decoded_values_steps_lineage_events_messages_and_streams(
@@ -148,6 +157,90 @@ def test_the_dashboard_charts_statuses_and_lists_failures_and_queues(
     assert 'class="seg seg-success"' in page
     assert by_role(fixture, "error") in page  # a recent failure
     assert "fixture-parked" in page  # the queue with a waiting workflow
+
+
+def test_the_dashboard_shows_executors_their_comings_and_goings_requests_and_notices(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conductor.models import (
+        Executor,
+        ExecutorConnection,
+        PoisonWorkflow,
+        RecoveryAttempt,
+        RequestLog,
+    )
+
+    application = registered(sdk_fixtures["py320-pg-default"])
+    now = timezone.now()
+    live = Executor.objects.create(
+        application=application,
+        executor_id="exec-live",
+        application_version="v7",
+        language="python",
+        dbos_version="3.2.0",
+        hostname="box-1",
+        metadata={"region": "eu-west"},
+    )
+    ExecutorConnection.objects.create(executor=live, connected_at=now)
+    ExecutorConnection.objects.create(
+        executor=live,
+        connected_at=now - timedelta(minutes=5),
+        disconnected_at=now - timedelta(minutes=1),
+        ended_by="closed",
+    )
+    PoisonWorkflow.objects.create(
+        application=application, workflow_id="wf-deadly", executors_killed=2
+    )
+    RecoveryAttempt.objects.create(
+        application=application, dead_executor_id="exec-gone", outcome="sent"
+    )
+    RequestLog.objects.create(
+        application=application,
+        request_id="r1",
+        message_type="list_workflows",
+        sent_at=now,
+        outcome="ok",
+        actor_name="vera",
+    )
+    client = signed_in(vera)
+    html = client.get(f"/apps/{application.name}/").content.decode()
+    assert "box-1" in html and "<code>v7</code>" in html
+    assert "<code>region=eu-west</code>" in html
+    assert "Executors came and went" in html
+    assert "left " in html and "(closed)" in html
+    assert '<span class="badge ok">connected</span>' in html
+    assert "Poison workflow" in html and "wf-deadly" in html
+    assert "exec-gone" in html  # the recovery
+    assert "<code>list_workflows</code>" in html
+    # The live refresh asks for the dashboard alone.
+    part = client.get(f"/apps/{application.name}/", HTTP_HX_REQUEST="true").content.decode()
+    assert part.lstrip().startswith('<div id="dashboard"')
+    assert "<html" not in part and "box-1" in part
+
+
+def test_a_dashboard_stopped_by_the_statement_timeout_says_so_and_shows_the_rest(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    class Canceled(Exception):
+        sqlstate = "57014"
+
+    def canceled(*args: Any) -> Any:
+        raise OperationalError("canceling statement due to statement timeout") from Canceled()
+
+    application = registered(sdk_fixtures["py320-pg-default"])
+    monkeypatch.setattr(DatabaseSource, "_overview", canceled)
+    page = signed_in(vera).get(f"/apps/{application.name}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "stopped this query after" in html
+    assert "<h3>Executors" in html and "Recent requests" in html
+    assert "Queue depths could not be read." in html
 
 
 def test_the_dashboard_without_a_system_database_still_renders(vera: User) -> None:

@@ -151,3 +151,59 @@ async def test_an_application_the_user_may_not_see_is_a_404(orders: Application)
     response = await client.get("/api/v1/apps/orders/workflows")
     assert response.status_code == 404
     assert "No application named 'orders'" in response.json()["detail"]
+
+
+async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """Without a system database: the recent failures and the queue depths come from the
+    executor, asked both at once with bounded limits; its metadata and its connection show."""
+    from workflows.views import RELAYED_QUEUE_SAMPLE
+
+    client = await viewer_client()
+    page_task = asyncio.create_task(client.get("/apps/orders/"))
+    bodies = []
+    for _ in range(2):
+        request = await executor.receive()
+        body = request["body"]
+        bodies.append(body)
+        if body.get("queues_only"):
+            output = [
+                {**PY_ROW, "WorkflowUUID": f"wf-q{i}", "Status": "ENQUEUED", "QueueName": "mail"}
+                for i in range(3)
+            ] + [{**PY_ROW, "WorkflowUUID": "wf-run", "Status": "PENDING", "QueueName": "mail"}]
+        else:
+            output = [{**PY_ROW, "WorkflowUUID": "wf-broke", "Status": "ERROR"}]
+        await executor.send(
+            {"type": request["type"], "request_id": request["request_id"], "error_message": None}
+            | {"output": output}
+        )
+    page = await page_task
+    assert page.status_code == 200
+    html = page.content.decode()
+    queued = next(body for body in bodies if body.get("queues_only"))
+    assert (queued["limit"], queued["load_input"]) == (RELAYED_QUEUE_SAMPLE + 1, False)
+    failed = next(body for body in bodies if not body.get("queues_only"))
+    assert failed["status"] == ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    assert "wf-broke" in html
+    assert (
+        '>mail</a></td><td class="num">3</td><td class="num">1</td><td class="num">0</td>' in html
+    )
+    assert "Counted from the newest" not in html  # all of them were listed
+    assert "<code>role=test</code>" in html and "test-host" in html
+    assert "Executors came and went" in html
+    assert executor.executor_id[:10] in html
+    assert '<span class="badge ok">connected</span>' in html
+
+
+async def test_the_dashboard_says_what_a_silent_executor_did_not_answer(
+    orders: Application, executor: FakeExecutor, settings: Any
+) -> None:
+    settings.RELAY_TIMEOUT_SECONDS = 0.3
+    client = await viewer_client()
+    page = await client.get("/apps/orders/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'class="alert danger" role="alert"' in html
+    assert "Queue depths could not be read." in html
+    assert "test-host" in html  # the executors card still shows
