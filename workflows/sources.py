@@ -63,6 +63,8 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
+# A workflow's values, as `read_stored` and the page's raw view name them.
+STORED_VALUES = ("input", "output", "error")
 # The most steps one answer carries, and how many it carries unless asked for more; a
 # workflow with more is paged (the console shows 100 at a time as well).
 MAX_STEPS_PAGE = 1000
@@ -315,6 +317,16 @@ class DatabaseSource:
         return shape(run_together(alias, [statement], keep_plans=True)[0])
 
     def _workflow_read(self, workflow_id: str) -> Read:
+        statement, status_row = self._status_row_read(workflow_id)
+
+        def found(rows: list[Any]) -> dict[str, Any] | None:
+            row = status_row(rows)
+            return None if row is None else self.workflow(row, load_input=True, load_output=True)
+
+        return statement, found
+
+    def _status_row_read(self, workflow_id: str) -> Read:
+        """The workflow's status row with its payloads (None if there is no such workflow)."""
         alias = systemdb.alias_for(self.application)
         payload_tables = self.schema.has_payload_tables
 
@@ -324,12 +336,22 @@ class DatabaseSource:
 
         shape = (alias, payload_tables, systemdb.missing_fields(alias, WorkflowStatus))
         query = prepared(("workflow", *shape), one, str)
+        return query.bind(workflow_id), lambda rows: next(iter(query.results(rows)), None)
 
-        def found(rows: list[Any]) -> dict[str, Any] | None:
-            row = next(iter(query.results(rows)), None)
-            return None if row is None else self.workflow(row, load_input=True, load_output=True)
+    def read_stored(self, workflow_id: str) -> dict[str, str | None] | None:
+        """The workflow's input, output and error as stored, and the serialization named
+        beside them (None if there is no such workflow)."""
 
-        return query.bind(workflow_id), found
+        def stored() -> dict[str, str | None] | None:
+            row = self._read(self._status_row_read(workflow_id))
+            if row is None:
+                return None
+            return {key: row.payload(key) for key in STORED_VALUES} | {
+                "serialization": row.serialization
+            }
+
+        found: dict[str, str | None] | None = _timed(stored)
+        return found
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
         """The workflow, its first steps and its extras, in one trip to the database
@@ -775,29 +797,37 @@ class ExecutorSource:
 
 
 async def _executor_extras(source: ExecutorSource, workflow_id: str, actor: str) -> dict[str, Any]:
-    """What an executor can tell about one workflow besides itself (display text)."""
+    """What an executor can tell about one workflow besides itself (display text), its
+    five requests sent at once. An event's history is not among it: no request asks for
+    it (the page says so)."""
     ask = functools.partial(relay.request, source.application, actor_name=actor)
-    events = relay.expect(
-        await ask(GetWorkflowEventsRequest(workflow_id=workflow_id)), GetWorkflowEventsResponse
+    answers = await asyncio.gather(
+        ask(GetWorkflowEventsRequest(workflow_id=workflow_id)),
+        ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
+        ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)),
+        ask(
+            ListWorkflowsRequest(
+                body=ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)
+            )
+        ),
+        ask(
+            ListWorkflowsRequest(
+                body=ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)
+            )
+        ),
     )
-    messages = relay.expect(
-        await ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
-        GetWorkflowNotificationsResponse,
-    )
-    streams = relay.expect(
-        await ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)), GetWorkflowStreamsResponse
-    )
-    related = {}
-    for key, body in (
-        ("children", ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)),
-        ("forks", ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)),
-    ):
-        answer = relay.expect(await ask(ListWorkflowsRequest(body=body)), ListWorkflowsResponse)
-        related[key] = [_from_executor(row, "") for row in answer.output]
+    events = relay.expect(answers[0], GetWorkflowEventsResponse)
+    messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
+    streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
+    related = {
+        key: [_from_executor(row, "") for row in relay.expect(answer, ListWorkflowsResponse).output]
+        for key, answer in (("children", answers[3]), ("forks", answers[4]))
+    }
     return {
         **related,
         "events": [{"key": e.key, "value": e.value} for e in events.events],
         "history": [],
+        "history_unavailable": True,
         "notifications": [
             {
                 "topic": n.topic,

@@ -50,6 +50,7 @@ from workflows.jobs import (
 )
 from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
+    STORED_VALUES,
     BadCursor,
     DatabaseSource,
     Detail,
@@ -196,6 +197,17 @@ def _detail_on_thread(
     source = database_source(application)
     if source is None:
         return None
+    if "raw" in request.GET:
+        key = request.GET["raw"]
+        if key not in STORED_VALUES:
+            return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
+        try:
+            stored = source.read_stored(workflow_id)
+        except SlowQuery as exc:
+            return _raw_answer(str(exc), status=exc.status)
+        if stored is None:
+            return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
+        return _raw_answer(stored[key], serialization=stored["serialization"])
     context = _detail_context(application, source)
     try:
         detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
@@ -212,6 +224,18 @@ async def workflow_detail(
     """A workflow's page filled through the executors (there is no system database to read,
     or it cannot be read: the page says so), and the "more steps" rows of either source."""
     source = await source_for(application)
+    if "raw" in request.GET:
+        # Through an executor, the values are the text it shows for them.
+        key = request.GET["raw"]
+        if key not in STORED_VALUES:
+            return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
+        try:
+            found = await source.get(workflow_id)
+        except (relay.RelayError, SlowQuery) as exc:
+            return _raw_answer(str(exc), status=exc.status)
+        if found is None:
+            return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
+        return _raw_answer(found.get(key), serialization=found.get(f"{key}_format"))
     context = _detail_context(application, source)
     if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
         # "More steps": just the next rows.
@@ -232,6 +256,30 @@ async def workflow_detail(
         return await arender(request, "workflows/detail.html", context, status=exc.status)
     shown: HttpResponse = await db_async(_show_detail)(request, workflow_id, context, detail)
     return shown
+
+
+RAW_UNKNOWN = "No value named {key!r}: ask for input, output or error."
+WORKFLOW_GONE = "Workflow {workflow_id} is no longer there."
+RAW_SHOWN_CHARS = 1_000_000
+
+
+def _raw_answer(
+    text: str | None, *, serialization: str | None = None, status: int = 200
+) -> HttpResponse:
+    """A workflow value as stored, for its "Raw, as stored" box (or why it is not there):
+    the serialization named and the length, the text cut at RAW_SHOWN_CHARS."""
+    if status != 200:
+        return HttpResponse(format_html('<span class="error">{}</span>', text), status=status)
+    if text is None:
+        return HttpResponse('<span class="muted">No stored value.</span>')
+    cut = len(text) > RAW_SHOWN_CHARS
+    head = format_html(
+        '<span class="small muted">{} · {} characters{}</span>\n',
+        serialization or "no serialization named",
+        f"{len(text):,}",
+        f", the first {RAW_SHOWN_CHARS:,} shown" if cut else "",
+    )
+    return HttpResponse(head + format_html("{}", text[:RAW_SHOWN_CHARS]))
 
 
 def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> HttpResponse:

@@ -46,6 +46,12 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
 
     page.goto(f"{stepchange.url}/apps/{app}/workflows/{by_role(fixture, 'parent')}/")
     expect(page.get_by_role("heading", name=by_role(fixture, "parent"))).to_be_visible()
+    # The input as stored, fetched when its box is opened.
+    raw = page.locator("details.raw").first
+    expect(raw.locator("pre")).to_have_text("Loading…")
+    raw.locator("summary").click()
+    expect(raw.locator("pre")).to_contain_text(" characters")
+    expect(raw.locator("pre")).not_to_contain_text("Loading")
     screenshot(page, "workflow")
     page.get_by_role("link", name=by_role(fixture, "parent-child")).first.click()
     expect(page.get_by_role("heading", name=by_role(fixture, "parent-child"))).to_be_visible()

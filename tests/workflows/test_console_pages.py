@@ -72,6 +72,49 @@ def test_the_detail_shows_decoded_values_steps_lineage_events_messages_and_strea
     assert "unread" in recv
 
 
+@pytest.mark.parametrize("name", ["py320-sqlite-default", "ts502-pg-default"])
+def test_a_value_as_stored_comes_on_demand(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    """Each of the workflow's values has a "Raw, as stored" box, filled when opened: the
+    stored text, escaped, with its serialization named and its length."""
+    import html as html_module
+
+    import psycopg
+
+    fixture = sdk_fixtures[name]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    workflow_id = by_role(fixture, "error")
+    url = f"/apps/{app}/workflows/{workflow_id}/"
+    page = client.get(url).content.decode()
+    for key in ("input", "error"):
+        assert f'hx-get="?raw={key}" hx-trigger="toggle once"' in page
+    stored = client.get(url, {"raw": "error"}, HTTP_HX_REQUEST="true")
+    assert stored.status_code == 200
+    text = stored.content.decode()
+    if fixture["url"].startswith("postgres"):
+        schema = fixture["schema"] or "dbos"
+        with psycopg.connect(fixture["url"]) as conn:
+            row = conn.execute(
+                f"SELECT COALESCE(o.error, s.error), s.serialization FROM {schema}.workflow_status"
+                f" s LEFT JOIN {schema}.workflow_output o USING (workflow_uuid)"
+                " WHERE workflow_uuid = %s",
+                (workflow_id,),
+            ).fetchone()
+        assert row is not None
+        error, serialization = row
+        assert html_module.escape(error, quote=True) in text
+        assert f"{serialization} · {len(error):,} characters" in text
+    else:
+        assert " characters</span>" in text
+        assert "py_pickle" in text
+    assert client.get(url, {"raw": "nope"}).status_code == 400
+    gone = client.get(f"/apps/{app}/workflows/no-such-one/", {"raw": "input"})
+    assert gone.status_code == 404
+    assert b"no longer there" in gone.content
+
+
 def test_an_unknown_workflow_is_a_404_page_with_a_way_back(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]]
 ) -> None:

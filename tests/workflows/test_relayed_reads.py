@@ -208,3 +208,101 @@ async def test_the_dashboard_says_what_a_silent_executor_did_not_answer(
     assert 'class="alert danger" role="alert"' in html
     assert "Queue depths could not be read." in html
     assert "test-host" in html  # the executors card still shows
+
+
+async def test_a_value_as_the_executor_shows_it_comes_on_demand(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await viewer_client()
+    response, request = await served(
+        executor,
+        client.get("/apps/orders/workflows/wf-alice/", {"raw": "input"}, HTTP_HX_REQUEST="true"),
+        output=PY_ROW,
+    )
+    assert request["type"] == "get_workflow"
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "{&#x27;args&#x27;: (&#x27;alice&#x27;,)" in text
+    assert f"python-display · {len(str(PY_ROW['Input'])):,} characters" in text
+    gone, _ = await served(
+        executor, client.get("/apps/orders/workflows/nope/", {"raw": "input"}), output=None
+    )
+    assert gone.status_code == 404
+
+
+async def _answer_all(executor: FakeExecutor, replies: dict[str, Any]) -> list[str]:
+    """Answer the seven requests a workflow's page sends (the workflow, then its steps and
+    the five extras at once), by type; the types asked, in order."""
+    asked: list[str] = []
+    for _ in range(7):
+        request = await executor.receive()
+        kind = request["type"]
+        asked.append(kind)
+        if kind == "list_workflows":
+            kind = "children" if request["body"].get("parent_workflow_id") else "forks"
+        await executor.send(
+            {"type": request["type"], "request_id": request["request_id"]} | replies[kind]
+        )
+    return asked
+
+
+async def test_a_workflows_page_through_the_executor_shows_what_it_can_tell(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """Its steps, events, messages, streams, children and forks, asked of the executor at
+    once after the workflow; the page says the events' history cannot be asked for."""
+    ok = {"error_message": None}
+    replies = {
+        "get_workflow": ok | {"output": PY_ROW},
+        "list_steps": ok
+        | {"output": [{"function_id": 1, "function_name": "fetch", "output": "{'n': 5}"}]},
+        "get_workflow_events": ok | {"events": [{"key": "stage", "value": "'packing'"}]},
+        "get_workflow_notifications": ok
+        | {"notifications": [{"topic": "greeting", "message": "'hi'", "consumed": False}]},
+        "get_workflow_streams": ok | {"streams": [{"key": "progress", "values": ["1", "2"]}]},
+        "children": ok | {"output": [{**PY_ROW, "WorkflowUUID": "wf-kid"}]},
+        "forks": ok | {"output": [{**PY_ROW, "WorkflowUUID": "wf-fork"}]},
+    }
+    client = await viewer_client()
+    page = asyncio.create_task(client.get("/apps/orders/workflows/wf-alice/"))
+    asked = await _answer_all(executor, replies)
+    response = await page
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert asked[0] == "get_workflow"
+    extras = ["get_workflow_events", "get_workflow_notifications", "get_workflow_streams"]
+    assert sorted(asked[1:]) == sorted(["list_steps", *extras, "list_workflows", "list_workflows"])
+    assert "read from the executor" in html
+    assert "fetch" in html
+    assert "<code>stage</code>" in html
+    assert "greeting" in html
+    assert "<code>progress</code>" in html
+    assert "wf-kid" in html
+    assert "wf-fork" in html
+    assert "an executor cannot be asked for it" in html
+    assert "Part of this page could not be fetched" not in html
+
+
+async def test_a_workflows_page_shows_the_workflow_when_its_extras_fail(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    ok = {"error_message": None}
+    replies: dict[str, Any] = {
+        kind: ok | {"output": []}
+        for kind in ("list_steps", "children", "forks", "get_workflow_streams")
+    }
+    replies |= {
+        "get_workflow": ok | {"output": PY_ROW},
+        "get_workflow_events": {"error_message": "events table is locked"},
+        "get_workflow_notifications": ok | {"notifications": []},
+        "get_workflow_streams": ok | {"streams": []},
+    }
+    client = await viewer_client()
+    page = asyncio.create_task(client.get("/apps/orders/workflows/wf-alice/"))
+    await _answer_all(executor, replies)
+    response = await page
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Part of this page could not be fetched" in html
+    assert "events table is locked" in html
+    assert "wf-alice" in html

@@ -53,19 +53,36 @@ def _badge(status: str | None) -> str:
 
 
 def value_block(
-    label: str, value: Any, fmt: str | None, notes: Iterable[str] | None, *, opened: bool = False
+    label: str,
+    value: Any,
+    fmt: str | None,
+    notes: Iterable[str] | None,
+    *,
+    opened: bool = False,
+    raw: str = "",
 ) -> str:
-    """A decoded value, collapsible, its format named, with the decoder's notes."""
+    """A decoded value, collapsible, its format named, with the decoder's notes; given
+    `raw` (which of the workflow's values it is), the stored text on demand: fetched from
+    the workflow's page (`?raw=...`) when its box is first opened."""
     if value is None:
         return '<span class="muted">—</span>'
     notes = [_e(note) for note in notes or ()]
     marks = "".join(f' <span class="note" title="{note}">note</span>' for note in notes)
     listed = "".join(f"<li>{note}</li>" for note in notes)
+    stored = (
+        f'  <details class="raw" hx-get="?raw={_e(raw)}" hx-trigger="toggle once"'
+        ' hx-target="find pre" hx-swap="innerHTML" data-swap-errors>'
+        '<summary class="small">Raw, as stored</summary><pre class="raw">Loading…</pre>'
+        "</details>\n"
+        if raw
+        else ""
+    )
     return (
         f'<details class="value"{" open" if opened else ""}>\n'
         f'  <summary>{_e(label)} <span class="format">{_e(fmt)}</span>{marks}</summary>\n'
         f'  <pre class="json">{_e(pretty(value))}</pre>\n'
         f"  {f'<ul class={chr(34)}notes{chr(34)}>{listed}</ul>' if notes else ''}\n"
+        f"{stored}"
         "</details>"
     )
 
@@ -77,9 +94,12 @@ def status_badge(status: str | None) -> SafeString:
 
 
 @register.simple_tag
-def value(label: str, shown: Any, fmt: str | None, notes: Iterable[str] | None) -> SafeString:
+def value(
+    label: str, shown: Any, fmt: str | None, notes: Iterable[str] | None, raw: str = ""
+) -> SafeString:
     """A workflow's input, output or error, open (see `value_block`)."""
-    return mark_safe(value_block(label, shown, fmt, notes, opened=True))  # noqa: S308 (escaped)
+    block = value_block(label, shown, fmt, notes, opened=True, raw=raw)
+    return mark_safe(block)  # noqa: S308 (escaped)
 
 
 @register.simple_tag
