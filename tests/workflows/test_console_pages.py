@@ -331,3 +331,58 @@ def test_the_queued_page_shows_waiting_workflows_and_queue_configuration(
     assert by_role(fixture, "enqueued") in page
     assert by_role(fixture, "success") + "<" not in page
     assert "fixture-queue" in page  # from the queues table, though nothing waits on it
+
+
+def test_every_read_page_is_a_404_for_an_application_outside_ones_access(
+    sdk_fixtures: dict[str, dict[str, Any]], system_databases: None
+) -> None:
+    """A viewer limited to another application learns nothing of this one: its dashboard,
+    lists, a workflow's page (and its parts) answer 404, as for no such application; the
+    switcher names only what they may see."""
+    from tests.conftest import make_app
+
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    lena = make_user(username="lena", role="viewer", apps=[make_app(name="billing")])
+    client = signed_in(lena)
+    workflow = f"/apps/{app}/workflows/{by_role(fixture, 'success')}/"
+    for path, query in (
+        (f"/apps/{app}/", {}),
+        (f"/apps/{app}/workflows/", {}),
+        (f"/apps/{app}/queued/", {}),
+        (workflow, {}),
+        (workflow, {"raw": "input"}),
+        (workflow, {"steps_cursor": "1"}),
+        (workflow, {"part": "head", "was": "SUCCESS"}),
+    ):
+        for htmx in (False, True):
+            headers = {"HX-Request": "true"} if htmx else {}
+            page = client.get(path, query, headers=headers)
+            assert page.status_code == 404, (path, query, htmx)
+            assert by_role(fixture, "success").encode() not in page.content
+    home = client.get("/").content.decode()
+    assert "billing" in home
+    assert app not in home
+
+
+def test_a_running_workflows_header_follows_it_live_and_reloads_when_it_moves_on(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    """An active workflow's header asks for itself every 2 s; while the status is the one
+    the page shows it answers the header alone, and once it moved on it asks the browser to
+    reload the page (steps, output and actions changed with it)."""
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    client = signed_in(vera)
+    active = f"/apps/{app}/workflows/{by_role(fixture, 'enqueued')}/"
+    done = f"/apps/{app}/workflows/{by_role(fixture, 'success')}/"
+    assert 'hx-trigger="every 2s"' in client.get(active).content.decode()
+    assert 'hx-trigger="every 2s"' not in client.get(done).content.decode()
+    head = client.get(active, {"part": "head", "was": "ENQUEUED"}, HTTP_HX_REQUEST="true")
+    html = head.content.decode()
+    assert html.lstrip().startswith('<header class="wf-head"')
+    assert "following live" in html
+    assert "<table" not in html
+    moved = client.get(done, {"part": "head", "was": "ENQUEUED"}, HTTP_HX_REQUEST="true")
+    assert moved.headers["HX-Refresh"] == "true"
+    assert moved.content == b""
