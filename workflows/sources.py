@@ -467,22 +467,32 @@ class DatabaseSource:
             recent = workflows.filtered(created_after=now - window)
             charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
         failures = workflows.filtered(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"])
-        depths: dict[str, dict[str, int]] = {}
-        for queue, status, count in (
-            workflows.queued()
-            .order_by()
-            .values_list("queue_name", "status")
-            .annotate(count=models.Count("*"))
-        ):
-            depths.setdefault(queue, {})[status] = count
         return {
             "charts": charts,
             "failures": [
                 self.workflow(row, load_input=False, load_output=False)
                 for row in failures.newest_first()[:RECENT_FAILURES]
             ],
-            "queues": dict(sorted(depths.items())),
+            "queues": self._queue_depths(),
         }
+
+    def read_queue_depths(self) -> dict[str, dict[str, int]]:
+        """How many workflows each queue holds, by status (ENQUEUED, PENDING, DELAYED)."""
+        found: dict[str, dict[str, int]] = _timed(self._queue_depths)
+        return found
+
+    def _queue_depths(self) -> dict[str, dict[str, int]]:
+        # Counted through DBOS's partial indexes of in-flight and delayed workflows.
+        depths: dict[str, dict[str, int]] = {}
+        for queue, status, count in (
+            systemdb.workflows(self.application)
+            .queued()
+            .order_by()
+            .values_list("queue_name", "status")
+            .annotate(count=models.Count("*"))
+        ):
+            depths.setdefault(queue, {})[status] = count
+        return dict(sorted(depths.items()))
 
     def _extras(self, workflow_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self._read(self._extras_read(workflow_id))

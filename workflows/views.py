@@ -128,7 +128,9 @@ def _list_on_thread(
         try:
             context["listing"] = source.read_list(form.query(queued=queued))
             if queued:
-                context["queue_configs"] = source.read_queues()
+                context["queue_table"] = _queue_table(
+                    source.read_queues(), source.read_queue_depths(), sampled=None
+                )
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
         except SlowQuery as exc:
@@ -147,15 +149,52 @@ async def workflow_list(
         source = await source_for(application)
         context["source"] = source.name
         try:
-            context["listing"] = await source.list(form.query(queued=queued))
             if queued:
-                context["queue_configs"] = await source.queues()
+                # The page's rows, the queues' configuration and a bounded sample to count
+                # each queue's depth from, asked at once.
+                listing, configs, sample = await asyncio.gather(
+                    source.list(form.query(queued=queued)),
+                    source.queues(),
+                    source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
+                )
+                context["listing"] = listing
+                sampled = RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
+                context["queue_table"] = _queue_table(
+                    configs, _depths(sample.items), sampled=sampled
+                )
+            else:
+                context["listing"] = await source.list(form.query(queued=queued))
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
     shown: HttpResponse = await db_async(_show_list)(request, application, context)
     return shown
+
+
+def _depths(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """How many of `rows` each queue holds, by status."""
+    depths: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = depths.setdefault(row.get("queue_name") or "", {})
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return dict(sorted(depths.items()))
+
+
+def _queue_table(
+    configs: list[dict[str, Any]], depths: dict[str, dict[str, int]], *, sampled: int | None
+) -> dict[str, Any]:
+    """The queued page's table: each queue configured or holding workflows, its
+    configuration (None if it has none in the `queues` table) and what it holds."""
+    configured = {config["name"]: config for config in configs}
+    names = sorted(set(configured) | set(depths))
+    return {
+        "rows": [
+            {"name": name, "config": configured.get(name), "counts": depths.get(name, {})}
+            for name in names
+        ],
+        "sampled": sampled,
+    }
 
 
 def _list_form(
@@ -475,11 +514,7 @@ async def _relayed_overview(source: Source) -> dict[str, Any]:
         found["failures"] = found["failures"].items
     if "queued" in found:
         listing = found.pop("queued")
-        depths: dict[str, dict[str, int]] = {}
-        for row in listing.items:
-            counts = depths.setdefault(row.get("queue_name") or "", {})
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-        found["queues"] = dict(sorted(depths.items()))
+        found["queues"] = _depths(listing.items)
         # Counted from the first so many: the depths are at least these.
         found["queues_sampled"] = RELAYED_QUEUE_SAMPLE if listing.next_cursor else None
     return found

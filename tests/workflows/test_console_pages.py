@@ -386,3 +386,19 @@ def test_a_running_workflows_header_follows_it_live_and_reloads_when_it_moves_on
     moved = client.get(done, {"part": "head", "was": "ENQUEUED"}, HTTP_HX_REQUEST="true")
     assert moved.headers["HX-Refresh"] == "true"
     assert moved.content == b""
+
+
+@pytest.mark.parametrize("name", ["py320-pg-default", "ts502-pg-default"])
+def test_the_queued_page_shows_each_queues_configuration_and_depth(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
+) -> None:
+    fixture = sdk_fixtures[name]
+    app = registered(fixture).name
+    html = signed_in(vera).get(f"/apps/{app}/queued/").content.decode()
+    # Both queues of the queues table, unbounded; the parked one holds the enqueued workflow.
+    assert '>fixture-queue</a></td>\n    <td class="num">0</td>' in html
+    parked = '>fixture-parked</a></td>\n    <td class="num">1</td><td class="num">0</td>'
+    assert parked in html
+    assert html.count('<td class="num">∞</td><td class="num">∞</td>') == 2
+    assert "not in the queues table" not in html
+    assert by_role(fixture, "enqueued") in html

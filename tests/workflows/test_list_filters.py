@@ -181,3 +181,30 @@ def test_the_console_list_shows_exactly_what_each_filter_keeps(
         rf'<td class="id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
     )
     assert shown == newest_first(rows, keep)
+
+
+def test_the_queued_page_counts_what_each_queue_holds(
+    varied: tuple[Application, list[Row]],
+) -> None:
+    """Per queue: enqueued, running and delayed, beside its configuration when the queues
+    table has one (this database has no such table: the page says the queues are not in
+    it); then the queued workflows themselves."""
+    application, rows = varied
+    vera: User = make_user(username="vera", role="viewer")
+    page = signed_in(vera).get(f"/apps/{application.name}/queued/", {"limit": 200})
+    assert page.status_code == 200
+    html = page.content.decode()
+    for queue in ("bill", "mail"):
+        counts = [
+            sum(1 for r in rows if r[3] == queue and r[1] == status)
+            for status in ("ENQUEUED", "PENDING")
+        ]
+        cells = "".join(f'<td class="num">{count}</td>' for count in [*counts, 0])
+        assert f">{queue}</a></td>\n    {cells}" in html, queue
+    assert html.count("not in the queues table") == 2
+    shown = re.findall(
+        rf'<td class="id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
+    )
+    assert shown == newest_first(
+        rows, lambda r: r[3] is not None and r[1] in ("ENQUEUED", "PENDING")
+    )

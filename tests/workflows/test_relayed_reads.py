@@ -306,3 +306,45 @@ async def test_a_workflows_page_shows_the_workflow_when_its_extras_fail(
     assert "Part of this page could not be fetched" in html
     assert "events table is locked" in html
     assert "wf-alice" in html
+
+
+async def test_the_queued_page_through_the_executor_counts_and_configures_each_queue(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """Its rows, the queues' configuration and a bounded sample to count depths from, asked
+    at once; every list without inputs."""
+    from workflows.views import RELAYED_QUEUE_SAMPLE
+
+    queued = [
+        {**PY_ROW, "WorkflowUUID": "wf-a", "Status": "ENQUEUED", "QueueName": "mail"},
+        {**PY_ROW, "WorkflowUUID": "wf-b", "Status": "PENDING", "QueueName": "mail"},
+        {**PY_ROW, "WorkflowUUID": "wf-c", "Status": "DELAYED", "QueueName": "bulk"},
+    ]
+    client = await viewer_client()
+    page = asyncio.create_task(client.get("/apps/orders/queued/"))
+    limits = []
+    for _ in range(3):
+        request = await executor.receive()
+        reply: dict[str, Any] = {"output": queued}
+        if request["type"] == "list_queues":
+            reply = {"output": [{"name": "mail", "concurrency": 4, "worker_concurrency": 2}]}
+        else:
+            body = request["body"]
+            assert body["queues_only"] is True
+            assert body["load_input"] is False
+            limits.append(body["limit"])
+        await executor.send(
+            {"type": request["type"], "request_id": request["request_id"], "error_message": None}
+            | reply
+        )
+    response = await page
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert sorted(limits) == [51, RELAYED_QUEUE_SAMPLE + 1]
+    mail = '>mail</a></td>\n    <td class="num">1</td><td class="num">1</td><td class="num">0</td>'
+    assert mail in html
+    assert '<td class="num">4</td><td class="num">2</td>' in html
+    bulk = '>bulk</a></td>\n    <td class="num">0</td><td class="num">0</td><td class="num">1</td>'
+    assert bulk in html
+    assert "not in the queues table" in html  # bulk has workflows but no configuration
+    assert "wf-c" in html
