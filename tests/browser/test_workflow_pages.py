@@ -1,5 +1,9 @@
-"""A viewer signs in, filters the workflow list, opens a workflow and follows its child."""
+"""A viewer signs in, filters the workflow list, opens a workflow and follows its child:
+over the SDK fixtures' system database, and over a real Python executor's, whose new
+workflows arrive on the open page."""
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -7,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import screenshot
 from tests.browser.test_live_console import sign_in
-from tests.e2e.servers import StepChange
+from tests.e2e.servers import Executor, PostgresDatabases, StepChange
 from tests.sdk_fixtures import by_role
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -32,11 +36,9 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     sign_in(page, stepchange, "vic", "vic-pass-4417")
     page.get_by_role("link", name=app).first.click()
     expect(page.get_by_role("heading", name="Workflows, last hour")).to_be_visible()
-    screenshot(page, "dashboard")
     page.goto(f"{stepchange.url}/apps/{app}/workflows/")
     expect(page.get_by_text("read from the system database")).to_be_visible()
     expect(page.get_by_role("link", name=by_role(fixture, "success"), exact=True)).to_be_visible()
-    screenshot(page, "workflows")
 
     # Filtering swaps the rows in place and puts the filter in the URL.
     page.get_by_label("error", exact=True).check()
@@ -52,7 +54,6 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     raw.locator("summary").click()
     expect(raw.locator("pre")).to_contain_text(" characters")
     expect(raw.locator("pre")).not_to_contain_text("Loading")
-    screenshot(page, "workflow")
     page.get_by_role("link", name=by_role(fixture, "parent-child")).first.click()
     expect(page.get_by_role("heading", name=by_role(fixture, "parent-child"))).to_be_visible()
     expect(page.get_by_role("link", name=by_role(fixture, "parent"))).to_be_visible()
@@ -71,3 +72,63 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     page.get_by_role("button", name="More steps…").click()
     expect(page.get_by_role("alert")).to_contain_text("cursor")
     expect(page.get_by_role("button", name="Try again")).to_be_visible()
+
+
+def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
+    page: Page,
+    stepchange: StepChange,
+    new_app: Callable[..., tuple[str, str]],
+    executors: Callable[..., Executor],
+    databases: PostgresDatabases,
+) -> None:
+    """A live Python executor (dbos 3.2.0) and its system database: the dashboard shows it,
+    the list filters, a workflow's page shows its steps, events and streams and links its
+    child, and a workflow started meanwhile appears on the open list without a reload.
+    These are the README's pictures (`SCREENSHOT_DIR=docs/screenshots`)."""
+    system_database = databases.new("sc_pages")
+    app, key = new_app("shop", system_database_url=system_database)
+    executor = executors("python", app=app, key=key, system_database_url=system_database)
+    stepchange.wait_executors(app, 1)
+    greeted = f"greet-{uuid.uuid4().hex[:8]}"
+    executor.get(f"/?name=ada&workflow_id={greeted}")
+    executor.get("/?name=ben")
+    stepchange.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User, Group\n"
+        "if not User.objects.filter(username='val').exists():\n"
+        "    u = User.objects.create_user('val', password='val-pass-5120')\n"
+        "    u.groups.add(Group.objects.get(name='viewer'))",
+    )
+    sign_in(page, stepchange, "val", "val-pass-5120")
+    page.get_by_role("link", name=app).first.click()
+    expect(page.get_by_role("heading", name="Workflows, last hour")).to_be_visible()
+    expect(page.get_by_text("None connected.")).to_have_count(0)
+    expect(page.get_by_text("python", exact=True).first).to_be_visible()
+    screenshot(page, "dashboard")
+
+    page.get_by_role("link", name="Workflows", exact=True).click()
+    expect(page.get_by_text("read from the system database")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("greet")
+    page.get_by_label("Name", exact=True).press("Enter")
+    page.wait_for_url("**workflow_name=greet**")
+    expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()
+    expect(page.locator("#workflow-rows td.id")).to_have_count(2)
+    screenshot(page, "workflows")
+
+    # A workflow started now shows up on the open page, which is not reloaded.
+    page.evaluate("() => (window.__notReloaded = true)")
+    arrived = f"greet-{uuid.uuid4().hex[:8]}"
+    executor.get(f"/?name=cy&workflow_id={arrived}")
+    expect(page.get_by_role("link", name=arrived, exact=True)).to_be_visible(timeout=20_000)
+    assert page.evaluate("() => window.__notReloaded") is True
+
+    page.get_by_role("link", name=greeted, exact=True).click()
+    expect(page.get_by_role("heading", name=greeted)).to_be_visible()
+    expect(page.locator("table.steps").get_by_text("shout", exact=True)).to_be_visible()
+    expect(page.get_by_text("stage", exact=True).first).to_be_visible()
+    expect(page.get_by_role("heading", name="progress")).to_be_visible()
+    screenshot(page, "workflow")
+    page.locator(".lineage a").first.click()
+    expect(page.get_by_text("audit_greeting").first).to_be_visible()
+    expect(page.get_by_role("link", name=greeted)).to_be_visible()
