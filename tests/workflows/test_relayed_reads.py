@@ -348,3 +348,25 @@ async def test_the_queued_page_through_the_executor_counts_and_configures_each_q
     assert bulk in html
     assert "not in the queues table" in html  # bulk has workflows but no configuration
     assert "wf-c" in html
+
+
+@pytest.mark.parametrize("page", ["list", "workflow"])
+async def test_a_silent_executor_is_said_and_the_rest_of_the_page_renders(
+    orders: Application, executor: FakeExecutor, settings: Any, page: str
+) -> None:
+    """An executor that does not answer in time: the list keeps its filter form and says
+    so; the workflow's page says so with a way back (504)."""
+    settings.RELAY_TIMEOUT_SECONDS = 0.3
+    client = await viewer_client()
+    path = "/apps/orders/workflows/" if page == "list" else "/apps/orders/workflows/wf-alice/"
+    response = await client.get(path)
+    html = response.content.decode()
+    assert 'class="alert danger" role="alert"' in html
+    asked = "list_workflows" if page == "list" else "get_workflow"
+    assert f"did not answer {asked} within 0.3 s" in html
+    if page == "list":
+        assert response.status_code == 200
+        assert 'name="workflow_name"' in html
+    else:
+        assert response.status_code == 504
+        assert "Back to the workflows" in html
