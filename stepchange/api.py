@@ -6,12 +6,13 @@ routers to `api`.
 """
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
 from typing import Any, overload
 
+from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth import aget_user, get_user
 from django.core.exceptions import PermissionDenied
@@ -44,9 +45,9 @@ from stepchange.views import EXPORT_FORMATS, AuditFilterForm, audit_export, audi
 class Unchecked:
     """Credentials that an endpoint checks in its own trip to the database thread (`settle`,
     called by `caller`) instead of a trip of their own: a bearer token and the session
-    cookie beside it, or the session cookie alone."""
+    cookie beside it, or the session cookie alone (token None: no bearer token sent)."""
 
-    token: str
+    token: str | None
     session_key: str
 
 
@@ -98,7 +99,7 @@ class SessionCookie(APIKeyCookie):
         if self.deferred:
             if request.method in UNSAFE_METHODS:
                 raise ValueError("deferred session authentication is for reads only")
-            return Unchecked("", key)
+            return Unchecked(None, key)
         request.session = import_module(settings.SESSION_ENGINE).SessionStore(key)
         user = await aget_user(request)
         if not user.is_authenticated:
@@ -122,8 +123,10 @@ def settle(request: HttpRequest) -> None:
     unchecked = getattr(request, "auth", None)
     if not isinstance(unchecked, Unchecked):
         return
+    # Checked once, whatever comes of it (settle_before_answering asks again otherwise).
+    request.auth = None  # type: ignore[attr-defined]
     user = None
-    if unchecked.token:
+    if unchecked.token is not None:
         user = api_token_authenticate(raw=unchecked.token, request=request)
     if user is None and unchecked.session_key:
         request.session = import_module(settings.SESSION_ENGINE).SessionStore(unchecked.session_key)
@@ -131,12 +134,37 @@ def settle(request: HttpRequest) -> None:
         if not user.is_authenticated:
             user = None
     if user is None:
-        if unchecked.token:
+        if unchecked.token is not None:
             # api_token_authenticate has recorded the rejected token; the 401 needs no more.
             mark_refusal_audited(request)
         raise AuthenticationError()
     request.user = user
     request.auth = user  # type: ignore[attr-defined]
+
+
+def settle_before_answering(
+    get_response: Callable[[HttpRequest], Awaitable[HttpResponse]],
+) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
+    """API middleware: an answer given before a deferred endpoint checked the caller's
+    credentials (its input refused by validation, say) waits for them to be checked; if
+    they are not good, the answer is the 401 any endpoint gives them, the rejected token
+    audited, rather than what the input would have got."""
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
+        if isinstance(getattr(request, "auth", None), Unchecked):
+            try:
+                await db_async(settle)(request)
+            except AuthenticationError:
+                return _unauthenticated(request, AuthenticationError())
+        return response
+
+    markcoroutinefunction(middleware)
+    return middleware
+
+
+settle_before_answering.sync_capable = False  # type: ignore[attr-defined]
+settle_before_answering.async_capable = True  # type: ignore[attr-defined]
 
 
 # What every error answer looks like, and which statuses each kind of operation may give.

@@ -101,7 +101,7 @@ SESSION_ENGINE = "stepchange.sessions"
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 
 # The JSON API's own chain (stepchange/asgi.py): async-native only, no thread hops.
-API_MIDDLEWARE = ["stepchange.middleware.api_headers"]
+API_MIDDLEWARE = ["stepchange.middleware.api_headers", "stepchange.api.settle_before_answering"]
 
 ROOT_URLCONF = "stepchange.urls"
 ASGI_APPLICATION = "stepchange.asgi.application"

@@ -1,18 +1,23 @@
 """The API's reads of workflows check their credentials in the trip that reads (deferred
 authentication): every answer is the one the other endpoints give for the same
-credentials, read by read."""
+credentials, read by read, through the application as served (its own middleware)."""
 
+import json
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import HttpCommunicator
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client
 
+from stepchange.asgi import application
 from stepchange.models import AuditRecord
 from stepchange.services import api_token_create, api_token_revoke
-from tests.conftest import make_user, signed_in
+from tests.conftest import make_app, make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
 
+pytestmark = pytest.mark.django_db(transaction=True)
 FIXTURE = "py320-sqlite-default"
 
 
@@ -33,65 +38,106 @@ def reads(system_databases: None, sdk_fixtures: dict[str, dict[str, Any]]) -> li
     ]
 
 
-def bearer(raw: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {raw}"}
+async def get(path: str, *, token: str | None = None, session: str = "") -> tuple[int, Any]:
+    headers = [(b"host", b"127.0.0.1")]
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if session:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode()))
+    communicator = HttpCommunicator(application, "GET", path, headers=headers)
+    response = await communicator.get_response(timeout=10)
+    await communicator.wait()
+    return response["status"], json.loads(response["body"] or b"null")
 
 
-def test_a_good_token_or_session_reads_and_nothing_else_does(
+def session_of(user: User) -> str:
+    return str(signed_in(user).cookies[settings.SESSION_COOKIE_NAME].value)
+
+
+def rejected() -> list[str]:
+    return list(
+        AuditRecord.objects.filter(action="api_token.rejected").values_list("detail", flat=True)
+    )
+
+
+async def test_a_good_token_or_session_reads_and_nothing_else_does(
     reads: list[str], viewer: User
 ) -> None:
-    _, raw = api_token_create(user=viewer, name="script")
-    session = signed_in(viewer)
+    _, raw = await sync_to_async(api_token_create)(user=viewer, name="script")
+    session = await sync_to_async(session_of)(viewer)
     for path in reads:
-        assert Client().get(path, headers=bearer(raw)).status_code == 200, path
-        assert session.get(path).status_code == 200, path
+        assert (await get(path, token=raw))[0] == 200, path
+        assert (await get(path, session=session))[0] == 200, path
         # A token that is not good, with the session beside it: the session, as before.
-        assert session.get(path, headers=bearer("sc_wrong")).status_code == 200, path
-        nothing = Client().get(path)
-        assert nothing.status_code == 401, path
-        assert "detail" in nothing.json()
-        wrong = Client().get(path, headers=bearer("sc_wrong"))
-        assert wrong.status_code == 401, path
-        assert wrong.json()["detail"].startswith("Authentication required")
+        assert (await get(path, token="sc_wrong", session=session))[0] == 200, path
+        status, body = await get(path)
+        assert status == 401, path
+        assert "detail" in body
+        status, body = await get(path, token="sc_wrong")
+        assert status == 401, path
+        assert body["detail"].startswith("Authentication required")
     # Each refused token once on record (those with a session beside them too), and no
     # other refusal.
-    rejected = AuditRecord.objects.filter(action="api_token.rejected")
-    assert rejected.count() == 2 * len(reads)
-    assert not AuditRecord.objects.filter(result="denied").exclude(pk__in=rejected).exists()
+    assert len(await sync_to_async(rejected)()) == 2 * len(reads)
+    denied = AuditRecord.objects.filter(result="denied").exclude(action="api_token.rejected")
+    assert not await denied.aexists()
 
 
-def test_a_revoked_token_or_an_inactive_user_is_refused_on_every_read(
+async def test_a_revoked_token_or_an_inactive_user_is_refused_on_every_read(
     reads: list[str], viewer: User
 ) -> None:
-    token, raw = api_token_create(user=viewer, name="deploy")
-    api_token_revoke(token=token, actor=viewer)
-    other = make_user(username="ivy", role="viewer")
-    _, inactive = api_token_create(user=other, name="script")
+    token, raw = await sync_to_async(api_token_create)(user=viewer, name="deploy")
+    await sync_to_async(api_token_revoke)(token=token, actor=viewer)
+    other = await sync_to_async(make_user)(username="ivy", role="viewer")
+    _, inactive = await sync_to_async(api_token_create)(user=other, name="script")
     other.is_active = False
-    other.save()
+    await other.asave()
     for path in reads:
-        assert Client().get(path, headers=bearer(raw)).status_code == 401, path
-        assert Client().get(path, headers=bearer(inactive)).status_code == 401, path
-    details = AuditRecord.objects.filter(action="api_token.rejected").values_list(
-        "detail", flat=True
-    )
-    assert sorted(set(details)) == ["the user is inactive", "unknown or revoked token"]
+        assert (await get(path, token=raw))[0] == 401, path
+        assert (await get(path, token=inactive))[0] == 401, path
+    details = set(await sync_to_async(rejected)())
+    assert sorted(details) == ["the user is inactive", "unknown or revoked token"]
 
 
-def test_a_token_reads_only_what_its_user_may_see(
-    reads: list[str], sdk_fixtures: dict[str, dict[str, Any]]
+async def test_bad_credentials_with_bad_input_are_refused_as_bad_credentials(
+    reads: list[str], viewer: User
 ) -> None:
-    from tests.conftest import make_app
+    """Input is checked before a deferred endpoint reaches its credentials; the answer
+    still waits for them: not good, 401 and the token on record, whatever the input; good,
+    the input's 400."""
+    _, raw = await sync_to_async(api_token_create)(user=viewer, name="script")
+    workflows, queued, one, steps, _ = reads
+    bad_inputs = [
+        f"{workflows}?limit=abc",
+        f"{workflows}?limit=0",
+        f"{workflows}?status=NOPE",
+        f"{queued}?start_time=yesterday",
+        f"{steps}?limit=0",
+        f"{one}/steps?cursor=x",
+    ]
+    for path in bad_inputs:
+        status, body = await get(path, token="sc_wrong")
+        assert status == 401, (path, body)
+        assert (await get(path))[0] == 401, path
+        assert (await get(path, token=raw))[0] == 400, path
+    assert len(await sync_to_async(rejected)()) == len(bad_inputs)
+    # A bearer header with no token in it is a rejected token too, as anywhere else.
+    assert (await get(workflows, token=" "))[0] == 401
+    assert (await get("/api/v1/apps", token=" "))[0] == 401
+    assert len(await sync_to_async(rejected)()) == len(bad_inputs) + 2
 
-    limited = make_user(username="lena", role="viewer", apps=[make_app(name="billing")])
-    _, raw = api_token_create(user=limited, name="script")
+
+async def test_a_token_reads_only_what_its_user_may_see(reads: list[str]) -> None:
+    billing = await sync_to_async(make_app)(name="billing")
+    limited = await sync_to_async(make_user)(username="lena", role="viewer", apps=[billing])
+    _, raw = await sync_to_async(api_token_create)(user=limited, name="script")
     for path in reads[:-1]:
-        missing = Client().get(path, headers=bearer(raw))
-        assert missing.status_code == 404, path
-        assert "that you may see" in missing.json()["detail"]
+        status, body = await get(path, token=raw)
+        assert status == 404, path
+        assert "that you may see" in body["detail"]
 
 
-def test_only_the_reads_tested_here_defer_their_credentials(reads: list[str]) -> None:
+def test_only_the_reads_tested_here_defer_their_credentials() -> None:
     """An endpoint that defers its credentials must check them (through `caller`) before
     anything else; the reads above are shown to. Another one deferring is caught here, to
     be added to them."""
