@@ -13,6 +13,7 @@ from channels.layers import get_channel_layer
 # second, and a console only needs to know that the log changed.
 REQUEST_EVENT_INTERVAL_SECONDS = 1.0
 _last_request_event: dict[int, float] = {}
+_last_workflows_event: dict[int, float] = {}
 
 
 # Every process's relay listens here to drop its cached routes when executors come and go.
@@ -42,9 +43,17 @@ async def announce(application_id: int, kind: str, **data: Any) -> None:
     )
 
 
-async def announce_request(application_id: int) -> None:
+async def announce_request(application_id: int, *, changes_workflows: bool = False) -> None:
+    """The request log changed ("requests": the log's pages listen); and, for a request that
+    changes workflows (an action, not a read), the workflows did ("workflows": the lists
+    and the dashboard listen, which would otherwise refresh on their own reads, each of
+    them a request when an executor answers them)."""
     now = time.monotonic()
-    if now - _last_request_event.get(application_id, 0.0) < REQUEST_EVENT_INTERVAL_SECONDS:
-        return
-    _last_request_event[application_id] = now
-    await announce(application_id, "requests")
+    if now - _last_request_event.get(application_id, 0.0) >= REQUEST_EVENT_INTERVAL_SECONDS:
+        _last_request_event[application_id] = now
+        await announce(application_id, "requests")
+    if changes_workflows and (
+        now - _last_workflows_event.get(application_id, 0.0) >= REQUEST_EVENT_INTERVAL_SECONDS
+    ):
+        _last_workflows_event[application_id] = now
+        await announce(application_id, "workflows")

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from conductor import events
 from conductor.models import Executor, RequestLog
-from conductor.protocol import Request, Response, encode_request, parse_response
+from conductor.protocol import MessageType, Request, Response, encode_request, parse_response
 from conductor.registry import (
     NO_EXECUTOR,
     NO_SUCH_EXECUTOR,
@@ -192,6 +192,31 @@ async def _exchange(
     return str(answer["frame"])
 
 
+# Requests that only read: they change no workflow (every other kind may).
+READS = frozenset(
+    {
+        MessageType.EXECUTOR_INFO,
+        MessageType.LIST_WORKFLOWS,
+        MessageType.LIST_QUEUED_WORKFLOWS,
+        MessageType.GET_WORKFLOW,
+        MessageType.EXIST_PENDING_WORKFLOWS,
+        MessageType.LIST_STEPS,
+        MessageType.GET_METRICS,
+        MessageType.EXPORT_WORKFLOW,
+        MessageType.LIST_SCHEDULES,
+        MessageType.GET_SCHEDULE,
+        MessageType.LIST_APPLICATION_VERSIONS,
+        MessageType.GET_WORKFLOW_EVENTS,
+        MessageType.GET_WORKFLOW_NOTIFICATIONS,
+        MessageType.GET_WORKFLOW_STREAMS,
+        MessageType.GET_WORKFLOW_AGGREGATES,
+        MessageType.GET_STEP_AGGREGATES,
+        MessageType.LIST_QUEUES,
+        MessageType.GET_QUEUE,
+    }
+)
+
+
 async def record(
     log: dict[str, Any], *, response_frame: str = "", outcome: str, error: str = ""
 ) -> None:
@@ -213,7 +238,9 @@ async def record(
             request_log_add(**fields)
     except Exception:
         logger.exception("Could not record request %s in the request log", log["request_id"])
-    await events.announce_request(log["application"].pk)
+    await events.announce_request(
+        log["application"].pk, changes_workflows=log["message_type"] not in READS
+    )
 
 
 class Routes:

@@ -1,5 +1,7 @@
 """Stories about the console pages for executors and the request log, and live updates."""
 
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -180,3 +182,48 @@ def test_the_executor_route_takes_no_origin_check() -> None:
     executor_route, console_route = websocket_urlpatterns
     assert "AllowedHostsOriginValidator" not in type(executor_route.callback).__qualname__
     assert type(console_route.callback).__name__ == "OriginValidator"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_console_hears_workflows_change_only_when_a_request_changes_them(
+    orders: Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read relayed to an executor changes the request log ("requests") and nothing else:
+    the lists and the dashboard, which refresh on "workflows", would otherwise refresh on
+    their own reads when an executor answers them, and ask again, without end. An action
+    changes both."""
+    from conductor import events, relay
+    from conductor.protocol import CancelRequest, ListQueuesRequest
+
+    monkeypatch.setattr(events, "REQUEST_EVENT_INTERVAL_SECONDS", 0)
+    viewer = await sync_to_async(make_user)(username="vera", role="viewer")
+    console = WebsocketCommunicator(
+        asgi_app,
+        "/ws/console/",
+        headers=[(b"origin", b"http://127.0.0.1:8001"), await session_cookie(viewer)],
+    )
+    assert (await console.connect())[0]
+    executor = await connect_executor()
+    await next_event(console, "executor.connected")
+
+    async def kinds_after(request: object, reply: dict[str, Any]) -> set[str]:
+        import asyncio
+
+        asking = asyncio.create_task(relay.request(orders, request))  # type: ignore[arg-type]
+        await executor.answer(**reply)
+        await asking
+        heard = set()
+        while not await console.receive_nothing(timeout=0.3):
+            heard.add(str((await console.receive_json_from())["kind"]))
+        return heard
+
+    assert await kinds_after(ListQueuesRequest(), {"error_message": None, "output": []}) == {
+        "requests"
+    }
+    cancel = CancelRequest(workflow_id="wf-1")
+    assert await kinds_after(cancel, {"error_message": None, "success": True}) == {
+        "requests",
+        "workflows",
+    }
+    await executor.communicator.disconnect()
+    await console.disconnect()
