@@ -127,7 +127,8 @@ def _list_on_thread(
         context["source"] = source.name
         try:
             context["listing"] = source.read_list(form.query(queued=queued))
-            if queued:
+            if queued and not request.htmx:  # type: ignore[attr-defined]
+                # The page's queue table; the rows' own refresh does not show it.
                 context["queue_table"] = _queue_table(
                     source.read_queues(), source.read_queue_depths(), sampled=None
                 )
@@ -149,19 +150,8 @@ async def workflow_list(
         source = await source_for(application)
         context["source"] = source.name
         try:
-            if queued:
-                # The page's rows, the queues' configuration and a bounded sample to count
-                # each queue's depth from, asked at once.
-                listing, configs, sample = await asyncio.gather(
-                    source.list(form.query(queued=queued)),
-                    source.queues(),
-                    source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
-                )
-                context["listing"] = listing
-                sampled = RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
-                context["queue_table"] = _queue_table(
-                    configs, _depths(sample.items), sampled=sampled
-                )
+            if queued and not request.htmx:  # type: ignore[attr-defined]
+                context |= await _relayed_queued(source, form.query(queued=queued))
             else:
                 context["listing"] = await source.list(form.query(queued=queued))
         except BadCursor as exc:
@@ -170,6 +160,32 @@ async def workflow_list(
             context["unavailable"] = str(exc)
     shown: HttpResponse = await db_async(_show_list)(request, application, context)
     return shown
+
+
+async def _relayed_queued(source: Source, query: ListQuery) -> dict[str, Any]:
+    """The queued page's rows, the queues' configuration and a bounded sample to count each
+    queue's depth from, asked of an executor at once: the rows show even if the rest
+    cannot be had (which the page says)."""
+    listing, configs, sample = await asyncio.gather(
+        source.list(query),
+        source.queues(),
+        source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
+        return_exceptions=True,
+    )
+    for answer in (listing, configs, sample):
+        if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+            raise answer
+    if isinstance(listing, BaseException):
+        raise listing
+    found: dict[str, Any] = {"listing": listing}
+    if isinstance(configs, BaseException):
+        found["unavailable"] = f"The queues could not be read: {configs}"
+    elif isinstance(sample, BaseException):
+        found["unavailable"] = f"The queues could not be read: {sample}"
+    else:
+        sampled = RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
+        found["queue_table"] = _queue_table(configs, _depths(sample.items), sampled=sampled)
+    return found
 
 
 def _depths(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -231,22 +247,13 @@ def _detail_on_thread(
 ) -> HttpResponse | None:
     """A workflow's page, read and made in the trip that checked the application, when the
     system database is its source."""
-    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
-        return None
     source = database_source(application)
     if source is None:
         return None
     if "raw" in request.GET:
-        key = request.GET["raw"]
-        if key not in STORED_VALUES:
-            return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
-        try:
-            stored = source.read_stored(workflow_id)
-        except SlowQuery as exc:
-            return _raw_answer(str(exc), status=exc.status)
-        if stored is None:
-            return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
-        return _raw_answer(stored[key], serialization=stored["serialization"])
+        return _raw_stored(source, workflow_id, request.GET["raw"])
+    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
+        return None
     context = _detail_context(application, source)
     try:
         detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
@@ -264,13 +271,16 @@ async def workflow_detail(
     or it cannot be read: the page says so), and the "more steps" rows of either source."""
     source = await source_for(application)
     if "raw" in request.GET:
-        # Through an executor, the values are the text it shows for them.
         key = request.GET["raw"]
+        if isinstance(source, DatabaseSource):
+            raw: HttpResponse = await db_async(_raw_stored)(source, workflow_id, key)
+            return raw
+        # Through an executor, the values are the text it shows for them.
         if key not in STORED_VALUES:
             return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
         try:
             found = await source.get(workflow_id)
-        except (relay.RelayError, SlowQuery) as exc:
+        except relay.RelayError as exc:
             return _raw_answer(str(exc), status=exc.status)
         if found is None:
             return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
@@ -302,6 +312,19 @@ WORKFLOW_GONE = "Workflow {workflow_id} is no longer there."
 RAW_SHOWN_CHARS = 1_000_000
 
 
+def _raw_stored(source: DatabaseSource, workflow_id: str, key: str) -> HttpResponse:
+    """A workflow value as the system database stores it (see `_raw_answer`)."""
+    if key not in STORED_VALUES:
+        return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
+    try:
+        stored = source.read_stored(workflow_id)
+    except SlowQuery as exc:
+        return _raw_answer(str(exc), status=exc.status)
+    if stored is None:
+        return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
+    return _raw_answer(stored[key], serialization=stored["serialization"])
+
+
 def _raw_answer(
     text: str | None, *, serialization: str | None = None, status: int = 200
 ) -> HttpResponse:
@@ -310,10 +333,10 @@ def _raw_answer(
     if status != 200:
         return HttpResponse(format_html('<span class="error">{}</span>', text), status=status)
     if text is None:
-        return HttpResponse('<span class="muted">No stored value.</span>')
+        return HttpResponse('<span class="muted raw-head">No stored value.</span>')
     cut = len(text) > RAW_SHOWN_CHARS
     head = format_html(
-        '<span class="small muted">{} · {} characters{}</span>\n',
+        '<span class="small muted raw-head">{} · {} characters{}</span>\n',
         serialization or "no serialization named",
         f"{len(text):,}",
         f", the first {RAW_SHOWN_CHARS:,} shown" if cut else "",

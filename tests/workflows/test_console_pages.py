@@ -89,7 +89,7 @@ def test_a_value_as_stored_comes_on_demand(
     url = f"/apps/{app}/workflows/{workflow_id}/"
     page = client.get(url).content.decode()
     for key in ("input", "error"):
-        assert f'hx-get="?raw={key}" hx-trigger="toggle once"' in page
+        assert f'hx-get="?raw={key}" hx-trigger="toggle[this.open &amp;&amp; ' in page
     stored = client.get(url, {"raw": "error"}, HTTP_HX_REQUEST="true")
     assert stored.status_code == 200
     text = stored.content.decode()
@@ -110,6 +110,9 @@ def test_a_value_as_stored_comes_on_demand(
         assert " characters</span>" in text
         assert "py_pickle" in text
     assert client.get(url, {"raw": "nope"}).status_code == 400
+    # Asked beside a steps cursor (a made-up URL), still the value as stored.
+    beside = client.get(url, {"raw": "error", "steps_cursor": "1"}, HTTP_HX_REQUEST="true")
+    assert beside.content == stored.content
     gone = client.get(f"/apps/{app}/workflows/no-such-one/", {"raw": "input"})
     assert gone.status_code == 404
     assert b"no longer there" in gone.content

@@ -216,7 +216,9 @@ async def test_a_value_as_the_executor_shows_it_comes_on_demand(
     client = await viewer_client()
     response, request = await served(
         executor,
-        client.get("/apps/orders/workflows/wf-alice/", {"raw": "input"}, HTTP_HX_REQUEST="true"),
+        client.get(
+            "/apps/orders/workflows/wf-alice/", {"raw": "input"}, headers={"HX-Request": "true"}
+        ),
         output=PY_ROW,
     )
     assert request["type"] == "get_workflow"
@@ -370,3 +372,30 @@ async def test_a_silent_executor_is_said_and_the_rest_of_the_page_renders(
     else:
         assert response.status_code == 504
         assert "Back to the workflows" in html
+
+
+async def test_the_queued_rows_show_when_the_queues_cannot_be_read(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """The executor fails list_queues: the queued workflows still show, and the page says
+    what could not be read; the rows' own refresh asks for the rows alone."""
+    client = await viewer_client()
+    page = asyncio.create_task(client.get("/apps/orders/queued/"))
+    for _ in range(3):
+        request = await executor.receive()
+        reply: dict[str, Any] = {"error_message": None, "output": [PY_ROW]}
+        if request["type"] == "list_queues":
+            reply = {"error_message": "no queues here"}
+        await executor.send({"type": request["type"], "request_id": request["request_id"]} | reply)
+    response = await page
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "The queues could not be read" in html
+    assert "no queues here" in html
+    assert "wf-alice" in html
+    assert await executor.communicator.receive_nothing(timeout=0.2)
+    rows = asyncio.create_task(client.get("/apps/orders/queued/", headers={"HX-Request": "true"}))
+    request = await executor.answer("list_workflows", output=[PY_ROW])
+    assert request["body"]["queues_only"] is True
+    assert "wf-alice" in (await rows).content.decode()
+    assert await executor.communicator.receive_nothing(timeout=0.2)

@@ -63,14 +63,16 @@ def value_block(
 ) -> str:
     """A decoded value, collapsible, its format named, with the decoder's notes; given
     `raw` (which of the workflow's values it is), the stored text on demand: fetched from
-    the workflow's page (`?raw=...`) when its box is first opened."""
+    the workflow's page (`?raw=...`) when its box is opened, until it came."""
     if value is None:
         return '<span class="muted">—</span>'
     notes = [_e(note) for note in notes or ()]
     marks = "".join(f' <span class="note" title="{note}">note</span>' for note in notes)
     listed = "".join(f"<li>{note}</li>" for note in notes)
     stored = (
-        f'  <details class="raw" hx-get="?raw={_e(raw)}" hx-trigger="toggle once"'
+        # Fetched on the first opening, and again on the next while it failed.
+        f'  <details class="raw" hx-get="?raw={_e(raw)}"'
+        " hx-trigger=\"toggle[this.open &amp;&amp; !this.querySelector('.raw-head')]\""
         ' hx-target="find pre" hx-swap="innerHTML" data-swap-errors>'
         '<summary class="small">Raw, as stored</summary><pre class="raw">Loading…</pre>'
         "</details>\n"
