@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections, models
+from django.db import OperationalError, connections, models, transaction
 
 from conductor import relay
 from conductor.protocol import (
@@ -63,6 +63,9 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
+# A list's count of matching workflows stops here, and at this many milliseconds.
+COUNT_CAP = 10_000
+COUNT_TIMEOUT_MS = 300
 # A workflow's values, as `read_stored` and the page's raw view name them.
 STORED_VALUES = ("input", "output", "error")
 # The most steps one answer carries, and how many it carries unless asked for more; a
@@ -243,7 +246,29 @@ class DatabaseSource:
         found: Listing = _timed(functools.partial(self._list, query))
         return found
 
-    def _list(self, query: ListQuery) -> Listing:
+    def read_count(self, query: ListQuery) -> tuple[int, bool] | None:
+        """How many workflows `query`'s filters keep, and whether there are more: counted
+        up to COUNT_CAP (then `(COUNT_CAP, True)`), or None if the database could not count
+        them within COUNT_TIMEOUT_MS (an unindexed filter over many rows). Never a full
+        COUNT(*)."""
+        cap = COUNT_CAP
+        alias = systemdb.alias_for(self.application)
+        counted = self._filtered(query).order_by().values("pk")[: cap + 1]
+        try:
+            if connections[alias].vendor != "postgresql":
+                found = counted.count()
+            else:
+                with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
+                    found = counted.count()
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+                return None
+            raise
+        return min(found, cap), found > cap
+
+    def _filtered(self, query: ListQuery) -> WorkflowQuerySet:
+        """The workflows `query`'s filters keep, in no order."""
         rows = systemdb.workflows(self.application)
         if query.queued:
             rows = rows.queued()
@@ -262,6 +287,10 @@ class DatabaseSource:
         )
         if query.workflow_id_prefix:
             rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
+        return rows
+
+    def _list(self, query: ListQuery) -> Listing:
+        rows = self._filtered(query)
         payloads = query.load_input or query.load_output
         fields: tuple[str, ...] = ()
         if payloads:

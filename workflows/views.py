@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.db import OperationalError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -123,6 +124,8 @@ def _list_on_thread(
     if source is None:
         return None
     form, context = _list_form(request, application, queued)
+    if "count" in request.GET:
+        return _count_answer(source, form, queued)
     if form.is_valid() or not form.is_bound:
         context["source"] = source.name
         try:
@@ -146,6 +149,9 @@ async def workflow_list(
     """The list page filled through the executors: there is no system database to read, or
     it cannot be read (the page says so)."""
     form, context = _list_form(request, application, queued)
+    if "count" in request.GET:
+        # Counts come from the system database only; the page asks for none without one.
+        return HttpResponse("")
     if form.is_valid() or not form.is_bound:
         source = await source_for(application)
         context["source"] = source.name
@@ -160,6 +166,23 @@ async def workflow_list(
             context["unavailable"] = str(exc)
     shown: HttpResponse = await db_async(_show_list)(request, application, context)
     return shown
+
+
+def _count_answer(source: DatabaseSource, form: "WorkflowFilterForm", queued: bool) -> HttpResponse:
+    """How many workflows the list's filters keep, for the line above its rows (asked
+    after the rows, each time they come)."""
+    if form.is_bound and not form.is_valid():
+        return HttpResponse("")  # the form says what is wrong
+    try:
+        found = source.read_count(form.query(queued=queued))
+    except (OperationalError, SlowQuery):
+        found = None
+    if found is None:
+        text = "not counted: it would take too long"
+    else:
+        count, more = found
+        text = f"over {count:,} in all" if more else f"{count:,} in all"
+    return HttpResponse(format_html("· {} ", text))
 
 
 async def _relayed_queued(source: Source, query: ListQuery) -> dict[str, Any]:

@@ -114,6 +114,7 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
     page.wait_for_url("**workflow_name=greet**")
     expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()
     expect(page.locator("#workflow-rows td.id")).to_have_count(2)
+    expect(page.locator(".row-count")).to_have_text("· 2 in all")
     screenshot(page, "workflows")
 
     # A workflow started now shows up on the open page, which is not reloaded.
@@ -121,6 +122,7 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
     arrived = f"greet-{uuid.uuid4().hex[:8]}"
     executor.get(f"/?name=cy&workflow_id={arrived}")
     expect(page.get_by_role("link", name=arrived, exact=True)).to_be_visible(timeout=20_000)
+    expect(page.locator(".row-count")).to_have_text("· 3 in all")
     assert page.evaluate("() => window.__notReloaded") is True
 
     page.get_by_role("link", name=greeted, exact=True).click()

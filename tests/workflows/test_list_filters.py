@@ -208,3 +208,58 @@ def test_the_queued_page_counts_what_each_queue_holds(
     assert shown == newest_first(
         rows, lambda r: r[3] is not None and r[1] in ("ENQUEUED", "PENDING")
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "keep"), FILTERS[:4], ids=lambda f: "-".join(f) if isinstance(f, dict) else ""
+)
+def test_the_console_list_counts_what_each_filter_keeps(
+    varied: tuple[Application, list[Row]],
+    query: dict[str, str],
+    keep: Callable[[Row], bool],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rows come first; their count is asked after them, each time they come (their
+    refresh too): exact up to a cap, then "over" it."""
+    from workflows import sources
+
+    application, rows = varied
+    client = signed_in(make_user(username="vera", role="viewer"))
+    url = f"/apps/{application.name}/workflows/"
+    form = dict(query)
+    statuses = form.pop("status").split(",") if "status" in form else []
+    asked: dict[str, Any] = {**form, "status": statuses}
+    page = client.get(url, asked).content.decode()
+    again = client.get(url, asked, headers={"HX-Request": "true"}).content.decode()
+    for shown in (page, again):
+        [counting] = re.findall(r'<span class="row-count" hx-get="\?([^"]*)"', shown)
+        assert counting.endswith("count=1")
+    expected = len(newest_first(rows, keep))
+    counted = client.get(url, {**asked, "count": "1"}, headers={"HX-Request": "true"})
+    assert counted.content.decode() == f"· {expected:,} in all "
+    monkeypatch.setattr(sources, "COUNT_CAP", expected - 1)
+    over = client.get(url, {**asked, "count": "1"}, headers={"HX-Request": "true"})
+    assert over.content.decode() == f"· over {expected - 1:,} in all "
+
+
+@pytest.mark.parametrize("varied", ["postgres"], indirect=True)
+def test_a_count_that_would_take_long_is_given_up(
+    varied: tuple[Application, list[Row]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting stops at COUNT_TIMEOUT_MS on Postgres (its own statement timeout, shorter
+    than the lists'): the line says it was not counted, and why."""
+    from workflows import sources
+
+    application, _ = varied
+    filtered = sources.DatabaseSource._filtered
+
+    def slow(source: Any, query: Any) -> Any:
+        # Every row takes 5 ms to look at: 240 rows, over a second.
+        return filtered(source, query).extra(where=["pg_sleep(0.005) IS NOT NULL"])
+
+    monkeypatch.setattr(sources.DatabaseSource, "_filtered", slow)
+    client = signed_in(make_user(username="vera", role="viewer"))
+    counted = client.get(
+        f"/apps/{application.name}/workflows/", {"count": "1"}, headers={"HX-Request": "true"}
+    )
+    assert counted.content.decode() == "· not counted: it would take too long "
