@@ -55,3 +55,17 @@ def registered(fixture: dict[str, Any]) -> Application:
 
 def by_role(fixture: dict[str, Any], role: str) -> str:
     return next(w["workflow_id"] for w in fixture["workflows"] if w["role"] == role)
+
+
+def empty_schema_copy(url: str, schema: str) -> None:
+    """A schema `schema` beside `dbos` in the Postgres database at `url`, holding empty
+    copies of its workflow_status table (indexes and all) and its migration record: a real
+    DBOS system database to fill with rows of a test's own. Made anew if it is there."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+        for table in ("workflow_status", "dbos_migrations"):
+            conn.execute(f"CREATE TABLE {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)")
+        conn.execute(f"INSERT INTO {schema}.dbos_migrations SELECT * FROM dbos.dbos_migrations")

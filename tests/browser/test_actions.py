@@ -19,13 +19,7 @@ def test_an_operator_forks_a_workflow_and_follows_the_fork_to_success(
     executors: Callable[..., Executor],
     databases: PostgresDatabases,
 ) -> None:
-    stepchange.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User, Group\n"
-        "u = User.objects.create_user('ossie', password='ossie-pass-5521')\n"
-        "u.groups.add(Group.objects.get(name='operator'))",
-    )
+    stepchange.user("ossie", "operator", "ossie-pass-5521")
     url = databases.new("sc_fork")
     app, key = new_app("fork", system_database_url=url)
     executor = executors("python", app=app, key=key, system_database_url=url)

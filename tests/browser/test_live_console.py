@@ -26,13 +26,7 @@ def test_a_new_executor_appears_on_the_page_without_a_reload(
     executors: Callable[..., Executor],
     databases: PostgresDatabases,
 ) -> None:
-    stepchange.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User, Group\n"
-        "u = User.objects.create_user('olive', password='olive-pass-8731')\n"
-        "u.groups.add(Group.objects.get(name='operator'))",
-    )
+    stepchange.user("olive", "operator", "olive-pass-8731")
     app, key = new_app("live")
     sign_in(page, stepchange, "olive", "olive-pass-8731")
     page.get_by_role("link", name=app).first.click()

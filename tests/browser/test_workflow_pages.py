@@ -25,14 +25,7 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     stepchange.manage(
         "register_app", app, "--system-database-url", fixture["url"], "--schema", "dbos"
     )
-    stepchange.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User, Group\n"
-        "if not User.objects.filter(username='vic').exists():\n"
-        "    u = User.objects.create_user('vic', password='vic-pass-4417')\n"
-        "    u.groups.add(Group.objects.get(name='viewer'))",
-    )
+    stepchange.user("vic", "viewer", "vic-pass-4417")
     sign_in(page, stepchange, "vic", "vic-pass-4417")
     page.get_by_role("link", name=app).first.click()
     expect(page.get_by_role("heading", name="Workflows, last hour")).to_be_visible()
@@ -92,14 +85,7 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
     greeted = f"greet-{uuid.uuid4().hex[:8]}"
     executor.get(f"/?name=ada&workflow_id={greeted}")
     executor.get("/?name=ben")
-    stepchange.manage(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User, Group\n"
-        "if not User.objects.filter(username='val').exists():\n"
-        "    u = User.objects.create_user('val', password='val-pass-5120')\n"
-        "    u.groups.add(Group.objects.get(name='viewer'))",
-    )
+    stepchange.user("val", "viewer", "val-pass-5120")
     sign_in(page, stepchange, "val", "val-pass-5120")
     page.get_by_role("link", name=app).first.click()
     expect(page.get_by_role("heading", name="Workflows, last hour")).to_be_visible()

@@ -211,17 +211,22 @@ class StepChange:
         if self.process is not None:
             self.process.stop()
 
+    def user(self, username: str, role: str, password: str | None = None) -> None:
+        """A user of `role` (a group: viewer, operator, admin), made unless there is one."""
+        self.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User, Group\n"
+            f"name, role, password = {username!r}, {role!r}, {password!r}\n"
+            "if not User.objects.filter(username=name).exists():\n"
+            "    u = User.objects.create_user(name, password=password)\n"
+            "    u.groups.add(Group.objects.get(name=role))",
+        )
+
     def token(self) -> str:
         """An admin's API token (made once)."""
         if not self._token:
-            self.manage(
-                "shell",
-                "-c",
-                "from django.contrib.auth.models import User, Group\n"
-                "if not User.objects.filter(username='e2e-admin').exists():\n"
-                "    u = User.objects.create_user('e2e-admin')\n"
-                "    u.groups.add(Group.objects.get(name='admin'))",
-            )
+            self.user("e2e-admin", "admin")
             self._token = self.manage("create_api_token", "e2e-admin").strip()
         return self._token
 

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
-from tests.sdk_fixtures import by_role, registered
+from tests.sdk_fixtures import by_role, empty_schema_copy, registered
 from workflows import systemdb
 
 
@@ -530,18 +530,13 @@ def enqueued_copy(
         queue = ("alpha", "beta", "gamma", None)[n % 7 % 4] if n != 13 else None
         created = 1_700_000_000_000 + (n // 4) * 1000  # four rows to a millisecond
         rows.append((f"wf-{n:04d}", status, f"job-{n % 2}", queue, n % 2 * 3, created))
-    with psycopg.connect(fixture["url"], autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"CREATE SCHEMA {schema}")
-        for table in ("workflow_status", "dbos_migrations"):
-            conn.execute(f"CREATE TABLE {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)")
-        conn.execute(f"INSERT INTO {schema}.dbos_migrations SELECT * FROM dbos.dbos_migrations")
-        with conn.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {schema}.workflow_status (workflow_uuid, status, name, queue_name,"
-                " priority, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 0)",
-                rows,
-            )
+    empty_schema_copy(fixture["url"], schema)
+    with psycopg.connect(fixture["url"], autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {schema}.workflow_status (workflow_uuid, status, name, queue_name,"
+            " priority, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 0)",
+            rows,
+        )
     application = Application.objects.create(
         name="enqueued", system_database_url=fixture["url"], system_database_schema=schema
     )

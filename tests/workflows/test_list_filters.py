@@ -17,6 +17,7 @@ from django.test import Client
 from stepchange.models import Application
 from stepchange.services import api_token_create
 from tests.conftest import make_user, signed_in
+from tests.sdk_fixtures import empty_schema_copy
 from workflows import systemdb
 
 # (id, status, name, queue, executor, version, forked from, parent, created ms)
@@ -67,15 +68,10 @@ def varied(
 
         fixture = sdk_fixtures["py320-pg-default"]
         schema = "varied_copy"
-        with psycopg.connect(fixture["url"], autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            conn.execute(f"CREATE SCHEMA {schema}")
-            for table in ("workflow_status", "dbos_migrations"):
-                conn.execute(f"CREATE TABLE {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)")
-            conn.execute(f"INSERT INTO {schema}.dbos_migrations SELECT * FROM dbos.dbos_migrations")
-            with conn.cursor() as cursor:
-                sql = INSERT.format(table=f"{schema}.workflow_status", marks=", ".join(["%s"] * 10))
-                cursor.executemany(sql, values)
+        empty_schema_copy(fixture["url"], schema)
+        sql = INSERT.format(table=f"{schema}.workflow_status", marks=", ".join(["%s"] * 10))
+        with psycopg.connect(fixture["url"], autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.executemany(sql, values)
         application = Application.objects.create(
             name="varied", system_database_url=fixture["url"], system_database_schema=schema
         )
