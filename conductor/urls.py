@@ -1,5 +1,6 @@
 from django.urls import path
 
+import stepchange.converters  # noqa: F401  (registers <workflow:...>)
 from conductor import views
 
 urlpatterns = [
@@ -15,7 +16,7 @@ urlpatterns = [
         name="executor-recover",
     ),
     path(
-        "apps/<str:app_name>/poison/<str:workflow_id>/<str:action>/",
+        "apps/<str:app_name>/poison/<workflow:workflow_id>/<str:action>/",
         views.poison_action,
         name="poison-action",
     ),

@@ -106,7 +106,7 @@ def _fork_failed(request: HttpRequest, exc: ForkError) -> HttpResponse:
 
 
 @router.post(
-    "/apps/{app}/workflows/{workflow_id}/edited-forks",
+    "/apps/{app}/workflows/{workflow:workflow_id}/edited-forks",
     response={201: EditedForkOut} | RESPONSES,
 )
 def create_edited_fork(request: HttpRequest, app: str, workflow_id: str, body: EditedForkIn) -> Any:

@@ -1,10 +1,11 @@
 from django.urls import path
 
+import stepchange.converters  # noqa: F401  (registers <workflow:...>)
 from forks import views
 
 urlpatterns = [
     path(
-        "apps/<str:app_name>/workflows/<str:workflow_id>/edit-fork/",
+        "apps/<str:app_name>/workflows/<workflow:workflow_id>/edit-fork/",
         views.edit_fork,
         name="edit-fork",
     ),

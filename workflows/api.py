@@ -247,7 +247,6 @@ async def list_queued_workflows(
     return await _list(request, app, filters, queued=True)
 
 
-@router.get("/apps/{app}/workflows/{workflow_id}", response=WorkflowOut, auth=DEFERRED_AUTH)
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """One workflow, with its input, output and error decoded."""
     found = await _read(
@@ -261,7 +260,9 @@ async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     return found
 
 
-@router.get("/apps/{app}/workflows/{workflow_id}/steps", response=StepList, auth=DEFERRED_AUTH)
+@router.get(
+    "/apps/{app}/workflows/{workflow:workflow_id}/steps", response=StepList, auth=DEFERRED_AUTH
+)
 async def list_steps(
     request: HttpRequest,
     app: str,
@@ -374,7 +375,7 @@ async def _act(
         raise HttpError(exc.status, str(exc)) from None
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/cancel", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/cancel", response=ACTION_RESPONSES)
 async def cancel_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: CancelIn | None = None
 ) -> Outcome:
@@ -384,7 +385,7 @@ async def cancel_workflow(
     return await _act(request, app, workflow_id, Action.CANCEL, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/resume", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/resume", response=ACTION_RESPONSES)
 async def resume_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: ResumeIn | None = None
 ) -> Outcome:
@@ -395,7 +396,7 @@ async def resume_workflow(
     return await _act(request, app, workflow_id, Action.RESUME, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/restart", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/restart", response=ACTION_RESPONSES)
 async def restart_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: ActionIn | None = None
 ) -> Outcome:
@@ -405,7 +406,7 @@ async def restart_workflow(
     return await _act(request, app, workflow_id, Action.RESTART, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/fork", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/fork", response=ACTION_RESPONSES)
 async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: ForkIn) -> Outcome:
     """Start a new workflow from `start_step`, copying the steps before it. Forking twice to
     the same `new_workflow_id` is refused (409), so a repeated request forks once."""
@@ -419,7 +420,9 @@ async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: 
     return await _act(request, app, workflow_id, Action.FORK, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/fork-from-failure", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/fork-from-failure", response=ACTION_RESPONSES
+)
 async def fork_from_failure(
     request: HttpRequest, app: str, workflow_id: str, body: ForkFromFailureIn | None = None
 ) -> Outcome:
@@ -437,7 +440,7 @@ async def fork_from_failure(
     return await _act(request, app, workflow_id, Action.FORK_FROM_FAILURE, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/rewind", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/rewind", response=ACTION_RESPONSES)
 async def rewind_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: RewindIn | None = None
 ) -> Outcome:
@@ -452,7 +455,7 @@ async def rewind_workflow(
     return await _act(request, app, workflow_id, Action.REWIND, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow_id}/delete", response=ACTION_RESPONSES)
+@router.post("/apps/{app}/workflows/{workflow:workflow_id}/delete", response=ACTION_RESPONSES)
 async def delete_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: DeleteIn | None = None
 ) -> Outcome:
@@ -665,3 +668,12 @@ def _job_out(job: BulkJob) -> dict[str, Any]:
     fields = ["id", "action", "state", "reason", "selection", "parameters", "created_by_name"]
     fields += ["created_at", "started_at", "finished_at", "detail"]
     return {field: getattr(job, field) for field in fields} | {"progress": progress(job)}
+
+
+# A workflow id may hold slashes ({path:...}): the workflow's own route would take the rest
+# of any path under it, so it has a router of its own, added after every other router
+# (stepchange/urls.py): Django tries the routes in the order they were added.
+workflow_router = Router(tags=["workflows"])
+workflow_router.get(
+    "/apps/{app}/workflows/{workflow:workflow_id}", response=WorkflowOut, auth=DEFERRED_AUTH
+)(get_workflow)

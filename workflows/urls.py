@@ -1,5 +1,6 @@
 from django.urls import path
 
+import stepchange.converters  # noqa: F401  (registers <workflow:...>)
 from workflows import views
 
 urlpatterns = [
@@ -13,15 +14,16 @@ urlpatterns = [
     ),
     path("apps/<str:app_name>/views/", views.save_view, name="save-view"),
     path("apps/<str:app_name>/views/<int:view_id>/delete/", views.delete_view, name="delete-view"),
+    # Workflow ids may hold slashes (`path`): the routes under a workflow come first.
     path(
-        "apps/<str:app_name>/workflows/<str:workflow_id>/",
-        views.workflow_detail,
-        name="workflow-detail",
-    ),
-    path(
-        "apps/<str:app_name>/workflows/<str:workflow_id>/act/<str:action>/",
+        "apps/<str:app_name>/workflows/<workflow:workflow_id>/act/<str:action>/",
         views.workflow_action,
         name="workflow-action",
+    ),
+    path(
+        "apps/<str:app_name>/workflows/<workflow:workflow_id>/",
+        views.workflow_detail,
+        name="workflow-detail",
     ),
     path("apps/<str:app_name>/bulk/new/", views.bulk_new, name="bulk-new"),
     path("apps/<str:app_name>/jobs/", views.bulk_jobs_page, name="bulk-jobs"),

@@ -155,6 +155,6 @@ def test_only_the_reads_tested_here_defer_their_credentials() -> None:
     assert deferring == {
         ("/apps/{app}/workflows", "GET"),
         ("/apps/{app}/queued-workflows", "GET"),
-        ("/apps/{app}/workflows/{workflow_id}", "GET"),
-        ("/apps/{app}/workflows/{workflow_id}/steps", "GET"),
+        ("/apps/{app}/workflows/{workflow:workflow_id}", "GET"),
+        ("/apps/{app}/workflows/{workflow:workflow_id}/steps", "GET"),
     }
