@@ -90,9 +90,10 @@ def system_databases(
     yield
     from django.db import connections
 
+    from workflows.systemdb import drop_alias
+
     for alias in [alias for alias in connections.settings if alias.startswith("dbos_")]:
-        connections[alias].close()
-        del connections.settings[alias]
+        drop_alias(alias)
 
 
 @pytest.fixture(autouse=True)

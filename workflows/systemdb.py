@@ -134,9 +134,18 @@ def forget(application: Application) -> None:
     for key in [k for k in _aliases if k[0] == application.pk]:
         _aliases.pop(key, None)
     for alias in stale:
-        connections[alias].close()
-        del connections.settings[alias]
+        drop_alias(alias)
         _schemas.pop(alias, None)
+
+
+def drop_alias(alias: str) -> None:
+    """Close an alias's connection and, on Postgres, its pool (whose idle connections stay
+    open otherwise, each holding a server slot until the process ends), then forget it."""
+    connection = connections[alias]
+    connection.close()
+    if alias in getattr(type(connection), "_connection_pools", {}):
+        connection.close_pool()  # type: ignore[attr-defined]
+    del connections.settings[alias]
 
 
 def _settings_for(application: Application) -> dict[str, Any]:

@@ -621,3 +621,34 @@ def test_a_schema_says_whether_it_has_the_in_flight_index(
         assert schema.queue_index is has_it, name
     sqlite = systemdb.schema_of(registered(sdk_fixtures["py320-sqlite-default"]))
     assert sqlite.queue_index is False
+
+
+def test_forgetting_an_application_closes_its_pooled_connections(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    """A changed URL or schema (or a gone application) closes the old pool: its idle
+    connections would hold server slots until the process ends."""
+    import psycopg
+
+    from workflows.sources import DatabaseSource
+
+    fixture = sdk_fixtures["py320-pg-default"]
+    application = registered(fixture)
+    source = DatabaseSource(application, systemdb.schema_of(application))
+    assert source.read_workflow(by_role(fixture, "success")) is not None
+    alias = systemdb.alias_for(application)
+    count = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND query LIKE %s"
+    )
+    with psycopg.connect(fixture["url"], autocommit=True) as conn:
+
+        def pooled() -> int:
+            # Our pool's connections are idle, their last statement one of ours.
+            row = conn.execute(count, ("%stepchange_%",)).fetchone()
+            return int(row[0]) if row else 0
+
+        assert pooled() >= 1
+        systemdb.forget(application)
+        assert alias not in connections.settings
+        assert pooled() == 0
