@@ -49,11 +49,16 @@ async def announce_request(application_id: int, *, changes_workflows: bool = Fal
     and the dashboard listen, which would otherwise refresh on their own reads, each of
     them a request when an executor answers them)."""
     now = time.monotonic()
-    if now - _last_request_event.get(application_id, 0.0) >= REQUEST_EVENT_INTERVAL_SECONDS:
-        _last_request_event[application_id] = now
+    if _due(_last_request_event, application_id, now):
         await announce(application_id, "requests")
-    if changes_workflows and (
-        now - _last_workflows_event.get(application_id, 0.0) >= REQUEST_EVENT_INTERVAL_SECONDS
-    ):
-        _last_workflows_event[application_id] = now
+    if changes_workflows and _due(_last_workflows_event, application_id, now):
         await announce(application_id, "workflows")
+
+
+def _due(last: dict[int, float], application_id: int, now: float) -> bool:
+    """Whether an application's event of this kind is due (none in the interval), noting it
+    sent now if so."""
+    if now - last.get(application_id, 0.0) < REQUEST_EVENT_INTERVAL_SECONDS:
+        return False
+    last[application_id] = now
+    return True

@@ -6,6 +6,7 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC
 from typing import Any
 
@@ -55,6 +56,7 @@ from workflows.sources import (
     BadCursor,
     DatabaseSource,
     Detail,
+    Listing,
     ListQuery,
     SlowQuery,
     Source,
@@ -175,7 +177,7 @@ def _count_answer(source: DatabaseSource, form: "WorkflowFilterForm", queued: bo
         return HttpResponse("")  # the form says what is wrong
     try:
         found = source.read_count(form.query(queued=queued))
-    except (OperationalError, SlowQuery):
+    except OperationalError:
         found = None
     if found is None:
         text = "not counted: it would take too long"
@@ -185,39 +187,48 @@ def _count_answer(source: DatabaseSource, form: "WorkflowFilterForm", queued: bo
     return HttpResponse(format_html("· {} ", text))
 
 
+async def _asked_at_once(*asking: Awaitable[Any]) -> list[Any]:
+    """What each of `asking` answered, asked of an executor at once: its answer, or the
+    RelayError it failed with (any other error is raised)."""
+    answers = await asyncio.gather(*asking, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+            raise answer
+    return answers
+
+
+def _queue_sample() -> ListQuery:
+    """The queued workflows an executor is asked for to count each queue's depth from."""
+    return ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)
+
+
+def _sampled_depths(sample: Listing) -> tuple[dict[str, dict[str, int]], int | None]:
+    """How many of `sample`'s workflows each queue holds, by status; and, if the executor
+    had more than it listed, how many it listed (the depths are at least these)."""
+    depths: dict[str, dict[str, int]] = {}
+    for row in sample.items:
+        counts = depths.setdefault(row.get("queue_name") or "", {})
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return dict(sorted(depths.items())), RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
+
+
 async def _relayed_queued(source: Source, query: ListQuery) -> dict[str, Any]:
     """The queued page's rows, the queues' configuration and a bounded sample to count each
     queue's depth from, asked of an executor at once: the rows show even if the rest
     cannot be had (which the page says)."""
-    listing, configs, sample = await asyncio.gather(
-        source.list(query),
-        source.queues(),
-        source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
-        return_exceptions=True,
+    listing, configs, sample = await _asked_at_once(
+        source.list(query), source.queues(), source.list(_queue_sample())
     )
-    for answer in (listing, configs, sample):
-        if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
-            raise answer
-    if isinstance(listing, BaseException):
+    if isinstance(listing, relay.RelayError):
         raise listing
     found: dict[str, Any] = {"listing": listing}
-    if isinstance(configs, BaseException):
-        found["unavailable"] = f"The queues could not be read: {configs}"
-    elif isinstance(sample, BaseException):
-        found["unavailable"] = f"The queues could not be read: {sample}"
+    failed = next((a for a in (configs, sample) if isinstance(a, relay.RelayError)), None)
+    if failed is not None:
+        found["unavailable"] = f"The queues could not be read: {failed}"
     else:
-        sampled = RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
-        found["queue_table"] = _queue_table(configs, _depths(sample.items), sampled=sampled)
+        depths, sampled = _sampled_depths(sample)
+        found["queue_table"] = _queue_table(configs, depths, sampled=sampled)
     return found
-
-
-def _depths(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """How many of `rows` each queue holds, by status."""
-    depths: dict[str, dict[str, int]] = {}
-    for row in rows:
-        counts = depths.setdefault(row.get("queue_name") or "", {})
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return dict(sorted(depths.items()))
 
 
 def _queue_table(
@@ -540,29 +551,18 @@ RECENT_CONNECTIONS = 8
 async def _relayed_overview(source: Source) -> dict[str, Any]:
     """The dashboard's recent failures and queue depths, asked of an executor (both at
     once); what it cannot answer is said, and the rest still shows."""
-    failures, queued = await asyncio.gather(
+    failures, sample = await _asked_at_once(
         source.list(ListQuery(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], limit=10)),
-        source.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)),
-        return_exceptions=True,
+        source.list(_queue_sample()),
     )
     found: dict[str, Any] = {}
-    problems = []
-    for answer, key in ((failures, "failures"), (queued, "queued")):
-        if isinstance(answer, relay.RelayError):
-            problems.append(str(answer))
-        elif isinstance(answer, BaseException):
-            raise answer
-        else:
-            found[key] = answer
+    problems = [str(a) for a in (failures, sample) if isinstance(a, relay.RelayError)]
     if problems:
         found["unavailable"] = " ".join(dict.fromkeys(problems))
-    if "failures" in found:
-        found["failures"] = found["failures"].items
-    if "queued" in found:
-        listing = found.pop("queued")
-        found["queues"] = _depths(listing.items)
-        # Counted from the first so many: the depths are at least these.
-        found["queues_sampled"] = RELAYED_QUEUE_SAMPLE if listing.next_cursor else None
+    if not isinstance(failures, relay.RelayError):
+        found["failures"] = failures.items
+    if not isinstance(sample, relay.RelayError):
+        found["queues"], found["queues_sampled"] = _sampled_depths(sample)
     return found
 
 
