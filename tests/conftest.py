@@ -30,6 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine == "django.db.backends.postgresql":
         _require_postgres(settings.DATABASES["default"])
+        # The test database is this run's own: another run on the same server keeps its.
+        default = settings.DATABASES["default"]
+        run = os.environ["STEPCHANGE_TEST_RUN"]
+        default.setdefault("TEST", {})["NAME"] = f"test_{default['NAME']}_{run}"
 
 
 def _require_postgres(database: dict[str, Any]) -> None:

@@ -3,8 +3,11 @@ and how stories register one as an application."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,9 @@ import pytest
 from stepchange.models import Application
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path(os.environ.get("STEPCHANGE_SDK_FIXTURES", ROOT / "var" / "sdk-fixtures"))
+# This run's name for what it makes on shared servers (tests/conftest.py sets it).
+RUN = os.environ.setdefault("STEPCHANGE_TEST_RUN", uuid.uuid4().hex[:10])
+OUT = Path(os.environ.get("STEPCHANGE_SDK_FIXTURES", ROOT / "var" / "sdk-fixtures" / RUN))
 NAMES = [
     "py320-sqlite-default",
     "py320-sqlite-portable",
@@ -29,20 +34,27 @@ NAMES = [
 
 
 @pytest.fixture(scope="session")
-def sdk_fixtures() -> dict[str, dict[str, Any]]:
-    from tests.e2e.servers import require_postgres
+def sdk_fixtures() -> Iterator[dict[str, dict[str, Any]]]:
+    from tests.e2e.servers import PostgresDatabases, require_postgres
 
     require_postgres()
-    subprocess.run(
-        [sys.executable, "tests/fixtures/generate.py", "--out", str(OUT)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    manifest = json.loads((OUT / "manifest.json").read_text())
-    assert manifest["complete"], manifest["errors"]
-    return {fixture["name"]: fixture for fixture in manifest["fixtures"]}
+    made = PostgresDatabases()
+    try:
+        subprocess.run(
+            [sys.executable, "tests/fixtures/generate.py", "--out", str(OUT)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        manifest = json.loads((OUT / "manifest.json").read_text())
+        # Dropped at the end: the databases this run made, under this run's name only.
+        made.names += [f["database"] for f in manifest["fixtures"] if f.get("database")]
+        assert manifest["complete"], manifest["errors"]
+        yield {fixture["name"]: fixture for fixture in manifest["fixtures"]}
+    finally:
+        made.drop_all()
+        shutil.rmtree(OUT, ignore_errors=True)
 
 
 def registered(fixture: dict[str, Any]) -> Application:

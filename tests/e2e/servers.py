@@ -80,6 +80,9 @@ class PostgresDatabases:
         return f"{POSTGRES}/{name}"
 
     def drop_all(self) -> None:
+        if not self.names:
+            # Nothing made (Postgres may not even be there): nothing to drop.
+            return
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
             for name in self.names:
                 conn.execute(
