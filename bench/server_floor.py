@@ -54,7 +54,7 @@ ROOT_URLCONF = "floor_urls"
 FLOOR_URLS = """
 from django.http import HttpResponse
 from django.urls import path
-from stepchange.access import login_required
+from django.contrib.auth.decorators import login_required
 from stepchange.urls import urlpatterns as stepchange
 
 

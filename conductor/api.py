@@ -10,13 +10,25 @@ from ninja.errors import HttpError
 
 from conductor import recovery, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
-from stepchange.access import PERM_ADMINISTER, PERM_OPERATE
-from stepchange.api import application_for, resolve
+from conductor.protocol import ProtocolError
+from conductor.relay import RelayError
+from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
+from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 
 router = Router(tags=["executors"])
+
+
+def relay_failed(request: HttpRequest, exc: RelayError) -> tuple[Any, int]:
+    """The API's answer to a RelayError (registered in stepchange/urls.py)."""
+    return str(exc), exc.status
+
+
+def unsendable(request: HttpRequest, exc: ProtocolError) -> tuple[Any, int]:
+    """What the caller asked for cannot be put into a valid executor request: their input."""
+    return str(exc), 400
 
 
 REQUESTS_PAGE = 50
@@ -142,7 +154,8 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
 @router.post("/apps/{app}/recovery", response=list[RecoveryOut])
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
-    application, actor = await resolve(request, app, PERM_OPERATE)
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    actor = request.user.get_username()
     executors = await db_async(_claim_for_manual)(application, body.executor_ids, request)
     return [
         await recovery.recover(executor, manual=True, requested_by=actor, request=request)
@@ -229,7 +242,8 @@ def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Applicat
 async def send_retention(request: HttpRequest, app: str) -> retention.RetentionSent:
     """Send the rules to one executor now. DBOS garbage collection deletes finished
     workflows across the whole system database, not only this application's."""
-    application, actor = await resolve(request, app, PERM_ADMINISTER)
+    application = await aapplication_for(request, app, PERM_ADMINISTER)
+    actor = request.user.get_username()
     try:
         return await retention.retention_send(
             application=application, actor_name=actor, request=request, source="api"

@@ -6,6 +6,7 @@ import functools
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -13,13 +14,12 @@ from django.views.decorators.http import require_POST
 from conductor import recovery, relay, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
-from stepchange.access import PERM_ADMINISTER, PERM_OPERATE, login_required
-from stepchange.api import application_for, resolve
-from stepchange.asyncdb import db_async
+from stepchange.access import aapplication_for, application_for
+from stepchange.asyncdb import arender, db_async
 from stepchange.models import Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
+from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import systemdb
-from workflows.views import arender
 
 REQUESTS_PAGE = 50
 
@@ -116,7 +116,7 @@ def request_detail(request: HttpRequest, app_name: str, entry_id: int) -> HttpRe
 @login_required
 @require_POST
 async def recover_executor(request: HttpRequest, app_name: str, executor_id: str) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
     executor = await db_async(
         lambda: (
             Executor.objects.select_related("application")
@@ -155,7 +155,7 @@ async def poison_action(
 ) -> HttpResponse:
     if action not in ("cancel", "dismiss"):
         raise Http404(f"No poison action {action!r}.")
-    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
     reason = str(request.POST.get("reason", ""))
     try:
         if action == "cancel":
@@ -204,7 +204,8 @@ class RetentionForm(forms.Form):
 
 @login_required
 async def retention_settings(request: HttpRequest, app_name: str) -> HttpResponse:
-    application, actor = await resolve(request, app_name, PERM_ADMINISTER)
+    application = await aapplication_for(request, app_name, PERM_ADMINISTER)
+    actor = request.user.get_username()
     form = RetentionForm(request.POST or None, initial=retention.retention_settings(application))
     if request.method == "POST" and form.is_valid():
         await db_async(retention.retention_update)(

@@ -4,7 +4,7 @@ once), list them, and approve, run or discard a staged one."""
 from datetime import datetime
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from conductor.registry import live_executors
@@ -19,9 +19,9 @@ from forks.services import (
     edited_fork_run,
     edited_fork_stage,
 )
-from stepchange.access import PERM_INSPECT, PERM_OPERATE
-from stepchange.api import api, application_for
+from stepchange.access import application_for
 from stepchange.models import Application
+from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 
 router = Router(tags=["edited forks"])
 
@@ -98,11 +98,11 @@ def live_versions(application: Application) -> list[str]:
     return list(dict.fromkeys(e.application_version for e in executors if e.application_version))
 
 
-@api.exception_handler(ForkError)
-def _fork_failed(request: HttpRequest, exc: ForkError) -> HttpResponse:
-    # A 400 lists every wrong field (and step): {"detail": [{"field", "step"?, "message"}]}.
+def fork_failed(request: HttpRequest, exc: ForkError) -> tuple[Any, int]:
+    """The API's answer to a ForkError (registered in stepchange/urls.py). A 400 lists every
+    wrong field (and step): {"detail": [{"field", "step"?, "message"}]}."""
     detail: Any = exc.errors if isinstance(exc, ForkInvalidError) else str(exc)
-    return api.create_response(request, {"detail": detail}, status=exc.status)
+    return detail, exc.status
 
 
 @router.post(

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -27,8 +28,8 @@ from forks.services import (
     fork_origin,
     source_diff,
 )
-from stepchange.access import PERM_OPERATE, login_required
-from stepchange.api import application_for
+from stepchange.access import application_for
+from stepchange.roles import PERM_OPERATE
 from workflows import serialization as codec
 from workflows import systemdb
 from workflows.models import OperationOutput

@@ -1,117 +1,27 @@
-"""Operator roles and what they allow.
+"""The access rule: which applications a user may see, and the one check every view and
+endpoint of an application makes (`application_for`, and `aapplication_for` from async
+code). Roles and their permissions are in `stepchange.roles`."""
 
-Roles are Django groups (`viewer`, `operator`, `admin`, made by a data migration) carrying
-the custom permissions declared on `Application`. Code asks for a permission, never for a
-group name, so a superuser or a hand-made group works the same way.
-"""
+from typing import Any
 
-from collections.abc import Callable
-from enum import StrEnum
-from typing import Any, TypeVar
-
-from asgiref.sync import iscoroutinefunction
-from django.contrib.auth.decorators import login_required as django_login_required
-from django.contrib.auth.decorators import user_passes_test
 from django.core.exceptions import PermissionDenied
-from django.db import router
+from django.http import Http404, HttpRequest
 
+from stepchange.asyncdb import db_async
+from stepchange.audit import (
+    UNSAFE_METHODS,
+    AuditAction,
+    Result,
+    audit_denied,
+    audit_record,
+    mark_refusal_audited,
+)
 from stepchange.models import Application, ApplicationAccess
-from stepchange.prepared import prepared
-
-PERM_INSPECT = "stepchange.inspect_workflows"
-PERM_OPERATE = "stepchange.operate_workflows"
-PERM_ADMINISTER = "stepchange.administer"
-
-ROLE_PERMISSIONS: dict[str, list[str]] = {
-    "viewer": ["inspect_workflows"],
-    "operator": ["inspect_workflows", "operate_workflows"],
-    "admin": [
-        "inspect_workflows",
-        "operate_workflows",
-        "administer",
-        "add_application",
-        "change_application",
-        "delete_application",
-        "view_application",
-        "add_executorkey",
-        "change_executorkey",
-        "view_executorkey",
-        "add_applicationaccess",
-        "change_applicationaccess",
-        "delete_applicationaccess",
-        "view_applicationaccess",
-        "view_auditrecord",
-        "view_apitoken",
-        "change_apitoken",
-        "auth.add_user",
-        "auth.change_user",
-        "auth.view_user",
-        "auth.view_group",
-    ],
-}
-
-V = TypeVar("V", bound=Callable[..., Any])
-
-
-async def _signed_in(user: Any) -> bool:
-    return bool(user.is_authenticated)
-
-
-def login_required(view: V) -> V:
-    """Django's `login_required`, minus the thread hop it takes to ask an async view's
-    user `is_authenticated` (a plain attribute once the user is loaded)."""
-    if iscoroutinefunction(view):
-        return user_passes_test(_signed_in)(view)  # type: ignore[arg-type]
-    return django_login_required(view)
-
+from stepchange.roles import PERM_INSPECT, Role, role_of
 
 NO_ACCESS = "You do not have access to this application."
 NOT_ALLOWED = "Your role does not allow this."
-
-
-def roles_sync(apps: Any = None) -> None:
-    """Make the three groups hold exactly their role's permissions. Run by the data
-    migration and after every migrate or flush, so the groups always match this file."""
-    from django.apps import apps as global_apps
-    from django.contrib.auth.management import create_permissions
-
-    apps = apps or global_apps
-    for app_config in apps.get_app_configs():
-        if apps is not global_apps:
-            # Historical apps: permissions are normally made after all migrations.
-            app_config.models_module = True
-            create_permissions(app_config, apps=apps, verbosity=0)
-            app_config.models_module = None
-    group_model = apps.get_model("auth", "Group")
-    permission_model = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group, _ = group_model.objects.get_or_create(name=role)
-        wanted = []
-        for dotted in codenames:
-            app_label, codename = dotted.split(".") if "." in dotted else ("stepchange", dotted)
-            wanted.append(
-                permission_model.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        group.permissions.set(wanted)
-
-
-class Role(StrEnum):
-    NONE = "none"
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-
-
-def role_of(user: Any) -> Role:
-    if user is None or not user.is_authenticated or not user.is_active:
-        return Role.NONE
-    if user.has_perm(PERM_ADMINISTER):
-        return Role.ADMIN
-    if user.has_perm(PERM_OPERATE):
-        return Role.OPERATOR
-    if user.has_perm(PERM_INSPECT):
-        return Role.VIEWER
-    return Role.NONE
+APP_NOT_FOUND = "No application named {name!r} that you may see."
 
 
 def limited_to(user: Any) -> frozenset[int] | None:
@@ -121,18 +31,13 @@ def limited_to(user: Any) -> frozenset[int] | None:
     try:
         cached = user._stepchange_limited_to
     except AttributeError:
-        rows = prepared(("access", router.db_for_read(ApplicationAccess)), _access, int).fetch(
-            user.pk
+        rows = list(
+            ApplicationAccess.objects.filter(user=user.pk).values_list("limited", "applications")
         )
         limited = bool(rows) and rows[0][0]
         cached = frozenset(pk for _, pk in rows if pk is not None) if limited else None
         user._stepchange_limited_to = cached
     return cached
-
-
-def _access(user_pk: int) -> Any:
-    rows = ApplicationAccess.objects.using(router.db_for_read(ApplicationAccess))
-    return rows.filter(user=user_pk).values_list("limited", "applications")
 
 
 def can_see(user: Any, application: Application) -> bool:
@@ -148,24 +53,8 @@ def can_see(user: Any, application: Application) -> bool:
 def visible_applications(user: Any) -> list[Application]:
     """The applications `user` may see (see `can_see`), by name, with only their names
     loaded: the console's application switcher."""
-    alias = router.db_for_read(Application)
-
-    def by_name() -> Any:
-        return Application.objects.using(alias).only("name").order_by("name")
-
-    every = prepared(("application names", alias), by_name).fetch()
+    every = Application.objects.only("name").order_by("name")
     return [application for application in every if can_see(user, application)]
-
-
-def application_named(name: str) -> Application | None:
-    """The application called `name`, whoever may see it (see `can_see`)."""
-    alias = router.db_for_read(Application)
-
-    def by_name(name: str) -> Any:
-        return Application.objects.using(alias).filter(name=name)[:1]
-
-    found: Application | None = prepared(("application", alias), by_name, str).first(name)
-    return found
 
 
 def require(user: Any, permission: str, application: Application | None = None) -> None:
@@ -174,3 +63,44 @@ def require(user: Any, permission: str, application: Application | None = None) 
         raise PermissionDenied(NOT_ALLOWED)
     if application is not None and not can_see(user, application):
         raise PermissionDenied(NO_ACCESS)
+
+
+def application_for(request: HttpRequest, name: str, permission: str = PERM_INSPECT) -> Application:
+    """The application `name` if the caller may see it (else 404, audited when the request
+    would change something) and holds `permission` on it (else 403, audited)."""
+    application = Application.objects.filter(name=name).first()
+    if application is not None and not can_see(request.user, application):
+        application = None
+    if application is None:
+        missing = Http404(APP_NOT_FOUND.format(name=name))
+        if request.method in UNSAFE_METHODS:
+            # Trying to act on an application one may not see is a refused attempt, audited
+            # as a 403 is; the 404 only hides whether it exists. A read that misses is not.
+            audit_record(
+                action=AuditAction.ACCESS_DENIED,
+                request=request,
+                # Cut to the column: the path may name anything, a real name is no longer.
+                application_name=name[: Application._meta.get_field("name").max_length],
+                result=Result.DENIED,
+                target=f"{request.method} {request.path}",
+                detail=str(missing),
+            )
+            mark_refusal_audited(request)
+        raise missing
+    try:
+        # Visibility was checked above; what is left is the role.
+        require(request.user, permission)
+    except PermissionDenied as exc:
+        # Audited here, in sync code: async views cannot write from the error handler.
+        audit_denied(request, exc, application=application)
+        raise
+    return application
+
+
+async def aapplication_for(
+    request: HttpRequest, name: str, permission: str = PERM_INSPECT
+) -> Application:
+    """`application_for`, from async code. It also loads `request.user` on the database
+    thread, so the view may read it afterwards without touching the database."""
+    found: Application = await db_async(application_for)(request, name, permission)
+    return found

@@ -1,15 +1,10 @@
-"""Database work from async code: run it on Django's worker thread, then hand pooled
+"""Database work from async code: run it on Django's worker thread, then hand the
 connections back.
 
 Like Channels' `database_sync_to_async`, which cannot be used inside an atomic block
 (it closes the connection there, and Django cannot reopen one in a transaction). Async
 views and consumers call this before waiting on an executor, possibly for long, so that
 no pooled connection is held meanwhile.
-
-SQLite connections stay open between the calls of a request: opening one (with its
-PRAGMAs) costs more than most queries a view sends (0.8 ms here). Django closes them when
-the request finishes, on the request's thread, which hands them to the pool of
-`stepchange.sqlite` for the next request.
 """
 
 import asyncio
@@ -18,21 +13,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from django.db import close_old_connections, connection
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-
-def release_connections() -> None:
-    """What `close_old_connections` does, except to SQLite connections, which stay open
-    for the next call on this thread."""
-    for conn in connections.all(initialized_only=True):
-        # SQLite's connections are always usable (Django's is_usable says so): only age
-        # would close them, and that is what is skipped.
-        if conn.vendor != "sqlite":
-            conn.close_if_unusable_or_obsolete()
 
 
 def _call(function: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
@@ -40,11 +27,9 @@ def _call(function: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, A
         return function(*args, **kwargs)
     finally:
         if not connection.in_atomic_block:
-            release_connections()
+            close_old_connections()
 
 
-# One wrapper for every call: building a SyncToAsync per call (it inspects and copies the
-# function) cost more than some of the trips it made.
 _on_the_thread = sync_to_async(_call, thread_sensitive=True)
 
 
@@ -58,6 +43,14 @@ def db_async(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         return found
 
     return run
+
+
+async def arender(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """`render`, from async code: the layout's context processors query the database."""
+    response: HttpResponse = await db_async(render)(request, template, context, status=status)
+    return response
 
 
 def process_task(coroutine: Coroutine[Any, Any, T], *, name: str) -> "asyncio.Task[T]":

@@ -11,8 +11,17 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from stepchange.access import role_of
 from stepchange.models import Application, AuditRecord
+from stepchange.roles import role_of
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Set on a request whose refusal is on record already, so no middleware adds another.
+REFUSAL_AUDITED = "_stepchange_refusal_audited"
+
+
+def mark_refusal_audited(request: HttpRequest) -> None:
+    """Say that this request's refusal is already on record, so no middleware adds one."""
+    setattr(request, REFUSAL_AUDITED, True)
 
 
 class AuditAction(StrEnum):

@@ -2,7 +2,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from stepchange.access import PERM_ADMINISTER, role_of, visible_applications
+from stepchange.access import visible_applications
+from stepchange.roles import PERM_ADMINISTER, role_of
 
 
 def console(request: HttpRequest) -> dict[str, Any]:

@@ -6,7 +6,11 @@ The route that ends with one takes the rest of the path: routes under a workflow
 before it.
 """
 
-from django.urls import register_converter
+from collections.abc import Callable
+from urllib.parse import quote
+
+from django.urls import register_converter, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 
 
 class WorkflowIdConverter:
@@ -20,3 +24,13 @@ class WorkflowIdConverter:
 
 
 register_converter(WorkflowIdConverter, "workflow")
+
+# Stands for a workflow id while its page's URL is reversed once for a whole list.
+_MARKER = "workflow-id-goes-here"
+
+
+def workflow_urls(app_name: str) -> Callable[[str], str]:
+    """The URL of any workflow's page in `app_name`: reversed once, then each id quoted as
+    `reverse` quotes it (a slash too, so that the id reads back whole)."""
+    before, _, after = reverse("workflow-detail", args=[app_name, _MARKER]).partition(_MARKER)
+    return lambda workflow_id: before + quote(workflow_id, safe=RFC3986_SUBDELIMS + "~:@") + after

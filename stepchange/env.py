@@ -75,9 +75,6 @@ def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
     return value
 
 
-SQLITE_ENGINE = "stepchange.sqlite"
-
-
 def env_database(name: str, default: str) -> dict[str, object]:
     """Parse a database URL (postgres://, postgresql://, sqlite:///) into a DATABASES entry."""
     url = env_url(name, default, schemes=("postgres", "postgresql", "sqlite"))
@@ -86,8 +83,6 @@ def env_database(name: str, default: str) -> dict[str, object]:
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # Django's backend with its connections pooled across request threads.
-        config["ENGINE"] = SQLITE_ENGINE
         # The embedded default serves executors, the request-log writer and the console
         # from several threads: WAL lets readers run beside the writer, and IMMEDIATE
         # transactions wait for the lock instead of failing when a read turns into a write.

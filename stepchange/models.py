@@ -27,7 +27,8 @@ AUDIT_IMMUTABLE = "Audit records are append-only: they cannot be changed or dele
 class ApplicationQuerySet(models.QuerySet["Application"]):
     def visible_to(self, user: Any) -> ApplicationQuerySet:
         """The applications `user` may see: none for strangers, all unless limited."""
-        from stepchange.access import Role, limited_to, role_of
+        from stepchange.access import limited_to
+        from stepchange.roles import Role, role_of
 
         if role_of(user) is Role.NONE:
             return self.none()

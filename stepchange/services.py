@@ -12,14 +12,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from stepchange.audit import AuditAction, Result, audit_record
-from stepchange.backends import user_by_pk
 from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey
-from stepchange.prepared import prepared
 
 KEY_TOO_SHORT = "An executor key must be at least 16 characters long."
 MIN_KEY_LENGTH = 16
@@ -190,14 +188,12 @@ def api_token_revoke(*, token: ApiToken, actor: Any, request: HttpRequest | None
 
 def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> Any:
     """The active user behind a bearer token, or None (and an audit record) if none."""
-    alias = router.db_for_read(ApiToken)
-
-    def live_token(token_hash: str) -> Any:
-        rows = ApiToken.objects.using(alias).filter(token_hash=token_hash, revoked_at__isnull=True)
-        return rows.values_list("pk", "last_used_at", "user_id")[:1]
-
-    token = prepared(("api token", alias), live_token, str).first(hash_secret(raw))
-    user = None if token is None else user_by_pk(token[2])
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=hash_secret(raw), revoked_at__isnull=True)
+        .first()
+    )
+    user = None if token is None else token.user
     if token is None or user is None or not user.is_active:
         audit_record(
             action=AuditAction.API_TOKEN_REJECTED,
@@ -208,7 +204,7 @@ def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> A
         )
         return None
     now = timezone.now()
-    pk, last, _ = token
+    last = token.last_used_at
     if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-        ApiToken.objects.filter(pk=pk).update(last_used_at=now)
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return user

@@ -82,26 +82,21 @@ INSTALLED_APPS = [
     "forks",
 ]
 
-# Django's own middleware, as subclasses that run on the event loop (stepchange/middleware.py).
+# One chain for the console, the API and the admin.
 MIDDLEWARE = [
-    "stepchange.middleware.Security",
+    "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "stepchange.middleware.Session",
-    "stepchange.middleware.Common",
-    "stepchange.middleware.Csrf",
-    "stepchange.middleware.Authentication",
-    "stepchange.middleware.Messages",
-    "stepchange.middleware.XFrameOptions",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "stepchange.middleware.AuditDeniedMiddleware",
+    "stepchange.middleware.AuditRefusalsMiddleware",
 ]
-# Django's database sessions, read through a prepared query.
-SESSION_ENGINE = "stepchange.sessions"
-# Flash messages in a signed cookie, never the session: storing them needs no database.
+# Flash messages in a signed cookie rather than the session.
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
-
-# The JSON API's own chain (stepchange/asgi.py): async-native only, no thread hops.
-API_MIDDLEWARE = ["stepchange.middleware.api_headers", "stepchange.api.settle_before_answering"]
 
 ROOT_URLCONF = "stepchange.urls"
 ASGI_APPLICATION = "stepchange.asgi.application"
@@ -148,8 +143,6 @@ else:
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
-# ModelBackend, reading a user's permissions in one query rather than two.
-AUTHENTICATION_BACKENDS = ["stepchange.backends.PermissionBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -209,9 +202,6 @@ REQUEST_LOG_RETENTION_DAYS = env_int("REQUEST_LOG_RETENTION_DAYS", 14, minimum=1
 REQUEST_LOG_INLINE = False
 # The longest a query of StepChange's may run on a Postgres system database.
 SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
-# A workflow's reads by id are prepared once per Postgres connection (planning them cost
-# more than running them); off for a pooler in transaction mode (PgBouncer), which loses them.
-SERVER_PREPARED_STATEMENTS = env_bool("SERVER_PREPARED_STATEMENTS", True)
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)

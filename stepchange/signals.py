@@ -7,8 +7,8 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from stepchange.access import roles_sync
 from stepchange.audit import AuditAction, Result, audit_record
+from stepchange.roles import roles_sync
 
 
 @receiver(user_logged_in)

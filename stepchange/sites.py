@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from stepchange.access import PERM_ADMINISTER
+from stepchange.roles import PERM_ADMINISTER
 
 
 class StepChangeAdminSite(admin.AdminSite):

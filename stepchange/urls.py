@@ -3,19 +3,33 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>, {workflow:...})
-from conductor.api import router as conductor_router
-from forks.api import router as forks_router
+from conductor import api as conductor_api
+from conductor.protocol import ProtocolError
+from conductor.relay import RelayError
+from forks import api as forks_api
+from forks.services import ForkError
 from stepchange import views
-from stepchange.api import api
-from workflows.api import router as workflows_router
-from workflows.api import workflow_router
+from stepchange.api import endpoints, errors
+from stepchange.api.base import new_api
+from workflows import api as workflows_api
 
-# Each part of StepChange adds its endpoints to the one API. A workflow's own route takes
-# any path under it (ids may hold slashes): it comes last.
-api.add_router("/", conductor_router)
-api.add_router("/", workflows_router)
-api.add_router("/", forks_router)
-api.add_router("/", workflow_router)
+# The one API: its own endpoints, then each part of StepChange's. A workflow's own route
+# takes any path under it (ids may hold slashes): it comes last.
+api = new_api()
+errors.register(
+    api,
+    {
+        **errors.ANSWERS,
+        RelayError: conductor_api.relay_failed,
+        ProtocolError: conductor_api.unsendable,
+        ForkError: forks_api.fork_failed,
+    },
+)
+api.add_router("/", endpoints.router)
+api.add_router("/", conductor_api.router)
+api.add_router("/", workflows_api.router)
+api.add_router("/", forks_api.router)
+api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [
     path("", views.home, name="home"),

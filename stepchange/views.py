@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
@@ -21,11 +22,11 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from stepchange.access import PERM_ADMINISTER, Role, login_required, role_of
 from stepchange.asyncdb import db_async
 from stepchange.audit import AuditAction, audit_record
 from stepchange.models import ApiToken, Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
+from stepchange.roles import PERM_ADMINISTER, Role, role_of
 from stepchange.services import api_token_create, api_token_revoke
 
 AUDIT_PAGE_SIZE = 50

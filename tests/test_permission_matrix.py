@@ -28,9 +28,10 @@ from django.utils import timezone
 from conductor.models import Executor, PoisonWorkflow
 from forks.models import EditedFork
 from stepchange import views as core_views
-from stepchange.access import NOT_ALLOWED, PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
-from stepchange.api import APP_NOT_FOUND, api
+from stepchange.access import APP_NOT_FOUND, NOT_ALLOWED
 from stepchange.models import Application, AuditRecord, SavedView
+from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
+from stepchange.urls import api
 from tests.conftest import make_app, make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
 from workflows import jobs

@@ -42,7 +42,7 @@ from conductor.registry import NO_EXECUTOR, live_executors
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
-from workflows.sources import source_for
+from workflows.sources import Source, Workflow, source_for
 
 
 class Action(StrEnum):
@@ -204,9 +204,9 @@ class Offer:
         return EXPLANATIONS[self.action]
 
 
-def offers(workflow: dict[str, Any], executors: Sequence[Executor]) -> list[Offer]:
+def offers(workflow: Workflow, executors: Sequence[Executor]) -> list[Offer]:
     """Every action, and whether it makes sense for `workflow` with these executors."""
-    status = str(workflow.get("status") or "")
+    status = str(workflow.status or "")
     return [Offer(action, not why, why) for action, why in refusals(status, executors).items()]
 
 
@@ -359,11 +359,11 @@ class _Attempt:
         names = {"workflow_id": self.workflow_id, "app": self.application.name}
         if workflow is None:
             raise WorkflowNotFoundError(WORKFLOW_NOT_FOUND.format(**names))
-        owner = workflow.get("application_name")
+        owner = workflow.application_name
         if owner and owner != self.application.name:
             raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
         executors = await db_async(live_executors)(self.application)
-        why_not = refusals(str(workflow.get("status") or ""), executors)[self.action]
+        why_not = refusals(str(workflow.status or ""), executors)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)
         if not executors:
@@ -388,7 +388,7 @@ class _Attempt:
         self.response = answer.response.raw or None
         return self._read(answer.response)
 
-    async def _check_new_id(self, reads: Any) -> None:
+    async def _check_new_id(self, reads: Source) -> None:
         """A fork to an ID that exists is a double submission: say so, fork nothing."""
         new_id = self.parameters.new_workflow_id
         if self.action is not Action.FORK or not new_id:
@@ -397,7 +397,7 @@ class _Attempt:
             raise ActionError(BAD_WORKFLOW_ID)
         existing = await reads.get(new_id, actor=self.actor_name)
         if existing is not None:
-            origin = existing.get("forked_from")
+            origin = existing.forked_from
             raise ActionRefusedError(
                 ALREADY_EXISTS.format(
                     new_workflow_id=new_id, origin=f" (forked from {origin})" if origin else ""

@@ -5,20 +5,19 @@ naming the encoding), else by a live executor through the relay (its display tex
 passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import StringConstraints
 
 from conductor.relay import RelayError
-from stepchange.access import PERM_INSPECT, PERM_OPERATE
-from stepchange.api import DEFERRED_AUTH, application_for, caller, resolve
+from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import db_async
-from stepchange.models import Application
+from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from workflows import systemdb
 from workflows.actions import (
     WORKFLOW_NOT_FOUND,
@@ -43,11 +42,11 @@ from workflows.sources import (
     MAX_STEPS_PAGE,
     STEPS_PAGE,
     BadCursor,
-    DatabaseSource,
     ListQuery,
     SlowQuery,
     Source,
-    database_source,
+    Step,
+    Workflow,
     source_for,
     split_names,
 )
@@ -59,15 +58,58 @@ BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
 
 
-class Out(BaseModel):
-    """An answer schema read straight by pydantic from the sources' dicts and listings:
-    ninja's Schema wraps every object in a getter first, which cost more than the query
-    on a page of 50 workflows."""
-
-    model_config = ConfigDict(from_attributes=True)
+def _value(obj: Workflow | Step, name: str) -> Any:
+    stored = getattr(obj, name)
+    return None if stored is None else stored.value
 
 
-class WorkflowOut(Out):
+def _format(obj: Workflow | Step, name: str) -> str | None:
+    stored = getattr(obj, name)
+    return None if stored is None else stored.format
+
+
+def _notes(obj: Workflow | Step, name: str) -> list[str] | None:
+    stored = getattr(obj, name)
+    return None if stored is None or not stored.notes else list(stored.notes)
+
+
+class ValuesOut(Schema):
+    """The decoded `output` and `error` (and their `*_format` and `*_notes`) of a workflow
+    or a step, read from its StoredValues."""
+
+    output: Any = None
+    error: Any = None
+    output_format: str | None = None
+    error_format: str | None = None
+    output_notes: list[str] | None = None
+    error_notes: list[str] | None = None
+
+    @staticmethod
+    def resolve_output(obj: Workflow | Step) -> Any:
+        return _value(obj, "output")
+
+    @staticmethod
+    def resolve_error(obj: Workflow | Step) -> Any:
+        return _value(obj, "error")
+
+    @staticmethod
+    def resolve_output_format(obj: Workflow | Step) -> str | None:
+        return _format(obj, "output")
+
+    @staticmethod
+    def resolve_error_format(obj: Workflow | Step) -> str | None:
+        return _format(obj, "error")
+
+    @staticmethod
+    def resolve_output_notes(obj: Workflow | Step) -> list[str] | None:
+        return _notes(obj, "output")
+
+    @staticmethod
+    def resolve_error_notes(obj: Workflow | Step) -> list[str] | None:
+        return _notes(obj, "error")
+
+
+class WorkflowOut(ValuesOut):
     workflow_id: str
     status: str | None
     name: str | None
@@ -81,39 +123,39 @@ class WorkflowOut(Out):
     forked_from: str | None
     parent_workflow_id: str | None
     input: Any = None
-    output: Any = None
-    error: Any = None
     input_format: str | None = None
-    output_format: str | None = None
-    error_format: str | None = None
     input_notes: list[str] | None = None
-    output_notes: list[str] | None = None
-    error_notes: list[str] | None = None
     serialization: str | None = None
 
+    @staticmethod
+    def resolve_input(obj: Workflow) -> Any:
+        return _value(obj, "input")
 
-class WorkflowPage(Out):
+    @staticmethod
+    def resolve_input_format(obj: Workflow) -> str | None:
+        return _format(obj, "input")
+
+    @staticmethod
+    def resolve_input_notes(obj: Workflow) -> list[str] | None:
+        return _notes(obj, "input")
+
+
+class WorkflowPage(Schema):
     items: list[WorkflowOut]
     next_cursor: str | None
     source: str
     notice: str = ""
 
 
-class StepOut(Out):
+class StepOut(ValuesOut):
     function_id: int | None
     function_name: str | None
-    output: Any = None
-    error: Any = None
-    output_format: str | None = None
-    error_format: str | None = None
-    output_notes: list[str] | None = None
-    error_notes: list[str] | None = None
     child_workflow_id: str | None
     started_at: datetime | None
     completed_at: datetime | None
 
 
-class StepList(Out):
+class StepList(Schema):
     items: list[StepOut]
     next_cursor: str | None = None
     source: str
@@ -189,49 +231,28 @@ def _instant(name: str, value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# What `_caller_and_read` gives when the system database is not the source.
-_THROUGH_EXECUTORS = object()
+async def _source(request: HttpRequest, app: str) -> Source:
+    """The application's source, once the caller may read it."""
+    return await source_for(await aapplication_for(request, app, PERM_INSPECT))
 
 
-def _caller_and_read(
-    request: HttpRequest, name: str, read: Callable[[DatabaseSource], Any]
-) -> tuple[Application, str, Any]:
-    application, actor = caller(request, name, PERM_INSPECT)
-    source = database_source(application)
-    return application, actor, _THROUGH_EXECUTORS if source is None else read(source)
-
-
-async def _read(
-    request: HttpRequest,
-    app: str,
-    read: Callable[[DatabaseSource], Any],
-    relay: Callable[[Source, str], Awaitable[Any]],
-) -> Any:
-    """The application checked and, where its system database is the source, `read` of it,
-    in one trip to the database thread (a trip for each cost more than some reads); else
-    `relay` through an executor, from the event loop."""
+async def _read(read: Awaitable[Any]) -> Any:
+    """A read's answer, its failures as the API's errors."""
     try:
-        application, actor, found = await db_async(_caller_and_read)(request, app, read)
-        if found is _THROUGH_EXECUTORS:
-            found = await relay(await source_for(application), actor)
+        return await read
     except BadCursor as exc:
         raise HttpError(400, str(exc)) from None
     except SlowQuery as exc:
         raise HttpError(SlowQuery.status, str(exc)) from None
-    return found
 
 
 async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
     query = filters.query(queued=queued)
-    return await _read(
-        request,
-        app,
-        lambda source: source.read_list(query),
-        lambda source, actor: source.list(query, actor=actor),
-    )
+    source = await _source(request, app)
+    return await _read(source.list(query, actor=request.user.get_username()))
 
 
-@router.get("/apps/{app}/workflows", response=WorkflowPage, auth=DEFERRED_AUTH)
+@router.get("/apps/{app}/workflows", response=WorkflowPage)
 async def list_workflows(request: HttpRequest, app: str, filters: Query[WorkflowFilters]) -> Any:
     """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists.
     Read from the system database when it is reachable, else through an executor
@@ -239,7 +260,7 @@ async def list_workflows(request: HttpRequest, app: str, filters: Query[Workflow
     return await _list(request, app, filters, queued=False)
 
 
-@router.get("/apps/{app}/queued-workflows", response=WorkflowPage, auth=DEFERRED_AUTH)
+@router.get("/apps/{app}/queued-workflows", response=WorkflowPage)
 async def list_queued_workflows(
     request: HttpRequest, app: str, filters: Query[WorkflowFilters]
 ) -> Any:
@@ -249,20 +270,14 @@ async def list_queued_workflows(
 
 async def get_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     """One workflow, with its input, output and error decoded."""
-    found = await _read(
-        request,
-        app,
-        lambda source: source.read_workflow(workflow_id),
-        lambda source, actor: source.get(workflow_id, actor=actor),
-    )
+    source = await _source(request, app)
+    found = await _read(source.get(workflow_id, actor=request.user.get_username()))
     if found is None:
         raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
     return found
 
 
-@router.get(
-    "/apps/{app}/workflows/{workflow:workflow_id}/steps", response=StepList, auth=DEFERRED_AUTH
-)
+@router.get("/apps/{app}/workflows/{workflow:workflow_id}/steps", response=StepList)
 async def list_steps(
     request: HttpRequest,
     app: str,
@@ -274,12 +289,9 @@ async def list_steps(
     100 unless given) at a time, `next_cursor` for the rest."""
     if not 1 <= limit <= MAX_STEPS_PAGE:
         raise HttpError(400, f"limit must be between 1 and {MAX_STEPS_PAGE}")
-    return await _read(
-        request,
-        app,
-        lambda source: source.read_steps(workflow_id, cursor, limit),
-        lambda source, actor: source.steps(workflow_id, actor=actor, cursor=cursor, limit=limit),
-    )
+    source = await _source(request, app)
+    actor = request.user.get_username()
+    return await _read(source.steps(workflow_id, cursor=cursor, limit=limit, actor=actor))
 
 
 class SystemDatabaseOut(Schema):
@@ -361,7 +373,7 @@ ACTION_RESPONSES: dict[int, Any] = {200: ActionOut} | dict.fromkeys(ERROR_STATUS
 async def _act(
     request: HttpRequest, app: str, workflow_id: str, action: Action, parameters: Parameters
 ) -> Outcome:
-    application, _ = await resolve(request, app, PERM_OPERATE)
+    application = await aapplication_for(request, app, PERM_OPERATE)
     try:
         return await workflow_act(
             application=application,
@@ -558,7 +570,8 @@ async def _selection(
 ) -> tuple[Any, Any]:
     """The application and the selection; when creating a job, a selection that fails is
     audited as a failed attempt."""
-    application, actor = await resolve(request, app, PERM_OPERATE)
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    actor = request.user.get_username()
     try:
         if body.workflow_ids is None and body.filters is None:
             raise HttpError(400, "Give workflow_ids or filters.")
@@ -674,6 +687,6 @@ def _job_out(job: BulkJob) -> dict[str, Any]:
 # of any path under it, so it has a router of its own, added after every other router
 # (stepchange/urls.py): Django tries the routes in the order they were added.
 workflow_router = Router(tags=["workflows"])
-workflow_router.get(
-    "/apps/{app}/workflows/{workflow:workflow_id}", response=WorkflowOut, auth=DEFERRED_AUTH
-)(get_workflow)
+workflow_router.get("/apps/{app}/workflows/{workflow:workflow_id}", response=WorkflowOut)(
+    get_workflow
+)

@@ -143,8 +143,7 @@ async def bulk_select(
     while True:
         page = await source.list(replace(base, cursor=cursor), actor=actor)
         found += [
-            {"workflow_id": item["workflow_id"], "status": item["status"] or ""}
-            for item in page.items
+            {"workflow_id": item.workflow_id, "status": item.status or ""} for item in page.items
         ]
         if len(found) > MAX_WORKFLOWS:
             return Selection(found[:MAX_WORKFLOWS], [], capped=True)
@@ -496,7 +495,7 @@ async def _settle_unanswered(job: BulkJob) -> None:
         forks = await source.list(
             ListQuery(forked_from=[item.workflow_id], start_time=job.started_at, limit=10)
         )
-        found = [fork["workflow_id"] for fork in forks.items]
+        found = [fork.workflow_id for fork in forks.items]
         if found:
             item.state = BulkJobItem.State.OK
             item.new_workflow_id = found[0]

@@ -14,8 +14,6 @@ of the same name without the suffix (see `EpochMs`).
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,31 +179,8 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         queue and priority by priority through DBOS's index of in-flight workflows
         (Postgres, `Schema.queue_index`): the newest of each group are at the end of its
         range, where the plain query walks the created_at index past every other status
-        (2.3-2.9 against 4.1-4.6 ms here for the newest 50 of 2,758 ENQUEUED among a
-        million; with fewer enqueued, the plain query walks further). The groups are found
-        by skipping through the same index, one probe each.
-
-        The statement is built from two more querysets compiled from this one; it is kept
-        by this queryset's own SQL, whose values then fill it in (one compilation a page,
-        not two)."""
-        own_sql, own_params = self.query.get_compiler(using=self.db).as_sql()
-        key = (self.db, own_sql, int(count))
-        params = ["ENQUEUED", "ENQUEUED", *own_params, *own_params]
-        with _shapes_lock:
-            kept = _newest_enqueued_shapes.get(key)
-            if kept is not None:
-                _newest_enqueued_shapes.move_to_end(key)
-                return kept, params
-        sql, built = self._newest_enqueued_built(count)
-        if built == params:
-            # Its values sit where this queryset's do, twice over: the shape can be kept.
-            with _shapes_lock:
-                _newest_enqueued_shapes[key] = sql
-                while len(_newest_enqueued_shapes) > _SHAPES_KEPT:
-                    _newest_enqueued_shapes.popitem(last=False)
-        return sql, built
-
-    def _newest_enqueued_built(self, count: int) -> tuple[str, list[Any]]:
+        (on a large table with few enqueued workflows it runs into the statement timeout).
+        The groups are found by skipping through the same index, one probe each."""
         connection = connections[self.db]
         quote = connection.ops.quote_name
         per_group = self.filter(queue_name=_GROUP_QUEUE, priority=_GROUP_PRIORITY)
@@ -250,9 +225,6 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
 
 # newest_enqueued_sql's statements by the SQL of the queryset they came from, at most so
 # many (each a few hundred bytes).
-_newest_enqueued_shapes: OrderedDict[tuple[str, str, int], str] = OrderedDict()
-_shapes_lock = threading.Lock()
-_SHAPES_KEPT = 256
 
 # Stand for a group's queue and priority while the page's query is compiled; each is
 # then replaced by a reference to the group's column.

@@ -1,10 +1,12 @@
-"""Where workflow reads come from (DESIGN.md "Where reads come from").
+"""Where workflow reads come from (DESIGN.md "Where reads come from"), and what they give.
 
-With a reachable system database, lists and details are read from it directly (fast,
-filterable, keyset-paginated, decoded, and available with no executor connected).
-Without one, or while it is down, they are asked of a live executor through the relay,
-always with a bounded limit. Both sources answer in the API's shapes and say which they
-are, and why when it is the fallback.
+A `Source` answers every read of the console and the API with typed objects: a
+`Workflow`, its `Step`s and their `StoredValue`s. With a reachable system database,
+`DatabaseSource` reads it directly (fast, filterable, keyset-paginated, decoded, and
+available with no executor connected): each method is one trip to the database thread
+over one synchronous body. Without one, or while it is down, `ExecutorSource` asks a live
+executor through the relay, always with a bounded limit. Both say which they are, and why
+when it is the fallback.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import asyncio
 import base64
 import binascii
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connections, models, transaction
@@ -43,17 +45,8 @@ from conductor.protocol import (
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.prepared import Statement, prepared, run_together
 from workflows import systemdb
-from workflows.models import (
-    EpochMs,
-    Notification,
-    OperationOutput,
-    Queue,
-    StreamEntry,
-    WorkflowQuerySet,
-    WorkflowStatus,
-)
+from workflows.models import Notification, OperationOutput, Queue, StreamEntry, WorkflowStatus
 from workflows.serialization import decode
 
 DATABASE = "system database"
@@ -63,15 +56,19 @@ FALLBACK = "{problem} Read through a connected executor instead."
 # Children and forks listed on a workflow's page.
 MAX_RELATED = 50
 RECENT_FAILURES = 10
+FAILED = ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
 # A list's count of matching workflows stops here, and at this many milliseconds.
 COUNT_CAP = 10_000
 COUNT_TIMEOUT_MS = 300
-# A workflow's values, as `read_stored` and the page's raw view name them.
+# A workflow's values, as `stored` and the page's raw view name them.
 STORED_VALUES = ("input", "output", "error")
 # The most steps one answer carries, and how many it carries unless asked for more; a
 # workflow with more is paged (the console shows 100 at a time as well).
 MAX_STEPS_PAGE = 1000
 STEPS_PAGE = 100
+# How many queued workflows an executor is asked for, to count queue depths when there is
+# no system database to count them in.
+RELAYED_QUEUE_SAMPLE = 500
 # A queue's configuration, as the `queues` table and `list_queues` both have it.
 QUEUE_FIELDS = (
     "name",
@@ -87,12 +84,10 @@ CHART_WINDOWS = (
     ("last hour", timedelta(hours=1), 60_000),
     ("last day", timedelta(days=1), 30 * 60_000),
 )
-
-
 # Postgres's SQLSTATE for a statement stopped by statement_timeout.
 QUERY_CANCELED = "57014"
-# The status-row columns a list shows (`DatabaseSource.workflow` without payloads).
-LISTED_FIELDS = (
+# The status-row columns a workflow shows; the payloads are read beside them when loaded.
+STATUS_FIELDS = (
     "workflow_uuid",
     "status",
     "name",
@@ -108,57 +103,26 @@ LISTED_FIELDS = (
     "application_name",
     "serialization",
 )
-# Plain rows for templates and the API (spelled out here: the sources have a `list` method).
-Rows = list[dict[str, Any]]
-
-
-class ListedRow:
-    """A list row's columns as attributes, as a WorkflowStatus read with `only(LISTED_FIELDS)`
-    has them (a column the database lacks is None), without the model instance: fifty
-    of those cost 1.2 ms more than the rows here."""
-
-    __slots__ = LISTED_FIELDS
-    workflow_uuid: str
-    status: str | None
-    name: str | None
-    class_name: str | None
-    queue_name: str | None
-    application_version: str | None
-    executor_id: str | None
-    created_at_ms: int
-    updated_at_ms: int | None
-    completed_at_ms: int | None
-    forked_from: str | None
-    parent_workflow_id: str | None
-    application_name: str | None
-    serialization: str | None
-    created_at = EpochMs("created_at_ms")
-    updated_at = EpochMs("updated_at_ms")
-    completed_at = EpochMs("completed_at_ms")
-
-    def __init__(self, columns: dict[str, Any]) -> None:
-        for name in LISTED_FIELDS:
-            setattr(self, name, columns.get(name))
-
-    def payload(self, key: str) -> None:
-        """A list row carries no payloads."""
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def split_names(value: str) -> list[str] | None:
-    """A comma-separated filter value as a list (None when it names nothing)."""
-    names = [item.strip() for item in value.split(",") if item.strip()]
-    return names or None
-
-
+PAYLOAD_FIELDS = ("input_text", "output_text", "error_text")
+STEP_FIELDS = (
+    "function_id",
+    "function_name",
+    "child_workflow_id",
+    "started_at_epoch_ms",
+    "completed_at_epoch_ms",
+    "output",
+    "error",
+    "serialization",
+)
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
     "some filters (name, executor, application version, queue without a status). Narrow "
     "it with a time range or a status."
 )
+
+
+class BadCursor(ValueError):
+    pass
 
 
 class SlowQuery(Exception):
@@ -167,14 +131,91 @@ class SlowQuery(Exception):
     status = 504
 
 
-def _timed(run: Any) -> Any:
-    """Run a read; a statement timeout becomes SlowQuery with advice."""
-    try:
-        return run()
-    except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
-            raise SlowQuery(SLOW.format(timeout=settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS)) from None
-        raise
+@dataclass(frozen=True)
+class StoredValue:
+    """An input, output, error, event or message: `value` decoded to JSON-able data (an
+    executor's display text, through the relay), `format` naming the encoding, `notes`
+    on what decoding changed, `raw` the text as stored (None through the relay)."""
+
+    value: Any
+    format: str | None
+    notes: tuple[str, ...] = ()
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    workflow_id: str
+    status: str | None = None
+    name: str | None = None
+    class_name: str | None = None
+    queue_name: str | None = None
+    application_version: str | None = None
+    executor_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    forked_from: str | None = None
+    parent_workflow_id: str | None = None
+    application_name: str | None = None
+    serialization: str | None = None
+    # None when not loaded (or, loaded, when nothing is stored).
+    input: StoredValue | None = None
+    output: StoredValue | None = None
+    error: StoredValue | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.completed_at is None or self.created_at is None:
+            return None
+        return self.completed_at - self.created_at
+
+
+@dataclass(frozen=True)
+class Step:
+    function_id: int | None
+    function_name: str | None
+    child_workflow_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    output: StoredValue | None = None
+    error: StoredValue | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    value: StoredValue
+    # The step that set it, in an event's history.
+    function_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str | None
+    message: StoredValue
+    created_at: datetime | None
+    consumed: bool
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What else is known of a workflow: its children and forks, events (with their
+    history, where the source has it), messages and streams."""
+
+    children: list[Workflow] = field(default_factory=list)
+    forks: list[Workflow] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    history: list[Event] = field(default_factory=list)
+    history_unavailable: bool = False
+    notifications: list[Message] = field(default_factory=list)
+    streams: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,13 +242,15 @@ class ListQuery:
     workflow_ids: list[str] | None = None
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Listing:
-    items: list[dict[str, Any]]
+class Listing(Generic[T]):
+    items: list[T]
     next_cursor: str | None
     source: str
     notice: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -215,18 +258,126 @@ class Detail:
     """A workflow's page: the workflow (None if there is no such workflow), its first
     steps and what else is known of it; `partial` says what could not be fetched."""
 
-    workflow: dict[str, Any] | None
-    steps: Listing | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    workflow: Workflow | None
+    steps: Listing[Step] | None = None
+    extras: Extras = field(default_factory=Extras)
     partial: str = ""
 
 
-# A statement and what makes its rows into the answer.
-Read = tuple[Statement, Callable[[list[Any]], Any]]
+@dataclass(frozen=True)
+class QueueDepths:
+    """How many workflows each queue holds, by status; `sampled` is the sample's size
+    when they were counted from a sample (the depths are then at least these)."""
+
+    depths: dict[str, dict[str, int]]
+    sampled: int | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The dashboard's numbers; None where the source cannot say (`unavailable` says why)."""
+
+    charts: dict[str, dict[str, Any]] | None = None
+    failures: list[Workflow] | None = None
+    queues: QueueDepths | None = None
+    unavailable: str = ""
+
+
+class Source(Protocol):
+    """What every page and endpoint reads through."""
+
+    name: str
+    notice: str
+
+    async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]: ...
+
+    async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
+
+    async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail: ...
+
+    async def steps(
+        self, workflow_id: str, *, cursor: str | None = None, limit: int = ..., actor: str = ""
+    ) -> Listing[Step]: ...
+
+    async def queues(self, *, actor: str = "") -> QueueConfigs: ...
+
+    async def queue_depths(self, *, actor: str = "") -> QueueDepths: ...
+
+    async def overview(self, *, now: datetime, actor: str = "") -> Overview: ...
+
+    async def stored(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
+
+
+def split_names(value: str) -> list[str] | None:
+    """A comma-separated filter value as a list (None when it names nothing)."""
+    names = [item.strip() for item in value.split(",") if item.strip()]
+    return names or None
 
 
 def _time(epoch_ms: int | None) -> datetime | None:
     return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+def _stored(text: str | None, serialization: str | None, kind: Any) -> StoredValue | None:
+    if text is None:
+        return None
+    decoded = decode(text, serialization, kind=kind)
+    return StoredValue(decoded.value, decoded.format, tuple(decoded.notes), text)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _on_thread(read: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`read`, one trip to the database thread; a statement timeout there becomes
+    SlowQuery with advice."""
+
+    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return read(*args, **kwargs)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+                timeout = settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS
+                raise SlowQuery(SLOW.format(timeout=timeout)) from None
+            raise
+
+    return db_async(timed)
+
+
+Statement = tuple[str, Sequence[Any]]
+Rows = list[tuple[Any, ...]]
+# A queue's configuration, by QUEUE_FIELDS.
+QueueConfigs = list[dict[str, Any]]
+
+
+def _together(alias: str, statements: list[Statement]) -> list[Rows]:
+    """Each statement's rows. On Postgres the statements go as one query, in one round
+    trip: Django's psycopg cursors bind values on the client (OPTIONS has no
+    server_side_binding), which lets a query hold several statements, and their results
+    come back together. SQLite runs them one after another. A workflow's page reads its
+    status row, its first steps and its extras this way."""
+    found: list[Rows] = []
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "; ".join(sql for sql, _ in statements), [v for _, ps in statements for v in ps]
+            )
+            found.append(cursor.fetchall())
+            while cursor.nextset():
+                found.append(cursor.fetchall())
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                found.append(cursor.fetchall())
+    return found
+
+
+def _sql(queryset: models.QuerySet[Any]) -> Statement:
+    """The SQL a queryset sends to its own database, to run `_together` with others."""
+    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    return sql, params
 
 
 class DatabaseSource:
@@ -235,39 +386,13 @@ class DatabaseSource:
     def __init__(self, application: Application, schema: systemdb.Schema) -> None:
         self.application = application
         self.schema = schema
+        self.alias = systemdb.alias_for(application)
         self.notice = "" if schema.known else systemdb.status_of(application).detail
 
-    async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
-        listing: Listing = await db_async(self.read_list)(query)
-        return listing
+    async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]:
+        return await _on_thread(self._list)(query)
 
-    def read_list(self, query: ListQuery) -> Listing:
-        """`list`, on the database thread already."""
-        found: Listing = _timed(functools.partial(self._list, query))
-        return found
-
-    def read_count(self, query: ListQuery) -> tuple[int, bool] | None:
-        """How many workflows `query`'s filters keep, and whether there are more: counted
-        up to COUNT_CAP (then `(COUNT_CAP, True)`), or None if the database could not count
-        them within COUNT_TIMEOUT_MS (an unindexed filter over many rows). Never a full
-        COUNT(*)."""
-        cap = COUNT_CAP
-        alias = systemdb.alias_for(self.application)
-        counted = self._filtered(query).order_by().values("pk")[: cap + 1]
-        try:
-            if connections[alias].vendor != "postgresql":
-                found = counted.count()
-            else:
-                with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
-                    found = counted.count()
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
-                return None
-            raise
-        return min(found, cap), found > cap
-
-    def _filtered(self, query: ListQuery) -> WorkflowQuerySet:
+    def _filtered(self, query: ListQuery) -> Any:
         """The workflows `query`'s filters keep, in no order."""
         rows = systemdb.workflows(self.application)
         if query.queued:
@@ -289,228 +414,160 @@ class DatabaseSource:
             rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
         return rows
 
-    def _list(self, query: ListQuery) -> Listing:
+    def _status_fields(self) -> tuple[str, ...]:
+        # Older schemas lack some of the columns a workflow shows: those read as None.
+        missing = systemdb.missing_fields(self.alias, WorkflowStatus)
+        return tuple(name for name in STATUS_FIELDS if name not in missing)
+
+    def _list(self, query: ListQuery) -> Listing[Workflow]:
         rows = self._filtered(query)
         payloads = query.load_input or query.load_output
-        fields: tuple[str, ...] = ()
         if payloads:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
-        else:
-            # What a row shows, not the whole status row: older schemas keep payloads in it.
-            missing = systemdb.missing_fields(systemdb.alias_for(self.application), WorkflowStatus)
-            fields = tuple(name for name in LISTED_FIELDS if name not in missing)
-            rows = rows.only(*fields)
         ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()
         after = ordered.after(_keyset(query.cursor), descending=query.sort_desc)
         count = query.limit + 1
-        enqueued = self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc
-        page: list[WorkflowStatus] | list[ListedRow]
-        if payloads:
-            page = list(after.newest_enqueued(count) if enqueued else after[:count])
-        elif enqueued:
-            page = _listed_rows(after, count)
+        fields = self._status_fields() + (PAYLOAD_FIELDS if payloads else ())
+        if self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc:
+            page = _newest_enqueued(after, count)
         else:
             page = [
-                ListedRow(dict(zip(fields, row, strict=True)))
-                for row in after.values_list(*fields)[:count]
+                dict(zip(fields, row, strict=True)) for row in after.values_list(*fields)[:count]
             ]
         more = len(page) > query.limit
         page = page[: query.limit]
         return Listing(
-            items=[
-                self.workflow(row, load_input=query.load_input, load_output=query.load_output)
+            [
+                _workflow(row, load_input=query.load_input, load_output=query.load_output)
                 for row in page
             ],
-            next_cursor=_keyset_cursor(page[-1]) if more else None,
-            source=self.name,
-            notice=self.notice,
+            _keyset_cursor(page[-1]) if more else None,
+            self.name,
+            self.notice,
         )
 
-    async def get(self, workflow_id: str, *, actor: str = "") -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await db_async(self.read_workflow)(workflow_id)
-        return found
+    async def count(self, query: ListQuery) -> tuple[int, bool] | None:
+        """How many workflows `query`'s filters keep, and whether there are more: counted
+        up to COUNT_CAP (then `(COUNT_CAP, True)`), or None if the database could not count
+        them within COUNT_TIMEOUT_MS (an unindexed filter over many rows). Never a full
+        COUNT(*)."""
+        return await _on_thread(self._count)(query)
 
-    def _get(self, workflow_id: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self._read(self._workflow_read(workflow_id))
-        return found
-
-    def read_workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        """`get`, on the database thread already."""
-        found: dict[str, Any] | None = _timed(functools.partial(self._get, workflow_id))
-        return found
-
-    def _read(self, read: Read) -> Any:
-        statement, shape = read
-        alias = systemdb.alias_for(self.application)
-        # Reads of one workflow by id: their plans do not depend on the id.
-        return shape(run_together(alias, [statement], keep_plans=True)[0])
-
-    def _workflow_read(self, workflow_id: str) -> Read:
-        statement, status_row = self._status_row_read(workflow_id)
-
-        def found(rows: list[Any]) -> dict[str, Any] | None:
-            row = status_row(rows)
-            return None if row is None else self.workflow(row, load_input=True, load_output=True)
-
-        return statement, found
-
-    def _status_row_read(self, workflow_id: str) -> Read:
-        """The workflow's status row with its payloads (None if there is no such workflow)."""
-        alias = systemdb.alias_for(self.application)
-        payload_tables = self.schema.has_payload_tables
-
-        def one(workflow_id: str) -> models.QuerySet[WorkflowStatus]:
-            rows = systemdb.workflows(self.application).with_payloads(payload_tables=payload_tables)
-            return rows.filter(workflow_uuid=workflow_id)[:1]
-
-        shape = (alias, payload_tables, systemdb.missing_fields(alias, WorkflowStatus))
-        query = prepared(("workflow", *shape), one, str)
-        return query.bind(workflow_id), lambda rows: next(iter(query.results(rows)), None)
-
-    def read_stored(self, workflow_id: str) -> dict[str, str | None] | None:
-        """The workflow's input, output and error as stored, and the serialization named
-        beside them (None if there is no such workflow)."""
-
-        def stored() -> dict[str, str | None] | None:
-            row = self._read(self._status_row_read(workflow_id))
-            if row is None:
+    def _count(self, query: ListQuery) -> tuple[int, bool] | None:
+        counted = self._filtered(query).order_by().values("pk")[: COUNT_CAP + 1]
+        try:
+            if connections[self.alias].vendor != "postgresql":
+                found = counted.count()
+            else:
+                with (
+                    transaction.atomic(using=self.alias),
+                    connections[self.alias].cursor() as cursor,
+                ):
+                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
+                    found = counted.count()
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
                 return None
-            return {key: row.payload(key) for key in STORED_VALUES} | {
-                "serialization": row.serialization
-            }
+            raise
+        return min(found, COUNT_CAP), found > COUNT_CAP
 
-        found: dict[str, str | None] | None = _timed(stored)
-        return found
+    async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None:
+        return await _on_thread(self._get)(workflow_id)
+
+    async def stored(self, workflow_id: str, *, actor: str = "") -> Workflow | None:
+        """The workflow with its values; each value's `raw` is the text as stored."""
+        return await self.get(workflow_id, actor=actor)
+
+    def _get(self, workflow_id: str) -> Workflow | None:
+        statement, shape = self._workflow_read(workflow_id)
+        return shape(_together(self.alias, [statement])[0])
+
+    def _workflow_read(
+        self, workflow_id: str
+    ) -> tuple[Statement, Callable[[Rows], Workflow | None]]:
+        """The workflow's status row with its payloads, and what makes it a Workflow."""
+        rows = systemdb.workflows(self.application).with_payloads(
+            payload_tables=self.schema.has_payload_tables
+        )
+        fields = self._status_fields() + PAYLOAD_FIELDS
+        one = rows.filter(workflow_uuid=workflow_id).values_list(*fields)[:1]
+
+        def shape(rows: Rows) -> Workflow | None:
+            if not rows:
+                return None
+            return _workflow(
+                dict(zip(fields, rows[0], strict=True)), load_input=True, load_output=True
+            )
+
+        return _sql(one), shape
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
-        """The workflow, its first steps and its extras, in one trip to the database
-        thread (three reads' worth of thread hops and pool checkouts less)."""
-        found: Detail = await db_async(self.read_detail)(workflow_id, steps_limit=steps_limit)
-        return found
-
-    def read_detail(self, workflow_id: str, *, steps_limit: int) -> Detail:
-        """`detail`, on the database thread already (the page reads and renders in one
-        trip)."""
-        found: Detail = _timed(functools.partial(self._detail, workflow_id, steps_limit))
-        return found
+        return await _on_thread(self._detail)(workflow_id, steps_limit)
 
     def _detail(self, workflow_id: str, steps_limit: int) -> Detail:
-        reads = [
-            self._workflow_read(workflow_id),
-            self._steps_read(workflow_id, None, steps_limit),
-            self._extras_read(workflow_id),
-        ]
-        # The three statements in one round trip to the database.
-        alias = systemdb.alias_for(self.application)
-        rows = run_together(alias, [s for s, _ in reads], keep_plans=True)
-        found, listing, extras = (shape(r) for (_, shape), r in zip(reads, rows, strict=True))
-        if found is None:
+        """The workflow, its first steps and its extras: three statements, one round trip."""
+        workflow_read = self._workflow_read(workflow_id)
+        steps_read = self._steps_read(workflow_id, None, steps_limit)
+        extras_sql = _extras_sql(self.schema, workflow_id)
+        found, steps, extras = _together(self.alias, [workflow_read[0], steps_read[0], extras_sql])
+        workflow = workflow_read[1](found)
+        if workflow is None:
             return Detail(None)
-        return Detail(found, listing, extras)
+        return Detail(workflow, steps_read[1](steps), _extras_of(extras))
 
     async def steps(
         self,
         workflow_id: str,
         *,
-        actor: str = "",
         cursor: str | None = None,
         limit: int = MAX_STEPS_PAGE,
-    ) -> Listing:
-        listing: Listing = await db_async(self.read_steps)(workflow_id, cursor, limit)
-        return listing
+        actor: str = "",
+    ) -> Listing[Step]:
+        return await _on_thread(self._steps)(workflow_id, cursor, limit)
 
-    def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
-        found: Listing = self._read(self._steps_read(workflow_id, cursor, limit))
-        return found
+    def _steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing[Step]:
+        statement, shape = self._steps_read(workflow_id, cursor, limit)
+        return shape(_together(self.alias, [statement])[0])
 
-    def read_steps(self, workflow_id: str, cursor: str | None, limit: int) -> Listing:
-        """`steps`, on the database thread already."""
-        found: Listing = _timed(functools.partial(self._steps, workflow_id, cursor, limit))
-        return found
-
-    def _steps_read(self, workflow_id: str, cursor: str | None, limit: int) -> Read:
+    def _steps_read(
+        self, workflow_id: str, cursor: str | None, limit: int
+    ) -> tuple[Statement, Callable[[Rows], Listing[Step]]]:
         """A page of steps after the step `cursor` names; only the page is decoded."""
         if cursor and not cursor.lstrip("-").isdigit():
             raise BadCursor(BAD_CURSOR)
-        alias = systemdb.alias_for(self.application)
-
-        def one_page(
-            workflow_id: str, after: int | None = None
-        ) -> models.QuerySet[OperationOutput]:
-            steps = systemdb.steps(self.application).of(workflow_id)
-            if after is not None:
-                steps = steps.filter(function_id__gt=after)
-            return steps[: limit + 1]
-
-        shape = (alias, limit, systemdb.missing_fields(alias, OperationOutput))
+        steps = systemdb.steps(self.application).of(workflow_id)
         if cursor:
-            query = prepared(("steps after", *shape), one_page, str, int)
-            statement = query.bind(workflow_id, int(cursor))
-        else:
-            query = prepared(("steps", *shape), one_page, str)
-            statement = query.bind(workflow_id)
+            steps = steps.filter(function_id__gt=int(cursor))
+        missing = systemdb.missing_fields(self.alias, OperationOutput)
+        fields = tuple(name for name in STEP_FIELDS if name not in missing)
+        page_sql = _sql(steps.values_list(*fields)[: limit + 1])
 
-        def listing(rows: list[Any]) -> Listing:
-            page = query.results(rows)
+        def shape(rows: Rows) -> Listing[Step]:
+            page = [dict(zip(fields, row, strict=True)) for row in rows]
             more = len(page) > limit
             page = page[:limit]
             return Listing(
-                [self.step(row) for row in page],
-                str(page[-1].function_id) if more else None,
+                [_step(row) for row in page],
+                str(page[-1]["function_id"]) if more else None,
                 self.name,
                 self.notice,
             )
 
-        return statement, listing
+        return page_sql, shape
 
-    async def queues(self, *, actor: str = "") -> Rows:
-        found: Rows = await db_async(self.read_queues)()
-        return found
+    async def queues(self, *, actor: str = "") -> QueueConfigs:
+        return await _on_thread(self._queues)()
 
-    def read_queues(self) -> Rows:
-        """`queues`, on the database thread already."""
-        found: Rows = _timed(self._queues)
-        return found
-
-    def _queues(self) -> Rows:
+    def _queues(self) -> QueueConfigs:
         return [
             {field: getattr(queue, field) for field in QUEUE_FIELDS}
             for queue in systemdb.rows(self.application, Queue).order_by("name")
         ]
 
-    async def overview(self, *, now: datetime) -> dict[str, Any]:
-        found: dict[str, Any] = await db_async(self.read_overview)(now)
-        return found
+    async def queue_depths(self, *, actor: str = "") -> QueueDepths:
+        return await _on_thread(self._queue_depths)()
 
-    def read_overview(self, now: datetime) -> dict[str, Any]:
-        """`overview`, on the database thread already."""
-        found: dict[str, Any] = _timed(functools.partial(self._overview, now))
-        return found
-
-    def _overview(self, now: datetime) -> dict[str, Any]:
-        """The dashboard's numbers: status charts for the last hour and day, recent
-        failures, and how deep each queue is."""
-        workflows = systemdb.workflows(self.application)
-        charts = {}
-        for label, window, bucket in CHART_WINDOWS:
-            recent = workflows.filtered(created_after=now - window)
-            charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
-        failures = workflows.filtered(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"])
-        return {
-            "charts": charts,
-            "failures": [
-                self.workflow(row, load_input=False, load_output=False)
-                for row in failures.newest_first()[:RECENT_FAILURES]
-            ],
-            "queues": self._queue_depths(),
-        }
-
-    def read_queue_depths(self) -> dict[str, dict[str, int]]:
-        """How many workflows each queue holds, by status (ENQUEUED, PENDING, DELAYED)."""
-        found: dict[str, dict[str, int]] = _timed(self._queue_depths)
-        return found
-
-    def _queue_depths(self) -> dict[str, dict[str, int]]:
+    def _queue_depths(self) -> QueueDepths:
         # Counted through DBOS's partial indexes of in-flight and delayed workflows.
         depths: dict[str, dict[str, int]] = {}
         for queue, status, count in (
@@ -521,97 +578,21 @@ class DatabaseSource:
             .annotate(count=models.Count("*"))
         ):
             depths.setdefault(queue, {})[status] = count
-        return dict(sorted(depths.items()))
+        return QueueDepths(dict(sorted(depths.items())))
 
-    def _extras(self, workflow_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self._read(self._extras_read(workflow_id))
-        return found
+    async def overview(self, *, now: datetime, actor: str = "") -> Overview:
+        return await _on_thread(self._overview)(now)
 
-    def _extras_read(self, workflow_id: str) -> Read:
-        """Lineage, events with their history, messages and streams of one workflow, in
-        one statement (six ORM queries cost 3.7 ms here, this 0.5 ms)."""
-        return _extras_sql(self.schema, workflow_id), self._extras_of
-
-    @staticmethod
-    def _extras_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-        """The extras' rows, decoded and grouped for the page."""
-        found: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in EXTRAS}
-        for kind, *row in rows:
-            found[kind].append(tuple(row))
-        streams: dict[str, list[Any]] = {}
-        for key, value, serialization, _offset, _ in sorted(
-            found["streams"], key=lambda r: (r[0], r[3])
-        ):
-            decoded = decode(value, serialization)
-            if decoded.value != StreamEntry.CLOSED:
-                streams.setdefault(key, []).append(decoded.value)
-        return {
-            "children": _lineage(found["children"]),
-            "forks": _lineage(found["forks"]),
-            "events": [
-                {"key": key, **_decoded("value", value, serialization, "value")}
-                for key, value, serialization, _, _ in sorted(found["events"], key=lambda r: r[0])
-            ],
-            "history": [
-                {
-                    "key": key,
-                    "function_id": function_id,
-                    **_decoded("value", value, serialization, "value"),
-                }
-                for key, value, serialization, function_id, _ in sorted(
-                    found["history"], key=lambda r: (r[3], r[0])
-                )
-            ],
-            "notifications": [
-                {
-                    "topic": None if topic == Notification.NO_TOPIC else topic,
-                    "created_at": _time(created),
-                    "consumed": bool(consumed),
-                    **_decoded("message", message, serialization, "value"),
-                }
-                for topic, message, serialization, created, consumed in sorted(
-                    found["notifications"], key=lambda r: r[3] or 0
-                )
-            ],
-            "streams": streams,
-        }
-
-    def workflow(
-        self, row: WorkflowStatus | ListedRow, *, load_input: bool, load_output: bool
-    ) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "workflow_id": row.workflow_uuid,
-            "status": row.status,
-            "name": row.name,
-            "class_name": row.class_name,
-            "queue_name": row.queue_name,
-            "application_version": row.application_version,
-            "executor_id": row.executor_id,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "completed_at": row.completed_at,
-            "forked_from": row.forked_from,
-            "parent_workflow_id": row.parent_workflow_id,
-            "application_name": row.application_name,
-            "serialization": row.serialization,
-        }
-        wanted = [("input", "inputs", load_input), ("output", "value", load_output)]
-        wanted.append(("error", "error", load_output))
-        for key, kind, load in wanted:
-            if load:
-                shown |= _decoded(key, row.payload(key), row.serialization, kind)
-        return shown
-
-    def step(self, row: OperationOutput) -> dict[str, Any]:
-        return {
-            "function_id": row.function_id,
-            "function_name": row.function_name,
-            "child_workflow_id": row.child_workflow_id,
-            "started_at": row.started_at,
-            "completed_at": row.completed_at,
-            **_decoded("output", row.output, row.serialization, "value"),
-            **_decoded("error", row.error, row.serialization, "error"),
-        }
+    def _overview(self, now: datetime) -> Overview:
+        """Status charts for the last hour and day, recent failures, and how deep each
+        queue is."""
+        workflows = systemdb.workflows(self.application)
+        charts = {}
+        for label, window, bucket in CHART_WINDOWS:
+            recent = workflows.filtered(created_after=now - window)
+            charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
+        failures = self._list(ListQuery(status=FAILED, limit=RECENT_FAILURES)).items
+        return Overview(charts, failures, self._queue_depths())
 
 
 def _chart(
@@ -693,19 +674,55 @@ def _extras_sql(schema: systemdb.Schema, workflow_id: str) -> tuple[str, list[An
     return " UNION ALL ".join(branches), params
 
 
-def _lineage(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    newest = sorted(rows, key=lambda r: (r[3], r[0]), reverse=True)
-    return [{"workflow_id": w, "status": status, "name": name} for w, status, name, _, _ in newest]
+def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Workflow:
+    """A workflow from its status row's columns (and payloads, where loaded)."""
+    serialization = row.get("serialization")
+    values: dict[str, StoredValue | None] = {}
+    if load_input:
+        values["input"] = _stored(row.get("input_text"), serialization, "inputs")
+    if load_output:
+        values["output"] = _stored(row.get("output_text"), serialization, "value")
+        values["error"] = _stored(row.get("error_text"), serialization, "error")
+    return Workflow(
+        workflow_id=row["workflow_uuid"],
+        status=row.get("status"),
+        name=row.get("name"),
+        class_name=row.get("class_name"),
+        queue_name=row.get("queue_name"),
+        application_version=row.get("application_version"),
+        executor_id=row.get("executor_id"),
+        created_at=_time(row.get("created_at_ms")),
+        updated_at=_time(row.get("updated_at_ms")),
+        completed_at=_time(row.get("completed_at_ms")),
+        forked_from=row.get("forked_from"),
+        parent_workflow_id=row.get("parent_workflow_id"),
+        application_name=row.get("application_name"),
+        serialization=serialization,
+        **values,
+    )
 
 
-def _decoded(key: str, stored: str | None, serialization: str | None, kind: Any) -> dict[str, Any]:
-    if stored is None:
-        return {key: None, f"{key}_format": None}
-    value = decode(stored, serialization, kind=kind)
-    shown: dict[str, Any] = {key: value.value, f"{key}_format": value.format}
-    if value.notes:
-        shown[f"{key}_notes"] = list(value.notes)
-    return shown
+def _step(row: dict[str, Any]) -> Step:
+    serialization = row.get("serialization")
+    return Step(
+        function_id=row["function_id"],
+        function_name=row.get("function_name"),
+        child_workflow_id=row.get("child_workflow_id"),
+        started_at=_time(row.get("started_at_epoch_ms")),
+        completed_at=_time(row.get("completed_at_epoch_ms")),
+        output=_stored(row.get("output"), serialization, "value"),
+        error=_stored(row.get("error"), serialization, "error"),
+    )
+
+
+def _newest_enqueued(enqueued: Any, count: int) -> QueueConfigs:
+    """The newest ENQUEUED rows of `enqueued` (see `newest_enqueued_sql`), by field name."""
+    sql, params = enqueued.newest_enqueued_sql(count)
+    attnames = {field.column: field.attname for field in WorkflowStatus._meta.concrete_fields}
+    with connections[enqueued.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [attnames.get(column.name, column.name) for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _keyset(cursor: str | None) -> tuple[int, str] | None:
@@ -718,18 +735,60 @@ def _keyset(cursor: str | None) -> tuple[int, str] | None:
         raise BadCursor(BAD_CURSOR) from None
 
 
-def _listed_rows(enqueued: WorkflowQuerySet, count: int) -> list[ListedRow]:
-    """The newest ENQUEUED rows of `enqueued` (see `newest_enqueued_sql`) as ListedRows."""
-    sql, params = enqueued.newest_enqueued_sql(count)
-    attnames = {field.column: field.attname for field in WorkflowStatus._meta.concrete_fields}
-    with connections[enqueued.db].cursor() as cursor:
-        cursor.execute(sql, params)
-        names = [attnames.get(column.name, column.name) for column in cursor.description]
-        return [ListedRow(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+def _keyset_cursor(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(
+        f"{row['created_at_ms']}~{row['workflow_uuid']}".encode()
+    ).decode()
 
 
-def _keyset_cursor(row: WorkflowStatus | ListedRow) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at_ms}~{row.workflow_uuid}".encode()).decode()
+def _extras_of(rows: Sequence[tuple[Any, ...]]) -> Extras:
+    """The extras' rows (see `_extras_sql`), decoded and grouped for the page."""
+    found: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in EXTRAS}
+    for kind, *row in rows:
+        found[kind].append(tuple(row))
+    streams: dict[str, list[Any]] = {}
+    for key, value, serialization, _offset, _ in sorted(
+        found["streams"], key=lambda r: (r[0], r[3])
+    ):
+        decoded = decode(value, serialization)
+        if decoded.value != StreamEntry.CLOSED:
+            streams.setdefault(key, []).append(decoded.value)
+    return Extras(
+        children=_lineage(found["children"]),
+        forks=_lineage(found["forks"]),
+        events=[
+            Event(key, _stored_or_none(value, serialization))
+            for key, value, serialization, _, _ in sorted(found["events"], key=lambda r: r[0])
+        ],
+        history=[
+            Event(key, _stored_or_none(value, serialization), function_id)
+            for key, value, serialization, function_id, _ in sorted(
+                found["history"], key=lambda r: (r[3], r[0])
+            )
+        ],
+        notifications=[
+            Message(
+                None if topic == Notification.NO_TOPIC else topic,
+                _stored_or_none(message, serialization),
+                _time(created),
+                bool(consumed),
+            )
+            for topic, message, serialization, created, consumed in sorted(
+                found["notifications"], key=lambda r: r[3] or 0
+            )
+        ],
+        streams=streams,
+    )
+
+
+def _stored_or_none(text: str | None, serialization: str | None) -> StoredValue:
+    """An event's or message's value: a value of None when nothing is stored."""
+    return _stored(text, serialization, "value") or StoredValue(None, None)
+
+
+def _lineage(rows: list[tuple[Any, ...]]) -> list[Workflow]:
+    newest = sorted(rows, key=lambda r: (r[3], r[0]), reverse=True)
+    return [Workflow(w, status=status, name=name) for w, status, name, _, _ in newest]
 
 
 class ExecutorSource:
@@ -741,7 +800,7 @@ class ExecutorSource:
         self.application = application
         self.notice = notice
 
-    async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
+    async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]:
         offset = 0
         if query.cursor:
             if not query.cursor.isdigit():
@@ -772,21 +831,22 @@ class ExecutorSource:
         rows = relay.expect(answer.response, ListWorkflowsResponse).output
         language = answer.executor.language
         return Listing(
-            items=[_from_executor(row, language) for row in rows[: query.limit]],
-            next_cursor=str(offset + query.limit) if len(rows) > query.limit else None,
-            source=self.name,
-            notice=self.notice,
+            [_from_executor(row, language) for row in rows[: query.limit]],
+            str(offset + query.limit) if len(rows) > query.limit else None,
+            self.name,
+            self.notice,
         )
 
-    async def get(self, workflow_id: str, *, actor: str = "") -> dict[str, Any] | None:
+    async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None:
         answer = await relay.ask(
             self.application, GetWorkflowRequest(workflow_id=workflow_id), actor_name=actor
         )
         row = relay.expect(answer.response, GetWorkflowResponse).output
         return None if row is None else _from_executor(row, answer.executor.language)
 
-    async def extras(self, workflow_id: str, *, actor: str = "") -> dict[str, Any]:
-        return await _executor_extras(self, workflow_id, actor)
+    async def stored(self, workflow_id: str, *, actor: str = "") -> Workflow | None:
+        """Through an executor, a value as stored is the text it shows for it."""
+        return await self.get(workflow_id, actor=actor)
 
     async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
         """The workflow (a relay error here fails the page), then its first steps and
@@ -797,27 +857,20 @@ class ExecutorSource:
         try:
             steps, extras = await asyncio.gather(
                 self.steps(workflow_id, actor=actor, limit=steps_limit),
-                self.extras(workflow_id, actor=actor),
+                self._extras(workflow_id, actor=actor),
             )
         except relay.RelayError as exc:
             return Detail(workflow, partial=str(exc))
         return Detail(workflow, steps, extras)
 
-    async def queues(self, *, actor: str = "") -> Rows:
-        answer = await relay.request(self.application, ListQueuesRequest(), actor_name=actor)
-        return [
-            {field: getattr(queue, field) for field in QUEUE_FIELDS}
-            for queue in relay.expect(answer, ListQueuesResponse).output
-        ]
-
     async def steps(
         self,
         workflow_id: str,
         *,
-        actor: str = "",
         cursor: str | None = None,
         limit: int = MAX_STEPS_PAGE,
-    ) -> Listing:
+        actor: str = "",
+    ) -> Listing[Step]:
         """A page of steps; the cursor counts the steps already shown (list_steps pages by
         offset)."""
         if cursor and not cursor.isdigit():
@@ -834,50 +887,87 @@ class ExecutorSource:
             self.name,
         )
 
+    async def queues(self, *, actor: str = "") -> QueueConfigs:
+        answer = await relay.request(self.application, ListQueuesRequest(), actor_name=actor)
+        return [
+            {field: getattr(queue, field) for field in QUEUE_FIELDS}
+            for queue in relay.expect(answer, ListQueuesResponse).output
+        ]
 
-async def _executor_extras(source: ExecutorSource, workflow_id: str, actor: str) -> dict[str, Any]:
-    """What an executor can tell about one workflow besides itself (display text), its
-    five requests sent at once. An event's history is not among it: no request asks for
-    it (the page says so)."""
-    ask = functools.partial(relay.request, source.application, actor_name=actor)
-    answers = await asyncio.gather(
-        ask(GetWorkflowEventsRequest(workflow_id=workflow_id)),
-        ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
-        ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)),
-        ask(
-            ListWorkflowsRequest(
-                body=ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)
-            )
-        ),
-        ask(
-            ListWorkflowsRequest(
-                body=ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)
-            )
-        ),
-    )
-    events = relay.expect(answers[0], GetWorkflowEventsResponse)
-    messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
-    streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
-    related = {
-        key: [_from_executor(row, "") for row in relay.expect(answer, ListWorkflowsResponse).output]
-        for key, answer in (("children", answers[3]), ("forks", answers[4]))
-    }
-    return {
-        **related,
-        "events": [{"key": e.key, "value": e.value} for e in events.events],
-        "history": [],
-        "history_unavailable": True,
-        "notifications": [
-            {
-                "topic": n.topic,
-                "message": n.message,
-                "created_at": _time(n.created_at_epoch_ms),
-                "consumed": n.consumed,
-            }
-            for n in messages.notifications
-        ],
-        "streams": {stream.key or "": stream.values for stream in streams.streams},
-    }
+    async def queue_depths(self, *, actor: str = "") -> QueueDepths:
+        """Counted from a bounded sample of the queued workflows."""
+        sample = await self.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE), actor=actor)
+        depths: dict[str, dict[str, int]] = {}
+        for workflow in sample.items:
+            counts = depths.setdefault(workflow.queue_name or "", {})
+            status = workflow.status or ""
+            counts[status] = counts.get(status, 0) + 1
+        sampled = RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
+        return QueueDepths(dict(sorted(depths.items())), sampled)
+
+    async def overview(self, *, now: datetime, actor: str = "") -> Overview:
+        """Recent failures and queue depths, asked at once; what the executor cannot
+        answer is said, and the rest still shows. No charts: they would need every
+        workflow of the window."""
+        failures, depths = await asyncio.gather(
+            self.list(ListQuery(status=FAILED, limit=RECENT_FAILURES), actor=actor),
+            self.queue_depths(actor=actor),
+            return_exceptions=True,
+        )
+        for answer in (failures, depths):
+            if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+                raise answer
+        problems = [str(a) for a in (failures, depths) if isinstance(a, relay.RelayError)]
+        return Overview(
+            failures=None if isinstance(failures, BaseException) else failures.items,
+            queues=None if isinstance(depths, BaseException) else depths,
+            unavailable=" ".join(dict.fromkeys(problems)),
+        )
+
+    async def _extras(self, workflow_id: str, *, actor: str) -> Extras:
+        """What an executor can tell about one workflow besides itself (display text), its
+        five requests sent at once. An event's history is not among it: no request asks
+        for it (the page says so)."""
+        ask = functools.partial(relay.request, self.application, actor_name=actor)
+        answers = await asyncio.gather(
+            ask(GetWorkflowEventsRequest(workflow_id=workflow_id)),
+            ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
+            ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)),
+            ask(
+                ListWorkflowsRequest(
+                    body=ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)
+                )
+            ),
+            ask(
+                ListWorkflowsRequest(
+                    body=ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)
+                )
+            ),
+        )
+        events = relay.expect(answers[0], GetWorkflowEventsResponse)
+        messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
+        streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
+        children, forks = (
+            [_from_executor(row, "") for row in relay.expect(answer, ListWorkflowsResponse).output]
+            for answer in answers[3:]
+        )
+        shown = _display("")
+        return Extras(
+            children=children,
+            forks=forks,
+            events=[Event(e.key or "", StoredValue(e.value, shown)) for e in events.events],
+            history_unavailable=True,
+            notifications=[
+                Message(
+                    n.topic,
+                    StoredValue(n.message, shown),
+                    _time(n.created_at_epoch_ms),
+                    bool(n.consumed),
+                )
+                for n in messages.notifications
+            ],
+            streams={stream.key or "": stream.values for stream in streams.streams},
+        )
 
 
 def _display(language: str) -> str:
@@ -885,62 +975,44 @@ def _display(language: str) -> str:
     return f"{language or 'unknown'}-display"
 
 
-def _from_executor(row: WorkflowsOutput, language: str) -> dict[str, Any]:
-    shown = _display(language)
-    return {
-        "workflow_id": row.workflow_uuid or "",
-        "status": row.status,
-        "name": row.workflow_name,
-        "class_name": row.workflow_class_name,
-        "queue_name": row.queue_name,
-        "application_version": row.application_version,
-        "executor_id": row.executor_id,
-        "created_at": _time(row.created_at),
-        "updated_at": _time(row.updated_at),
-        "completed_at": _time(row.completed_at),
-        "forked_from": row.forked_from,
-        "parent_workflow_id": row.parent_workflow_id,
-        "application_name": row.application_name,
-        "input": row.input,
-        "output": row.output,
-        "error": row.error,
-        "input_format": shown if row.input is not None else None,
-        "output_format": shown if row.output is not None else None,
-        "error_format": shown if row.error is not None else None,
-    }
+def _shown(text: Any, language: str) -> StoredValue | None:
+    return None if text is None else StoredValue(text, _display(language))
 
 
-def _step_from_executor(row: WorkflowSteps, language: str) -> dict[str, Any]:
-    shown = _display(language)
-    return {
-        "function_id": row.function_id,
-        "function_name": row.function_name,
-        "output": row.output,
-        "error": row.error,
-        "output_format": shown if row.output is not None else None,
-        "error_format": shown if row.error is not None else None,
-        "child_workflow_id": row.child_workflow_id,
-        "started_at": _time(row.started_at_epoch_ms),
-        "completed_at": _time(row.completed_at_epoch_ms),
-    }
+def _from_executor(row: WorkflowsOutput, language: str) -> Workflow:
+    return Workflow(
+        workflow_id=row.workflow_uuid or "",
+        status=row.status,
+        name=row.workflow_name,
+        class_name=row.workflow_class_name,
+        queue_name=row.queue_name,
+        application_version=row.application_version,
+        executor_id=row.executor_id,
+        created_at=_time(row.created_at),
+        updated_at=_time(row.updated_at),
+        completed_at=_time(row.completed_at),
+        forked_from=row.forked_from,
+        parent_workflow_id=row.parent_workflow_id,
+        application_name=row.application_name,
+        input=_shown(row.input, language),
+        output=_shown(row.output, language),
+        error=_shown(row.error, language),
+    )
 
 
-Source = DatabaseSource | ExecutorSource
+def _step_from_executor(row: WorkflowSteps, language: str) -> Step:
+    return Step(
+        function_id=row.function_id,
+        function_name=row.function_name,
+        child_workflow_id=row.child_workflow_id,
+        started_at=_time(row.started_at_epoch_ms),
+        completed_at=_time(row.completed_at_epoch_ms),
+        output=_shown(row.output, language),
+        error=_shown(row.error, language),
+    )
 
 
-def database_source(application: Application) -> DatabaseSource | None:
-    """`source_for`, on the database thread, when it is the system database; None when it
-    is not (no system database, or one that cannot be read: `source_for` says why)."""
-    if not application.system_database_url:
-        return None
-    try:
-        schema = systemdb.cached_schema(application) or systemdb.schema_of(application)
-    except systemdb.SystemDatabaseError:
-        return None
-    return DatabaseSource(application, schema)
-
-
-async def source_for(application: Application) -> Source:
+async def source_for(application: Application) -> DatabaseSource | ExecutorSource:
     """The system database when it is configured and reachable, else the executors."""
     if not application.system_database_url:
         return ExecutorSource(application)

@@ -23,7 +23,6 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.models import Model, QuerySet
 
-from stepchange.env import SQLITE_ENGINE
 from stepchange.models import Application
 from workflows.models import (
     SYSTEM_MODELS,
@@ -165,7 +164,6 @@ def _settings_for(application: Application) -> dict[str, Any]:
         }
         config["CONN_MAX_AGE"] = 0
     else:
-        config["ENGINE"] = SQLITE_ENGINE
         config["OPTIONS"] = {"timeout": 30}
     # Used to notice a changed URL or schema; never shown.
     config["_SOURCE"] = f"{url}#{schema}#{settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS}"

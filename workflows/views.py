@@ -7,15 +7,17 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 import asyncio
 import uuid
 from collections.abc import Awaitable
+from dataclasses import fields
 from datetime import UTC
 from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.db import OperationalError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -23,11 +25,12 @@ from django.views.decorators.http import require_POST
 
 from conductor import relay
 from conductor.registry import live_executors
-from stepchange.access import PERM_OPERATE, login_required
-from stepchange.api import app_view, application_for
-from stepchange.asyncdb import db_async
+from stepchange.access import aapplication_for, application_for
+from stepchange.asyncdb import arender, db_async
+from stepchange.converters import workflow_urls
+from stepchange.http import HtmxHttpRequest
 from stepchange.models import Application, AuditRecord, SavedView
-from stepchange.prepared import prepared
+from stepchange.roles import PERM_OPERATE
 from workflows.actions import (
     ACTIVE,
     EXPLANATIONS,
@@ -56,11 +59,12 @@ from workflows.sources import (
     BadCursor,
     DatabaseSource,
     Detail,
-    Listing,
     ListQuery,
+    QueueDepths,
     SlowQuery,
     Source,
-    database_source,
+    StoredValue,
+    Workflow,
     source_for,
     split_names,
 )
@@ -117,67 +121,52 @@ class WorkflowFilterForm(forms.Form):
         )
 
 
-def _list_on_thread(
-    request: HttpRequest, application: Application, queued: bool = False
-) -> HttpResponse | None:
-    """The list page, read and made in the trip that checked the application, when the
-    system database is its source."""
-    source = database_source(application)
-    if source is None:
-        return None
-    form, context = _list_form(request, application, queued)
-    if "count" in request.GET:
-        return _count_answer(source, form, queued)
-    if form.is_valid() or not form.is_bound:
-        context["source"] = source.name
-        try:
-            context["listing"] = source.read_list(form.query(queued=queued))
-            if queued and not request.htmx:  # type: ignore[attr-defined]
-                # The page's queue table; the rows' own refresh does not show it.
-                context["queue_table"] = _queue_table(
-                    source.read_queues(), source.read_queue_depths(), sampled=None
-                )
-        except BadCursor as exc:
-            form.add_error("cursor", str(exc))
-        except SlowQuery as exc:
-            context["unavailable"] = str(exc)
-    return _show_list(request, application, context)
-
-
-@app_view(on_thread=_list_on_thread)
+@login_required
 async def workflow_list(
-    request: HttpRequest, application: Application, queued: bool = False
+    request: HtmxHttpRequest, app_name: str, queued: bool = False
 ) -> HttpResponse:
-    """The list page filled through the executors: there is no system database to read, or
-    it cannot be read (the page says so)."""
+    """The list (or the queued list): read from the system database, or through the
+    executors when there is none to read (the page says which)."""
+    application = await aapplication_for(request, app_name)
+    source = await source_for(application)
     form, context = _list_form(request, application, queued)
     if "count" in request.GET:
-        # Counts come from the system database only; the page asks for none without one.
-        return HttpResponse("")
+        return await _count_answer(source, form, queued)
     if form.is_valid() or not form.is_bound:
-        source = await source_for(application)
         context["source"] = source.name
+        query = form.query(queued=queued)
         try:
-            if queued and not request.htmx:  # type: ignore[attr-defined]
-                context |= await _relayed_queued(source, form.query(queued=queued))
+            if queued and not request.htmx:
+                # The page's queue table; the rows' own refresh does not show it.
+                context |= await _queued_page(source, query)
             else:
-                context["listing"] = await source.list(form.query(queued=queued))
+                context["listing"] = await source.list(query)
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
-    shown: HttpResponse = await db_async(_show_list)(request, application, context)
-    return shown
+    if "listing" in context:
+        context["rows"] = _rows(application, context["listing"].items)
+    return await arender(
+        request,
+        _list_template(request),
+        await db_async(_with_saved_views)(request, application, context),
+    )
 
 
-def _count_answer(source: DatabaseSource, form: "WorkflowFilterForm", queued: bool) -> HttpResponse:
+def _list_template(request: HtmxHttpRequest) -> str:
+    template = "workflows/list.html"
+    return template + "#workflow-rows" if request.htmx else template
+
+
+async def _count_answer(source: Source, form: WorkflowFilterForm, queued: bool) -> HttpResponse:
     """How many workflows the list's filters keep, for the line above its rows (asked
-    after the rows, each time they come)."""
-    if form.is_bound and not form.is_valid():
-        return HttpResponse("")  # the form says what is wrong
+    after the rows, each time they come); counts come from the system database only."""
+    if not isinstance(source, DatabaseSource) or (form.is_bound and not form.is_valid()):
+        return HttpResponse("")  # the form says what is wrong, if anything
     try:
-        found = source.read_count(form.query(queued=queued))
-    except OperationalError:
+        found = await source.count(form.query(queued=queued))
+    except (OperationalError, SlowQuery):
         found = None
     if found is None:
         text = "not counted: it would take too long"
@@ -188,63 +177,52 @@ def _count_answer(source: DatabaseSource, form: "WorkflowFilterForm", queued: bo
 
 
 async def _asked_at_once(*asking: Awaitable[Any]) -> list[Any]:
-    """What each of `asking` answered, asked of an executor at once: its answer, or the
-    RelayError it failed with (any other error is raised)."""
+    """What each of `asking` answered, asked at once: its answer, or the RelayError or
+    SlowQuery it failed with (any other error is raised)."""
     answers = await asyncio.gather(*asking, return_exceptions=True)
     for answer in answers:
-        if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+        if isinstance(answer, BaseException) and not isinstance(
+            answer, relay.RelayError | SlowQuery
+        ):
             raise answer
     return answers
 
 
-def _queue_sample() -> ListQuery:
-    """The queued workflows an executor is asked for to count each queue's depth from."""
-    return ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE)
-
-
-def _sampled_depths(sample: Listing) -> tuple[dict[str, dict[str, int]], int | None]:
-    """How many of `sample`'s workflows each queue holds, by status; and, if the executor
-    had more than it listed, how many it listed (the depths are at least these)."""
-    depths: dict[str, dict[str, int]] = {}
-    for row in sample.items:
-        counts = depths.setdefault(row.get("queue_name") or "", {})
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return dict(sorted(depths.items())), RELAYED_QUEUE_SAMPLE if sample.next_cursor else None
-
-
-async def _relayed_queued(source: Source, query: ListQuery) -> dict[str, Any]:
-    """The queued page's rows, the queues' configuration and a bounded sample to count each
-    queue's depth from, asked of an executor at once: the rows show even if the rest
-    cannot be had (which the page says)."""
-    listing, configs, sample = await _asked_at_once(
-        source.list(query), source.queues(), source.list(_queue_sample())
+async def _queued_page(source: Source, query: ListQuery) -> dict[str, Any]:
+    """The queued page's rows, the queues' configuration and each queue's depth, asked at
+    once: the rows show even if the rest cannot be had (which the page says)."""
+    listing, configs, depths = await _asked_at_once(
+        source.list(query), source.queues(), source.queue_depths()
     )
-    if isinstance(listing, relay.RelayError):
+    if isinstance(listing, BaseException):
         raise listing
     found: dict[str, Any] = {"listing": listing}
-    failed = next((a for a in (configs, sample) if isinstance(a, relay.RelayError)), None)
+    failed = next((a for a in (configs, depths) if isinstance(a, BaseException)), None)
     if failed is not None:
         found["unavailable"] = f"The queues could not be read: {failed}"
     else:
-        depths, sampled = _sampled_depths(sample)
-        found["queue_table"] = _queue_table(configs, depths, sampled=sampled)
+        found["queue_table"] = _queue_table(configs, depths)
     return found
 
 
-def _queue_table(
-    configs: list[dict[str, Any]], depths: dict[str, dict[str, int]], *, sampled: int | None
-) -> dict[str, Any]:
+def _queue_table(configs: list[dict[str, Any]], depths: QueueDepths) -> dict[str, Any]:
     """The queued page's table: each queue configured or holding workflows, its
     configuration (None if it has none in the `queues` table) and what it holds."""
     configured = {config["name"]: config for config in configs}
-    names = sorted(set(configured) | set(depths))
+    names = sorted(set(configured) | set(depths.depths))
     return {
         "rows": [
-            {"name": name, "config": configured.get(name), "counts": depths.get(name, {})}
+            {"name": name, "config": configured.get(name), "counts": depths.depths.get(name, {})}
             for name in names
         ],
-        "sampled": sampled,
+        "sampled": depths.sampled,
     }
+
+
+def _rows(application: Application, workflows: list[Workflow]) -> list[tuple[str, Workflow]]:
+    """Each workflow with its page's URL, reversed once for the whole list."""
+    url = workflow_urls(application.name)
+    return [(url(workflow.workflow_id), workflow) for workflow in workflows]
 
 
 def _list_form(
@@ -265,63 +243,26 @@ def _list_form(
     return form, context
 
 
-def _show_list(
+def _with_saved_views(
     request: HttpRequest, application: Application, context: dict[str, Any]
-) -> HttpResponse:
+) -> dict[str, Any]:
     context["saved_views"], may_act = _saved_views(request, application)
     context["may_act"] = not context["queued"] and may_act
-    template = "workflows/list.html"
-    if request.htmx:  # type: ignore[attr-defined]
-        template += "#workflow-rows"
-    return render(request, template, context)
+    return context
 
 
-def _detail_on_thread(
-    request: HttpRequest, application: Application, workflow_id: str
-) -> HttpResponse | None:
-    """A workflow's page, read and made in the trip that checked the application, when the
-    system database is its source."""
-    source = database_source(application)
-    if source is None:
-        return None
-    if "raw" in request.GET:
-        return _raw_stored(source, workflow_id, request.GET["raw"])
-    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
-        return None
-    context = _detail_context(application, source)
-    try:
-        detail = source.read_detail(workflow_id, steps_limit=STEPS_PER_PAGE)
-    except SlowQuery as exc:
-        context["unavailable"] = str(exc)
-        return render(request, "workflows/detail.html", context, status=exc.status)
-    return _show_detail(request, workflow_id, context, detail)
-
-
-@app_view(on_thread=_detail_on_thread)
+@login_required
 async def workflow_detail(
-    request: HttpRequest, application: Application, workflow_id: str
+    request: HtmxHttpRequest, app_name: str, workflow_id: str
 ) -> HttpResponse:
-    """A workflow's page filled through the executors (there is no system database to read,
-    or it cannot be read: the page says so), and the "more steps" rows of either source."""
+    """A workflow's page (or, for htmx, its live header or its "more steps" rows; or one
+    value as stored, for its "Raw, as stored" box)."""
+    application = await aapplication_for(request, app_name)
     source = await source_for(application)
     if "raw" in request.GET:
-        key = request.GET["raw"]
-        if isinstance(source, DatabaseSource):
-            raw: HttpResponse = await db_async(_raw_stored)(source, workflow_id, key)
-            return raw
-        # Through an executor, the values are the text it shows for them.
-        if key not in STORED_VALUES:
-            return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
-        try:
-            found = await source.get(workflow_id)
-        except relay.RelayError as exc:
-            return _raw_answer(str(exc), status=exc.status)
-        if found is None:
-            return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
-        return _raw_answer(found.get(key), serialization=found.get(f"{key}_format"))
-    context = _detail_context(application, source)
-    if request.htmx and "steps_cursor" in request.GET:  # type: ignore[attr-defined]
-        # "More steps": just the next rows.
+        return await _raw(source, workflow_id, request.GET["raw"])
+    context = {"application": application, "source": source.name, "notice": source.notice}
+    if request.htmx and "steps_cursor" in request.GET:
         try:
             page = await source.steps(
                 workflow_id, cursor=request.GET["steps_cursor"], limit=STEPS_PER_PAGE
@@ -337,8 +278,31 @@ async def workflow_detail(
     except (relay.RelayError, SlowQuery) as exc:
         context["unavailable"] = str(exc)
         return await arender(request, "workflows/detail.html", context, status=exc.status)
-    shown: HttpResponse = await db_async(_show_detail)(request, workflow_id, context, detail)
-    return shown
+    if detail.workflow is None:
+        context["workflow_id"] = workflow_id
+        return await arender(request, "workflows/not_found.html", context, status=404)
+    if request.htmx and request.GET.get("part") == "head":
+        if request.GET.get("was") != detail.workflow.status:
+            # The status moved on: the steps, output and actions changed with it.
+            return HttpResponse(headers={"HX-Refresh": "true"})
+        return await arender(
+            request, "workflows/detail.html#wf-head", _detail_context(context, detail)
+        )
+    context = await db_async(_with_controls)(request, application, _detail_context(context, detail))
+    return await arender(request, "workflows/detail.html", context)
+
+
+def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
+    workflow = detail.workflow
+    assert workflow is not None
+    context |= {f.name: getattr(detail.extras, f.name) for f in fields(detail.extras)}
+    context["workflow"] = workflow
+    if detail.steps is not None:
+        context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
+    # The workflow itself is shown; what could not be fetched says so.
+    context["partial"] = detail.partial
+    context["duration"] = workflow.duration
+    return context
 
 
 RAW_UNKNOWN = "No value named {key!r}: ask for input, output or error."
@@ -346,17 +310,23 @@ WORKFLOW_GONE = "Workflow {workflow_id} is no longer there."
 RAW_SHOWN_CHARS = 1_000_000
 
 
-def _raw_stored(source: DatabaseSource, workflow_id: str, key: str) -> HttpResponse:
-    """A workflow value as the system database stores it (see `_raw_answer`)."""
+async def _raw(source: Source, workflow_id: str, key: str) -> HttpResponse:
+    """A workflow value as stored (see `_raw_answer`)."""
     if key not in STORED_VALUES:
         return _raw_answer(RAW_UNKNOWN.format(key=key), status=400)
     try:
-        stored = source.read_stored(workflow_id)
-    except SlowQuery as exc:
+        found = await source.stored(workflow_id)
+    except (relay.RelayError, SlowQuery) as exc:
         return _raw_answer(str(exc), status=exc.status)
-    if stored is None:
+    if found is None:
         return _raw_answer(WORKFLOW_GONE.format(workflow_id=workflow_id), status=404)
-    return _raw_answer(stored[key], serialization=stored["serialization"])
+    value: StoredValue | None = getattr(found, key)
+    if value is None:
+        return _raw_answer(None)
+    # From the system database, the text as stored; through an executor, the text it shows.
+    text = value.raw if value.raw is not None else value.value
+    serialization = found.serialization if value.raw is not None else value.format
+    return _raw_answer(text, serialization=serialization)
 
 
 def _raw_answer(
@@ -393,37 +363,6 @@ def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> 
     )
 
 
-def _detail_context(application: Application, source: Source) -> dict[str, Any]:
-    return {"application": application, "source": source.name, "notice": source.notice}
-
-
-def _show_detail(
-    request: HttpRequest, workflow_id: str, context: dict[str, Any], detail: Detail
-) -> HttpResponse:
-    """A workflow's page (or its header alone, for the live refresh) with the actions the
-    caller may take, or the page saying there is no such workflow."""
-    workflow = detail.workflow
-    if workflow is None:
-        context |= {"workflow_id": workflow_id}
-        return render(request, "workflows/not_found.html", context, status=404)
-    context["workflow"] = workflow
-    if detail.steps is not None:
-        context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
-    context.update(detail.extras)
-    if detail.partial:
-        # The workflow itself is shown; what could not be fetched says so.
-        context["partial"] = detail.partial
-    context["duration"] = _duration(workflow)
-    template = "workflows/detail.html"
-    if request.htmx and request.GET.get("part") == "head":  # type: ignore[attr-defined]
-        if request.GET.get("was") != workflow.get("status"):
-            # The status moved on: the steps, output and actions changed with it.
-            return HttpResponse(headers={"HX-Refresh": "true"})
-        template += "#wf-head"
-    context.update(_controls(request, context["application"], workflow))
-    return render(request, template, context)
-
-
 AUDIT_HISTORY_SIZE = 20
 
 
@@ -433,14 +372,16 @@ def _audit_history(application_name: str, workflow_id: str) -> QuerySet[AuditRec
     return records[:AUDIT_HISTORY_SIZE]
 
 
-def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) -> dict[str, Any]:
-    """What the caller may do to the workflow, and what was done to it."""
+def _with_controls(
+    request: HttpRequest, application: Application, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The page's context, with what the caller may do to the workflow, and what was done
+    to it."""
+    workflow: Workflow = context["workflow"]
     controls: dict[str, Any] = {
         "may_act": request.user.has_perm(PERM_OPERATE),
-        "active": workflow.get("status") in ACTIVE,
-        "audit_history": prepared(("audit history",), _audit_history, str, str).fetch(
-            application.name, workflow["workflow_id"]
-        ),
+        "active": workflow.status in ACTIVE,
+        "audit_history": list(_audit_history(application.name, workflow.workflow_id)),
     }
     if controls["may_act"]:
         # The connected executors decide what is offered and how forms are filled; a
@@ -453,7 +394,7 @@ def _controls(request: HttpRequest, application: Any, workflow: dict[str, Any]) 
             "first_step": Sdk.of(executors[0]).first_step if executors else 1,
             "live_versions": sorted({e.application_version for e in executors} - {""}),
         }
-    return controls
+    return context | controls
 
 
 def _saved_views(request: HttpRequest, application: Any) -> tuple[list[SavedView], bool]:
@@ -513,57 +454,39 @@ CHART_ORDER = [
 CHART_WIDTH, CHART_HEIGHT = 720, 110
 
 
-@app_view
-async def dashboard(request: HttpRequest, application: Application) -> HttpResponse:
+@login_required
+async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
+    application = await aapplication_for(request, app_name)
     source = await source_for(application)
     context: dict[str, Any] = {
         "application": application,
         "source": source.name,
         "notice": source.notice,
+        "chart_width": CHART_WIDTH,
+        "chart_height": CHART_HEIGHT,
         **await db_async(_registry_summary)(application),
     }
-    if isinstance(source, DatabaseSource):
-        try:
-            overview = await source.overview(now=timezone.now())
-        except SlowQuery as exc:
-            # The executors, requests and notices above still show.
-            context["unavailable"] = str(exc)
-        else:
-            charts = overview["charts"].items()
-            context["charts"] = {label: {**chart, "bars": _bars(chart)} for label, chart in charts}
-            context["failures"] = overview["failures"]
-            context["queues"] = overview["queues"]
+    try:
+        overview = await source.overview(now=timezone.now())
+    except SlowQuery as exc:
+        # The executors, requests and notices above still show.
+        context["unavailable"] = str(exc)
     else:
-        context |= await _relayed_overview(source)
-    context["chart_width"], context["chart_height"] = CHART_WIDTH, CHART_HEIGHT
+        context["unavailable"] = overview.unavailable
+        if overview.charts is not None:
+            charts = overview.charts.items()
+            context["charts"] = {label: {**chart, "bars": _bars(chart)} for label, chart in charts}
+        context["failures"] = overview.failures
+        if overview.queues is not None:
+            context["queues"] = overview.queues.depths
+            context["queues_sampled"] = overview.queues.sampled
     template = "workflows/dashboard.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#dashboard"
     return await arender(request, template, context)
 
 
-# How many queued workflows an executor is asked for, to count the dashboard's queue depths
-# when there is no system database to count them in.
-RELAYED_QUEUE_SAMPLE = 500
 RECENT_CONNECTIONS = 8
-
-
-async def _relayed_overview(source: Source) -> dict[str, Any]:
-    """The dashboard's recent failures and queue depths, asked of an executor (both at
-    once); what it cannot answer is said, and the rest still shows."""
-    failures, sample = await _asked_at_once(
-        source.list(ListQuery(status=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], limit=10)),
-        source.list(_queue_sample()),
-    )
-    found: dict[str, Any] = {}
-    problems = [str(a) for a in (failures, sample) if isinstance(a, relay.RelayError)]
-    if problems:
-        found["unavailable"] = " ".join(dict.fromkeys(problems))
-    if not isinstance(failures, relay.RelayError):
-        found["failures"] = failures.items
-    if not isinstance(sample, relay.RelayError):
-        found["queues"], found["queues_sampled"] = _sampled_depths(sample)
-    return found
 
 
 def _registry_summary(application: Any) -> dict[str, Any]:
@@ -621,20 +544,6 @@ def _bars(chart: dict[str, Any]) -> list[dict[str, Any]]:
     return bars
 
 
-async def arender(
-    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
-) -> HttpResponse:
-    """Render on the database thread: the layout's context processors query the database."""
-    response: HttpResponse = await db_async(render)(request, template, context, status=status)
-    return response
-
-
-def _duration(workflow: dict[str, Any]) -> float | None:
-    if workflow.get("completed_at") and workflow.get("created_at"):
-        return float((workflow["completed_at"] - workflow["created_at"]).total_seconds())
-    return None
-
-
 class ActionForm(forms.Form):
     """Every field an action may take; each action's panel shows the ones it uses."""
 
@@ -676,7 +585,7 @@ class ActionForm(forms.Form):
 async def workflow_action(
     request: HttpRequest, app_name: str, workflow_id: str, action: str
 ) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
     back = reverse("workflow-detail", args=[app_name, workflow_id])
     try:
         chosen = Action(action)
@@ -741,7 +650,7 @@ class BulkForm(ActionForm):
 @login_required
 async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
     """GET: the preview and confirmation of a bulk action. POST: start it."""
-    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
     data = request.POST if request.method == "POST" else request.GET
     form = BulkForm({**data.dict(), "ids": data.getlist("ids")})
     back = f"{reverse('workflows', args=[app_name])}?{data.get('filter', '')}"
@@ -825,8 +734,9 @@ def _describe(query: str) -> str:
     return "filter " + (", ".join(shown) or "(everything)")
 
 
-@app_view
-async def bulk_jobs_page(request: HttpRequest, application: Application) -> HttpResponse:
+@login_required
+async def bulk_jobs_page(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = await aapplication_for(request, app_name)
     jobs = await db_async(_recent_jobs)(application)
     return await arender(
         request, "workflows/bulk_jobs.html", {"application": application, "jobs": jobs}
@@ -837,13 +747,12 @@ def _recent_jobs(application: Any) -> list[tuple[BulkJob, dict[str, int]]]:
     return [(job, progress(job)) for job in BulkJob.objects.filter(application=application)[:50]]
 
 
-@app_view
-async def bulk_job_page(
-    request: HttpRequest, application: Application, job_id: int
-) -> HttpResponse:
+@login_required
+async def bulk_job_page(request: HtmxHttpRequest, app_name: str, job_id: int) -> HttpResponse:
+    application = await aapplication_for(request, app_name)
     context = await db_async(_job_context)(request, application, job_id)
     template = "workflows/bulk_job.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         if context["job"].finished:
             # Finished: the per-workflow results changed, so show the whole page again.
             return HttpResponse(headers={"HX-Refresh": "true"})
@@ -873,7 +782,7 @@ def _job_context(request: HttpRequest, application: Any, job_id: int) -> dict[st
 @login_required
 @require_POST
 async def bulk_job_retry_view(request: HttpRequest, app_name: str, job_id: int) -> HttpResponse:
-    application = await db_async(application_for)(request, app_name, PERM_OPERATE)
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
     job = await db_async(get_object_or_404)(BulkJob, application=application, pk=job_id)
     try:
         await db_async(bulk_job_retry)(job=job, user=request.user, request=request)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.db import migrations
 
-from stepchange.access import roles_sync
+from stepchange.roles import roles_sync
 
 
 def create_roles(apps: Any, schema_editor: Any) -> None:

@@ -14,7 +14,7 @@ from django import template
 from django.template.context import Context
 from django.utils.safestring import SafeString, mark_safe
 
-from stepchange.access import PERM_ADMINISTER
+from stepchange.roles import PERM_ADMINISTER
 from stepchange.templatetags.quick import context_url
 
 register = template.Library()

@@ -4,17 +4,9 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 
-from stepchange.access import (
-    PERM_ADMINISTER,
-    PERM_INSPECT,
-    PERM_OPERATE,
-    Role,
-    can_see,
-    require,
-    role_of,
-    visible_applications,
-)
+from stepchange.access import can_see, require, visible_applications
 from stepchange.models import Application
+from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE, Role, role_of
 from tests.conftest import make_app, make_user, signed_in
 
 

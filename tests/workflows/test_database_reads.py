@@ -4,7 +4,6 @@ no executor needed, values decoded, keyset pages, and a fallback when it is down
 import dataclasses
 import shutil
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,10 +132,11 @@ def test_steps_come_in_pages_when_asked(
 def test_a_query_that_would_load_the_database_for_long_is_stopped_with_advice(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
 ) -> None:
+    from asgiref.sync import async_to_sync
     from django.db import connections
 
     from workflows import systemdb
-    from workflows.sources import SlowQuery, _timed
+    from workflows.sources import SlowQuery, _on_thread
 
     settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS = 50
     application = registered(sdk_fixtures["py320-pg-default"])
@@ -147,7 +147,7 @@ def test_a_query_that_would_load_the_database_for_long_is_stopped_with_advice(
             cursor.execute("SELECT pg_sleep(2)")
 
     with pytest.raises(SlowQuery, match="stopped this query after 50 ms"):
-        _timed(slow)
+        async_to_sync(_on_thread(slow))()
 
 
 @pytest.mark.parametrize("name", ["py320-sqlite-default", "py320-pg-default"])
@@ -269,42 +269,36 @@ def test_a_workflows_extras_are_read_on_every_schema(
     whatever tables and columns each SDK's schema has."""
     from asgiref.sync import async_to_sync
 
-    from workflows.sources import DatabaseSource, source_for
+    from workflows.sources import DatabaseSource, Detail, source_for
 
     fixture = sdk_fixtures[name]
     source = async_to_sync(source_for)(registered(fixture))
     assert isinstance(source, DatabaseSource)
-    events = source._extras(by_role(fixture, "events"))
-    assert "stage" in {e["key"] for e in events["events"]}
+    def extras(workflow_id: str) -> Any:
+        return source._detail(workflow_id, 1).extras
+
+    events = extras(by_role(fixture, "events"))
+    assert "stage" in {e.key for e in events.events}
     if source.schema.has("streams"):
-        assert events["streams"]["progress"]
-    assert all(e["value_format"] for e in events["events"])
+        assert events.streams["progress"]
+    assert all(e.value.format for e in events.events)
     if source.schema.has("workflow_events_history"):
-        history = events["history"]
+        history = events.history
         assert history
-        assert history == sorted(history, key=lambda h: (h["function_id"], h["key"]))
-    recv = source._extras(by_role(fixture, "recv"))
-    messages = recv["notifications"]
-    assert {m["topic"] for m in messages} == {"greeting", "unread", None}
-    assert {m["topic"]: m["consumed"] for m in messages}["greeting"] is True
-    assert {m["topic"]: m["consumed"] for m in messages}["unread"] is False
-    assert all(m["created_at"] is not None for m in messages)
-    assert [m["created_at"] for m in messages] == sorted(m["created_at"] for m in messages)
-    parent = source._extras(by_role(fixture, "parent"))
-    assert [c["workflow_id"] for c in parent["children"]] == [by_role(fixture, "parent-child")]
-    assert parent["children"][0]["status"]
+        assert history == sorted(history, key=lambda h: (h.function_id, h.key))
+    messages = extras(by_role(fixture, "recv")).notifications
+    assert {m.topic for m in messages} == {"greeting", "unread", None}
+    assert {m.topic: m.consumed for m in messages}["greeting"] is True
+    assert {m.topic: m.consumed for m in messages}["unread"] is False
+    assert all(m.created_at is not None for m in messages)
+    assert [m.created_at for m in messages] == sorted(m.created_at for m in messages)
+    parent = extras(by_role(fixture, "parent"))
+    assert [c.workflow_id for c in parent.children] == [by_role(fixture, "parent-child")]
+    assert parent.children[0].status
     fork = next(w for w in fixture["workflows"] if w["role"] == "fork")
-    forked = source._extras(str(fork.get("forked_from") or by_role(fixture, "success")))
-    assert fork["workflow_id"] in [f["workflow_id"] for f in forked["forks"]]
-    nothing = source._extras("no-such-workflow")
-    assert nothing == {
-        "children": [],
-        "forks": [],
-        "events": [],
-        "history": [],
-        "notifications": [],
-        "streams": {},
-    }
+    forked = extras(str(fork.get("forked_from") or by_role(fixture, "success")))
+    assert fork["workflow_id"] in [f.workflow_id for f in forked.forks]
+    assert source._detail("no-such-workflow", 1) == Detail(None)
 
 
 @pytest.mark.parametrize("name", ["py320-pg-default", "py320-sqlite-default"])
@@ -312,8 +306,7 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
 ) -> None:
     """The status row, the first steps and the extras go to a Postgres server as one query
-    (one after another to SQLite), once the connection has them prepared; what comes back
-    is what the three reads return one at a time."""
+    (one after another to SQLite); what comes back is what the reads return one at a time."""
     from asgiref.sync import async_to_sync
 
     from workflows.sources import DatabaseSource, source_for
@@ -324,163 +317,44 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     alias = systemdb.alias_for(source.application)
     postgres = connections[alias].vendor == "postgresql"
     parent = by_role(fixture, "parent")
-    source.read_detail(parent, steps_limit=2)
     with CaptureQueriesContext(connections[alias]) as queries:
-        detail = source.read_detail(parent, steps_limit=2)
+        detail = source._detail(parent, 2)
     assert len(queries) == (1 if postgres else 3)
     assert queries[0]["sql"].count("; ") == (2 if postgres else 0)
-    one_at_a_time = (source._get(parent), source._steps(parent, None, 2), source._extras(parent))
-    assert (detail.workflow, detail.steps, detail.extras) == one_at_a_time
+    assert (detail.workflow, detail.steps) == (source._get(parent), source._steps(parent, None, 2))
     assert detail.workflow is not None
-    assert detail.workflow["workflow_id"] == parent
-    assert [c["workflow_id"] for c in detail.extras["children"]] == [
-        by_role(fixture, "parent-child")
-    ]
-    assert source.read_detail("no-such-workflow", steps_limit=2).workflow is None
+    assert detail.workflow.workflow_id == parent
+    assert detail.workflow.input is not None
+    assert [c.workflow_id for c in detail.extras.children] == [by_role(fixture, "parent-child")]
+    assert source._detail("no-such-workflow", 2).workflow is None
 
 
 def test_statements_run_together_keep_their_own_rows_and_a_timeout_among_them_says_so(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
 ) -> None:
-    """Each statement's rows come back in order, an empty one (a queryset that can match
-    nothing) included; a statement stopped by the statement timeout in the middle fails
-    the read with the same advice as one sent alone, and the connection is usable after."""
-    from stepchange.prepared import run_together
-    from workflows.sources import SlowQuery, _timed
+    """Each statement's rows come back in order; a statement stopped by the statement
+    timeout in the middle fails the read with the same advice as one sent alone, and the
+    connection is usable after."""
+    from asgiref.sync import async_to_sync
+
+    from workflows.sources import SlowQuery, _on_thread, _together
 
     settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS = 50
     application = registered(sdk_fixtures["py320-pg-default"])
     alias = systemdb.alias_for(application)
-    rows = run_together(
-        alias,
-        [("SELECT %s", [1]), ("", []), ("SELECT %s UNION ALL SELECT %s", [2, 3]), ("SELECT 4", [])],
+    rows = _together(
+        alias, [("SELECT %s", [1]), ("SELECT %s UNION ALL SELECT %s", [2, 3]), ("SELECT 4", [])]
     )
-    assert rows == [[(1,)], [], [(2,), (3,)], [(4,)]]
+    assert rows == [[(1,)], [(2,), (3,)], [(4,)]]
 
     def slow_in_the_middle() -> None:
-        run_together(alias, [("SELECT 1", []), ("SELECT pg_sleep(2)", []), ("SELECT 3", [])])
+        _together(alias, [("SELECT 1", []), ("SELECT pg_sleep(2)", []), ("SELECT 3", [])])
 
     with pytest.raises(SlowQuery, match="stopped this query after 50 ms"):
-        _timed(slow_in_the_middle)
+        async_to_sync(_on_thread(slow_in_the_middle))()
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT 42")
         assert cursor.fetchone() == (42,)
-
-
-def _kept_statements(alias: str) -> dict[str, str]:
-    """The statements prepared on this thread's connection to `alias`: name -> text."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
-        return dict(cursor.fetchall())
-
-
-def test_a_workflows_reads_are_prepared_once_per_connection_and_answer_as_planned_ones(
-    vera: User, sdk_fixtures: dict[str, dict[str, Any]], settings: Any
-) -> None:
-    """A workflow's page reads run by name after the first time, on each connection, and
-    give what the same statements planned afresh give; with the setting off (a pooler in
-    transaction mode) nothing is prepared."""
-    from stepchange.prepared import forget_statements
-    from workflows.sources import database_source
-
-    fixture = sdk_fixtures["py320-pg-default"]
-    application = registered(fixture)
-    alias = systemdb.alias_for(application)
-    source = database_source(application)
-    assert source is not None
-    parent = by_role(fixture, "parent")
-    forget_statements(alias)
-
-    settings.SERVER_PREPARED_STATEMENTS = False
-    planned = source.read_detail(parent, steps_limit=2)
-    assert not _kept_statements(alias)
-
-    settings.SERVER_PREPARED_STATEMENTS = True
-    with CaptureQueriesContext(connections[alias]) as first:
-        kept = source.read_detail(parent, steps_limit=2)
-    with CaptureQueriesContext(connections[alias]) as second:
-        again = source.read_detail(parent, steps_limit=2)
-    assert planned == kept == again
-    assert planned.workflow is not None
-    assert planned.steps is not None
-    assert [s["function_id"] for s in planned.steps.items] == [1, 2]
-    statements = _kept_statements(alias)
-    assert len(statements) == 3
-    assert all(text.startswith("PREPARE stepchange_") for text in statements.values())
-    # Prepared the first time; the second is the one query, by name.
-    assert [q["sql"].split()[0] for q in first.captured_queries] == ["PREPARE"] * 3 + ["EXECUTE"]
-    assert len(second.captured_queries) == 1
-    assert second.captured_queries[0]["sql"].count("EXECUTE stepchange_") == 3
-    # The one-read paths (the API's workflow and steps) use the same statements.
-    assert source._get(parent) == planned.workflow
-    assert source._steps(parent, None, 2) == planned.steps
-    assert len(_kept_statements(alias)) == 3
-    forget_statements(alias)
-
-
-@pytest.fixture
-def plan_table(vera: User, sdk_fixtures: dict[str, dict[str, Any]]) -> Iterator[str]:
-    """A table of this thread's connection to a Postgres system database, with one row;
-    the connection's prepared statements are dropped with it."""
-    from stepchange.prepared import forget_statements
-
-    alias = systemdb.alias_for(registered(sdk_fixtures["py320-pg-default"]))
-    forget_statements(alias)
-    with connections[alias].cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE sc_plans (id integer PRIMARY KEY, a integer)")
-        cursor.execute("INSERT INTO sc_plans VALUES (1, 10)")
-    yield alias
-    with connections[alias].cursor() as cursor:
-        cursor.execute("DROP TABLE sc_plans")
-    forget_statements(alias)
-
-
-def test_a_prepared_statement_gone_or_made_stale_is_prepared_again(plan_table: str) -> None:
-    """Statements dropped behind StepChange's back (a DISCARD), or whose plan a schema change
-    made stale (a column changed type), still answer, and are prepared again."""
-    from stepchange.prepared import run_together
-
-    alias = plan_table
-    read = ("SELECT a FROM sc_plans WHERE id = %s", [1])
-    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
-    assert len(_kept_statements(alias)) == 1
-    with connections[alias].cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")
-    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
-    assert run_together(alias, [read], keep_plans=True) == [[(10,)]]
-    assert len(_kept_statements(alias)) == 1
-    with connections[alias].cursor() as cursor:
-        cursor.execute("ALTER TABLE sc_plans ALTER COLUMN a TYPE text")
-    assert run_together(alias, [read], keep_plans=True) == [[("10",)]]
-    assert run_together(alias, [read], keep_plans=True) == [[("10",)]]
-    assert len(_kept_statements(alias)) == 1
-
-
-def test_what_postgres_cannot_prepare_runs_planned_and_percent_signs_survive(
-    plan_table: str,
-) -> None:
-    """A value whose type Postgres cannot infer leaves its statement planned each time (in
-    a batch with others, all of them), with the right rows; a literal percent sign in a
-    prepared statement stays one; inside a transaction nothing is prepared."""
-    from django.db import transaction
-
-    from stepchange.prepared import run_together
-
-    alias = plan_table
-    untyped = ("SELECT 1 WHERE %s IS NULL", [None])
-    percent = ("SELECT 'a%%s' || a FROM sc_plans WHERE id = %s", [1])
-    for _ in range(2):
-        assert run_together(alias, [untyped, percent], keep_plans=True) == [[(1,)], [("a%s10",)]]
-    assert _kept_statements(alias) == {}
-    assert run_together(alias, [percent], keep_plans=True) == [[("a%s10",)]]
-    assert next(iter(_kept_statements(alias).values())).endswith(
-        "'a%s' || a FROM sc_plans WHERE id = $1"
-    )
-    with connections[alias].cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")
-    with transaction.atomic(using=alias):
-        assert run_together(alias, [percent], keep_plans=True) == [[("a%s10",)]]
-    assert _kept_statements(alias) == {}
 
 
 def test_list_rows_read_without_models_match_the_model_instances_of_every_sdk(
@@ -504,8 +378,8 @@ def test_list_rows_read_without_models_match_the_model_instances_of_every_sdk(
             assert plain.items, (name, status)
             assert plain.next_cursor == full.next_cursor, (name, status)
             for shown, whole in zip(plain.items, full.items, strict=True):
-                assert shown == {key: whole[key] for key in shown}, (name, status)
-                assert shown["created_at"] is not None
+                assert shown == dataclasses.replace(whole, input=None, output=None, error=None)
+                assert shown.created_at is not None
         systemdb.forget(source.application)
         source.application.delete()
 
@@ -555,30 +429,10 @@ def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_q
 ) -> None:
     """Through DBOS's in-flight index, queue by queue and priority by priority (and the
     few with no queue), page after page: the same rows in the same order as the plain
-    newest-first query, each once. The statement is built once per shape (first page,
-    later pages) and then kept: what is kept is what would be built."""
+    newest-first query, each once."""
     from asgiref.sync import async_to_sync
 
-    from workflows import models as workflow_models
     from workflows.sources import DatabaseSource, ListQuery, source_for
-
-    monkeypatch.setattr(workflow_models, "_newest_enqueued_shapes", OrderedDict())
-    built = workflow_models.WorkflowQuerySet._newest_enqueued_built
-    kept = workflow_models.WorkflowQuerySet.newest_enqueued_sql
-    builds = 0
-
-    def counted(queryset: Any, count: int) -> tuple[str, list[Any]]:
-        nonlocal builds
-        builds += 1
-        return built(queryset, count)
-
-    def checked(queryset: Any, count: int) -> tuple[str, list[Any]]:
-        statement = kept(queryset, count)
-        assert statement == built(queryset, count)
-        return statement
-
-    monkeypatch.setattr(workflow_models.WorkflowQuerySet, "_newest_enqueued_built", counted)
-    monkeypatch.setattr(workflow_models.WorkflowQuerySet, "newest_enqueued_sql", checked)
 
     application, rows = enqueued_copy
     source = async_to_sync(source_for)(application)
@@ -599,7 +453,7 @@ def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_q
             page = source._list(
                 ListQuery(status=["ENQUEUED"], workflow_name=name, limit=7, cursor=cursor)
             )
-            seen += [item["workflow_id"] for item in page.items]
+            seen += [item.workflow_id for item in page.items]
             cursor = page.next_cursor
             if cursor is None:
                 break
@@ -607,10 +461,9 @@ def test_the_newest_enqueued_workflows_are_found_queue_by_queue_exactly_as_one_q
     assert all("WITH RECURSIVE" in q["sql"] for q in queries if "workflow_status" in q["sql"])
     pages = sum(1 for q in queries if "WITH RECURSIVE" in q["sql"])
     assert pages >= 3
-    assert builds == 2  # the first page's shape and the later pages'
     plain = DatabaseSource(application, dataclasses.replace(source.schema, queue_index=False))
     first = plain._list(ListQuery(status=["ENQUEUED"], workflow_name=name, limit=7))
-    assert [item["workflow_id"] for item in first.items] == expected[:7]
+    assert [item.workflow_id for item in first.items] == expected[:7]
 
 
 def test_a_schema_says_whether_it_has_the_in_flight_index(
@@ -635,7 +488,7 @@ def test_forgetting_an_application_closes_its_pooled_connections(
     fixture = sdk_fixtures["py320-pg-default"]
     application = registered(fixture)
     source = DatabaseSource(application, systemdb.schema_of(application))
-    assert source.read_workflow(by_role(fixture, "success")) is not None
+    assert source._get(by_role(fixture, "success")) is not None
     alias = systemdb.alias_for(application)
     count = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"

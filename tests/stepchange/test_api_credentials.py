@@ -1,6 +1,5 @@
-"""The API's reads of workflows check their credentials in the trip that reads (deferred
-authentication): every answer is the one the other endpoints give for the same
-credentials, read by read, through the application as served (its own middleware)."""
+"""The API's reads of workflows answer every credential as the other endpoints do, read
+by read, through the application as served: credentials are checked before the input."""
 
 import json
 from typing import Any
@@ -102,9 +101,8 @@ async def test_a_revoked_token_or_an_inactive_user_is_refused_on_every_read(
 async def test_bad_credentials_with_bad_input_are_refused_as_bad_credentials(
     reads: list[str], viewer: User
 ) -> None:
-    """Input is checked before a deferred endpoint reaches its credentials; the answer
-    still waits for them: not good, 401 and the token on record, whatever the input; good,
-    the input's 400."""
+    """Credentials are checked before the input: not good, 401 and the token on record,
+    whatever the input; good, the input's 400."""
     _, raw = await sync_to_async(api_token_create)(user=viewer, name="script")
     workflows, queued, one, steps, _ = reads
     bad_inputs = [
@@ -135,26 +133,3 @@ async def test_a_token_reads_only_what_its_user_may_see(reads: list[str]) -> Non
         status, body = await get(path, token=raw)
         assert status == 404, path
         assert "that you may see" in body["detail"]
-
-
-def test_only_the_reads_tested_here_defer_their_credentials() -> None:
-    """An endpoint that defers its credentials must check them (through `caller`) before
-    anything else; the reads above are shown to. Another one deferring is caught here, to
-    be added to them."""
-    import stepchange.urls  # noqa: F401  (it adds every router to the API)
-    from stepchange.api import api
-
-    deferring = {
-        (path, method)
-        for _, router in api._routers
-        for path, operations in router.path_operations.items()
-        for operation in operations.operations
-        for method in operation.methods
-        if any(getattr(auth, "deferred", False) for auth in operation.auth_callbacks)
-    }
-    assert deferring == {
-        ("/apps/{app}/workflows", "GET"),
-        ("/apps/{app}/queued-workflows", "GET"),
-        ("/apps/{app}/workflows/{workflow:workflow_id}", "GET"),
-        ("/apps/{app}/workflows/{workflow:workflow_id}/steps", "GET"),
-    }

@@ -1,0 +1,107 @@
+"""The API's class and its two ways to authenticate: a bearer token, or the console's
+session (with its CSRF token for unsafe methods)."""
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.security import HttpBearer, SessionAuth
+
+from stepchange.audit import mark_refusal_audited
+from stepchange.services import api_token_authenticate
+
+# What every error answer looks like, and which statuses each kind of operation may give.
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"title": "Detail"}},
+    "required": ["detail"],
+}
+ERROR_MEANINGS = {
+    400: "Invalid input: the detail names what is wrong.",
+    401: "No session and no valid bearer token.",
+    403: "Your role does not allow this (audited).",
+    404: "No such application that you may see, or no such object in it.",
+    409: "Not possible in the object's current state.",
+    502: "The executor failed the request or disconnected while asked.",
+    503: "No executor of the application is connected (or its system database is unreachable).",
+    504: "The executor, or the system database, did not answer in time.",
+}
+
+
+def error_statuses(path: str, method: str) -> list[int]:
+    """The error statuses an operation may answer with, from where it sits."""
+    statuses = [400, 401]
+    if "{app}" in path or path.startswith("/api/v1/audit"):
+        statuses.append(403)
+    if "{app}" in path:
+        statuses += [404, 502, 503, 504]
+        if method != "get":
+            statuses.append(409)
+    return sorted(statuses)
+
+
+class BearerToken(HttpBearer):
+    """`Authorization: Bearer sc_…`: a personal token, acting as its user."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = api_token_authenticate(raw=token.strip(), request=request)
+        if user is None:
+            # api_token_authenticate has recorded the rejected token; the 401 needs no more.
+            mark_refusal_audited(request)
+            return None
+        request.user = user
+        return user
+
+
+class SessionCookie(SessionAuth):
+    """The console's session, as Django's middleware loaded it; unsafe methods need the
+    CSRF token, as in the console."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        # No session cookie, nothing to forge: without this the CSRF check would answer a
+        # caller who sent no credentials at all with 403 instead of 401.
+        if not request.COOKIES.get(self.param_name):
+            return None
+        key: str | None = super()._get_key(request)
+        return key
+
+
+class StepChangeAPI(NinjaAPI):
+    """The API, whose OpenAPI document declares every operation's error answers: DESIGN.md
+    promises them all, and clients (and schemathesis) should find them documented. No
+    answer of it is cached: each says what is true now, for this caller."""
+
+    def create_response(
+        self, request: HttpRequest, data: Any, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = super().create_response(request, data, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def get_openapi_schema(self, **options: Any) -> Any:
+        schema = super().get_openapi_schema(**options)
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                declared = {str(status) for status in responses}
+                for status in error_statuses(path, method):
+                    if str(status) not in declared:
+                        responses[status] = {
+                            "description": ERROR_MEANINGS[status],
+                            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                        }
+        return schema
+
+
+def new_api() -> StepChangeAPI:
+    return StepChangeAPI(
+        title="StepChange API",
+        version="1",
+        description=(
+            "Inspect and steer DBOS workflows. Authenticate with a session or a bearer token."
+        ),
+        urls_namespace="api",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        auth=[BearerToken(), SessionCookie()],
+    )

@@ -1,0 +1,53 @@
+"""What the API answers for an error: always `{"detail": ...}` with the status DESIGN.md
+names. Each kind of error has an answer (detail, status); `stepchange/urls.py` registers
+these and the other apps' with `register`."""
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from stepchange.audit import audit_denied
+
+Answer = Callable[[HttpRequest, Any], tuple[Any, int]]
+UNAUTHENTICATED = "Authentication required: a session or a bearer token."
+
+
+def permission_denied(request: HttpRequest, exc: PermissionDenied) -> tuple[Any, int]:
+    audit_denied(request, exc)
+    return str(exc) or "Forbidden", 403
+
+
+def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> tuple[Any, int]:
+    return UNAUTHENTICATED, 401
+
+
+def not_found(request: HttpRequest, exc: Http404) -> tuple[Any, int]:
+    return str(exc) or "Not found.", 404
+
+
+def invalid(request: HttpRequest, exc: NinjaValidationError) -> tuple[Any, int]:
+    return exc.errors, 400
+
+
+ANSWERS: dict[type[Exception], Answer] = {
+    PermissionDenied: permission_denied,
+    AuthenticationError: unauthenticated,
+    Http404: not_found,
+    NinjaValidationError: invalid,
+}
+
+
+def _respond(api: NinjaAPI, answer: Answer, request: HttpRequest, exc: Exception) -> HttpResponse:
+    detail, status = answer(request, exc)
+    return api.create_response(request, {"detail": detail}, status=status)
+
+
+def register(api: NinjaAPI, answers: Mapping[type[Exception], Answer]) -> None:
+    for kind, answer in answers.items():
+        api.add_exception_handler(kind, functools.partial(_respond, api, answer))
