@@ -28,6 +28,7 @@ from conductor.protocol import (
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
+from stepchange.access import visible_to
 from stepchange.asyncdb import db_async, process_task
 from stepchange.models import Application
 from stepchange.services import executor_key_check
@@ -262,4 +263,4 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
 
 def _visible_ids(user: Any) -> list[int]:
-    return list(Application.objects.visible_to(user).values_list("pk", flat=True))
+    return list(visible_to(user).values_list("pk", flat=True))

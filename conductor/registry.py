@@ -8,7 +8,7 @@ sockets by `conductor.events`.
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from conductor.models import Executor, ExecutorConnection
@@ -151,3 +151,15 @@ def stale_executors_release(*, application: Application) -> int:
             pk=executor.pk, state=Executor.State.CONNECTED, last_seen_at=executor.last_seen_at
         ).update(state=Executor.State.DISCONNECTED, disconnected_at=executor.last_seen_at)
     return count
+
+
+def with_live_executor_counts(applications: QuerySet[Application]) -> QuerySet[Application]:
+    """Annotate `live_executors`: how many executors each has connected, in one query."""
+    live = Executor.objects.live()
+    return applications.annotate(live_executors=Count("executors", filter=Q(executors__in=live)))
+
+
+def live_versions(application: Application) -> list[str]:
+    """Application versions a connected executor runs, newest connection first."""
+    executors = live_executors(application)
+    return list(dict.fromkeys(e.application_version for e in executors if e.application_version))

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema, Status
 
-from conductor.registry import live_executors
+from conductor.registry import live_versions
 from forks.models import EditedFork
 from forks.services import (
     NEEDS_APPROVAL,
@@ -20,7 +20,6 @@ from forks.services import (
     edited_fork_stage,
 )
 from stepchange.access import application_for
-from stepchange.models import Application
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 
 router = Router(tags=["edited forks"])
@@ -90,12 +89,6 @@ def _out(fork: EditedFork) -> dict[str, Any]:
         "approved_by": fork.approved_by_name,
         "run_by": fork.run_by_name,
     }
-
-
-def live_versions(application: Application) -> list[str]:
-    """Application versions a connected executor runs, newest connection first."""
-    executors = live_executors(application)
-    return list(dict.fromkeys(e.application_version for e in executors if e.application_version))
 
 
 def fork_failed(request: HttpRequest, exc: ForkError) -> tuple[Any, int]:

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from forks.api import live_versions
+from conductor.registry import live_versions
 from forks.models import EditedFork
 from forks.services import (
     INTERNAL_QUEUE,

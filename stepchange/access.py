@@ -5,6 +5,7 @@ code). Roles and their permissions are in `stepchange.roles`."""
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 
 from stepchange.asyncdb import db_async
@@ -40,8 +41,18 @@ def limited_to(user: Any) -> frozenset[int] | None:
     return cached
 
 
+def visible_to(user: Any) -> QuerySet[Application]:
+    """The applications `user` may see: none for strangers, all unless limited."""
+    if role_of(user) is Role.NONE:
+        return Application.objects.none()
+    if user.is_superuser:
+        return Application.objects.all()
+    ids = limited_to(user)
+    return Application.objects.all() if ids is None else Application.objects.filter(pk__in=ids)
+
+
 def can_see(user: Any, application: Application) -> bool:
-    """Whether `user` may see `application` (as `Application.objects.visible_to` says)."""
+    """Whether `user` may see `application` (as `visible_to` says, for one application)."""
     if role_of(user) is Role.NONE:
         return False
     if user.is_superuser:

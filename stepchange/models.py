@@ -24,29 +24,6 @@ URL_SAFE_KEY = RegexValidator(
 AUDIT_IMMUTABLE = "Audit records are append-only: they cannot be changed or deleted."
 
 
-class ApplicationQuerySet(models.QuerySet["Application"]):
-    def visible_to(self, user: Any) -> ApplicationQuerySet:
-        """The applications `user` may see: none for strangers, all unless limited."""
-        from stepchange.access import limited_to
-        from stepchange.roles import Role, role_of
-
-        if role_of(user) is Role.NONE:
-            return self.none()
-        if user.is_superuser:
-            return self
-        ids = limited_to(user)
-        return self if ids is None else self.filter(pk__in=ids)
-
-    def with_live_executor_counts(self) -> ApplicationQuerySet:
-        """Annotate `live_executors`: how many executors each has connected, in one query."""
-        from conductor.models import Executor
-
-        live = Executor.objects.live()
-        return self.annotate(
-            live_executors=models.Count("executors", filter=models.Q(executors__in=live))
-        )
-
-
 class Application(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[URL_SAFE])
     system_database_url = models.CharField(
@@ -86,8 +63,6 @@ class Application(models.Model):
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-
-    objects: ClassVar[ApplicationQuerySet] = ApplicationQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["name"]

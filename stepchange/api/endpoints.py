@@ -7,11 +7,11 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
-from stepchange.access import require
-from stepchange.models import Application
+from conductor.registry import with_live_executor_counts
+from stepchange.access import require, visible_to
+from stepchange.auditlog import EXPORT_FORMATS, AuditFilterForm, audit_export, audit_item
 from stepchange.paging import newest_first
 from stepchange.roles import PERM_ADMINISTER
-from stepchange.views import EXPORT_FORMATS, AuditFilterForm, audit_export, audit_item
 
 router = Router()
 
@@ -39,7 +39,7 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
             "connected_executors": application.live_executors,  # type: ignore[attr-defined]
             "created_at": application.created_at,
         }
-        for application in Application.objects.visible_to(request.user).with_live_executor_counts()
+        for application in with_live_executor_counts(visible_to(request.user))
     ]
 
 

@@ -4,8 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 
-from stepchange.access import can_see, require, visible_applications
-from stepchange.models import Application
+from stepchange.access import can_see, require, visible_applications, visible_to
 from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE, Role, role_of
 from tests.conftest import make_app, make_user, signed_in
 
@@ -48,14 +47,14 @@ def test_an_admin_may_manage_applications_and_users_but_an_operator_may_not(
 
 def test_users_see_every_application_unless_limited(viewer: User) -> None:
     orders, billing = make_app(name="orders"), make_app(name="billing")
-    assert set(Application.objects.visible_to(viewer)) == {orders, billing}
+    assert set(visible_to(viewer)) == {orders, billing}
     limited = make_user(username="lena", role="operator", apps=[billing])
-    assert list(Application.objects.visible_to(limited)) == [billing]
+    assert list(visible_to(limited)) == [billing]
 
 
 def test_a_stranger_sees_no_application(stranger: User) -> None:
     make_app(name="orders")
-    assert not Application.objects.visible_to(stranger).exists()
+    assert not visible_to(stranger).exists()
 
 
 def test_can_see_and_the_switcher_agree_with_visible_to(
@@ -67,7 +66,7 @@ def test_can_see_and_the_switcher_agree_with_visible_to(
     limited = make_user(username="lena", role="operator", apps=[billing])
     superuser = User.objects.create_superuser("root", password="x")
     for user in (viewer, stranger, admin, limited, superuser):
-        expected = list(Application.objects.visible_to(user).order_by("name"))
+        expected = list(visible_to(user).order_by("name"))
         assert visible_applications(user) == expected, user
         assert {a for a in (orders, billing) if can_see(user, a)} == set(expected), user
     assert [a.name for a in visible_applications(limited)] == ["billing"]

@@ -274,6 +274,7 @@ def test_a_workflows_extras_are_read_on_every_schema(
     fixture = sdk_fixtures[name]
     source = async_to_sync(source_for)(registered(fixture))
     assert isinstance(source, DatabaseSource)
+
     def extras(workflow_id: str) -> Any:
         return source._detail(workflow_id, 1).extras
 
