@@ -37,7 +37,7 @@ from tests.sdk_fixtures import by_role, registered
 from workflows import jobs
 from workflows import views as workflow_views
 from workflows.models import BulkJob
-from workflows.sources import Listing, ListQuery
+from workflows.sources import Listing, ListQuery, Workflow
 
 APP = "orders"
 WORKFLOW = "wf-1"
@@ -222,8 +222,8 @@ def _bulk_jobs_select_one_workflow_and_stay_queued(monkeypatch: pytest.MonkeyPat
 class _OneFailedWorkflow:
     """A source with one failed workflow in it."""
 
-    async def list(self, query: ListQuery, *, actor: str = "") -> Listing:
-        return Listing([{"workflow_id": WORKFLOW, "status": "ERROR"}], None, "stub")
+    async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]:
+        return Listing([Workflow(WORKFLOW, status="ERROR")], None, "stub")
 
 
 @dataclass

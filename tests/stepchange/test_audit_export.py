@@ -15,7 +15,7 @@ from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
 
-from stepchange import views
+from stepchange import auditlog
 from stepchange.audit import audit_record
 from stepchange.middleware import ANONYMOUS_401, ANONYMOUS_403, ANONYMOUS_REDIRECT
 from stepchange.models import AuditRecord
@@ -205,7 +205,7 @@ def test_an_admin_exports_the_filtered_log_as_csv_with_formulas_defused(
     history: list[AuditRecord], admin: User, operator: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pages of two rows, so the export crosses page boundaries.
-    monkeypatch.setattr(views, "EXPORT_CHUNK", 2)
+    monkeypatch.setattr(auditlog, "EXPORT_CHUNK", 2)
     audit_record(action="workflow.cancel", actor=operator, target='=HYPERLINK("http://x")')
     audit_record(action="workflow.cancel", actor=operator, target="+1", detail="@SUM(A1)")
     audit_record(action="workflow.cancel", actor=operator, target="-2", detail="\tTAB")
@@ -225,7 +225,7 @@ def test_an_admin_exports_the_filtered_log_as_csv_with_formulas_defused(
         "wf-1",
     ]
     assert (rows[0]["detail"], rows[1]["detail"]) == ("'\tTAB", "'@SUM(A1)")
-    assert list(rows[0]) == list(views.EXPORT_FIELDS)
+    assert list(rows[0]) == list(auditlog.EXPORT_FIELDS)
     fork = rows[4]
     assert fork["id"] == str(history[1].pk)
     assert fork["created_at"] == "2026-03-02T10:00:00+00:00"
@@ -241,7 +241,7 @@ def test_an_admin_exports_the_filtered_log_as_csv_with_formulas_defused(
 def test_an_admin_exports_the_filtered_log_as_one_json_array(
     history: list[AuditRecord], admin: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "EXPORT_CHUNK", 1)
+    monkeypatch.setattr(auditlog, "EXPORT_CHUNK", 1)
     response = signed_in(admin).get(
         reverse("audit"), {"action": "workflow.", "since": "2026-03-02", "export": "json"}
     )
@@ -266,7 +266,7 @@ def test_an_export_of_nothing_is_still_well_formed(admin: User) -> None:
     empty = client.get(reverse("audit"), {"actor": "nobody", "export": "json"})
     assert json.loads(body(empty)) == []
     header_only = client.get(reverse("audit"), {"actor": "nobody", "export": "csv"})
-    assert body(header_only).decode().splitlines() == [",".join(views.EXPORT_FIELDS)]
+    assert body(header_only).decode().splitlines() == [",".join(auditlog.EXPORT_FIELDS)]
 
 
 def test_an_export_shows_the_log_as_it_stood_when_asked(admin: User) -> None:
@@ -459,7 +459,7 @@ async def test_an_anonymous_api_post_through_daphnes_path_leaves_one_denied_reco
 async def test_an_export_through_daphnes_path_streams_every_page(
     history: list[AuditRecord], admin_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "EXPORT_CHUNK", 2)
+    monkeypatch.setattr(auditlog, "EXPORT_CHUNK", 2)
     response = await asgi(
         "GET",
         "/api/v1/audit/export?format=json&action=workflow.",

@@ -39,7 +39,7 @@ def test_with_no_configuration_it_runs_embedded_and_safe(tmp_path: Path) -> None
     result = start(tmp_path)
     assert result.returncode == 0, result.stderr
     engine, layer, flags, hosts = result.stdout.splitlines()
-    assert engine == "stepchange.sqlite"
+    assert engine == "django.db.backends.sqlite3"
     assert layer == "channels.layers.InMemoryChannelLayer"
     assert flags == "False False False"
     assert "127.0.0.1" in hosts
@@ -95,6 +95,6 @@ def test_the_typed_readers_accept_what_operators_write(monkeypatch: pytest.Monke
     with pytest.raises(ImproperlyConfigured, match="COUNT must be at least 0"):
         env_int("COUNT", 1, minimum=0)
     monkeypatch.setenv("DB", "sqlite:///relative/x.sqlite3")
-    assert env_database("DB", "")["ENGINE"] == "stepchange.sqlite"
+    assert env_database("DB", "")["ENGINE"] == "django.db.backends.sqlite3"
     monkeypatch.setenv("URL", "https://example.com")
     assert env_url("URL", schemes=("https",)) == "https://example.com"
