@@ -118,9 +118,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "stepchange.context_processors.console",
             ],
-            # Loaded after Django's builtins: quicker `{% url %}` and `|date` (see there);
-            # the page chrome, written in Python.
-            "builtins": ["stepchange.templatetags.quick", "stepchange.templatetags.chrome"],
+            # Loaded after Django's builtins: quicker `{% url %}` and `|date` (see there).
+            "builtins": ["stepchange.templatetags.quick"],
         },
     },
 ]
