@@ -6,9 +6,10 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
+from urllib.parse import quote
 
 from django import forms
 from django.contrib import messages
@@ -19,6 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import RFC3986_SUBDELIMS
 from django.views.decorators.http import require_POST
 
 from conductor import relay
@@ -270,6 +272,9 @@ def _show_list(
 ) -> HttpResponse:
     context["saved_views"], may_act = _saved_views(request, application)
     context["may_act"] = not context["queued"] and may_act
+    listing = context.get("listing")
+    url = workflow_urls(application.name)
+    context["rows"] = [(url(w["workflow_id"]), w) for w in listing.items] if listing else []
     template = "workflows/list.html"
     if request.htmx:  # type: ignore[attr-defined]
         template += "#workflow-rows"
@@ -331,6 +336,7 @@ async def workflow_detail(
         except (relay.RelayError, SlowQuery) as exc:
             return _more_steps_failed(request, exc, status=exc.status)
         context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
+        context["step_rows"] = _step_rows(application.name, page.items)
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
         detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
@@ -409,6 +415,7 @@ def _show_detail(
     context["workflow"] = workflow
     if detail.steps is not None:
         context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
+        context["step_rows"] = _step_rows(context["application"].name, detail.steps.items)
     context.update(detail.extras)
     if detail.partial:
         # The workflow itself is shown; what could not be fetched says so.
@@ -422,6 +429,25 @@ def _show_detail(
         template += "#wf-head"
     context.update(_controls(request, context["application"], workflow))
     return render(request, template, context)
+
+
+_MARKER = "workflow-id-goes-here"
+
+
+def workflow_urls(app_name: str) -> Callable[[str], str]:
+    """A workflow page's URL for any id of the application, as `reverse` gives it: the
+    route reversed once, each id quoted into the marker's place as `reverse` quotes it
+    (a list links every row; the `workflow` converter passes ids through as they are)."""
+    url = reverse("workflow-detail", args=[app_name, _MARKER])
+    before, _, after = url.rpartition(_MARKER)
+    safe = RFC3986_SUBDELIMS + "/~:@"
+    return lambda workflow_id: before + quote(workflow_id, safe=safe) + after
+
+
+def _step_rows(app_name: str, steps: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each step with the URL of the child workflow it started ("" when it started none)."""
+    url = workflow_urls(app_name)
+    return [(url(s["child_workflow_id"]) if s["child_workflow_id"] else "", s) for s in steps]
 
 
 AUDIT_HISTORY_SIZE = 20
