@@ -30,7 +30,8 @@ _MARKER = "workflow-id-goes-here"
 
 
 def workflow_urls(app_name: str) -> Callable[[str], str]:
-    """The URL of any workflow's page in `app_name`: reversed once, then each id quoted as
-    `reverse` quotes it (a slash too, so that the id reads back whole)."""
-    before, _, after = reverse("workflow-detail", args=[app_name, _MARKER]).partition(_MARKER)
-    return lambda workflow_id: before + quote(workflow_id, safe=RFC3986_SUBDELIMS + "~:@") + after
+    """The URL of any workflow's page in `app_name`, as `reverse` gives it: the route
+    reversed once, each id quoted into the marker's place as `reverse` quotes it (a list
+    links every row; the `workflow` converter passes ids through as they are)."""
+    before, _, after = reverse("workflow-detail", args=[app_name, _MARKER]).rpartition(_MARKER)
+    return lambda workflow_id: before + quote(workflow_id, safe=RFC3986_SUBDELIMS + "/~:@") + after

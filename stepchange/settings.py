@@ -113,15 +113,9 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "stepchange.context_processors.console",
             ],
-            # Loaded after Django's builtins: quicker `{% url %}` and `|date` (see there);
-            # the page chrome, written in Python.
-            "builtins": ["stepchange.templatetags.quick", "stepchange.templatetags.chrome"],
         },
     },
 ]
-
-# Django's form renderer with its plain inputs written in Python (see there).
-FORM_RENDERER = "stepchange.widgets.QuickWidgets"
 
 DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{DATA_DIR / 'stepchange.sqlite3'}"),

@@ -7,7 +7,7 @@ and `make_app` are plain keyword-only factories.
 import importlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -33,7 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # The test database is this run's own: another run on the same server keeps its.
         default = settings.DATABASES["default"]
         run = os.environ["STEPCHANGE_TEST_RUN"]
-        default.setdefault("TEST", {})["NAME"] = f"test_{default['NAME']}_{run}"
+        test = cast("dict[str, Any]", default.setdefault("TEST", {}))
+        test["NAME"] = f"test_{default['NAME']}_{run}"
 
 
 def _require_postgres(database: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ from workflows.sources import (
     QueueDepths,
     SlowQuery,
     Source,
+    Step,
     StoredValue,
     Workflow,
     source_for,
@@ -271,7 +272,12 @@ async def workflow_detail(
             return _more_steps_failed(request, exc, status=400)
         except (relay.RelayError, SlowQuery) as exc:
             return _more_steps_failed(request, exc, status=exc.status)
-        context |= {"steps": page.items, "steps_next": page.next_cursor, "workflow_id": workflow_id}
+        context |= {
+            "step_rows": _step_rows(application.name, page.items),
+            "steps_next": page.next_cursor,
+            "workflow_id": workflow_id,
+        }
+        context["step_rows"] = _step_rows(application.name, page.items)
         return await arender(request, "workflows/detail.html#step-rows", context)
     try:
         detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
@@ -299,6 +305,7 @@ def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
     context["workflow"] = workflow
     if detail.steps is not None:
         context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
+        context["step_rows"] = _step_rows(context["application"].name, detail.steps.items)
     # The workflow itself is shown; what could not be fetched says so.
     context["partial"] = detail.partial
     context["duration"] = workflow.duration
@@ -361,6 +368,12 @@ def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> 
         ),
         status=status,
     )
+
+
+def _step_rows(app_name: str, steps: list[Step]) -> list[tuple[str, Step]]:
+    """Each step with the URL of the child workflow it started ("" when it started none)."""
+    url = workflow_urls(app_name)
+    return [(url(s.child_workflow_id) if s.child_workflow_id else "", s) for s in steps]
 
 
 AUDIT_HISTORY_SIZE = 20

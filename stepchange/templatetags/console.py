@@ -1,6 +1,7 @@
 """Template filters of the console."""
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from django import template
@@ -37,7 +38,7 @@ def seconds(value: Any) -> str:
     """A duration in seconds, shown at a sensible precision."""
     if value is None:
         return ""
-    amount = float(value)
+    amount = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if amount < 1:
         return f"{amount * 1000:.0f} ms"
     if amount < 120:

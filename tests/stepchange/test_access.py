@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
+from django.test import Client
 
 from stepchange.access import can_see, require, visible_applications, visible_to
 from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE, Role, role_of
@@ -92,3 +93,64 @@ def test_require_refuses_an_application_outside_the_users_access(db: None) -> No
         require(limited, PERM_OPERATE, orders)
     with pytest.raises(PermissionDenied, match="role does not allow"):
         require(limited, PERM_ADMINISTER)
+
+
+def _between(html: str, start: str, end: str) -> str:
+    return html.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_the_top_bar_shows_a_limited_viewer_their_applications_and_no_admin_links(
+    db: None,
+) -> None:
+    orders, _ = make_app(name="orders"), make_app(name="billing-eu")
+    viewer = make_user(username="o'neil<&>", role="viewer", apps=[orders])
+    client = signed_in(viewer)
+    page = client.get("/apps/orders/executors/").content.decode()
+    topbar = _between(page, '<header class="topbar">', "</header>")
+    switcher = _between(topbar, '<details class="switcher">', "</details>")
+    assert "<summary>orders</summary>" in switcher
+    assert 'href="/apps/orders/" aria-current="page">orders</a>' in switcher
+    assert "billing-eu" not in switcher
+    assert "o&#x27;neil&lt;&amp;&gt;" in topbar
+    assert "o'neil<&>" not in page
+    assert '<span class="role role-viewer">viewer</span>' in topbar
+    sign_out = _between(topbar, 'action="/accounts/logout/">', "</form>")
+    assert 'name="csrfmiddlewaretoken"' in sign_out
+    assert "Audit log" not in topbar
+    assert 'href="/admin/"' not in topbar
+    # The application's sections, this one marked; Retention is an admin's.
+    sections = _between(page, '<nav class="appnav">', "</nav>")
+    assert "<h1>orders</h1>" in sections
+    assert '<a href="/apps/orders/executors/" aria-current="page">Executors</a>' in sections
+    assert sections.count("aria-current") == 1
+    assert "/retention/" not in sections
+    # Away from an application the switcher names none.
+    home = client.get("/").content.decode()
+    assert "<summary>Applications</summary>" in home
+    assert 'aria-current="page"' not in _between(home, '<header class="topbar">', "</header>")
+
+
+def test_an_admin_sees_the_admin_links_and_every_application(admin: User) -> None:
+    client = signed_in(admin)
+    assert '<li class="muted">No applications you may see</li>' in client.get("/").content.decode()
+    make_app(name="orders")
+    make_app(name="billing-eu")
+    page = client.get("/apps/billing-eu/retention/").content.decode()
+    topbar = _between(page, '<header class="topbar">', "</header>")
+    assert 'href="/apps/orders/">orders</a>' in topbar
+    assert 'href="/apps/billing-eu/" aria-current="page">billing-eu</a>' in topbar
+    assert '<a href="/audit/">Audit log</a>' in topbar
+    assert '<a href="/admin/">Admin</a>' in topbar
+    sections = _between(page, '<nav class="appnav">', "</nav>")
+    assert 'href="/apps/billing-eu/retention/" aria-current="page">Retention</a>' in sections
+
+
+def test_someone_not_signed_in_gets_the_top_bar_without_switcher_or_account(db: None) -> None:
+    make_app(name="orders")
+    page = Client().get("/accounts/login/").content.decode()
+    assert page.count('<header class="topbar">') == 1
+    topbar = _between(page, '<header class="topbar">', "</header>")
+    assert '<a class="brand" href="/">' in topbar
+    assert "switcher" not in topbar
+    assert "orders" not in topbar
+    assert "Sign out" not in topbar

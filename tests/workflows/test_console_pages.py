@@ -1,9 +1,15 @@
 """Stories about the workflow pages of the console, over databases real SDKs wrote."""
 
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.urls import reverse
+from django.utils.html import escape
 
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
@@ -405,3 +411,117 @@ def test_the_queued_page_shows_each_queues_configuration_and_depth(
     assert html.count('<td class="num">∞</td><td class="num">∞</td>') == 2
     assert "not in the queues table" not in html
     assert by_role(fixture, "enqueued") in html
+
+
+NASTY = '<script>alert("x")</script>'
+NASTY_ID = "tenant/7 <b>&'x'"
+NASTY_CHILD = "child <i>&</i>/of-the-nasty-one"
+CREATED_MS = 1795334401000  # 2026-11-22 08:00:01 UTC
+
+
+@pytest.fixture
+def nasty(system_databases: None, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path) -> str:
+    """The SQLite fixture's system database with a copy of its failed workflow whose id,
+    name, queue and version are markup, and whose first step started a child with markup in
+    its id and name; the application's name."""
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    path = tmp_path / "nasty.sqlite"
+    shutil.copy(fixture["path"], path)
+    model = by_role(fixture, "error")
+    status = {
+        "workflow_uuid": NASTY_ID,
+        "status": "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+        "name": NASTY,
+        "queue_name": NASTY,
+        "application_version": NASTY,
+        "executor_id": "executor-with-a-long-name",
+        "forked_from": "source-workflow-id-that-is-long",
+        "parent_workflow_id": None,
+        "created_at": CREATED_MS,
+        "completed_at": CREATED_MS + 2500,
+    }
+    times = {"started_at_epoch_ms": CREATED_MS + 123, "completed_at_epoch_ms": CREATED_MS + 223}
+    first = {"function_name": NASTY, "child_workflow_id": NASTY_CHILD}
+    with sqlite3.connect(path) as db:
+        _copy(db, "workflow_status", model, lambda row: row | status)
+        _copy(db, "workflow_input", model, lambda row: row | {"workflow_uuid": NASTY_ID})
+        _copy(
+            db,
+            "operation_outputs",
+            model,
+            lambda row: (
+                row | {"workflow_uuid": NASTY_ID} | times | first
+                if row["function_id"] == 1
+                else row | {"workflow_uuid": NASTY_ID} | times
+            ),
+        )
+    app = Application.objects.create(name="nasty", system_database_url=f"sqlite:///{path}")
+    return app.name
+
+
+def _copy(
+    db: sqlite3.Connection,
+    table: str,
+    workflow_id: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Copies `table`'s rows of `workflow_id`, each changed by `change`."""
+    db.row_factory = sqlite3.Row
+    rows = db.execute(f"SELECT * FROM {table} WHERE workflow_uuid = ?", (workflow_id,))
+    for row in rows.fetchall():
+        new = change(dict(row))
+        marks = ", ".join("?" * len(new))
+        db.execute(f"INSERT INTO {table} ({', '.join(new)}) VALUES ({marks})", list(new.values()))
+
+
+def _row_of(page: str, marker: str) -> str:
+    [row] = [row for row in page.split("<tr") if marker in row]
+    return row
+
+
+def test_a_workflow_row_escapes_every_value_and_links_the_workflow(nasty: str) -> None:
+    """Markup in a workflow's id, name, queue or version is shown, never run; the row links
+    the workflow's page as `{% url %}` would, and only an operator gets its checkbox."""
+    operator = make_user(username="otto", role="operator")
+    page = signed_in(operator).get(f"/apps/{nasty}/workflows/").content.decode()
+    assert NASTY not in page
+    row = _row_of(page, f"<code>{escape(NASTY_ID)}</code>")
+    assert row.count(escape(NASTY)) == 3
+    assert f'href="{escape(reverse("workflow-detail", args=[nasty, NASTY_ID]))}"' in row
+    assert f'name="ids" value="{escape(NASTY_ID)}" form="bulk"' in row
+    assert 'status-max_recovery_attempts_exceeded">maxrecoveryattemptsexceeded<' in row
+    assert "executor-wit…" in row
+    assert "fork of <code>source-workflow-i…</code>" in row
+    assert "child of" not in row
+    assert 'title="2026-11-22T08:00:01+00:00">2026-11-22 08:00:01</td>' in row
+    assert "2.50 s" in row
+    as_viewer = signed_in(make_user(username="vic", role="viewer"))
+    rows = as_viewer.get(f"/apps/{nasty}/workflows/", HTTP_HX_REQUEST="true").content.decode()
+    assert escape(NASTY_ID) in rows
+    assert 'name="ids"' not in rows
+
+
+def test_a_step_row_escapes_its_values_and_links_the_child_it_started(nasty: str) -> None:
+    client = signed_in(make_user(username="vic", role="viewer"))
+    url = reverse("workflow-detail", args=[nasty, NASTY_ID])
+    page = client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert NASTY not in html
+    assert f"<h2><code>{escape(NASTY_ID)}</code>" in html
+    first = _row_of(html, f"<td><code>{escape(NASTY)}</code>")
+    assert "08:00:01.123" in first
+    assert "100 ms" in first
+    assert "Output <span" in first
+    child = escape(reverse("workflow-detail", args=[nasty, NASTY_CHILD]))
+    assert f'<a href="{child}"><code>{escape(NASTY_CHILD[:23])}…</code></a>' in first
+    failed = _row_of(html, "<td><code>shout</code>")
+    assert failed.startswith(' class="failed">')
+    assert "Error <span" in failed
+    assert "bad input fail1" in failed
+    assert "href" not in failed
+    # The next steps alone, as the "More steps" button asks for them.
+    more = client.get(url, {"steps_cursor": "1"}, HTTP_HX_REQUEST="true").content.decode()
+    assert more.lstrip().startswith('<tr class="failed">')
+    assert "<code>shout</code>" in more
+    assert escape(NASTY) not in more

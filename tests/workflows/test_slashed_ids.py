@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import resolve, reverse
 
+from stepchange.converters import workflow_urls
 from stepchange.models import Application
 from stepchange.services import api_token_create
 from tests.conftest import signed_in
@@ -99,6 +100,28 @@ def test_the_api_reads_a_workflow_whose_id_holds_slashes(
         assert [s["child_workflow_id"] for s in steps.json()["items"]] == [CHILD]
     missing = client.get("/api/v1/apps/slashed/workflows/tenant/7/nope")
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "workflow_id",
+    [
+        PARENT,
+        "wf&1 ?#x",
+        "line\nbreak\ttab",
+        "100% sure",
+        "ünï/çødé",
+        "a+b=c;d,e!$'()*",
+        "<s>",
+        "~u:p@h",
+        "/lead",
+        "end/",
+    ],
+)
+def test_a_listed_workflow_is_linked_as_reverse_links_it(workflow_id: str) -> None:
+    """The lists reverse a workflow's URL once and quote each id into it: the same URL."""
+    for app_name in ("shop", "orders & co", "workflow-id-goes-here"):
+        expected = reverse("workflow-detail", args=[app_name, workflow_id])
+        assert workflow_urls(app_name)(workflow_id) == expected
 
 
 @pytest.mark.parametrize(
