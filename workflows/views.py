@@ -309,6 +309,7 @@ def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
     # The workflow itself is shown; what could not be fetched says so.
     context["partial"] = detail.partial
     context["duration"] = workflow.duration
+    context["active"] = workflow.status in ACTIVE
     return context
 
 
@@ -393,7 +394,6 @@ def _with_controls(
     workflow: Workflow = context["workflow"]
     controls: dict[str, Any] = {
         "may_act": request.user.has_perm(PERM_OPERATE),
-        "active": workflow.status in ACTIVE,
         "audit_history": list(_audit_history(application.name, workflow.workflow_id)),
     }
     if controls["may_act"]:

@@ -14,6 +14,7 @@ from tests.conftest import make_user
 from tests.fake_executor import FakeExecutor, connect_executor
 from workflows import actions
 from workflows.actions import Action, Sdk, offers
+from workflows.sources import Workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -359,7 +360,7 @@ def executor_of(language: str, version: str) -> Executor:
     ],
 )
 def test_what_is_offered_follows_the_status(status: str, allowed: set[str]) -> None:
-    offered = offers({"status": status}, [executor_of("python", "3.2.0")])
+    offered = offers(Workflow("wf-1", status=status), [executor_of("python", "3.2.0")])
     assert {offer.action.value for offer in offered if offer.allowed} == allowed
     assert all(offer.why_not for offer in offered if not offer.allowed)
 
@@ -382,7 +383,7 @@ def test_what_an_sdk_can_do(language: str, version: str, rewinds: bool, first_st
 def test_rewind_is_not_offered_without_an_executor_that_can() -> None:
     [rewind] = [
         offer
-        for offer in offers({"status": "ERROR"}, [executor_of("typescript", "5.0.2")])
+        for offer in offers(Workflow("wf-1", status="ERROR"), [executor_of("typescript", "5.0.2")])
         if offer.action is Action.REWIND
     ]
     assert (rewind.allowed, rewind.why_not) == (False, actions.NO_REWIND_EXECUTOR)

@@ -499,7 +499,7 @@ def test_forgetting_an_application_closes_its_pooled_connections(
 
         def pooled() -> int:
             # Our pool's connections are idle, their last statement one of ours.
-            row = conn.execute(count, ("%stepchange_%",)).fetchone()
+            row = conn.execute(count, ("%workflow_status%",)).fetchone()
             return int(row[0]) if row else 0
 
         assert pooled() >= 1

@@ -158,7 +158,7 @@ async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
 ) -> None:
     """Without a system database: the recent failures and the queue depths come from the
     executor, asked both at once with bounded limits; its metadata and its connection show."""
-    from workflows.views import RELAYED_QUEUE_SAMPLE
+    from workflows.sources import RELAYED_QUEUE_SAMPLE
 
     client = await viewer_client()
     page_task = asyncio.create_task(client.get("/apps/orders/"))
@@ -315,7 +315,7 @@ async def test_the_queued_page_through_the_executor_counts_and_configures_each_q
 ) -> None:
     """Its rows, the queues' configuration and a bounded sample to count depths from, asked
     at once; every list without inputs."""
-    from workflows.views import RELAYED_QUEUE_SAMPLE
+    from workflows.sources import RELAYED_QUEUE_SAMPLE
 
     queued = [
         {**PY_ROW, "WorkflowUUID": "wf-a", "Status": "ENQUEUED", "QueueName": "mail"},
