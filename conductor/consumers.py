@@ -61,8 +61,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections on a worker thread before every
         # message. Replies and relayed requests never touch the database here (whatever
-        # goes through db_async, which hands the connection back itself), and two
-        # thread hops per relayed request were a third of this process's CPU.
+        # does goes through db_async, which hands the connection back itself), so they
+        # skip those two thread hops: the relay's throughput (bench/RESULTS.md).
         if message["type"] in self.HOT:
             await getattr(self, get_handler_name(message))(message)
         else:

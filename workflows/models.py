@@ -109,7 +109,7 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         on the primary key alone: exact there, and unlike LIKE (which no index serves under
         other collations, and whose selectivity the planner underestimates) it leaves the
         planner free to walk the created_at index for the newest rows rather than sort
-        every match (3.6 against 9.6 ms for a two-character prefix of a million rows)."""
+        every match."""
         upper = _successor(prefix) if bytewise else None
         if upper is None:
             return self.filter(workflow_uuid__startswith=prefix)
