@@ -120,11 +120,13 @@ class Driver:
 
 def add_bare_views() -> None:
     """The floor: views that do nothing, behind the same chains."""
+    from django.contrib.auth.decorators import login_required
     from django.http import HttpRequest, HttpResponse
     from django.urls import path
 
-    from stepchange.access import login_required
-    from stepchange.api import api
+    from stepchange.api.base import BearerToken, SessionCookie, StepChangeAPI
+
+    api = StepChangeAPI(urls_namespace="bench", auth=[BearerToken(), SessionCookie()])
 
     @api.get("/bench-bare", auth=None, include_in_schema=False)
     async def bare_api(request: HttpRequest) -> dict[str, bool]:
@@ -137,9 +139,10 @@ def add_bare_views() -> None:
     async def bare(request: HttpRequest) -> HttpResponse:
         return HttpResponse("ok")
 
-    import stepchange.urls  # only now: it freezes the API's routers
+    import stepchange.urls
 
     stepchange.urls.urlpatterns[:0] = [
+        path("api/v1/", api.urls),
         path("bench-bare/", bare),
         path("bench-bare-user/", login_required(bare)),
     ]
@@ -197,21 +200,22 @@ async def main() -> None:
         p50, p95, cpu = await driver.measure(url, who, args.runs)
         print(f"{label:<42} {p50:8.2f} {p95:8.2f} {cpu:11.2f}", flush=True)
 
-    import stepchange.api
-    import stepchange.middleware
+    import django.contrib.auth.middleware
+
+    import stepchange.access
+    import stepchange.asyncdb
     import workflows.sources
     import workflows.views
 
     source = workflows.sources.DatabaseSource
     spent = timed_parts(
         {
-            "session and user": (stepchange.middleware, "_user"),
-            # Called by app_view, in the same trip as the user.
-            "application and permissions": (stepchange.api, "application_for"),
+            "session and user": (django.contrib.auth.middleware, "get_user"),
+            "application and permissions": (stepchange.access, "application_for"),
             # The workflow, its first steps and its extras: one round trip, then decoded.
             "system database, read and decoded": (source, "_detail"),
-            "actions panel and audit history": (workflows.views, "_controls"),
-            "rendering": (workflows.views, "render"),
+            "actions panel and audit history": (workflows.views, "_with_controls"),
+            "rendering": (stepchange.asyncdb, "render"),
         }
     )
     page = f"{base}/{typical}/"

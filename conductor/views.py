@@ -16,6 +16,7 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import arender, db_async
+from stepchange.http import HtmxHttpRequest
 from stepchange.models import Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
 from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
@@ -25,7 +26,7 @@ REQUESTS_PAGE = 50
 
 
 @login_required
-def executors(request: HttpRequest, app_name: str) -> HttpResponse:
+def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name)
     live = list(Executor.objects.live().filter(application=application))
     live_ids = {executor.pk for executor in live}
@@ -44,7 +45,7 @@ def executors(request: HttpRequest, app_name: str) -> HttpResponse:
         "system_database": systemdb.status_of(application),
     }
     template = "conductor/executors.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#executor-panels"
     return render(request, template, context)
 
@@ -77,7 +78,7 @@ class RequestFilterForm(forms.Form):
 
 
 @login_required
-def requests(request: HttpRequest, app_name: str) -> HttpResponse:
+def requests(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name)
     form = RequestFilterForm(request.GET or None)
     page = Page[RequestLog]([], None)
@@ -89,7 +90,7 @@ def requests(request: HttpRequest, app_name: str) -> HttpResponse:
                 query = query.filter(**{field: data[field]})
         page = newest_first(query, before=data.get("before"), size=REQUESTS_PAGE)
     template = "conductor/requests.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#request-rows"
     return render(
         request,

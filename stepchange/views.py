@@ -17,6 +17,7 @@ from conductor.registry import with_live_executor_counts
 from stepchange.access import visible_to
 from stepchange.audit import AuditAction, audit_record
 from stepchange.auditlog import AUDIT_ADMINS_ONLY, AuditFilterForm, audit_export
+from stepchange.http import HtmxHttpRequest
 from stepchange.models import ApiToken, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
 from stepchange.roles import PERM_ADMINISTER, Role, role_of
@@ -85,7 +86,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return response
 
 
-def audit_log(request: HttpRequest) -> HttpResponseBase:
+def audit_log(request: HtmxHttpRequest) -> HttpResponseBase:
     if not request.user.has_perm(PERM_ADMINISTER):
         raise PermissionDenied(AUDIT_ADMINS_ONLY)
     form = AuditFilterForm(request.GET)
@@ -97,7 +98,7 @@ def audit_log(request: HttpRequest) -> HttpResponseBase:
             form.records(), before=form.cleaned_data["before"], size=AUDIT_PAGE_SIZE
         )
     template = "stepchange/audit.html"
-    if request.htmx:  # type: ignore[attr-defined]
+    if request.htmx:
         template += "#audit-rows"
     return render(
         request,
