@@ -9,11 +9,10 @@ from ninja import Field, Router, Schema, Status
 
 from conductor.registry import live_versions
 from forks.models import EditedFork
+from forks.plans import ForkError, ForkInvalidError
 from forks.services import (
     NEEDS_APPROVAL,
     Draft,
-    ForkError,
-    ForkInvalidError,
     edited_fork_approve,
     edited_fork_discard,
     edited_fork_run,

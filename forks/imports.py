@@ -1,10 +1,10 @@
 """Edited forks that travel to an executor as an `import_workflow` payload (PROTOCOL.md
 §2.2, §5.4 "Option B"), for an application whose system database StepChange cannot reach.
 
-The source is read from the executor's own `export_workflow` answer into the `Source` that
-`forks.services` reads from a database, so the same checks and the same rows apply. The
-checked plan goes back to that executor as `import_workflow`; the executor inserts the
-rows verbatim and an executor of the application claims the fork from its queue.
+The source is read from the executor's own `export_workflow` answer into the same `Source`
+(`forks.plans`) that `forks.services` reads from a database, so the same checks and the same
+rows apply. The checked plan goes back to that executor as `import_workflow`; the executor
+inserts the rows verbatim and an executor of the application claims the fork from its queue.
 
 What real executors export (a greet workflow run to SUCCESS, exported through the relay):
 
@@ -57,7 +57,7 @@ from conductor.protocol import (
     Request,
     SuccessResponse,
 )
-from forks.services import (
+from forks.plans import (
     IMPORT_ROUTE,
     NO_SOURCE,
     ForkError,

@@ -17,7 +17,8 @@ and to `workflow_status.inputs` before it, and columns a schema lacks are never 
 For an application whose system database StepChange cannot reach, the same plan takes the
 executor route (`forks.imports`): the source is read from an executor's export, and the
 rows travel back to that executor as an `import_workflow` payload. `Plan.route` and the
-audit record of the run say which route a fork took.
+audit record of the run say which route a fork took. What both routes share (`Source`,
+`Origin`, `Plan`, the errors) is `forks.plans`, below them both.
 """
 
 from __future__ import annotations
@@ -36,18 +37,28 @@ from django.http import HttpRequest
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from forks import imports
 from forks.models import EditedFork
+from forks.plans import (
+    DATABASE_ROUTE,
+    IMPORT_ROUTE,
+    NO_SOURCE,
+    ForkError,
+    ForkInvalidError,
+    ForkRefusedError,
+    NoSystemDatabaseError,
+    Origin,
+    Plan,
+    Source,
+    SourceNotFoundError,
+)
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows import serialization as codec
 from workflows import systemdb
-from workflows.actions import OTHER_APPLICATION, SAFE_ID, WORKFLOW_NOT_FOUND
+from workflows.actions import OTHER_APPLICATION, SAFE_ID
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
-# Where a fork's rows go: straight into the system database, or to an executor that
-# imports them (`forks.imports`).
-DATABASE_ROUTE = "database"
-IMPORT_ROUTE = "import"
 # Values larger than this are audited as their hash and size, not in full.
 AUDIT_VALUE_CHARS = 4096
 
@@ -59,8 +70,6 @@ DISCARD_ACTION = "edited_fork.discard"
 NO_SYSTEM_DATABASE = (
     "{app} has no reachable system database ({problem}): an edited fork is written there."
 )
-# The same words as the native actions use.
-NO_SOURCE = WORKFLOW_NOT_FOUND
 STEP_OUT_OF_RANGE = (
     "The restart step must be between {low} and {high} for this workflow; got {step}."
 )
@@ -99,39 +108,6 @@ IMPORTED = (
 )
 
 
-class ForkError(Exception):
-    """A fork that cannot be staged or run; `status` is the API's code."""
-
-    status = 400
-
-
-class ForkInvalidError(ForkError):
-    """Some values or choices are wrong; `errors` names the field (and step) of each."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("; ".join(_describe(error) for error in errors))
-        self.errors = errors
-
-
-class SourceNotFoundError(ForkError):
-    status = 404
-
-
-class ForkRefusedError(ForkError):
-    status = 409
-
-
-class NoSystemDatabaseError(ForkError):
-    status = 503
-
-
-def _describe(error: dict[str, Any]) -> str:
-    where = (
-        error["field"] if error.get("step") is None else f"{error['field']} (step {error['step']})"
-    )
-    return f"{where}: {error['message']}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class Draft:
     """What the operator asked for, as plain data."""
@@ -164,65 +140,10 @@ class Draft:
 
 
 @dataclass(frozen=True)
-class Source:
-    """The source workflow as its database has it: raw rows, column for column."""
-
-    status: dict[str, Any]
-    inputs: str | None
-    steps: list[dict[str, Any]]
-    history: list[dict[str, Any]]
-    streams: list[dict[str, Any]]
-
-    @property
-    def serialization(self) -> str | None:
-        return self.status.get("serialization") or None
-
-
-@dataclass(frozen=True)
 class Edit:
     value: Any
     encoded: str | None
     serialization: str
-
-
-@dataclass
-class Plan:
-    """Every row the fork writes, table by table, and what the operator should know."""
-
-    alias: str
-    schema: systemdb.Schema
-    source_id: str
-    new_id: str
-    start_step: int
-    serialization: str
-    application_version: str | None
-    queue_name: str
-    status_row: dict[str, Any]
-    input_row: dict[str, Any] | None
-    step_rows: list[dict[str, Any]]
-    history_rows: list[dict[str, Any]]
-    event_rows: list[dict[str, Any]]
-    stream_rows: list[dict[str, Any]]
-    warnings: list[str]
-    diff: dict[str, Any]
-    route: str = DATABASE_ROUTE
-    # The import route's executor, which exported the source and imports the fork.
-    executor_id: str = ""
-    language: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Origin:
-    """Where the source was read, and so where the fork goes: the system database at
-    `alias`, or (route "import") the executor that exported it."""
-
-    route: str
-    source: Source
-    schema: systemdb.Schema
-    exists: Callable[[str], bool]
-    alias: str = ""
-    executor_id: str = ""
-    language: str = ""
 
 
 # Reading the source.
@@ -234,9 +155,6 @@ def fork_origin(application: Application, workflow_id: str) -> Origin:
     try:
         alias, schema, source = fork_source(application, workflow_id)
     except NoSystemDatabaseError:
-        # Imported here: forks.imports builds on this module's Source, Origin and Plan.
-        from forks import imports
-
         return imports.export_origin(application, workflow_id)
     return Origin(
         route=DATABASE_ROUTE,
@@ -691,8 +609,6 @@ def plan_write(application: Application, plan: Plan) -> str:
     """Write the plan in one transaction: all of it, or (on any error) nothing. On the
     import route the executor's import is that transaction; its request id is returned."""
     if plan.route == IMPORT_ROUTE:
-        from forks import imports
-
         return imports.plan_send(application, plan)
     with transaction.atomic(using=plan.alias), connections[plan.alias].cursor() as cursor:
         for write in WRITES:

@@ -14,12 +14,10 @@ from django.views.decorators.http import require_POST
 
 from conductor.registry import live_versions
 from forks.models import EditedFork
+from forks.plans import ForkError, ForkInvalidError, Source
 from forks.services import (
     INTERNAL_QUEUE,
     Draft,
-    ForkError,
-    ForkInvalidError,
-    Source,
     edited_fork_approve,
     edited_fork_discard,
     edited_fork_refused,

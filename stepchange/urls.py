@@ -7,7 +7,7 @@ from conductor import api as conductor_api
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from forks import api as forks_api
-from forks.services import ForkError
+from forks.plans import ForkError
 from stepchange import views
 from stepchange.api import endpoints, errors
 from stepchange.api.base import new_api

@@ -6,6 +6,8 @@ database is its own connection alias (workflows.systemdb), so every query says w
 `WorkflowStatus.objects.using(alias)`, usually through `systemdb.workflows(application)`.
 Older schemas lack some columns and tables (§3.3): reads defer what a database does not
 have, and a deferred column that does not exist reads as None instead of being fetched.
+What each alias's database has is recorded here by `workflows.systemdb`, which introspects
+it (`record_columns`), so the models never ask the module above them.
 
 Epoch-millisecond columns are `*_ms` integer fields; the datetime of each is the property
 of the same name without the suffix (see `EpochMs`).
@@ -44,6 +46,31 @@ class EpochMs:
         return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
+# The columns each system database has, table by table, under its connection alias, as
+# workflows.systemdb last introspected them.
+_columns: dict[str, dict[str, frozenset[str]]] = {}
+
+
+def record_columns(alias: str, columns: dict[str, frozenset[str]]) -> None:
+    """Remember the tables and columns the database at `alias` has."""
+    _columns[alias] = columns
+
+
+def forget_columns(alias: str) -> None:
+    _columns.pop(alias, None)
+
+
+def missing_fields(alias: str | None, model: type[models.Model]) -> frozenset[str]:
+    """Names of `model`'s fields whose columns this alias's database lacks."""
+    columns = _columns.get(alias or "")
+    if columns is None:
+        return frozenset()
+    present = columns.get(model._meta.db_table)
+    if present is None:
+        return frozenset(f.attname for f in model._meta.concrete_fields)
+    return frozenset(f.attname for f in model._meta.concrete_fields if f.column not in present)
+
+
 class SystemModel(models.Model):
     """Common behaviour: never migrated, and absent columns read as None."""
 
@@ -56,8 +83,6 @@ class SystemModel(models.Model):
     ) -> None:
         # Django fetches a deferred field on first access. A column this database does
         # not have (an older DBOS schema) was deferred on purpose: it is None.
-        from workflows.systemdb import missing_fields
-
         missing = missing_fields(self._state.db, type(self))
         if fields is not None and missing and set(fields) <= missing:
             for name in fields:

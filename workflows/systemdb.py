@@ -31,7 +31,12 @@ from workflows.models import (
     SystemModel,
     WorkflowQuerySet,
     WorkflowStatus,
+    forget_columns,
+    record_columns,
 )
+
+# Readers ask this module what a database lacks; the models keep the answer (see there).
+from workflows.models import missing_fields as missing_fields
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +139,7 @@ def forget(application: Application) -> None:
         _aliases.pop(key, None)
     for alias in stale:
         drop_alias(alias)
-        _schemas.pop(alias, None)
+        _uncache(alias)
 
 
 def drop_alias(alias: str) -> None:
@@ -174,7 +179,7 @@ def _register(alias: str, config: dict[str, Any]) -> None:
     # Django fills in the defaults of a whole DATABASES dict, which must have "default".
     defaults = connections.configure_settings({"default": {}, alias: config})
     connections.settings[alias] = defaults[alias]
-    _schemas.pop(alias, None)
+    _uncache(alias)
 
 
 def schema_of(application: Application, *, fresh: bool = False) -> Schema:
@@ -205,8 +210,19 @@ def schema_of(application: Application, *, fresh: bool = False) -> Schema:
             schema.version,
             KNOWN_VERSION,
         )
-    _schemas[alias] = (time.monotonic(), schema)
+    _cache(alias, schema)
     return schema
+
+
+def _cache(alias: str, schema: Schema) -> None:
+    _schemas[alias] = (time.monotonic(), schema)
+    # The models read these to tell a column this database lacks from a deferred one.
+    record_columns(alias, schema.columns)
+
+
+def _uncache(alias: str) -> None:
+    _schemas.pop(alias, None)
+    forget_columns(alias)
 
 
 def cached_schema(application: Application) -> Schema | None:
@@ -255,17 +271,6 @@ def _introspect(alias: str) -> Schema:
                     if index["index"]
                 )
     return Schema(version=version, columns=columns, bytewise_text=bytewise, queue_index=queue_index)
-
-
-def missing_fields(alias: str | None, model: type[Model]) -> frozenset[str]:
-    """Names of `model`'s fields whose columns this alias's database lacks."""
-    cached = _schemas.get(alias or "")
-    if cached is None:
-        return frozenset()
-    present = cached[1].columns.get(model._meta.db_table)
-    if present is None:
-        return frozenset(f.attname for f in model._meta.concrete_fields)
-    return frozenset(f.attname for f in model._meta.concrete_fields if f.column not in present)
 
 
 def rows(application: Application, model: type[SystemModel]) -> QuerySet[Any]:

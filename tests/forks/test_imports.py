@@ -26,7 +26,8 @@ from django.test import AsyncClient
 from forks import imports, services
 from forks.imports import BadExportError
 from forks.models import EditedFork
-from forks.services import Draft, Plan
+from forks.plans import ForkInvalidError, Plan, SourceNotFoundError
+from forks.services import Draft
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
 from tests.fake_executor import FakeExecutor, connect_executor
@@ -415,7 +416,7 @@ async def test_an_id_the_executor_already_has_is_refused_before_anything_is_sent
     )
     await executor.answer("export_workflow", serialized_workflow=packed([export()]))
     await executor.answer("get_workflow", output={"WorkflowUUID": NEW_ID, "Status": "SUCCESS"})
-    with pytest.raises(services.ForkInvalidError) as refused:
+    with pytest.raises(ForkInvalidError) as refused:
         await planning
     assert refused.value.errors == [
         {"field": "new_workflow_id", "message": services.ID_TAKEN.format(new_id=NEW_ID)}
@@ -435,7 +436,7 @@ async def test_a_missing_source_is_a_404_asked_of_the_executor(
     )
     asked = await executor.answer("get_workflow", output=None)
     assert asked["workflow_id"] == SOURCE
-    with pytest.raises(services.SourceNotFoundError):
+    with pytest.raises(SourceNotFoundError):
         await planning
 
 

@@ -13,7 +13,8 @@ from django.db import DatabaseError
 
 from forks import services
 from forks.models import EditedFork
-from forks.services import Draft, ForkInvalidError, ForkRefusedError
+from forks.plans import ForkError, ForkInvalidError, ForkRefusedError
+from forks.services import Draft
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
 from workflows import serialization as codec
@@ -263,7 +264,7 @@ def test_a_failure_between_any_two_writes_leaves_no_partial_fork(
 
     writes[failing] = broken
     monkeypatch.setattr(services, "WRITES", writes)
-    with pytest.raises(services.ForkError, match="Nothing was written: disk on fire"):
+    with pytest.raises(ForkError, match="Nothing was written: disk on fire"):
         services.edited_fork_run(fork=fork, live_versions=["fixture-v1"], user=otto)
     for table in (
         "workflow_status",
