@@ -30,6 +30,7 @@ from django.db import close_old_connections, reset_queries  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
 from conductor.routing import websocket_urlpatterns  # noqa: E402
+from stepchange.background import lifespan  # noqa: E402
 
 IDLE_THREADS = 16
 
@@ -126,6 +127,9 @@ application = ProtocolTypeRouter(
     {
         "http": http,
         "websocket": URLRouter(websocket_urlpatterns),
+        # Servers that speak lifespan start the background work here; Daphne does not
+        # (stepchange.server starts it).
+        "lifespan": lifespan,
     }
 )
 

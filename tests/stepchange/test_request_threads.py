@@ -12,7 +12,6 @@ from django.core.signals import request_finished
 
 from stepchange.asgi import Handler, RequestThreads, application
 from stepchange.asyncdb import db_async, process_task
-from workflows import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,29 +109,4 @@ async def test_a_process_task_started_by_a_request_outlives_it() -> None:
     assert ident != threading.get_ident()
     with pytest.raises(RuntimeError, match="has exited"):
         await plain
-    request_thread.shutdown()
-
-
-async def test_the_bulk_job_runner_woken_by_a_request_runs_jobs_after_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    ran = asyncio.Event()
-
-    async def run_next() -> bool:
-        await db_async(lambda: None)()
-        ran.set()
-        return False
-
-    monkeypatch.setattr(jobs, "run_next", run_next)
-    monkeypatch.setattr(jobs, "runner", jobs.Runner())
-    request_thread = RequestThreads(idle=1).take()
-    async with ThreadSensitiveContext(executor=request_thread):
-        jobs.bulk_jobs_wake()  # as a console POST does, with no runner yet
-    ran.clear()
-    jobs.bulk_jobs_wake()  # a later job, after the request ended
-    await asyncio.wait_for(ran.wait(), 5)
-    task = jobs.runner.task
-    assert task is not None
-    assert not task.done()
-    task.cancel()
     request_thread.shutdown()
