@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.utils import timezone
 
-from conductor import events, recovery
+from conductor import events
 from conductor.models import Executor, ExecutorConnection, RequestLog
 from conductor.protocol import (
     ExecutorInfoRequest,
@@ -29,7 +29,7 @@ from conductor.protocol import (
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
 from stepchange.access import visible_to
-from stepchange.asyncdb import db_async, process_task
+from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.services import executor_key_check
 from workflows import jobs
@@ -47,7 +47,6 @@ CLOSE_BAD_INFO = 4001
 
 # This process's executor consumers, for the heartbeat.
 _held: set[str] = set()
-_heartbeat: "asyncio.Task[None] | None" = None
 
 
 class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -83,8 +82,6 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.info_frame = encode_request(self.info_request)
         self.info_sent = (timezone.now(), time.perf_counter())
         await self.send(text_data=self.info_frame)
-        _ensure_heartbeat()
-        recovery.ensure_sweeper()
         # Bulk jobs left behind by a stopped process need an executor: look for them now.
         jobs.bulk_jobs_wake()
 
@@ -222,13 +219,9 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
 
 
-def _ensure_heartbeat() -> None:
-    global _heartbeat
-    if _heartbeat is None or _heartbeat.done():
-        _heartbeat = process_task(_beat_forever(), name="heartbeat")
-
-
-async def _beat_forever() -> None:
+async def heartbeat_forever() -> None:
+    """Mark this process's executors as seen, every EXECUTOR_HEARTBEAT_SECONDS (a loop of
+    `stepchange.background`)."""
     while True:
         await asyncio.sleep(settings.EXECUTOR_HEARTBEAT_SECONDS)
         if _held:

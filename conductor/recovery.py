@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conductor import relay, retention
+from conductor import relay
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from conductor.protocol import (
     ExistPendingWorkflowsRequest,
@@ -33,7 +33,7 @@ from conductor.protocol import (
     RecoveryRequest,
 )
 from conductor.registry import stale_executors_release
-from stepchange.asyncdb import db_async, process_task
+from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 
@@ -48,8 +48,6 @@ RETRY_FAILED_AFTER_SECONDS = 30
 ABANDONED_CLAIM_SECONDS = 300
 # Executors an operator may recover by hand: gone, whatever became of their work since.
 RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
-
-_sweeper: "asyncio.Task[None] | None" = None
 
 
 def recovery_refused(
@@ -72,24 +70,15 @@ def recovery_refused(
     )
 
 
-def ensure_sweeper() -> None:
-    """Start this process's sweeper on the running event loop, once."""
-    global _sweeper
-    if _sweeper is None or _sweeper.done():
-        _sweeper = process_task(_sweep_forever(), name="recovery")
-
-
-async def _sweep_forever() -> None:
+async def sweep_forever() -> None:
+    """This process's sweeper: one `sweep` every RECOVERY_SWEEP_SECONDS (a loop of
+    `stepchange.background`)."""
     while True:
         await asyncio.sleep(settings.RECOVERY_SWEEP_SECONDS)
         try:
             await sweep()
         except Exception:
             logger.exception("The recovery sweep failed; it runs again shortly")
-        try:
-            await retention.retention_sweep()
-        except Exception:
-            logger.exception("The retention sweep failed; it runs again shortly")
 
 
 async def sweep() -> list[RecoveryAttempt]:

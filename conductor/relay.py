@@ -28,7 +28,7 @@ from conductor.registry import (
     live_executors,
 )
 from conductor.requestlog import clip, request_log_add
-from stepchange.asyncdb import db_async, process_task
+from stepchange.asyncdb import db_async
 from stepchange.models import Application
 
 logger = logging.getLogger(__name__)
@@ -250,13 +250,18 @@ class Routes:
     the registry changes only when executors come and go. Entries last ROUTE_SECONDS and
     are dropped at once on every registry event (`conductor.registry` group), and when a
     request through them fails.
+
+    The cache serves only the event loop that `listen` runs on (a loop of
+    `stepchange.background`, started with the server); anywhere else (a management
+    command, a test without it) nothing would keep it honest, and every pick asks the
+    database.
     """
 
     ROUTE_SECONDS = 5.0
 
     def __init__(self) -> None:
         self.entries: dict[int, tuple[float, list[Executor]]] = {}
-        self.listening: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self.listening: asyncio.AbstractEventLoop | None = None
 
     async def pick(
         self, application: Application, *, executor_id: str | None, latest_version: bool
@@ -288,31 +293,27 @@ class Routes:
             self.entries.pop(application.pk, None)
 
     def _listening(self) -> bool:
-        """Listen for registry events on this event loop (started on first use)."""
-        loop = asyncio.get_running_loop()
-        # async_to_sync makes a loop per call: forget the closed ones and their tasks.
-        for stale in [other for other in self.listening if other.is_closed()]:
-            del self.listening[stale]
-        task = self.listening.get(loop)
-        if task is None or task.done():
-            self.entries.clear()
-            self.listening[loop] = process_task(self._listen(), name="relay-routes")
-            return False
-        return True
+        return self.listening is asyncio.get_running_loop()
 
-    async def _listen(self) -> None:
+    async def listen(self) -> None:
+        """Drop the cache on every registry event, for as long as this runs."""
         layer = get_channel_layer()
         channel = await layer.new_channel()
-        while True:
-            # Group membership expires in Redis; joining again now and then keeps it.
-            await layer.group_add(events.REGISTRY_GROUP, channel)
-            try:
-                async with asyncio.timeout(3600):
-                    while True:
-                        await layer.receive(channel)
-                        self.entries.clear()
-            except TimeoutError:
-                continue
+        try:
+            while True:
+                # Group membership expires in Redis; joining again now and then keeps it.
+                await layer.group_add(events.REGISTRY_GROUP, channel)
+                self.listening = asyncio.get_running_loop()
+                try:
+                    async with asyncio.timeout(3600):
+                        while True:
+                            await layer.receive(channel)
+                            self.entries.clear()
+                except TimeoutError:
+                    continue
+        finally:
+            self.listening = None
+            self.entries.clear()
 
 
 routes = Routes()

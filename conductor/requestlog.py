@@ -3,7 +3,8 @@
 One INSERT per relayed request would cap a process at what one database commit per
 request allows (a few hundred a second on SQLite). Entries instead go to an in-process
 queue that a writer thread drains every `FLUSH_SECONDS` with one bulk insert. A crash
-loses at most that much of the log, never a request.
+loses at most that much of the log, never a request. The thread starts and stops with the
+server (`stepchange.background`), and writes what it holds before it ends.
 """
 
 import atexit
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2
 BATCH_SIZE = 500
 PRUNE_EVERY_SECONDS = 3600
+WRITER_NAME = "request-log"
 
 # Plain dicts: model instances are built in the writer thread, off the event loop.
 _queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
@@ -50,7 +52,6 @@ def request_log_add(**fields: Any) -> None:
         RequestLog.objects.create(**fields)
         return
     _queue.put(fields)
-    _ensure_writer()
 
 
 def request_log_flush() -> int:
@@ -86,14 +87,19 @@ def request_log_prune(*, now: Any = None) -> int:
     return deleted
 
 
-def _ensure_writer() -> None:
+def request_log_start() -> None:
+    """Start the writer thread, unless it runs."""
     global _writer
     if _writer is not None and _writer.is_alive():
         return
     with _writer_lock:
         if _writer is None or not _writer.is_alive():
-            _writer = threading.Thread(target=_write_forever, name="request-log", daemon=True)
+            _writer = threading.Thread(target=_write_forever, name=WRITER_NAME, daemon=True)
             _writer.start()
+
+
+def request_log_running() -> bool:
+    return _writer is not None and _writer.is_alive()
 
 
 def request_log_stop() -> None:
@@ -128,8 +134,10 @@ def _write_forever() -> None:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _writer is not None:
-        try:
-            request_log_flush()
-        except Exception:
-            logger.exception("Flushing the request log at exit failed")
+    """Write what came after the writer stopped (requests that failed as the server shut
+    down), or in a process that never started it."""
+    try:
+        request_log_stop()
+        request_log_flush()
+    except Exception:
+        logger.exception("Flushing the request log at exit failed")

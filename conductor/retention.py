@@ -7,6 +7,7 @@ them. With several StepChange processes, exactly one sends it per interval: the 
 one conditional UPDATE on `retention_sent_at`, as recovery claims a dead executor.
 """
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -198,6 +199,18 @@ def _record(
             request_id=request_id,
             response=response,
         )
+
+
+async def retention_forever() -> None:
+    """This process's periodic sender (a loop of `stepchange.background`). It looks as often
+    as the recovery sweep does, in a loop of its own: an executor slow to answer
+    `retention` holds up no recovery."""
+    while True:
+        await asyncio.sleep(settings.RECOVERY_SWEEP_SECONDS)
+        try:
+            await retention_sweep()
+        except Exception:
+            logger.exception("The retention sweep failed; it runs again shortly")
 
 
 async def retention_sweep() -> list[RetentionSent]:

@@ -11,10 +11,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from conductor.routing import websocket_urlpatterns  # noqa: E402
+from stepchange.background import lifespan  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": URLRouter(websocket_urlpatterns),
+        # Servers that speak lifespan start the background work here; Daphne does not
+        # (stepchange.server starts it).
+        "lifespan": lifespan,
     }
 )

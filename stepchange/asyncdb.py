@@ -7,9 +7,7 @@ views and consumers call this before waiting on an executor, possibly for long, 
 no pooled connection is held meanwhile.
 """
 
-import asyncio
-import contextvars
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -51,13 +49,3 @@ async def arender(
     """`render`, from async code: the layout's context processors query the database."""
     response: HttpResponse = await db_async(render)(request, template, context, status=status)
     return response
-
-
-def process_task(coroutine: Coroutine[Any, Any, T], *, name: str) -> "asyncio.Task[T]":
-    """A task of the process, not of the request or consumer that starts it (a job runner,
-    a heartbeat, a sweeper). It runs in a fresh context: a task inherits its starter's, and
-    with it the request's database thread, which `stepchange.asgi` lends to another request
-    once this one ends; asgiref refuses thread-sensitive work from a task that outlived the
-    context it inherited. Its database work goes to the process's own worker thread."""
-    loop = asyncio.get_running_loop()
-    return loop.create_task(coroutine, name=name, context=contextvars.Context())

@@ -3,9 +3,12 @@
 It is Daphne's own command line with three differences that production needs: executors
 stay connected for days (no WebSocket timeout), their replies can be many megabytes (a
 raised message limit instead of Daphne's 1 MiB), and the access log redacts executor keys,
-which travel in the WebSocket path.
+which travel in the WebSocket path. And the process's background work
+(`stepchange.background`) starts with the server and stops with it: Daphne sends no ASGI
+lifespan events, so Twisted's reactor, which runs Daphne's asyncio loop, tells us.
 """
 
+import asyncio
 import os
 import re
 import sys
@@ -13,6 +16,9 @@ from typing import Any
 
 from daphne import cli
 from daphne.access import AccessLogGenerator
+
+# Daphne's modules, imported above, install Twisted's asyncio reactor: this is that one.
+from twisted.internet import defer, reactor
 
 EXECUTOR_PATH = re.compile(r"^(/websocket/[^/]+/)[^/?#]+")
 APPLICATION = "stepchange.asgi:application"
@@ -43,6 +49,32 @@ def daphne_arguments(argv: list[str], max_message_bytes: int) -> list[str]:
     return [*arguments, *argv, APPLICATION]
 
 
+def background_with_the_reactor() -> None:
+    """Start the background work once the reactor runs, and stop it before the reactor
+    shuts down (a 'before' trigger's Deferred is waited for; SIGTERM and SIGINT stop the
+    reactor through the same triggers)."""
+    # Twisted calls back "when running" just before its asyncio loop runs: one more turn,
+    # and the loop is running for the tasks to belong to.
+    reactor.callWhenRunning(reactor.callLater, 0, _start_background)
+    # Twisted types the reactor by its zope interface, whose methods are written without
+    # `self`: mypy takes the first argument for it.
+    reactor.addSystemEventTrigger("before", "shutdown", _stop_background)  # type: ignore[arg-type]
+
+
+def _start_background() -> None:
+    # Imported here: the loops' modules need Django set up, which loading the application
+    # (stepchange.asgi) has done by now.
+    from stepchange.background import background_start
+
+    background_start()
+
+
+def _stop_background() -> defer.Deferred[None]:
+    from stepchange.background import background_stop
+
+    return defer.Deferred.fromFuture(asyncio.ensure_future(background_stop()))
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepchange.settings")
     from django.conf import settings
@@ -52,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # Daphne's command line builds its access log from this name; ours redacts keys.
     cli.AccessLogGenerator = RedactingAccessLog
+    background_with_the_reactor()
     cli.CommandLineInterface().run(arguments)
 
 

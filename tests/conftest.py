@@ -6,7 +6,7 @@ and `make_app` are plain keyword-only factories.
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group, User
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 
+from stepchange.background import background_start, background_stop
 from stepchange.models import Application, ApplicationAccess
 
 AUDIT_MIGRATION = importlib.import_module("stepchange.migrations.0003_audit_append_only")
@@ -99,6 +100,16 @@ def system_databases(
 
     for alias in [alias for alias in connections.settings if alias.startswith("dbos_")]:
         drop_alias(alias)
+
+
+@pytest.fixture
+async def background() -> AsyncIterator[None]:
+    """The process's background work, running as under the server, on the test's loop."""
+    background_start()
+    try:
+        yield
+    finally:
+        await background_stop()
 
 
 @pytest.fixture(autouse=True)

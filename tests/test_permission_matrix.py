@@ -210,13 +210,13 @@ NAMESPACES_NOT_IN_MATRIX = {
 @pytest.fixture(autouse=True)
 def _bulk_jobs_select_one_workflow_and_stay_queued(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bulk selection lists one failed workflow, as a system database would (without
-    one, no executor to list through: 503, unaudited); a job made is recorded, not run."""
+    one, no executor to list through: 503, unaudited); a job made is recorded, not run (no
+    job runner runs here: nothing starts the background work)."""
 
     async def one_failed_workflow(application: Application) -> Any:
         return _OneFailedWorkflow()
 
     monkeypatch.setattr(jobs, "source_for", one_failed_workflow)
-    monkeypatch.setattr(jobs.runner, "ensure", lambda: None)
 
 
 class _OneFailedWorkflow:

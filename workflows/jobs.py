@@ -37,7 +37,7 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
-from stepchange.asyncdb import db_async, process_task
+from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.actions import (
@@ -165,7 +165,7 @@ def bulk_job_create(
     user: Any,
     request: HttpRequest | None = None,
 ) -> BulkJob:
-    """Record the job and every item of it, audited; `bulk_jobs_wake` starts it."""
+    """Record the job and every item of it, audited; `bulk_jobs_wake` gets it run."""
     if selection.capped:
         raise ActionError(TOO_MANY.format(limit=MAX_WORKFLOWS))
     if not selection.workflows and not selection.missing:
@@ -286,21 +286,15 @@ def progress(job: BulkJob) -> dict[str, int]:
 
 
 class Runner:
-    """This process's job runner: woken when a job is made here, and polling now and
-    then for jobs whose lease ran out elsewhere."""
+    """This process's job runner (a loop of `stepchange.background`): woken when a job is
+    made here, and polling now and then for jobs whose lease ran out elsewhere."""
 
     def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
 
-    def ensure(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.wake = asyncio.Event()
-            self.task = process_task(self._forever(), name="bulk-jobs")
-        self.wake.set()
-
-    async def _forever(self) -> None:
+    async def forever(self) -> None:
+        # An event waits on one event loop only: a fresh one for the loop this runs on.
+        self.wake = asyncio.Event()
         while True:
             try:
                 while await run_next():
@@ -316,8 +310,9 @@ runner = Runner()
 
 
 def bulk_jobs_wake() -> None:
-    """Make sure this process runs jobs, and look for one now (call from async code)."""
-    runner.ensure()
+    """Have this process's runner look for a job now, not at its next poll (call from async
+    code). Where no runner runs (a management command), the job waits for a server's."""
+    runner.wake.set()
 
 
 async def run_next() -> bool:

@@ -29,6 +29,7 @@ def test_entries_are_written_in_batches_by_the_writer_thread(
     orders: Application, settings: Any
 ) -> None:
     settings.REQUEST_LOG_INLINE = False
+    requestlog.request_log_start()
     try:
         for number in range(30):
             requestlog.request_log_add(**entry(orders, f"r{number}"))

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
-from conductor import recovery, retention
+from conductor import retention
 from conductor.protocol import RetentionBody, RetentionRequest, encode_request
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
@@ -29,13 +29,6 @@ PERSONAS = {
     "admin": ("ada", "admin"),
 }
 NO_RULES = {"retention_days": None, "retention_rows": None, "retention_timeout_hours": None}
-
-
-@pytest.fixture(autouse=True)
-def _quiet_background_sweeper(settings: Any) -> None:
-    # A connecting executor starts this process's sweeper; it must not send on its own here.
-    settings.RECOVERY_SWEEP_SECONDS = 3600
-    settings.RETENTION_INTERVAL_SECONDS = 3600
 
 
 async def client_for(persona: str | None) -> AsyncClient:
@@ -455,12 +448,12 @@ async def test_of_two_processes_claiming_the_same_interval_only_one_wins(
     assert (await reloaded(orders)).retention_sent_at == now
 
 
-async def test_the_sweep_loop_of_every_process_runs_the_periodic_sender(
+async def test_the_retention_loop_of_every_process_runs_the_periodic_sender(
     orders: Application, executor: FakeExecutor, settings: Any
 ) -> None:
     await set_rules(orders, retention_rows=1000)
     settings.RECOVERY_SWEEP_SECONDS = 0.01
-    loop = asyncio.create_task(recovery._sweep_forever())
+    loop = asyncio.create_task(retention.retention_forever())
     try:
         request = await executor.answer("retention", success=True)
     finally:

@@ -35,12 +35,23 @@ EXAMPLES_PER_OPERATION = 20
 # it timed out. Any other 5xx is a server error.
 RELAY_STATUSES = frozenset({502, 503, 504})
 
+
+async def served_by_daphne(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The application as Daphne serves it, without lifespan events. Schemathesis starts an
+    application's lifespan when it loads the schema and keeps it for the rest of the run:
+    the background loops would do database work behind every other test."""
+    if scope["type"] == "lifespan":
+        # Refused before a message is read: Schemathesis then serves it without one.
+        raise ValueError("served without lifespan events")
+    await application(scope, receive, send)
+
+
 # Loaded at import rather than through `schemathesis.pytest.from_fixture`, whose tests fail
 # on pytest 9 (they rename `request.node._nodeid`, which pytest 9 items no longer have).
 # Its client calls itself "testserver", as Django's does; the test environment that lets
 # that name through is not set up yet at import.
 schema = schemathesis.openapi.from_asgi(
-    "/api/v1/openapi.json", application, headers={"Host": "127.0.0.1"}
+    "/api/v1/openapi.json", served_by_daphne, headers={"Host": "127.0.0.1"}
 )
 # Deterministic and without a failure database, so CI replays the same requests every run.
 # Security parameters are left out: the test sends the admin's token on every request, and

@@ -17,7 +17,8 @@ from tests.fake_executor import FakeExecutor, connect_executor
 from workflows import jobs
 from workflows.models import BulkJob, BulkJobItem
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The job runner is one of the server's background loops.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("background")]
 
 
 def row(workflow_id: str, status: str) -> dict[str, Any]:
