@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
@@ -317,11 +316,6 @@ class Routes:
 
 
 routes = Routes()
-
-
-def request_sync(application: Application, message: Request, **options: Any) -> Response:
-    """`request` for synchronous callers: management commands, sync views, shells."""
-    return async_to_sync(request)(application, message, **options)
 
 
 def expect(response: Response, kind: type[ResponseT]) -> ResponseT:

@@ -193,11 +193,6 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         )
         return [(int(start), status, count) for start, status, count in rows]
 
-    def newest_enqueued(self, count: int) -> models.query.RawQuerySet[WorkflowStatus]:
-        """`newest_enqueued_sql` as model instances."""
-        sql, params = self.newest_enqueued_sql(count)
-        return self.model._default_manager.db_manager(self.db).raw(sql, params)
-
     def newest_enqueued_sql(self, count: int) -> tuple[str, list[Any]]:
         """The SQL (and its values) of the `count` newest rows of this queryset, which keeps
         only ENQUEUED workflows, as `newest_first()[:count]` gives them, found queue by
