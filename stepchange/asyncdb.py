@@ -1,17 +1,18 @@
-"""Database work from async code: run it on Django's worker thread, then hand the
-connections back.
+"""Database work from async code: run it on Django's worker thread, then hand pooled
+connections back to their pool.
 
 Like Channels' `database_sync_to_async`, which cannot be used inside an atomic block
 (it closes the connection there, and Django cannot reopen one in a transaction). Async
 views and consumers call this before waiting on an executor, possibly for long, so that
-no pooled connection is held meanwhile.
+no pooled connection is held meanwhile. A connection without a pool (SQLite) stays open
+for the rest of the request, which Django closes when it ends.
 """
 
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections, connection
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -25,7 +26,15 @@ def _call(function: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, A
         return function(*args, **kwargs)
     finally:
         if not connection.in_atomic_block:
-            close_old_connections()
+            release_pooled_connections()
+
+
+def release_pooled_connections() -> None:
+    """Hand this thread's pooled connections back (Django's pool for Postgres): closing
+    one returns it to its pool. Others are left to Django's end of the request."""
+    for conn in connections.all(initialized_only=True):
+        if getattr(conn, "pool", None) is not None:
+            conn.close_if_unusable_or_obsolete()
 
 
 _on_the_thread = sync_to_async(_call, thread_sensitive=True)
