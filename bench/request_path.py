@@ -203,7 +203,6 @@ async def main() -> None:
     import django.contrib.auth.middleware
 
     import stepchange.access
-    import stepchange.asyncdb
     import workflows.sources
     import workflows.views
 
@@ -214,8 +213,7 @@ async def main() -> None:
             "application and permissions": (stepchange.access, "application_for"),
             # The workflow, its first steps and its extras: one round trip, then decoded.
             "system database, read and decoded": (source, "_detail"),
-            "actions panel and audit history": (workflows.views, "_with_controls"),
-            "rendering": (stepchange.asyncdb, "render"),
+            "actions panel, audit history and rendering": (workflows.views, "_render_detail"),
         }
     )
     page = f"{base}/{typical}/"

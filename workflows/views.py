@@ -17,7 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import OperationalError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -148,11 +148,7 @@ async def workflow_list(
             context["unavailable"] = str(exc)
     if "listing" in context:
         context["rows"] = _rows(application, context["listing"].items)
-    return await arender(
-        request,
-        _list_template(request),
-        await db_async(_with_saved_views)(request, application, context),
-    )
+    return await db_async(_render_list)(request, application, context)
 
 
 def _list_template(request: HtmxHttpRequest) -> str:
@@ -244,12 +240,13 @@ def _list_form(
     return form, context
 
 
-def _with_saved_views(
-    request: HttpRequest, application: Application, context: dict[str, Any]
-) -> dict[str, Any]:
+def _render_list(
+    request: HtmxHttpRequest, application: Application, context: dict[str, Any]
+) -> HttpResponse:
+    """The list, with the saved views the caller may use, rendered in the same trip."""
     context["saved_views"], may_act = _saved_views(request, application)
     context["may_act"] = not context["queued"] and may_act
-    return context
+    return render(request, _list_template(request), context)
 
 
 @login_required
@@ -294,8 +291,7 @@ async def workflow_detail(
         return await arender(
             request, "workflows/detail.html#wf-head", _detail_context(context, detail)
         )
-    context = await db_async(_with_controls)(request, application, _detail_context(context, detail))
-    return await arender(request, "workflows/detail.html", context)
+    return await db_async(_render_detail)(request, application, _detail_context(context, detail))
 
 
 def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
@@ -386,11 +382,11 @@ def _audit_history(application_name: str, workflow_id: str) -> QuerySet[AuditRec
     return records[:AUDIT_HISTORY_SIZE]
 
 
-def _with_controls(
+def _render_detail(
     request: HttpRequest, application: Application, context: dict[str, Any]
-) -> dict[str, Any]:
-    """The page's context, with what the caller may do to the workflow, and what was done
-    to it."""
+) -> HttpResponse:
+    """The workflow's page, with what the caller may do to it and what was done to it,
+    rendered in the same trip."""
     workflow: Workflow = context["workflow"]
     controls: dict[str, Any] = {
         "may_act": request.user.has_perm(PERM_OPERATE),
@@ -407,7 +403,7 @@ def _with_controls(
             "first_step": Sdk.of(executors[0]).first_step if executors else 1,
             "live_versions": sorted({e.application_version for e in executors} - {""}),
         }
-    return context | controls
+    return render(request, "workflows/detail.html", context | controls)
 
 
 def _saved_views(request: HttpRequest, application: Any) -> tuple[list[SavedView], bool]:
