@@ -563,3 +563,28 @@ def test_only_operators_see_the_actions_on_a_workflow_and_the_bulk_bar(
     assert 'aria-label="Actions"' in operator.get(failed).content.decode()
     assert 'id="bulk"' not in viewer.get(listing).content.decode()
     assert 'id="bulk"' in operator.get(listing).content.decode()
+
+
+def _refused_cells() -> list[Any]:
+    """Every (mutating operation, persona) whose attempt is refused."""
+    return [
+        pytest.param(key, persona, id=f"{' '.join(key)}-{persona}")
+        for key, route in API_ROUTES.items()
+        for persona in PERSONAS
+        if route.need not in HOLDS.get(persona, set())
+    ]
+
+
+@pytest.mark.parametrize(("operation", "persona"), _refused_cells())
+def test_a_refusal_does_not_depend_on_the_body(
+    world: World, operation: tuple[str, str], persona: str
+) -> None:
+    """Who asks is checked before the body is read: a malformed body changes nothing."""
+    method, path = operation
+    url = path.format(**world.values(persona))
+    client = world.client(persona)
+    since = _last_record()
+    response = client.generic(method, url, '{"not": json', content_type="application/json")
+    want = expected(API_ROUTES[operation], persona)
+    assert response.status_code == want.status, response.content
+    assert_audited_once(since, persona, want)
