@@ -142,9 +142,14 @@ API_ROUTES: dict[tuple[str, str], Route] = {
 
 ON_APP = {"app_name": "{app}"}
 CONSOLE_ROUTES: dict[str, Route] = {
-    # Saved views are the viewer's own list filters: any role may keep them, unaudited.
-    "save-view": Route(PERM_INSPECT, 302, None, body={"name": "failed", "query": "status=ERROR"}),
-    "delete-view": Route(PERM_INSPECT, 302, None, kwargs={**ON_APP, "view_id": "{view_id}"}),
+    # Saved views are the viewer's own list filters: any role may keep them (sharing one
+    # takes an operator: tests/workflows/test_saved_views.py).
+    "save-view": Route(
+        PERM_INSPECT, 302, "saved_view.create", body={"name": "failed", "query": "status=ERROR"}
+    ),
+    "delete-view": Route(
+        PERM_INSPECT, 302, "saved_view.delete", kwargs={**ON_APP, "view_id": "{view_id}"}
+    ),
     "workflow-action": Route(
         PERM_OPERATE,
         302,
