@@ -69,11 +69,6 @@ class AuditFilterForm(forms.Form):
         error_messages={"invalid": BAD_TIME},
     )
     before = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    export = forms.ChoiceField(
-        required=False,
-        choices=[("", "page"), *((name, name) for name in EXPORT_FORMATS)],
-        widget=forms.HiddenInput,
-    )
 
     LOOKUPS = {
         "actor": "actor_name__iexact",
@@ -100,6 +95,12 @@ class AuditFilterForm(forms.Form):
             for field in self.LOOKUPS
             if (value := self.cleaned_data.get(field)) not in (None, "")
         }
+
+
+class AuditExportForm(AuditFilterForm):
+    """The filters and a format: what the console's *Export* buttons post."""
+
+    export = forms.ChoiceField(choices=[(name, name) for name in EXPORT_FORMATS])
 
 
 @login_required
