@@ -16,6 +16,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from stepchange.access import audit_records_for
 from stepchange.asyncdb import db_async
 from stepchange.audit import AuditAction, audit_record
 from stepchange.models import AuditRecord
@@ -80,9 +81,10 @@ class AuditFilterForm(forms.Form):
         "until": "created_at__lt",
     }
 
-    def records(self) -> QuerySet[AuditRecord]:
-        """The records these (valid) filters match; the cursor is the caller's business."""
-        records = AuditRecord.objects.all()
+    def records(self, reader: Any) -> QuerySet[AuditRecord]:
+        """The records these (valid) filters match among those `reader` may read; the
+        cursor is the caller's business."""
+        records = audit_records_for(reader)
         for field, lookup in self.LOOKUPS.items():
             if self.cleaned_data.get(field) not in (None, ""):
                 records = records.filter(**{lookup: self.cleaned_data[field]})
@@ -114,7 +116,7 @@ def audit_export(
         request=request,
         parameters={**form.used(), "format": as_format},
     )
-    records = form.records().filter(pk__lt=exported.pk)
+    records = form.records(request.user).filter(pk__lt=exported.pk)
     export = _CsvExport() if as_format == "csv" else _JsonExport()
     # Daphne would read a sync iterator into memory whole before sending a byte (and
     # Django warns); the test client, under WSGI, wants a sync one. Each gets its own.

@@ -8,6 +8,7 @@ found by its hash.
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
@@ -21,6 +22,8 @@ from stepchange.audit import AuditAction, Result, audit_denied, audit_record
 from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey, SavedView
 from stepchange.roles import PERM_OPERATE
 
+REDACTED = "***"
+PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 SHARING_NEEDS_OPERATOR = "Only operators may share a view with the team."
 KEY_TOO_SHORT = "An executor key must be at least 16 characters long."
 MIN_KEY_LENGTH = 16
@@ -82,12 +85,21 @@ def application_register(
 def _redacted(changes: dict[str, Any]) -> dict[str, Any]:
     """Never write a database password into the audit log."""
     url = changes.get("system_database_url")
-    if not url or "@" not in url:
+    if not url:
         return changes
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return {**changes, "system_database_url": f"{scheme}://{user}:***@{host}"}
+    return {**changes, "system_database_url": redact_url(url)}
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password (in the user part, or a `password=` parameter)
+    replaced by ***: what the admin and the audit log show."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        if ":" in credentials:
+            user = credentials.split(":", 1)[0]
+            url = f"{scheme}://{user}:{REDACTED}@{host}"
+    return PASSWORD_PARAMETER.sub(rf"\1{REDACTED}", url)
 
 
 def executor_key_create(

@@ -98,7 +98,7 @@ def audit_log(request: HtmxHttpRequest) -> HttpResponseBase:
     page = Page[AuditRecord]([], None)
     if form.is_valid():
         page = newest_first(
-            form.records(), before=form.cleaned_data["before"], size=AUDIT_PAGE_SIZE
+            form.records(request.user), before=form.cleaned_data["before"], size=AUDIT_PAGE_SIZE
         )
     template = "stepchange/audit.html"
     if request.htmx:

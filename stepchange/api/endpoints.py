@@ -112,7 +112,9 @@ def list_audit(request: HttpRequest, query: Query[AuditPageQuery]) -> dict[str, 
     if not 1 <= query.limit <= MAX_AUDIT_LIMIT:
         raise HttpError(400, BAD_LIMIT.format(most=MAX_AUDIT_LIMIT, value=query.limit))
     form = query.form(before=query.cursor)
-    page = newest_first(form.records(), before=form.cleaned_data["before"], size=query.limit)
+    page = newest_first(
+        form.records(request.user), before=form.cleaned_data["before"], size=query.limit
+    )
     return {
         "items": [audit_item(record) for record in page.items],
         "next_cursor": str(page.next_before) if page.next_before else None,
