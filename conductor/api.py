@@ -13,6 +13,7 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from stepchange.access import aapplication_for, application_for
+from stepchange.api.base import acting_with
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
@@ -151,7 +152,7 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
     }
 
 
-@router.post("/apps/{app}/recovery", response=list[RecoveryOut])
+@router.post("/apps/{app}/recovery", response=list[RecoveryOut], auth=acting_with(PERM_OPERATE))
 async def recover_executors(request: HttpRequest, app: str, body: RecoveryIn) -> list[Any]:
     """Recover the pending work of gone executors now, without waiting for the grace period."""
     application = await aapplication_for(request, app, PERM_OPERATE)
@@ -231,14 +232,24 @@ def get_retention(request: HttpRequest, app: str) -> Application:
     return application_for(request, app, PERM_ADMINISTER)
 
 
-@router.put("/apps/{app}/retention", response=RetentionOut, tags=["retention"])
+@router.put(
+    "/apps/{app}/retention",
+    response=RetentionOut,
+    tags=["retention"],
+    auth=acting_with(PERM_ADMINISTER),
+)
 def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Application:
     """Replace the retention rules; they are sent with the next periodic send."""
     application = application_for(request, app, PERM_ADMINISTER)
     return retention.retention_update(application=application, request=request, **body.dict())
 
 
-@router.post("/apps/{app}/retention/send", response=RetentionSentOut, tags=["retention"])
+@router.post(
+    "/apps/{app}/retention/send",
+    response=RetentionSentOut,
+    tags=["retention"],
+    auth=acting_with(PERM_ADMINISTER),
+)
 async def send_retention(request: HttpRequest, app: str) -> retention.RetentionSent:
     """Send the rules to one executor now. DBOS garbage collection deletes finished
     workflows across the whole system database, not only this application's."""

@@ -19,6 +19,7 @@ from forks.services import (
     edited_fork_stage,
 )
 from stepchange.access import application_for
+from stepchange.api.base import acting_with
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 
 router = Router(tags=["edited forks"])
@@ -100,6 +101,7 @@ def fork_failed(request: HttpRequest, exc: ForkError) -> tuple[Any, int]:
 @router.post(
     "/apps/{app}/workflows/{workflow:workflow_id}/edited-forks",
     response={201: EditedForkOut} | RESPONSES,
+    auth=acting_with(PERM_OPERATE),
 )
 def create_edited_fork(request: HttpRequest, app: str, workflow_id: str, body: EditedForkIn) -> Any:
     """Stage (`run: false`) or run an edited fork of a workflow. Every value is checked
@@ -152,7 +154,9 @@ def get_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
 
 
 @router.post(
-    "/apps/{app}/edited-forks/{fork_id}/approve", response={200: EditedForkOut} | RESPONSES
+    "/apps/{app}/edited-forks/{fork_id}/approve",
+    response={200: EditedForkOut} | RESPONSES,
+    auth=acting_with(PERM_OPERATE),
 )
 def approve_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
     """Approve a staged fork: a second operator, not the one who staged it."""
@@ -160,7 +164,9 @@ def approve_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
     return _out(edited_fork_approve(fork=fork, user=request.user, request=request))
 
 
-@router.post("/apps/{app}/edited-forks/{fork_id}/run", response=ANSWERS)
+@router.post(
+    "/apps/{app}/edited-forks/{fork_id}/run", response=ANSWERS, auth=acting_with(PERM_OPERATE)
+)
 def run_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
     """Write a staged (or approved) fork into the system database, checked again first."""
     fork = _fork_for(request, app, fork_id, PERM_OPERATE)
@@ -174,7 +180,9 @@ def run_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
 
 
 @router.post(
-    "/apps/{app}/edited-forks/{fork_id}/discard", response={200: EditedForkOut} | RESPONSES
+    "/apps/{app}/edited-forks/{fork_id}/discard",
+    response={200: EditedForkOut} | RESPONSES,
+    auth=acting_with(PERM_OPERATE),
 )
 def discard_edited_fork(request: HttpRequest, app: str, fork_id: int) -> Any:
     fork = _fork_for(request, app, fork_id, PERM_OPERATE)

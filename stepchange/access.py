@@ -4,6 +4,7 @@ code). Roles and their permissions are in `stepchange.roles`."""
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
@@ -17,7 +18,7 @@ from stepchange.audit import (
     audit_record,
     mark_refusal_audited,
 )
-from stepchange.models import Application, ApplicationAccess
+from stepchange.models import Application, ApplicationAccess, AuditRecord
 from stepchange.roles import PERM_INSPECT, Role, role_of
 
 NO_ACCESS = "You do not have access to this application."
@@ -59,6 +60,35 @@ def can_see(user: Any, application: Application) -> bool:
         return True
     ids = limited_to(user)
     return ids is None or application.pk in ids
+
+
+def audit_records_for(user: Any) -> QuerySet[AuditRecord]:
+    """The audit records `user` may read (an admin): all, unless limited to some
+    applications; then only those applications' records. Records of no application
+    (sign-ins, tokens, users) are for admins who see every application."""
+    if role_of(user) is Role.NONE:
+        return AuditRecord.objects.none()
+    ids = None if user.is_superuser else limited_to(user)
+    if ids is None:
+        return AuditRecord.objects.all()
+    return AuditRecord.objects.filter(application_id__in=ids)
+
+
+def users_within(user: Any) -> QuerySet[Any]:
+    """The users whose account `user` (an admin) may manage: never a superuser unless
+    `user` is one, and for an admin limited to some applications only users limited to
+    (some of) those, so that no account reaches an application the admin cannot see."""
+    users = get_user_model().objects.all()
+    if user.is_superuser:
+        return users
+    users = users.exclude(is_superuser=True)
+    ids = limited_to(user)
+    if ids is None:
+        return users
+    outside = Application.objects.exclude(pk__in=ids)
+    return users.filter(application_access__limited=True).exclude(
+        application_access__applications__in=outside
+    )
 
 
 def visible_applications(user: Any) -> list[Application]:

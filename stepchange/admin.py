@@ -1,18 +1,141 @@
-"""Admin pages for applications, keys, access, tokens and the (read-only) audit log.
+"""Admin pages for applications, keys, access, tokens, users and groups, and the
+(read-only) audit log.
 
-Writes go through stepchange.services, so the admin audits exactly like the console.
+An admin limited to some applications sees and manages only those, and only the users
+limited to them (`stepchange.access`). Only a superuser grants superuser or admin powers.
+Every change made here is an audit record, as on the console: keys and tokens through
+stepchange.services, the rest through the admin's own log hooks (`AuditedAdmin`).
 """
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission, User
 from django.db.models import Count, Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from stepchange.audit import AuditAction, audit_record
+from stepchange.access import audit_records_for, limited_to, require, users_within, visible_to
+from stepchange.audit import audit_record
 from stepchange.models import ApiToken, Application, ApplicationAccess, AuditRecord, ExecutorKey
-from stepchange.services import api_token_revoke, executor_key_create, executor_key_revoke
+from stepchange.roles import PERM_ADMINISTER, ROLE_PERMISSIONS
+from stepchange.services import (
+    api_token_revoke,
+    executor_key_create,
+    executor_key_revoke,
+    redact_url,
+)
+
+MASKED_URL_HELP = (
+    "The password shows as ***: leave it so to keep it, or type the whole URL to change it."
+)
+# What the admin role holds beyond the operator's: only a superuser may grant it.
+ADMIN_ONLY = [
+    name for name in ROLE_PERMISSIONS["admin"] if name not in ROLE_PERMISSIONS["operator"]
+]
+
+
+def _limit(request: HttpRequest) -> frozenset[int] | None:
+    """The applications the signed-in admin is limited to, or None."""
+    user: Any = request.user
+    return None if user.is_superuser else limited_to(user)
+
+
+def _admin_only_permissions() -> QuerySet[Permission]:
+    wanted = Q()
+    for dotted in ADMIN_ONLY:
+        app_label, codename = dotted.split(".") if "." in dotted else ("stepchange", dotted)
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    return Permission.objects.filter(wanted)
+
+
+def grantable_groups(user: Any) -> QuerySet[Group]:
+    """The groups `user` may give or take away: all for a superuser; for anyone else
+    those that carry none of the admin role's own permissions."""
+    if user.is_superuser:
+        return Group.objects.all()
+    return Group.objects.exclude(permissions__in=_admin_only_permissions())
+
+
+class AuditedAdmin(admin.ModelAdmin[Any]):
+    """Writes an audit record for each addition, change and deletion made through these
+    pages, where Django writes its own log entry: `<audit_name>.create`, `.update` and
+    `.delete`, with the before and after of `audited_fields` (never a secret)."""
+
+    audit_name = ""
+    audited_fields: tuple[str, ...] = ()
+    # False where a service has already recorded the addition.
+    audit_additions = True
+
+    def audit_state(self, obj: Any) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for name in self.audited_fields:
+            field = obj._meta.get_field(name)
+            value = getattr(obj, name)
+            if field.many_to_many:
+                state[name] = sorted(str(item) for item in value.all())
+            elif value is None or isinstance(value, bool | int | str):
+                state[name] = value
+            else:
+                state[name] = str(value)
+        return state
+
+    def audit_application(self, obj: Any) -> Application | None:
+        return None
+
+    def _audit(self, request: HttpRequest, obj: Any, verb: str, **fields: Any) -> None:
+        audit_record(
+            action=f"{self.audit_name}.{verb}",
+            request=request,
+            application=self.audit_application(obj),
+            target=f"{self.audit_name} {obj.pk} ({obj})"[:255],
+            **fields,
+        )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            # The row as it stands, many-to-many fields too: they are saved after this.
+            stored = type(obj)._default_manager.get(pk=obj.pk)
+            _before(request)[(self.audit_name, obj.pk)] = self.audit_state(stored)
+        super().save_model(request, obj, form, change)
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        entry = super().log_addition(request, obj, message)
+        if self.audit_additions:
+            self._audit(request, obj, "create", parameters=self.audit_state(obj))
+        return entry
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        entry = super().log_change(request, obj, message)
+        before = _before(request).pop((self.audit_name, obj.pk), None)
+        after = self.audit_state(obj)
+        diff = None
+        if before is not None:
+            diff = {
+                name: {"before": before[name], "after": after[name]}
+                for name in after
+                if before.get(name) != after[name]
+            }
+        # Django's own message names the fields (or "Changed password."), never values.
+        self._audit(request, obj, "update", parameters={"changes": message}, value_diff=diff)
+        return entry
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        # Called before the rows go, so their last state can be recorded.
+        for obj in queryset:
+            self._audit(request, obj, "delete", parameters=self.audit_state(obj))
+        return super().log_deletions(request, queryset)
+
+
+def _before(request: HttpRequest) -> dict[tuple[str, Any], dict[str, Any]]:
+    states: dict[tuple[str, Any], dict[str, Any]]
+    try:
+        states = request._stepchange_audit_before  # type: ignore[attr-defined]
+    except AttributeError:
+        states = request._stepchange_audit_before = {}  # type: ignore[attr-defined]
+    return states
 
 
 class ExecutorKeyInline(admin.TabularInline[ExecutorKey, Application]):
@@ -27,61 +150,90 @@ class ExecutorKeyInline(admin.TabularInline[ExecutorKey, Application]):
         return False
 
 
+APPLICATION_FIELDS = [
+    "name",
+    "system_database_url",
+    "system_database_schema",
+    "recovery_grace_seconds",
+    "fork_approval_required",
+    "notes",
+]
+
+
+class ApplicationForm(forms.ModelForm[Application]):
+    """Shows the system database URL with its password masked, and keeps the stored
+    password when the masked URL comes back unchanged."""
+
+    class Meta:
+        model = Application
+        fields = APPLICATION_FIELDS
+        help_texts = {"system_database_url": MASKED_URL_HELP}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["system_database_url"] = redact_url(self.instance.system_database_url)
+
+    def clean_system_database_url(self) -> str:
+        url: str = self.cleaned_data["system_database_url"]
+        stored = self.instance.system_database_url if self.instance.pk else ""
+        return stored if stored and url == redact_url(stored) else url
+
+
 @admin.register(Application)
-class ApplicationAdmin(admin.ModelAdmin[Application]):
+class ApplicationAdmin(AuditedAdmin):
+    form = ApplicationForm
     list_display = ["name", "system_database_schema", "recovery_grace_seconds", "active_keys"]
     search_fields = ["name", "notes"]
-    fields = [
-        "name",
-        "system_database_url",
-        "system_database_schema",
-        "recovery_grace_seconds",
-        "fork_approval_required",
-        "notes",
-    ]
+    fields = tuple(APPLICATION_FIELDS)
     inlines = [ExecutorKeyInline]
+    audit_name = "application"
+    audited_fields = tuple(APPLICATION_FIELDS)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Application]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(_active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)))
+        applications: QuerySet[Application] = super().get_queryset(request)
+        return applications.filter(pk__in=visible_to(request.user)).annotate(
+            _active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True))
         )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # An application made by an admin limited to others would be one they cannot see.
+        return _limit(request) is None and super().has_add_permission(request)
 
     @admin.display(description="active keys", ordering="_active_keys")
     def active_keys(self, obj: Any) -> int:
         return int(obj._active_keys)
 
-    def save_model(self, request: HttpRequest, obj: Application, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        fields = [name for name in form.changed_data if name != "system_database_url"]
-        audit_record(
-            action=AuditAction.APPLICATION_UPDATE if change else AuditAction.APPLICATION_CREATE,
-            request=request,
-            application=obj,
-            target=obj.name,
-            parameters={
-                "changed": fields,
-                "system_database_url_changed": "system_database_url" in form.changed_data,
-            },
-        )
+    def audit_state(self, obj: Any) -> dict[str, Any]:
+        state = super().audit_state(obj)
+        state["system_database_url"] = redact_url(state["system_database_url"])
+        return state
 
-    def delete_model(self, request: HttpRequest, obj: Application) -> None:
-        audit_record(
-            action=AuditAction.APPLICATION_DELETE, request=request, application=obj, target=obj.name
-        )
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Application]) -> None:
-        for application in queryset:
-            self.delete_model(request, application)
+    def audit_application(self, obj: Any) -> Application | None:
+        return obj if isinstance(obj, Application) else None
 
 
 @admin.register(ExecutorKey)
-class ExecutorKeyAdmin(admin.ModelAdmin[ExecutorKey]):
+class ExecutorKeyAdmin(AuditedAdmin):
     list_display = ["application", "prefix", "name", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["application", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_filter = [
+        ("application", admin.RelatedOnlyFieldListFilter),
+        ("revoked_at", admin.EmptyFieldListFilter),
+    ]
     actions = ["revoke"]
+    audit_name = "executor_key"
+    audited_fields = ("name",)
+    # executor_key_create records a new key.
+    audit_additions = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ExecutorKey]:
+        keys: QuerySet[ExecutorKey] = super().get_queryset(request)
+        return keys.filter(application__in=visible_to(request.user))
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "application":
+            kwargs["queryset"] = visible_to(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:
@@ -99,6 +251,7 @@ class ExecutorKeyAdmin(admin.ModelAdmin[ExecutorKey]):
         if change:
             super().save_model(request, obj, form, change)
             return
+        require(request.user, PERM_ADMINISTER, obj.application)
         key, secret = executor_key_create(
             application=obj.application, name=obj.name, request=request
         )
@@ -108,6 +261,9 @@ class ExecutorKeyAdmin(admin.ModelAdmin[ExecutorKey]):
             f"The new key for {obj.application.name} is {secret} . "
             "Copy it now: it is stored hashed and will not be shown again.",
         )
+
+    def audit_application(self, obj: Any) -> Application | None:
+        return obj.application if isinstance(obj, ExecutorKey) else None
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -120,10 +276,36 @@ class ExecutorKeyAdmin(admin.ModelAdmin[ExecutorKey]):
 
 
 @admin.register(ApplicationAccess)
-class ApplicationAccessAdmin(admin.ModelAdmin[ApplicationAccess]):
+class ApplicationAccessAdmin(AuditedAdmin):
     list_display = ["user", "limited"]
     filter_horizontal = ["applications"]
     autocomplete_fields = ["user"]
+    audit_name = "application_access"
+    audited_fields = ("user", "limited", "applications")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApplicationAccess]:
+        rows: QuerySet[ApplicationAccess] = super().get_queryset(request)
+        if request.user.is_superuser:
+            return rows
+        # Nobody but a superuser changes their own access.
+        return rows.filter(user__in=users_within(request.user)).exclude(user=request.user.pk)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A limited admin can only limit: every row she makes or changes stays limited.
+        return ["limited"] if _limit(request) is not None else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user":
+            users = users_within(request.user)
+            if not request.user.is_superuser:
+                users = users.exclude(pk=request.user.pk)
+            kwargs["queryset"] = users
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "applications":
+            kwargs["queryset"] = visible_to(request.user)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
 @admin.register(ApiToken)
@@ -133,6 +315,10 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        tokens: QuerySet[ApiToken] = super().get_queryset(request)
+        return tokens.filter(Q(user__in=users_within(request.user)) | Q(user=request.user.pk))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Tokens are made by their owner on the console, or by `create_api_token`.
@@ -163,6 +349,9 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
     search_fields = ["actor_name", "target", "action", "request_id"]
     date_hierarchy = "created_at"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditRecord]:
+        return audit_records_for(request.user)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in AuditRecord._meta.fields]
 
@@ -174,3 +363,63 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class StepChangeUserAdmin(AuditedAdmin, UserAdmin[User]):
+    """Django's user pages, within the admin's reach (`users_within`). Only a superuser
+    makes a superuser, sets permissions one by one, or gives (or takes) a group that
+    carries the admin role's permissions."""
+
+    audit_name = "user"
+    audited_fields = (
+        "username",
+        "first_name",
+        "last_name",
+        "email",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "groups",
+        "user_permissions",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        users: QuerySet[User] = super().get_queryset(request)
+        return users.filter(pk__in=users_within(request.user))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += ["is_superuser", "user_permissions"]
+        return fields
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "groups":
+            kwargs["queryset"] = grantable_groups(request.user)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        ids = _limit(request)
+        if not change and ids is not None:
+            # A user made by a limited admin sees no more than she does.
+            access = ApplicationAccess.objects.create(user=obj, limited=True)
+            access.applications.set(ids)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        user = form.instance
+        # The groups this admin may not give or take away stay as they were.
+        kept = list(user.groups.exclude(pk__in=grantable_groups(request.user))) if change else []
+        super().save_related(request, form, formsets, change)
+        user.groups.add(*kept)
+
+
+@admin.register(Group)
+class StepChangeGroupAdmin(AuditedAdmin, GroupAdmin):
+    audit_name = "group"
+    audited_fields = ("name", "permissions")

@@ -37,6 +37,9 @@ class AuditAction(StrEnum):
     APPLICATION_CREATE = "application.create"
     APPLICATION_UPDATE = "application.update"
     APPLICATION_DELETE = "application.delete"
+    SAVED_VIEW_CREATE = "saved_view.create"
+    SAVED_VIEW_UPDATE = "saved_view.update"
+    SAVED_VIEW_DELETE = "saved_view.delete"
     ACCESS_DENIED = "access.denied"
     AUDIT_EXPORT = "audit.export"
 

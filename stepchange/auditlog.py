@@ -16,6 +16,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from stepchange.access import audit_records_for
 from stepchange.asyncdb import db_async
 from stepchange.audit import AuditAction, audit_record
 from stepchange.models import AuditRecord
@@ -69,11 +70,6 @@ class AuditFilterForm(forms.Form):
         error_messages={"invalid": BAD_TIME},
     )
     before = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    export = forms.ChoiceField(
-        required=False,
-        choices=[("", "page"), *((name, name) for name in EXPORT_FORMATS)],
-        widget=forms.HiddenInput,
-    )
 
     LOOKUPS = {
         "actor": "actor_name__iexact",
@@ -85,9 +81,10 @@ class AuditFilterForm(forms.Form):
         "until": "created_at__lt",
     }
 
-    def records(self) -> QuerySet[AuditRecord]:
-        """The records these (valid) filters match; the cursor is the caller's business."""
-        records = AuditRecord.objects.all()
+    def records(self, reader: Any) -> QuerySet[AuditRecord]:
+        """The records these (valid) filters match among those `reader` may read; the
+        cursor is the caller's business."""
+        records = audit_records_for(reader)
         for field, lookup in self.LOOKUPS.items():
             if self.cleaned_data.get(field) not in (None, ""):
                 records = records.filter(**{lookup: self.cleaned_data[field]})
@@ -102,6 +99,12 @@ class AuditFilterForm(forms.Form):
         }
 
 
+class AuditExportForm(AuditFilterForm):
+    """The filters and a format: what the console's *Export* buttons post."""
+
+    export = forms.ChoiceField(choices=[(name, name) for name in EXPORT_FORMATS])
+
+
 @login_required
 def audit_export(
     request: HttpRequest, form: AuditFilterForm, *, as_format: str
@@ -113,7 +116,7 @@ def audit_export(
         request=request,
         parameters={**form.used(), "format": as_format},
     )
-    records = form.records().filter(pk__lt=exported.pk)
+    records = form.records(request.user).filter(pk__lt=exported.pk)
     export = _CsvExport() if as_format == "csv" else _JsonExport()
     # Daphne would read a sync iterator into memory whole before sending a byte (and
     # Django warns); the test client, under WSGI, wants a sync one. Each gets its own.

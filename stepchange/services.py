@@ -1,4 +1,5 @@
-"""Write paths for applications, executor keys and API tokens. Each one is audited.
+"""Write paths for applications, executor keys, API tokens and saved views. Each one is
+audited.
 
 Secrets are generated here, returned once to the caller, and stored only as SHA-256
 hashes: they are long random strings, so a fast hash is enough, and it lets a token be
@@ -7,18 +8,23 @@ found by its hash.
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from stepchange.audit import AuditAction, Result, audit_record
-from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey
+from stepchange.audit import AuditAction, Result, audit_denied, audit_record
+from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey, SavedView
+from stepchange.roles import PERM_OPERATE
 
+REDACTED = "***"
+PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+SHARING_NEEDS_OPERATOR = "Only operators may share a view with the team."
 KEY_TOO_SHORT = "An executor key must be at least 16 characters long."
 MIN_KEY_LENGTH = 16
 # Touch last_used_at at most this often: executors reconnect every second when refused.
@@ -79,12 +85,21 @@ def application_register(
 def _redacted(changes: dict[str, Any]) -> dict[str, Any]:
     """Never write a database password into the audit log."""
     url = changes.get("system_database_url")
-    if not url or "@" not in url:
+    if not url:
         return changes
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return {**changes, "system_database_url": f"{scheme}://{user}:***@{host}"}
+    return {**changes, "system_database_url": redact_url(url)}
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password (in the user part, or a `password=` parameter)
+    replaced by ***: what the admin and the audit log show."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        if ":" in credentials:
+            user = credentials.split(":", 1)[0]
+            url = f"{scheme}://{user}:{REDACTED}@{host}"
+    return PASSWORD_PARAMETER.sub(rf"\1{REDACTED}", url)
 
 
 def executor_key_create(
@@ -208,3 +223,52 @@ def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> A
     if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return user
+
+
+def saved_view_save(
+    *, application: Application, name: str, query: str, shared: bool, request: HttpRequest
+) -> SavedView:
+    """Save the caller's view `name` (made, or replaced). A view shared with the team is
+    shown to everyone who sees the application: only operators may share one."""
+    user: Any = request.user
+    if shared and not user.has_perm(PERM_OPERATE):
+        refused = PermissionDenied(SHARING_NEEDS_OPERATOR)
+        audit_denied(request, refused, application=application)
+        raise refused
+    with transaction.atomic():
+        before = SavedView.objects.filter(application=application, owner=user, name=name).first()
+        view, created = SavedView.objects.update_or_create(
+            application=application,
+            owner=user,
+            name=name,
+            defaults={"query": query, "shared": shared},
+        )
+        audit_record(
+            action=AuditAction.SAVED_VIEW_CREATE if created else AuditAction.SAVED_VIEW_UPDATE,
+            request=request,
+            application=application,
+            target=f"view {view.pk} ({name})",
+            parameters={"name": name, "query": query, "shared": shared},
+            value_diff=None if before is None else _view_diff(before, view),
+        )
+    return view
+
+
+def _view_diff(before: SavedView, after: SavedView) -> dict[str, Any]:
+    return {
+        field: {"before": getattr(before, field), "after": getattr(after, field)}
+        for field in ("query", "shared")
+        if getattr(before, field) != getattr(after, field)
+    }
+
+
+def saved_view_delete(*, view: SavedView, request: HttpRequest) -> None:
+    with transaction.atomic():
+        audit_record(
+            action=AuditAction.SAVED_VIEW_DELETE,
+            request=request,
+            application=view.application,
+            target=f"view {view.pk} ({view.name})",
+            parameters={"name": view.name, "query": view.query, "shared": view.shared},
+        )
+        view.delete()

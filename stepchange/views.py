@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
@@ -16,10 +16,15 @@ from django.views.decorators.http import require_POST
 from conductor.registry import with_live_executor_counts
 from stepchange.access import visible_to
 from stepchange.audit import AuditAction, audit_record
-from stepchange.auditlog import AUDIT_ADMINS_ONLY, AuditFilterForm, audit_export
+from stepchange.auditlog import (
+    AUDIT_ADMINS_ONLY,
+    AuditExportForm,
+    AuditFilterForm,
+    audit_export,
+)
 from stepchange.http import HtmxHttpRequest
 from stepchange.models import ApiToken, AuditRecord
-from stepchange.paging import Page, newest_first, query_without_cursor
+from stepchange.paging import CURSOR, Page, newest_first, query_without_cursor
 from stepchange.roles import PERM_ADMINISTER, Role, role_of
 from stepchange.services import api_token_create, api_token_revoke
 
@@ -92,10 +97,8 @@ def audit_log(request: HtmxHttpRequest) -> HttpResponseBase:
     form = AuditFilterForm(request.GET)
     page = Page[AuditRecord]([], None)
     if form.is_valid():
-        if form.cleaned_data["export"]:
-            return audit_export(request, form, as_format=form.cleaned_data["export"])
         page = newest_first(
-            form.records(), before=form.cleaned_data["before"], size=AUDIT_PAGE_SIZE
+            form.records(request.user), before=form.cleaned_data["before"], size=AUDIT_PAGE_SIZE
         )
     template = "stepchange/audit.html"
     if request.htmx:
@@ -108,5 +111,21 @@ def audit_log(request: HtmxHttpRequest) -> HttpResponseBase:
             "records": page.items,
             "next_before": page.next_before,
             "query": query_without_cursor(request),
+            # What the export buttons post again: the filters, without the cursor.
+            "export_filters": [
+                (name, value) for name, value in request.GET.items() if name != CURSOR
+            ],
         },
     )
+
+
+@require_POST
+def audit_log_export(request: HttpRequest) -> HttpResponseBase:
+    """The audit page's export, posted with the page's filters. A POST, under Django's CSRF
+    check, since the export writes an audit record: no cross-site link can start one."""
+    if not request.user.has_perm(PERM_ADMINISTER):
+        raise PermissionDenied(AUDIT_ADMINS_ONLY)
+    form = AuditExportForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
+    return audit_export(request, form, as_format=form.cleaned_data["export"])

@@ -142,9 +142,14 @@ API_ROUTES: dict[tuple[str, str], Route] = {
 
 ON_APP = {"app_name": "{app}"}
 CONSOLE_ROUTES: dict[str, Route] = {
-    # Saved views are the viewer's own list filters: any role may keep them, unaudited.
-    "save-view": Route(PERM_INSPECT, 302, None, body={"name": "failed", "query": "status=ERROR"}),
-    "delete-view": Route(PERM_INSPECT, 302, None, kwargs={**ON_APP, "view_id": "{view_id}"}),
+    # Saved views are the viewer's own list filters: any role may keep them (sharing one
+    # takes an operator: tests/workflows/test_saved_views.py).
+    "save-view": Route(
+        PERM_INSPECT, 302, "saved_view.create", body={"name": "failed", "query": "status=ERROR"}
+    ),
+    "delete-view": Route(
+        PERM_INSPECT, 302, "saved_view.delete", kwargs={**ON_APP, "view_id": "{view_id}"}
+    ),
     "workflow-action": Route(
         PERM_OPERATE,
         302,
@@ -199,6 +204,8 @@ NOT_IN_MATRIX = {
     "password_change": "about the caller's own account, not an application; audited",
     "tokens": "about the caller's own API tokens, not an application; audited",
     "token-revoke": "revokes one of the caller's own tokens (404 for another's); audited",
+    "audit-export": "the audit log's export, for admins, not about one application; audited "
+    "(tests/stepchange/test_audit_export.py)",
 }
 # Whole URL namespaces left out, and why.
 NAMESPACES_NOT_IN_MATRIX = {
@@ -563,3 +570,28 @@ def test_only_operators_see_the_actions_on_a_workflow_and_the_bulk_bar(
     assert 'aria-label="Actions"' in operator.get(failed).content.decode()
     assert 'id="bulk"' not in viewer.get(listing).content.decode()
     assert 'id="bulk"' in operator.get(listing).content.decode()
+
+
+def _refused_cells() -> list[Any]:
+    """Every (mutating operation, persona) whose attempt is refused."""
+    return [
+        pytest.param(key, persona, id=f"{' '.join(key)}-{persona}")
+        for key, route in API_ROUTES.items()
+        for persona in PERSONAS
+        if route.need not in HOLDS.get(persona, set())
+    ]
+
+
+@pytest.mark.parametrize(("operation", "persona"), _refused_cells())
+def test_a_refusal_does_not_depend_on_the_body(
+    world: World, operation: tuple[str, str], persona: str
+) -> None:
+    """Who asks is checked before the body is read: a malformed body changes nothing."""
+    method, path = operation
+    url = path.format(**world.values(persona))
+    client = world.client(persona)
+    since = _last_record()
+    response = client.generic(method, url, '{"not": json', content_type="application/json")
+    want = expected(API_ROUTES[operation], persona)
+    assert response.status_code == want.status, response.content
+    assert_audited_once(since, persona, want)

@@ -16,6 +16,7 @@ from pydantic import StringConstraints
 
 from conductor.relay import RelayError
 from stepchange.access import aapplication_for, application_for
+from stepchange.api.base import acting_with
 from stepchange.asyncdb import db_async
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from workflows import systemdb
@@ -387,7 +388,11 @@ async def _act(
         raise HttpError(exc.status, str(exc)) from None
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/cancel", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/cancel",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def cancel_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: CancelIn | None = None
 ) -> Outcome:
@@ -397,7 +402,11 @@ async def cancel_workflow(
     return await _act(request, app, workflow_id, Action.CANCEL, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/resume", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/resume",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def resume_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: ResumeIn | None = None
 ) -> Outcome:
@@ -408,7 +417,11 @@ async def resume_workflow(
     return await _act(request, app, workflow_id, Action.RESUME, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/restart", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/restart",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def restart_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: ActionIn | None = None
 ) -> Outcome:
@@ -418,7 +431,11 @@ async def restart_workflow(
     return await _act(request, app, workflow_id, Action.RESTART, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/fork", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/fork",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: ForkIn) -> Outcome:
     """Start a new workflow from `start_step`, copying the steps before it. Forking twice to
     the same `new_workflow_id` is refused (409), so a repeated request forks once."""
@@ -433,7 +450,9 @@ async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: 
 
 
 @router.post(
-    "/apps/{app}/workflows/{workflow:workflow_id}/fork-from-failure", response=ACTION_RESPONSES
+    "/apps/{app}/workflows/{workflow:workflow_id}/fork-from-failure",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
 )
 async def fork_from_failure(
     request: HttpRequest, app: str, workflow_id: str, body: ForkFromFailureIn | None = None
@@ -452,7 +471,11 @@ async def fork_from_failure(
     return await _act(request, app, workflow_id, Action.FORK_FROM_FAILURE, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/rewind", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/rewind",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def rewind_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: RewindIn | None = None
 ) -> Outcome:
@@ -467,7 +490,11 @@ async def rewind_workflow(
     return await _act(request, app, workflow_id, Action.REWIND, chosen)
 
 
-@router.post("/apps/{app}/workflows/{workflow:workflow_id}/delete", response=ACTION_RESPONSES)
+@router.post(
+    "/apps/{app}/workflows/{workflow:workflow_id}/delete",
+    response=ACTION_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def delete_workflow(
     request: HttpRequest, app: str, workflow_id: str, body: DeleteIn | None = None
 ) -> Outcome:
@@ -597,7 +624,11 @@ async def _selection(
     return application, selection
 
 
-@router.post("/apps/{app}/bulk-actions/preview", response={200: BulkPreviewOut} | BULK_RESPONSES)
+@router.post(
+    "/apps/{app}/bulk-actions/preview",
+    response={200: BulkPreviewOut} | BULK_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def bulk_preview(request: HttpRequest, app: str, body: BulkIn) -> Any:
     """How many workflows a bulk action would reach, by status, and how many it would skip
     (the action makes no sense for their status). Nothing is sent."""
@@ -605,7 +636,11 @@ async def bulk_preview(request: HttpRequest, app: str, body: BulkIn) -> Any:
     return selection.preview(body.action)
 
 
-@router.post("/apps/{app}/bulk-actions", response={201: BulkJobOut} | BULK_RESPONSES)
+@router.post(
+    "/apps/{app}/bulk-actions",
+    response={201: BulkJobOut} | BULK_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def bulk_create(request: HttpRequest, app: str, body: BulkIn) -> Any:
     """Start a bulk action as a background job; follow it at
     `/apps/{app}/bulk-actions/{id}`. At most 10,000 workflows per job."""
@@ -655,7 +690,11 @@ def bulk_job(
     }
 
 
-@router.post("/apps/{app}/bulk-actions/{job_id}/retry", response={200: BulkJobOut} | BULK_RESPONSES)
+@router.post(
+    "/apps/{app}/bulk-actions/{job_id}/retry",
+    response={200: BulkJobOut} | BULK_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
 async def bulk_retry(request: HttpRequest, app: str, job_id: int) -> Any:
     """Queue a stopped job again; it sends only what it has not sent."""
     job = await db_async(_job_for)(request, app, job_id, PERM_OPERATE)

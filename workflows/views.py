@@ -31,6 +31,7 @@ from stepchange.converters import workflow_urls
 from stepchange.http import HtmxHttpRequest
 from stepchange.models import Application, AuditRecord, SavedView
 from stepchange.roles import PERM_OPERATE
+from stepchange.services import saved_view_delete, saved_view_save
 from workflows.actions import (
     ACTIVE,
     EXPLANATIONS,
@@ -430,11 +431,12 @@ def save_view(request: HttpRequest, app_name: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "A saved view needs a name.")
         return redirect("workflows", app_name=app_name)
-    SavedView.objects.update_or_create(
+    saved_view_save(
         application=application,
-        owner=request.user,
         name=form.cleaned_data["name"],
-        defaults={"query": form.cleaned_data["query"], "shared": form.cleaned_data["shared"]},
+        query=form.cleaned_data["query"],
+        shared=form.cleaned_data["shared"],
+        request=request,
     )
     messages.success(request, f"Saved the view “{form.cleaned_data['name']}”.")
     return redirect(f"{reverse('workflows', args=[app_name])}?{form.cleaned_data['query']}")
@@ -445,7 +447,7 @@ def save_view(request: HttpRequest, app_name: str) -> HttpResponse:
 def delete_view(request: HttpRequest, app_name: str, view_id: int) -> HttpResponse:
     application = application_for(request, app_name)
     view = get_object_or_404(SavedView, pk=view_id, application=application, owner=request.user)
-    view.delete()
+    saved_view_delete(view=view, request=request)
     messages.success(request, f"Deleted the view “{view.name}”.")
     return redirect("workflows", app_name=app_name)
 

@@ -1,12 +1,16 @@
 """The API's class and its two ways to authenticate: a bearer token, or the console's
-session (with its CSRF token for unsafe methods)."""
+session (with its CSRF token for unsafe methods). An operation that acts on an application
+also names the permission it needs (`acting_with`): it is checked with the caller, before
+django-ninja reads the body, so a refusal never depends on what was sent."""
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
 
+from stepchange.access import application_for
 from stepchange.audit import mark_refusal_audited
 from stepchange.services import api_token_authenticate
 
@@ -40,7 +44,29 @@ def error_statuses(path: str, method: str) -> list[int]:
     return sorted(statuses)
 
 
-class BearerToken(HttpBearer):
+ACTING_NEEDS_APP = "acting_with() guards operations whose path names an {app}."
+
+
+class _ChecksTheApplication:
+    """Authenticates as its base class does, then, when built with a permission, checks
+    that the caller holds it on the application the path names (`application_for`: a 404
+    or a 403, audited). django-ninja runs authentication before it parses the body."""
+
+    def __init__(self, permission: str | None = None) -> None:
+        super().__init__()
+        self.permission = permission
+
+    def __call__(self, request: HttpRequest) -> Any:
+        user = super().__call__(request)  # type: ignore[misc]
+        if user and self.permission is not None:
+            match = request.resolver_match
+            if match is None or "app" not in match.kwargs:
+                raise ImproperlyConfigured(ACTING_NEEDS_APP)
+            application_for(request, match.kwargs["app"], self.permission)
+        return user
+
+
+class BearerToken(_ChecksTheApplication, HttpBearer):
     """`Authorization: Bearer sc_…`: a personal token, acting as its user."""
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
@@ -53,7 +79,7 @@ class BearerToken(HttpBearer):
         return user
 
 
-class SessionCookie(SessionAuth):
+class SessionCookie(_ChecksTheApplication, SessionAuth):
     """The console's session, as Django's middleware loaded it; unsafe methods need the
     CSRF token, as in the console."""
 
@@ -64,6 +90,12 @@ class SessionCookie(SessionAuth):
             return None
         key: str | None = super()._get_key(request)
         return key
+
+
+def acting_with(permission: str) -> list[Any]:
+    """The `auth` of an operation that changes something in the path's `{app}`: either
+    credential, and `permission` on the application, all before the body is read."""
+    return [BearerToken(permission), SessionCookie(permission)]
 
 
 class StepChangeAPI(NinjaAPI):

@@ -9,6 +9,7 @@ from ninja.errors import HttpError
 
 from conductor.registry import with_live_executor_counts
 from stepchange.access import require, visible_to
+from stepchange.api.base import BearerToken
 from stepchange.auditlog import EXPORT_FORMATS, AuditFilterForm, audit_export, audit_item
 from stepchange.paging import newest_first
 from stepchange.roles import PERM_ADMINISTER
@@ -111,16 +112,21 @@ def list_audit(request: HttpRequest, query: Query[AuditPageQuery]) -> dict[str, 
     if not 1 <= query.limit <= MAX_AUDIT_LIMIT:
         raise HttpError(400, BAD_LIMIT.format(most=MAX_AUDIT_LIMIT, value=query.limit))
     form = query.form(before=query.cursor)
-    page = newest_first(form.records(), before=form.cleaned_data["before"], size=query.limit)
+    page = newest_first(
+        form.records(request.user), before=form.cleaned_data["before"], size=query.limit
+    )
     return {
         "items": [audit_item(record) for record in page.items],
         "next_cursor": str(page.next_before) if page.next_before else None,
     }
 
 
-@router.get("/audit/export", tags=["audit"])
+# A bearer token only: the export writes an audit record, and a GET that a session cookie
+# could authorise would let any page a signed-in admin visits start one.
+@router.get("/audit/export", tags=["audit"], auth=[BearerToken()])
 def export_audit(request: HttpRequest, query: Query[AuditExportQuery]) -> StreamingHttpResponse:
-    """Every matching record, newest first, as one CSV or JSON download (audited)."""
+    """Every matching record, newest first, as one CSV or JSON download (audited). Takes a
+    bearer token, not the console's session: the console exports with a POST."""
     require(request.user, PERM_ADMINISTER)
     if query.format not in EXPORT_FORMATS:
         raise HttpError(400, BAD_FORMAT.format(value=query.format))

@@ -184,10 +184,11 @@ def test_only_admins_read_the_audit_log_and_refusals_are_audited(
     persona: str, path: str, request: pytest.FixtureRequest
 ) -> None:
     user = request.getfixturevalue(persona)
-    response = signed_in(user).get(path)
+    _, raw = api_token_create(user=user, name="reader")
+    response = Client().get(path, headers=bearer(raw))
     assert response.status_code == 403
-    # force_login leaves an auth.login record; the refusal is the only other one.
-    denied = AuditRecord.objects.exclude(action="auth.login").get()
+    # Making the token left a record; the refusal is the only other one.
+    denied = AuditRecord.objects.exclude(action="api_token.create").get()
     assert (denied.action, denied.result, denied.actor_name) == (
         "access.denied",
         "denied",
@@ -209,7 +210,7 @@ def test_an_admin_exports_the_filtered_log_as_csv_with_formulas_defused(
     audit_record(action="workflow.cancel", actor=operator, target='=HYPERLINK("http://x")')
     audit_record(action="workflow.cancel", actor=operator, target="+1", detail="@SUM(A1)")
     audit_record(action="workflow.cancel", actor=operator, target="-2", detail="\tTAB")
-    response = signed_in(admin).get(reverse("audit"), {"actor": "otto", "export": "csv"})
+    response = signed_in(admin).post(reverse("audit-export"), {"actor": "otto", "export": "csv"})
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert "no-store" in response["Cache-Control"]
@@ -242,8 +243,8 @@ def test_an_admin_exports_the_filtered_log_as_one_json_array(
     history: list[AuditRecord], admin: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(auditlog, "EXPORT_CHUNK", 1)
-    response = signed_in(admin).get(
-        reverse("audit"), {"action": "workflow.", "since": "2026-03-02", "export": "json"}
+    response = signed_in(admin).post(
+        reverse("audit-export"), {"action": "workflow.", "since": "2026-03-02", "export": "json"}
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -263,32 +264,51 @@ def test_an_admin_exports_the_filtered_log_as_one_json_array(
 
 def test_an_export_of_nothing_is_still_well_formed(admin: User) -> None:
     client = signed_in(admin)
-    empty = client.get(reverse("audit"), {"actor": "nobody", "export": "json"})
+    empty = client.post(reverse("audit-export"), {"actor": "nobody", "export": "json"})
     assert json.loads(body(empty)) == []
-    header_only = client.get(reverse("audit"), {"actor": "nobody", "export": "csv"})
+    header_only = client.post(reverse("audit-export"), {"actor": "nobody", "export": "csv"})
     assert body(header_only).decode().splitlines() == [",".join(auditlog.EXPORT_FIELDS)]
 
 
 def test_an_export_shows_the_log_as_it_stood_when_asked(admin: User) -> None:
     audit_record(action="workflow.cancel", target="wf-1")
     client = signed_in(admin)
-    first = json.loads(body(client.get(reverse("audit"), {"export": "json"})))
+    first = json.loads(body(client.post(reverse("audit-export"), {"export": "json"})))
     assert [item["action"] for item in first] == ["auth.login", "workflow.cancel"]
-    second = json.loads(body(client.get(reverse("audit"), {"export": "json"})))
+    second = json.loads(body(client.post(reverse("audit-export"), {"export": "json"})))
     assert [item["action"] for item in second] == ["audit.export", "auth.login", "workflow.cancel"]
 
 
-def test_the_audit_page_links_exports_that_keep_its_filters(
+def test_the_audit_page_posts_exports_that_keep_its_filters(
     history: list[AuditRecord], admin: User
 ) -> None:
     page = signed_in(admin).get(reverse("audit"), {"actor": "otto", "action": "workflow."})
-    links = re.findall(r'href="\?([^"]*export=(?:csv|json))"', page.content.decode())
-    assert len(links) == 2
-    for link in links:
-        assert "actor=otto" in link
-        assert "action=workflow." in link
+    content = page.content.decode()
+    form = content[content.index(f'action="{reverse("audit-export")}"') :]
+    form = form[: form.index("</form>")]
+    assert 'name="csrfmiddlewaretoken"' in form
+    assert '<input type="hidden" name="actor" value="otto">' in form
+    assert '<input type="hidden" name="action" value="workflow.">' in form
+    assert 'name="export" value="csv"' in form
     partial = signed_in(admin).get(reverse("audit"), {"result": "failed"}, HTTP_HX_REQUEST="true")
-    assert b"result=failed&amp;export=csv" in partial.content
+    assert b'<input type="hidden" name="result" value="failed">' in partial.content
+
+
+def test_a_get_cannot_start_an_export(history: list[AuditRecord], admin: User) -> None:
+    client = signed_in(admin)
+    page = client.get(reverse("audit"), {"export": "csv"})
+    assert page["Content-Type"].startswith("text/html")
+    assert client.get(reverse("audit-export"), {"export": "csv"}).status_code == 405
+    # The API's export takes a bearer token, which no other site can make a browser send.
+    assert client.get("/api/v1/audit/export", {"format": "csv"}).status_code == 401
+    assert not AuditRecord.objects.filter(action="audit.export").exists()
+
+
+def test_a_cross_site_post_cannot_start_an_export(history: list[AuditRecord], admin: User) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    assert client.post(reverse("audit-export"), {"export": "csv"}).status_code == 403
+    assert not AuditRecord.objects.filter(action="audit.export").exists()
 
 
 def test_the_audit_page_shows_request_ids_and_folds_away_the_executors_answer(

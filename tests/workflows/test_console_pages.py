@@ -308,26 +308,29 @@ def test_the_dashboard_without_a_system_database_still_renders(vera: User) -> No
     assert b"No executor of orders is connected." in page.content
 
 
-def test_a_saved_view_is_a_named_link_its_owner_can_share(
+def test_a_saved_view_is_a_named_link_an_operator_can_share(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]]
 ) -> None:
     app = registered(sdk_fixtures["py320-sqlite-default"]).name
-    client = signed_in(vera)
+    otto = make_user(username="otto", role="operator")
+    client = signed_in(otto)
     response = client.post(
         f"/apps/{app}/views/", {"name": "failures", "query": "status=ERROR", "shared": "on"}
     )
     assert response.status_code == 302
     assert response["Location"].endswith("?status=ERROR")
     client.post(f"/apps/{app}/views/", {"name": "mine only", "query": "status=PENDING"})
-    otto = make_user(username="otto", role="operator")
-    page = signed_in(otto).get(f"/apps/{app}/workflows/").content.decode()
+    page = signed_in(vera).get(f"/apps/{app}/workflows/").content.decode()
     assert 'href="?status=ERROR">failures</a>' in page
     assert "mine only" not in page
+    # A viewer is not offered to share a view.
+    assert 'name="shared"' not in page
+    assert 'name="shared"' in client.get(f"/apps/{app}/workflows/").content.decode()
     from stepchange.models import SavedView
 
     view = SavedView.objects.get(name="failures")
-    assert signed_in(otto).post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 404
-    assert signed_in(vera).post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 302
+    assert signed_in(vera).post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 404
+    assert client.post(f"/apps/{app}/views/{view.pk}/delete/").status_code == 302
     assert not SavedView.objects.filter(name="failures").exists()
 
 
