@@ -25,6 +25,8 @@ from conductor.protocol import (
     encode_request,
     parse_envelope,
     parse_response,
+    response_problem,
+    shown,
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
@@ -82,6 +84,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.info_frame = encode_request(self.info_request)
         self.info_sent = (timezone.now(), time.perf_counter())
         await self.send(text_data=self.info_frame)
+        self.info_deadline = asyncio.create_task(self._close_unless_identified())
         # Bulk jobs left behind by a stopped process need an executor: look for them now.
         jobs.bulk_jobs_wake()
 
@@ -101,15 +104,31 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         reply_channel = self.pending.pop(request_id, None)
         if reply_channel is None:
             logger.warning(
-                "Dropped a %s reply from %s to unknown request %s", kind, self._who(), request_id
+                "Dropped a %s reply from %s to unknown request %s",
+                shown(kind, 40),
+                self._who(),
+                shown(request_id, 60),
             )
             return
         await self.channel_layer.send(
             reply_channel, {"type": "conductor.reply", "frame": text_data}
         )
 
+    async def _close_unless_identified(self) -> None:
+        await asyncio.sleep(settings.EXECUTOR_INFO_TIMEOUT_SECONDS)
+        if self.executor is None:
+            logger.warning(
+                "Closing %s: no executor_info answer within %s s",
+                self._who(),
+                settings.EXECUTOR_INFO_TIMEOUT_SECONDS,
+            )
+            await self.close(code=CLOSE_BAD_INFO, reason="no executor_info answer")
+
     async def disconnect(self, code: int) -> None:
         _held.discard(self.channel_name)
+        deadline = getattr(self, "info_deadline", None)
+        if deadline is not None and deadline is not asyncio.current_task():
+            deadline.cancel()
         for request_id, reply_channel in self.pending.items():
             await self.channel_layer.send(
                 reply_channel, {"type": "conductor.failed", "request_id": request_id}
@@ -147,7 +166,14 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.close(code=CLOSE_REPLACED)
 
     async def _register(self, response: Any, frame: str) -> None:
-        await self._log_handshake(response, frame)
+        problem = response_problem(response)
+        await self._log_handshake(response, frame, problem)
+        if problem:
+            logger.warning(
+                "Refusing %s: its executor_info is out of bounds: %s", self._who(), problem
+            )
+            await self.close(code=CLOSE_BAD_INFO, reason=problem[:120])
+            return
         if not isinstance(response, ExecutorInfoResponse) or not response.executor_id:
             logger.warning(
                 "Closing %s: its executor_info reply was unusable (%s)",
@@ -180,7 +206,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.application.pk, "executor.connected", executor_id=response.executor_id
         )
 
-    async def _log_handshake(self, response: Any, frame: str) -> None:
+    async def _log_handshake(self, response: Any, frame: str, problem: str | None) -> None:
         assert self.application is not None
         sent_at, started = self.info_sent
         await record(
@@ -188,7 +214,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "application": self.application,
                 "request_id": self.info_request.request_id,
                 "message_type": str(self.info_request.type),
-                "executor_id": str(getattr(response, "executor_id", "") or ""),
+                "executor_id": "" if problem else str(getattr(response, "executor_id", "") or ""),
                 "source": "handshake",
                 "sent_at": sent_at,
                 "duration_ms": (time.perf_counter() - started) * 1000,
@@ -197,8 +223,10 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "response_bytes": len(frame.encode()),
             },
             response_frame=frame,
-            outcome=RequestLog.Outcome.ERROR if response.error_message else RequestLog.Outcome.OK,
-            error=response.error_message or "",
+            outcome=RequestLog.Outcome.ERROR
+            if response.error_message or problem
+            else RequestLog.Outcome.OK,
+            error=response.error_message or problem or "",
         )
 
     def _who(self) -> str:
