@@ -33,6 +33,7 @@ from conductor.relay import record
 from stepchange.access import visible_to
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
+from stepchange.redaction import redact_path
 from stepchange.services import executor_key_check
 from workflows import jobs
 
@@ -43,9 +44,55 @@ REFUSAL_LOG_INTERVAL_SECONDS = 60
 _refusals_logged: dict[tuple[str, str], float] = {}
 MAX_REFUSALS_REMEMBERED = 10_000
 
-# The close code for a socket whose executor id reconnected on another socket.
+# Close codes an executor sees (README, "Executors"): its executor id connected again on
+# another socket; its executor_info was unusable or never came.
 CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
+
+
+class ThrottledWarning:
+    """A warning logged at most once per `interval` seconds per kind, with how many were
+    left out since: whatever knocks on the door, the log grows by a line a kind at most."""
+
+    def __init__(self, interval: float, max_kinds: int = 1000) -> None:
+        self.interval = interval
+        self.max_kinds = max_kinds
+        self.kinds: dict[str, tuple[float, int]] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> bool:
+        now = time.monotonic()
+        last, suppressed = self.kinds.get(kind, (-self.interval, 0))
+        if now - last < self.interval:
+            self.kinds[kind] = (last, suppressed + 1)
+            return False
+        if len(self.kinds) >= self.max_kinds:
+            self.kinds.clear()
+        self.kinds[kind] = (now, 0)
+        if suppressed:
+            message += " (%d more like it in the last %d s not logged)"
+            args = (*args, suppressed, self.interval)
+        logger.warning(message, *args)
+        return True
+
+
+# Upgrades to no route: a scanner or a misconfigured executor, retrying every second.
+UNROUTED_LOG_INTERVAL_SECONDS = 10
+unrouted_warnings = ThrottledWarning(UNROUTED_LOG_INTERVAL_SECONDS)
+
+
+async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Any WebSocket path that is not an exact route: the upgrade is refused (Daphne answers
+    403), and the path is logged without what could be a key."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        path = redact_path(str(scope.get("path", "")))
+        kind = "executor" if "websocket" in path.lower() else "other"
+        if kind == "other":
+            # No websocket segment to say where a key would be: only the first segment.
+            path = "/" + path.lstrip("/").split("/", 1)[0] + "/..."
+        unrouted_warnings.warn(kind, "Refused a WebSocket upgrade to no route: %s", shown(path))
+        await send({"type": "websocket.close", "code": 1008})
+
 
 # This process's executor consumers, for the heartbeat.
 _held: set[str] = set()
