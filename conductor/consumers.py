@@ -13,6 +13,7 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
@@ -34,7 +35,7 @@ from stepchange.access import visible_to
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.redaction import redact_path
-from stepchange.services import executor_key_check
+from stepchange.services import executor_key_active, executor_key_check, executor_key_group
 from workflows import jobs
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ MAX_REFUSALS_REMEMBERED = 10_000
 # another socket; its executor_info was unusable or never came.
 CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
+# The key it connected with was revoked.
+CLOSE_KEY_REVOKED = 4003
 
 
 class ThrottledWarning:
@@ -96,6 +99,10 @@ async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 # This process's executor consumers, for the heartbeat.
 _held: set[str] = set()
+# Every open executor socket of this process and the key it connected with (by pk): the
+# heartbeat joins their key groups again now and then (Redis forgets group members).
+_keyed: dict[str, int] = {}
+KEY_GROUPS_REJOIN_SECONDS = 3600
 
 
 class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -126,6 +133,15 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close()
             return
         self.application = key.application
+        # Remembered so that revoking the key closes this socket (CLOSE_KEY_REVOKED).
+        self.key_pk = key.pk
+        await self.channel_layer.group_add(executor_key_group(key.pk), self.channel_name)
+        _keyed[self.channel_name] = key.pk
+        if not await db_async(executor_key_active)(key.pk):
+            # Revoked between the check and joining the group: its close message is gone.
+            await self._leave_key_group()
+            await self.close()
+            return
         await self.accept()
         self.info_request = ExecutorInfoRequest()
         self.info_frame = encode_request(self.info_request)
@@ -171,8 +187,19 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             await self.close(code=CLOSE_BAD_INFO, reason="no executor_info answer")
 
+    async def _leave_key_group(self) -> None:
+        key_pk = _keyed.pop(self.channel_name, None)
+        if key_pk is not None:
+            await self.channel_layer.group_discard(executor_key_group(key_pk), self.channel_name)
+
+    async def executor_key_revoked(self, message: dict[str, Any]) -> None:
+        """The key this socket connected with was revoked: close at once."""
+        logger.info("Closing %s: its key was revoked", self._who())
+        await self.close(code=CLOSE_KEY_REVOKED, reason="executor key revoked")
+
     async def disconnect(self, code: int) -> None:
         _held.discard(self.channel_name)
+        await self._leave_key_group()
         deadline = getattr(self, "info_deadline", None)
         if deadline is not None and deadline is not asyncio.current_task():
             deadline.cancel()
@@ -297,13 +324,26 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 async def heartbeat_forever() -> None:
     """Mark this process's executors as seen, every EXECUTOR_HEARTBEAT_SECONDS (a loop of
     `stepchange.background`)."""
+    rejoined = time.monotonic()
     while True:
         await asyncio.sleep(settings.EXECUTOR_HEARTBEAT_SECONDS)
+        if time.monotonic() - rejoined > KEY_GROUPS_REJOIN_SECONDS:
+            rejoined = time.monotonic()
+            await _key_groups_rejoin()
         if _held:
             try:
                 await db_async(executors_seen)(channel_names=list(_held))
             except Exception:
                 logger.exception("The executor heartbeat failed; it runs again shortly")
+
+
+async def _key_groups_rejoin() -> None:
+    layer = get_channel_layer()
+    for channel_name, key_pk in list(_keyed.items()):
+        try:
+            await layer.group_add(executor_key_group(key_pk), channel_name)
+        except Exception:
+            logger.exception("Could not join the group of key %s again", key_pk)
 
 
 class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
