@@ -5,19 +5,20 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 
 from conductor import recovery, retention
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
+from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import aapplication_for, application_for
 from stepchange.api.base import acting_with
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
-from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
+from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
 
 router = Router(tags=["executors"])
 
@@ -150,6 +151,62 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
             )
         ),
     }
+
+
+class PoisonDecisionIn(Schema):
+    reason: str = Field(default="", max_length=1000)
+
+
+def _held_poison(application: Application) -> list[PoisonWorkflow]:
+    return list(
+        PoisonWorkflow.objects.filter(
+            application=application,
+            resolved_at__isnull=True,
+            executors_killed__gte=recovery.POISON_THRESHOLD,
+        )
+    )
+
+
+@router.get("/apps/{app}/poison", response=list[PoisonOut])
+async def poison_list(request: HttpRequest, app: str) -> list[Any]:
+    """The workflows held as poison: their recovery waits for an operator."""
+    application = await aapplication_for(request, app, PERM_INSPECT)
+    return await db_async(_held_poison)(application)
+
+
+@router.post(
+    "/apps/{app}/poison/{workflow:workflow_id}/cancel",
+    response={204: None},
+    auth=acting_with(PERM_OPERATE),
+)
+async def poison_cancel_api(
+    request: HttpRequest, app: str, workflow_id: str, body: PoisonDecisionIn | None = None
+) -> Status[None]:
+    """Cancel a held workflow through a live executor (audited like the console's); its
+    held recovery then goes ahead."""
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    reason = body.reason if body else ""
+    await poison_cancel(
+        application=application, workflow_id=workflow_id, request=request, reason=reason
+    )
+    return Status(204, None)
+
+
+@router.post(
+    "/apps/{app}/poison/{workflow:workflow_id}/dismiss",
+    response={204: None},
+    auth=acting_with(PERM_OPERATE),
+)
+async def poison_dismiss_api(
+    request: HttpRequest, app: str, workflow_id: str, body: PoisonDecisionIn | None = None
+) -> Status[None]:
+    """Not poison after all: the held recovery hands it to an executor again."""
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    reason = body.reason if body else ""
+    await db_async(poison_dismiss)(
+        application=application, workflow_id=workflow_id, request=request, reason=reason
+    )
+    return Status(204, None)
 
 
 @router.post("/apps/{app}/recovery", response=list[RecoveryOut], auth=acting_with(PERM_OPERATE))

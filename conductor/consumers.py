@@ -13,6 +13,7 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
@@ -25,13 +26,16 @@ from conductor.protocol import (
     encode_request,
     parse_envelope,
     parse_response,
+    response_problem,
+    shown,
 )
 from conductor.registry import executor_disconnected, executor_register, executors_seen
 from conductor.relay import record
 from stepchange.access import visible_to
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.services import executor_key_check
+from stepchange.redaction import redact_path
+from stepchange.services import executor_key_active, executor_key_check, executor_key_group
 from workflows import jobs
 
 logger = logging.getLogger(__name__)
@@ -41,12 +45,64 @@ REFUSAL_LOG_INTERVAL_SECONDS = 60
 _refusals_logged: dict[tuple[str, str], float] = {}
 MAX_REFUSALS_REMEMBERED = 10_000
 
-# The close code for a socket whose executor id reconnected on another socket.
+# Close codes an executor sees (README, "Executors"): its executor id connected again on
+# another socket; its executor_info was unusable or never came.
 CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
+# The key it connected with was revoked.
+CLOSE_KEY_REVOKED = 4003
+
+
+class ThrottledWarning:
+    """A warning logged at most once per `interval` seconds per kind, with how many were
+    left out since: whatever knocks on the door, the log grows by a line a kind at most."""
+
+    def __init__(self, interval: float, max_kinds: int = 1000) -> None:
+        self.interval = interval
+        self.max_kinds = max_kinds
+        self.kinds: dict[str, tuple[float, int]] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> bool:
+        now = time.monotonic()
+        last, suppressed = self.kinds.get(kind, (-self.interval, 0))
+        if now - last < self.interval:
+            self.kinds[kind] = (last, suppressed + 1)
+            return False
+        if len(self.kinds) >= self.max_kinds:
+            self.kinds.clear()
+        self.kinds[kind] = (now, 0)
+        if suppressed:
+            message += " (%d more like it in the last %d s not logged)"
+            args = (*args, suppressed, self.interval)
+        logger.warning(message, *args)
+        return True
+
+
+# Upgrades to no route: a scanner or a misconfigured executor, retrying every second.
+UNROUTED_LOG_INTERVAL_SECONDS = 10
+unrouted_warnings = ThrottledWarning(UNROUTED_LOG_INTERVAL_SECONDS)
+
+
+async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Any WebSocket path that is not an exact route: the upgrade is refused (Daphne answers
+    403), and the path is logged without what could be a key."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        path = redact_path(str(scope.get("path", "")))
+        kind = "executor" if "websocket" in path.lower() else "other"
+        if kind == "other":
+            # No websocket segment to say where a key would be: only the first segment.
+            path = "/" + path.lstrip("/").split("/", 1)[0] + "/..."
+        unrouted_warnings.warn(kind, "Refused a WebSocket upgrade to no route: %s", shown(path))
+        await send({"type": "websocket.close", "code": 1008})
+
 
 # This process's executor consumers, for the heartbeat.
 _held: set[str] = set()
+# Every open executor socket of this process and the key it connected with (by pk): the
+# heartbeat joins their key groups again now and then (Redis forgets group members).
+_keyed: dict[str, int] = {}
+KEY_GROUPS_REJOIN_SECONDS = 3600
 
 
 class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -77,11 +133,21 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close()
             return
         self.application = key.application
+        # Remembered so that revoking the key closes this socket (CLOSE_KEY_REVOKED).
+        self.key_pk = key.pk
+        await self.channel_layer.group_add(executor_key_group(key.pk), self.channel_name)
+        _keyed[self.channel_name] = key.pk
+        if not await db_async(executor_key_active)(key.pk):
+            # Revoked between the check and joining the group: its close message is gone.
+            await self._leave_key_group()
+            await self.close()
+            return
         await self.accept()
         self.info_request = ExecutorInfoRequest()
         self.info_frame = encode_request(self.info_request)
         self.info_sent = (timezone.now(), time.perf_counter())
         await self.send(text_data=self.info_frame)
+        self.info_deadline = asyncio.create_task(self._close_unless_identified())
         # Bulk jobs left behind by a stopped process need an executor: look for them now.
         jobs.bulk_jobs_wake()
 
@@ -101,15 +167,42 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         reply_channel = self.pending.pop(request_id, None)
         if reply_channel is None:
             logger.warning(
-                "Dropped a %s reply from %s to unknown request %s", kind, self._who(), request_id
+                "Dropped a %s reply from %s to unknown request %s",
+                shown(kind, 40),
+                self._who(),
+                shown(request_id, 60),
             )
             return
         await self.channel_layer.send(
             reply_channel, {"type": "conductor.reply", "frame": text_data}
         )
 
+    async def _close_unless_identified(self) -> None:
+        await asyncio.sleep(settings.EXECUTOR_INFO_TIMEOUT_SECONDS)
+        if self.executor is None:
+            logger.warning(
+                "Closing %s: no executor_info answer within %s s",
+                self._who(),
+                settings.EXECUTOR_INFO_TIMEOUT_SECONDS,
+            )
+            await self.close(code=CLOSE_BAD_INFO, reason="no executor_info answer")
+
+    async def _leave_key_group(self) -> None:
+        key_pk = _keyed.pop(self.channel_name, None)
+        if key_pk is not None:
+            await self.channel_layer.group_discard(executor_key_group(key_pk), self.channel_name)
+
+    async def executor_key_revoked(self, message: dict[str, Any]) -> None:
+        """The key this socket connected with was revoked: close at once."""
+        logger.info("Closing %s: its key was revoked", self._who())
+        await self.close(code=CLOSE_KEY_REVOKED, reason="executor key revoked")
+
     async def disconnect(self, code: int) -> None:
         _held.discard(self.channel_name)
+        await self._leave_key_group()
+        deadline = getattr(self, "info_deadline", None)
+        if deadline is not None and deadline is not asyncio.current_task():
+            deadline.cancel()
         for request_id, reply_channel in self.pending.items():
             await self.channel_layer.send(
                 reply_channel, {"type": "conductor.failed", "request_id": request_id}
@@ -147,7 +240,14 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.close(code=CLOSE_REPLACED)
 
     async def _register(self, response: Any, frame: str) -> None:
-        await self._log_handshake(response, frame)
+        problem = response_problem(response)
+        await self._log_handshake(response, frame, problem)
+        if problem:
+            logger.warning(
+                "Refusing %s: its executor_info is out of bounds: %s", self._who(), problem
+            )
+            await self.close(code=CLOSE_BAD_INFO, reason=problem[:120])
+            return
         if not isinstance(response, ExecutorInfoResponse) or not response.executor_id:
             logger.warning(
                 "Closing %s: its executor_info reply was unusable (%s)",
@@ -180,7 +280,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.application.pk, "executor.connected", executor_id=response.executor_id
         )
 
-    async def _log_handshake(self, response: Any, frame: str) -> None:
+    async def _log_handshake(self, response: Any, frame: str, problem: str | None) -> None:
         assert self.application is not None
         sent_at, started = self.info_sent
         await record(
@@ -188,7 +288,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "application": self.application,
                 "request_id": self.info_request.request_id,
                 "message_type": str(self.info_request.type),
-                "executor_id": str(getattr(response, "executor_id", "") or ""),
+                "executor_id": "" if problem else str(getattr(response, "executor_id", "") or ""),
                 "source": "handshake",
                 "sent_at": sent_at,
                 "duration_ms": (time.perf_counter() - started) * 1000,
@@ -197,8 +297,10 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "response_bytes": len(frame.encode()),
             },
             response_frame=frame,
-            outcome=RequestLog.Outcome.ERROR if response.error_message else RequestLog.Outcome.OK,
-            error=response.error_message or "",
+            outcome=RequestLog.Outcome.ERROR
+            if response.error_message or problem
+            else RequestLog.Outcome.OK,
+            error=response.error_message or problem or "",
         )
 
     def _who(self) -> str:
@@ -222,13 +324,26 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 async def heartbeat_forever() -> None:
     """Mark this process's executors as seen, every EXECUTOR_HEARTBEAT_SECONDS (a loop of
     `stepchange.background`)."""
+    rejoined = time.monotonic()
     while True:
         await asyncio.sleep(settings.EXECUTOR_HEARTBEAT_SECONDS)
+        if time.monotonic() - rejoined > KEY_GROUPS_REJOIN_SECONDS:
+            rejoined = time.monotonic()
+            await _key_groups_rejoin()
         if _held:
             try:
                 await db_async(executors_seen)(channel_names=list(_held))
             except Exception:
                 logger.exception("The executor heartbeat failed; it runs again shortly")
+
+
+async def _key_groups_rejoin() -> None:
+    layer = get_channel_layer()
+    for channel_name, key_pk in list(_keyed.items()):
+        try:
+            await layer.group_add(executor_key_group(key_pk), channel_name)
+        except Exception:
+            logger.exception("Could not join the group of key %s again", key_pk)
 
 
 class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]

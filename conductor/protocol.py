@@ -10,6 +10,7 @@ Pure Python: no Django, no I/O.
 """
 
 import json
+import re
 import reprlib
 import uuid
 from collections.abc import Callable
@@ -78,6 +79,9 @@ NOT_JSON = "executor frame is not JSON"
 NOT_AN_OBJECT = "executor frame is not a JSON object"
 NO_TYPE = "executor frame has no string 'type'"
 NO_REQUEST_ID = "executor frame has no string 'request_id'"
+LONG_REQUEST_ID = "executor frame's request_id is longer than 200 characters"
+# StepChange's request ids are UUIDs; an executor only echoes them.
+MAX_REQUEST_ID_CHARS = 200
 
 # A string or a list of strings; a list means IN (§2.5).
 Filter = str | list[str]
@@ -1003,6 +1007,8 @@ def parse_envelope(text: str | bytes) -> tuple[dict[str, Any], str, str]:
         raise ProtocolError(NO_TYPE)
     if not isinstance(request_id, str) or not request_id:
         raise ProtocolError(NO_REQUEST_ID)
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise ProtocolError(LONG_REQUEST_ID)
     return data, kind, request_id
 
 
@@ -1109,3 +1115,166 @@ _READERS: dict[Any, Callable[[object], Any]] = {
     float: _read_float,
     bool: _read_bool,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking replies: what an executor sent, against what the protocol allows
+
+# Epoch milliseconds StepChange can show: from 1970 to the last millisecond of year 9999.
+MAX_EPOCH_MS = 253_402_300_799_999
+# Any other integer: a count, a duration, a priority.
+MAX_INT = 2**63 - 1
+# An ID or a name (workflow, executor, queue, version): the display text fields are bounded
+# only by the frame.
+MAX_NAME_CHARS = 1000
+# Items in one list of an answer: StepChange asks for pages far smaller than this.
+MAX_ANSWER_ITEMS = 100_000
+# executor_info: what the registry stores (conductor.models.Executor).
+MAX_EXECUTOR_ID_CHARS = 100
+MAX_EXECUTOR_METADATA_BYTES = 64 * 1024
+# An executor id appears in URLs and pages: visible characters, none that a path, a query
+# or markup would read.
+_EXECUTOR_ID = re.compile(r"[^\s/\\<>\"'`&?#%]+")
+_TEXT_FIELDS = frozenset(
+    {"input", "output", "error", "value", "values", "message", "context", "attributes"}
+    | {"error_message", "serialized_workflow"}
+)
+_INFO_LIMITS = {"application_version": 200, "hostname": 255, "language": 50, "dbos_version": 50}
+
+BAD_FIELD = "{path} must be {what}, got {got}"
+OTHER_WORKFLOW = "answered about workflow {got}, not the {asked} asked for"
+BAD_EXECUTOR_ID = (
+    "executor_id must be 1 to {limit} visible characters without / \\ < > quotes & ? # %, got {got}"
+)
+
+
+def response_problem(response: Response, asked: Request | None = None) -> str | None:
+    """What makes `response` unusable, or None: every field it carries must fit the
+    protocol (types, bounded lengths, epoch milliseconds StepChange can show, list sizes),
+    and an answer about one workflow must be about the one `asked` for.
+
+    `parse_response` reads leniently; this is the strict second look the relay takes
+    before anything an executor said is shown or stored."""
+    if isinstance(response, UnknownResponse):
+        return None
+    problem = _shape_problem(type(response), response.raw, "")
+    if problem is None and isinstance(response, ExecutorInfoResponse):
+        problem = _info_problem(response)
+    if problem is None and asked is not None:
+        problem = _subject_problem(response, asked)
+    return problem
+
+
+def shown(text: object, limit: int = 120) -> str:
+    """Executor-sent text fit for one log line: escaped (no newline can forge a line) and
+    cut to `limit` characters."""
+    value = text if isinstance(text, str) else repr(text)
+    cut = value[:limit]
+    escaped = json.dumps(cut, ensure_ascii=True)[1:-1]
+    return escaped + (f"... ({len(value)} chars)" if len(value) > limit else "")
+
+
+def _got(value: object) -> str:
+    return shown(_REPR.repr(value), 60)
+
+
+def _shape_problem(cls: type, data: object, prefix: str) -> str | None:
+    if not isinstance(data, dict):
+        return BAD_FIELD.format(
+            path=prefix.rstrip(".") or "frame", what="an object", got=_got(data)
+        )
+    hints = _hints(cls)
+    for f in fields(cls):
+        if f.name in ("type", "request_id", "raw"):
+            continue
+        key = f.metadata.get(_WIRE, f.name)
+        problem = _value_problem(data.get(key), hints[f.name], prefix + key, f.name)
+        if problem:
+            return problem
+    return None
+
+
+def _value_problem(value: object, hint: Any, path: str, name: str) -> str | None:
+    if value is None:
+        return None
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is UnionType:
+        (inner,) = (arg for arg in args if arg is not NoneType)
+        return _value_problem(value, inner, path, name)
+    if _is_dataclass_type(hint):
+        return _shape_problem(hint, value, f"{path}.")
+    if origin is list:
+        if not isinstance(value, list):
+            return BAD_FIELD.format(path=path, what="a list", got=_got(value))
+        if len(value) > MAX_ANSWER_ITEMS:
+            return f"{path} holds {len(value)} items, more than {MAX_ANSWER_ITEMS}"
+        for i, item in enumerate(value):
+            problem = _value_problem(item, args[0], f"{path}[{i}]", name)
+            if problem:
+                return problem
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return BAD_FIELD.format(path=path, what="an object", got=_got(value))
+        return None
+    if hint is str:
+        if name not in _TEXT_FIELDS and len(_read_str(value)) > MAX_NAME_CHARS:
+            return f"{path} is longer than {MAX_NAME_CHARS} characters"
+        return None
+    if hint is bool:
+        return (
+            None
+            if isinstance(value, bool)
+            else BAD_FIELD.format(path=path, what="a bool", got=_got(value))
+        )
+    if hint is float:
+        number = _read_float(value)
+        if number is None or number != number or abs(number) == float("inf"):
+            return BAD_FIELD.format(path=path, what="a finite number", got=_got(value))
+        return None
+    number = _read_int(value)
+    if _is_time(name):
+        if number is None or not 0 <= number <= MAX_EPOCH_MS:
+            return BAD_FIELD.format(
+                path=path, what="epoch milliseconds before year 10000", got=_got(value)
+            )
+    elif number is None or abs(number) > MAX_INT:
+        return BAD_FIELD.format(path=path, what="an integer", got=_got(value))
+    return None
+
+
+def _is_time(name: str) -> bool:
+    return name.endswith(("_at", "epoch_ms", "timestamp"))
+
+
+def _info_problem(info: ExecutorInfoResponse) -> str | None:
+    if info.error_message:
+        return None
+    executor_id = info.executor_id or ""
+    if len(executor_id) > MAX_EXECUTOR_ID_CHARS or not _EXECUTOR_ID.fullmatch(executor_id):
+        return BAD_EXECUTOR_ID.format(limit=MAX_EXECUTOR_ID_CHARS, got=_got(executor_id))
+    for name, limit in _INFO_LIMITS.items():
+        if len(getattr(info, name) or "") > limit:
+            return f"{name} is longer than {limit} characters"
+    metadata = info.raw.get("executor_metadata")
+    if metadata is not None:
+        size = len(json.dumps(metadata))
+        if size > MAX_EXECUTOR_METADATA_BYTES:
+            return f"executor_metadata takes {size} bytes, more than {MAX_EXECUTOR_METADATA_BYTES}"
+    return None
+
+
+def _subject_problem(response: Response, asked: Request) -> str | None:
+    if isinstance(response, GetWorkflowResponse) and isinstance(asked, GetWorkflowRequest):
+        row = response.output
+        if row is not None and row.workflow_uuid != asked.workflow_id:
+            return OTHER_WORKFLOW.format(got=_got(row.workflow_uuid), asked=_got(asked.workflow_id))
+    if isinstance(response, ListWorkflowsResponse) and isinstance(
+        asked, ListWorkflowsRequest | ListQueuedWorkflowsRequest
+    ):
+        wanted = asked.body.workflow_uuids
+        if wanted is not None:
+            for row in response.output:
+                if row.workflow_uuid not in wanted:
+                    return OTHER_WORKFLOW.format(got=_got(row.workflow_uuid), asked=_got(wanted))
+    return None

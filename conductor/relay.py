@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from conductor import events
 from conductor.models import Executor, RequestLog
-from conductor.protocol import MessageType, Request, Response, encode_request, parse_response
+from conductor.protocol import (
+    MessageType,
+    Request,
+    Response,
+    encode_request,
+    parse_response,
+    response_problem,
+)
 from conductor.registry import (
     NO_EXECUTOR,
     NO_SUCH_EXECUTOR,
@@ -37,6 +44,7 @@ ResponseT = TypeVar("ResponseT", bound=Response)
 TIMED_OUT = "Executor {executor_id} did not answer {type} within {timeout:g} s."
 DISCONNECTED = "Executor {executor_id} disconnected before answering {type}."
 EXECUTOR_FAILED = "Executor {executor_id} could not {type}: {error}"
+MALFORMED = "Executor {executor_id} sent a malformed answer to {type}: {problem}"
 
 
 class RelayError(Exception):
@@ -61,6 +69,13 @@ class ExecutorFailedError(RelayError):
     def __init__(self, message: str, response: Response) -> None:
         super().__init__(message)
         self.response = response
+
+
+class MalformedAnswerError(RelayError):
+    """The executor answered with something the protocol does not allow: nothing of it is
+    shown or stored."""
+
+    status = 502
 
 
 class NoExecutorConnectedError(RelayError):
@@ -123,6 +138,11 @@ async def ask(
         raise
     response = parse_response(reply)
     log["response_bytes"] = len(reply.encode())
+    problem = response_problem(response, message)
+    if problem:
+        error = MALFORMED.format(executor_id=target.executor_id, type=message.type, problem=problem)
+        await record(log, response_frame=reply, outcome=RequestLog.Outcome.ERROR, error=error)
+        raise MalformedAnswerError(error)
     if not response.error_message:
         await record(log, response_frame=reply, outcome=RequestLog.Outcome.OK)
         return Answer(response, target)

@@ -86,3 +86,38 @@ def poison_dismiss(
     """Not poison after all: let the held recovery hand it to an executor again."""
     poison = _held(application, workflow_id, action="poison.dismiss", request=request)
     _resolve(poison, resolution="dismiss", request=request, reason=reason)
+
+
+def poison_holds_clear(
+    *,
+    application: Application,
+    workflow_ids: list[str],
+    action: str,
+    actor: Any = None,
+    actor_name: str = "",
+    request: HttpRequest | None = None,
+    request_id: str = "",
+) -> list[str]:
+    """A held workflow that was cancelled or deleted (console or API, one or in bulk) is no
+    longer held: its recovery may go ahead. Each cleared hold is audited; returns their ids."""
+    held = list(
+        PoisonWorkflow.objects.filter(
+            application=application, workflow_id__in=workflow_ids, resolved_at__isnull=True
+        )
+    )
+    for poison in held:
+        PoisonWorkflow.objects.filter(pk=poison.pk, resolved_at__isnull=True).update(
+            resolved_at=timezone.now(), resolution=action
+        )
+        audit_record(
+            action=f"poison.{action}",
+            actor=actor,
+            actor_name=actor_name,
+            request=request,
+            application=application,
+            target=f"workflow {poison.workflow_id}",
+            detail=f"The workflow's {action} cleared its hold.",
+            parameters={"executors_killed": poison.executors_killed},
+            request_id=request_id,
+        )
+    return [poison.workflow_id for poison in held]

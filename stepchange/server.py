@@ -10,7 +10,6 @@ lifespan events, so Twisted's reactor, which runs Daphne's asyncio loop, tells u
 
 import asyncio
 import os
-import re
 import sys
 from typing import Any
 
@@ -20,12 +19,9 @@ from daphne.access import AccessLogGenerator
 # Daphne's modules, imported above, install Twisted's asyncio reactor: this is that one.
 from twisted.internet import defer, reactor
 
-EXECUTOR_PATH = re.compile(r"^(/websocket/[^/]+/)[^/?#]+")
+from stepchange.redaction import redact_path
+
 APPLICATION = "stepchange.asgi:application"
-
-
-def redact_path(path: str) -> str:
-    return EXECUTOR_PATH.sub(r"\1[redacted]", path)
 
 
 class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]

@@ -12,6 +12,8 @@ import re
 import secrets
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -133,13 +135,21 @@ def executor_key_create(
     return executor_key, key
 
 
+def executor_key_group(key_pk: int) -> str:
+    """The channel-layer group of the executor sockets that connected with one key."""
+    return f"executor-key.{key_pk}"
+
+
 def executor_key_revoke(
     *, executor_key: ExecutorKey, actor: Any = None, request: HttpRequest | None = None
 ) -> None:
+    """Revoke the key, and close every executor socket that connected with it, in every
+    process (through the channel layer), once the revocation is committed."""
     with transaction.atomic():
         if executor_key.revoked_at is None:
             executor_key.revoked_at = timezone.now()
             executor_key.save(update_fields=["revoked_at"])
+        transaction.on_commit(lambda: _executors_of_key_close(executor_key.pk))
         audit_record(
             action=AuditAction.EXECUTOR_KEY_REVOKE,
             actor=actor,
@@ -147,6 +157,16 @@ def executor_key_revoke(
             application=executor_key.application,
             target=f"key {executor_key.pk} ({executor_key.prefix}…)",
         )
+
+
+def _executors_of_key_close(key_pk: int) -> None:
+    async_to_sync(get_channel_layer().group_send)(
+        executor_key_group(key_pk), {"type": "executor.key_revoked"}
+    )
+
+
+def executor_key_active(key_pk: int) -> bool:
+    return ExecutorKey.objects.filter(pk=key_pk, revoked_at__isnull=True).exists()
 
 
 def executor_key_check(*, app_name: str, key: str) -> ExecutorKey | None:

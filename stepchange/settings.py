@@ -190,6 +190,8 @@ EXECUTOR_MAX_MESSAGE_BYTES = env_int("EXECUTOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1
 # executor counts as gone even if the process that held it died without saying so.
 EXECUTOR_HEARTBEAT_SECONDS = env_int("EXECUTOR_HEARTBEAT_SECONDS", 15, minimum=1)
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 30, minimum=1)
+# An executor that has not answered executor_info this long after connecting is closed.
+EXECUTOR_INFO_TIMEOUT_SECONDS = env_int("EXECUTOR_INFO_TIMEOUT_SECONDS", 30, minimum=1)
 REQUEST_LOG_BODY_BYTES = env_int("REQUEST_LOG_BODY_BYTES", 16 * 1024, minimum=0)
 REQUEST_LOG_RETENTION_DAYS = env_int("REQUEST_LOG_RETENTION_DAYS", 14, minimum=1)
 # Tests write request-log entries at once instead of through the batching thread.

@@ -39,6 +39,7 @@ from conductor.protocol import (
     encode_request,
 )
 from conductor.registry import NO_EXECUTOR, live_executors
+from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
@@ -320,6 +321,15 @@ async def workflow_act(
         request_id=attempt.request_id,
         response=attempt.response,
     )
+    if action in (Action.CANCEL, Action.DELETE):
+        await db_async(poison_holds_clear)(
+            application=application,
+            workflow_ids=[workflow_id],
+            action=action.value,
+            actor=actor,
+            request=request,
+            request_id=attempt.request_id,
+        )
     return Outcome(
         action=action,
         workflow_id=workflow_id,

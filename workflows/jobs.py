@@ -37,6 +37,7 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
+from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
@@ -473,6 +474,15 @@ def _record(job: BulkJob, batch: list[BulkJobItem], request_id: str, answer: rel
                 detail=item.detail,
                 request_id=request_id,
                 response=response.raw or None,
+            )
+        if ok and job.action in (BulkJob.Action.CANCEL, BulkJob.Action.DELETE):
+            poison_holds_clear(
+                application=job.application,
+                workflow_ids=[item.workflow_id for item in batch],
+                action=str(job.action),
+                actor=job.created_by,
+                actor_name=job.created_by_name,
+                request_id=request_id,
             )
 
 

@@ -315,7 +315,14 @@ def split_names(value: str) -> list[str] | None:
 
 
 def _time(epoch_ms: int | None) -> datetime | None:
-    return None if epoch_ms is None else datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    """A time from epoch milliseconds; one no datetime can hold (a corrupt row, an executor
+    that sent nonsense) is shown as unknown rather than failing the page."""
+    if epoch_ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _stored(text: str | None, serialization: str | None, kind: Any) -> StoredValue | None:

@@ -179,7 +179,7 @@ def test_the_executor_route_takes_no_origin_check() -> None:
     # Executors send no Origin header (DESIGN.md); the console route is the one that checks.
     from conductor.routing import websocket_urlpatterns
 
-    executor_route, console_route = websocket_urlpatterns
+    executor_route, console_route, _refused = websocket_urlpatterns
     assert "AllowedHostsOriginValidator" not in type(executor_route.callback).__qualname__
     assert type(console_route.callback).__name__ == "OriginValidator"
 
