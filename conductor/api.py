@@ -13,6 +13,7 @@ from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestL
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from stepchange.access import aapplication_for, application_for
+from stepchange.api.base import Body
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
@@ -106,7 +107,7 @@ def list_requests(
     }
 
 
-class RecoveryIn(Schema):
+class RecoveryIn(Body):
     executor_ids: list[str]
 
 
@@ -202,7 +203,7 @@ def _claim_for_manual(
 _DAYS, _ROWS, _HOURS = (retention.LIMITS[name] for name in retention.SETTINGS)
 
 
-class RetentionIn(Schema):
+class RetentionIn(Body):
     """All three, as PUT replaces them: null unsets a rule. Strict, so "30", 30.0 and true
     are refused rather than read as numbers."""
 
@@ -235,7 +236,7 @@ def get_retention(request: HttpRequest, app: str) -> Application:
 def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Application:
     """Replace the retention rules; they are sent with the next periodic send."""
     application = application_for(request, app, PERM_ADMINISTER)
-    return retention.retention_update(application=application, request=request, **body.dict())
+    return retention.retention_update(application=application, request=request, **body.model_dump())
 
 
 @router.post("/apps/{app}/retention/send", response=RetentionSentOut, tags=["retention"])

@@ -19,6 +19,7 @@ from forks.services import (
     edited_fork_stage,
 )
 from stepchange.access import application_for
+from stepchange.api.base import Body
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 
 router = Router(tags=["edited forks"])
@@ -26,7 +27,7 @@ router = Router(tags=["edited forks"])
 FORK_NOT_FOUND = "No edited fork {fork_id} in {app}."
 
 
-class EditedForkIn(Schema):
+class EditedForkIn(Body):
     start_step: int = Field(description="The function_id of the first step that runs again.")
     input: Any = Field(
         default=None,

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
 # One chain for the console, the API and the admin.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "stepchange.middleware.RefuseNulMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

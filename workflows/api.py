@@ -16,6 +16,7 @@ from pydantic import StringConstraints
 
 from conductor.relay import RelayError
 from stepchange.access import aapplication_for, application_for
+from stepchange.api.base import Body
 from stepchange.asyncdb import db_async
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from workflows import systemdb
@@ -314,7 +315,7 @@ def system_database(request: HttpRequest, app: str) -> Any:
 # Actions (DESIGN.md "The JSON API"): each needs the operator role and is audited once.
 
 
-class ActionIn(Schema):
+class ActionIn(Body):
     reason: str = Field(default="", max_length=2000, description="Why; kept in the audit record.")
 
 
@@ -483,7 +484,7 @@ async def delete_workflow(
 WorkflowId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-class BulkIn(Schema):
+class BulkIn(Body):
     action: Literal["cancel", "resume", "delete", "fork_from_failure"]
     workflow_ids: list[WorkflowId] | None = Field(
         default=None,
@@ -517,7 +518,7 @@ class BulkIn(Schema):
     def describe(self) -> str:
         if self.workflow_ids is not None:
             return f"{len(self.workflow_ids)} chosen workflows"
-        shown = self.filters.dict(exclude_defaults=True) if self.filters else {}
+        shown = self.filters.model_dump(exclude_defaults=True) if self.filters else {}
         return "filter " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "(everything)")
 
 

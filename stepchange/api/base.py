@@ -6,8 +6,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
+from pydantic import BaseModel, model_validator
 
 from stepchange.audit import mark_refusal_audited
+from stepchange.http import HAS_NUL, contains_nul
 from stepchange.services import api_token_authenticate
 
 # What every error answer looks like, and which statuses each kind of operation may give.
@@ -38,6 +40,18 @@ def error_statuses(path: str, method: str) -> list[int]:
         if method != "get":
             statuses.append(409)
     return sorted(statuses)
+
+
+class Body(BaseModel):
+    """What every request body of the API is built on: a JSON object whose text holds no
+    NUL anywhere (no column can store one, Postgres would answer 500)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if contains_nul(data):
+            raise ValueError(HAS_NUL.format(field="The body"))
+        return data
 
 
 class BearerToken(HttpBearer):

@@ -14,6 +14,8 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from stepchange.audit import audit_denied
 
+# Where the API lives: answers under it are JSON, errors included.
+API_PREFIX = "/api/"
 Answer = Callable[[HttpRequest, Any], tuple[Any, int]]
 UNAUTHENTICATED = "Authentication required: a session or a bearer token."
 
