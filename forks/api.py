@@ -2,7 +2,7 @@
 once), list them, and approve, run or discard a staged one."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema, Status
@@ -19,16 +19,20 @@ from forks.services import (
     edited_fork_stage,
 )
 from stepchange.access import application_for
-from stepchange.api.base import Body
+from stepchange.api.base import Body, Integer
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
+from workflows.actions import SAFE_ID
 
 router = Router(tags=["edited forks"])
 
 FORK_NOT_FOUND = "No edited fork {fork_id} in {app}."
+QUEUE_HELP = "Not blank; leave out for DBOS's internal queue."
 
 
 class EditedForkIn(Body):
-    start_step: int = Field(description="The function_id of the first step that runs again.")
+    start_step: Integer = Field(
+        ge=0, description="The function_id of the first step that runs again."
+    )
     input: Any = Field(
         default=None,
         description='New workflow input, {"args": [...], "kwargs": {...}}; leave out to keep it.',
@@ -37,15 +41,15 @@ class EditedForkIn(Body):
         default_factory=dict,
         description='{"<function_id>": value} for steps before start_step; clears their error.',
     )
-    new_workflow_id: str | None = Field(default=None, max_length=255)
+    new_workflow_id: str | None = Field(default=None, pattern=SAFE_ID.pattern)
     application_version: str | None = None
-    queue_name: str | None = None
-    serialization: str | None = Field(
+    queue_name: str | None = Field(default=None, pattern=r"\S", description=QUEUE_HELP)
+    serialization: Literal["portable_json", "py_pickle", "js_superjson"] | None = Field(
         default=None,
         description="portable_json, py_pickle or js_superjson; default: the source's own "
         "where it can be written, else portable_json.",
     )
-    reason: str = Field(max_length=2000)
+    reason: str = Field(max_length=2000, pattern=r"\S", description="Why; not blank.")
     run: bool = Field(default=False, description="false: stage it for review.")
 
 

@@ -1,12 +1,12 @@
 """The API's class and its two ways to authenticate: a bearer token, or the console's
 session (with its CSRF token for unsafe methods)."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from stepchange.audit import mark_refusal_audited
 from stepchange.http import HAS_NUL, contains_nul
@@ -42,9 +42,31 @@ def error_statuses(path: str, method: str) -> list[int]:
     return sorted(statuses)
 
 
+# Strict: a body is the documented object or it is refused. Lax parsing took `true`, `"x"`
+# or `[null, null]` for "no body" (and ran the action), `false` for step 0 and "3" for 3.
+STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+def _integral(value: Any) -> Any:
+    """JSON's integers as JSON Schema counts them: 3 and 3.0, never true or "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number in a body: `Integer` where a body field would be `int`. In a union, put
+# the constraints before it, `Annotated[int, Field(ge=0), WHOLE] | None`, or the OpenAPI
+# document loses them.
+WHOLE = BeforeValidator(_integral)
+Integer = Annotated[int, WHOLE]
+
+
 class Body(BaseModel):
-    """What every request body of the API is built on: a JSON object whose text holds no
-    NUL anywhere (no column can store one, Postgres would answer 500)."""
+    """What every request body of the API is built on: exactly the documented JSON object
+    (strict types, no unknown fields), whose text holds no NUL anywhere (no column can store
+    one, Postgres would answer 500)."""
+
+    model_config = STRICT
 
     @model_validator(mode="before")
     @classmethod
@@ -112,7 +134,9 @@ def new_api() -> StepChangeAPI:
         title="StepChange API",
         version="1",
         description=(
-            "Inspect and steer DBOS workflows. Authenticate with a session or a bearer token."
+            "Inspect and steer DBOS workflows. Authenticate with a session or a bearer token. "
+            "No text anywhere in a request (path, query, body) may hold a NUL character "
+            "(U+0000): no column can store one, and the request is refused (400; 404 in a path)."
         ),
         urls_namespace="api",
         openapi_url="/openapi.json",

@@ -112,9 +112,9 @@ async def test_an_unknown_workflow_is_a_404(orders: Application, executor: FakeE
 @pytest.mark.parametrize(
     ("query", "detail"),
     [
-        ({"status": "DONE"}, "status must be among"),
+        ({"status": "DONE"}, "status"),
         ({"start_time": "yesterday"}, "start_time must be an ISO 8601 time"),
-        ({"limit": "0"}, "limit must be between"),
+        ({"limit": "0"}, "limit"),
         ({"cursor": "abc"}, "cursor is not one"),
     ],
 )
@@ -124,7 +124,9 @@ async def test_bad_filters_get_400_before_anything_is_sent(
     client = await viewer_client()
     response = await client.get("/api/v1/apps/orders/workflows", query)
     assert response.status_code == 400
-    assert detail in response.json()["detail"]
+    # A rule the document declares is named by its parameter; the others by a sentence.
+    answer = response.json()["detail"]
+    assert detail in (answer if isinstance(answer, str) else answer[0]["loc"][-1])
     assert await executor.communicator.receive_nothing(timeout=0.1)
 
 
