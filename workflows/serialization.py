@@ -85,7 +85,7 @@ NOT_PLAIN_JSON = "Value at {path} is not plain JSON data ({type_name})."
 NOT_FINITE = "Value at {path} is not a finite number."
 NON_STRING_KEY = "Object key at {path} is not a string."
 NESTED_TOO_DEEPLY = "Value is nested more than {limit} levels deep."
-INPUTS_SHAPE = 'Inputs must be an object {{"args": [...], "kwargs": {{...}}}}.'
+INPUTS_SHAPE = 'Inputs must be an object {"args": [...], "kwargs": {...}}.'
 SUPERJSON_NO_KWARGS = "js_superjson inputs hold positional arguments only; kwargs must be empty."
 UNKNOWN_KIND = "Unknown kind {kind!r}."
 
