@@ -309,7 +309,11 @@ async def list_steps(
     100 unless given) at a time, `next_cursor` for the rest."""
     source = await _source(request, app)
     actor = request.user.get_username()
-    return await _read(source.steps(workflow_id, cursor=cursor, limit=limit, actor=actor))
+    page = await _read(source.steps(workflow_id, cursor=cursor, limit=limit, actor=actor))
+    # No steps on the first page: a workflow that has not run one yet, or no workflow at all.
+    if not page.items and not cursor and await _read(source.get(workflow_id, actor=actor)) is None:
+        raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
+    return page
 
 
 class SystemDatabaseOut(Schema):

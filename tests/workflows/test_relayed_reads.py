@@ -109,6 +109,31 @@ async def test_an_unknown_workflow_is_a_404(orders: Application, executor: FakeE
     assert response.json()["detail"] == "No workflow nope in orders."
 
 
+async def test_the_steps_of_an_unknown_workflow_are_a_404(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await viewer_client()
+    calling = asyncio.create_task(client.get("/api/v1/apps/orders/workflows/nope/steps"))
+    steps = await executor.answer(output=[])
+    lookup = await executor.answer(output=None)
+    response = await calling
+    assert (steps["type"], lookup["type"]) == ("list_steps", "get_workflow")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "No workflow nope in orders."
+
+
+async def test_a_workflow_with_no_steps_yet_has_an_empty_list(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await viewer_client()
+    calling = asyncio.create_task(client.get("/api/v1/apps/orders/workflows/wf-alice/steps"))
+    await executor.answer(output=[])
+    await executor.answer(output=PY_ROW)
+    response = await calling
+    assert response.status_code == 200
+    assert response.json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("query", "detail"),
     [
