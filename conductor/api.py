@@ -2,7 +2,7 @@
 retention."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
@@ -14,7 +14,7 @@ from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import aapplication_for, application_for
-from stepchange.api.base import acting_with
+from stepchange.api.base import WHOLE, Body, acting_with
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
@@ -87,7 +87,10 @@ def list_requests(
     message_type: str | None = None,
     outcome: str | None = None,
     executor_id: str | None = None,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Field(pattern=r"^[0-9]*$", description="The `next_cursor` of the previous page."),
+    ] = None,
 ) -> dict[str, Any]:
     """The request log, newest first, keyset-paginated by an opaque cursor."""
     application = application_for(request, app)
@@ -99,8 +102,6 @@ def list_requests(
     ]:
         if value:
             entries = entries.filter(**{field: value})
-    if cursor and not cursor.isdigit():
-        raise HttpError(400, "cursor is not one this API gave out")
     page = newest_first(entries, before=int(cursor) if cursor else None, size=REQUESTS_PAGE)
     return {
         "items": page.items,
@@ -108,8 +109,12 @@ def list_requests(
     }
 
 
-class RecoveryIn(Schema):
-    executor_ids: list[str]
+class RecoveryIn(Body):
+    # At least one, as documented; `_claim_for_manual` refuses an empty list itself, so that
+    # the refusal is audited like the attempts that go ahead.
+    executor_ids: list[str] = Field(
+        description="Gone executors of the app.", json_schema_extra={"minItems": 1}
+    )
 
 
 class RecoveryOut(Schema):
@@ -260,13 +265,15 @@ def _claim_for_manual(
 _DAYS, _ROWS, _HOURS = (retention.LIMITS[name] for name in retention.SETTINGS)
 
 
-class RetentionIn(Schema):
-    """All three, as PUT replaces them: null unsets a rule. Strict, so "30", 30.0 and true
+class RetentionIn(Body):
+    """All three, as PUT replaces them: null unsets a rule. Strict, so "30", 30.5 and true
     are refused rather than read as numbers."""
 
-    retention_days: int | None = Field(..., strict=True, ge=_DAYS[0], le=_DAYS[1])
-    retention_rows: int | None = Field(..., strict=True, ge=_ROWS[0], le=_ROWS[1])
-    retention_timeout_hours: int | None = Field(..., strict=True, ge=_HOURS[0], le=_HOURS[1])
+    retention_days: Annotated[int, Field(ge=_DAYS[0], le=_DAYS[1]), WHOLE] | None = Field(...)
+    retention_rows: Annotated[int, Field(ge=_ROWS[0], le=_ROWS[1]), WHOLE] | None = Field(...)
+    retention_timeout_hours: Annotated[int, Field(ge=_HOURS[0], le=_HOURS[1]), WHOLE] | None = (
+        Field(...)
+    )
 
 
 class RetentionOut(Schema):
@@ -298,7 +305,7 @@ def get_retention(request: HttpRequest, app: str) -> Application:
 def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Application:
     """Replace the retention rules; they are sent with the next periodic send."""
     application = application_for(request, app, PERM_ADMINISTER)
-    return retention.retention_update(application=application, request=request, **body.dict())
+    return retention.retention_update(application=application, request=request, **body.model_dump())
 
 
 @router.post(
@@ -317,4 +324,5 @@ async def send_retention(request: HttpRequest, app: str) -> retention.RetentionS
             application=application, actor_name=actor, request=request, source="api"
         )
     except retention.NoRetentionRuleError as exc:
-        raise HttpError(400, str(exc)) from None
+        # Not the request's fault: the application's state (no rule yet) refuses it.
+        raise HttpError(409, str(exc)) from None

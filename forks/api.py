@@ -2,7 +2,7 @@
 once), list them, and approve, run or discard a staged one."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema, Status
@@ -19,16 +19,22 @@ from forks.services import (
     edited_fork_stage,
 )
 from stepchange.access import application_for
-from stepchange.api.base import acting_with
+from stepchange.api.base import Body, Integer, acting_with
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
+from workflows.actions import SAFE_ID
 
 router = Router(tags=["edited forks"])
 
 FORK_NOT_FOUND = "No edited fork {fork_id} in {app}."
+QUEUE_HELP = "Leave out for DBOS's internal queue."
+# Declared, and checked by the planner with every other field, so one 400 names them all.
+NOT_BLANK: dict[str, Any] = {"pattern": r"\S"}
 
 
-class EditedForkIn(Schema):
-    start_step: int = Field(description="The function_id of the first step that runs again.")
+class EditedForkIn(Body):
+    start_step: Integer = Field(
+        ge=0, description="The function_id of the first step that runs again."
+    )
     input: Any = Field(
         default=None,
         description='New workflow input, {"args": [...], "kwargs": {...}}; leave out to keep it.',
@@ -37,15 +43,17 @@ class EditedForkIn(Schema):
         default_factory=dict,
         description='{"<function_id>": value} for steps before start_step; clears their error.',
     )
-    new_workflow_id: str | None = Field(default=None, max_length=255)
+    new_workflow_id: str | None = Field(default=None, pattern=SAFE_ID.pattern)
     application_version: str | None = None
-    queue_name: str | None = None
-    serialization: str | None = Field(
+    queue_name: str | None = Field(
+        default=None, description=QUEUE_HELP, json_schema_extra=NOT_BLANK
+    )
+    serialization: Literal["portable_json", "py_pickle", "js_superjson"] | None = Field(
         default=None,
         description="portable_json, py_pickle or js_superjson; default: the source's own "
         "where it can be written, else portable_json.",
     )
-    reason: str = Field(max_length=2000)
+    reason: str = Field(max_length=2000, description="Why.", json_schema_extra=NOT_BLANK)
     run: bool = Field(default=False, description="false: stage it for review.")
 
 

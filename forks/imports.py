@@ -45,6 +45,7 @@ import zlib
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 
 from conductor import relay
 from conductor.models import Executor
@@ -208,6 +209,10 @@ BAD_EXPORT = "The export of workflow {workflow_id} cannot be read: {problem}"
 NOT_BASE64 = "not base64"
 NOT_GZIP = "not gzip ({detail})"
 EXPORT_TOO_LARGE = "larger than {limit} bytes once unzipped"
+PICKLE_OVER_SETTING = (
+    "its pickle is larger than {limit} bytes, the PYTHON_EXPORT_MAX_BYTES setting; "
+    "raise it to fork this workflow without a system database"
+)
 NOT_PLAIN_PICKLE = (
     "pickle opcode {opcode} names or calls Python code; an export holds plain data only"
 )
@@ -345,11 +350,11 @@ def _unpack(serialized: str, language: str) -> Any:
         raise _Unreadable(NOT_BASE64) from None
     unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        raw = unzip.decompress(packed, MAX_EXPORT_BYTES + 1)
+        raw = unzip.decompress(packed, _unzip_limit(language) + 1)
     except zlib.error as exc:
         raise _Unreadable(NOT_GZIP.format(detail=exc)) from None
-    if len(raw) > MAX_EXPORT_BYTES or unzip.unconsumed_tail:
-        raise _Unreadable(EXPORT_TOO_LARGE.format(limit=MAX_EXPORT_BYTES))
+    if len(raw) > _unzip_limit(language) or unzip.unconsumed_tail:
+        raise _Unreadable(EXPORT_TOO_LARGE.format(limit=_unzip_limit(language)))
     if language == PYTHON:
         return _plain_pickle(raw)
     try:
@@ -358,16 +363,27 @@ def _unpack(serialized: str, language: str) -> Any:
         raise _Unreadable(NOT_JSON.format(detail=str(exc)[:120])) from None
 
 
+def _unzip_limit(language: str) -> int:
+    if language == PYTHON:
+        return max(MAX_EXPORT_BYTES, settings.PYTHON_EXPORT_MAX_BYTES)
+    return MAX_EXPORT_BYTES
+
+
 def _plain_pickle(raw: bytes) -> Any:
     """Builtin containers and scalars from a pickle, never importing or calling anything:
     every opcode is checked first, then the restricted decoder reads it."""
+    limit = settings.PYTHON_EXPORT_MAX_BYTES
+    if len(raw) > limit:
+        raise _Unreadable(PICKLE_OVER_SETTING.format(limit=limit))
     try:
         for opcode, _arg, _pos in pickletools.genops(raw):
             if opcode.name not in PLAIN_OPCODES:
                 raise _Unreadable(NOT_PLAIN_PICKLE.format(opcode=opcode.name))
     except ValueError as exc:
         raise _Unreadable(UNREADABLE_PICKLE.format(notes=str(exc)[:120])) from None
-    decoded = codec.decode(base64.b64encode(raw).decode("ascii"), codec.PY_PICKLE)
+    decoded = codec.decode(
+        base64.b64encode(raw).decode("ascii"), codec.PY_PICKLE, pickle_limit=limit
+    )
     # Lossless only: a tuple shown as a list, or a placeholder, is not what was exported.
     if not decoded.ok or decoded.raw is not None:
         raise _Unreadable(UNREADABLE_PICKLE.format(notes="; ".join(decoded.notes)))

@@ -53,6 +53,7 @@ from forks.plans import (
     SourceNotFoundError,
 )
 from stepchange.audit import Result, audit_record
+from stepchange.http import HAS_NUL, contains_nul
 from stepchange.models import Application
 from workflows import serialization as codec
 from workflows import systemdb
@@ -302,6 +303,10 @@ class _Checker:
     def encoded(
         self, field_name: str, step: int | None, value: Any, fmt: str | None, *, kind: Any
     ) -> str | None:
+        if contains_nul(value):
+            # Kept as JSON in StepChange's own table, where Postgres refuses a NUL.
+            self.fail(field_name, HAS_NUL.format(field="The value"), step)
+            return None
         if fmt is None:
             return None
         try:

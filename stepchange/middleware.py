@@ -1,17 +1,18 @@
-"""The one middleware of StepChange's own: the audit of refused requests (a
-PermissionDenied from a view, and an unsafe request from someone not signed in), for the
-console and the API alike."""
+"""StepChange's own middleware, for the console and the API alike: the refusal of text no
+column can hold, and the audit of refused requests (a PermissionDenied from a view, and an
+unsafe request from someone not signed in)."""
 
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.core.exceptions import BadRequest, PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
 from django.urls import reverse
 
+from stepchange.api.errors import API_PREFIX
 from stepchange.audit import (
     REFUSAL_AUDITED,
     UNSAFE_METHODS,
@@ -21,12 +22,61 @@ from stepchange.audit import (
     audit_record,
     mark_refusal_audited,
 )
+from stepchange.http import HAS_NUL, NUL, contains_nul
 
 ANONYMOUS_401 = "Authentication required: no valid session or bearer token."
 ANONYMOUS_403 = "Refused before authentication (403), as by a failed CSRF check."
 ANONYMOUS_REDIRECT = "Authentication required: sent to the sign-in page."
 # The sign-in views audit their own attempts (auth.login, auth.login_failed, auth.logout).
 AUTH_VIEWS = frozenset({"login", "logout"})
+
+
+NUL_IN_PATH = "Not found: no id holds a NUL character."
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def nul_refusal(request: HttpRequest) -> tuple[int, str] | None:
+    """(404 or 400, why) when the request carries a NUL where a query would meet it: in the
+    path (ids), the query string (filters), a console form, the bearer token or the session
+    cookie. JSON bodies are the API's schemas' to check (stepchange/api/base.py)."""
+    if NUL in request.path:
+        return 404, NUL_IN_PATH
+    fields = [("query parameter", request.GET)]
+    if request.content_type in FORM_CONTENT_TYPES and not request.path.startswith(API_PREFIX):
+        fields.append(("form field", request.POST))
+    for kind, data in fields:
+        for key, values in data.lists():
+            if contains_nul(key) or contains_nul(values):
+                return 400, HAS_NUL.format(field=f"The {kind} {key!r}")
+    if contains_nul(request.headers.get("Authorization", "")):
+        return 400, HAS_NUL.format(field="The Authorization header")
+    if contains_nul(request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")):
+        return 400, HAS_NUL.format(field="The session cookie")
+    return None
+
+
+class RefuseNulMiddleware:
+    """Refuses a NUL before any query: Postgres cannot store or compare one and would answer
+    500, SQLite would quietly take it. The API answers `{"detail": ...}`, the console its
+    error page. Early in the chain, before the session or a token is looked up; synchronous
+    like the rest of the chain (see AuditRefusalsMiddleware)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.refuse(request) or self.get_response(request)
+
+    def refuse(self, request: HttpRequest) -> HttpResponseBase | None:
+        refusal = nul_refusal(request)
+        if refusal is None:
+            return None
+        status, detail = refusal
+        if request.path.startswith(API_PREFIX):
+            return JsonResponse({"detail": detail}, status=status)
+        if status == 404:
+            raise Http404(detail)
+        raise BadRequest(detail)
 
 
 def _login_paths() -> set[str]:

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
 # One chain for the console, the API and the admin.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "stepchange.middleware.RefuseNulMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -202,3 +203,9 @@ RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"
+# The largest request body (Django's own limit, which is 2.5 MB): an edited fork's input
+# and step outputs arrive in one, as JSON or as the console's form.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+# The largest pickle read from a Python executor's export (an edited fork of an application
+# whose system database StepChange cannot reach travels as one).
+PYTHON_EXPORT_MAX_BYTES = env_int("PYTHON_EXPORT_MAX_BYTES", 32 * 1024 * 1024, minimum=1024)

@@ -5,6 +5,7 @@ naming the encoding), else by a live executor through the relay (its display tex
 passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
+import re
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -12,15 +13,16 @@ from typing import Annotated, Any, Literal
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import StringConstraints
+from pydantic import ConfigDict, StringConstraints
 
 from conductor.relay import RelayError
 from stepchange.access import aapplication_for, application_for
-from stepchange.api.base import acting_with
+from stepchange.api.base import STRICT, WHOLE, Body, Integer, acting_with
 from stepchange.asyncdb import db_async
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from workflows import systemdb
 from workflows.actions import (
+    SAFE_ID,
     WORKFLOW_NOT_FOUND,
     Action,
     ActionError,
@@ -55,6 +57,19 @@ from workflows.sources import (
 router = Router(tags=["workflows"])
 
 MAX_LIMIT = 1000
+# Cursors given out as page numbers or step numbers; a caller may only send one back.
+NUMBER_CURSOR = r"^[0-9]*$"
+CURSOR_HELP = "The `next_cursor` of the previous page; leave out for the first."
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# What `_statuses` accepts, declared: statuses in any case, separated by commas.
+_STATUS = "(?:" + "|".join(_any_case(status) for status in STATUSES) + ")"
+STATUS_PATTERN = rf"^\s*(?:{_STATUS}\s*(?:,\s*{_STATUS}\s*)*)?$"
+TIME_HELP = "ISO 8601, such as 2026-11-21T10:00:00+00:00; UTC when it has no offset."
 BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
 
@@ -164,7 +179,9 @@ class StepList(Schema):
 
 
 class WorkflowFilters(Schema):
-    status: str | None = None
+    status: str | None = Field(
+        default=None, pattern=STATUS_PATTERN, description="Statuses, comma-separated."
+    )
     workflow_name: str | None = None
     queue_name: str | None = None
     workflow_id_prefix: str | None = None
@@ -172,18 +189,20 @@ class WorkflowFilters(Schema):
     application_version: str | None = None
     forked_from: str | None = None
     parent_workflow_id: str | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    limit: int = 50
-    cursor: str | None = None
+    start_time: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    end_time: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description=CURSOR_HELP)
     sort_desc: bool = True
     load_input: bool = False
     load_output: bool = False
 
     def query(self, *, queued: bool = False) -> ListQuery:
         """These filters, validated (400 on bad values), for any source."""
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
         lists = {
             name: split_names(getattr(self, name))
             for name in (
@@ -283,16 +302,18 @@ async def list_steps(
     request: HttpRequest,
     app: str,
     workflow_id: str,
-    limit: int = STEPS_PAGE,
-    cursor: str | None = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_STEPS_PAGE)] = STEPS_PAGE,
+    cursor: Annotated[str | None, Field(pattern=NUMBER_CURSOR, description=CURSOR_HELP)] = None,
 ) -> Any:
     """The recorded steps of a workflow, in order, with child workflow ids; `limit` (1..1000,
     100 unless given) at a time, `next_cursor` for the rest."""
-    if not 1 <= limit <= MAX_STEPS_PAGE:
-        raise HttpError(400, f"limit must be between 1 and {MAX_STEPS_PAGE}")
     source = await _source(request, app)
     actor = request.user.get_username()
-    return await _read(source.steps(workflow_id, cursor=cursor, limit=limit, actor=actor))
+    page = await _read(source.steps(workflow_id, cursor=cursor, limit=limit, actor=actor))
+    # No steps on the first page: a workflow that has not run one yet, or no workflow at all.
+    if not page.items and not cursor and await _read(source.get(workflow_id, actor=actor)) is None:
+        raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
+    return page
 
 
 class SystemDatabaseOut(Schema):
@@ -315,7 +336,11 @@ def system_database(request: HttpRequest, app: str) -> Any:
 # Actions (DESIGN.md "The JSON API"): each needs the operator role and is audited once.
 
 
-class ActionIn(Schema):
+# A step's function_id, in a body where it may be left out.
+StepNumber = Annotated[int, Field(ge=0), WHOLE]
+
+
+class ActionIn(Body):
     reason: str = Field(default="", max_length=2000, description="Why; kept in the audit record.")
 
 
@@ -332,24 +357,48 @@ class ResumeIn(ActionIn):
 
 
 class ForkIn(ActionIn):
-    start_step: int = Field(ge=0, description="The function_id of the first step to re-run.")
-    new_workflow_id: str | None = Field(default=None, max_length=255)
+    start_step: Integer = Field(ge=0, description="The function_id of the first step to re-run.")
+    new_workflow_id: str | None = Field(default=None, pattern=SAFE_ID.pattern)
     application_version: str | None = None
     queue_name: str | None = None
 
 
+# A mode that names a step needs the step (`failure_body` says so): declared.
+MODE_NEEDS: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"required": ["mode"], "properties": {"mode": {"const": mode}}},
+            "then": {"required": [field], "properties": {field: {"type": kind}}},
+        }
+        for mode, field, kind in (
+            ("step", "start_step", "integer"),
+            ("step_name", "step_name", "string"),
+        )
+    ]
+}
+
+
 class ForkFromFailureIn(ActionIn):
+    model_config = STRICT | ConfigDict(json_schema_extra=MODE_NEEDS)
+
     mode: Literal["last_failure", "last_step", "step", "step_name"] = "last_failure"
-    start_step: int | None = Field(default=None, ge=0, description="With mode=step.")
-    step_name: str | None = Field(default=None, description="With mode=step_name.")
+    start_step: StepNumber | None = Field(default=None, description="With mode=step.")
+    step_name: str | None = Field(default=None, min_length=1, description="With mode=step_name.")
     application_version: str | None = None
     queue_name: str | None = None
 
 
 class RewindIn(ActionIn):
-    start_step: int | None = Field(default=None, ge=0, description="Default: the first step.")
+    start_step: StepNumber | None = Field(default=None, description="Default: the first step.")
     application_version: str | None = None
     queue_name: str | None = None
+
+
+# What a body that may be left out stands for when it is: its defaults. Not None, so that
+# a body of `null` is refused like any other that is not the documented object.
+NO_BODY: dict[type[ActionIn], Any] = {
+    kind: kind() for kind in (ActionIn, CancelIn, DeleteIn, ResumeIn, ForkFromFailureIn, RewindIn)
+}
 
 
 class ActionOut(Schema):
@@ -394,10 +443,9 @@ async def _act(
     auth=acting_with(PERM_OPERATE),
 )
 async def cancel_workflow(
-    request: HttpRequest, app: str, workflow_id: str, body: CancelIn | None = None
+    request: HttpRequest, app: str, workflow_id: str, body: CancelIn = NO_BODY[CancelIn]
 ) -> Outcome:
     """Cancel a workflow that has not finished (and, optionally, its descendants)."""
-    body = body or CancelIn()
     chosen = Parameters(reason=body.reason, cancel_children=body.cancel_children)
     return await _act(request, app, workflow_id, Action.CANCEL, chosen)
 
@@ -408,11 +456,10 @@ async def cancel_workflow(
     auth=acting_with(PERM_OPERATE),
 )
 async def resume_workflow(
-    request: HttpRequest, app: str, workflow_id: str, body: ResumeIn | None = None
+    request: HttpRequest, app: str, workflow_id: str, body: ResumeIn = NO_BODY[ResumeIn]
 ) -> Outcome:
     """Enqueue a cancelled, delayed or stuck workflow again. Refused (409) for ERROR and
     SUCCESS workflows, where DBOS would silently do nothing."""
-    body = body or ResumeIn()
     chosen = Parameters(reason=body.reason, queue_name=body.queue_name)
     return await _act(request, app, workflow_id, Action.RESUME, chosen)
 
@@ -423,11 +470,11 @@ async def resume_workflow(
     auth=acting_with(PERM_OPERATE),
 )
 async def restart_workflow(
-    request: HttpRequest, app: str, workflow_id: str, body: ActionIn | None = None
+    request: HttpRequest, app: str, workflow_id: str, body: ActionIn = NO_BODY[ActionIn]
 ) -> Outcome:
     """Start a new workflow from the first step (a fork from step 1 in Python, 0 in
     TypeScript). `new_workflow_id` in the answer names it."""
-    chosen = Parameters(reason=(body or ActionIn()).reason)
+    chosen = Parameters(reason=body.reason)
     return await _act(request, app, workflow_id, Action.RESTART, chosen)
 
 
@@ -455,11 +502,13 @@ async def fork_workflow(request: HttpRequest, app: str, workflow_id: str, body: 
     auth=acting_with(PERM_OPERATE),
 )
 async def fork_from_failure(
-    request: HttpRequest, app: str, workflow_id: str, body: ForkFromFailureIn | None = None
+    request: HttpRequest,
+    app: str,
+    workflow_id: str,
+    body: ForkFromFailureIn = NO_BODY[ForkFromFailureIn],
 ) -> Outcome:
     """Fork a failed or cancelled workflow from its last failed step (or its last step, a
     step number, or the last step of a name)."""
-    body = body or ForkFromFailureIn()
     chosen = Parameters(
         reason=body.reason,
         failure_mode=body.mode,
@@ -477,10 +526,9 @@ async def fork_from_failure(
     auth=acting_with(PERM_OPERATE),
 )
 async def rewind_workflow(
-    request: HttpRequest, app: str, workflow_id: str, body: RewindIn | None = None
+    request: HttpRequest, app: str, workflow_id: str, body: RewindIn = NO_BODY[RewindIn]
 ) -> Outcome:
     """Re-run this same workflow from `start_step` (Python dbos 3.2+, TypeScript 5.1+)."""
-    body = body or RewindIn()
     chosen = Parameters(
         reason=body.reason,
         start_step=body.start_step,
@@ -496,10 +544,9 @@ async def rewind_workflow(
     auth=acting_with(PERM_OPERATE),
 )
 async def delete_workflow(
-    request: HttpRequest, app: str, workflow_id: str, body: DeleteIn | None = None
+    request: HttpRequest, app: str, workflow_id: str, body: DeleteIn = NO_BODY[DeleteIn]
 ) -> Outcome:
     """Delete a finished workflow's rows (and, optionally, its descendants')."""
-    body = body or DeleteIn()
     chosen = Parameters(reason=body.reason, delete_children=body.delete_children)
     return await _act(request, app, workflow_id, Action.DELETE, chosen)
 
@@ -510,14 +557,33 @@ async def delete_workflow(
 WorkflowId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-class BulkIn(Schema):
+class BulkFilters(WorkflowFilters):
+    """The list filters, in a JSON body: strictly typed, as every body is."""
+
+    model_config = STRICT
+
+    limit: Integer = Field(default=50, ge=1, le=MAX_LIMIT)
+
+
+class BulkIn(Body):
+    # One of the two is needed (`_selection` says so): declared, so clients know.
+    model_config = STRICT | ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["workflow_ids"], "properties": {"workflow_ids": {"type": "array"}}},
+                {"required": ["filters"], "properties": {"filters": {"type": "object"}}},
+            ],
+            **MODE_NEEDS,
+        }
+    )
+
     action: Literal["cancel", "resume", "delete", "fork_from_failure"]
     workflow_ids: list[WorkflowId] | None = Field(
         default=None,
         max_length=MAX_WORKFLOWS,
         description="These workflows (within `filters`, if given).",
     )
-    filters: WorkflowFilters | None = Field(
+    filters: BulkFilters | None = Field(
         default=None, description="Every workflow matching these list filters."
     )
     reason: str = Field(default="", max_length=2000)
@@ -525,8 +591,8 @@ class BulkIn(Schema):
     delete_children: bool = False
     queue_name: str | None = None
     mode: Literal["last_failure", "last_step", "step", "step_name"] = "last_failure"
-    start_step: int | None = Field(default=None, ge=0)
-    step_name: str | None = None
+    start_step: StepNumber | None = None
+    step_name: str | None = Field(default=None, min_length=1)
     application_version: str | None = None
 
     def parameters(self) -> Parameters:
@@ -544,7 +610,7 @@ class BulkIn(Schema):
     def describe(self) -> str:
         if self.workflow_ids is not None:
             return f"{len(self.workflow_ids)} chosen workflows"
-        shown = self.filters.dict(exclude_defaults=True) if self.filters else {}
+        shown = self.filters.model_dump(exclude_defaults=True) if self.filters else {}
         return "filter " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "(everything)")
 
 
@@ -670,16 +736,16 @@ def bulk_jobs(request: HttpRequest, app: str) -> list[dict[str, Any]]:
 
 @router.get("/apps/{app}/bulk-actions/{job_id}", response=BulkJobDetail)
 def bulk_job(
-    request: HttpRequest, app: str, job_id: int, cursor: str | None = None, limit: int = 500
+    request: HttpRequest,
+    app: str,
+    job_id: int,
+    cursor: Annotated[str | None, Field(pattern=NUMBER_CURSOR, description=CURSOR_HELP)] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 500,
 ) -> dict[str, Any]:
     """One job: its progress, and what became of each workflow (paged by `cursor`)."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
     job = _job_for(request, app, job_id)
     items = job.items.order_by("pk")
     if cursor:
-        if not cursor.isdigit():
-            raise HttpError(400, "cursor must be the next_cursor of a previous page")
         items = items.filter(pk__gt=int(cursor))
     page = list(items[: limit + 1])
     more = len(page) > limit

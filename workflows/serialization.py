@@ -85,7 +85,7 @@ NOT_PLAIN_JSON = "Value at {path} is not plain JSON data ({type_name})."
 NOT_FINITE = "Value at {path} is not a finite number."
 NON_STRING_KEY = "Object key at {path} is not a string."
 NESTED_TOO_DEEPLY = "Value is nested more than {limit} levels deep."
-INPUTS_SHAPE = 'Inputs must be an object {{"args": [...], "kwargs": {{...}}}}.'
+INPUTS_SHAPE = 'Inputs must be an object {"args": [...], "kwargs": {...}}.'
 SUPERJSON_NO_KWARGS = "js_superjson inputs hold positional arguments only; kwargs must be empty."
 UNKNOWN_KIND = "Unknown kind {kind!r}."
 
@@ -331,14 +331,21 @@ class NotWritable(ValueError):
     """Raised by `encode` for a format StepChange does not write."""
 
 
-def decode(stored: str | None, serialization: str | None, *, kind: Kind = "value") -> Decoded:
+def decode(
+    stored: str | None,
+    serialization: str | None,
+    *,
+    kind: Kind = "value",
+    pickle_limit: int | None = None,
+) -> Decoded:
     """Decode one stored payload, choosing the decoder from the `serialization` column.
 
     `kind` says which column the text comes from: "inputs" normalises workflow arguments to
     `{"args": [...], "kwargs": {...}}` and "error" normalises errors to
-    `{"name": ..., "message": ..., ...}` where the format allows. Never raises.
+    `{"name": ..., "message": ..., ...}` where the format allows. `pickle_limit` replaces
+    MAX_PICKLE_BYTES for this one payload. Never raises.
     """
-    notes = _Notes()
+    notes = _Notes(pickle_limit=pickle_limit)
     column = serialization or None
     guessed = _FORMAT_OF_COLUMN.get(column, FORMAT_RAW)
     try:
@@ -432,9 +439,11 @@ class _DecodeError(Exception):
 class _Notes:
     """Notes for the reader, and whether the rendering lost anything."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pickle_limit: int | None = None) -> None:
         self.notes: list[str] = []
         self.lossy = False
+        # The largest pickle this decode reads; MAX_PICKLE_BYTES unless the caller says.
+        self.pickle_limit = pickle_limit
 
     def add(self, note: str, *, lossy: bool = True) -> None:
         if lossy:
@@ -999,8 +1008,9 @@ class _PickleError(Exception):
 
 
 def _decode_pickle(text: str, kind: Kind, notes: _Notes) -> JSONValue:
-    if len(text) > MAX_PICKLE_BYTES * 4 // 3 + 4:
-        raise _DecodeError(FORMAT_PY_PICKLE, PICKLE_TOO_LARGE.format(limit=MAX_PICKLE_BYTES))
+    limit = notes.pickle_limit or MAX_PICKLE_BYTES
+    if len(text) > limit * 4 // 3 + 4:
+        raise _DecodeError(FORMAT_PY_PICKLE, PICKLE_TOO_LARGE.format(limit=limit))
     data = _b64decode(text)
     if data is None:
         raise _DecodeError(FORMAT_PY_PICKLE, NOT_BASE64)
@@ -1008,8 +1018,9 @@ def _decode_pickle(text: str, kind: Kind, notes: _Notes) -> JSONValue:
 
 
 def _pickle_from_bytes(data: bytes, kind: Kind, notes: _Notes) -> JSONValue:
-    if len(data) > MAX_PICKLE_BYTES:
-        raise _DecodeError(FORMAT_PY_PICKLE, PICKLE_TOO_LARGE.format(limit=MAX_PICKLE_BYTES))
+    limit = notes.pickle_limit or MAX_PICKLE_BYTES
+    if len(data) > limit:
+        raise _DecodeError(FORMAT_PY_PICKLE, PICKLE_TOO_LARGE.format(limit=limit))
     machine = _PickleMachine(notes)
     try:
         result = machine.run(data)

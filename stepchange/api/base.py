@@ -3,15 +3,17 @@ session (with its CSRF token for unsafe methods). An operation that acts on an a
 also names the permission it needs (`acting_with`): it is checked with the caller, before
 django-ninja reads the body, so a refusal never depends on what was sent."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from stepchange.access import application_for
 from stepchange.audit import mark_refusal_audited
+from stepchange.http import HAS_NUL, contains_nul
 from stepchange.services import api_token_authenticate
 
 # What every error answer looks like, and which statuses each kind of operation may give.
@@ -42,6 +44,40 @@ def error_statuses(path: str, method: str) -> list[int]:
         if method != "get":
             statuses.append(409)
     return sorted(statuses)
+
+
+# Strict: a body is the documented object or it is refused. Lax parsing took `true`, `"x"`
+# or `[null, null]` for "no body" (and ran the action), `false` for step 0 and "3" for 3.
+STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+def _integral(value: Any) -> Any:
+    """JSON's integers as JSON Schema counts them: 3 and 3.0, never true or "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number in a body: `Integer` where a body field would be `int`. In a union, put
+# the constraints before it, `Annotated[int, Field(ge=0), WHOLE] | None`, or the OpenAPI
+# document loses them.
+WHOLE = BeforeValidator(_integral)
+Integer = Annotated[int, WHOLE]
+
+
+class Body(BaseModel):
+    """What every request body of the API is built on: exactly the documented JSON object
+    (strict types, no unknown fields), whose text holds no NUL anywhere (no column can store
+    one, Postgres would answer 500)."""
+
+    model_config = STRICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if contains_nul(data):
+            raise ValueError(HAS_NUL.format(field="The body"))
+        return data
 
 
 ACTING_NEEDS_APP = "acting_with() guards operations whose path names an {app}."
@@ -130,7 +166,9 @@ def new_api() -> StepChangeAPI:
         title="StepChange API",
         version="1",
         description=(
-            "Inspect and steer DBOS workflows. Authenticate with a session or a bearer token."
+            "Inspect and steer DBOS workflows. Authenticate with a session or a bearer token. "
+            "No text anywhere in a request (path, query, body) may hold a NUL character "
+            "(U+0000): no column can store one, and the request is refused (400; 404 in a path)."
         ),
         urls_namespace="api",
         openapi_url="/openapi.json",

@@ -1,16 +1,18 @@
 """The API's own endpoints: the applications the caller may see, and the audit log."""
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from pydantic import BeforeValidator
 
 from conductor.registry import with_live_executor_counts
 from stepchange.access import require, visible_to
 from stepchange.api.base import BearerToken
-from stepchange.auditlog import EXPORT_FORMATS, AuditFilterForm, audit_export, audit_item
+from stepchange.auditlog import AuditFilterForm, audit_export, audit_item
 from stepchange.paging import newest_first
 from stepchange.roles import PERM_ADMINISTER
 
@@ -45,10 +47,20 @@ def list_apps(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 MAX_AUDIT_LIMIT = 500
-BAD_LIMIT = "limit must be between 1 and {most}; got {value}"
-BAD_FORMAT = "format must be csv or json; got {value!r}"
+TIME_HELP = "ISO 8601, such as 2026-11-21T10:00:00+00:00, or a date."
 # The console form's field names, as the API's parameters call them.
 AUDIT_PARAMETERS = {"application": "app", "before": "cursor"}
+
+
+def _iso_only(value: Any) -> Any:
+    # Pydantic would also read a bare number as seconds since 1970: not a time we document.
+    if isinstance(value, str) and not ISO_START.match(value):
+        raise ValueError(TIME_HELP)
+    return value
+
+
+ISO_START = re.compile(r"^\d{4}-")
+Instant = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class AuditFilters(Schema):
@@ -56,14 +68,17 @@ class AuditFilters(Schema):
     app: str = ""
     action: str = ""
     target: str = ""
-    result: str = ""
-    since: str = ""
-    until: str = ""
+    result: Literal["", "ok", "denied", "failed"] = ""
+    # Parsed here, so the document can say what a time is; the form takes them as text.
+    since: Instant | None = Field(default=None, description=TIME_HELP)
+    until: Instant | None = Field(default=None, description=TIME_HELP)
 
     def form(self, **more: str) -> AuditFilterForm:
         """The console's filter form, bound to these parameters; a bad one is a 400."""
         data = self.model_dump(include=set(AuditFilters.model_fields))
         data["application"] = data.pop("app")
+        for name in ("since", "until"):
+            data[name] = data[name].isoformat() if data[name] else ""
         form = AuditFilterForm({**data, **more})
         if not form.is_valid():
             field, errors = next(iter(form.errors.items()))
@@ -73,12 +88,12 @@ class AuditFilters(Schema):
 
 
 class AuditPageQuery(AuditFilters):
-    limit: int = 50
-    cursor: str = ""
+    limit: int = Field(default=50, ge=1, le=MAX_AUDIT_LIMIT)
+    cursor: str = Field(default="", pattern=r"^[0-9]*$", description="A `next_cursor`.")
 
 
 class AuditExportQuery(AuditFilters):
-    format: str = "json"
+    format: Literal["csv", "json"] = "json"
 
 
 class AuditRecordOut(Schema):
@@ -109,8 +124,6 @@ def list_audit(request: HttpRequest, query: Query[AuditPageQuery]) -> dict[str, 
     """Audit records, newest first. Admins only. `action` matches a prefix (`workflow.`),
     `target` a part; `since` and `until` are ISO 8601 times."""
     require(request.user, PERM_ADMINISTER)
-    if not 1 <= query.limit <= MAX_AUDIT_LIMIT:
-        raise HttpError(400, BAD_LIMIT.format(most=MAX_AUDIT_LIMIT, value=query.limit))
     form = query.form(before=query.cursor)
     page = newest_first(
         form.records(request.user), before=form.cleaned_data["before"], size=query.limit
@@ -128,6 +141,4 @@ def export_audit(request: HttpRequest, query: Query[AuditExportQuery]) -> Stream
     """Every matching record, newest first, as one CSV or JSON download (audited). Takes a
     bearer token, not the console's session: the console exports with a POST."""
     require(request.user, PERM_ADMINISTER)
-    if query.format not in EXPORT_FORMATS:
-        raise HttpError(400, BAD_FORMAT.format(value=query.format))
     return audit_export(request, query.form(), as_format=query.format)

@@ -6,7 +6,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
@@ -14,8 +15,14 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from stepchange.audit import audit_denied
 
+# Where the API lives: answers under it are JSON, errors included.
+API_PREFIX = "/api/"
 Answer = Callable[[HttpRequest, Any], tuple[Any, int]]
 UNAUTHENTICATED = "Authentication required: a session or a bearer token."
+TOO_BIG = (
+    "The request body is larger than {limit} bytes, the MAX_REQUEST_BODY_BYTES setting "
+    "of this StepChange."
+)
 
 
 def permission_denied(request: HttpRequest, exc: PermissionDenied) -> tuple[Any, int]:
@@ -35,11 +42,16 @@ def invalid(request: HttpRequest, exc: NinjaValidationError) -> tuple[Any, int]:
     return exc.errors, 400
 
 
+def too_big(request: HttpRequest, exc: RequestDataTooBig) -> tuple[Any, int]:
+    return TOO_BIG.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), 400
+
+
 ANSWERS: dict[type[Exception], Answer] = {
     PermissionDenied: permission_denied,
     AuthenticationError: unauthenticated,
     Http404: not_found,
     NinjaValidationError: invalid,
+    RequestDataTooBig: too_big,
 }
 
 

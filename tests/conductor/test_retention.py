@@ -193,7 +193,7 @@ async def test_nothing_is_sent_while_no_rule_is_set(
 ) -> None:
     client = await client_for("admin")
     response = await client.post(f"{API}/send")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {"detail": retention.NO_RULE.format(app="orders")}
     assert await executor.communicator.receive_nothing(timeout=0.1)
     # The attempt is audited, as a failure that sent nothing.

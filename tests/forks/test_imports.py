@@ -265,9 +265,29 @@ def test_an_export_with_a_step_numbered_in_words_or_without_the_workflow_is_refu
 def test_an_export_that_unzips_beyond_the_limit_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A Python export unzips up to PYTHON_EXPORT_MAX_BYTES if that is larger (the test above).
     monkeypatch.setattr(imports, "MAX_EXPORT_BYTES", 1000)
+    payload = packed([export("typescript")], "typescript")
     with pytest.raises(BadExportError, match="larger than 1000 bytes"):
-        imports.source_from_export(packed([export()]), "python", SOURCE)
+        imports.source_from_export(payload, "typescript", SOURCE)
+
+
+def with_inputs(text: str) -> dict[str, Any]:
+    element = export()
+    element["workflow_status"] = element["workflow_status"] | {"inputs": text}
+    return element
+
+
+def test_a_python_export_over_its_setting_is_refused_naming_the_setting(settings: Any) -> None:
+    settings.PYTHON_EXPORT_MAX_BYTES = 1024
+    with pytest.raises(BadExportError, match="PYTHON_EXPORT_MAX_BYTES setting"):
+        imports.source_from_export(packed([with_inputs("x" * 2000)]), "python", SOURCE)
+
+
+def test_a_python_export_beyond_eight_mib_is_read_by_default() -> None:
+    big = "x" * (9 * 1024 * 1024)
+    source = imports.source_from_export(packed([with_inputs(big)]), "python", SOURCE)
+    assert source.inputs == big
 
 
 # Planning and sending, with a fake executor of the application.

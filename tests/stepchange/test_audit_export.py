@@ -162,12 +162,13 @@ def test_the_api_pages_the_audit_log_by_cursor(admin: User) -> None:
 @pytest.mark.parametrize(
     ("query", "detail"),
     [
-        ({"since": "last tuesday"}, "since: Enter a valid date"),
-        ({"until": "2026-13-01"}, "until: Enter a valid date"),
-        ({"cursor": "abc"}, "cursor: Enter a whole number."),
-        ({"result": "maybe"}, "result: Select a valid choice."),
-        ({"limit": 0}, "limit must be between 1 and 500; got 0"),
-        ({"limit": 501}, "limit must be between 1 and 500; got 501"),
+        ({"since": "last tuesday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"until": "1700000000"}, "until"),
+        ({"cursor": "abc"}, "cursor"),
+        ({"result": "maybe"}, "result"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
     ],
 )
 def test_a_bad_parameter_is_a_400_that_names_it(
@@ -175,7 +176,8 @@ def test_a_bad_parameter_is_a_400_that_names_it(
 ) -> None:
     response = signed_in(admin).get("/api/v1/audit", query)
     assert response.status_code == 400
-    assert response.json()["detail"].startswith(detail)
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", detail]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/audit", "/api/v1/audit/export?format=csv"])
@@ -338,7 +340,7 @@ def test_an_admin_exports_through_the_api_and_a_bad_format_is_named(
     assert exported.actor_name == "ada"
     bad = client.get("/api/v1/audit/export", {"format": "xml"}, headers=bearer(admin_token))
     assert bad.status_code == 400
-    assert bad.json() == {"detail": "format must be csv or json; got 'xml'"}
+    assert [error["loc"] for error in bad.json()["detail"]] == [["query", "format"]]
 
 
 def test_an_anonymous_api_post_leaves_one_denied_record(db: None) -> None:

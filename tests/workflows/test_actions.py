@@ -387,3 +387,48 @@ def test_rewind_is_not_offered_without_an_executor_that_can() -> None:
         if offer.action is Action.REWIND
     ]
     assert (rewind.allowed, rewind.why_not) == (False, actions.NO_REWIND_EXECUTOR)
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("delete", "true"),
+        ("delete", "null"),
+        ("restart", "[null, null]"),
+        ("cancel", '"x"'),
+        ("delete", '{"delete_children": 1}'),
+        ("cancel", '{"cancel_children": true, "cancel_childern": true}'),
+        ("fork", '{"start_step": false}'),
+        ("fork", '{"start_step": "3"}'),
+        ("fork-from-failure", '{"mode": "step", "start_step": 2.5}'),
+    ],
+)
+async def test_a_body_that_is_not_the_documented_object_is_refused_before_anything_is_sent(
+    orders: Application, executor: FakeExecutor, action: str, body: str
+) -> None:
+    client = await operator_client()
+    response = await client.post(
+        f"/api/v1/apps/orders/workflows/wf-1/{action}", body, content_type=JSON
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"][0]["loc"][:2] == ["body", "body"]
+    assert await executor.communicator.receive_nothing(timeout=0.1)
+    refused = AuditRecord.objects.filter(action__startswith="workflow.")
+    assert not await refused.aexists()
+
+
+async def test_a_whole_number_may_be_written_with_a_zero_fraction(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await operator_client()
+    calling = client.post(
+        "/api/v1/apps/orders/workflows/wf-1/fork", '{"start_step": 2.0}', content_type=JSON
+    )
+    response, (_, fork) = await acting(
+        executor,
+        calling,
+        {"output": row(status="ERROR")},
+        {"new_workflow_id": "wf-2"},
+    )
+    assert response.status_code == 200, response.content
+    assert fork["body"]["start_step"] == 2

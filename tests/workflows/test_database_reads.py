@@ -53,6 +53,8 @@ def test_a_viewer_reads_decoded_workflows_with_no_executor_connected(
     status, steps = api(client, f"/apps/{app}/workflows/{by_role(fixture, 'success')}/steps")
     assert status == 200, steps
     assert steps["items"][0]["function_id"] == (0 if fixture["sdk"] == "typescript" else 1)
+    status, missing = api(client, f"/apps/{app}/workflows/nope/steps")
+    assert (status, missing) == (404, {"detail": f"No workflow nope in {app}."})
 
 
 def test_filters_and_keyset_pages_cover_the_list_exactly_once(

@@ -860,6 +860,14 @@ def test_edited_inputs_round_trip_with_kwargs(serialization: str) -> None:
     assert editable(decoded)
 
 
+@pytest.mark.parametrize("inputs", [["bob"], {"args": "bob"}, {"args": [], "extra": 1}])
+def test_inputs_of_another_shape_are_refused_with_the_shape_shown_as_json(inputs: Any) -> None:
+    with pytest.raises(ValueError, match="must be an object") as refused:
+        encode(inputs, "portable_json", kind="inputs")
+
+    assert str(refused.value) == 'Inputs must be an object {"args": [...], "kwargs": {...}}.'
+
+
 def test_edited_inputs_are_written_in_each_sdk_shape() -> None:
     inputs = {"args": ["bob"], "kwargs": {"times": 3}}
 

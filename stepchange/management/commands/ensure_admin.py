@@ -5,7 +5,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+WEAK_PASSWORD = "STEPCHANGE_ADMIN_PASSWORD is refused, so no admin was created: {problems}"
 
 
 class Command(BaseCommand):
@@ -22,10 +27,18 @@ class Command(BaseCommand):
         if user_model.objects.exists():
             return
         password = os.environ.get("STEPCHANGE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-        user = user_model.objects.create_superuser(
-            username=options["username"], email="", password=password
-        )
-        user.groups.add(Group.objects.get(name="admin"))
+        # The validators the password-change form uses; the user is checked unsaved, so a
+        # refused password leaves no admin behind.
+        candidate = user_model(username=options["username"])
+        try:
+            validate_password(password, user=candidate)
+        except ValidationError as exc:
+            raise CommandError(WEAK_PASSWORD.format(problems=" ".join(exc.messages))) from None
+        with transaction.atomic():
+            user = user_model.objects.create_superuser(
+                username=options["username"], email="", password=password
+            )
+            user.groups.add(Group.objects.get(name="admin"))
         self.stdout.write(f"Created the first admin: {user.get_username()}", self.style.SUCCESS)
         if "STEPCHANGE_ADMIN_PASSWORD" not in os.environ:
             self.stdout.write(f"Password (shown once; change it after signing in): {password}")
