@@ -58,7 +58,8 @@ router = Router(tags=["workflows"])
 
 MAX_LIMIT = 1000
 # Cursors given out as page numbers or step numbers; a caller may only send one back.
-NUMBER_CURSOR = r"^[0-9]*$"
+# Fifteen digits stay below 2**53, the most an executor takes as an offset.
+NUMBER_CURSOR = r"^[0-9]{0,15}$"
 CURSOR_HELP = "The `next_cursor` of the previous page; leave out for the first."
 
 
