@@ -339,6 +339,11 @@ def main() -> None:
     try:
         asyncio.run(run(args, work, databases))
     finally:
+        # What this process's relay calls logged is written before its database goes.
+        from conductor.requestlog import request_log_flush, request_log_stop
+
+        request_log_stop()
+        request_log_flush()
         databases.drop_all()
         if args.keep:
             print(f"logs kept in {work}", file=sys.stderr)
