@@ -339,11 +339,14 @@ def main() -> None:
     try:
         asyncio.run(run(args, work, databases))
     finally:
-        # What this process's relay calls logged is written before its database goes.
-        from conductor.requestlog import request_log_flush, request_log_stop
+        from django.apps import apps
 
-        request_log_stop()
-        request_log_flush()
+        if apps.ready:
+            # What this process's relay calls logged is written before its database goes.
+            from conductor.requestlog import request_log_flush, request_log_stop
+
+            request_log_stop()
+            request_log_flush()
         databases.drop_all()
         if args.keep:
             print(f"logs kept in {work}", file=sys.stderr)
