@@ -235,6 +235,9 @@ async def run(args: argparse.Namespace, work: Path, databases: PostgresDatabases
         from stepchange.models import Application
 
         application = await sync_to_async(Application.objects.get)(name=APP)
+        # As in a server process (stepchange.background): the routes to live executors are
+        # cached while their listener runs.
+        routes = asyncio.create_task(relay.routes.listen())
 
         async def relayed() -> None:
             await relay.request(application, GetWorkflowRequest(workflow_id=WORKFLOW))
@@ -278,6 +281,7 @@ async def run(args: argparse.Namespace, work: Path, databases: PostgresDatabases
             )
         fast.terminate()
         await fast.wait()
+        routes.cancel()
     except BaseException:
         if stepchange.process is not None:
             print(stepchange.process.output()[-4000:], file=sys.stderr)
