@@ -9,7 +9,7 @@ crosses processes; with the in-memory layer it stays in one. Nothing is sticky.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from channels.layers import get_channel_layer
@@ -23,6 +23,7 @@ from conductor.protocol import (
     Request,
     Response,
     encode_request,
+    new_request_id,
     parse_response,
     response_problem,
 )
@@ -108,14 +109,48 @@ async def ask(
     raise_on_error: bool = True,
 ) -> Answer:
     """Relay `message` to a live executor (the named one, else one on the latest version
-    when asked, else the most recently connected) and return its reply.
+    when asked, else the one that answered most reliably of late) and return its reply.
+
+    A read that the first executor does not answer within RELAY_READ_FAILOVER_SECONDS is
+    sent once more, to another executor, within what is left of `timeout`; an action never
+    is (it may have run). Both attempts are in the request log.
 
     Raises NoExecutorConnectedError, ExecutorTimeoutError, ExecutorDisconnectedError, or
     (with raise_on_error) ExecutorFailedError when the executor answered with an error.
     """
     timeout = settings.RELAY_TIMEOUT_SECONDS if timeout is None else timeout
     frame = encode_request(message)
-    log: dict[str, Any] = {
+    log = _log_entry(application, message, frame, actor_name=actor_name, source=source)
+    try:
+        candidates = await routes.candidates(
+            application, executor_id=executor, latest_version=latest_version
+        )
+    except NoExecutorError as exc:
+        await record(log, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
+        raise NoExecutorConnectedError(str(exc)) from None
+    failover = float(settings.RELAY_READ_FAILOVER_SECONDS)
+    if message.type not in READS or len(candidates) < 2 or failover >= timeout:
+        reply = await _attempt(application, candidates[0], message, frame, timeout, log)
+        return await _answer(message, candidates[0], reply, log, raise_on_error)
+    started = time.perf_counter()
+    try:
+        reply = await _attempt(application, candidates[0], message, frame, failover, log)
+        return await _answer(message, candidates[0], reply, log, raise_on_error)
+    except (ExecutorTimeoutError, ExecutorDisconnectedError) as exc:
+        logger.warning("Asking another executor: %s", exc)
+    # A fresh request_id: the first executor may still answer the first one, into nowhere.
+    message = replace(message, request_id=new_request_id())
+    frame = encode_request(message)
+    log = _log_entry(application, message, frame, actor_name=actor_name, source=source)
+    left = timeout - (time.perf_counter() - started)
+    reply = await _attempt(application, candidates[1], message, frame, left, log)
+    return await _answer(message, candidates[1], reply, log, raise_on_error)
+
+
+def _log_entry(
+    application: Application, message: Request, frame: str, *, actor_name: str, source: str
+) -> dict[str, Any]:
+    return {
         "application": application,
         "request_id": message.request_id,
         "message_type": str(message.type),
@@ -125,17 +160,31 @@ async def ask(
         "request_bytes": len(frame.encode()),
         "request_body": frame,
     }
-    try:
-        target = await routes.pick(application, executor_id=executor, latest_version=latest_version)
-    except NoExecutorError as exc:
-        await record(log, outcome=RequestLog.Outcome.NO_EXECUTOR, error=str(exc))
-        raise NoExecutorConnectedError(str(exc)) from None
+
+
+async def _attempt(
+    application: Application,
+    target: Executor,
+    message: Request,
+    frame: str,
+    timeout: float,
+    log: dict[str, Any],
+) -> str:
+    """One exchange with `target`, remembered in `health` either way."""
     log["executor_id"] = target.executor_id
     try:
         reply = await _exchange(target, message, frame, timeout, log)
     except RelayError:
+        health.failed(target)
         routes.forget(application)
         raise
+    health.answered(target)
+    return reply
+
+
+async def _answer(
+    message: Request, target: Executor, reply: str, log: dict[str, Any], raise_on_error: bool
+) -> Answer:
     response = parse_response(reply)
     log["response_bytes"] = len(reply.encode())
     problem = response_problem(response, message)
@@ -211,7 +260,8 @@ async def _exchange(
     return str(answer["frame"])
 
 
-# Requests that only read: they change no workflow (every other kind may).
+# Requests that only read: they change no workflow (every other kind may), so only these
+# are ever sent to a second executor (`ask`).
 READS = frozenset(
     {
         MessageType.EXECUTOR_INFO,
@@ -262,6 +312,47 @@ async def record(
     )
 
 
+class Health:
+    """When each executor last answered and last failed to (a timeout, a disconnect), in
+    this process: enough to stop sending reads first to one that is frozen.
+
+    An executor that failed more recently than it answered, within SUSPECT_SECONDS, is
+    asked last; after that it is trusted again, so one slow moment is not held forever.
+    """
+
+    SUSPECT_SECONDS = 60.0
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        self.answered_at: dict[str, float] = {}
+        self.failed_at: dict[str, float] = {}
+
+    def answered(self, executor: Executor) -> None:
+        self._note(self.answered_at, executor)
+
+    def failed(self, executor: Executor) -> None:
+        self._note(self.failed_at, executor)
+
+    def suspect(self, executor: Executor) -> bool:
+        failed = self.failed_at.get(executor.channel_name)
+        if failed is None or time.monotonic() - failed > self.SUSPECT_SECONDS:
+            return False
+        return self.answered_at.get(executor.channel_name, -1.0) < failed
+
+    def ordered(self, executors: list[Executor]) -> list[Executor]:
+        """`executors` with the suspect ones last, each group in its given order."""
+        return sorted(executors, key=self.suspect)
+
+    def _note(self, times: dict[str, float], executor: Executor) -> None:
+        if len(times) >= self.MAX_REMEMBERED:
+            times.clear()  # bounded memory, whatever connects
+        # By connection: an executor that connects again starts with a clean record.
+        times[executor.channel_name] = time.monotonic()
+
+
+health = Health()
+
+
 class Routes:
     """Which executors are live, per application, cached in this process.
 
@@ -282,28 +373,39 @@ class Routes:
         self.entries: dict[int, tuple[float, list[Executor]]] = {}
         self.listening: asyncio.AbstractEventLoop | None = None
 
-    async def pick(
+    async def candidates(
         self, application: Application, *, executor_id: str | None, latest_version: bool
-    ) -> Executor:
-        if latest_version or not self._listening():
-            # Rare (version-pinned actions), or no listener can keep a cache honest here.
+    ) -> list[Executor]:
+        """The executors that may take a request, the one to ask first first: the named
+        one alone, else the one on the latest version alone, else every live one, those
+        that failed to answer of late last (`health`)."""
+        if latest_version:
+            # Rare (version-pinned actions): straight from the database.
             chosen: Executor = await db_async(executor_pick)(
-                application=application, executor_id=executor_id, latest_version=latest_version
+                application=application, executor_id=executor_id, latest_version=True
             )
-            return chosen
+            return [chosen]
+        live = await self._live(application)
+        if executor_id:
+            live = [candidate for candidate in live if candidate.executor_id == executor_id]
+            if not live:
+                raise NoExecutorError(
+                    NO_SUCH_EXECUTOR.format(executor_id=executor_id, app=application.name)
+                )
+        if not live:
+            raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
+        return health.ordered(live)
+
+    async def _live(self, application: Application) -> list[Executor]:
+        if not self._listening():
+            # No listener can keep a cache honest here.
+            fresh: list[Executor] = await db_async(live_executors)(application)
+            return fresh
         entry = self.entries.get(application.pk)
         if entry is None or time.monotonic() - entry[0] > self.ROUTE_SECONDS:
-            live = await db_async(live_executors)(application)
-            entry = (time.monotonic(), live)
+            entry = (time.monotonic(), await db_async(live_executors)(application))
             self.entries[application.pk] = entry
-        for candidate in entry[1]:
-            if executor_id is None or candidate.executor_id == executor_id:
-                return candidate
-        if executor_id:
-            raise NoExecutorError(
-                NO_SUCH_EXECUTOR.format(executor_id=executor_id, app=application.name)
-            )
-        raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
+        return entry[1]
 
     def forget(self, application: Application | None = None) -> None:
         if application is None:

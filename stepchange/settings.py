@@ -191,6 +191,9 @@ EXECUTOR_MAX_MESSAGE_BYTES = env_int("EXECUTOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1
 # executor counts as gone even if the process that held it died without saying so.
 EXECUTOR_HEARTBEAT_SECONDS = env_int("EXECUTOR_HEARTBEAT_SECONDS", 15, minimum=1)
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 30, minimum=1)
+# A read (never an action) that its executor has not answered this soon is asked of another
+# live executor once: a frozen executor costs a read this long, not the whole timeout.
+RELAY_READ_FAILOVER_SECONDS = env_int("RELAY_READ_FAILOVER_SECONDS", 3, minimum=1)
 # An executor that has not answered executor_info this long after connecting is closed.
 EXECUTOR_INFO_TIMEOUT_SECONDS = env_int("EXECUTOR_INFO_TIMEOUT_SECONDS", 30, minimum=1)
 REQUEST_LOG_BODY_BYTES = env_int("REQUEST_LOG_BODY_BYTES", 16 * 1024, minimum=0)

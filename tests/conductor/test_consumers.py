@@ -154,10 +154,10 @@ async def test_a_request_sent_to_an_executor_that_just_left_fails_within_a_secon
     target = await sync_to_async(Executor.objects.get)(executor_id=executor.executor_id)
     await executor.communicator.disconnect()
 
-    async def stale_route(*args: object, **kwargs: object) -> Executor:
-        return target
+    async def stale_route(*args: object, **kwargs: object) -> list[Executor]:
+        return [target]
 
-    monkeypatch.setattr(relay.routes, "pick", stale_route)
+    monkeypatch.setattr(relay.routes, "candidates", stale_route)
     started = asyncio.get_running_loop().time()
     with pytest.raises(relay.ExecutorDisconnectedError, match="disconnected before answering"):
         await relay.request(orders, GetWorkflowRequest(workflow_id="wf-1"), timeout=30)

@@ -135,8 +135,8 @@ async def test_the_relay_caches_routes_only_while_its_listener_runs(
     orders: Application, executor: FakeExecutor
 ) -> None:
     async def pick() -> str:
-        chosen = await relay.routes.pick(orders, executor_id=None, latest_version=False)
-        return chosen.executor_id
+        chosen = await relay.routes.candidates(orders, executor_id=None, latest_version=False)
+        return chosen[0].executor_id
 
     assert await pick() == executor.executor_id
     assert relay.routes.entries == {}
