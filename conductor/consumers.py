@@ -36,6 +36,7 @@ from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.redaction import redact_path
 from stepchange.services import executor_key_active, executor_key_check, executor_key_group
+from stepchange.throttle import Throttled, scope_address
 from workflows import jobs
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
 # The key it connected with was revoked.
 CLOSE_KEY_REVOKED = 4003
+# Refused by the failure throttle (stepchange/throttle.py), before the handshake: Daphne
+# answers the upgrade with 403, and the code is seen only in-process (tests).
+CLOSE_THROTTLED = 4029
 
 
 class ThrottledWarning:
@@ -126,7 +130,14 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         self.pending: dict[str, str] = {}
         kwargs = self.scope["url_route"]["kwargs"]
-        key = await db_async(executor_key_check)(app_name=kwargs["app_name"], key=kwargs["key"])
+        try:
+            key = await db_async(executor_key_check)(
+                app_name=kwargs["app_name"], key=kwargs["key"], address=scope_address(self.scope)
+            )
+        except Throttled as exc:
+            self._log_refusal(kwargs["app_name"], why=str(exc))
+            await self.close(code=CLOSE_THROTTLED)
+            return
         if key is None:
             self._log_refusal(kwargs["app_name"])
             # Closing before accepting makes Daphne answer the upgrade with 403.
@@ -308,7 +319,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         executor = self.executor.executor_id if self.executor else "(unidentified)"
         return f"{app}/{executor}"
 
-    def _log_refusal(self, app_name: str) -> None:
+    def _log_refusal(self, app_name: str, why: str = "unknown app or revoked key") -> None:
         client = str((self.scope.get("client") or ["?"])[0])
         now = time.monotonic()
         if now - _refusals_logged.get((app_name, client), 0.0) > REFUSAL_LOG_INTERVAL_SECONDS:
@@ -316,9 +327,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 _refusals_logged.clear()  # bounded memory, whatever knocks on the door
             _refusals_logged[(app_name, client)] = now
             # Never the key itself: only which application and from where.
-            logger.warning(
-                "Refused an executor of %r from %s: unknown app or revoked key", app_name, client
-            )
+            logger.warning("Refused an executor of %r from %s: %s", app_name, client, why)
 
 
 async def heartbeat_forever() -> None:

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from stepchange import throttle
 from stepchange.audit import AuditAction, Result, audit_denied, audit_record
 from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey, SavedView
 from stepchange.roles import PERM_OPERATE
@@ -169,8 +170,27 @@ def executor_key_active(key_pk: int) -> bool:
     return ExecutorKey.objects.filter(pk=key_pk, revoked_at__isnull=True).exists()
 
 
-def executor_key_check(*, app_name: str, key: str) -> ExecutorKey | None:
-    """The active key of `app_name` that matches `key`, compared in constant time."""
+def executor_key_check(
+    *, app_name: str, key: str, address: str | None = None
+) -> ExecutorKey | None:
+    """The active key of `app_name` that matches `key`, compared in constant time. Raises
+    Throttled while `address`, or `app_name` for a wrong key, is locked out; a wrong key
+    counts against both (stepchange/throttle.py)."""
+    throttle.EXECUTOR_KEYS.check_address(address)
+    match = _executor_key_matching(app_name=app_name, key=key)
+    if match is None:
+        throttle.EXECUTOR_KEYS.check_name(app_name)
+        throttle.EXECUTOR_KEYS.fail(address=address, name=app_name, application_name=app_name)
+        return None
+    now = timezone.now()
+    last = match.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ExecutorKey.objects.filter(pk=match.pk).update(last_used_at=now)
+        match.last_used_at = now
+    return match
+
+
+def _executor_key_matching(*, app_name: str, key: str) -> ExecutorKey | None:
     presented = hash_secret(key)
     match = None
     candidates = ExecutorKey.objects.filter(
@@ -180,13 +200,6 @@ def executor_key_check(*, app_name: str, key: str) -> ExecutorKey | None:
         # Compare against every candidate so timing says nothing about which one matched.
         if hmac.compare_digest(candidate.key_hash, presented):
             match = candidate
-    if match is None:
-        return None
-    now = timezone.now()
-    last = match.last_used_at
-    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-        ExecutorKey.objects.filter(pk=match.pk).update(last_used_at=now)
-        match.last_used_at = now
     return match
 
 
@@ -222,7 +235,11 @@ def api_token_revoke(*, token: ApiToken, actor: Any, request: HttpRequest | None
 
 
 def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> Any:
-    """The active user behind a bearer token, or None (and an audit record) if none."""
+    """The active user behind a bearer token, or None (and an audit record) if none.
+    Raises Throttled while the caller's address, or the token's prefix for a wrong token,
+    is locked out; a wrong token counts against both (stepchange/throttle.py)."""
+    address = throttle.request_address(request) if request is not None else None
+    throttle.API_TOKENS.check_address(address)
     token = (
         ApiToken.objects.select_related("user")
         .filter(token_hash=hash_secret(raw), revoked_at__isnull=True)
@@ -230,6 +247,8 @@ def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> A
     )
     user = None if token is None else token.user
     if token is None or user is None or not user.is_active:
+        prefix = raw[:10] if raw.startswith(settings.STEPCHANGE_API_TOKEN_PREFIX) else ""
+        throttle.API_TOKENS.check_name(prefix)
         audit_record(
             action=AuditAction.API_TOKEN_REJECTED,
             request=request,
@@ -237,6 +256,7 @@ def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> A
             target=f"token {raw[:10]}…" if raw.startswith("sc_") else "token",
             detail="unknown or revoked token" if token is None else "the user is inactive",
         )
+        throttle.API_TOKENS.fail(address=address, name=prefix, request=request)
         return None
     now = timezone.now()
     last = token.last_used_at

@@ -8,6 +8,7 @@ naming the variable (see stepchange/env.py).
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "django_htmx",
     "template_partials",
     "stepchange",
@@ -94,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a sign-in refused by the throttle into its 429 page (AXES_LOCKOUT_CALLABLE).
+    "axes.middleware.AxesMiddleware",
     "stepchange.middleware.AuditRefusalsMiddleware",
 ]
 # Flash messages in a signed cookie rather than the session.
@@ -144,9 +148,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes's backend first: it refuses a locked-out sign-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Throttling (README "Throttling"): THROTTLE_FAILURE_LIMIT failed attempts within
+# THROTTLE_COOLOFF_SECONDS lock out their account name and, separately, their address for
+# that long. One rule for the sign-in forms (django-axes), API tokens and executor keys.
+THROTTLE_FAILURE_LIMIT = env_int("THROTTLE_FAILURE_LIMIT", 10, minimum=1)
+THROTTLE_COOLOFF_SECONDS = env_int("THROTTLE_COOLOFF_SECONDS", 300, minimum=1)
+AXES_FAILURE_LIMIT = THROTTLE_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=THROTTLE_COOLOFF_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The address the rest of StepChange sees: REMOTE_ADDR, which Daphne's --proxy-headers
+# fills from X-Forwarded-For only when it is started behind a proxy.
+AXES_CLIENT_IP_CALLABLE = "stepchange.throttle.request_address"
+AXES_LOCKOUT_CALLABLE = "stepchange.views.login_locked_out"
+# A failure during a lockout does not extend it: the Retry-After we answer stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Sign-ins are in the audit log already (auth.login, auth.login_failed).
+AXES_DISABLE_ACCESS_LOG = True
+
+# The throttle's counters. One process needs nothing; several share Redis when it is set.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Sessions: an operator console, so a working day rather than Django's two weeks.
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)

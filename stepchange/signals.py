@@ -2,13 +2,17 @@
 
 from typing import Any
 
+from axes.signals import user_locked_out
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.core.cache import cache
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 from django.http import HttpRequest
 
 from stepchange.audit import AuditAction, Result, audit_record
 from stepchange.roles import roles_sync
+from stepchange.throttle import cache_key
 
 
 @receiver(user_logged_in)
@@ -34,6 +38,30 @@ def _audit_login_failed(
         actor_name=username,
         result=Result.DENIED,
         target=username,
+    )
+
+
+@receiver(user_locked_out)
+def _audit_lockout(
+    sender: Any, request: HttpRequest, username: str | None, ip_address: str | None, **kwargs: Any
+) -> None:
+    # Axes signals every refused attempt of a lockout: audit its first. A lockout is of the
+    # username or of the address, so an attempt whose username or address is already
+    # locked (and audited) belongs to that lockout, not a new one.
+    window = settings.THROTTLE_COOLOFF_SECONDS
+    marks = [cache_key("login", "name", username or "", "audited")]
+    marks.append(cache_key("login", "address", ip_address or "", "audited"))
+    new = [cache.add(mark, True, timeout=window) for mark in marks]
+    if not all(new):
+        return
+    name = (username or "")[:150]
+    audit_record(
+        action=AuditAction.LOGIN_LOCKOUT,
+        request=request,
+        actor_name=name,
+        result=Result.DENIED,
+        target=name,
+        detail=f"{settings.THROTTLE_FAILURE_LIMIT} failed sign-ins: locked out for {window} s",
     )
 
 

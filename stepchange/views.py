@@ -1,11 +1,14 @@
 """Console pages of the core: home, personal API tokens, password change, the audit log."""
 
+import math
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
@@ -78,6 +81,27 @@ class LoginView(auth_views.LoginView):
         response = super().form_invalid(form)
         response.status_code = 401
         return response
+
+
+LOCKED_OUT = (
+    "Too many failed sign-ins for this username or from this address: try again in "
+    "{minutes} minutes."
+)
+
+
+def login_locked_out(
+    request: HttpRequest, response: HttpResponse | None, credentials: dict[str, Any] | None
+) -> HttpResponse:
+    """What django-axes answers a sign-in it refused (AXES_LOCKOUT_CALLABLE), on the console
+    and the admin form alike: the sign-in page, 429, and when to try again."""
+    seconds = settings.THROTTLE_COOLOFF_SECONDS
+    context = {
+        "form": AuthenticationForm(request),
+        "locked_out": LOCKED_OUT.format(minutes=math.ceil(seconds / 60)),
+    }
+    locked = render(request, "registration/login.html", context, status=429)
+    locked["Retry-After"] = str(seconds)
+    return locked
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -117,6 +117,15 @@ def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _no_lockouts_carried_over() -> None:
+    # The throttle's counters live in the process's cache; django-axes's in the database,
+    # which each test starts afresh.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def make_user(
     *, username: str, role: str | None = None, apps: list[Application] | None = None
 ) -> User:

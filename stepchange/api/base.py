@@ -25,6 +25,8 @@ ERROR_SCHEMA = {
 ERROR_MEANINGS = {
     400: "Invalid input: the detail names what is wrong.",
     401: "No session and no valid bearer token.",
+    429: "Too many failed bearer tokens from this address (or with this token's prefix): "
+    "wait the Retry-After header's seconds.",
     403: "Your role does not allow this (audited).",
     404: "No such application that you may see, or no such object in it.",
     409: "Not possible in the object's current state.",
@@ -36,7 +38,7 @@ ERROR_MEANINGS = {
 
 def error_statuses(path: str, method: str) -> list[int]:
     """The error statuses an operation may answer with, from where it sits."""
-    statuses = [400, 401]
+    statuses = [400, 401, 429]
     if "{app}" in path or path.startswith("/api/v1/audit"):
         statuses.append(403)
     if "{app}" in path:

@@ -14,6 +14,7 @@ from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from stepchange.audit import audit_denied
+from stepchange.throttle import Throttled
 
 # Where the API lives: answers under it are JSON, errors included.
 API_PREFIX = "/api/"
@@ -60,6 +61,14 @@ def _respond(api: NinjaAPI, answer: Answer, request: HttpRequest, exc: Exception
     return api.create_response(request, {"detail": detail}, status=status)
 
 
+def _throttled(api: NinjaAPI, request: HttpRequest, exc: Throttled) -> HttpResponse:
+    response = api.create_response(request, {"detail": str(exc)}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def register(api: NinjaAPI, answers: Mapping[type[Exception], Answer]) -> None:
     for kind, answer in answers.items():
         api.add_exception_handler(kind, functools.partial(_respond, api, answer))
+    # A bearer token refused by the throttle (stepchange/throttle.py): 429 and Retry-After.
+    api.add_exception_handler(Throttled, functools.partial(_throttled, api))

@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import override_settings
 
 from stepchange.asgi import application
 from stepchange.models import AuditRecord
@@ -59,6 +60,8 @@ def rejected() -> list[str]:
     )
 
 
+# Ten wrong tokens from one address would be a lockout (test_throttle.py tells that).
+@override_settings(THROTTLE_FAILURE_LIMIT=100)
 async def test_a_good_token_or_session_reads_and_nothing_else_does(
     reads: list[str], viewer: User
 ) -> None:
