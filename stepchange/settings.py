@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from stepchange.env import (
@@ -76,6 +77,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "axes",
+    # Its templates and static files: the API docs page serves Swagger UI from here, not a CDN.
+    "ninja",
     "django_htmx",
     "template_partials",
     "stepchange",
@@ -95,6 +98,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Turns a sign-in refused by the throttle into its 429 page (AXES_LOCKOUT_CALLABLE).
     "axes.middleware.AxesMiddleware",
@@ -191,6 +195,24 @@ CSRF_COOKIE_SECURE = BEHIND_TLS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Only StepChange's own files: no inline script or style, no eval, no other origin. The
+# console's JavaScript and CSS are static files; htmx is told not to inject its indicator
+# style (base.html), and no template uses hx-on, which htmx would evaluate.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # Swagger UI draws its icons from data: URLs.
+        "img-src": [SELF, "data:"],
+        # The console's live updates come over a WebSocket to this same origin.
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 if BEHIND_TLS:
     # TLS ends at the proxy in front of Daphne, which says so in X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

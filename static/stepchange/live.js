@@ -39,3 +39,17 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     event.detail.isError = false;
   }
 });
+
+// Conditions on a part's own requests, here rather than in hx-trigger filters, which htmx
+// evaluates as JavaScript strings (the Content-Security-Policy allows no eval):
+// data-hold-while-checked: no refresh while the operator has ticked rows in it;
+// data-fetch-when-open: a <details> fetches when opened, until it holds its answer (.raw-head).
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const part = event.detail.elt;
+  if (!(part instanceof HTMLElement)) return;
+  const held = part.hasAttribute("data-hold-while-checked")
+    && part.querySelector("input[name=ids]:checked");
+  const closedOrDone = part.hasAttribute("data-fetch-when-open")
+    && (!part.open || part.querySelector(".raw-head"));
+  if (held || closedOrDone) event.preventDefault();
+});
