@@ -66,7 +66,7 @@ VIEWER_SESSION = (
     "from django.test import Client\n"
     "u = User.objects.create_user('bench', password='bench-pass-9912')\n"
     "u.groups.add(Group.objects.get(name='viewer'))\n"
-    "c = Client(); c.login(username='bench', password='bench-pass-9912')\n"
+    "c = Client(); c.force_login(u)\n"
     "print(c.cookies['sessionid'].value)"
 )
 KEYSET = "(created_at, workflow_uuid) < (%(c_at)s, %(c_id)s)"
