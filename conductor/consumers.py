@@ -23,6 +23,7 @@ from conductor.protocol import (
     ExecutorInfoRequest,
     ExecutorInfoResponse,
     ProtocolError,
+    claimed_request_id,
     encode_request,
     parse_envelope,
     parse_response,
@@ -171,6 +172,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             _, kind, request_id = parse_envelope(text_data)
         except ProtocolError as exc:
             logger.warning("Dropped a malformed frame from %s: %s", self._who(), exc)
+            await self._fail_claimed(text_data, str(exc))
             return
         if request_id == self.info_request.request_id:
             await self._register(parse_response(text_data), text_data)
@@ -187,6 +189,16 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.channel_layer.send(
             reply_channel, {"type": "conductor.reply", "frame": text_data}
         )
+
+    async def _fail_claimed(self, frame: str, problem: str) -> None:
+        """A frame that could not be read but names a request this executor was asked: that
+        request fails now (502) instead of at its timeout."""
+        request_id = claimed_request_id(frame)
+        reply_channel = self.pending.pop(request_id, None) if request_id else None
+        if reply_channel is not None:
+            await self.channel_layer.send(
+                reply_channel, {"type": "conductor.malformed", "problem": problem}
+            )
 
     async def _close_unless_identified(self) -> None:
         await asyncio.sleep(settings.EXECUTOR_INFO_TIMEOUT_SECONDS)

@@ -82,6 +82,12 @@ NO_REQUEST_ID = "executor frame has no string 'request_id'"
 LONG_REQUEST_ID = "executor frame's request_id is longer than 200 characters"
 # StepChange's request ids are UUIDs; an executor only echoes them.
 MAX_REQUEST_ID_CHARS = 200
+# What one frame may hold, counted before it is parsed: every JSON value past the first in
+# an array or object follows a comma, and every container opens with { or [. Parsing costs
+# about 64 bytes a value (a 60 MiB frame of {} took 1.4 GB), so this bounds a frame's cost
+# near 150 MB; an answer to the pages StepChange asks for holds far fewer.
+MAX_FRAME_ITEMS = 2_000_000
+TOO_MANY_ITEMS = f"executor frame holds more than {MAX_FRAME_ITEMS} JSON values"
 
 # A string or a list of strings; a list means IN (§2.5).
 Filter = str | list[str]
@@ -1023,12 +1029,38 @@ def parse_response(text: str | bytes) -> Response:
     return _build(cls, data, type=message_type, request_id=request_id, raw=data)
 
 
+def claimed_request_id(text: str) -> str | None:
+    """The request_id a frame that could not be read says it answers, found without parsing
+    it (the first one written), so that the request waiting on it fails at once."""
+    found = _REQUEST_ID.search(text)
+    return found.group(1) if found else None
+
+
+_REQUEST_ID = re.compile(r'"request_id"\s*:\s*"([^"\\]{1,200})"')
+# Counting runs in slices, so a frame far over the limit is refused after its first slice.
+_COUNT_SLICE = 1 << 20
+
+
+def _too_many_items(text: str) -> bool:
+    if len(text) <= MAX_FRAME_ITEMS:
+        return False  # each counted character is one character of the frame
+    count = 0
+    for start in range(0, len(text), _COUNT_SLICE):
+        part = text[start : start + _COUNT_SLICE]
+        count += part.count(",") + part.count("{") + part.count("[")
+        if count > MAX_FRAME_ITEMS:
+            return True
+    return False
+
+
 def _load_object(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, bytes | bytearray):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(NOT_UTF8) from None
+    if _too_many_items(text):
+        raise ProtocolError(TOO_MANY_ITEMS)
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):

@@ -253,6 +253,10 @@ async def _exchange(
                 # saw it, so no failure will come; say so now rather than at the timeout.
                 answer = {"type": "conductor.failed"}
     log["duration_ms"] = (time.perf_counter() - started) * 1000
+    if answer["type"] == "conductor.malformed":
+        error = MALFORMED.format(problem=answer["problem"], **names)
+        await record(log, outcome=RequestLog.Outcome.ERROR, error=error)
+        raise MalformedAnswerError(error)
     if answer["type"] != "conductor.reply":
         error = DISCONNECTED.format(**names)
         await record(log, outcome=RequestLog.Outcome.DISCONNECTED, error=error)

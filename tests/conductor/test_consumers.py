@@ -15,6 +15,7 @@ from conductor.protocol import (
     GetWorkflowRequest,
     GetWorkflowResponse,
     ListStepsRequest,
+    ListWorkflowsRequest,
 )
 from stepchange.asgi import application as asgi_app
 from stepchange.models import Application
@@ -234,3 +235,22 @@ async def test_the_apps_list_counts_connected_executors(
     apps = {app["name"]: app for app in (await client.get("/api/v1/apps")).json()}
     assert apps["orders"]["connected_executors"] == 1
     assert apps["billing"]["connected_executors"] == 0
+
+
+async def test_a_frame_of_too_many_values_fails_its_request_at_once_unparsed(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    asking = asyncio.create_task(relay.request(orders, ListWorkflowsRequest(), timeout=30))
+    request = await executor.receive()
+    absurd = "[" + "{}," * 1_000_001 + "{}]"
+    head = json.dumps({"type": "list_workflows", "request_id": request["request_id"]})
+    started = asyncio.get_running_loop().time()
+    await executor.communicator.send_to(text_data=head[:-1] + ', "output": ' + absurd + "}")
+    with pytest.raises(relay.MalformedAnswerError, match="more than 2000000 JSON values"):
+        await asking
+    assert asyncio.get_running_loop().time() - started < 1
+    # A bare array says nothing to answer: dropped, and the executor keeps answering.
+    await executor.communicator.send_to(text_data=absurd)
+    asking = asyncio.create_task(relay.request(orders, ListWorkflowsRequest()))
+    await executor.answer("list_workflows", output=[])
+    await asking

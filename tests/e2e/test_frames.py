@@ -12,6 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from bench.frame_cost import measure
 from tests.e2e.servers import StepChange
 
 pytestmark = pytest.mark.e2e
@@ -138,3 +139,26 @@ def test_junk_frames_are_dropped_and_the_executor_keeps_answering(limited: StepC
     assert "Dropped a malformed frame" in log
     assert "Dropped a binary frame" in log
     assert "unknown request nobody" in log
+
+
+def test_a_frame_of_millions_of_empty_objects_costs_little_and_stalls_nobody(
+    tmp_path: Path,
+) -> None:
+    """60 MiB of {},{},... once took the process from 108 MB to 23 GB (bench/RESULTS.md).
+    It is refused before parsing now: what is left is holding the frame itself (its bytes
+    and its text, about 2 x 60 MiB, plus the transport's buffers), hence 300 MB."""
+    server = StepChange(tmp_path, env={"EXECUTOR_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024)})
+    server.start()
+    try:
+        result = measure(server, mib=60)
+        log = server.process.output() if server.process else ""
+    finally:
+        server.stop()
+    assert result["server_exit_code"] is None
+    assert result["growth_mb"] < 300, result
+    # The request it answered fails at once, and nothing else waits on it.
+    assert result["list_status"] == 502, result
+    assert result["list_seconds"] < 5, result
+    assert result["other_failures"] == 0, result
+    assert result["slowest_other_seconds"] < 1, result
+    assert "holds more than 2000000 JSON values" in log
