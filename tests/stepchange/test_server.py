@@ -2,7 +2,8 @@
 
 import io
 
-from stepchange.server import RedactingAccessLog, daphne_arguments, redact_path
+from stepchange.redaction import redact_path
+from stepchange.server import RedactingAccessLog, daphne_arguments
 
 
 def test_executor_keys_are_redacted_from_paths() -> None:
