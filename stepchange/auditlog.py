@@ -4,7 +4,7 @@ of every matching record as CSV or JSON."""
 import csv
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -71,6 +71,12 @@ class AuditFilterForm(forms.Form):
     )
     before = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
+    def clean_since(self) -> datetime | None:
+        return _in_utc(self.cleaned_data["since"])
+
+    def clean_until(self) -> datetime | None:
+        return _in_utc(self.cleaned_data["until"])
+
     LOOKUPS = {
         "actor": "actor_name__iexact",
         "application": "application_name__iexact",
@@ -97,6 +103,11 @@ class AuditFilterForm(forms.Form):
             for field in self.LOOKUPS
             if (value := self.cleaned_data.get(field)) not in (None, "")
         }
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    """The same instant in UTC: Postgres takes offsets up to 15:59 only, Python up to 23:59."""
+    return None if moment is None else moment.astimezone(UTC)
 
 
 class AuditExportForm(AuditFilterForm):
