@@ -182,6 +182,7 @@ class Probes:
         admin_apps = self.get("lim", "/admin/stepchange/application/").text
         key_form = self.get("lim", "/admin/stepchange/executorkey/add/").text
         beta_pk = self.ids["apps"][BETA]
+        denied = self.audit_count(actor_name="lim", action="access.denied")
         minted = self.post(
             "lim", "/admin/stepchange/executorkey/add/", {"application": beta_pk, "name": "x"}
         )
@@ -197,14 +198,17 @@ class Probes:
             ]
             if leak
         ]
+        denied = self.audit_count(actor_name="lim", action="access.denied") - denied
         evidence = (
-            f"API {len(audit)} records, export {export.status_code}, mint POST {minted.status_code}"
+            f"API {len(audit)} records, export {export.status_code}, "
+            f"mint POST {minted.status_code} (+{denied} access.denied)"
         )
         return bool(seen), f"{evidence}; leaks: {', '.join(seen) or 'none'}"
 
     def p2(self) -> Outcome:
         lim = self.ids["lim"]
         form = self.get("lim", f"/admin/auth/user/{lim}/change/")
+        denied = self.audit_count(actor_name="lim", action="access.denied")
         answer = self.post(
             "lim",
             f"/admin/auth/user/{lim}/change/",
@@ -215,9 +219,11 @@ class Probes:
             f"print(User.objects.get(pk={lim}).is_superuser)"
         )
         offered = 'name="is_superuser"' in form.text
+        denied = self.audit_count(actor_name="lim", action="access.denied") - denied
         return became == "True" or offered, (
             f"form GET {form.status_code} offers is_superuser: {offered}; "
-            f"POST {answer.status_code}; is_superuser afterwards: {became}"
+            f"POST {answer.status_code} (+{denied} access.denied); "
+            f"is_superuser afterwards: {became}"
         )
 
     def p3(self) -> Outcome:
