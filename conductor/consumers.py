@@ -35,7 +35,7 @@ from conductor.relay import record
 from stepchange.access import visible_to
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
-from stepchange.redaction import redact_path
+from stepchange.redaction import redact_websocket_path
 from stepchange.services import executor_key_active, executor_key_check, executor_key_group
 from stepchange.throttle import Throttled, scope_address
 from workflows import jobs
@@ -93,11 +93,8 @@ async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> Non
     403), and the path is logged without what could be a key."""
     message = await receive()
     if message["type"] == "websocket.connect":
-        path = redact_path(str(scope.get("path", "")))
+        path = redact_websocket_path(str(scope.get("path", "")))
         kind = "executor" if "websocket" in path.lower() else "other"
-        if kind == "other":
-            # No websocket segment to say where a key would be: only the first segment.
-            path = "/" + path.lstrip("/").split("/", 1)[0] + "/..."
         unrouted_warnings.warn(kind, "Refused a WebSocket upgrade to no route: %s", shown(path))
         await send({"type": "websocket.close", "code": 1008})
 

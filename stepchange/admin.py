@@ -18,7 +18,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from stepchange.access import audit_records_for, limited_to, require, users_within, visible_to
-from stepchange.audit import audit_record
+from stepchange.audit import AuditAction, Result, audit_record
 from stepchange.models import ApiToken, Application, ApplicationAccess, AuditRecord, ExecutorKey
 from stepchange.roles import PERM_ADMINISTER, ROLE_PERMISSIONS
 from stepchange.services import (
@@ -31,6 +31,8 @@ from stepchange.services import (
 MASKED_URL_HELP = (
     "The password shows as ***: leave it so to keep it, or type the whole URL to change it."
 )
+# A post naming what the form does not offer this admin (`_auditing_refusals`).
+REFUSED_FIELDS = "Not offered to this admin: {fields}."
 # What the admin role holds beyond the operator's: only a superuser may grant it.
 ADMIN_ONLY = [
     name for name in ROLE_PERMISSIONS["admin"] if name not in ROLE_PERMISSIONS["operator"]
@@ -85,6 +87,15 @@ class AuditedAdmin(admin.ModelAdmin[Any]):
     def audit_application(self, obj: Any) -> Application | None:
         return None
 
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        model_fields = {field.name for field in self.model._meta.get_fields()}
+        readonly = [n for n in self.get_readonly_fields(request, obj) if n in model_fields]
+        application = self.audit_application(obj) if obj is not None else None
+        return _auditing_refusals(form, request, readonly=readonly, application=application)
+
     def _audit(self, request: HttpRequest, obj: Any, verb: str, **fields: Any) -> None:
         audit_record(
             action=f"{self.audit_name}.{verb}",
@@ -127,6 +138,52 @@ class AuditedAdmin(admin.ModelAdmin[Any]):
         for obj in queryset:
             self._audit(request, obj, "delete", parameters=self.audit_state(obj))
         return super().log_deletions(request, queryset)
+
+
+def _auditing_refusals(
+    form: type[forms.BaseForm],
+    request: HttpRequest,
+    *,
+    readonly: list[str],
+    application: Application | None,
+) -> type[forms.BaseForm]:
+    """`form`, recording one `access.denied` for a post that names a choice this admin is
+    not offered (but that exists) or a field she may not edit. Django refuses both quietly
+    (the form's error, or the value ignored); a browser sends neither, so it is an attempt."""
+
+    class AuditingRefusals(form):  # type: ignore[valid-type,misc]
+        def full_clean(self) -> None:
+            super().full_clean()
+            refused = [name for name in readonly if name in self.data]
+            refused += [name for name in self.errors if _withheld_choice(self, name)]
+            if self.is_bound and refused:
+                audit_record(
+                    action=AuditAction.ACCESS_DENIED,
+                    request=request,
+                    application=application,
+                    result=Result.DENIED,
+                    target=f"{request.method} {request.path}",
+                    detail=REFUSED_FIELDS.format(fields=", ".join(refused)),
+                )
+
+    AuditingRefusals.__name__ = form.__name__
+    return AuditingRefusals
+
+
+def _withheld_choice(form: forms.BaseForm, name: str) -> bool:
+    """Whether field `name` was refused a choice that exists but is not offered."""
+    field = form.fields.get(name)
+    if not isinstance(field, forms.ModelChoiceField):
+        return False
+    if not any(error.code == "invalid_choice" for error in form.errors.as_data()[name]):
+        return False
+    values = form.data.getlist(name) if hasattr(form.data, "getlist") else [form.data.get(name)]
+    offered: QuerySet[Any] = field.queryset  # type: ignore[assignment]
+    try:
+        withheld = offered.model._default_manager.filter(pk__in=values).exclude(pk__in=offered)
+        return bool(withheld.exists())
+    except (ValueError, TypeError):
+        return False
 
 
 def _before(request: HttpRequest) -> dict[tuple[str, Any], dict[str, Any]]:

@@ -27,3 +27,13 @@ def redact_path(path: str) -> str:
             break
     pieces[0::2] = segments
     return "".join(pieces) + path[cut:]
+
+
+def redact_websocket_path(path: str) -> str:
+    """A WebSocket path as `redact_path` logs it; one with no `websocket` segment keeps only
+    its first segment, as a key may be anywhere in it. Daphne reads a request target of
+    `//websocket/<app>/<key>` as a host and the path `/<app>/<key>`."""
+    redacted = redact_path(path)
+    if "websocket" in (segment.lower() for segment in _SEPARATOR.split(redacted)):
+        return redacted
+    return "/" + _SEPARATOR.split(path.lstrip("/"), maxsplit=1)[0] + "/..."

@@ -19,7 +19,7 @@ from daphne.access import AccessLogGenerator
 # Daphne's modules, imported above, install Twisted's asyncio reactor: this is that one.
 from twisted.internet import defer, reactor
 
-from stepchange.redaction import redact_path
+from stepchange.redaction import redact_path, redact_websocket_path
 
 APPLICATION = "stepchange.asgi:application"
 
@@ -27,7 +27,8 @@ APPLICATION = "stepchange.asgi:application"
 class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]
     def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
         if "path" in details:
-            details = {**details, "path": redact_path(details["path"])}
+            redact = redact_websocket_path if protocol == "websocket" else redact_path
+            details = {**details, "path": redact(details["path"])}
         super().__call__(protocol, action, details)
 
 

@@ -6,9 +6,10 @@ and cannot make a key for `orders`. Nobody sees a system database's password in 
 import csv
 import io
 import json
+from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
@@ -176,3 +177,56 @@ def test_no_one_sees_a_system_database_password_in_the_admin(
     assert orders.notes == "edited"
     assert orders.system_database_url == SECRET_URL
     assert all("s3cret" not in json.dumps(r.parameters) for r in AuditRecord.objects.all())
+
+
+def _refusals(user: User) -> list[AuditRecord]:
+    return list(AuditRecord.objects.filter(actor_name=user.username, action="access.denied"))
+
+
+def test_a_key_she_may_not_make_is_refused_and_audited_once(bea: User, orders: Application) -> None:
+    signed_in(bea).post(
+        reverse("admin:stepchange_executorkey_add"), {"application": orders.pk, "name": "mine"}
+    )
+    [refusal] = _refusals(bea)
+    assert refusal.result == "denied"
+    assert "application" in refusal.detail
+
+
+def test_a_group_she_is_not_offered_is_refused_and_audited_once(
+    bea: User, billing: Application
+) -> None:
+    olga = make_user(username="olga", role="operator", apps=[billing])
+    admins = Group.objects.get(name="admin")
+    _post_user(signed_in(bea), olga, groups=[admins.pk])
+    assert not olga.groups.filter(pk=admins.pk).exists()
+    [refusal] = _refusals(bea)
+    assert "groups" in refusal.detail
+
+
+def test_making_herself_a_superuser_is_refused_and_audited_once(bea: User) -> None:
+    _post_user(signed_in(bea), bea, is_superuser="on")
+    bea.refresh_from_db()
+    assert not bea.is_superuser
+    [refusal] = _refusals(bea)
+    assert "is_superuser" in refusal.detail
+
+
+def test_a_change_she_may_make_records_no_refusal(bea: User, billing: Application) -> None:
+    olga = make_user(username="olga", role="operator", apps=[billing])
+    _post_user(signed_in(bea), olga, first_name="Olga")
+    olga.refresh_from_db()
+    assert olga.first_name == "Olga"
+    assert _refusals(bea) == []
+
+
+def _post_user(client: Client, user: User, **fields: Any) -> Any:
+    """Post the user's change form as the admin shows it, with `fields` changed."""
+    data: dict[str, Any] = {
+        "username": user.username,
+        "is_active": "on",
+        "date_joined_0": user.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+        "groups": [group.pk for group in user.groups.all()],
+        **fields,
+    }
+    return client.post(reverse("admin:auth_user_change", args=[user.pk]), data)

@@ -21,6 +21,15 @@ def test_the_access_log_writes_websocket_paths_without_the_key() -> None:
     assert stream.getvalue().count("/websocket/orders/[redacted]") == 4
 
 
+def test_the_access_log_hides_a_key_daphne_read_as_the_whole_path() -> None:
+    # A request target of //websocket/orders/s3cr3t reaches the log as /orders/s3cr3t.
+    stream = io.StringIO()
+    log = RedactingAccessLog(stream)
+    log("websocket", "rejected", {"client": ["127.0.0.1", 5], "path": "/orders/s3cr3t"})
+    assert "s3cr3t" not in stream.getvalue()
+    assert "/orders/..." in stream.getvalue()
+
+
 def test_defaults_raise_the_message_limit_and_can_be_overridden() -> None:
     arguments = daphne_arguments(["-p", "9000"], 64 * 1024 * 1024)
     assert arguments[arguments.index("--websocket-max-message-size") + 1] == str(64 * 1024 * 1024)
