@@ -722,7 +722,7 @@ def _step(row: dict[str, Any]) -> Step:
     )
 
 
-def _newest_enqueued(enqueued: Any, count: int) -> QueueConfigs:
+def _newest_enqueued(enqueued: Any, count: int) -> list[dict[str, Any]]:
     """The newest ENQUEUED rows of `enqueued` (see `newest_enqueued_sql`), by field name."""
     sql, params = enqueued.newest_enqueued_sql(count)
     attnames = {field.column: field.attname for field in WorkflowStatus._meta.concrete_fields}
