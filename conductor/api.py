@@ -158,7 +158,7 @@ def recovery_history(request: HttpRequest, app: str) -> dict[str, Any]:
     }
 
 
-class PoisonDecisionIn(Schema):
+class PoisonDecisionIn(Body):
     reason: str = Field(default="", max_length=1000)
 
 

@@ -102,3 +102,17 @@ async def test_the_api_dismisses_a_hold_for_an_operator_only(orders: Application
     assert await AuditRecord.objects.filter(action="poison.dismiss").aexists()
     gone = await client.post("/api/v1/apps/orders/poison/wf-1/dismiss", content_type=JSON)
     assert gone.status_code == 404
+
+
+async def test_a_poison_decision_refuses_an_unknown_field_or_a_number_for_a_reason(
+    orders: Application,
+) -> None:
+    await hold(orders)
+    client = await operator_client()
+    for body in ({"reason": "ok", "force": True}, {"reason": 5}):
+        response = await client.post(
+            "/api/v1/apps/orders/poison/wf-1/dismiss", body, content_type=JSON
+        )
+        assert response.status_code == 400, (body, response.content)
+    assert await still_held()
+    assert not await AuditRecord.objects.filter(action="poison.dismiss").aexists()
