@@ -37,6 +37,20 @@
     if (done) event.preventDefault();
   });
 
+  // A box that scrolls (a long value, a request body) takes the focus, so that it can be
+  // scrolled from the keyboard; one that fits stays out of the tab order.
+  function focusableScrollers(root) {
+    if (!(root instanceof Element || root instanceof Document)) return;
+    for (const box of root.querySelectorAll("pre")) {
+      const scrolls = box.scrollHeight > box.clientHeight || box.scrollWidth > box.clientWidth;
+      if (scrolls && !box.hasAttribute("tabindex")) box.tabIndex = 0;
+    }
+  }
+  document.addEventListener("DOMContentLoaded", () => focusableScrollers(document));
+  document.addEventListener("htmx:afterSettle", (event) => focusableScrollers(event.target));
+  // A value inside a closed <details> only takes its size when opened.
+  document.addEventListener("toggle", (event) => focusableScrollers(event.target), true);
+
   document.addEventListener("click", (event) => {
     if (event.target instanceof Element && event.target.closest("[data-shortcuts-open]")) {
       showShortcuts();
