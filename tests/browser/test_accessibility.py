@@ -419,6 +419,12 @@ def test_the_console_in_the_dark_and_on_a_laptop(browser: Browser, console: Cons
         page.goto(console.url + console.paths[name])
         wide = page.evaluate("() => document.documentElement.scrollWidth")
         assert wide <= 1024, f"{name} is {wide} px wide at 1,024 px"
+    # An ID with no place to break, in a heading and in the go-to page's form.
+    long_id = "x" * 300
+    for path in (f"/apps/{console.app}/workflows/{long_id}/", f"/apps/{console.app}/go/?id="):
+        page.goto(console.url + path)
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 1024, f"{path[:40]} is {wide} px wide at 1,024 px"
     page.goto(console.url + console.paths["workflow list"])
     screenshot(page, "laptop-1024")
     laptop.close()
