@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 DATA := $(or $(STEPCHANGE_DATA_DIR),$(CURDIR)/var)
 SAMPLE_PORT ?= 8000
 NODE_SAMPLE := samples/typescript/node_modules/.package-lock.json
+NODE_TEST_TOOLS := node_modules/.package-lock.json
 
 .PHONY: install run migrate test check lint typecheck pytest pytest-sqlite pytest-postgres clean
 # Each recipe runs in one shell, so `run` can stop the sample app when StepChange stops.
@@ -28,12 +29,16 @@ $(INSTALLED): pyproject.toml
 $(NODE_SAMPLE): samples/typescript/package-lock.json
 	cd samples/typescript && npm ci --no-audit --no-fund --loglevel=error
 
+# axe-core for the browser tests' accessibility checks: a test-time tool, never served.
+$(NODE_TEST_TOOLS): package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 /usr/bin/chromium:
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
 
-install: $(INSTALLED) $(NODE_SAMPLE) /usr/bin/chromium
+install: $(INSTALLED) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium
 
 migrate: install
 	$(PY) manage.py migrate --noinput

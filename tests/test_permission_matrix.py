@@ -239,6 +239,9 @@ class _OneFailedWorkflow:
     async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]:
         return Listing([Workflow(WORKFLOW, status="ERROR")], None, "stub")
 
+    async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None:
+        return Workflow(WORKFLOW, status="ERROR") if workflow_id == WORKFLOW else None
+
 
 @dataclass
 class World:
@@ -505,6 +508,29 @@ def test_a_read_that_misses_is_not_audited(world: World) -> None:
     since = _last_record()
     assert stranger.get(f"/api/v1/apps/{APP}/executors").status_code == 404
     assert stranger.get(f"/apps/{APP}/executors/").status_code == 404
+    assert _last_record() == since
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_go_to_workflow_box_answers_each_persona_as_its_role_allows(
+    world: World, persona: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read (so not in the matrix of changes above): whoever may see `orders` is sent to
+    the workflow its ID starts; the others learn nothing, and nothing is audited."""
+
+    async def one_failed_workflow(application: Application) -> Any:
+        return _OneFailedWorkflow()
+
+    monkeypatch.setattr(workflow_views, "source_for", one_failed_workflow)
+    client = world.client(persona)
+    since = _last_record()
+    response = client.get(reverse("go-to-workflow", args=[APP]), {"id": "wf"})
+    if persona == ANONYMOUS:
+        assert _redirected_to(response) == LOGIN
+    elif persona in HOLDS:
+        assert _redirected_to(response) == reverse("workflow-detail", args=[APP, WORKFLOW])
+    else:
+        assert response.status_code == 404
     assert _last_record() == since
 
 

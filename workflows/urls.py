@@ -12,6 +12,7 @@ urlpatterns = [
         {"queued": True},
         name="queued-workflows",
     ),
+    path("apps/<str:app_name>/go/", views.go_to_workflow, name="go-to-workflow"),
     path("apps/<str:app_name>/views/", views.save_view, name="save-view"),
     path("apps/<str:app_name>/views/<int:view_id>/delete/", views.delete_view, name="delete-view"),
     # Workflow ids may hold slashes (`path`): the routes under a workflow come first.

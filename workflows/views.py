@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from conductor import relay
@@ -803,3 +804,68 @@ async def bulk_job_retry_view(request: HttpRequest, app_name: str, job_id: int) 
         bulk_jobs_wake()
         messages.success(request, f"Bulk job {job.pk} is queued again.")
     return redirect("bulk-job", app_name, job.pk)
+
+
+GO_BLANK = "Type a workflow ID, or the start of one."
+GO_TOO_LONG = "A workflow ID to go to is at most {limit:,} characters."
+GO_NOTHING = "No workflow of {app} has an ID starting with “{prefix}”."
+# Longer than any ID a person types or pastes; it only bounds the prefix query.
+GO_MAX_ID = 1000
+
+
+class GoToWorkflowForm(forms.Form):
+    # Stripped: an ID pasted from a log or a chat often carries a space or a line break.
+    id = forms.CharField(
+        label="Workflow ID",
+        max_length=GO_MAX_ID,
+        error_messages={"required": GO_BLANK, "max_length": GO_TOO_LONG.format(limit=GO_MAX_ID)},
+    )
+    # (A NUL in it never gets here: stepchange.middleware refuses it with a 400.)
+    back = forms.CharField(required=False, widget=forms.HiddenInput)
+
+
+@login_required
+async def go_to_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
+    """The "go to workflow" box of every application page: to the workflow with that ID,
+    else to the only one whose ID starts with it, else to the list of those that do; when
+    none does, back to the page the box was on, saying so."""
+    application = await aapplication_for(request, app_name)
+    form = GoToWorkflowForm(request.GET)
+    context: dict[str, Any] = {"application": application, "go_form": form}
+    if not form.is_valid():
+        return await arender(request, "workflows/go.html", context, status=400)
+    wanted = form.cleaned_data["id"]
+    try:
+        found = await _go_target(await source_for(application), application.name, wanted)
+    except (relay.RelayError, SlowQuery) as exc:
+        context["unavailable"] = str(exc)
+        return await arender(request, "workflows/go.html", context, status=exc.status)
+    if found is not None:
+        return redirect(found)
+    messages.warning(request, GO_NOTHING.format(app=application.name, prefix=wanted))
+    return redirect(_go_back(request, form.cleaned_data["back"], application))
+
+
+async def _go_target(source: Source, app_name: str, wanted: str) -> str | None:
+    """Where the box sends someone who typed `wanted`, or None if no ID starts with it."""
+    # The exact ID first: it may also be the start of others' IDs.
+    if await source.get(wanted) is not None:
+        return workflow_urls(app_name)(wanted)
+    # Two are enough to tell one match from several.
+    listing = await source.list(ListQuery(workflow_id_prefix=wanted, limit=2))
+    if len(listing.items) == 1:
+        return workflow_urls(app_name)(listing.items[0].workflow_id)
+    if listing.items:
+        query = QueryDict(mutable=True)
+        query["workflow_id_prefix"] = wanted
+        return f"{reverse('workflows', args=[app_name])}?{query.urlencode()}"
+    return None
+
+
+def _go_back(request: HttpRequest, back: str, application: Application) -> str:
+    """The page the box was on, if it is one of ours; else the application's list."""
+    if back and url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return back
+    return reverse("workflows", args=[application.name])

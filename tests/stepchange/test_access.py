@@ -119,7 +119,7 @@ def test_the_top_bar_shows_a_limited_viewer_their_applications_and_no_admin_link
     assert "Audit log" not in topbar
     assert 'href="/admin/"' not in topbar
     # The application's sections, this one marked; Retention is an admin's.
-    sections = _between(page, '<nav class="appnav">', "</nav>")
+    sections = _between(page, '<nav class="appnav"', "</nav>")
     assert "<h1>orders</h1>" in sections
     assert '<a href="/apps/orders/executors/" aria-current="page">Executors</a>' in sections
     assert sections.count("aria-current") == 1
@@ -141,7 +141,7 @@ def test_an_admin_sees_the_admin_links_and_every_application(admin: User) -> Non
     assert 'href="/apps/billing-eu/" aria-current="page">billing-eu</a>' in topbar
     assert '<a href="/audit/">Audit log</a>' in topbar
     assert '<a href="/admin/">Admin</a>' in topbar
-    sections = _between(page, '<nav class="appnav">', "</nav>")
+    sections = _between(page, '<nav class="appnav"', "</nav>")
     assert 'href="/apps/billing-eu/retention/" aria-current="page">Retention</a>' in sections
 
 
