@@ -25,8 +25,9 @@ ORPHAN = "fam-orphan"
 GONE_PARENT = "fam-gone"
 CHILDREN = [f"fam-child-{n:02d}" for n in range(15)]
 # A status for each child: the failed one, one that exhausted its recoveries, the rest done.
-CHILD_STATUS = {FAILED_CHILD: "ERROR", "fam-child-07": "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+CHILD_STATUS = {FAILED_CHILD: "ERROR", "fam-child-05": "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 Row = dict[str, Any]
+SCHEMA = "family_copy"
 
 
 def _ms(moment: datetime) -> int:
@@ -104,31 +105,43 @@ def family_database(
         yield application
         systemdb.forget(application)
         return
+    url, schema = family_schema(sdk_fixtures)
+    application = Application.objects.create(
+        name="family", system_database_url=url, system_database_schema=schema
+    )
+    yield application
+    systemdb.forget(application)
+    drop_family_schema(url)
+
+
+def family_schema(sdk_fixtures: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The family in a schema of its own beside a real DBOS 3.2 Postgres system database
+    (with DBOS's indexes): its URL and the schema's name (`drop_family_schema` drops it)."""
     import psycopg
 
-    fixture = sdk_fixtures["py320-pg-default"]
-    schema = "family_copy"
-    empty_schema_copy(fixture["url"], schema)
-    with psycopg.connect(fixture["url"], autocommit=True) as conn, conn.cursor() as cursor:
+    url = sdk_fixtures["py320-pg-default"]["url"]
+    empty_schema_copy(url, SCHEMA)
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
         # The rest of DBOS's tables, empty, so that the workflows' pages read as they do.
         cursor.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'dbos'"
         )
         for (table,) in cursor.fetchall():
             cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)"
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{table} (LIKE dbos.{table} INCLUDING ALL)"
             )
         cursor.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = 'workflow_status'",
-            [schema],
+            [SCHEMA],
         )
         columns = {name for (name,) in cursor.fetchall()}
-        _insert(cursor.execute, family_rows(), f"{schema}.workflow_status", columns, "%s")
-    application = Application.objects.create(
-        name="family", system_database_url=fixture["url"], system_database_schema=schema
-    )
-    yield application
-    systemdb.forget(application)
-    with psycopg.connect(fixture["url"], autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        _insert(cursor.execute, family_rows(), f"{SCHEMA}.workflow_status", columns, "%s")
+    return url, SCHEMA
+
+
+def drop_family_schema(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
