@@ -16,7 +16,7 @@ import base64
 import binascii
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
@@ -281,6 +281,7 @@ class Overview:
     failures: list[Workflow] | None = None
     queues: QueueDepths | None = None
     unavailable: str = ""
+    headline: Headline | None = None
 
 
 class Source(Protocol):
@@ -306,6 +307,8 @@ class Source(Protocol):
     async def overview(self, *, now: datetime, actor: str = "") -> Overview: ...
 
     async def stored(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
+
+    async def family(self, workflow_id: str, *, actor: str = "") -> Family: ...
 
 
 def split_names(value: str) -> list[str] | None:
@@ -599,7 +602,52 @@ class DatabaseSource:
             recent = workflows.filtered(created_after=now - window)
             charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
         failures = self._list(ListQuery(status=FAILED, limit=RECENT_FAILURES)).items
-        return Overview(charts, failures, self._queue_depths())
+        return Overview(charts, failures, self._queue_depths(), headline=self._headline(now))
+
+    def _headline(self, now: datetime) -> Headline:
+        """The dashboard's three counts of workflows, in one statement: each counted as the
+        list counts (up to COUNT_CAP, within COUNT_TIMEOUT_MS: not counted past that), each
+        through a partial index of DBOS's (pending; in flight; failed by status and
+        created_at)."""
+        since = failed_since(now)
+        queries = [
+            ListQuery(status=["PENDING"]),
+            ListQuery(status=["ENQUEUED"]),
+            ListQuery(status=FAILED, start_time=since),
+        ]
+        counted = [
+            _sql(self._filtered(q).order_by().values("pk")[: COUNT_CAP + 1]) for q in queries
+        ]
+        # Django's SQL of each count's rows, each counted in a scalar subquery.
+        parts = [
+            f"(SELECT COUNT(*) FROM ({part}) AS counted_{n})"  # noqa: S608
+            for n, (part, _) in enumerate(counted)
+        ]
+        sql = f"SELECT {', '.join(parts)}"
+        params = [value for _, values in counted for value in values]
+        connection = connections[self.alias]
+        try:
+            with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
+                cursor.execute(sql, params)
+                found = cursor.fetchone()
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
+                raise
+            found = None
+        if found is None:
+            return Headline(Tally(None), Tally(None), Tally(None), failed_since=since)
+        in_flight, queued, failed = (Tally(min(n, COUNT_CAP), n > COUNT_CAP) for n in found)
+        return Headline(in_flight, queued, failed, failed_since=since)
+
+    async def family(self, workflow_id: str, *, actor: str = "") -> Family:
+        return await _on_thread(self._family)(workflow_id)
+
+    def _family(self, workflow_id: str) -> Family:
+        """The workflow and its kin: one statement, one round trip (see `_family_sql`)."""
+        [rows] = _together(self.alias, [_family_sql(self.schema, workflow_id)])
+        return _family_of(rows)
 
 
 def _chart(
@@ -913,23 +961,42 @@ class ExecutorSource:
         return QueueDepths(dict(sorted(depths.items())), sampled)
 
     async def overview(self, *, now: datetime, actor: str = "") -> Overview:
-        """Recent failures and queue depths, asked at once; what the executor cannot
-        answer is said, and the rest still shows. No charts: they would need every
-        workflow of the window."""
-        failures, depths = await asyncio.gather(
+        """Recent failures, queue depths and the headline numbers, asked at once; what the
+        executor cannot answer is said, and the rest still shows. No charts: they would
+        need every workflow of the window. An executor lists and does not count, so each
+        headline number is a bounded sample: exact up to RELAYED_HEADLINE_SAMPLE, "over"
+        that past it."""
+        since = failed_since(now)
+        sampled = [
+            self._tally(ListQuery(status=["PENDING"]), actor=actor),
+            self._tally(ListQuery(status=["ENQUEUED"]), actor=actor),
+            self._tally(ListQuery(status=FAILED, start_time=since), actor=actor),
+        ]
+        asked = asyncio.gather(
             self.list(ListQuery(status=FAILED, limit=RECENT_FAILURES), actor=actor),
             self.queue_depths(actor=actor),
             return_exceptions=True,
         )
-        for answer in (failures, depths):
+        (failures, depths), tallies = await asyncio.gather(
+            asked, asyncio.gather(*sampled, return_exceptions=True)
+        )
+        answers = [failures, depths, *tallies]
+        for answer in answers:
             if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
                 raise answer
-        problems = [str(a) for a in (failures, depths) if isinstance(a, relay.RelayError)]
+        problems = [str(a) for a in answers if isinstance(a, relay.RelayError)]
+        in_flight, queued, failed = (_answered(t) or Tally(None) for t in tallies)
         return Overview(
             failures=None if isinstance(failures, BaseException) else failures.items,
             queues=None if isinstance(depths, BaseException) else depths,
             unavailable=" ".join(dict.fromkeys(problems)),
+            headline=Headline(in_flight, queued, failed, failed_since=since),
         )
+
+    async def _tally(self, query: ListQuery, *, actor: str) -> Tally:
+        """How many workflows `query` keeps, from a list of at most RELAYED_HEADLINE_SAMPLE."""
+        listing = await self.list(replace(query, limit=RELAYED_HEADLINE_SAMPLE), actor=actor)
+        return Tally(len(listing.items), listing.next_cursor is not None)
 
     async def _extras(self, workflow_id: str, *, actor: str) -> Extras:
         """What an executor can tell about one workflow besides itself (display text), its
@@ -974,6 +1041,50 @@ class ExecutorSource:
                 for n in messages.notifications
             ],
             streams={stream.key or "": stream.values for stream in streams.streams},
+        )
+
+    async def family(self, workflow_id: str, *, actor: str = "") -> Family:
+        """The workflow (a relay error here fails the family), then its parent, fork source,
+        siblings, children and forks asked at once; what the executor does not answer is
+        said in `partial` and the rest still shows. An executor lists, it does not count:
+        a group with more than it shows says "more", not how many."""
+        workflow = await self.get(workflow_id, actor=actor)
+        if workflow is None:
+            return Family(None)
+        parent, source = workflow.parent_workflow_id, workflow.forked_from
+
+        async def one(other: str | None) -> Workflow | None:
+            return None if other is None else await self.get(other, actor=actor)
+
+        async def kin(query: ListQuery, shown: int) -> Kin:
+            listing = await self.list(replace(query, limit=shown + 1), actor=actor)
+            found = [w for w in listing.items if w.workflow_id != workflow_id]
+            more = listing.next_cursor is not None or len(found) > shown
+            return Kin(found[:shown], None if more else len(found))
+
+        answers = await asyncio.gather(
+            one(parent),
+            one(source),
+            kin(ListQuery(parent_workflow_id=[parent], sort_desc=False), SIBLINGS_SHOWN)
+            if parent
+            else _no_kin(),
+            kin(ListQuery(parent_workflow_id=[workflow_id], sort_desc=False), KIN_SHOWN),
+            kin(ListQuery(forked_from=[workflow_id]), KIN_SHOWN),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+                raise answer
+        problems = [str(a) for a in answers if isinstance(a, relay.RelayError)]
+        found_parent, found_source, siblings, children, forks = answers
+        return Family(
+            workflow,
+            parent=_or_missing(_answered(found_parent), parent),
+            fork_source=_or_missing(_answered(found_source), source),
+            siblings=_answered(siblings) or Kin(),
+            children=_answered(children) or Kin(),
+            forks=_answered(forks) or Kin(),
+            partial=" ".join(dict.fromkeys(problems)),
         )
 
 
@@ -1030,3 +1141,192 @@ async def source_for(application: Application) -> DatabaseSource | ExecutorSourc
     except systemdb.SystemDatabaseError as exc:
         return ExecutorSource(application, notice=FALLBACK.format(problem=exc))
     return DatabaseSource(application, schema)
+
+
+# The family graph: how many children, forks and siblings it shows of each, and how many of
+# them it reads to order and count them (past that, "over").
+KIN_SHOWN = 12
+SIBLINGS_SHOWN = 6
+KIN_SCANNED = 1000
+# The dashboard's failures are those of the last day, from the minute it began: the list
+# it links to filters by the minute.
+FAILED_WINDOW = timedelta(hours=24)
+# How many workflows an executor is asked for, to tell each headline number.
+RELAYED_HEADLINE_SAMPLE = 100
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A headline number: `count` workflows (more than that when `over`), or None when it
+    could not be counted in time."""
+
+    count: int | None
+    over: bool = False
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The dashboard's first line: workflows in flight (PENDING), queued (ENQUEUED), and
+    failed (ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED) created since `failed_since`. By
+    creation, not by update: DBOS indexes failed workflows by status and created_at (and
+    nothing by updated_at), and the list filters by creation, so the list a number links
+    to holds what it counted."""
+
+    in_flight: Tally
+    queued: Tally
+    failed: Tally
+    failed_since: datetime
+
+
+def failed_since(now: datetime) -> datetime:
+    """The start of the dashboard's failure window, to the minute."""
+    return (now - FAILED_WINDOW).replace(second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Kin:
+    """Relatives of one kind: those `shown`, and how many there are in all (more than that
+    when `over`; None when there are more than shown and the source cannot count them)."""
+
+    shown: list[Workflow] = field(default_factory=list)
+    total: int | None = 0
+    over: bool = False
+
+    @property
+    def more(self) -> int | None:
+        """How many are not shown; None when some are, uncounted."""
+        return None if self.total is None else self.total - len(self.shown)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A workflow and its relatives, as its page draws them: the parent that started it,
+    the workflow it was forked from, the parent's other children, its own children and its
+    forks. A parent or fork source named but not found is a Workflow with no status.
+    `partial` says what could not be fetched."""
+
+    workflow: Workflow | None
+    parent: Workflow | None = None
+    fork_source: Workflow | None = None
+    siblings: Kin = field(default_factory=Kin)
+    children: Kin = field(default_factory=Kin)
+    forks: Kin = field(default_factory=Kin)
+    partial: str = ""
+
+
+async def _no_kin() -> Kin:
+    return Kin()
+
+
+def _answered(answer: T | BaseException) -> T | None:
+    """What was answered, or None for an error (which the caller has said)."""
+    return None if isinstance(answer, BaseException) else answer
+
+
+def _or_missing(found: Workflow | None, workflow_id: str | None) -> Workflow | None:
+    """The relative found, or one named that could not be read (a card with no status)."""
+    if found is not None or workflow_id is None:
+        return found
+    return Workflow(workflow_id)
+
+
+# The columns of a family card, as `_family_sql` reads them after the branch's kind and
+# before the size of its kin.
+FAMILY_FIELDS = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "created_at_ms",
+    "completed_at_ms",
+    "parent_workflow_id",
+    "forked_from",
+)
+# Each branch of the family: what it reads, and in which order its kin are shown (children
+# and siblings as they were started, forks newest first).
+ONE_OF_THE_WORKFLOW = (
+    "workflow_uuid = (SELECT {link} FROM workflow_status WHERE workflow_uuid = %s)"
+)
+FAMILY_BRANCHES = (
+    ("workflow", "workflow_uuid = %s", None),
+    ("parent", ONE_OF_THE_WORKFLOW.format(link="parent_workflow_id"), None),
+    ("fork_source", ONE_OF_THE_WORKFLOW.format(link="forked_from"), None),
+    (
+        "siblings",
+        "parent_workflow_id = (SELECT parent_workflow_id FROM workflow_status"
+        " WHERE workflow_uuid = %s) AND workflow_uuid <> %s",
+        "ASC",
+    ),
+    ("children", "parent_workflow_id = %s", "ASC"),
+    ("forks", "forked_from = %s", "DESC"),
+)
+
+
+def _family_sql(schema: systemdb.Schema, workflow_id: str) -> Statement:
+    """One UNION ALL: the workflow, its parent and fork source by primary key, and each kin
+    through DBOS's partial index of parent_workflow_id or forked_from. A kin reads at most
+    KIN_SCANNED + 1 rows in index order, then orders those and keeps the first few, each
+    row carrying how many it read: bounded however many children a workflow has, and exact
+    below KIN_SCANNED. The text is made of this module's constants and of column names the
+    schema was seen to have; the workflow id is a parameter."""
+    columns = schema.columns.get("workflow_status", frozenset())
+    completed = '"completed_at"' if "completed_at" in columns else "NULL"
+    cards = (
+        f"workflow_uuid, status, name, created_at, {completed} AS completed_at,"
+        " {parent} AS parent_workflow_id, {source} AS forked_from"
+    ).format(
+        parent="parent_workflow_id" if "parent_workflow_id" in columns else "NULL",
+        source="forked_from" if "forked_from" in columns else "NULL",
+    )
+    branches: list[str] = []
+    params: list[Any] = []
+    for kind, where, order in FAMILY_BRANCHES:
+        needs = {"parent": "parent_workflow_id", "siblings": "parent_workflow_id"}
+        needs |= {"children": "parent_workflow_id", "fork_source": "forked_from"}
+        needs |= {"forks": "forked_from"}
+        if kind in needs and needs[kind] not in columns:
+            continue
+        if order is None:
+            select = f"SELECT {cards}, 1 AS kin FROM workflow_status WHERE {where}"  # noqa: S608
+        else:
+            shown = SIBLINGS_SHOWN if kind == "siblings" else KIN_SHOWN
+            select = (
+                f"SELECT * FROM (SELECT {cards}, COUNT(*) OVER () AS kin FROM"  # noqa: S608
+                f" (SELECT * FROM workflow_status WHERE {where} LIMIT {KIN_SCANNED + 1})"
+                f" AS scanned) AS counted ORDER BY created_at {order}, workflow_uuid {order}"
+                f" LIMIT {shown}"
+            )
+        # CAST: Postgres types a UNION's columns by its first branch.
+        branches.append(
+            f"SELECT '{kind}', CAST(workflow_uuid AS TEXT), CAST(status AS TEXT),"  # noqa: S608
+            " CAST(name AS TEXT), CAST(created_at AS BIGINT), CAST(completed_at AS BIGINT),"
+            " CAST(parent_workflow_id AS TEXT), CAST(forked_from AS TEXT), CAST(kin AS BIGINT)"
+            f" FROM ({select}) AS {kind}"
+        )
+        params += [workflow_id] * where.count("%s")
+    return " UNION ALL ".join(branches), params
+
+
+def _family_of(rows: Rows) -> Family:
+    """The family's rows (see `_family_sql`), as cards."""
+    found: dict[str, list[Workflow]] = {kind: [] for kind, _, _ in FAMILY_BRANCHES}
+    read: dict[str, int] = {}
+    for kind, *columns, kin in rows:
+        row = dict(zip(FAMILY_FIELDS, columns, strict=True))
+        found[kind].append(_workflow(row, load_input=False, load_output=False))
+        read[kind] = kin
+    if not found["workflow"]:
+        return Family(None)
+    workflow = found["workflow"][0]
+
+    def kin_of(kind: str) -> Kin:
+        total = read.get(kind, 0)
+        return Kin(found[kind], min(total, KIN_SCANNED), total > KIN_SCANNED)
+
+    return Family(
+        workflow,
+        parent=_or_missing(next(iter(found["parent"]), None), workflow.parent_workflow_id),
+        fork_source=_or_missing(next(iter(found["fork_source"]), None), workflow.forked_from),
+        siblings=kin_of("siblings"),
+        children=kin_of("children"),
+        forks=kin_of("forks"),
+    )

@@ -57,6 +57,7 @@ from workflows.jobs import (
 )
 from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
+    RELAYED_HEADLINE_SAMPLE,
     STORED_VALUES,
     BadCursor,
     DatabaseSource,
@@ -261,6 +262,8 @@ async def workflow_detail(
     source = await source_for(application)
     if "raw" in request.GET:
         return await _raw(source, workflow_id, request.GET["raw"])
+    if request.GET.get("part") == "family":
+        return await _family(request, source, application, workflow_id)
     context = {"application": application, "source": source.name, "notice": source.notice}
     if request.htmx and "steps_cursor" in request.GET:
         try:
@@ -309,6 +312,24 @@ def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
     context["duration"] = workflow.duration
     context["active"] = workflow.status in ACTIVE
     return context
+
+
+async def _family(
+    request: HtmxHttpRequest, source: Source, application: Application, workflow_id: str
+) -> HttpResponse:
+    """The workflow's family graph, which its page asks for once it has loaded (a read of
+    its own, so that a workflow with many relatives never slows the page)."""
+    context: dict[str, Any] = {"application": application, "workflow_id": workflow_id}
+    try:
+        family = await source.family(workflow_id)
+    except (relay.RelayError, SlowQuery) as exc:
+        context["unavailable"] = str(exc)
+        return await arender(request, "workflows/_family.html", context, status=exc.status)
+    if family.workflow is None:
+        context["unavailable"] = WORKFLOW_GONE.format(workflow_id=workflow_id)
+        return await arender(request, "workflows/_family.html", context, status=404)
+    context |= {"family": family, "now": timezone.now()}
+    return await arender(request, "workflows/_family.html", context)
 
 
 RAW_UNKNOWN = "No value named {key!r}: ask for input, output or error."
@@ -476,6 +497,7 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "notice": source.notice,
         "chart_width": CHART_WIDTH,
         "chart_height": CHART_HEIGHT,
+        "headline_sample": RELAYED_HEADLINE_SAMPLE,
         **await db_async(_registry_summary)(application),
     }
     try:
@@ -492,6 +514,7 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         if overview.queues is not None:
             context["queues"] = overview.queues.depths
             context["queues_sampled"] = overview.queues.sampled
+        context["headline"] = overview.headline
     template = "workflows/dashboard.html"
     if request.htmx:
         template += "#dashboard"

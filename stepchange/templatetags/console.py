@@ -3,8 +3,12 @@
 import json
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from django import template
+from django.urls import reverse
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -52,3 +56,38 @@ def between(end: Any, start: Any) -> str:
     if end is None or start is None:
         return ""
     return seconds((end - start).total_seconds())
+
+
+@register.filter
+def status_words(status: str | None) -> str:
+    """A workflow status as words: MAX_RECOVERY_ATTEMPTS_EXCEEDED reads "max recovery
+    attempts exceeded"."""
+    return status.replace("_", " ").lower() if status else "unknown"
+
+
+@register.simple_tag(takes_context=True)
+def status_badge(context: template.Context, status: str | None) -> SafeString:
+    """A workflow's status as words, the raw status in its title and data-status: a link to
+    the list of the page's application's workflows in that status, unless the context says
+    `plain` (the badge sits inside another link) or has no application. Python rather
+    than a template, and the status escaped once: a list shows up to 200 of them."""
+    if not status:
+        return mark_safe('<span class="status status-unknown">unknown</span>')
+    raw = escape(status)
+    words = escape(status_words(status))
+    application = context.get("application")
+    if application is None or context.get("plain"):
+        return mark_safe(  # noqa: S308
+            f'<span class="status status-{raw.lower()}" title="{raw}" data-status="{raw}">'
+            f"{words}</span>"
+        )
+    # The page's list URL, reversed once per request (stepchange.context_processors).
+    listed = context.get("workflow_list_url")
+    base = listed() if callable(listed) else ""
+    if not base or context.get("current_app_name") != application.name:
+        base = reverse("workflows", args=[application.name])
+    href = escape(f"{base}?status={quote(status, safe='')}")
+    return mark_safe(  # noqa: S308
+        f'<a class="status status-{raw.lower()}" href="{href}" title="{raw}"'
+        f' data-status="{raw}">{words}</a>'
+    )

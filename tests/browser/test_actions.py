@@ -44,7 +44,7 @@ def test_an_operator_forks_a_workflow_and_follows_the_fork_to_success(
     expect(page).to_have_url(f"{stepchange.url}/apps/{app}/workflows/wf-forked/")
     expect(page.get_by_text("Fork done by executor")).to_be_visible()
     expect(page.locator(".wf-head .status-success")).to_be_visible(timeout=30_000)
-    expect(page.get_by_role("link", name="wf-source")).to_be_visible()
+    expect(page.get_by_role("link", name="wf-source", exact=True)).to_be_visible()
     screenshot(page, "forked")
 
     forked = system.workflow("wf-forked")
@@ -58,7 +58,7 @@ def test_an_operator_forks_a_workflow_and_follows_the_fork_to_success(
     page.goto(f"{stepchange.url}/apps/{app}/workflows/wf-source/")
     expect(page.locator(".audit-history")).to_contain_text("workflow.fork")
     expect(page.locator(".audit-history")).to_contain_text("replay the greeting")
-    expect(page.get_by_role("link", name="wf-forked")).to_be_visible()
+    expect(page.get_by_role("link", name="wf-forked", exact=True)).to_be_visible()
 
     # The list follows the system database: a workflow started now appears without a reload.
     page.goto(f"{stepchange.url}/apps/{app}/workflows/")

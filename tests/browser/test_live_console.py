@@ -30,7 +30,7 @@ def test_a_new_executor_appears_on_the_page_without_a_reload(
     app, key = new_app("live")
     sign_in(page, stepchange, "olive", "olive-pass-8731")
     page.get_by_role("link", name=app).first.click()
-    page.get_by_role("link", name="Executors").click()
+    page.get_by_role("link", name="Executors", exact=True).click()
     expect(page.get_by_text("No executor is connected")).to_be_visible()
     expect(page.locator("#live-status.on")).to_be_attached(timeout=10_000)
     marker = page.evaluate("() => (window.__notReloaded = true)")

@@ -49,7 +49,7 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     expect(raw.locator("pre")).not_to_contain_text("Loading")
     page.get_by_role("link", name=by_role(fixture, "parent-child")).first.click()
     expect(page.get_by_role("heading", name=by_role(fixture, "parent-child"))).to_be_visible()
-    expect(page.get_by_role("link", name=by_role(fixture, "parent"))).to_be_visible()
+    expect(page.get_by_role("link", name=by_role(fixture, "parent"), exact=True)).to_be_visible()
 
     # A "more steps" row whose rows cannot be read is replaced by the server's answer, which
     # says why (htmx drops error answers unless the row opts in).
@@ -119,4 +119,4 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
     screenshot(page, "workflow")
     page.locator(".lineage a").first.click()
     expect(page.get_by_text("audit_greeting").first).to_be_visible()
-    expect(page.get_by_role("link", name=greeted)).to_be_visible()
+    expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()

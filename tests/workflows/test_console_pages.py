@@ -492,7 +492,7 @@ def test_a_workflow_row_escapes_every_value_and_links_the_workflow(nasty: str) -
     assert row.count(escape(NASTY)) == 3
     assert f'href="{escape(reverse("workflow-detail", args=[nasty, NASTY_ID]))}"' in row
     assert f'name="ids" value="{escape(NASTY_ID)}" form="bulk"' in row
-    assert 'status-max_recovery_attempts_exceeded">maxrecoveryattemptsexceeded<' in row
+    assert 'data-status="MAX_RECOVERY_ATTEMPTS_EXCEEDED">max recovery attempts exceeded<' in row
     assert "executor-wit…" in row
     assert "fork of <code>source-workflow-i…</code>" in row
     assert "child of" not in row

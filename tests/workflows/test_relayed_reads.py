@@ -185,12 +185,13 @@ async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
 ) -> None:
     """Without a system database: the recent failures and the queue depths come from the
     executor, asked both at once with bounded limits; its metadata and its connection show."""
-    from workflows.sources import RELAYED_QUEUE_SAMPLE
+    from workflows.sources import RECENT_FAILURES, RELAYED_QUEUE_SAMPLE
 
     client = await viewer_client()
     page_task = asyncio.create_task(client.get("/apps/orders/"))
     bodies = []
-    for _ in range(2):
+    # Failures, queue depths, and the three headline numbers.
+    for _ in range(5):
         request = await executor.receive()
         body = request["body"]
         bodies.append(body)
@@ -199,8 +200,10 @@ async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
                 {**PY_ROW, "WorkflowUUID": f"wf-q{i}", "Status": "ENQUEUED", "QueueName": "mail"}
                 for i in range(3)
             ] + [{**PY_ROW, "WorkflowUUID": "wf-run", "Status": "PENDING", "QueueName": "mail"}]
-        else:
+        elif body.get("limit") == RECENT_FAILURES + 1:
             output = [{**PY_ROW, "WorkflowUUID": "wf-broke", "Status": "ERROR"}]
+        else:
+            output = []
         await executor.send(
             {"type": request["type"], "request_id": request["request_id"], "error_message": None}
             | {"output": output}
@@ -210,7 +213,7 @@ async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
     html = page.content.decode()
     queued = next(body for body in bodies if body.get("queues_only"))
     assert (queued["limit"], queued["load_input"]) == (RELAYED_QUEUE_SAMPLE + 1, False)
-    failed = next(body for body in bodies if not body.get("queues_only"))
+    failed = next(body for body in bodies if body.get("limit") == RECENT_FAILURES + 1)
     assert failed["status"] == ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
     assert "wf-broke" in html
     assert (
