@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
+from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>, {workflow:...})
@@ -38,7 +39,7 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
     path(
         "favicon.ico",
-        RedirectView.as_view(url=static("stepchange/favicon.svg"), permanent=True),
+        require_safe(RedirectView.as_view(url=static("stepchange/favicon.svg"), permanent=True)),
         name="favicon",
     ),
     path("accounts/login/", views.LoginView.as_view(), name="login"),

@@ -213,7 +213,7 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         sample = self.newest_first().values_list("name", "created_at_ms")[:newest]
         sql, params = sample.query.get_compiler(using=self.db).as_sql()
         quote = connections[self.db].ops.quote_name
-        name, created = quote("name"), quote("created_at")
+        name, created = quote("name"), quote("created_at_ms")
         with connections[self.db].cursor() as cursor:
             cursor.execute(
                 f"SELECT {name}, MAX({created}) FROM ({sql}) AS sample"  # noqa: S608
