@@ -392,7 +392,9 @@ def _error_line(error: StoredValue | None) -> str:
     if value is None:
         return error.notes[0] if error.notes else ""
     if isinstance(value, dict) and "message" in value:
-        text = f"{value.get('name') or 'Error'}: {value['message']}"
+        # "Error" is the name decoding gives an error stored as bare text: the text says it.
+        name = value.get("name")
+        text = f"{name}: {value['message']}" if name and name != "Error" else str(value["message"])
     else:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
     lines = text.strip().splitlines()
