@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 
 from conductor import consumers, recovery, relay, requestlog, retention
-from workflows import jobs
+from workflows import jobs, names
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ LOOPS = (
     Loop("recovery", recovery.sweep_forever),
     Loop("retention", retention.retention_forever),
     Loop("bulk-jobs", jobs.runner.forever),
+    Loop("workflow-names", names.names_refresh_forever),
 )
 
 _tasks: dict[str, "asyncio.Task[None]"] = {}

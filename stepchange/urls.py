@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.decorators.http import require_safe
+from django.views.generic import RedirectView
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>, {workflow:...})
 from conductor import api as conductor_api
@@ -33,6 +36,12 @@ api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
+    path(
+        "favicon.ico",
+        require_safe(RedirectView.as_view(url=static("stepchange/favicon.svg"), permanent=True)),
+        name="favicon",
+    ),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),

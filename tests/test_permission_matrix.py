@@ -157,6 +157,8 @@ CONSOLE_ROUTES: dict[str, Route] = {
     "delete-view": Route(
         PERM_INSPECT, 302, "saved_view.delete", kwargs={**ON_APP, "view_id": "{view_id}"}
     ),
+    # The list's columns are the caller's own preference: any role, nothing to audit.
+    "list-columns": Route(PERM_INSPECT, 302, None, body={"columns": ["id", "created"]}),
     "workflow-action": Route(
         PERM_OPERATE,
         302,
@@ -213,6 +215,7 @@ NOT_IN_MATRIX = {
     "token-revoke": "revokes one of the caller's own tokens (404 for another's); audited",
     "audit-export": "the audit log's export, for admins, not about one application; audited "
     "(tests/stepchange/test_audit_export.py)",
+    "favicon": "a redirect to a static file, GET and HEAD only; it changes nothing",
 }
 # Whole URL namespaces left out, and why.
 NAMESPACES_NOT_IN_MATRIX = {

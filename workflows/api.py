@@ -204,7 +204,7 @@ class WorkflowFilters(Schema):
 
     def query(self, *, queued: bool = False) -> ListQuery:
         """These filters, validated (400 on bad values), for any source."""
-        lists = {
+        lists: dict[str, Any] = {
             name: split_names(getattr(self, name))
             for name in (
                 "workflow_name",

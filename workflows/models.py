@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, models
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Substr
 
 STATUSES = (
     "PENDING",
@@ -31,6 +31,15 @@ STATUSES = (
     "CANCELLED",
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 )
+FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+class _CountOf(models.Subquery):
+    """How many rows a (sliced) subquery yields: a bounded count, which Django's Count
+    over a related lookup cannot express."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS counted)"
+    output_field = models.IntegerField()
 
 
 class EpochMs:
@@ -171,6 +180,47 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             output_text=Coalesce(models.Subquery(outputs.values("output")[:1]), models.F("output")),
             error_text=Coalesce(models.Subquery(outputs.values("error")[:1]), models.F("error")),
         )
+
+    def with_child_counts(self, *, cap: int) -> WorkflowQuerySet:
+        """Annotate `children`: how many workflows name each row as their parent, counted
+        up to `cap` + 1 (more reads as "over cap"). One probe of DBOS's parent index per
+        row, in the same statement as the rows; Postgres runs it only for the rows the
+        page keeps, after the limit."""
+        probe = WorkflowStatus.objects.filter(parent_workflow_id=models.OuterRef("workflow_uuid"))
+        return self.annotate(children=_CountOf(probe.values("pk")[: cap + 1]))
+
+    def with_failed_errors(self, *, payload_tables: bool, chars: int) -> WorkflowQuerySet:
+        """Annotate `error_text` for failed rows only (None for the rest), its first
+        `chars` + 1 characters: the list shows a failure's first line, and a CASE keeps the
+        payload table from being read for the other rows."""
+        stored: Any = models.F("error")
+        if payload_tables:
+            row = models.OuterRef("workflow_uuid")
+            outputs = WorkflowOutput.objects.filter(workflow_uuid=row).values("error")[:1]
+            stored = Coalesce(models.Subquery(outputs), models.F("error"))
+        return self.annotate(
+            error_text=models.Case(
+                models.When(status__in=FAILED_STATUSES, then=Substr(stored, 1, chars + 1)),
+                default=None,
+                output_field=models.TextField(),
+            )
+        )
+
+    def names_seen(self, *, newest: int) -> list[tuple[str, int]]:
+        """Each name among the `newest` rows (newest first), with the creation time (epoch
+        ms) of its newest row: the rows found on the created_at index, grouped in the
+        database, so that only the names travel."""
+        sample = self.newest_first().values_list("name", "created_at_ms")[:newest]
+        sql, params = sample.query.get_compiler(using=self.db).as_sql()
+        quote = connections[self.db].ops.quote_name
+        name, created = quote("name"), quote("created_at_ms")
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(
+                f"SELECT {name}, MAX({created}) FROM ({sql}) AS sample"  # noqa: S608
+                f" WHERE {name} IS NOT NULL GROUP BY {name}",
+                params,
+            )
+            return [(str(found), int(at)) for found, at in cursor.fetchall()]
 
     def counts_by(self, field: str) -> dict[str | None, int]:
         """How many rows per value of `field` ("status", "name", "queue_name", ...)."""
@@ -676,3 +726,40 @@ class BulkJobItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id}: {self.state}"
+
+
+# What the workflow list remembers: the names an application's workflows were seen with
+# (offered as the search box's suggestions) and each operator's choice of columns.
+
+
+class SeenName(models.Model):
+    """A workflow name seen in an application's workflows, and the creation time (epoch ms)
+    of the newest workflow seen with it. Kept here because DBOS keeps no index on names: a
+    distinct scan of a large system database for every keystroke is out of the question."""
+
+    application = models.ForeignKey(
+        "stepchange.Application", on_delete=models.CASCADE, related_name="+"
+    )
+    name = models.CharField(max_length=255)
+    last_seen_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["application", "name"], name="seen_name_once_per_app")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ListPreference(models.Model):
+    """Which optional columns an operator's workflow list shows (the same on every app)."""
+
+    user = models.OneToOneField(
+        "auth.User", on_delete=models.CASCADE, related_name="list_preference"
+    )
+    columns = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {', '.join(self.columns)}"

@@ -114,6 +114,14 @@ STEP_FIELDS = (
     "error",
     "serialization",
 )
+# A list row's count of children stops here; a failed row's error is read up to this many
+# characters (a longer one is not decoded: its page shows it).
+CHILD_COUNT_CAP = 1000
+ERROR_PREVIEW_CHARS = 8000
+ERROR_TOO_LONG = "The error is too long to show here: open the workflow."
+NOT_THROUGH_EXECUTOR = (
+    "Through an executor, child workflows are listed among the others and are not counted."
+)
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
     "some filters (name, executor, application version, queue without a status). Narrow "
@@ -163,6 +171,8 @@ class Workflow:
     input: StoredValue | None = None
     output: StoredValue | None = None
     error: StoredValue | None = None
+    # How many workflows it started, up to CHILD_COUNT_CAP + 1; None when not counted.
+    children: int | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -240,6 +250,13 @@ class ListQuery:
     queued: bool = False
     # Exactly these workflows (a bulk action's selection), with the filters above.
     workflow_ids: list[str] | None = None
+    # Only workflows no other workflow started (the console nests children under them).
+    top_level: bool = False
+    # What the console's rows show besides the status row, where the source can read it:
+    # each workflow's number of children (`Workflow.children`), and the stored error of
+    # failed workflows (`Workflow.error`, cut at ERROR_PREVIEW_CHARS).
+    child_counts: bool = False
+    failed_errors: bool = False
 
 
 T = TypeVar("T")
@@ -419,6 +436,7 @@ class DatabaseSource:
             parent_workflow_id=query.parent_workflow_id,
             created_after=query.start_time,
             created_before=query.end_time,
+            has_parent=False if query.top_level else None,
         )
         if query.workflow_id_prefix:
             rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
@@ -438,6 +456,14 @@ class DatabaseSource:
         after = ordered.after(_keyset(query.cursor), descending=query.sort_desc)
         count = query.limit + 1
         fields = self._status_fields() + (PAYLOAD_FIELDS if payloads else ())
+        if query.child_counts:
+            after = after.with_child_counts(cap=CHILD_COUNT_CAP)
+            fields += ("children",)
+        if query.failed_errors and not query.load_output:
+            after = after.with_failed_errors(
+                payload_tables=self.schema.has_payload_tables, chars=ERROR_PREVIEW_CHARS
+            )
+            fields += ("error_text",)
         if self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc:
             page = _newest_enqueued(after, count)
         else:
@@ -738,6 +764,8 @@ def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Wo
     if load_output:
         values["output"] = _stored(row.get("output_text"), serialization, "value")
         values["error"] = _stored(row.get("error_text"), serialization, "error")
+    elif row.get("error_text") is not None:
+        values["error"] = _error_preview(row["error_text"], serialization)
     return Workflow(
         workflow_id=row["workflow_uuid"],
         status=row.get("status"),
@@ -753,8 +781,17 @@ def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Wo
         parent_workflow_id=row.get("parent_workflow_id"),
         application_name=row.get("application_name"),
         serialization=serialization,
+        children=row.get("children"),
         **values,
     )
+
+
+def _error_preview(text: str, serialization: str | None) -> StoredValue:
+    """A failed row's error, read up to ERROR_PREVIEW_CHARS (+1 to tell a cut one): a cut
+    text would not decode, so it is only said to be there."""
+    if len(text) > ERROR_PREVIEW_CHARS:
+        return StoredValue(None, None, (ERROR_TOO_LONG,))
+    return _stored(text, serialization, "error") or StoredValue(None, None)
 
 
 def _step(row: dict[str, Any]) -> Step:
@@ -889,7 +926,12 @@ class ExecutorSource:
             [_from_executor(row, language) for row in rows[: query.limit]],
             str(offset + query.limit) if len(rows) > query.limit else None,
             self.name,
-            self.notice,
+            # No request of the protocol keeps only top-level workflows or counts children.
+            " ".join(
+                note
+                for note in (self.notice, NOT_THROUGH_EXECUTOR if query.top_level else "")
+                if note
+            ),
         )
 
     async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None:

@@ -14,6 +14,8 @@ urlpatterns = [
     ),
     path("apps/<str:app_name>/go/", views.go_to_workflow, name="go-to-workflow"),
     path("apps/<str:app_name>/views/", views.save_view, name="save-view"),
+    # Not under workflows/: any text there may be a workflow id.
+    path("apps/<str:app_name>/columns/", views.list_columns, name="list-columns"),
     path("apps/<str:app_name>/views/<int:view_id>/delete/", views.delete_view, name="delete-view"),
     # Workflow ids may hold slashes (`path`): the routes under a workflow come first.
     path(

@@ -5,10 +5,11 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 """
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable
-from dataclasses import fields
-from datetime import UTC
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -21,7 +22,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from conductor import relay
@@ -55,8 +58,11 @@ from workflows.jobs import (
     bulk_selection_failed,
     progress,
 )
-from workflows.models import STATUSES, BulkJob
+from workflows.models import STATUSES, BulkJob, ListPreference
+from workflows.names import names_matching, names_offered, names_seen_note
 from workflows.sources import (
+    CHILD_COUNT_CAP,
+    EXECUTOR,
     RELAYED_HEADLINE_SAMPLE,
     STORED_VALUES,
     BadCursor,
@@ -74,11 +80,62 @@ from workflows.sources import (
 )
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
+DEFAULT_LIMIT = 50
 # Steps shown at once on a workflow's page; more come on demand.
 STEPS_PER_PAGE = 100
+# A parent's children shown when it is opened in the list; the rest are a link away.
+CHILDREN_SHOWN = 50
+# How deep families open in the list (deeper ones are a link to their own list).
+DEEPEST = 4
+# A failed row shows this much of its error's first line.
+ERROR_LINE_CHARS = 160
+# The list's optional columns (the name and status always show), and those shown until
+# an operator chooses.
+COLUMNS = (
+    ("id", "ID"),
+    ("queue", "Queue"),
+    ("executor", "Executor"),
+    ("version", "Version"),
+    ("created", "Created"),
+    ("duration", "Took"),
+)
+DEFAULT_COLUMNS = ["id", "queue", "version", "created", "duration"]
+# The filters shown as chips when set, by parameter (status has its own toggles).
+CHIPS = {
+    "workflow_name": "Name",
+    "queue_name": "Queue",
+    "workflow_id_prefix": "ID starts with",
+    "executor_id": "Executor",
+    "application_version": "Version",
+    "forked_from": "Forked from",
+    "parent_workflow_id": "Parent",
+    "start_time": "Created after",
+    "end_time": "Created before",
+}
+BAD_PARENT = "Say whose children to list: ?parent=<workflow id>."
+
+
+@dataclass(frozen=True)
+class Search:
+    """How the search box's text was read: as the names seen that start with it (`names`),
+    or, when no name does, as the start of a workflow id (`names` empty)."""
+
+    text: str
+    names: list[str]
+
+
+def search_read(application: Application, text: str) -> Search | None:
+    """The search box's meaning: names first, because a name filter is what an operator
+    types words for, and ids (uuids, mostly hex) rarely start like a name. The page says
+    which it chose and links to the other reading."""
+    text = text.strip()
+    if not text:
+        return None
+    return Search(text, names_matching(application, text))
 
 
 class WorkflowFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
     status = forms.MultipleChoiceField(
         required=False,
         choices=[(s, s.replace("_", " ").lower()) for s in STATUSES],
@@ -101,28 +158,67 @@ class WorkflowFilterForm(forms.Form):
         label="Created before",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
-    limit = forms.TypedChoiceField(choices=PAGE_SIZES, coerce=int, required=False, initial=50)
+    all_levels = forms.BooleanField(required=False, label="List child workflows as rows too")
+    limit = forms.TypedChoiceField(choices=PAGE_SIZES, coerce=int, required=False)
     cursor = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def query(self, *, queued: bool) -> ListQuery:
+    def __init__(self, data: QueryDict) -> None:
+        # The shown page size is the applied one: with no limit asked, the default is the
+        # form's value (it was blank, so the select showed its first size, 25, over 50 rows).
+        if not data.get("limit"):
+            data = data.copy()
+            data["limit"] = str(DEFAULT_LIMIT)
+        super().__init__(data)
+
+    def query(self, *, queued: bool, search: Search | None = None) -> ListQuery:
         data = self.cleaned_data
         start, end = (data.get(name) for name in ("start_time", "end_time"))
+        names = split_names(data.get("workflow_name", ""))
+        prefix = data.get("workflow_id_prefix") or None
+        if search is not None and search.names:
+            names = [n for n in names if n in search.names] if names else search.names
+        elif search is not None:
+            prefix = _both(prefix, search.text)
+        parent = split_names(data.get("parent_workflow_id", ""))
         return ListQuery(
             status=data.get("status") or None,
-            workflow_name=split_names(data.get("workflow_name", "")),
+            workflow_name=names,
             queue_name=split_names(data.get("queue_name", "")),
-            workflow_id_prefix=data.get("workflow_id_prefix") or None,
+            workflow_id_prefix=prefix,
             executor_id=split_names(data.get("executor_id", "")),
             application_version=split_names(data.get("application_version", "")),
             forked_from=split_names(data.get("forked_from", "")),
-            parent_workflow_id=split_names(data.get("parent_workflow_id", "")),
-            limit=data.get("limit") or 50,
+            parent_workflow_id=parent,
+            limit=data.get("limit") or DEFAULT_LIMIT,
             cursor=data.get("cursor") or None,
             queued=queued,
             # The console's times are UTC, as it shows them.
             start_time=start.astimezone(UTC) if start else None,
             end_time=end.astimezone(UTC) if end else None,
+            # Children nest under their parents, unless asked for, or looked for by a
+            # parent or an id (a child's id must find it).
+            top_level=not (queued or data.get("all_levels") or parent or prefix),
+            child_counts=True,
+            failed_errors=True,
         )
+
+
+def _both(prefix: str | None, other: str) -> str:
+    """One id prefix meaning both: the longer, or one no id starts with when they differ."""
+    if prefix is None or other.startswith(prefix):
+        return other
+    return prefix if prefix.startswith(other) else f"{prefix}\x00{other}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A workflow as a row of the list."""
+
+    url: str
+    workflow: Workflow
+    created_ago: str
+    error_line: str
+    depth: int = 0
 
 
 @login_required
@@ -130,15 +226,26 @@ async def workflow_list(
     request: HtmxHttpRequest, app_name: str, queued: bool = False
 ) -> HttpResponse:
     """The list (or the queued list): read from the system database, or through the
-    executors when there is none to read (the page says which)."""
+    executors when there is none to read (the page says which). With `?parent=<id>`, the
+    rows of that workflow's children, for its row's expander."""
     application = await aapplication_for(request, app_name)
     source = await source_for(application)
     form, context = _list_form(request, application, queued)
+    valid = form.is_valid()
+    search = await db_async(search_read)(application, form.cleaned_data.get("q", ""))
     if "count" in request.GET:
-        return await _count_answer(source, form, queued)
-    if form.is_valid() or not form.is_bound:
+        return await _count_answer(source, form, search, queued)
+    if "parent" in request.GET:
+        return await _family_answer(request, application, source)
+    if valid:
         context["source"] = source.name
-        query = form.query(queued=queued)
+        context["search"] = search
+        if search is not None:
+            wanted = urlencode({"workflow_id_prefix": search.text})
+            context["id_search_url"] = _without(request, "q", add=wanted)
+        query = form.query(queued=queued, search=search)
+        context["top_level"] = query.top_level
+        context["chips"] = _chips(request, query)
         try:
             if queued and not request.htmx:
                 # The page's queue table; the rows' own refresh does not show it.
@@ -151,7 +258,8 @@ async def workflow_list(
             context["unavailable"] = str(exc)
     if "listing" in context:
         context["rows"] = _rows(application, context["listing"].items)
-    return await db_async(_render_list)(request, application, context)
+    status = 200 if form.is_valid() else 400
+    return await db_async(_render_list)(request, application, context, status)
 
 
 def _list_template(request: HtmxHttpRequest) -> str:
@@ -159,13 +267,15 @@ def _list_template(request: HtmxHttpRequest) -> str:
     return template + "#workflow-rows" if request.htmx else template
 
 
-async def _count_answer(source: Source, form: WorkflowFilterForm, queued: bool) -> HttpResponse:
+async def _count_answer(
+    source: Source, form: WorkflowFilterForm, search: Search | None, queued: bool
+) -> HttpResponse:
     """How many workflows the list's filters keep, for the line above its rows (asked
     after the rows, each time they come); counts come from the system database only."""
-    if not isinstance(source, DatabaseSource) or (form.is_bound and not form.is_valid()):
+    if not isinstance(source, DatabaseSource) or not form.is_valid():
         return HttpResponse("")  # the form says what is wrong, if anything
     try:
-        found = await source.count(form.query(queued=queued))
+        found = await source.count(form.query(queued=queued, search=search))
     except (OperationalError, SlowQuery):
         found = None
     if found is None:
@@ -174,6 +284,37 @@ async def _count_answer(source: Source, form: WorkflowFilterForm, queued: bool) 
         count, more = found
         text = f"over {count:,} in all" if more else f"{count:,} in all"
     return HttpResponse(format_html("· {} ", text))
+
+
+async def _family_answer(
+    request: HtmxHttpRequest, application: Application, source: Source
+) -> HttpResponse:
+    """The rows of one workflow's children (the first CHILDREN_SHOWN, newest first), to
+    open under its row; each may open its own."""
+    parent = request.GET.get("parent", "").strip()
+    depth = request.GET.get("depth", "1")
+    if not parent or len(parent) > 255 or not depth.isdigit():
+        return HttpResponse(BAD_PARENT, status=400)
+    query = ListQuery(
+        parent_workflow_id=[parent], limit=CHILDREN_SHOWN, child_counts=True, failed_errors=True
+    )
+    context: dict[str, Any] = {
+        "application": application,
+        "parent": parent,
+        "depth": min(int(depth), DEEPEST),
+        "deepest": DEEPEST,
+        "child_cap": CHILD_COUNT_CAP,
+        # The rows line up with the list's: a box to tick where the list has them.
+        "may_act": await db_async(request.user.has_perm)(PERM_OPERATE),
+    }
+    try:
+        listing = await source.list(query)
+    except (relay.RelayError, SlowQuery) as exc:
+        context["unavailable"] = str(exc)
+    else:
+        context["listing"] = listing
+        context["rows"] = _rows(application, listing.items, depth=context["depth"])
+    return await arender(request, "workflows/list.html#family-rows", context)
 
 
 async def _asked_at_once(*asking: Awaitable[Any]) -> list[Any]:
@@ -219,18 +360,75 @@ def _queue_table(configs: list[dict[str, Any]], depths: QueueDepths) -> dict[str
     }
 
 
-def _rows(application: Application, workflows: list[Workflow]) -> list[tuple[str, Workflow]]:
-    """Each workflow with its page's URL, reversed once for the whole list."""
+def _rows(application: Application, workflows: list[Workflow], *, depth: int = 0) -> list[Row]:
+    """Each workflow as a row, its page's URL reversed once for the whole list."""
     url = workflow_urls(application.name)
-    return [(url(workflow.workflow_id), workflow) for workflow in workflows]
+    now = timezone.now()
+    return [
+        Row(
+            url(workflow.workflow_id),
+            workflow,
+            _ago(workflow.created_at, now),
+            _error_line(workflow.error),
+            depth,
+        )
+        for workflow in workflows
+    ]
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    """How long ago, at the coarsest unit ("3 minutes ago"); the exact time is the title."""
+    if moment is None:
+        return ""
+    if now - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment, now, depth=1)} ago"
+
+
+def _error_line(error: StoredValue | None) -> str:
+    """The first line of a failed workflow's error, as its name and message."""
+    if error is None:
+        return ""
+    value = error.value
+    if value is None:
+        return error.notes[0] if error.notes else ""
+    if isinstance(value, dict) and "message" in value:
+        # "Error" is the name decoding gives an error stored as bare text: the text says it.
+        name = value.get("name")
+        text = f"{name}: {value['message']}" if name and name != "Error" else str(value["message"])
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+    lines = text.strip().splitlines()
+    return Truncator(lines[0] if lines else "").chars(ERROR_LINE_CHARS)
+
+
+def _chips(request: HttpRequest, query: ListQuery) -> list[tuple[str, str, str]]:
+    """The filters set, each (label, value, the list's URL without it)."""
+    chips = [
+        (label, value, _without(request, name))
+        for name, label in CHIPS.items()
+        if (value := request.GET.get(name))
+    ]
+    if query.top_level:
+        chips.append(("Top-level only", "", _without(request, "all_levels", add="all_levels=on")))
+    elif request.GET.get("all_levels"):
+        chips.append(("Children listed as rows", "", _without(request, "all_levels")))
+    return chips
+
+
+def _without(request: HttpRequest, name: str, *, add: str = "") -> str:
+    """The list's URL without `name` (nor a cursor: the first page of the new filter)."""
+    params = request.GET.copy()
+    for gone in (name, "cursor"):
+        params.pop(gone, None)
+    query = "&".join(part for part in (params.urlencode(), add) if part)
+    return f"{request.path}?{query}" if query else request.path
 
 
 def _list_form(
     request: HttpRequest, application: Application, queued: bool
 ) -> tuple[WorkflowFilterForm, dict[str, Any]]:
-    form = WorkflowFilterForm(request.GET or None)
-    if not form.is_bound:
-        form.cleaned_data = {}
+    form = WorkflowFilterForm(request.GET)
     params = request.GET.copy()
     params.pop("cursor", None)
     context = {
@@ -239,17 +437,58 @@ def _list_form(
         "queued": queued,
         "query": params.urlencode(),
         "bulk_actions": BulkJob.Action.choices,
+        "deepest": DEEPEST,
+        "child_cap": CHILD_COUNT_CAP,
+        "column_choices": COLUMNS,
     }
     return form, context
 
 
 def _render_list(
-    request: HtmxHttpRequest, application: Application, context: dict[str, Any]
+    request: HtmxHttpRequest, application: Application, context: dict[str, Any], status: int
 ) -> HttpResponse:
-    """The list, with the saved views the caller may use, rendered in the same trip."""
+    """The list, with what StepChange keeps for it (the saved views the caller may use,
+    their columns, the names to offer), read and rendered in the same trip."""
     context["saved_views"], may_act = _saved_views(request, application)
     context["may_act"] = not context["queued"] and may_act
-    return render(request, _list_template(request), context)
+    context["columns"] = _columns_of(request.user)
+    context["names"] = names_offered(application)
+    listing = context.get("listing")
+    if listing is not None and listing.source == EXECUTOR:
+        # No system database to learn names from: the names this page shows are noted.
+        known = set(context["names"])
+        names_seen_note(application, {w.name for w in listing.items} - known)
+    return render(request, _list_template(request), context, status=status)
+
+
+def _columns_of(user: Any) -> list[str]:
+    """The optional columns `user` chose, or the default ones."""
+    chosen = ListPreference.objects.filter(user=user).values_list("columns", flat=True).first()
+    return list(chosen) if chosen is not None else DEFAULT_COLUMNS
+
+
+class ColumnsForm(forms.Form):
+    columns = forms.MultipleChoiceField(choices=COLUMNS, required=False)
+    # The list's query string, to go back to the same list without JavaScript.
+    query = forms.CharField(required=False, max_length=4000)
+
+
+@login_required
+@require_POST
+def list_columns(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
+    """Remember which optional columns the caller's list shows (any role: it is their own
+    view). htmx already changed the table; a form without it goes back to the list."""
+    application = application_for(request, app_name)
+    form = ColumnsForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400)
+    chosen = form.cleaned_data["columns"]
+    ListPreference.objects.update_or_create(user=request.user, defaults={"columns": chosen})
+    if request.htmx:
+        return HttpResponse(status=204)
+    back = reverse("workflows", args=[application.name])
+    query = form.cleaned_data["query"]
+    return redirect(f"{back}?{query}" if query else back)
 
 
 @login_required
@@ -700,7 +939,8 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
     if not filters.is_valid():
         messages.error(request, "The filter is not valid any more: apply it again.")
         return redirect(back)
-    query = filters.query(queued=False) if ids is None else None
+    search = await db_async(search_read)(application, filters.cleaned_data.get("q", ""))
+    query = filters.query(queued=False, search=search) if ids is None else None
     try:
         selection = await bulk_select(
             application, query=query, workflow_ids=ids, actor=request.user.get_username()
@@ -727,8 +967,10 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         "ids": ids or [],
         "preview": selection.preview(action),
         "limit": MAX_WORKFLOWS,
+        "limit_text": f"{MAX_WORKFLOWS:,}",
         "explanation": EXPLANATIONS[ACTIONS[action]],
         "filter_text": form.cleaned_data["filter"],
+        "top_level": query is not None and query.top_level,
     }
     return await arender(request, "workflows/bulk_new.html", context)
 

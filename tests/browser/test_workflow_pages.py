@@ -95,8 +95,10 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
 
     page.get_by_role("link", name="Workflows", exact=True).click()
     expect(page.get_by_text("read from the system database")).to_be_visible()
-    page.get_by_label("Name", exact=True).fill("greet")
-    page.get_by_label("Name", exact=True).press("Enter")
+    # The name filter waits under "More filters" (the search box reads names seen too).
+    page.get_by_text("More filters").click()
+    page.get_by_role("textbox", name="Name", exact=True).fill("greet")
+    page.get_by_role("textbox", name="Name", exact=True).press("Enter")
     page.wait_for_url("**workflow_name=greet**")
     expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()
     expect(page.locator("#workflow-rows td.id")).to_have_count(2)

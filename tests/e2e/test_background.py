@@ -13,7 +13,8 @@ from tests.e2e.servers import StepChange, eventually
 pytestmark = pytest.mark.e2e
 
 STARTED = (
-    "Background work started: relay-routes, heartbeat, recovery, retention, bulk-jobs, request-log"
+    "Background work started: relay-routes, heartbeat, recovery, retention, bulk-jobs,"
+    " workflow-names, request-log"
 )
 STOPPED = "Background work stopped"
 

@@ -27,7 +27,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything a StepChange process runs beside its requests.
-EVERYTHING = ["relay-routes", "heartbeat", "recovery", "retention", "bulk-jobs", "request-log"]
+EVERYTHING = [
+    "relay-routes",
+    "heartbeat",
+    "recovery",
+    "retention",
+    "bulk-jobs",
+    "workflow-names",
+    "request-log",
+]
 
 
 @pytest.fixture

@@ -45,7 +45,11 @@ def test_acting_on_a_filter_shows_a_preview_before_anything_starts(
     app = registered(fixture).name
     page = signed_in(otto).get(
         f"/apps/{app}/bulk/new/",
-        {"action": "resume", "scope": "filter", "filter": "status=ERROR&status=SUCCESS"},
+        {
+            "action": "resume",
+            "scope": "filter",
+            "filter": "status=ERROR&status=SUCCESS&all_levels=on",
+        },
     )
     assert page.status_code == 200
     text = page.content.decode()

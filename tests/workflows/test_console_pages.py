@@ -30,8 +30,15 @@ def test_the_list_shows_workflows_and_filters_by_status_in_the_url(
     client = signed_in(vera)
     page = client.get(f"/apps/{app}/workflows/").content.decode()
     assert "read from the system database" in page
+    # Children nest under their parent, which says how many it has; listed as rows on ask.
+    child = by_role(fixture, "parent-child")
     for workflow in fixture["workflows"]:
-        assert workflow["workflow_id"] in page
+        assert (workflow["workflow_id"] in page) == (workflow["workflow_id"] != child)
+    assert f"?parent={by_role(fixture, 'parent')}&amp;depth=1" in page
+    assert ">1 child</a>" in page
+    every = client.get(f"/apps/{app}/workflows/", {"all_levels": "on"}).content.decode()
+    for workflow in fixture["workflows"]:
+        assert workflow["workflow_id"] in every
     failed = client.get(f"/apps/{app}/workflows/", {"status": ["ERROR"]}).content.decode()
     assert by_role(fixture, "error") in failed
     assert by_role(fixture, "success") + "<" not in failed
@@ -46,12 +53,14 @@ def test_an_invalid_filter_is_reported_on_the_form(
     app = registered(sdk_fixtures["py320-sqlite-default"]).name
     client = signed_in(vera)
     page = client.get(f"/apps/{app}/workflows/", {"start_time": "yesterday"})
-    assert page.status_code == 200
+    assert page.status_code == 400
     assert b"Enter a valid date/time" in page.content
-    # The live filter form asks for the rows alone: the error comes with them.
+    # The live filter form asks for the rows alone: the error comes with them (the form
+    # opts in to swapping an error answer: data-swap-errors).
+    assert b"data-list-filters data-swap-errors" in page.content
     for bad in ({"start_time": "yesterday"}, {"cursor": "not-a-cursor"}, {"limit": "0"}):
         rows = client.get(f"/apps/{app}/workflows/", bad, HTTP_HX_REQUEST="true")
-        assert rows.status_code == 200
+        assert rows.status_code == 400
         html = rows.content.decode()
         assert html.lstrip().startswith('<div id="workflow-rows"'), html[:80]
         assert 'role="alert"' in html, bad
@@ -496,7 +505,8 @@ def test_a_workflow_row_escapes_every_value_and_links_the_workflow(nasty: str) -
     assert "executor-wit…" in row
     assert "fork of <code>source-workflow-i…</code>" in row
     assert "child of" not in row
-    assert 'title="2026-11-22T08:00:01+00:00">2026-11-22 08:00:01</td>' in row
+    # How long ago, with the exact time on hover.
+    assert '<time datetime="2026-11-22T08:00:01+00:00" title="2026-11-22 08:00:01 UTC">' in row
     assert "2.50 s" in row
     as_viewer = signed_in(make_user(username="vic", role="viewer"))
     rows = as_viewer.get(f"/apps/{nasty}/workflows/", HTTP_HX_REQUEST="true").content.decode()

@@ -166,15 +166,16 @@ def test_the_console_list_shows_exactly_what_each_filter_keeps(
     application, rows = varied
     vera: User = make_user(username="vera", role="viewer")
     form = dict(query)
-    # The form's statuses are boxes, one parameter each.
+    # The form's statuses are boxes, one parameter each; children are listed as rows too
+    # (they nest under their parents unless asked for: test_workflow_list.py).
     statuses = form.pop("status").split(",") if "status" in form else []
-    asked: dict[str, Any] = {**form, "status": statuses, "limit": 200}
+    asked: dict[str, Any] = {**form, "status": statuses, "limit": 200, "all_levels": "on"}
     page = signed_in(vera).get(f"/apps/{application.name}/workflows/", asked)
     assert page.status_code == 200
     html = page.content.decode()
     assert 'role="alert"' not in html, html
     shown = re.findall(
-        rf'<td class="id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
+        rf'<td class="col-id id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
     )
     assert shown == newest_first(rows, keep)
 
@@ -199,7 +200,7 @@ def test_the_queued_page_counts_what_each_queue_holds(
         assert f">{queue}</a></td>\n    {cells}" in html, queue
     assert html.count("not in the queues table") == 2
     shown = re.findall(
-        rf'<td class="id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
+        rf'<td class="col-id id"><a href="/apps/{application.name}/workflows/([^/]+)/"', html
     )
     assert shown == newest_first(
         rows, lambda r: r[3] is not None and r[1] in ("ENQUEUED", "PENDING")
@@ -224,7 +225,7 @@ def test_the_console_list_counts_what_each_filter_keeps(
     url = f"/apps/{application.name}/workflows/"
     form = dict(query)
     statuses = form.pop("status").split(",") if "status" in form else []
-    asked: dict[str, Any] = {**form, "status": statuses}
+    asked: dict[str, Any] = {**form, "status": statuses, "all_levels": "on"}
     page = client.get(url, asked).content.decode()
     again = client.get(url, asked, headers={"HX-Request": "true"}).content.decode()
     for shown in (page, again):

@@ -429,3 +429,33 @@ async def test_the_queued_rows_show_when_the_queues_cannot_be_read(
     assert request["body"]["queues_only"] is True
     assert "wf-alice" in (await rows).content.decode()
     assert await executor.communicator.receive_nothing(timeout=0.2)
+
+
+async def test_the_list_through_the_executor_says_children_are_not_nested_and_notes_names(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """No request of the protocol keeps top-level workflows only or counts children: the
+    page says so rather than failing, and the names it showed are offered from then on;
+    a search then reads a name it knows as that name."""
+    from workflows.models import SeenName
+
+    client = await viewer_client()
+    response, request = await served(
+        executor,
+        client.get("/apps/orders/workflows/"),
+        output=[PY_ROW, {**PY_ROW, "WorkflowUUID": "wf-kid", "ParentWorkflowID": "wf-alice"}],
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "child workflows are listed among the others and are not counted" in html
+    assert "wf-kid" in html
+    assert "parent_workflow_id" not in request["body"] or not request["body"]["parent_workflow_id"]
+    names = [
+        n async for n in SeenName.objects.filter(application=orders).values_list("name", flat=True)
+    ]
+    assert names == ["greet"]
+    searched, asked = await served(
+        executor, client.get("/apps/orders/workflows/", {"q": "gr"}), output=[PY_ROW]
+    )
+    assert asked["body"]["workflow_name"] == ["greet"]
+    assert "Names starting with “gr”: <code>greet</code>" in searched.content.decode()

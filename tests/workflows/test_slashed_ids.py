@@ -60,7 +60,7 @@ def test_a_workflow_whose_id_holds_slashes_is_listed_linked_and_shown(
 ) -> None:
     client = signed_in(viewer)
     listed = client.get("/apps/slashed/workflows/", {"workflow_id_prefix": "tenant/"})
-    links = re.findall(r'<td class="id"><a href="([^"]+)"', listed.content.decode())
+    links = re.findall(r'<td class="col-id id"><a href="([^"]+)"', listed.content.decode())
     assert [unquote(link) for link in links] == [
         f"/apps/slashed/workflows/{CHILD}/",
         f"/apps/slashed/workflows/{PARENT}/",
