@@ -71,7 +71,9 @@ def test_a_viewer_walks_a_family_and_follows_the_dashboards_numbers(
     expect(numbers.get_by_role("link", name=re.compile("queued"))).to_contain_text(str(QUEUED))
     screenshot(page, "dashboard")
     failed.click()
-    page.wait_for_url(re.compile(r"status=ERROR&status=MAX_RECOVERY_ATTEMPTS_EXCEEDED&start_time="))
+    page.wait_for_url(
+        re.compile(r"status=ERROR&status=MAX_RECOVERY_ATTEMPTS_EXCEEDED&all_levels=on&start_time=")
+    )
     expect(page.locator("#workflow-rows td.id")).to_have_count(FAILED_TODAY)
     expect(page.get_by_role("link", name=FAILED_CHILD, exact=True)).to_be_visible()
     expect(page.get_by_label("error", exact=True)).to_be_checked()
@@ -83,5 +85,5 @@ def test_a_viewer_walks_a_family_and_follows_the_dashboards_numbers(
     )
     queued.focus()
     page.keyboard.press("Enter")
-    page.wait_for_url("**/workflows/?status=ENQUEUED")
+    page.wait_for_url("**/workflows/?status=ENQUEUED&all_levels=on")
     expect(page.locator("#workflow-rows td.id")).to_have_count(QUEUED)

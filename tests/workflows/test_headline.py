@@ -63,12 +63,12 @@ def test_the_dashboard_opens_on_its_numbers_each_a_link_to_what_it_counts(
     shown = tiles(html)
     since = failed_since(datetime.now(tz=UTC)).strftime("%Y-%m-%dT%H%%3A%M")
     assert shown == {
-        "in flight": (str(IN_FLIGHT), "/apps/family/workflows/?status=PENDING"),
-        "queued": (str(QUEUED), "/apps/family/workflows/?status=ENQUEUED"),
+        "in flight": (str(IN_FLIGHT), "/apps/family/workflows/?status=PENDING&amp;all_levels=on"),
+        "queued": (str(QUEUED), "/apps/family/workflows/?status=ENQUEUED&amp;all_levels=on"),
         "failed in the last 24 h": (
             str(FAILED_TODAY),
             "/apps/family/workflows/?status=ERROR&amp;status=MAX_RECOVERY_ATTEMPTS_EXCEEDED"
-            f"&amp;start_time={since}",
+            f"&amp;all_levels=on&amp;start_time={since}",
         ),
         "executors connected": ("0", "/apps/family/executors/"),
     }
@@ -78,7 +78,7 @@ def test_the_dashboard_opens_on_its_numbers_each_a_link_to_what_it_counts(
     failed = client.get(shown["failed in the last 24 h"][1].replace("&amp;", "&"))
     assert failed.status_code == 200
     listed = failed.content.decode()
-    assert listed.count('<td class="id">') == FAILED_TODAY
+    assert listed.count('<td class="col-id id">') == FAILED_TODAY
     assert FAILED_CHILD in listed
     assert "fam-old-failure" not in listed
 
@@ -184,7 +184,8 @@ def test_badges_on_the_list_the_workflow_and_the_dashboard_link_to_their_status(
         words="max recovery attempts exceeded",
     )
     failed = badge.format(lower="error", status="ERROR", words="error")
-    listed = client.get("/apps/family/workflows/").content.decode()
+    # Children are rows too (the list nests them under their parents by default).
+    listed = client.get("/apps/family/workflows/?all_levels=on").content.decode()
     assert exhausted in listed
     assert failed in listed
     page = client.get(reverse("workflow-detail", args=[family.name, CHILDREN[5]]))
