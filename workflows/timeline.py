@@ -4,9 +4,10 @@ are folded so that a workflow of 1,000 steps fits on a screen.
 
 Both are drawn from an outline (`sources.Outline`: every step, no outputs), with no
 request per step. A lane's bars are written here as SVG text, not by a template loop:
-Django's template engine takes about 45 ms for 1,000 bars and this module about 1 ms
-(bench/RESULTS.md), which is most of a 1,000-step page's budget. Every name written into
-them is escaped here; the numbers are this module's own.
+Django's template engine takes 70 ms or more for 1,000 bars where this module draws the
+whole timeline in about 4 ms (bench/timeline.py, bench/RESULTS.md), which is the
+difference between a 1,000-step page in budget and one far over it. Every name written
+into them is escaped here; the numbers are this module's own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from stepchange.templatetags.console import seconds
-from workflows.sources import Step, StoredValue, Workflow
+from workflows.sources import OutlineStep as Step
+from workflows.sources import StoredValue, Workflow
 
 # What DBOS records as a step while the workflow waits (Python and TypeScript spell them
 # alike): a durable sleep, a message or event awaited, a child's result awaited.
@@ -47,6 +49,9 @@ MAX_LANES = 40
 # slowest steps; and the table shows at most MAX_ROWS steps before folding the rest.
 FOLD_RUN = 6
 MAX_ROWS = 60
+# A workflow that was not queued gets a lane for the wait before its first step only if it
+# waited this long.
+NOTABLE_START_MS = 1000
 # The axis is labelled at these fractions of its length.
 TICKS = (0, 0.25, 0.5, 0.75, 1)
 
@@ -183,7 +188,7 @@ def _rect(x: float, width: float, kind: str, title: str, function_id: int | None
 def axis_of(workflow: Workflow, steps: Sequence[Step], *, now: datetime) -> tuple[int, int]:
     """From the workflow's creation (or its first step) to the last thing that happened:
     its completion, its last step's end, or now while it runs."""
-    times = [t for s in steps for t in (_ms(s.started_at), _ms(s.completed_at)) if t is not None]
+    times = [t for s in steps for t in (s.started_ms, s.completed_ms) if t is not None]
     created = _ms(workflow.created_at)
     start = created if created is not None else min(times, default=0)
     ends = [*times, _ms(workflow.completed_at) or 0, _ms(workflow.dequeued_at) or 0]
@@ -213,7 +218,8 @@ def timeline(
     grouped = len(runs) > MAX_LANES
     if grouped:
         runs = _by_name(steps)
-    top = slowest(steps)
+    # A child's lanes (drawn on its parent's axis) leave the marker to the parent's step.
+    top = slowest(steps) if axis is None else None
     lanes += [_step_lane(run, scale, top, running=running, grouped=grouped) for run in runs]
     return Timeline(
         lanes=lanes,
@@ -221,7 +227,7 @@ def timeline(
         end_ms=scale.end,
         ticks=[_tick(fraction * (scale.end - scale.start)) for fraction in TICKS],
         grouped=grouped,
-        untimed=sum(1 for step in steps if step.started_at is None),
+        untimed=sum(1 for step in steps if step.started_ms is None),
         slowest=top,
     )
 
@@ -251,11 +257,15 @@ def _workflow_lane(workflow: Workflow, scale: _Axis, *, running: bool) -> Lane:
 
 
 def _queue_lane(workflow: Workflow, steps: Sequence[Step], scale: _Axis) -> Lane | None:
-    """The wait from creation to the first step (or to leaving its queue), if any."""
+    """The wait from creation to leaving its queue (or to the first step), if any."""
     created = _ms(workflow.created_at)
-    first = next((_ms(s.started_at) for s in steps if s.started_at is not None), None)
+    first = next((s.started_ms for s in steps if s.started_ms is not None), None)
     began = _ms(workflow.dequeued_at) or first
     if created is None or began is None or began <= created:
+        return None
+    # A workflow started at once takes a few milliseconds to reach its first step: no wait
+    # worth a lane, unless it was queued or the start itself was slow.
+    if not workflow.queue_name and began - created < NOTABLE_START_MS:
         return None
     label = f"queued on {workflow.queue_name}" if workflow.queue_name else "before the first step"
     took = seconds((began - created) / 1000)
@@ -297,26 +307,33 @@ def _step_lane(
     bars: list[str] = []
     total = 0
     failed = 0
+    kinds: set[str] = set()
+    origin, factor, right_edge = scale.start, scale.factor, SCALE - MIN_BAR
+    # The hot loop of a long workflow's page: a bar per step, placed and written inline.
     for step in run:
         kind = outcome(step)
+        kinds.add(kind)
         failed += kind == "failed"
-        began, ended = _ms(step.started_at), _ms(step.completed_at)
+        began, ended = step.started_ms, step.completed_ms
         if began is None:
             continue
+        note = _NOTES.get(kind, "")
         if ended is None:
             # Not finished: while the workflow runs, it runs to now; else its end is unknown.
             ended = scale.end if running else began
             kind = "running" if running else kind
         total += ended - began
-        x, width = scale.bar(began, ended)
+        x = min(max((began - origin) * factor, 0.0), right_edge)
+        width = max(min(max((ended - origin) * factor, 0.0), SCALE) - x, MIN_BAR)
         if step is top:
             kind += " slowest"
         took = seconds((ended - began) / 1000)
-        note = {"failed": " · failed", "wait": " · waited"}.get(outcome(step), "")
-        title = f"{shown} #{step.function_id} · {took}{note}"
-        bars.append(_rect(x, width, kind, title, step.function_id))
+        bars.append(
+            f'<rect x="{x:.1f}" y="3" width="{width:.1f}" height="10" class="bar {kind}"'
+            f' data-step="{step.function_id}"><title>{shown} #{step.function_id} · {took}{note}'
+            "</title></rect>"
+        )
     first = run[0]
-    kinds = {outcome(step) for step in run}
     kind = "group" if grouped else (kinds.pop() if len(kinds) == 1 else "step")
     return Lane(
         label=name,
@@ -324,11 +341,17 @@ def _step_lane(
         bars=mark_safe("".join(bars)),  # noqa: S308 (names escaped above)
         first=first,
         count=len(run),
-        took=seconds(total / 1000) if any(s.started_at for s in run) else "",
+        took=seconds(total / 1000) if any(s.started_ms is not None for s in run) else "",
         failed=failed,
         slowest=top if top is not None and any(step is top for step in run) else None,
-        child_workflow_id=first.child_workflow_id if len(run) == 1 else None,
+        # The lane of the step that started the child, not of a wait for its result.
+        child_workflow_id=first.child_workflow_id
+        if len(run) == 1 and outcome(first) != "wait"
+        else None,
     )
+
+
+_NOTES = {"failed": " · failed", "wait": " · waited"}
 
 
 def rows(
