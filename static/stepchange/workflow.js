@@ -57,15 +57,15 @@
   // The side panel: a click on a step (its bar, its lane's name, its number in the table)
   // fetches that step's details; Escape or Close puts focus back where it was.
   function openPanel(functionId, from) {
-    const aside = panel();
+    const box = panel();
     opener = from;
-    aside.hidden = false;
-    aside.innerHTML = '<p class="muted">Loading step ' + Number(functionId) + "…</p>";
+    box.hidden = false;
+    box.innerHTML = '<p class="muted">Loading step ' + Number(functionId) + "…</p>";
     const url = here({ step: functionId, part: "panel", view: null, q: null });
-    htmx.ajax("GET", url.pathname + url.search, { target: aside, swap: "innerHTML", source: aside })
+    htmx.ajax("GET", url.pathname + url.search, { target: box, swap: "innerHTML", source: box })
       .then(() => {
         const title = document.getElementById("step-panel-title");
-        aside.focus();
+        box.focus();
         if (title) title.scrollIntoView({ block: "nearest" });
       });
     for (const chosen of document.querySelectorAll(".chosen")) chosen.classList.remove("chosen");
@@ -75,9 +75,9 @@
   }
 
   function closePanel() {
-    const aside = panel();
-    aside.hidden = true;
-    aside.innerHTML = "";
+    const box = panel();
+    box.hidden = true;
+    box.innerHTML = "";
     for (const chosen of document.querySelectorAll(".chosen")) chosen.classList.remove("chosen");
     if (opener && document.contains(opener)) opener.focus();
     opener = null;
@@ -150,7 +150,7 @@
 
   // The page opened on a step (?step=, or a jump link followed without this file).
   document.addEventListener("DOMContentLoaded", () => {
-    const aside = panel();
-    if (aside && !aside.hidden) aside.focus();
+    const box = panel();
+    if (box && !box.hidden) box.focus();
   });
 })();

@@ -366,6 +366,11 @@ def test_every_read_page_is_a_404_for_an_application_outside_ones_access(
         (workflow, {"raw": "input"}),
         (workflow, {"steps_cursor": "1"}),
         (workflow, {"part": "head", "was": "SUCCESS"}),
+        (workflow, {"part": "steps", "q": "s"}),
+        (workflow, {"part": "panel", "step": "1"}),
+        (workflow, {"step": "1", "raw": "output"}),
+        (workflow, {"step": "1"}),
+        (workflow, {"part": "lane", "child": "c", "from": "1", "to": "2", "under": "lane-1"}),
     ):
         for htmx in (False, True):
             headers = {"HX-Request": "true"} if htmx else {}

@@ -216,7 +216,7 @@ def test_a_steps_panel_shows_its_value_and_its_raw_form_on_demand(
     assert "Took</dt><dd>50 ms" in ok
     # Without JavaScript, ?step= is the whole page with the panel open.
     whole = client.get(url, {"step": SLOWEST}).content.decode()
-    assert '<aside id="step-panel" class="step-panel"' in whole
+    assert '<div id="step-panel" class="step-panel" role="dialog"' in whole
     assert f"Step {SLOWEST} <code>fetch_page</code>" in whole
     assert "Took</dt><dd>900 ms" in whole
     cases: list[tuple[dict[str, str], int]] = [
