@@ -449,7 +449,8 @@ async def _step_panel(
     if step is None:
         message = NO_STEP.format(workflow_id=workflow_id, function_id=function_id)
         return _part_failed(message, 404)
-    context |= {"panel_step": step, "view": request.GET.get("view", VIEWS[0])}
+    view = request.GET.get("view", "")
+    context |= {"panel_step": step, "view": view if view in VIEWS else VIEWS[0]}
     return await arender(request, "workflows/detail.html#step-panel", context)
 
 
