@@ -562,8 +562,8 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
                     ],
                 }
                 if view.all_steps:
-                    # The page has no such view; the API is asked for every step.
-                    paths = {"api": [paths["api"][0], f"{paths['api'][1]}?limit=1000"]}
+                    # The page draws every step from its outline; the API is asked for all.
+                    paths["api"] = [paths["api"][0], f"{paths['api'][1]}?limit=1000"]
             for system, urls in paths.items():
                 size = sum(fetch(u, system) for u in urls)
                 times = sample(
@@ -653,8 +653,7 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
             assert form.is_valid(), form.errors
             read = functools.partial(source._list, form.query(queued=False))
         else:
-            steps = 1000 if view.all_steps else STEPS_SHOWN
-            read = functools.partial(_detail_reads, source, str(view.workflow_id), steps)
+            read = functools.partial(_detail_reads, source, str(view.workflow_id))
 
         def run(read: Callable[[], Any] = read) -> float:
             spent.clear()
@@ -689,9 +688,10 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     sql_conn.close()
 
 
-def _detail_reads(source: Any, workflow_id: str, steps: int) -> None:
-    # The page's read: the status row, the steps and the extras, in one query.
-    source._detail(workflow_id, steps)
+def _detail_reads(source: Any, workflow_id: str) -> None:
+    # The page's read: the status row, the outline of every step and the extras, in one
+    # query.
+    source._detail(workflow_id)
 
 
 def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> None:

@@ -18,7 +18,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connections, models, transaction
@@ -66,6 +66,9 @@ STORED_VALUES = ("input", "output", "error")
 # workflow with more is paged (the console shows 100 at a time as well).
 MAX_STEPS_PAGE = 1000
 STEPS_PAGE = 100
+# A workflow's page draws every step from an outline (no outputs) of at most this many
+# steps; past it the page says the outline was cut (the API still pages through them all).
+MAX_OUTLINE_STEPS = 5000
 # How many queued workflows an executor is asked for, to count queue depths when there is
 # no system database to count them in.
 RELAYED_QUEUE_SAMPLE = 500
@@ -104,6 +107,8 @@ STATUS_FIELDS = (
     "serialization",
 )
 PAYLOAD_FIELDS = ("input_text", "output_text", "error_text")
+# Read for one workflow, not for lists: how often it was recovered and when it left its queue.
+DETAIL_FIELDS = ("recovery_attempts", "started_at_epoch_ms")
 STEP_FIELDS = (
     "function_id",
     "function_name",
@@ -121,6 +126,16 @@ ERROR_PREVIEW_CHARS = 8000
 ERROR_TOO_LONG = "The error is too long to show here: open the workflow."
 NOT_THROUGH_EXECUTOR = (
     "Through an executor, child workflows are listed among the others and are not counted."
+)
+# A step as an outline has it: no output, and an error only where the step failed (a few).
+OUTLINE_FIELDS = (
+    "function_id",
+    "function_name",
+    "child_workflow_id",
+    "started_at_epoch_ms",
+    "completed_at_epoch_ms",
+    "error",
+    "serialization",
 )
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
@@ -173,6 +188,10 @@ class Workflow:
     error: StoredValue | None = None
     # How many workflows it started, up to CHILD_COUNT_CAP + 1; None when not counted.
     children: int | None = None
+    # Read for one workflow's page only (None in lists, and through an executor for the
+    # attempts, which it does not report).
+    recovery_attempts: int | None = None
+    dequeued_at: datetime | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -190,12 +209,57 @@ class Step:
     completed_at: datetime | None = None
     output: StoredValue | None = None
     error: StoredValue | None = None
+    # The row's serialization column (None through an executor).
+    serialization: str | None = None
 
     @property
     def duration_ms(self) -> int | None:
         if self.started_at is None or self.completed_at is None:
             return None
         return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+
+class OutlineStep(NamedTuple):
+    """A step as an outline has it, for the timeline and the step table: no output, an
+    error only where the step failed, and its times as the epoch milliseconds stored (a
+    page draws a thousand of these: a tuple is made and read several times faster than a
+    Step, and the bars are placed from the milliseconds)."""
+
+    function_id: int
+    function_name: str | None
+    child_workflow_id: str | None
+    started_ms: int | None
+    completed_ms: int | None
+    error: StoredValue | None
+
+    @property
+    def started_at(self) -> datetime | None:
+        return _time(self.started_ms)
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return _time(self.completed_ms)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_ms is None or self.completed_ms is None:
+            return None
+        return self.completed_ms - self.started_ms
+
+
+# Inside the sources, `list` names their method: an outline's steps are spelled this way.
+Steps = list[OutlineStep]
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A workflow (its status row, no payloads) and all its steps up to MAX_OUTLINE_STEPS,
+    in order, without their outputs: what the timeline and the step table are drawn from.
+    `cut` says there were more steps than the cap."""
+
+    workflow: Workflow | None
+    steps: Steps = field(default_factory=list)
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,11 +336,11 @@ class Listing(Generic[T]):
 
 @dataclass(frozen=True)
 class Detail:
-    """A workflow's page: the workflow (None if there is no such workflow), its first
-    steps and what else is known of it; `partial` says what could not be fetched."""
+    """A workflow's page: the workflow (None if there is no such workflow), the outline of
+    its steps and what else is known of it; `partial` says what could not be fetched."""
 
     workflow: Workflow | None
-    steps: Listing[Step] | None = None
+    outline: Outline | None = None
     extras: Extras = field(default_factory=Extras)
     partial: str = ""
 
@@ -311,7 +375,11 @@ class Source(Protocol):
 
     async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
 
-    async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail: ...
+    async def detail(self, workflow_id: str, *, actor: str = "") -> Detail: ...
+
+    async def outline(self, workflow_id: str, *, actor: str = "") -> Outline: ...
+
+    async def step(self, workflow_id: str, function_id: int, *, actor: str = "") -> Step | None: ...
 
     async def steps(
         self, workflow_id: str, *, cursor: str | None = None, limit: int = ..., actor: str = ""
@@ -519,37 +587,87 @@ class DatabaseSource:
         return shape(_together(self.alias, [statement])[0])
 
     def _workflow_read(
-        self, workflow_id: str
+        self, workflow_id: str, *, payloads: bool = True
     ) -> tuple[Statement, Callable[[Rows], Workflow | None]]:
-        """The workflow's status row with its payloads, and what makes it a Workflow."""
-        rows = systemdb.workflows(self.application).with_payloads(
-            payload_tables=self.schema.has_payload_tables
-        )
-        fields = self._status_fields() + PAYLOAD_FIELDS
+        """The workflow's status row (with its payloads unless told not), and what makes
+        it a Workflow."""
+        rows = systemdb.workflows(self.application)
+        if payloads:
+            rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
+        missing = systemdb.missing_fields(self.alias, WorkflowStatus)
+        fields = self._status_fields() + tuple(f for f in DETAIL_FIELDS if f not in missing)
+        fields += PAYLOAD_FIELDS if payloads else ()
         one = rows.filter(workflow_uuid=workflow_id).values_list(*fields)[:1]
 
         def shape(rows: Rows) -> Workflow | None:
             if not rows:
                 return None
-            return _workflow(
-                dict(zip(fields, rows[0], strict=True)), load_input=True, load_output=True
-            )
+            row = dict(zip(fields, rows[0], strict=True))
+            return _workflow(row, load_input=payloads, load_output=payloads)
 
         return _sql(one), shape
 
-    async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
-        return await _on_thread(self._detail)(workflow_id, steps_limit)
+    async def detail(self, workflow_id: str, *, actor: str = "") -> Detail:
+        return await _on_thread(self._detail)(workflow_id)
 
-    def _detail(self, workflow_id: str, steps_limit: int) -> Detail:
-        """The workflow, its first steps and its extras: three statements, one round trip."""
+    def _detail(self, workflow_id: str) -> Detail:
+        """The workflow, the outline of its steps and its extras: three statements, one
+        round trip. No step output is read or decoded: a step's panel asks for its own."""
         workflow_read = self._workflow_read(workflow_id)
-        steps_read = self._steps_read(workflow_id, None, steps_limit)
+        steps_read = self._outline_read(workflow_id)
         extras_sql = _extras_sql(self.schema, workflow_id)
         found, steps, extras = _together(self.alias, [workflow_read[0], steps_read[0], extras_sql])
         workflow = workflow_read[1](found)
         if workflow is None:
             return Detail(None)
-        return Detail(workflow, steps_read[1](steps), _extras_of(extras))
+        outline = Outline(workflow, *steps_read[1](steps))
+        return Detail(workflow, outline, _extras_of(extras))
+
+    async def outline(self, workflow_id: str, *, actor: str = "") -> Outline:
+        return await _on_thread(self._outline)(workflow_id)
+
+    def _outline(self, workflow_id: str) -> Outline:
+        """The status row without payloads and the steps' outline, in one round trip."""
+        workflow_read = self._workflow_read(workflow_id, payloads=False)
+        steps_read = self._outline_read(workflow_id)
+        found, steps = _together(self.alias, [workflow_read[0], steps_read[0]])
+        workflow = workflow_read[1](found)
+        if workflow is None:
+            return Outline(None)
+        return Outline(workflow, *steps_read[1](steps))
+
+    def _outline_read(
+        self, workflow_id: str
+    ) -> tuple[Statement, Callable[[Rows], tuple[Steps, bool]]]:
+        """Every step up to MAX_OUTLINE_STEPS without its output; an error is read (and
+        decoded) only where there is one, which is for the few steps that failed."""
+        missing = systemdb.missing_fields(self.alias, OperationOutput)
+        fields = tuple(name for name in OUTLINE_FIELDS if name not in missing)
+        steps = systemdb.steps(self.application).of(workflow_id)
+        statement = _sql(steps.values_list(*fields)[: MAX_OUTLINE_STEPS + 1])
+
+        def shape(rows: Rows) -> tuple[Steps, bool]:
+            if len(fields) == len(OUTLINE_FIELDS):
+                found = [_outline_step(*row) for row in rows]
+            else:  # an older schema: its absent columns read as None
+                absent: dict[str, Any] = dict.fromkeys(OUTLINE_FIELDS)
+                found = [
+                    _outline_step(**(absent | dict(zip(fields, row, strict=True)))) for row in rows
+                ]
+            return found[:MAX_OUTLINE_STEPS], len(found) > MAX_OUTLINE_STEPS
+
+        return statement, shape
+
+    async def step(self, workflow_id: str, function_id: int, *, actor: str = "") -> Step | None:
+        return await _on_thread(self._step)(workflow_id, function_id)
+
+    def _step(self, workflow_id: str, function_id: int) -> Step | None:
+        """One step with its output and error decoded (and kept as stored)."""
+        missing = systemdb.missing_fields(self.alias, OperationOutput)
+        fields = tuple(name for name in STEP_FIELDS if name not in missing)
+        one = systemdb.steps(self.application).of(workflow_id).filter(function_id=function_id)
+        rows = _together(self.alias, [_sql(one.values_list(*fields)[:1])])[0]
+        return _step(dict(zip(fields, rows[0], strict=True))) if rows else None
 
     async def steps(
         self,
@@ -782,6 +900,8 @@ def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Wo
         application_name=row.get("application_name"),
         serialization=serialization,
         children=row.get("children"),
+        recovery_attempts=row.get("recovery_attempts"),
+        dequeued_at=_time(row.get("started_at_epoch_ms")),
         **values,
     )
 
@@ -804,6 +924,40 @@ def _step(row: dict[str, Any]) -> Step:
         completed_at=_time(row.get("completed_at_epoch_ms")),
         output=_stored(row.get("output"), serialization, "value"),
         error=_stored(row.get("error"), serialization, "error"),
+        serialization=serialization,
+    )
+
+
+def _outline_step(
+    function_id: int,
+    function_name: str | None,
+    child_workflow_id: str | None,
+    started_at_epoch_ms: int | None,
+    completed_at_epoch_ms: int | None,
+    error: str | None,
+    serialization: str | None,
+) -> OutlineStep:
+    """A step of an outline from its row, in OUTLINE_FIELDS' order."""
+    failed = None if error is None else _stored(error, serialization, "error")
+    return OutlineStep(
+        function_id,
+        function_name,
+        child_workflow_id,
+        started_at_epoch_ms,
+        completed_at_epoch_ms,
+        failed,
+    )
+
+
+def outline_step(step: Step) -> OutlineStep:
+    """A whole step (an executor's) as an outline has it."""
+    return OutlineStep(
+        step.function_id or 0,
+        step.function_name,
+        step.child_workflow_id,
+        None if step.started_at is None else int(step.started_at.timestamp() * 1000),
+        None if step.completed_at is None else int(step.completed_at.timestamp() * 1000),
+        step.error,
     )
 
 
@@ -945,20 +1099,39 @@ class ExecutorSource:
         """Through an executor, a value as stored is the text it shows for it."""
         return await self.get(workflow_id, actor=actor)
 
-    async def detail(self, workflow_id: str, *, steps_limit: int, actor: str = "") -> Detail:
-        """The workflow (a relay error here fails the page), then its first steps and
-        extras side by side (a relay error there leaves the workflow shown)."""
+    async def detail(self, workflow_id: str, *, actor: str = "") -> Detail:
+        """The workflow (a relay error here fails the page), then the outline of its steps
+        and its extras side by side (a relay error there leaves the workflow shown)."""
         workflow = await self.get(workflow_id, actor=actor)
         if workflow is None:
             return Detail(None)
         try:
-            steps, extras = await asyncio.gather(
-                self.steps(workflow_id, actor=actor, limit=steps_limit),
+            (steps, cut), extras = await asyncio.gather(
+                self._outline_steps(workflow_id, actor=actor),
                 self._extras(workflow_id, actor=actor),
             )
         except relay.RelayError as exc:
             return Detail(workflow, partial=str(exc))
-        return Detail(workflow, steps, extras)
+        return Detail(workflow, Outline(workflow, steps, cut), extras)
+
+    async def outline(self, workflow_id: str, *, actor: str = "") -> Outline:
+        """The workflow and its steps' outline, asked at once."""
+        workflow, (steps, cut) = await asyncio.gather(
+            self.get(workflow_id, actor=actor), self._outline_steps(workflow_id, actor=actor)
+        )
+        return Outline(workflow, steps if workflow else [], cut)
+
+    async def _outline_steps(self, workflow_id: str, *, actor: str) -> tuple[Steps, bool]:
+        """list_steps up to MAX_OUTLINE_STEPS: an executor sends the outputs along (its
+        display text), which the outline drops; it keeps the errors, as from a database."""
+        page = await self.steps(workflow_id, limit=MAX_OUTLINE_STEPS, actor=actor)
+        return [outline_step(step) for step in page.items], page.next_cursor is not None
+
+    async def step(self, workflow_id: str, function_id: int, *, actor: str = "") -> Step | None:
+        """One step, found in list_steps (which an executor pages by position, not by
+        function id: ids may skip, so the step is looked for among them all)."""
+        page = await self.steps(workflow_id, limit=MAX_OUTLINE_STEPS, actor=actor)
+        return next((step for step in page.items if step.function_id == function_id), None)
 
     async def steps(
         self,
@@ -1154,6 +1327,7 @@ def _from_executor(row: WorkflowsOutput, language: str) -> Workflow:
         forked_from=row.forked_from,
         parent_workflow_id=row.parent_workflow_id,
         application_name=row.application_name,
+        dequeued_at=_time(row.dequeued_at),
         input=_shown(row.input, language),
         output=_shown(row.output, language),
         error=_shown(row.error, language),

@@ -7,7 +7,7 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,14 +61,17 @@ from workflows.jobs import (
 from workflows.models import STATUSES, BulkJob, ListPreference
 from workflows.names import names_matching, names_offered, names_seen_note
 from workflows.sources import (
+    BAD_CURSOR,
     CHILD_COUNT_CAP,
     EXECUTOR,
+    FAILED,
     RELAYED_HEADLINE_SAMPLE,
     STORED_VALUES,
     BadCursor,
     DatabaseSource,
     Detail,
     ListQuery,
+    Outline,
     QueueDepths,
     SlowQuery,
     Source,
@@ -78,10 +81,11 @@ from workflows.sources import (
     source_for,
     split_names,
 )
+from workflows.timeline import Row, failing_step, fold_of, headline, rows, slowest, timeline
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 DEFAULT_LIMIT = 50
-# Steps shown at once on a workflow's page; more come on demand.
+# Rows of the step table that opening a fold shows at once; the rest stay folded.
 STEPS_PER_PAGE = 100
 # A parent's children shown when it is opened in the list; the rest are a link away.
 CHILDREN_SHOWN = 50
@@ -211,7 +215,7 @@ def _both(prefix: str | None, other: str) -> str:
 
 
 @dataclass(frozen=True)
-class Row:
+class ListRow:
     """A workflow as a row of the list."""
 
     url: str
@@ -360,12 +364,12 @@ def _queue_table(configs: list[dict[str, Any]], depths: QueueDepths) -> dict[str
     }
 
 
-def _rows(application: Application, workflows: list[Workflow], *, depth: int = 0) -> list[Row]:
+def _rows(application: Application, workflows: list[Workflow], *, depth: int = 0) -> list[ListRow]:
     """Each workflow as a row, its page's URL reversed once for the whole list."""
     url = workflow_urls(application.name)
     now = timezone.now()
     return [
-        Row(
+        ListRow(
             url(workflow.workflow_id),
             workflow,
             _ago(workflow.created_at, now),
@@ -495,33 +499,59 @@ def list_columns(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
 async def workflow_detail(
     request: HtmxHttpRequest, app_name: str, workflow_id: str
 ) -> HttpResponse:
-    """A workflow's page (or, for htmx, its live header or its "more steps" rows; or one
-    value as stored, for its "Raw, as stored" box)."""
+    """A workflow's page; or, for htmx, one of its parts: the live header, the step views
+    filtered by name, a fold of the step table opened, a child's timeline lanes, a step's
+    side panel; or one value as stored, for a "Raw, as stored" box."""
     application = await aapplication_for(request, app_name)
     source = await source_for(application)
-    if "raw" in request.GET:
-        return await _raw(source, workflow_id, request.GET["raw"])
-    if request.GET.get("part") == "family":
-        return await _family(request, source, application, workflow_id)
     context = {"application": application, "source": source.name, "notice": source.notice}
-    if request.htmx and "steps_cursor" in request.GET:
-        try:
-            page = await source.steps(
-                workflow_id, cursor=request.GET["steps_cursor"], limit=STEPS_PER_PAGE
-            )
-        except BadCursor as exc:
-            return _more_steps_failed(request, exc, status=400)
-        except (relay.RelayError, SlowQuery) as exc:
-            return _more_steps_failed(request, exc, status=exc.status)
-        context |= {
-            "step_rows": _step_rows(application.name, page.items),
-            "steps_next": page.next_cursor,
-            "workflow_id": workflow_id,
-        }
-        context["step_rows"] = _step_rows(application.name, page.items)
-        return await arender(request, "workflows/detail.html#step-rows", context)
     try:
-        detail = await source.detail(workflow_id, steps_limit=STEPS_PER_PAGE)
+        if "raw" in request.GET:
+            if "step" in request.GET:
+                return await _step_raw(source, workflow_id, request.GET)
+            return await _raw(source, workflow_id, request.GET["raw"])
+        if request.htmx and "steps_cursor" in request.GET:
+            return await _more_rows(request, source, workflow_id, context)
+        part = request.GET.get("part", "") if request.htmx else ""
+        if part in PARTS:
+            return await PARTS[part](request, source, workflow_id, context)
+        return await _page(request, source, workflow_id, context)
+    except BadRequest as exc:
+        return _part_failed(str(exc), 400)
+    except _Unavailable as exc:
+        return _part_failed(str(exc), exc.status)
+
+
+class BadRequest(ValueError):
+    """A part of a workflow's page asked for with parameters that make no sense."""
+
+
+BAD_STEP = "step must be a step's number (its function id), not {value!r}."
+NO_STEP = "Workflow {workflow_id} has no step {function_id}."
+BAD_LANE = "A child's lanes need child, from and to (epoch ms) and under (an element id)."
+VIEWS = ("timeline", "steps")
+# Child lanes nest at most this deep (a child's child's ... child).
+MAX_DEPTH = 8
+
+
+def _function_id(query: QueryDict) -> int:
+    value = query.get("step", "")
+    if not value.lstrip("-").isdigit():
+        raise BadRequest(BAD_STEP.format(value=value))
+    return int(value)
+
+
+async def _page(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The whole page (or its live header): the workflow, the outline of its steps and its
+    extras in one read; and, asked with ?step=, that step's panel open (no JS needed)."""
+    chosen = _function_id(request.GET) if "step" in request.GET else None
+    try:
+        detail, step = await asyncio.gather(
+            source.detail(workflow_id),
+            _no_step() if chosen is None else source.step(workflow_id, chosen),
+        )
     except (relay.RelayError, SlowQuery) as exc:
         context["unavailable"] = str(exc)
         return await arender(request, "workflows/detail.html", context, status=exc.status)
@@ -533,32 +563,43 @@ async def workflow_detail(
             # The status moved on: the steps, output and actions changed with it.
             return HttpResponse(headers={"HX-Refresh": "true"})
         return await arender(
-            request, "workflows/detail.html#wf-head", _detail_context(context, detail)
+            request, "workflows/detail.html#wf-head", _detail_context(request, context, detail)
         )
-    return await db_async(_render_detail)(request, application, _detail_context(context, detail))
+    context = _detail_context(request, context, detail)
+    if step is not None:
+        context["panel_step"] = step
+    return await db_async(_render_detail)(request, context["application"], context)
 
 
-def _detail_context(context: dict[str, Any], detail: Detail) -> dict[str, Any]:
+async def _no_step() -> Step | None:
+    return None
+
+
+def _detail_context(
+    request: HttpRequest, context: dict[str, Any], detail: Detail
+) -> dict[str, Any]:
     workflow = detail.workflow
     assert workflow is not None
     context |= {f.name: getattr(detail.extras, f.name) for f in fields(detail.extras)}
     context["workflow"] = workflow
-    if detail.steps is not None:
-        context["steps"], context["steps_next"] = detail.steps.items, detail.steps.next_cursor
-        context["step_rows"] = _step_rows(context["application"].name, detail.steps.items)
+    outline = detail.outline or Outline(workflow)
+    context |= _step_views(request, context["application"], outline)
     # The workflow itself is shown; what could not be fetched says so.
     context["partial"] = detail.partial
     context["duration"] = workflow.duration
     context["active"] = workflow.status in ACTIVE
+    if workflow.status in FAILED:
+        failing = failing_step(outline.steps)
+        context["failure"] = {"headline": headline(workflow.error), "step": failing}
     return context
 
 
 async def _family(
-    request: HtmxHttpRequest, source: Source, application: Application, workflow_id: str
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
 ) -> HttpResponse:
     """The workflow's family graph, which its page asks for once it has loaded (a read of
     its own, so that a workflow with many relatives never slows the page)."""
-    context: dict[str, Any] = {"application": application, "workflow_id": workflow_id}
+    context["workflow_id"] = workflow_id
     try:
         family = await source.family(workflow_id)
     except (relay.RelayError, SlowQuery) as exc:
@@ -571,7 +612,160 @@ async def _family(
     return await arender(request, "workflows/_family.html", context)
 
 
+def _step_views(request: HttpRequest, application: Application, outline: Outline) -> dict[str, Any]:
+    """The timeline and the step table of `outline`, its steps filtered by name (?q=)."""
+    workflow = outline.workflow
+    assert workflow is not None
+    query = request.GET.get("q", "").strip()
+    steps = outline.steps
+    if query:
+        lowered = query.lower()
+        steps = [s for s in steps if lowered in (s.function_name or "").lower()]
+    drawn = timeline(workflow, steps, now=timezone.now())
+    view = request.GET.get("view")
+    return {
+        "outline": outline,
+        "step_count": len(outline.steps),
+        "step_total": f"{len(outline.steps):,}",
+        "first_step_id": outline.steps[0].function_id if outline.steps else None,
+        "last_step": outline.steps[-1] if outline.steps else None,
+        "failed_step": failing_step(outline.steps),
+        "step_names": sorted({s.function_name for s in outline.steps if s.function_name}),
+        "q": query,
+        "shown_count": len(steps),
+        "view": view if view in VIEWS else VIEWS[0],
+        "timeline": drawn,
+        "depth": 0,
+        "lane_prefix": "lane",
+        "rows": rows(steps, child_url=workflow_urls(application.name), top=drawn.slowest),
+    }
+
+
+async def _filtered_views(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The timeline and the step table again, for the filter by name (the outline is read
+    again: without outputs it is cheap)."""
+    outline = await _outline(source, workflow_id)
+    context |= _step_views(request, context["application"], outline)
+    return await arender(request, "workflows/detail.html#step-views-body", context)
+
+
+async def _outline(source: Source, workflow_id: str) -> Outline:
+    try:
+        outline = await source.outline(workflow_id)
+    except (relay.RelayError, SlowQuery) as exc:
+        raise _Unavailable(str(exc), exc.status) from None
+    if outline.workflow is None:
+        raise _Unavailable(WORKFLOW_GONE.format(workflow_id=workflow_id), 404)
+    return outline
+
+
+class _Unavailable(Exception):
+    """A part could not be read: said in its place, with the status of why."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _child_lanes(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """A child workflow's lanes, on its parent's time axis, to be shown under the lane of
+    the step that started it."""
+    query = request.GET
+    child, under = query.get("child", ""), query.get("under", "")
+    bounds = (query.get("from", ""), query.get("to", ""), query.get("depth", "1"))
+    if not child or not under.replace("-", "").isalnum() or not all(b.isdigit() for b in bounds):
+        raise BadRequest(BAD_LANE)
+    start, end, depth = (int(b) for b in bounds)
+    try:
+        outline = await _outline(source, child)
+    except _Unavailable as exc:
+        return _part_failed(str(exc), exc.status)
+    assert outline.workflow is not None
+    drawn = timeline(outline.workflow, outline.steps, now=timezone.now(), axis=(start, end))
+    context |= {
+        "timeline": drawn,
+        "depth": min(depth, MAX_DEPTH),
+        "lane_prefix": under,
+        "child_workflow": outline.workflow,
+        "child_url": workflow_urls(context["application"].name)(child),
+    }
+    return await arender(request, "workflows/detail.html#lanes", context)
+
+
+async def _step_panel(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """One step's side panel: its output or error, its timing and its child."""
+    function_id = _function_id(request.GET)
+    try:
+        step = await source.step(workflow_id, function_id)
+    except (relay.RelayError, SlowQuery) as exc:
+        return _part_failed(str(exc), exc.status)
+    if step is None:
+        message = NO_STEP.format(workflow_id=workflow_id, function_id=function_id)
+        return _part_failed(message, 404)
+    view = request.GET.get("view", "")
+    context |= {"panel_step": step, "view": view if view in VIEWS else VIEWS[0]}
+    return await arender(request, "workflows/detail.html#step-panel", context)
+
+
+def _part_failed(message: str, status: int) -> HttpResponse:
+    """A part's place, saying why it could not be shown (the page swaps errors in)."""
+    return HttpResponse(
+        format_html('<div class="alert danger" role="alert">{}</div>', message), status=status
+    )
+
+
+async def _more_rows(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """Rows of the step table after the step `steps_cursor` names, up to the step `until`
+    names (a fold opened) or the last: at most STEPS_PER_PAGE, then a fold for the rest."""
+    cursor, until = request.GET["steps_cursor"], request.GET.get("until", "")
+    if not cursor.lstrip("-").isdigit() or (until and not until.lstrip("-").isdigit()):
+        return _more_steps_failed(request, BadCursor(BAD_CURSOR), status=400)
+    try:
+        outline = await _outline(source, workflow_id)
+    except _Unavailable as exc:
+        return _more_steps_failed(request, exc, status=exc.status)
+    after, last = int(cursor), int(until) if until else None
+    query = request.GET.get("q", "").strip().lower()
+    matching = [s for s in outline.steps if query in (s.function_name or "").lower()]
+    steps = [
+        s
+        for s in matching
+        if (s.function_id or 0) > after and (last is None or (s.function_id or 0) <= last)
+    ]
+    shown = rows(
+        steps[:STEPS_PER_PAGE],
+        child_url=workflow_urls(context["application"].name),
+        top=slowest(matching),
+        fold=False,
+    )
+    if len(steps) > STEPS_PER_PAGE:
+        rest = steps[STEPS_PER_PAGE:]
+        shown.append(Row(fold=fold_of(rest, steps[STEPS_PER_PAGE - 1])))
+    context |= {"rows": shown, "workflow_id": workflow_id, "q": request.GET.get("q", "")}
+    return await arender(request, "workflows/detail.html#step-rows", context)
+
+
+PARTS: dict[
+    str,
+    Callable[[HtmxHttpRequest, Source, str, dict[str, Any]], Awaitable[HttpResponse]],
+] = {
+    "steps": _filtered_views,
+    "lane": _child_lanes,
+    "panel": _step_panel,
+    "family": _family,
+}
+
+
 RAW_UNKNOWN = "No value named {key!r}: ask for input, output or error."
+RAW_UNKNOWN_STEP = "A step has no value named {key!r}: ask for output or error."
 WORKFLOW_GONE = "Workflow {workflow_id} is no longer there."
 RAW_SHOWN_CHARS = 1_000_000
 
@@ -593,6 +787,27 @@ async def _raw(source: Source, workflow_id: str, key: str) -> HttpResponse:
     text = value.raw if value.raw is not None else value.value
     serialization = found.serialization if value.raw is not None else value.format
     return _raw_answer(text, serialization=serialization)
+
+
+async def _step_raw(source: Source, workflow_id: str, query: QueryDict) -> HttpResponse:
+    """A step's output or error as stored (or, through an executor, as it shows it)."""
+    key = query.get("raw", "")
+    if key not in ("output", "error"):
+        return _raw_answer(RAW_UNKNOWN_STEP.format(key=key), status=400)
+    function_id = _function_id(query)
+    try:
+        step = await source.step(workflow_id, function_id)
+    except (relay.RelayError, SlowQuery) as exc:
+        return _raw_answer(str(exc), status=exc.status)
+    if step is None:
+        message = NO_STEP.format(workflow_id=workflow_id, function_id=function_id)
+        return _raw_answer(message, status=404)
+    value: StoredValue | None = getattr(step, key)
+    if value is None:
+        return _raw_answer(None)
+    if value.raw is None:
+        return _raw_answer(value.value, serialization=value.format)
+    return _raw_answer(value.raw, serialization=step.serialization)
 
 
 def _raw_answer(
@@ -619,7 +834,7 @@ def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> 
     once more (the page opts in to swapping this error: data-swap-errors)."""
     return HttpResponse(
         format_html(
-            '<tr class="more"><td colspan="5"><div class="alert danger" role="alert">{}</div>'
+            '<tr class="more"><td colspan="6"><div class="alert danger" role="alert">{}</div>'
             '<button type="button" class="small" hx-get="{}" hx-target="closest tr" '
             'hx-swap="outerHTML" data-swap-errors>Try again</button></td></tr>',
             str(exc),
@@ -627,12 +842,6 @@ def _more_steps_failed(request: HttpRequest, exc: Exception, *, status: int) -> 
         ),
         status=status,
     )
-
-
-def _step_rows(app_name: str, steps: list[Step]) -> list[tuple[str, Step]]:
-    """Each step with the URL of the child workflow it started ("" when it started none)."""
-    url = workflow_urls(app_name)
-    return [(url(s.child_workflow_id) if s.child_workflow_id else "", s) for s in steps]
 
 
 AUDIT_HISTORY_SIZE = 20

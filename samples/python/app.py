@@ -157,6 +157,17 @@ def greet(name: str, times: int = 2) -> dict[str, Any]:
     return {"greeting": text, "audit": audit}
 
 
+@DBOS.workflow(name="checkout")
+def checkout(name: str, pause: float = 0.2) -> dict[str, Any]:
+    """A child workflow, two waits and, for a name starting with "fail", a failed step:
+    what a workflow's timeline draws."""
+    profile = fetch(name)
+    audit = DBOS.start_workflow(audit_greeting, f"checkout {name}").get_result()
+    DBOS.sleep(max(pause, 0))
+    text = shout(profile, 1)
+    return {"greeting": text, "audit": audit}
+
+
 @DBOS.step(name="request_approval")
 def request_approval(reason: str) -> dict[str, Any]:
     return {"reason": reason, "requested_at": datetime.now(UTC).isoformat()}
@@ -205,6 +216,8 @@ INDEX = """<!doctype html>
   <li><a href="/?name=world">greet world</a> &middot;
       <a href="/?name=fail1">greet fail1 (ERROR)</a> &middot;
       <a href="/?name=poison">greet poison (crashes the process)</a></li>
+  <li><a href="/checkout?name=ada">checkout ada</a> &middot;
+      <a href="/checkout?name=fail2">checkout fail2 (a child, a sleep, then ERROR)</a></li>
   <li><a href="/enqueue?name=queued">enqueue greet on the greetings queue</a></li>
   <li><a href="/slow?seconds=30">slow_task for 30 s</a></li>
   <li><a href="/approval">wait_for_approval</a> (then send it a message)</li>
@@ -266,6 +279,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             routes = {
                 "/": self._greet,
+                "/checkout": self._checkout,
                 "/enqueue": self._enqueue,
                 "/slow": self._slow,
                 "/approval": self._approval,
@@ -291,6 +305,12 @@ class Handler(BaseHTTPRequestHandler):
         times = _number(params, "times", 2, int)
         with SetWorkflowID(params.get("workflow_id") or _new_id()):
             handle = DBOS.start_workflow(greet, params["name"], times)
+        return _describe(handle.workflow_id, wait=True)
+
+    def _checkout(self, params: dict[str, str]) -> list[str]:
+        pause = _number(params, "pause", 0.2, float)
+        with SetWorkflowID(params.get("workflow_id") or _new_id()):
+            handle = DBOS.start_workflow(checkout, params.get("name") or "ada", pause)
         return _describe(handle.workflow_id, wait=True)
 
     def _enqueue(self, params: dict[str, str]) -> list[str]:

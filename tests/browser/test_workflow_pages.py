@@ -51,18 +51,19 @@ def test_a_viewer_filters_opens_a_workflow_and_follows_its_child(
     expect(page.get_by_role("heading", name=by_role(fixture, "parent-child"))).to_be_visible()
     expect(page.get_by_role("link", name=by_role(fixture, "parent"), exact=True)).to_be_visible()
 
-    # A "more steps" row whose rows cannot be read is replaced by the server's answer, which
-    # says why (htmx drops error answers unless the row opts in).
+    # A fold of the step table whose rows cannot be read is replaced by the server's answer,
+    # which says why (htmx drops error answers unless the row opts in).
+    page.get_by_role("tab", name="Steps").click()
     page.evaluate(
         """() => {
             const body = document.querySelector("table.steps tbody");
-            body.insertAdjacentHTML("beforeend", '<tr class="more" id="probe"><td colspan="5">'
+            body.insertAdjacentHTML("beforeend", '<tr class="fold" id="probe"><td colspan="6">'
               + '<button type="button" hx-get="?steps_cursor=bad" hx-target="closest tr" '
-              + 'hx-swap="outerHTML" data-swap-errors>More steps…</button></td></tr>');
+              + 'hx-swap="outerHTML" data-swap-errors>··· 3 more ···</button></td></tr>');
             htmx.process(document.getElementById("probe"));
         }"""
     )
-    page.get_by_role("button", name="More steps…").click()
+    page.get_by_role("button", name="··· 3 more ···").click()
     expect(page.get_by_role("alert")).to_contain_text("cursor")
     expect(page.get_by_role("button", name="Try again")).to_be_visible()
 
@@ -115,10 +116,12 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
 
     page.get_by_role("link", name=greeted, exact=True).click()
     expect(page.get_by_role("heading", name=greeted)).to_be_visible()
-    expect(page.locator("table.steps").get_by_text("shout", exact=True)).to_be_visible()
+    expect(page.locator("#view-timeline").get_by_role("link", name="shout")).to_be_visible()
     expect(page.get_by_text("stage", exact=True).first).to_be_visible()
     expect(page.get_by_role("heading", name="progress")).to_be_visible()
     screenshot(page, "workflow")
+    page.get_by_role("tab", name="Steps").click()
+    expect(page.locator("table.steps").get_by_text("shout", exact=True)).to_be_visible()
     page.locator(".lineage a").first.click()
     expect(page.get_by_text("audit_greeting").first).to_be_visible()
     expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()

@@ -189,7 +189,7 @@ def test_more_steps_that_cannot_be_read_say_why_in_the_row_and_offer_a_retry(
     def too_slow(*args: Any) -> Any:
         raise SlowQuery("The system database stopped this query after 2000 ms.")
 
-    monkeypatch.setattr(DatabaseSource, "_steps", too_slow)
+    monkeypatch.setattr(DatabaseSource, "_outline", too_slow)
     slow = client.get(url, {"steps_cursor": "1"}, HTTP_HX_REQUEST="true")
     assert slow.status_code == 504
     html = slow.content.decode()
@@ -375,6 +375,11 @@ def test_every_read_page_is_a_404_for_an_application_outside_ones_access(
         (workflow, {"raw": "input"}),
         (workflow, {"steps_cursor": "1"}),
         (workflow, {"part": "head", "was": "SUCCESS"}),
+        (workflow, {"part": "steps", "q": "s"}),
+        (workflow, {"part": "panel", "step": "1"}),
+        (workflow, {"step": "1", "raw": "output"}),
+        (workflow, {"step": "1"}),
+        (workflow, {"part": "lane", "child": "c", "from": "1", "to": "2", "under": "lane-1"}),
     ):
         for htmx in (False, True):
             headers = {"HX-Request": "true"} if htmx else {}
@@ -525,16 +530,16 @@ def test_a_step_row_escapes_its_values_and_links_the_child_it_started(nasty: str
     first = _row_of(html, f"<td><code>{escape(NASTY)}</code>")
     assert "08:00:01.123" in first
     assert "100 ms" in first
-    assert "Output <span" in first
     child = escape(reverse("workflow-detail", args=[nasty, NASTY_CHILD]))
     assert f'<a href="{child}"><code>{escape(NASTY_CHILD[:23])}…</code></a>' in first
     failed = _row_of(html, "<td><code>shout</code>")
-    assert failed.startswith(' class="failed">')
-    assert "Error <span" in failed
-    assert "bad input fail1" in failed
-    assert "href" not in failed
-    # The next steps alone, as the "More steps" button asks for them.
+    assert failed.startswith(' id="step-2" class="failed">')
+    assert '<span class="error">ValueError: bad input fail1</span>' in failed
+    assert 'href="/' not in failed
+    # Its bar on the timeline, named (escaped) in the title a pointer shows.
+    assert f"<title>{escape(NASTY)} #1 · 100 ms</title>" in html
+    # The next steps alone, as opening a fold asks for them.
     more = client.get(url, {"steps_cursor": "1"}, HTTP_HX_REQUEST="true").content.decode()
-    assert more.lstrip().startswith('<tr class="failed">')
+    assert more.lstrip().startswith('<tr id="step-2" class="failed">')
     assert "<code>shout</code>" in more
     assert escape(NASTY) not in more

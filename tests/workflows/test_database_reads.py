@@ -2,6 +2,7 @@
 no executor needed, values decoded, keyset pages, and a fallback when it is down."""
 
 import dataclasses
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -128,7 +129,7 @@ def test_steps_come_in_pages_when_asked(
     )
     assert more.status_code == 200
     assert b"<html" not in more.content
-    assert b'<td class="num">2</td>' in more.content
+    assert b'<tr id="step-2"' in more.content
 
 
 def test_a_query_that_would_load_the_database_for_long_is_stopped_with_advice(
@@ -226,11 +227,27 @@ def test_a_long_workflow_is_paged_a_hundred_steps_at_a_time(
     assert everything["next_cursor"] is None
     status, _ = api(client, f"/apps/{app.name}/workflows/{success}/steps", limit=1001)
     assert status == 400
+    # The console draws them all from one outline: the table folds what does not fit,
+    # and each fold opens in place, 100 rows at a time.
     page = client.get(f"/apps/{app.name}/workflows/{success}/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count("extra_step_") == 100 - last
-    assert "More steps" in html
+    assert "250 steps" in html
+    shown = set(re.findall(r'<tr id="step-(\d+)"', html))
+    folds = re.findall(r"steps_cursor=(\d+)&amp;until=(\d+)", html)
+    assert len(shown) <= 60
+    assert folds
+    while folds:
+        after, until = folds.pop()
+        url = f"/apps/{app.name}/workflows/{success}/"
+        query = {"steps_cursor": after, "until": until}
+        opened = client.get(url, query, HTTP_HX_REQUEST="true").content.decode()
+        found = re.findall(r'<tr id="step-(\d+)"', opened)
+        assert len(found) <= 100
+        assert all(int(after) < int(n) <= int(until) for n in found)
+        shown |= set(found)
+        folds += re.findall(r"steps_cursor=(\d+)&amp;until=(\d+)", opened)
+    assert len(shown) == 250
 
 
 @pytest.mark.parametrize("name", ["py2311-pg-portable", "py320-sqlite-default"])
@@ -278,7 +295,7 @@ def test_a_workflows_extras_are_read_on_every_schema(
     assert isinstance(source, DatabaseSource)
 
     def extras(workflow_id: str) -> Any:
-        return source._detail(workflow_id, 1).extras
+        return source._detail(workflow_id).extras
 
     events = extras(by_role(fixture, "events"))
     assert "stage" in {e.key for e in events.events}
@@ -301,18 +318,19 @@ def test_a_workflows_extras_are_read_on_every_schema(
     fork = next(w for w in fixture["workflows"] if w["role"] == "fork")
     forked = extras(str(fork.get("forked_from") or by_role(fixture, "success")))
     assert fork["workflow_id"] in [f.workflow_id for f in forked.forks]
-    assert source._detail("no-such-workflow", 1) == Detail(None)
+    assert source._detail("no-such-workflow") == Detail(None)
 
 
 @pytest.mark.parametrize("name", ["py320-pg-default", "py320-sqlite-default"])
 def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at_a_time(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], name: str
 ) -> None:
-    """The status row, the first steps and the extras go to a Postgres server as one query
-    (one after another to SQLite); what comes back is what the reads return one at a time."""
+    """The status row, the outline of every step and the extras go to a Postgres server as
+    one query (one after another to SQLite); what comes back is what the reads return one
+    at a time, except that no step's output is read: a step's panel asks for its own."""
     from asgiref.sync import async_to_sync
 
-    from workflows.sources import DatabaseSource, source_for
+    from workflows.sources import DatabaseSource, outline_step, source_for
 
     fixture = sdk_fixtures[name]
     source = async_to_sync(source_for)(registered(fixture))
@@ -321,15 +339,24 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     postgres = connections[alias].vendor == "postgresql"
     parent = by_role(fixture, "parent")
     with CaptureQueriesContext(connections[alias]) as queries:
-        detail = source._detail(parent, 2)
+        detail = source._detail(parent)
     assert len(queries) == (1 if postgres else 3)
     assert queries[0]["sql"].count("; ") == (2 if postgres else 0)
-    assert (detail.workflow, detail.steps) == (source._get(parent), source._steps(parent, None, 2))
+    statements = [sql for q in queries for sql in q["sql"].split("; ")]
+    steps_sql = [sql for sql in statements if "operation_outputs" in sql]
+    assert steps_sql
+    assert all('."output"' not in sql for sql in steps_sql)
+    assert detail.workflow == source._get(parent)
+    assert detail.outline is not None
+    one_by_one = source._steps(parent, None, 1000).items
+    assert detail.outline.steps == [outline_step(step) for step in one_by_one]
+    assert any(step.output is not None for step in one_by_one)
+    assert detail.outline.cut is False
     assert detail.workflow is not None
     assert detail.workflow.workflow_id == parent
     assert detail.workflow.input is not None
     assert [c.workflow_id for c in detail.extras.children] == [by_role(fixture, "parent-child")]
-    assert source._detail("no-such-workflow", 2).workflow is None
+    assert source._detail("no-such-workflow").workflow is None
 
 
 def test_statements_run_together_keep_their_own_rows_and_a_timeout_among_them_says_so(
