@@ -147,7 +147,9 @@ def test_the_page_asks_for_the_family_and_draws_it_as_linked_cards(family: Appli
 def test_the_parents_more_children_link_to_the_list_of_them(family: Application) -> None:
     client = signed_in(User.objects.get(username="vera"))
     html = client.get(
-        reverse("workflow-detail", args=[family.name, PARENT]), {"part": "family"}
+        reverse("workflow-detail", args=[family.name, PARENT]),
+        {"part": "family"},
+        HTTP_HX_REQUEST="true",
     ).content.decode()
     assert f'href="/apps/family/workflows/?parent_workflow_id={PARENT}">+3 more children' in html
     assert "No parent" not in html
@@ -158,10 +160,14 @@ def test_the_parents_more_children_link_to_the_list_of_them(family: Application)
 def test_a_missing_parent_is_said_and_an_unknown_workflow_is_a_404(family: Application) -> None:
     client = signed_in(User.objects.get(username="vera"))
     url = reverse("workflow-detail", args=[family.name, ORPHAN])
-    html = client.get(url, {"part": "family"}).content.decode()
+    html = client.get(url, {"part": "family"}, HTTP_HX_REQUEST="true").content.decode()
     assert "not found: it may have been deleted" in html
     assert escape(GONE_PARENT) in html
-    missing = client.get(reverse("workflow-detail", args=[family.name, "nope"]), {"part": "family"})
+    missing = client.get(
+        reverse("workflow-detail", args=[family.name, "nope"]),
+        {"part": "family"},
+        HTTP_HX_REQUEST="true",
+    )
     assert missing.status_code == 404
     assert b'role="alert"' in missing.content
     assert b"Workflow nope is no longer there." in missing.content
@@ -170,7 +176,9 @@ def test_a_missing_parent_is_said_and_an_unknown_workflow_is_a_404(family: Appli
 def test_a_stranger_cannot_read_a_family(family: Application) -> None:
     stranger = make_user(username="sam", role=None)
     url = reverse("workflow-detail", args=[family.name, FAILED_CHILD])
-    assert signed_in(stranger).get(url, {"part": "family"}).status_code == 404
+    assert (
+        signed_in(stranger).get(url, {"part": "family"}, HTTP_HX_REQUEST="true").status_code == 404
+    )
 
 
 # Through an executor.
@@ -221,7 +229,11 @@ async def test_through_an_executor_the_family_is_listed_and_more_is_said_without
     viewer = await sync_to_async(make_user)(username="vera", role="viewer")
     client = AsyncClient()
     await client.aforce_login(viewer)
-    page = asyncio.create_task(client.get("/apps/orders/workflows/wf-kid/", {"part": "family"}))
+    page = asyncio.create_task(
+        client.get(
+            "/apps/orders/workflows/wf-kid/", {"part": "family"}, headers={"HX-Request": "true"}
+        )
+    )
     asked = await answer_family(executor, replies)
     response = await page
     assert response.status_code == 200
@@ -252,7 +264,11 @@ async def test_through_an_executor_what_failed_is_said_and_the_rest_still_shows(
     viewer = await sync_to_async(make_user)(username="vera", role="viewer")
     client = AsyncClient()
     await client.aforce_login(viewer)
-    page = asyncio.create_task(client.get("/apps/orders/workflows/wf-kid/", {"part": "family"}))
+    page = asyncio.create_task(
+        client.get(
+            "/apps/orders/workflows/wf-kid/", {"part": "family"}, headers={"HX-Request": "true"}
+        )
+    )
     await answer_family(executor, replies)
     response = await page
     assert response.status_code == 200

@@ -189,7 +189,7 @@ def test_badges_on_the_list_the_workflow_and_the_dashboard_link_to_their_status(
     assert exhausted in listed
     assert failed in listed
     page = client.get(reverse("workflow-detail", args=[family.name, CHILDREN[5]]))
-    head = page.content.decode().split('<header class="wf-head"')[1].split("</header>")[0]
+    head = page.content.decode().split('<header class="wf-head')[1].split("</header>")[0]
     assert exhausted in head
     dashboard = client.get(reverse("dashboard", args=[family.name])).content.decode()
     # In the last day's chart totals (it started two hours ago) and among the recent failures.
