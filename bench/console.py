@@ -49,6 +49,8 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.console_argus import chosen  # noqa: E402
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/sc_bench_1m"
 PAGE = 50
 DEEP_PAGE = 1000  # "page 1,000": rows 49,951..50,000 of the (filtered) list
@@ -287,6 +289,20 @@ def build_filters(conn: psycopg.Connection) -> list[Filter]:
     ]
 
 
+SEARCH_NAME = Filter(
+    "search=order_workflow",
+    "name = %(name)s AND parent_workflow_id IS NULL",
+    {"name": "order_workflow"},
+    {"q": "order_workflow"},
+)
+SEARCH_ID = Filter(
+    "search=ab",
+    "workflow_uuid >= %(lo)s AND workflow_uuid < %(hi)s",
+    {"lo": "ab", "hi": "ac"},
+    {"q": "ab"},
+)
+
+
 def deep_cursor(conn: psycopg.Connection, flt: Filter | None) -> tuple[tuple[int, str], int] | None:
     """The cursor of page 1,000 (or of the last page if there are fewer), and its number.
 
@@ -329,6 +345,11 @@ def build_views(conn: psycopg.Connection, info: dict[str, Any]) -> list[View]:
             views.append(
                 View(f"list/page1000?{flt.key}", "list", filter=flt, cursor=c, page=page, note=note)
             )
+    # The search box: a name it has seen (read as that name, top-level workflows only, as
+    # the list is by default) and the start of an id (every level, as an id must find a
+    # child). Their SQL is the same filter written by hand.
+    views.append(View("list/first?search=order_workflow (a name)", "list", filter=SEARCH_NAME))
+    views.append(View("list/first?search=ab (an id's start)", "list", filter=SEARCH_ID))
     views.append(View("detail/typical", "detail", workflow_id=info["typical"]))
     views.append(View("detail/1000-steps", "detail", workflow_id=info["thousand"]))
     views.append(
@@ -494,6 +515,7 @@ STEPCHANGE_PARAMS = {
     "id_prefix": "workflow_id_prefix",
     "forked_from": "forked_from",
     "parent": "parent_workflow_id",
+    "q": "q",
 }
 
 
@@ -513,6 +535,10 @@ def stepchange_query(view: View) -> dict[str, str]:
 
 
 FLOOR = "floor: a static file through Daphne"
+LEARN_NAMES = (
+    "from stepchange.models import Application; from workflows.names import names_seen_refresh;"
+    " names_seen_refresh(Application.objects.get(name={app!r}))"
+)
 
 
 def fetch_all(fetch: Callable[[str, str], int], urls: list[str], system: str) -> int:
@@ -529,12 +555,17 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
     server.start()
     try:
         server.manage("register_app", "bench-1m", "--system-database-url", url, "--schema", "dbos")
+        # The search box reads a name it has seen as that name: learn them now, as the
+        # server's background loop would within its first minute.
+        server.manage("shell", "-c", LEARN_NAMES.format(app="bench-1m"))
         session = server.manage("shell", "-c", VIEWER_SESSION).strip().splitlines()[-1]
         token = server.manage("create_api_token", "bench").strip()
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         headers = {
             "page": {"Cookie": f"sessionid={session}", "Host": "127.0.0.1"},
             "api": {"Authorization": f"Bearer {token}", "Host": "127.0.0.1"},
+            # A part of a page, as htmx asks for it once the page has loaded.
+            "part": {"Cookie": f"sessionid={session}", "Host": "127.0.0.1", "HX-Request": "true"},
         }
 
         def fetch(path: str, system: str) -> int:
@@ -564,6 +595,9 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
                 if view.all_steps:
                     # The page draws every step from its outline; the API is asked for all.
                     paths["api"] = [paths["api"][0], f"{paths['api'][1]}?limit=1000"]
+                else:
+                    # Its family graph, which the page asks for once loaded.
+                    paths["part"] = [f"/apps/bench-1m/workflows/{wid}/?part=family"]
             for system, urls in paths.items():
                 size = sum(fetch(u, system) for u in urls)
                 times = sample(
@@ -629,13 +663,15 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
 
     from stepchange.models import Application
     from workflows import systemdb
+    from workflows.names import names_seen_refresh
     from workflows.sources import DatabaseSource
-    from workflows.views import WorkflowFilterForm
+    from workflows.views import WorkflowFilterForm, search_read
 
     call_command("migrate", verbosity=0)
     application = Application.objects.create(name="bench-db", system_database_url=url)
     source = DatabaseSource(application, systemdb.schema_of(application))
     alias = systemdb.alias_for(application)
+    names_seen_refresh(application)
     spent: list[float] = []
     sql_conn = psycopg.connect(url, autocommit=True)
 
@@ -651,7 +687,8 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
         if view.kind == "list":
             form = WorkflowFilterForm(QueryDict(urllib.parse.urlencode(stepchange_query(view))))
             assert form.is_valid(), form.errors
-            read = functools.partial(source._list, form.query(queued=False))
+            search = search_read(application, form.cleaned_data.get("q", ""))
+            read = functools.partial(source._list, form.query(queued=False, search=search))
         else:
             read = functools.partial(_detail_reads, source, str(view.workflow_id))
 
@@ -706,6 +743,8 @@ def measure_argus(url: str, info: dict[str, Any], results: Results, args) -> Non
         "--json",
         str(out),
     ]
+    if args.views:
+        command += ["--views", args.views]
     print("  argus:", " ".join(command), flush=True)
     proc = subprocess.run(command, cwd=ROOT, timeout=1500, check=False)
     if proc.returncode != 0:
@@ -803,6 +842,11 @@ def main() -> None:
         "--argus-json", type=Path, help="merge figures console_argus.py --json wrote earlier"
     )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument(
+        "--views",
+        help="only these views, comma-separated keys; a key ending in * stands for those"
+        " starting with it (e.g. 'list/first,list/first?search*,detail/*')",
+    )
     args = parser.parse_args()
 
     results = Results()
@@ -814,6 +858,8 @@ def main() -> None:
         )
         started = time.perf_counter()
         results.views = build_views(conn, info)
+        if args.views:
+            results.views = [v for v in results.views if chosen(v.key, args.views)]
         print(f"setup (filters, page-1,000 cursors): {time.perf_counter() - started:.1f} s")
         measure_sql(conn, results.views, results, args)
     measure_stepchange(args.url, results.views, results, args)

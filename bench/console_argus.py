@@ -225,6 +225,9 @@ def views(seed: dict) -> list[tuple[str, list[str], str]]:
             [q(started_after=iso(range_from), started_before=iso(range_to))],
             "on COALESCE(started_at_epoch_ms, created_at)",
         ),
+        # The search box (argus's is one too: a substring of the id or the name).
+        ("list/first?search=order_workflow (a name)", [q(q="order_workflow")], substring),
+        ("list/first?search=ab (an id's start)", [q(q="ab")], substring),
         ("detail/typical", [detail], "family + steps (flags) + events"),
         ("detail/typical (+ output)", [detail, detail + "/result"], "and the lazy /result"),
         ("detail/1000-steps", [thousand], "family + steps (flags) + events"),
@@ -240,6 +243,14 @@ NOT_OFFERED = {
     "list/first?forked_from=<id>": "no fork-source filter",
     "list/first?parent=<id>": "no parent filter (a child shows under its root)",
 }
+
+
+def chosen(key: str, views: str | None) -> bool:
+    """Whether `--views` asks for the view `key` (None: every view): comma-separated keys,
+    a key ending in * standing for those starting with it."""
+    if views is None:
+        return True
+    return any(key.startswith(w[:-1]) if w.endswith("*") else key == w for w in views.split(","))
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -298,6 +309,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed requests per view (max)")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per view (max)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--views", help="only these views (as bench/console.py's --views)")
     args = parser.parse_args()
 
     python = ensure_venv()
@@ -321,6 +333,8 @@ def main() -> None:
             f" compatible={compat.get('compatible')}, schema issues={len(diag.get('issues', []))}"
         )
         for key, paths, note in views(seed):
+            if not chosen(key, args.views):
+                continue
             m = measure(argus, paths, args.runs, args.budget)
             m.note = note
             cells[key] = asdict(m)
@@ -331,6 +345,8 @@ def main() -> None:
                 flush=True,
             )
         for key, note in NOT_OFFERED.items():
+            if not chosen(key, args.views):
+                continue
             cells[key] = asdict(Measurement("argus", None, None, 0, note=f"not offered: {note}"))
     finally:
         argus.stop()

@@ -24,22 +24,13 @@ django.setup()
 
 from django.template import engines  # noqa: E402
 
-from workflows.sources import Workflow, _outline_step, _step, _time  # noqa: E402
+from workflows.sources import OUTLINE_FIELDS, Workflow, _outline_step, _step, _time  # noqa: E402
 from workflows.timeline import timeline  # noqa: E402
 
 BAR = (
     '{% for b in bars %}<rect x="{{ b.x|floatformat:1 }}" y="3" width="{{ b.w|floatformat:1 }}"'
     ' height="10" class="bar {{ b.kind }}" data-step="{{ b.id }}"><title>{{ b.name }}'
     " #{{ b.id }} · {{ b.took }}</title></rect>{% endfor %}"
-)
-FIELDS = (
-    "function_id",
-    "function_name",
-    "child_workflow_id",
-    "started_at_epoch_ms",
-    "completed_at_epoch_ms",
-    "error",
-    "serialization",
 )
 
 
@@ -80,7 +71,8 @@ def main() -> None:
             lambda: timeline(workflow, outline, now=now), args.repeat
         ),
         "steps, Step dataclasses": median_ms(
-            lambda: [_step(dict(zip(FIELDS, row, strict=True))) for row in rows], args.repeat
+            lambda: [_step(dict(zip(OUTLINE_FIELDS, row, strict=True))) for row in rows],
+            args.repeat,
         ),
         "steps, OutlineStep tuples": median_ms(
             lambda: [_outline_step(*row) for row in rows], args.repeat

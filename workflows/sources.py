@@ -53,8 +53,6 @@ DATABASE = "system database"
 EXECUTOR = "executor"
 BAD_CURSOR = "cursor is not one this API gave out"
 FALLBACK = "{problem} Read through a connected executor instead."
-# Children and forks listed on a workflow's page.
-MAX_RELATED = 50
 RECENT_FAILURES = 10
 FAILED = ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
 # A list's count of matching workflows stops here, and at this many milliseconds.
@@ -280,11 +278,10 @@ class Message:
 
 @dataclass(frozen=True)
 class Extras:
-    """What else is known of a workflow: its children and forks, events (with their
-    history, where the source has it), messages and streams."""
+    """What else is known of a workflow: its events (with their history, where the
+    source has it), messages and streams. Its relatives are its family (`Source.family`),
+    read apart."""
 
-    children: list[Workflow] = field(default_factory=list)
-    forks: list[Workflow] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     history: list[Event] = field(default_factory=list)
     history_unavailable: bool = False
@@ -817,8 +814,6 @@ def _chart(
 
 # What `_extras` reads, each as rows of five columns: (text, text, text, number, flag).
 EXTRAS = (
-    ("children", "workflow_status"),
-    ("forks", "workflow_status"),
     ("events", "workflow_events"),
     ("history", "workflow_events_history"),
     ("notifications", "notifications"),
@@ -828,7 +823,7 @@ EXTRAS = (
 
 def _extras_sql(schema: systemdb.Schema, workflow_id: str) -> tuple[str, list[Any]]:
     """One UNION ALL over the tables this database has, its absent columns read as NULL;
-    each branch a subquery, so that it may have its own order and limit. The text is made
+    each branch a subquery naming its columns alike. The text is made
     of this function's constants and of column names the schema was seen to have; the
     workflow id is a parameter."""
     branches: list[str] = []
@@ -841,16 +836,7 @@ def _extras_sql(schema: systemdb.Schema, workflow_id: str) -> tuple[str, list[An
         def col(name: str, columns: frozenset[str] = columns) -> str:
             return f'"{name}"' if name in columns else "NULL"
 
-        if table == "workflow_status":
-            link = "parent_workflow_id" if kind == "children" else "forked_from"
-            if link not in columns:
-                continue
-            select = (
-                f"SELECT workflow_uuid AS a, status AS b, name AS c, created_at AS n,"  # noqa: S608
-                f" 0 AS f FROM workflow_status WHERE {link} = %s"
-                f" ORDER BY created_at DESC, workflow_uuid DESC LIMIT {MAX_RELATED}"
-            )
-        elif table == "notifications":
+        if table == "notifications":
             consumed = "CASE WHEN consumed THEN 1 ELSE 0 END" if "consumed" in columns else "0"
             select = (
                 f"SELECT topic AS a, message AS b, {col('serialization')} AS c,"  # noqa: S608
@@ -1000,8 +986,6 @@ def _extras_of(rows: Sequence[tuple[Any, ...]]) -> Extras:
         if decoded.value != StreamEntry.CLOSED:
             streams.setdefault(key, []).append(decoded.value)
     return Extras(
-        children=_lineage(found["children"]),
-        forks=_lineage(found["forks"]),
         events=[
             Event(key, _stored_or_none(value, serialization))
             for key, value, serialization, _, _ in sorted(found["events"], key=lambda r: r[0])
@@ -1030,11 +1014,6 @@ def _extras_of(rows: Sequence[tuple[Any, ...]]) -> Extras:
 def _stored_or_none(text: str | None, serialization: str | None) -> StoredValue:
     """An event's or message's value: a value of None when nothing is stored."""
     return _stored(text, serialization, "value") or StoredValue(None, None)
-
-
-def _lineage(rows: list[tuple[Any, ...]]) -> list[Workflow]:
-    newest = sorted(rows, key=lambda r: (r[3], r[0]), reverse=True)
-    return [Workflow(w, status=status, name=name) for w, status, name, _, _ in newest]
 
 
 class ExecutorSource:
@@ -1215,35 +1194,19 @@ class ExecutorSource:
 
     async def _extras(self, workflow_id: str, *, actor: str) -> Extras:
         """What an executor can tell about one workflow besides itself (display text), its
-        five requests sent at once. An event's history is not among it: no request asks
+        three requests sent at once. An event's history is not among it: no request asks
         for it (the page says so)."""
         ask = functools.partial(relay.request, self.application, actor_name=actor)
         answers = await asyncio.gather(
             ask(GetWorkflowEventsRequest(workflow_id=workflow_id)),
             ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
             ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)),
-            ask(
-                ListWorkflowsRequest(
-                    body=ListWorkflowsBody(parent_workflow_id=[workflow_id], limit=MAX_RELATED)
-                )
-            ),
-            ask(
-                ListWorkflowsRequest(
-                    body=ListWorkflowsBody(forked_from=[workflow_id], limit=MAX_RELATED)
-                )
-            ),
         )
         events = relay.expect(answers[0], GetWorkflowEventsResponse)
         messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
         streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
-        children, forks = (
-            [_from_executor(row, "") for row in relay.expect(answer, ListWorkflowsResponse).output]
-            for answer in answers[3:]
-        )
         shown = _display("")
         return Extras(
-            children=children,
-            forks=forks,
             events=[Event(e.key or "", StoredValue(e.value, shown)) for e in events.events],
             history_unavailable=True,
             notifications=[

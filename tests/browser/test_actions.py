@@ -58,7 +58,7 @@ def test_an_operator_forks_a_workflow_and_follows_the_fork_to_success(
     page.goto(f"{stepchange.url}/apps/{app}/workflows/wf-source/")
     expect(page.locator(".audit-history")).to_contain_text("workflow.fork")
     expect(page.locator(".audit-history")).to_contain_text("replay the greeting")
-    expect(page.get_by_role("link", name="wf-forked", exact=True)).to_be_visible()
+    expect(page.locator("#family a.fam-card", has_text="wf-forked")).to_be_visible()
 
     # The list follows the system database: a workflow started now appears without a reload.
     page.goto(f"{stepchange.url}/apps/{app}/workflows/")

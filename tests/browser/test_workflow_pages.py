@@ -122,6 +122,6 @@ def test_a_viewer_follows_a_real_executors_workflows_and_sees_a_new_one_arrive(
     screenshot(page, "workflow")
     page.get_by_role("tab", name="Steps").click()
     expect(page.locator("table.steps").get_by_text("shout", exact=True)).to_be_visible()
-    page.locator(".lineage a").first.click()
+    page.locator("#family a.fam-card").first.click()
     expect(page.get_by_text("audit_greeting").first).to_be_visible()
     expect(page.get_by_role("link", name=greeted, exact=True)).to_be_visible()

@@ -16,11 +16,6 @@ from workflows import actions
 
 
 @pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture
 def otto(system_databases: None) -> User:
     return make_user(username="otto", role="operator")
 

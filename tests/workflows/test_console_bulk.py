@@ -13,11 +13,6 @@ from workflows.models import BulkJob
 
 
 @pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture
 def otto(system_databases: None) -> User:
     return make_user(username="otto", role="operator")
 

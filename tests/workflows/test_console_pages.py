@@ -17,11 +17,6 @@ from tests.sdk_fixtures import by_role, registered
 from workflows.sources import DatabaseSource, SlowQuery
 
 
-@pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
 def test_the_list_shows_workflows_and_filters_by_status_in_the_url(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]]
 ) -> None:

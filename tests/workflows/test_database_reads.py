@@ -16,14 +16,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from stepchange.models import Application
-from tests.conftest import make_user, signed_in
+from tests.conftest import signed_in
 from tests.sdk_fixtures import by_role, empty_schema_copy, registered
 from workflows import systemdb
-
-
-@pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
 
 
 def api(client: Client, path: str, **query: Any) -> tuple[int, Any]:
@@ -312,12 +307,13 @@ def test_a_workflows_extras_are_read_on_every_schema(
     assert {m.topic: m.consumed for m in messages}["unread"] is False
     assert all(m.created_at is not None for m in messages)
     assert [m.created_at for m in messages] == sorted(m.created_at for m in messages)
-    parent = extras(by_role(fixture, "parent"))
-    assert [c.workflow_id for c in parent.children] == [by_role(fixture, "parent-child")]
-    assert parent.children[0].status
+    # Its relatives are its family, read apart.
+    parent = source._family(by_role(fixture, "parent")).children.shown
+    assert [c.workflow_id for c in parent] == [by_role(fixture, "parent-child")]
+    assert parent[0].status
     fork = next(w for w in fixture["workflows"] if w["role"] == "fork")
-    forked = extras(str(fork.get("forked_from") or by_role(fixture, "success")))
-    assert fork["workflow_id"] in [f.workflow_id for f in forked.forks]
+    forked = source._family(str(fork.get("forked_from") or by_role(fixture, "success")))
+    assert fork["workflow_id"] in [f.workflow_id for f in forked.forks.shown]
     assert source._detail("no-such-workflow") == Detail(None)
 
 
@@ -355,7 +351,8 @@ def test_a_workflows_page_reads_it_in_one_round_trip_and_the_same_as_one_read_at
     assert detail.workflow is not None
     assert detail.workflow.workflow_id == parent
     assert detail.workflow.input is not None
-    assert [c.workflow_id for c in detail.extras.children] == [by_role(fixture, "parent-child")]
+    family = source._family(parent)
+    assert [c.workflow_id for c in family.children.shown] == [by_role(fixture, "parent-child")]
     assert source._detail("no-such-workflow").workflow is None
 
 

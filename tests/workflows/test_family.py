@@ -2,8 +2,6 @@
 Postgres) in one bounded statement, or through an executor, and drawn as linked cards."""
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,25 +24,9 @@ from tests.workflows.family_data import (
     GRANDCHILD,
     ORPHAN,
     PARENT,
-    family_database,
 )
 from workflows import sources
 from workflows.sources import DatabaseSource, Family, Kin, source_for
-
-
-@pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def family(
-    request: pytest.FixtureRequest,
-    vera: User,
-    sdk_fixtures: dict[str, dict[str, Any]],
-    tmp_path: Path,
-) -> Iterator[Application]:
-    yield from family_database(request.param, sdk_fixtures, tmp_path)
 
 
 def database_source(application: Application) -> DatabaseSource:

@@ -16,11 +16,6 @@ from workflows.views import GO_BLANK, GO_MAX_ID, GO_NOTHING, GO_TOO_LONG
 
 
 @pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture
 def fixture(sdk_fixtures: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return sdk_fixtures["py320-sqlite-default"]
 

@@ -3,10 +3,7 @@ list of workflows in their status, everywhere a status is shown."""
 
 import asyncio
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -24,25 +21,9 @@ from tests.workflows.family_data import (
     FAILED_TODAY,
     IN_FLIGHT,
     QUEUED,
-    family_database,
 )
 from workflows import sources
 from workflows.sources import failed_since
-
-
-@pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def family(
-    request: pytest.FixtureRequest,
-    vera: User,
-    sdk_fixtures: dict[str, dict[str, Any]],
-    tmp_path: Path,
-) -> Iterator[Application]:
-    yield from family_database(request.param, sdk_fixtures, tmp_path)
 
 
 def tiles(html: str) -> dict[str, tuple[str, str]]:

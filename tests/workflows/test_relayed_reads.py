@@ -263,15 +263,14 @@ async def test_a_value_as_the_executor_shows_it_comes_on_demand(
 
 
 async def _answer_all(executor: FakeExecutor, replies: dict[str, Any]) -> list[str]:
-    """Answer the seven requests a workflow's page sends (the workflow, then its steps and
-    the five extras at once), by type; the types asked, in order."""
+    """Answer the five requests a workflow's page sends (the workflow, then its steps and
+    the three extras at once; its family is a part of its own), by type; the types asked,
+    in order."""
     asked: list[str] = []
-    for _ in range(7):
+    for _ in range(5):
         request = await executor.receive()
         kind = request["type"]
         asked.append(kind)
-        if kind == "list_workflows":
-            kind = "children" if request["body"].get("parent_workflow_id") else "forks"
         await executor.send(
             {"type": request["type"], "request_id": request["request_id"]} | replies[kind]
         )
@@ -281,8 +280,9 @@ async def _answer_all(executor: FakeExecutor, replies: dict[str, Any]) -> list[s
 async def test_a_workflows_page_through_the_executor_shows_what_it_can_tell(
     orders: Application, executor: FakeExecutor
 ) -> None:
-    """Its steps, events, messages, streams, children and forks, asked of the executor at
-    once after the workflow; the page says the events' history cannot be asked for."""
+    """Its steps, events, messages and streams, asked of the executor at once after the
+    workflow; the page says the events' history cannot be asked for, and asks for its
+    family apart."""
     ok = {"error_message": None}
     replies = {
         "get_workflow": ok | {"output": PY_ROW},
@@ -292,8 +292,6 @@ async def test_a_workflows_page_through_the_executor_shows_what_it_can_tell(
         "get_workflow_notifications": ok
         | {"notifications": [{"topic": "greeting", "message": "'hi'", "consumed": False}]},
         "get_workflow_streams": ok | {"streams": [{"key": "progress", "values": ["1", "2"]}]},
-        "children": ok | {"output": [{**PY_ROW, "WorkflowUUID": "wf-kid"}]},
-        "forks": ok | {"output": [{**PY_ROW, "WorkflowUUID": "wf-fork"}]},
     }
     client = await viewer_client()
     page = asyncio.create_task(client.get("/apps/orders/workflows/wf-alice/"))
@@ -303,14 +301,13 @@ async def test_a_workflows_page_through_the_executor_shows_what_it_can_tell(
     html = response.content.decode()
     assert asked[0] == "get_workflow"
     extras = ["get_workflow_events", "get_workflow_notifications", "get_workflow_streams"]
-    assert sorted(asked[1:]) == sorted(["list_steps", *extras, "list_workflows", "list_workflows"])
+    assert sorted(asked[1:]) == sorted(["list_steps", *extras])
     assert "read from the executor" in html
     assert "fetch" in html
     assert "<code>stage</code>" in html
     assert "greeting" in html
     assert "<code>progress</code>" in html
-    assert "wf-kid" in html
-    assert "wf-fork" in html
+    assert 'hx-get="?part=family"' in html
     assert "an executor cannot be asked for it" in html
     assert "Part of this page could not be fetched" not in html
 
@@ -320,8 +317,7 @@ async def test_a_workflows_page_shows_the_workflow_when_its_extras_fail(
 ) -> None:
     ok = {"error_message": None}
     replies: dict[str, Any] = {
-        kind: ok | {"output": []}
-        for kind in ("list_steps", "children", "forks", "get_workflow_streams")
+        kind: ok | {"output": []} for kind in ("list_steps", "get_workflow_streams")
     }
     replies |= {
         "get_workflow": ok | {"output": PY_ROW},

@@ -107,11 +107,6 @@ def long_workflow(source: Path, path: Path, model: str) -> str:
 
 
 @pytest.fixture
-def vera(system_databases: None) -> User:
-    return make_user(username="vera", role="viewer")
-
-
-@pytest.fixture
 def crawl(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
 ) -> tuple[Application, str]:
