@@ -155,6 +155,21 @@ def test_a_missing_parent_is_said_and_an_unknown_workflow_is_a_404(family: Appli
     assert b"Workflow nope is no longer there." in missing.content
 
 
+def test_a_workflow_without_relatives_says_so_in_a_line(family: Application) -> None:
+    client = signed_in(User.objects.get(username="vera"))
+    url = reverse("workflow-detail", args=[family.name, "fam-queued-1"])
+    html = client.get(url, {"part": "family"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "No parent, fork source, children or forks." in html
+    assert "fam-card" not in html
+    parent = client.get(
+        reverse("workflow-detail", args=[family.name, PARENT]),
+        {"part": "family"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert "fam-card" in parent
+    assert "No parent, fork source" not in parent
+
+
 def test_a_stranger_cannot_read_a_family(family: Application) -> None:
     stranger = make_user(username="sam", role=None)
     url = reverse("workflow-detail", args=[family.name, FAILED_CHILD])
