@@ -179,6 +179,18 @@ def test_a_parent_opens_to_show_its_children_and_closes_again(
     page.keyboard.press("Enter")
     expect(children.first).to_be_visible()
     expect(children).to_have_count(CHILDREN)
+    # The live refresh waits while a family is open (it would close it), and goes once
+    # it is closed: a mark on the rows survives the first refresh asked for, not the second.
+    mark = "() => document.getElementById('workflow-rows').dataset.mark = 'kept'"
+    page.evaluate(mark)
+    page.evaluate("() => htmx.trigger(document.body, 'sc-workflows')")
+    page.wait_for_timeout(3_000)
+    expect(page.locator("#workflow-rows[data-mark=kept]")).to_have_count(1)
+    expect(children.first).to_be_visible()
+    page.get_by_role("button", name="Hide the children of order_workflow").first.click()
+    page.evaluate("() => htmx.trigger(document.body, 'sc-workflows')")
+    expect(page.locator("#workflow-rows[data-mark=kept]")).to_have_count(0, timeout=10_000)
+    expect(page.locator("#workflow-rows")).to_have_count(1)
 
 
 def test_filters_changed_twice_appear_once_each_and_a_chip_removes_one(

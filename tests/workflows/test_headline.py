@@ -3,10 +3,13 @@ list of workflows in their status, everywhere a status is shown."""
 
 import asyncio
 import re
+import threading
+import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
 from django.template.loader import render_to_string
 from django.test import AsyncClient
@@ -23,7 +26,7 @@ from tests.workflows.family_data import (
     QUEUED,
 )
 from workflows import sources
-from workflows.sources import failed_since
+from workflows.sources import DatabaseSource, failed_since, source_for
 
 
 def tiles(html: str) -> dict[str, tuple[str, str]]:
@@ -73,6 +76,33 @@ def test_numbers_past_the_cap_are_shown_as_over_it(
     assert shown["in flight"][0] == "1"
     assert shown["queued"][0] == "over 1"
     assert shown["failed in the last 24 h"][0] == "over 1"
+
+
+def test_counts_stopped_by_the_statement_timeout_are_not_counted(family: Application) -> None:
+    """A count that runs past COUNT_TIMEOUT_MS is stopped by Postgres and said as not
+    counted (here it waits on a lock another session holds on DBOS's table)."""
+    source = async_to_sync(source_for)(family)
+    assert isinstance(source, DatabaseSource)
+    if family.system_database_url.startswith("sqlite"):
+        pytest.skip("a statement timeout is Postgres's; SQLite's counts are not bounded by one")
+    table = f'"{family.system_database_schema}".workflow_status'
+    with psycopg.connect(family.system_database_url) as blocker:
+        blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        # Should the read not be stopped, the lock goes after 10 s and the test fails.
+        release = threading.Timer(10, blocker.rollback)
+        release.start()
+        started = time.monotonic()
+        try:
+            headline = source._headline(datetime.now(tz=UTC))
+        finally:
+            release.cancel()
+            blocker.rollback()
+        waited = time.monotonic() - started
+    assert [t.count for t in (headline.in_flight, headline.queued, headline.failed)] == [None] * 3
+    assert waited < 5
+    # Once the lock is gone, the same read counts again.
+    counted = source._headline(datetime.now(tz=UTC))
+    assert (counted.in_flight.count, counted.queued.count) == (IN_FLIGHT, QUEUED)
 
 
 def test_a_database_that_is_down_leaves_the_numbers_uncounted_and_the_page_up(
