@@ -15,6 +15,7 @@ from stepchange import views
 from stepchange.api import endpoints, errors
 from stepchange.api.base import new_api
 from workflows import api as workflows_api
+from workflows import schedules_api
 
 # The one API: its own endpoints, then each part of StepChange's. A workflow's own route
 # takes any path under it (ids may hold slashes): it comes last.
@@ -32,6 +33,7 @@ api.add_router("/", endpoints.router)
 api.add_router("/", conductor_api.router)
 api.add_router("/", workflows_api.router)
 api.add_router("/", forks_api.router)
+api.add_router("/", schedules_api.router)
 api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [

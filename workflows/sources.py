@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from django.db import OperationalError, connections, models, transaction
 
 from conductor import relay
 from conductor.protocol import (
+    GetScheduleRequest,
+    GetScheduleResponse,
     GetWorkflowEventsRequest,
     GetWorkflowEventsResponse,
     GetWorkflowNotificationsRequest,
@@ -35,18 +38,29 @@ from conductor.protocol import (
     GetWorkflowStreamsResponse,
     ListQueuesRequest,
     ListQueuesResponse,
+    ListSchedulesBody,
+    ListSchedulesRequest,
+    ListSchedulesResponse,
     ListStepsRequest,
     ListStepsResponse,
     ListWorkflowsBody,
     ListWorkflowsRequest,
     ListWorkflowsResponse,
+    ScheduleOutput,
     WorkflowsOutput,
     WorkflowSteps,
 )
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from workflows import systemdb
-from workflows.models import Notification, OperationOutput, Queue, StreamEntry, WorkflowStatus
+from workflows.models import (
+    Notification,
+    OperationOutput,
+    Queue,
+    StreamEntry,
+    WorkflowSchedule,
+    WorkflowStatus,
+)
 from workflows.serialization import decode
 
 DATABASE = "system database"
@@ -134,6 +148,11 @@ OUTLINE_FIELDS = (
     "completed_at_epoch_ms",
     "error",
     "serialization",
+)
+# Schedule names seen on workflows without a stored schedule: at most this many are named.
+UNSTORED_SHOWN = 100
+NO_SCHEDULES_TABLE = (
+    "This system database has no workflow_schedules table: its SDK stores no schedules."
 )
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
@@ -362,6 +381,50 @@ class Overview:
     headline: Headline | None = None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A dynamic schedule (PROTOCOL.md `workflow_schedules`, `list_schedules`): `context`
+    is its context as text (decoded from the database, an executor's rendering through
+    the relay)."""
+
+    name: str
+    workflow_name: str
+    cron: str
+    status: str
+    schedule_id: str | None = None
+    class_name: str | None = None
+    context: str | None = None
+    last_fired_at: datetime | None = None
+    automatic_backfill: bool = False
+    timezone: str | None = None
+    queue_name: str | None = None
+    application_name: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.status == "PAUSED"
+
+
+@dataclass(frozen=True)
+class ScheduleQuery:
+    """Which schedules: each filter a list, as `list_schedules` takes them."""
+
+    status: list[str] | None = None
+    workflow_name: list[str] | None = None
+    name_prefix: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """The schedules a query keeps, and the schedule names that workflows carry without a
+    stored schedule (declared in code; None when the source cannot tell)."""
+
+    items: list[Schedule]
+    source: str
+    unstored: Sequence[str] | None = None
+    notice: str = ""
+
+
 class Source(Protocol):
     """What every page and endpoint reads through."""
 
@@ -391,6 +454,10 @@ class Source(Protocol):
     async def stored(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
 
     async def family(self, workflow_id: str, *, actor: str = "") -> Family: ...
+
+    async def schedules(self, query: ScheduleQuery, *, actor: str = "") -> Schedules: ...
+
+    async def schedule(self, name: str, *, actor: str = "") -> Schedule | None: ...
 
 
 def split_names(value: str) -> list[str] | None:
@@ -789,6 +856,93 @@ class DatabaseSource:
         """The workflow and its kin: one statement, one round trip (see `_family_sql`)."""
         [rows] = _together(self.alias, [_family_sql(self.schema, workflow_id)])
         return _family_of(rows)
+
+    async def schedules(self, query: ScheduleQuery, *, actor: str = "") -> Schedules:
+        return await _on_thread(self._schedules)(query)
+
+    def _schedules(self, query: ScheduleQuery) -> Schedules:
+        rows = systemdb.rows(self.application, WorkflowSchedule)
+        if query.status:
+            rows = rows.filter(status__in=query.status)
+        if query.workflow_name:
+            rows = rows.filter(workflow_name__in=query.workflow_name)
+        if query.name_prefix:
+            prefixes = models.Q()
+            for prefix in query.name_prefix:
+                prefixes |= models.Q(schedule_name__startswith=prefix)
+            rows = rows.filter(prefixes)
+        items = [_schedule(row) for row in rows.order_by("schedule_name")]
+        notice = "" if self.schema.has("workflow_schedules") else NO_SCHEDULES_TABLE
+        return Schedules(items, self.name, self._unstored(), notice)
+
+    def _unstored(self) -> Sequence[str] | None:
+        """Schedule names that workflows carry and no stored schedule has: schedules an SDK
+        declares in code (through DBOS's partial index of schedule names)."""
+        if "schedule_name" in systemdb.missing_fields(self.alias, WorkflowStatus):
+            return None
+        stored = systemdb.rows(self.application, WorkflowSchedule).values("schedule_name")
+        names = (
+            systemdb.workflows(self.application)
+            .filter(schedule_name__isnull=False)
+            .exclude(schedule_name__in=stored)
+            .order_by("schedule_name")
+            .values_list("schedule_name", flat=True)
+            .distinct()
+        )
+        return [name for name in names[:UNSTORED_SHOWN] if name]
+
+    async def schedule(self, name: str, *, actor: str = "") -> Schedule | None:
+        return await _on_thread(self._schedule)(name)
+
+    def _schedule(self, name: str) -> Schedule | None:
+        row = systemdb.rows(self.application, WorkflowSchedule).filter(schedule_name=name).first()
+        return None if row is None else _schedule(row)
+
+
+def _fired_at(text: str | None) -> datetime | None:
+    """`last_fired_at`, ISO text as DBOS writes it; text no datetime reads is unknown."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _schedule(row: WorkflowSchedule) -> Schedule:
+    context = decode(row.context, None).value if row.context is not None else None
+    return Schedule(
+        name=row.schedule_name,
+        workflow_name=row.workflow_name,
+        cron=row.schedule,
+        status=row.status,
+        schedule_id=row.schedule_id,
+        class_name=row.workflow_class_name,
+        context=json.dumps(context, default=str),
+        last_fired_at=_fired_at(row.last_fired_at),
+        automatic_backfill=bool(row.automatic_backfill),
+        timezone=row.cron_timezone,
+        queue_name=row.queue_name,
+        application_name=row.application_name,
+    )
+
+
+def _schedule_from_executor(row: ScheduleOutput) -> Schedule:
+    return Schedule(
+        name=row.schedule_name or "",
+        workflow_name=row.workflow_name or "",
+        cron=row.schedule or "",
+        status=row.status or "",
+        schedule_id=row.schedule_id,
+        class_name=row.workflow_class_name,
+        context=row.context,
+        last_fired_at=_fired_at(row.last_fired_at),
+        automatic_backfill=bool(row.automatic_backfill),
+        timezone=row.cron_timezone,
+        queue_name=row.queue_name,
+        application_name=row.application_name,
+    )
 
 
 def _chart(
@@ -1264,6 +1418,24 @@ class ExecutorSource:
             forks=_answered(forks) or Kin(),
             partial=" ".join(dict.fromkeys(problems)),
         )
+
+    async def schedules(self, query: ScheduleQuery, *, actor: str = "") -> Schedules:
+        body = ListSchedulesBody(
+            status=query.status,
+            workflow_name=query.workflow_name,
+            schedule_name_prefix=query.name_prefix,
+        )
+        answer = await relay.request(
+            self.application, ListSchedulesRequest(body=body), actor_name=actor
+        )
+        rows = relay.expect(answer, ListSchedulesResponse).output
+        items = sorted((_schedule_from_executor(row) for row in rows), key=lambda s: s.name)
+        return Schedules(items, self.name, None, self.notice)
+
+    async def schedule(self, name: str, *, actor: str = "") -> Schedule | None:
+        answer = await relay.request(self.application, GetScheduleRequest(name), actor_name=actor)
+        found = relay.expect(answer, GetScheduleResponse).output
+        return None if found is None else _schedule_from_executor(found)
 
 
 def _display(language: str) -> str:
