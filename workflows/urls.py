@@ -1,7 +1,7 @@
 from django.urls import path
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>)
-from workflows import views
+from workflows import schedule_views, views
 
 urlpatterns = [
     path("apps/<str:app_name>/", views.dashboard, name="dashboard"),
@@ -27,6 +27,22 @@ urlpatterns = [
         "apps/<str:app_name>/workflows/<workflow:workflow_id>/",
         views.workflow_detail,
         name="workflow-detail",
+    ),
+    path("apps/<str:app_name>/schedules/", schedule_views.schedules_page, name="schedules"),
+    path(
+        "apps/<str:app_name>/schedules/act/",
+        schedule_views.schedule_action,
+        name="schedule-action",
+    ),
+    path(
+        "apps/<str:app_name>/schedules/backfill/",
+        schedule_views.schedule_backfill,
+        name="schedule-backfill",
+    ),
+    path(
+        "apps/<str:app_name>/schedules/bulk/",
+        schedule_views.schedules_bulk_view,
+        name="schedules-bulk",
     ),
     path("apps/<str:app_name>/bulk/new/", views.bulk_new, name="bulk-new"),
     path("apps/<str:app_name>/jobs/", views.bulk_jobs_page, name="bulk-jobs"),
