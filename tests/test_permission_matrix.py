@@ -84,6 +84,7 @@ class Route:
 REASON = {"reason": "permission matrix"}
 BULK_BODY = {"action": "cancel", "workflow_ids": [WORKFLOW], **REASON}
 ON_WORKFLOW = "/api/v1/apps/{app}/workflows/{workflow_id}"
+ON_SCHEDULE = "/api/v1/apps/{app}/schedules/{schedule_name}"
 
 API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/recovery"): Route(
@@ -145,6 +146,22 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/discard"): Route(
         PERM_OPERATE, 200, "edited_fork.discard"
     ),
+    # No executor to read the schedule through, nor to act through: recorded as failed.
+    ("POST", f"{ON_SCHEDULE}/pause"): Route(PERM_OPERATE, 503, "schedule.pause", FAILED, REASON),
+    ("POST", f"{ON_SCHEDULE}/resume"): Route(PERM_OPERATE, 503, "schedule.resume", FAILED, REASON),
+    ("POST", f"{ON_SCHEDULE}/trigger"): Route(
+        PERM_OPERATE, 503, "schedule.trigger", FAILED, REASON
+    ),
+    ("POST", f"{ON_SCHEDULE}/backfill"): Route(
+        PERM_OPERATE,
+        503,
+        "schedule.backfill",
+        FAILED,
+        {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", **REASON},
+    ),
+    ("POST", "/api/v1/apps/{app}/schedule-bulk-actions"): Route(
+        PERM_OPERATE, 503, "schedule.bulk_pause", FAILED, {"action": "pause", **REASON}
+    ),
 }
 
 ON_APP = {"app_name": "{app}"}
@@ -198,6 +215,19 @@ CONSOLE_ROUTES: dict[str, Route] = {
         FAILED,
         {"start_step": "1", **REASON},
         {**ON_APP, "workflow_id": "{workflow_id}"},
+    ),
+    "schedule-action": Route(
+        PERM_OPERATE, 302, "schedule.pause", FAILED, {"name": "nightly", "action": "pause"}
+    ),
+    "schedule-backfill": Route(
+        PERM_OPERATE,
+        302,
+        "schedule.backfill",
+        FAILED,
+        {"name": "nightly", "start": "2026-01-01T00:00", "end": "2026-01-02T00:00"},
+    ),
+    "schedules-bulk": Route(
+        PERM_OPERATE, 302, "schedule.bulk_resume", FAILED, {"action": "resume"}
     ),
     "edited-fork-act": Route(
         PERM_OPERATE,
@@ -271,6 +301,7 @@ class World:
             "executor_id": GONE_EXECUTOR,
             "poison": POISON,
             "view_id": str(view.pk),
+            "schedule_name": "nightly",
         }
 
 
