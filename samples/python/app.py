@@ -194,6 +194,13 @@ def finish(seconds: float) -> str:
     return f"slept {seconds:g}s"
 
 
+@DBOS.workflow(name="tick")
+def tick(scheduled_at: datetime, context: Any) -> str:
+    """What a dynamic schedule runs (DBOS.create_schedule): it receives its fire time and
+    the schedule's context."""
+    return f"tick at {scheduled_at.isoformat()} with {context!r}"
+
+
 @DBOS.workflow(name="slow_task")
 def slow_task(seconds: float = 30) -> str:
     half = max(seconds, 0) / 2
