@@ -35,7 +35,7 @@ def deployment(
     return app, SystemDatabase(url)
 
 
-def _create(url: str, app: str, name: str) -> None:
+def create_schedule(url: str, app: str, name: str, *, cron: str = YEARLY) -> None:
     """The schedule, made as an application makes one: by DBOS's own client."""
     from dbos import DBOSClient
 
@@ -44,7 +44,7 @@ def _create(url: str, app: str, name: str) -> None:
         client.create_schedule(
             schedule_name=name,
             workflow_name="tick",
-            schedule=YEARLY,
+            schedule=cron,
             context={"team": "billing"},
             application_name=app,
         )
@@ -70,7 +70,7 @@ def test_a_real_schedule_is_paused_resumed_triggered_and_backfilled(
 ) -> None:
     app, db = deployment
     name = f"yearly-{uuid.uuid4().hex[:6]}"
-    _create(db.url, app, name)
+    create_schedule(db.url, app, name)
     base = f"/apps/{app}/schedules/{name}"
 
     status, listing = stepchange.api("GET", f"/apps/{app}/schedules?name_prefix=yearly-")
