@@ -7,12 +7,13 @@ so it is declared after the routes under a schedule.
 """
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from pydantic import StringConstraints
 
 from stepchange.access import aapplication_for
 from stepchange.api.base import Body, acting_with
@@ -36,6 +37,10 @@ router = Router(tags=["schedules"])
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
 BAD_STATUS = "status must be ACTIVE or PAUSED; got {value!r}"
 TIME_HELP = "ISO 8601, such as 2026-11-21T10:00:00+00:00; UTC when it has no offset."
+WINDOW_HELP = f"Exclusive. {TIME_HELP}"
+_STATUS = "(?:[Aa][Cc][Tt][Ii][Vv][Ee]|[Pp][Aa][Uu][Ss][Ee][Dd])"
+# What `ScheduleFilters.query` accepts, declared: statuses in any case, comma-separated.
+STATUS_PATTERN = rf"^\s*(?:{_STATUS}\s*(?:,\s*{_STATUS}\s*)*)?$"
 
 
 class ScheduleOut(Schema):
@@ -66,7 +71,9 @@ class ScheduleList(Schema):
 
 
 class ScheduleFilters(Schema):
-    status: str | None = Field(default=None, description="ACTIVE or PAUSED, comma-separated.")
+    status: str | None = Field(
+        default=None, pattern=STATUS_PATTERN, description="ACTIVE or PAUSED, comma-separated."
+    )
     workflow_name: str | None = Field(default=None, description="Comma-separated.")
     name_prefix: str | None = Field(default=None, description="Comma-separated prefixes.")
 
@@ -137,6 +144,11 @@ class BackfillPreview(Schema):
     needs_confirmation: bool
 
 
+class BackfillWindow(Schema):
+    start: str = Field(description=WINDOW_HELP, json_schema_extra={"format": "date-time"})
+    end: str = Field(description=WINDOW_HELP, json_schema_extra={"format": "date-time"})
+
+
 async def _schedule(request: HttpRequest, app: str, name: str) -> Schedule:
     application = await aapplication_for(request, app, PERM_INSPECT)
     source = await source_for(application)
@@ -148,13 +160,15 @@ async def _schedule(request: HttpRequest, app: str, name: str) -> Schedule:
 
 @router.get("/apps/{app}/schedules/{workflow:schedule_name}/backfill", response=BackfillPreview)
 async def backfill_preview(
-    request: HttpRequest, app: str, schedule_name: str, start: str, end: str
+    request: HttpRequest, app: str, schedule_name: str, window: Query[BackfillWindow]
 ) -> Any:
     """How many runs backfilling from `start` to `end` means (both exclusive, as DBOS
     backfills), and whether the backfill needs `confirm`. Sends nothing."""
     schedule = await _schedule(request, app, schedule_name)
     try:
-        plan = backfill_plan(schedule, start=instant("start", start), end=instant("end", end))
+        plan = backfill_plan(
+            schedule, start=instant("start", window.start), end=instant("end", window.end)
+        )
     except ScheduleError as exc:
         raise HttpError(exc.status, str(exc)) from None
     return {
@@ -169,8 +183,12 @@ class ScheduleActionIn(Body):
 
 
 class BackfillIn(ScheduleActionIn):
-    start: str = Field(description=f"Exclusive. {TIME_HELP}", max_length=64)
-    end: str = Field(description=f"Exclusive. {TIME_HELP}", max_length=64)
+    start: str = Field(
+        description=WINDOW_HELP, max_length=64, json_schema_extra={"format": "date-time"}
+    )
+    end: str = Field(
+        description=WINDOW_HELP, max_length=64, json_schema_extra={"format": "date-time"}
+    )
     confirm: bool = Field(
         default=False,
         description="Needed when the range means more than 100 runs (at most "
@@ -267,11 +285,14 @@ async def backfill_schedule(
     )
 
 
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
 class BulkScheduleIn(ScheduleActionIn):
     action: Literal["pause", "resume"]
     status: list[Literal["ACTIVE", "PAUSED"]] | None = None
-    workflow_name: list[str] | None = None
-    name_prefix: list[str] | None = None
+    workflow_name: list[Text] | None = None
+    name_prefix: list[Text] | None = None
 
 
 class BulkScheduleOut(Schema):
