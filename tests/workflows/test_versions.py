@@ -74,7 +74,8 @@ def test_each_version_shows_its_executors_and_the_workflows_waiting_on_it(
     # Unpinned workflows run on the latest version's executors: not stranded.
     assert [e.executor_id for e in shown[None].executors] == ["exec-v2"]
     assert [v.name for v in found.stranded] == ["v1", "gone"]
-    assert found.counted and found.capped == {"PENDING": False, "ENQUEUED": False}
+    assert found.counted
+    assert found.capped == {"PENDING": False, "ENQUEUED": False}
 
 
 def test_counts_past_the_cap_are_lower_bounds_and_say_so(
