@@ -122,6 +122,9 @@ def console(
         "go to a workflow, blank": f"{on_app}/go/?id=",
         "executors": f"{on_app}/executors/",
         "executor detail": f"{on_app}/executors/exec-a11y/",
+        "versions": f"{on_app}/versions/",
+        "new bulk fork onto a version": f"{on_app}/bulk/new/?action=fork_to_version"
+        f"&scope=selected&ids={quote(failed)}",
         "request log": f"{on_app}/requests/",
         "request detail": f"{on_app}/requests/{log_id}/",
         "edited forks": f"{on_app}/edited-forks/",
@@ -220,6 +223,8 @@ PAGES = [
     "go to a workflow, blank",
     "executors",
     "executor detail",
+    "versions",
+    "new bulk fork onto a version",
     "request log",
     "request detail",
     "edited forks",
