@@ -727,9 +727,11 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
         else:
             read = functools.partial(_detail_reads, source, str(view.workflow_id))
 
-        def run(read: Callable[[], Any] = read) -> float:
+        reads_on = systemdb.alias_for(versions_app) if view.kind == "versions" else alias
+
+        def run(read: Callable[[], Any] = read, reads_on: str = reads_on) -> float:
             spent.clear()
-            with connections[alias].execute_wrapper(timed):
+            with connections[reads_on].execute_wrapper(timed):
                 read()
             return sum(spent)
 
