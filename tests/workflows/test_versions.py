@@ -178,7 +178,12 @@ async def wired(
     executor = await connect_executor(version="v2")
     yield application, executor
     await executor.communicator.disconnect()
-    await sync_to_async(next, thread_sensitive=True)(made, None)
+    await sync_to_async(_finish)(made)
+
+
+def _finish(made: Iterator[Application]) -> None:
+    """Run the generator's clean-up: forget the alias (the SQLite file goes with tmp_path)."""
+    next(made, None)
 
 
 async def client_of(role: str) -> AsyncClient:
@@ -277,6 +282,7 @@ async def test_an_executor_that_says_no_is_a_502_audited_with_its_answer(
     assert "database is locked" in answer.json()["detail"]
     [record] = await audits()
     assert record.result == "failed"
+    assert record.response is not None
     assert record.response["error_message"] == "database is locked"
 
 
