@@ -110,7 +110,7 @@ class Filter:
 @dataclass
 class View:
     key: str  # stable name, shared with console_argus.py: "list/first", "detail/typical"
-    kind: str  # "list" or "detail"
+    kind: str  # "list", "detail" or "versions"
     filter: Filter | None = None
     # For lists: the keyset cursor (created_at, workflow_uuid) of the page's previous row,
     # None for the first page; `page` is the page number it stands for.
@@ -357,6 +357,7 @@ def build_views(conn: psycopg.Connection, info: dict[str, Any]) -> list[View]:
             "detail/1000-steps, all at once", "detail", workflow_id=info["thousand"], all_steps=True
         )
     )
+    views.append(View("versions", "versions"))
     return views
 
 
@@ -447,11 +448,31 @@ def payload_size(rows: list[tuple]) -> int:
     return sum(len(str(v)) for r in rows for v in r if v is not None)
 
 
+# The Versions page: the registered versions, and the PENDING and ENQUEUED workflows pinned
+# to each, at most COUNT_CAP + 1 of each status read through DBOS's partial indexes.
+VERSIONS_SQL = """
+SELECT version_id, version_name, version_timestamp, created_at FROM dbos.application_versions
+WHERE application_name = %(app)s OR application_name IS NULL ORDER BY version_timestamp DESC
+"""
+PINNED_SQL = """
+SELECT 'PENDING', application_version, COUNT(*) FROM (
+    SELECT application_version FROM dbos.workflow_status WHERE status = 'PENDING' LIMIT 10001
+) AS pending GROUP BY application_version
+UNION ALL
+SELECT 'ENQUEUED', application_version, COUNT(*) FROM (
+    SELECT application_version FROM dbos.workflow_status WHERE status = 'ENQUEUED' LIMIT 10001
+) AS enqueued GROUP BY application_version
+"""
+
+
 def sql_queries(view: View) -> list[tuple[str, dict[str, Any]]]:
     """The hand-written SQL of a view: the page of rows, or the workflow with its payloads
-    and its first 100 steps (one more tells whether there are more; all 1,000 at once)."""
+    and its first 100 steps (one more tells whether there are more; all 1,000 at once), or
+    the versions with their pinned counts."""
     if view.kind == "list":
         return [list_sql(view)]
+    if view.kind == "versions":
+        return [(VERSIONS_SQL, {"app": "bench"}), (PINNED_SQL, {})]
     limit = 1000 if view.all_steps else STEPS_SHOWN + 1
     return [
         (DETAIL_STATUS_SQL, {"id": view.workflow_id}),
@@ -555,6 +576,8 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
     server.start()
     try:
         server.manage("register_app", "bench-1m", "--system-database-url", url, "--schema", "dbos")
+        # The versions in the database are those of the application the seed named "bench".
+        server.manage("register_app", "bench", "--system-database-url", url, "--schema", "dbos")
         # The search box reads a name it has seen as that name: learn them now, as the
         # server's background loop would within its first minute.
         server.manage("shell", "-c", LEARN_NAMES.format(app="bench-1m"))
@@ -582,6 +605,13 @@ def measure_stepchange(url: str, views: list[View], results: Results, args) -> N
                 paths = {
                     "page": [f"/apps/bench-1m/workflows/?{query}"],
                     "api": [f"/api/v1/apps/bench-1m/workflows?{query}"],
+                }
+            elif view.kind == "versions":
+                # No executor is connected: every version holding workflows is stranded,
+                # the page's longest form.
+                paths = {
+                    "page": ["/apps/bench/versions/"],
+                    "api": ["/api/v1/apps/bench/versions"],
                 }
             else:
                 wid = urllib.parse.quote(str(view.workflow_id))
@@ -665,11 +695,14 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
     from workflows import systemdb
     from workflows.names import names_seen_refresh
     from workflows.sources import DatabaseSource
+    from workflows.versions import _database_read
     from workflows.views import WorkflowFilterForm, search_read
 
     call_command("migrate", verbosity=0)
     application = Application.objects.create(name="bench-db", system_database_url=url)
     source = DatabaseSource(application, systemdb.schema_of(application))
+    # The versions in the database are those of the application the seed named "bench".
+    versions_app = Application.objects.create(name="bench", system_database_url=url)
     alias = systemdb.alias_for(application)
     names_seen_refresh(application)
     spent: list[float] = []
@@ -689,12 +722,16 @@ def measure_database_time(url: str, views: list[View], results: Results, args) -
             assert form.is_valid(), form.errors
             search = search_read(application, form.cleaned_data.get("q", ""))
             read = functools.partial(source._list, form.query(queued=False, search=search))
+        elif view.kind == "versions":
+            read = functools.partial(_database_read, versions_app)
         else:
             read = functools.partial(_detail_reads, source, str(view.workflow_id))
 
-        def run(read: Callable[[], Any] = read) -> float:
+        reads_on = systemdb.alias_for(versions_app) if view.kind == "versions" else alias
+
+        def run(read: Callable[[], Any] = read, reads_on: str = reads_on) -> float:
             spent.clear()
-            with connections[alias].execute_wrapper(timed):
+            with connections[reads_on].execute_wrapper(timed):
                 read()
             return sum(spent)
 

@@ -129,6 +129,14 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/bulk-actions/{job_id}/retry"): Route(
         PERM_OPERATE, 200, "bulk.retry"
     ),
+    # No executor to read the versions through or to set one latest: audited as failed.
+    ("POST", "/api/v1/apps/{app}/versions/latest"): Route(
+        PERM_OPERATE,
+        503,
+        "application.version.set_latest",
+        FAILED,
+        {"version_name": "v2", **REASON},
+    ),
     # Without a system database an edited fork cannot be checked, staged or written.
     ("POST", f"{ON_WORKFLOW}/edited-forks"): Route(
         PERM_OPERATE,
@@ -189,6 +197,13 @@ CONSOLE_ROUTES: dict[str, Route] = {
         302,
         "bulk.create",
         body={"action": "cancel", "scope": "selected", "ids": [WORKFLOW], **REASON},
+    ),
+    "version-set-latest": Route(
+        PERM_OPERATE,
+        302,
+        "application.version.set_latest",
+        FAILED,
+        {"version_name": "v2", **REASON},
     ),
     "bulk-job-retry": Route(
         PERM_OPERATE, 302, "bulk.retry", kwargs={**ON_APP, "job_id": "{job_id}"}

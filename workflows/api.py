@@ -53,6 +53,7 @@ from workflows.sources import (
     source_for,
     split_names,
 )
+from workflows.versions import Version, VersionError, version_set_latest, versions_read
 
 router = Router(tags=["workflows"])
 
@@ -578,7 +579,7 @@ class BulkIn(Body):
         }
     )
 
-    action: Literal["cancel", "resume", "delete", "fork_from_failure"]
+    action: Literal["cancel", "resume", "delete", "fork_from_failure", "fork_to_version"]
     workflow_ids: list[WorkflowId] | None = Field(
         default=None,
         max_length=MAX_WORKFLOWS,
@@ -787,6 +788,94 @@ def _job_out(job: BulkJob) -> dict[str, Any]:
     fields = ["id", "action", "state", "reason", "selection", "parameters", "created_by_name"]
     fields += ["created_at", "started_at", "finished_at", "detail"]
     return {field: getattr(job, field) for field in fields} | {"progress": progress(job)}
+
+
+# Application versions.
+
+
+class VersionOut(Schema):
+    version_name: str | None = Field(description="null: the workflows pinned to no version.")
+    version_id: str
+    latest: bool
+    registered: bool = Field(description="DBOS has a row for it in application_versions.")
+    version_timestamp: datetime | None
+    created_at: datetime | None
+    executor_ids: list[str]
+    pending: int
+    enqueued: int
+    stranded: bool
+
+    @staticmethod
+    def resolve_version_name(obj: Version) -> str | None:
+        return obj.name
+
+    @staticmethod
+    def resolve_executor_ids(obj: Version) -> list[str]:
+        return [executor.executor_id for executor in obj.executors]
+
+
+class VersionsOut(Schema):
+    items: list[VersionOut]
+    latest: str | None
+    source: str
+    counted: bool = Field(description="false: the pinned counts ran out of time, all 0.")
+    capped: dict[str, bool] = Field(description="Per status: its counts are lower bounds.")
+    notes: list[str]
+
+
+class SetLatestIn(Body):
+    version_name: str = Field(min_length=1, max_length=255)
+    reason: str = Field(default="", max_length=2000)
+
+
+class SetLatestOut(Schema):
+    version_name: str
+    previous_latest: str | None
+    executor_id: str
+    request_id: str
+    audit_id: int
+    detail: str
+
+
+@router.get("/apps/{app}/versions", response={200: VersionsOut} | BULK_RESPONSES)
+async def list_versions(request: HttpRequest, app: str) -> Any:
+    """Every version: registered in `application_versions` (or listed by an executor),
+    run by a connected executor, or holding PENDING or ENQUEUED workflows, with those
+    counts (bounded: see `capped`) and whether they are stranded."""
+    application = await aapplication_for(request, app, PERM_INSPECT)
+    found = await _read(versions_read(application, actor=request.user.get_username()))
+    return {
+        "items": found.versions,
+        "latest": found.latest,
+        "source": found.source,
+        "counted": found.counted,
+        "capped": found.capped,
+        "notes": found.notes,
+    }
+
+
+@router.post(
+    "/apps/{app}/versions/latest",
+    response={200: SetLatestOut} | BULK_RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+)
+async def set_latest_version(request: HttpRequest, app: str, body: SetLatestIn) -> Any:
+    """Make a registered version the latest (DBOS's `set_latest_application_version`):
+    unpinned workflows then run on its executors. 404 for a version DBOS has no row of,
+    409 for the latest one already."""
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    try:
+        return await version_set_latest(
+            application=application,
+            version_name=body.version_name,
+            reason=body.reason,
+            actor=request.user,
+            request=request,
+        )
+    except VersionError as exc:
+        raise HttpError(exc.status, str(exc)) from None
+    except SlowQuery as exc:
+        raise HttpError(SlowQuery.status, str(exc)) from None
 
 
 # A workflow id may hold slashes ({path:...}): the workflow's own route would take the rest

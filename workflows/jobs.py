@@ -37,6 +37,7 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
+from conductor.registry import live_versions
 from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -68,6 +69,8 @@ ACTIONS = {
     BulkJob.Action.RESUME: Action.RESUME,
     BulkJob.Action.DELETE: Action.DELETE,
     BulkJob.Action.FORK_FROM_FAILURE: Action.FORK_FROM_FAILURE,
+    # A fork of any status is allowed; the batch goes as fork_from_failure with a version.
+    BulkJob.Action.FORK_TO_VERSION: Action.FORK,
 }
 # Sending these twice does no harm (PROTOCOL.md §2.2: guarded updates and deletes).
 REPEATABLE = {BulkJob.Action.CANCEL, BulkJob.Action.RESUME, BulkJob.Action.DELETE}
@@ -76,7 +79,15 @@ CREATE_ACTION = "bulk.create"
 RETRY_ACTION = "bulk.retry"
 TOO_MANY = "The selection holds more than {limit:,} workflows: narrow the filter."
 EMPTY = "Nothing to act on: no workflow matches."
-UNKNOWN_ACTION = "Bulk actions are cancel, resume, delete and fork_from_failure; got {action!r}."
+UNKNOWN_ACTION = (
+    "Bulk actions are cancel, resume, delete, fork_from_failure and fork_to_version; "
+    "got {action!r}."
+)
+VERSION_NEEDED = "A fork onto a version needs application_version: the version to fork onto."
+VERSION_NOT_RUNNING = (
+    "No connected executor runs version {version!r}: forks pinned to it would be stranded "
+    "too. Versions running now: {running}."
+)
 NOT_FOUND = "No such workflow in {app}."
 NO_EXECUTOR_PAUSE = "Stopped: {error} Retry the job once an executor is connected."
 GAVE_UP = "Stopped after {tries} tries: {error} Retry the job to send the rest."
@@ -171,6 +182,8 @@ def bulk_job_create(
         raise ActionError(TOO_MANY.format(limit=MAX_WORKFLOWS))
     if not selection.workflows and not selection.missing:
         raise ActionError(EMPTY)
+    if action == BulkJob.Action.FORK_TO_VERSION:
+        _check_fork_target(application, parameters.application_version)
     refused = _refusals_for(action)
     with transaction.atomic():
         job = BulkJob.objects.create(
@@ -221,6 +234,19 @@ def bulk_job_create(
             reason=parameters.reason,
         )
     return job
+
+
+def _check_fork_target(application: Application, version: str | None) -> None:
+    """A fork onto a version goes to a version some connected executor runs."""
+    if not version:
+        raise ActionError(VERSION_NEEDED)
+    running = live_versions(application)
+    if version not in running:
+        raise ActionRefusedError(
+            VERSION_NOT_RUNNING.format(
+                version=version, running=", ".join(running) or "none, no executor is connected"
+            )
+        )
 
 
 NOT_STOPPED = "Bulk job {job_id} is {state}: only a stopped job is retried."

@@ -655,6 +655,8 @@ class BulkJob(models.Model):
         RESUME = "resume"
         DELETE = "delete"
         FORK_FROM_FAILURE = "fork_from_failure", "fork from failure"
+        # Stranded workflows (pinned to a version no executor runs) forked onto another.
+        FORK_TO_VERSION = "fork_to_version", "fork onto a version"
 
     class State(models.TextChoices):
         QUEUED = "queued"

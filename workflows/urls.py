@@ -44,6 +44,12 @@ urlpatterns = [
         schedule_views.schedules_bulk_view,
         name="schedules-bulk",
     ),
+    path("apps/<str:app_name>/versions/", views.versions_page, name="versions"),
+    path(
+        "apps/<str:app_name>/versions/latest/",
+        views.version_set_latest_view,
+        name="version-set-latest",
+    ),
     path("apps/<str:app_name>/bulk/new/", views.bulk_new, name="bulk-new"),
     path("apps/<str:app_name>/jobs/", views.bulk_jobs_page, name="bulk-jobs"),
     path("apps/<str:app_name>/jobs/<int:job_id>/", views.bulk_job_page, name="bulk-job"),

@@ -28,7 +28,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from conductor import relay
-from conductor.registry import live_executors
+from conductor.registry import live_executors, live_versions
 from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import arender, db_async
 from stepchange.converters import workflow_urls
@@ -82,6 +82,7 @@ from workflows.sources import (
     split_names,
 )
 from workflows.timeline import Row, failing_step, fold_of, headline, rows, slowest, timeline
+from workflows.versions import Version, VersionError, version_set_latest, versions_read
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 DEFAULT_LIMIT = 50
@@ -1180,6 +1181,9 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         "explanation": EXPLANATIONS[ACTIONS[action]],
         "filter_text": form.cleaned_data["filter"],
         "top_level": query is not None and query.top_level,
+        # A fork onto a version offers the versions a connected executor runs.
+        "running_versions": await db_async(live_versions)(application),
+        "chosen_version": data.get("application_version", ""),
     }
     return await arender(request, "workflows/bulk_new.html", context)
 
@@ -1343,3 +1347,70 @@ def _go_back(request: HttpRequest, back: str, application: Application) -> str:
     ):
         return back
     return reverse("workflows", args=[application.name])
+
+
+# Application versions: what runs where, what waits on what, and the latest.
+
+
+class SetLatestVersionForm(forms.Form):
+    version_name = forms.CharField(max_length=255)
+    reason = forms.CharField(required=False, max_length=2000)
+
+
+@login_required
+async def versions_page(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = await aapplication_for(request, app_name)
+    context: dict[str, Any] = {
+        "application": application,
+        "can_operate": request.user.has_perm(PERM_OPERATE),
+    }
+    try:
+        found = await versions_read(application, actor=request.user.get_username())
+    except (relay.RelayError, SlowQuery) as exc:
+        context["error"] = str(exc)
+    else:
+        context |= {
+            "found": found,
+            "stranded": [
+                (version, _stranded_links(application, version)) for version in found.stranded
+            ],
+        }
+    return await arender(request, "workflows/versions.html", context)
+
+
+def _stranded_links(application: Application, version: Version) -> dict[str, str]:
+    """The list of a stranded version's waiting workflows, and a bulk fork of them (none
+    for unpinned workflows: the list has no filter for "no version")."""
+    if not version.name:
+        return {}
+    waiting = [("status", "PENDING"), ("status", "ENQUEUED"), ("all_levels", "on")]
+    filters = urlencode([("application_version", version.name), *waiting])
+    fork = urlencode({"action": "fork_to_version", "scope": "filter", "filter": filters})
+    return {
+        "list": f"{reverse('workflows', args=[application.name])}?{filters}",
+        "fork": f"{reverse('bulk-new', args=[application.name])}?{fork}",
+    }
+
+
+@login_required
+@require_POST
+async def version_set_latest_view(request: HttpRequest, app_name: str) -> HttpResponse:
+    application = await aapplication_for(request, app_name, PERM_OPERATE)
+    form = SetLatestVersionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Set the latest version: {form.errors.as_text()}")
+        return redirect("versions", app_name)
+    try:
+        done = await version_set_latest(
+            application=application,
+            version_name=form.cleaned_data["version_name"],
+            reason=form.cleaned_data["reason"],
+            actor=request.user,
+            request=request,
+            source="console",
+        )
+    except (VersionError, relay.RelayError, SlowQuery) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done["detail"])
+    return redirect("versions", app_name)

@@ -123,6 +123,9 @@ def console(
         "executors": f"{on_app}/executors/",
         "executor detail": f"{on_app}/executors/exec-a11y/",
         "schedules": f"{on_app}/schedules/",
+        "versions": f"{on_app}/versions/",
+        "new bulk fork onto a version": f"{on_app}/bulk/new/?action=fork_to_version"
+        f"&scope=selected&ids={quote(failed)}",
         "request log": f"{on_app}/requests/",
         "request detail": f"{on_app}/requests/{log_id}/",
         "edited forks": f"{on_app}/edited-forks/",
@@ -222,6 +225,8 @@ PAGES = [
     "executors",
     "executor detail",
     "schedules",
+    "versions",
+    "new bulk fork onto a version",
     "request log",
     "request detail",
     "edited forks",
