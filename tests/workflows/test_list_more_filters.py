@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import User
@@ -27,7 +28,7 @@ from workflows import systemdb
 BASE_MS = 1_700_000_000_000
 STATUSES = ("SUCCESS", "ERROR", "PENDING", "ENQUEUED", "CANCELLED")
 ODD_TEXT = "o'brien \"%_\\ ünïcode ☃"
-ODD_KEY = 'we\'ird "key%_'
+ODD_KEY = "we'ird \"key%_"
 COLUMNS = (
     "workflow_uuid",
     "status",
@@ -186,10 +187,12 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[dict[str, Any]], bool]]] = 
             ("attribute", "tenant=acme"),
             ("completed_after", iso(FROM)),
         ],
-        lambda r: r["authenticated_user"] == "alice"
-        and _has(tenant="acme")(r)
-        and r["completed_at"] is not None
-        and r["completed_at"] >= FROM,
+        lambda r: (
+            r["authenticated_user"] == "alice"
+            and _has(tenant="acme")(r)
+            and r["completed_at"] is not None
+            and r["completed_at"] >= FROM
+        ),
     ),
 ]
 # Text that would be a pattern anywhere LIKE were used: here it is only itself.
@@ -237,8 +240,6 @@ def api_list(client: Client, app: str, query: list[tuple[str, str]]) -> list[str
 
 
 def _encode(pairs: list[tuple[str, str]]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode(pairs)
 
 
@@ -300,7 +301,8 @@ def test_an_attribute_chip_removes_that_attribute_only(
     )
     assert remove is not None, html
     url = remove.group(1).replace("&amp;", "&")
-    assert "tier" not in url and "attribute=tenant%3Dacme" in url
+    assert "tier" not in url
+    assert "attribute=tenant%3Dacme" in url
     html = signed_in(vera).get(url).content.decode()
     top_level = [r for r in made if r["parent_workflow_id"] is None]
     assert shown_ids(html, application.name) == newest_first(top_level, _has(tenant="acme"))[:50]
@@ -325,12 +327,15 @@ def test_a_saved_view_keeps_the_new_filters(
     page = client.get(f"/apps/{application.name}/workflows/")
     link = re.search(r'<a href="\?([^"]+)">odd</a>', page.content.decode())
     assert link is not None
-    opened = client.get(f"/apps/{application.name}/workflows/?{link.group(1).replace('&amp;', '&')}")
+    saved_query = link.group(1).replace("&amp;", "&")
+    opened = client.get(f"/apps/{application.name}/workflows/?{saved_query}")
     expected = newest_first(
         made,
-        lambda r: _has(tenant=ODD_TEXT)(r)
-        and not r["was_forked_from"]
-        and r["parent_workflow_id"] is None,
+        lambda r: (
+            _has(tenant=ODD_TEXT)(r)
+            and not r["was_forked_from"]
+            and r["parent_workflow_id"] is None
+        ),
     )
     assert expected
     assert shown_ids(opened.content.decode(), application.name) == expected
@@ -413,7 +418,7 @@ def test_the_console_says_what_is_wrong_with_a_filter_and_lists_nothing(
     html = page.content.decode()
     assert message in html.replace("&quot;", '"').replace("&#x27;", "'")
     assert shown_ids(html, application.name) == []
-    assert "<details class=\"more-filters\" open>" in html
+    assert '<details class="more-filters" open>' in html
 
 
 def test_an_object_attribute_is_matched_by_containment_on_postgres_and_refused_on_sqlite(
