@@ -1293,7 +1293,7 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         selection = await bulk_select(
             application, query=query, workflow_ids=ids, actor=request.user.get_username()
         )
-    except (relay.RelayError, SlowQuery, BadCursor) as exc:
+    except (relay.RelayError, SlowQuery, BadCursor, UnsupportedFilter) as exc:
         if request.method == "POST":
             await db_async(bulk_selection_failed)(
                 application=application,

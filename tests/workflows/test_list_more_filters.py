@@ -495,3 +495,29 @@ def test_a_filter_on_a_column_the_schema_lacks_is_refused_not_ignored(
     html = page.content.decode()
     assert "so the list cannot be filtered by" in html
     assert shown_ids(html, app) == []
+
+
+def test_a_bulk_action_previews_exactly_the_workflows_the_new_filters_keep(
+    lived: tuple[Application, list[dict[str, Any]]],
+) -> None:
+    application, made = lived
+    olga = make_user(username="olga", role="operator")
+    _, token = api_token_create(user=olga, name="t")
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    url = f"/api/v1/apps/{application.name}/bulk-actions/preview"
+    filters = {"attribute": ["tenant=acme"], "was_forked_from": False, "has_parent": False}
+    answer = client.post(url, {"action": "cancel", "filters": filters}, "application/json")
+    assert answer.status_code == 200, answer.content
+    expected = newest_first(
+        made,
+        lambda r: (
+            _held(r).get("tenant") == "acme"
+            and not r["was_forked_from"]
+            and r["parent_workflow_id"] is None
+        ),
+    )
+    assert answer.json()["count"] == len(expected) > 0
+    bad = {"action": "cancel", "filters": {"attribute": ["tenant"]}}
+    refused = client.post(url, bad, "application/json")
+    assert refused.status_code == 400
+    assert "key=value" in refused.json()["detail"]
