@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, models
@@ -33,6 +33,11 @@ STATUSES = (
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 )
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+# How far the clocks stamping one workflow's times (a client enqueuing it, the executors
+# running it) are taken to disagree at most.
+CLOCK_MARGIN = timedelta(hours=1)
 
 
 class _CountOf(models.Subquery):
@@ -150,7 +155,15 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             "parent_workflow_id__isnull": None if has_parent is None else not has_parent,
             "was_forked_from": was_forked_from,
         }
-        return self.filter(**{key: value for key, value in lookups.items() if value is not None})
+        rows = self.filter(**{k: v for k, v in lookups.items() if v is not None})
+        # A workflow completes, and leaves its queue, after it is created: the end of either
+        # range bounds its creation too, which lets the created_at index start there rather
+        # than at the newest row. With a margin for clocks that disagree (DBOS stamps each
+        # time on the machine that acts).
+        for end in (completed_before, dequeued_before):
+            if end is not None:
+                rows = rows.filter(created_at_ms__lte=_ms(end + CLOCK_MARGIN))
+        return rows
 
     def with_attributes(self, attributes: dict[str, Any]) -> WorkflowQuerySet:
         """Rows whose attributes hold every key with its value. On Postgres, JSONB

@@ -80,6 +80,17 @@ def rows() -> list[dict[str, Any]]:
                 "updated_at": created,
             }
         )
+    # Completed, by its executor's clock, half an hour before its client's clock created it.
+    skewed = BASE_MS + 200 * 60_000
+    found.append(
+        {
+            **found[1],
+            "workflow_uuid": "wf-skewed",
+            "completed_at": skewed - 30 * 60_000,
+            "created_at": skewed,
+            "updated_at": skewed,
+        }
+    )
     return found
 
 
@@ -149,6 +160,7 @@ def iso(ms: int) -> str:
 
 
 FROM, TO = BASE_MS + 20 * 60_000, BASE_MS + 70 * 60_000
+SKEWED_FROM, SKEWED_TO = BASE_MS + 165 * 60_000, BASE_MS + 175 * 60_000
 
 # Each filter as the API takes it (a list: `attribute` repeats), and which rows it keeps.
 FILTERS: list[tuple[list[tuple[str, str]], Callable[[dict[str, Any]], bool]]] = [
@@ -169,6 +181,10 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[dict[str, Any]], bool]]] = 
     (
         [("dequeued_after", iso(FROM)), ("dequeued_before", iso(TO))],
         lambda r: r["started_at_epoch_ms"] is not None and FROM <= r["started_at_epoch_ms"] <= TO,
+    ),
+    (
+        [("completed_after", iso(SKEWED_FROM)), ("completed_before", iso(SKEWED_TO))],
+        lambda r: r["workflow_uuid"] == "wf-skewed",
     ),
     ([("was_forked_from", "true")], lambda r: r["was_forked_from"]),
     ([("was_forked_from", "false")], lambda r: not r["was_forked_from"]),
