@@ -42,6 +42,7 @@ from workflows.jobs import (
 )
 from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
+    MAX_ATTRIBUTE_CHARS,
     MAX_ATTRIBUTES,
     MAX_STEPS_PAGE,
     STEPS_PAGE,
@@ -81,6 +82,11 @@ ATTRIBUTE_HELP = (
     "A workflow attribute as key=value; repeat for several (each must hold). A value that is"
     ' JSON is that value (tier=3 is the number 3, tier="3" the text); any other is text.'
 )
+# What `parse_attributes` takes, declared: a key (not blank) before the first "=".
+AttributeFilter = Annotated[
+    str,
+    StringConstraints(max_length=MAX_ATTRIBUTE_CHARS, pattern=r"^[^=]*[^=\s][^=]*=[\s\S]*$"),
+]
 TIME_FILTERS = (
     "start_time",
     "end_time",
@@ -232,7 +238,7 @@ class WorkflowFilters(Schema):
     has_parent: bool | None = Field(
         default=None, description="Only child workflows (true), or only top-level ones (false)."
     )
-    attribute: list[str] | None = Field(
+    attribute: list[AttributeFilter] | None = Field(
         default=None,
         max_length=MAX_ATTRIBUTES,
         description=ATTRIBUTE_HELP,
