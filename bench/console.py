@@ -286,6 +286,51 @@ def build_filters(conn: psycopg.Connection) -> list[Filter]:
             from_ms=range_from,
             to_ms=range_to,
         ),
+        # The filters list_workflows takes besides those. A completion or dequeue range
+        # bounds creation too (as StepChange's list does: a workflow completes, and leaves
+        # its queue, after it is created, give or take an hour of clocks). The seeded
+        # database sets no authenticated user, schedule or attributes: those three find
+        # nothing, which for the user (no index) is the slowest case, a scan of every row.
+        f(
+            "user=alice (no index)",
+            "authenticated_user = %(user)s",
+            {"user": "alice"},
+            user="alice",
+        ),
+        f(
+            "schedule=nightly",
+            "schedule_name = %(schedule)s",
+            {"schedule": "nightly"},
+            schedule="nightly",
+        ),
+        f(
+            "completed in a 1-day range",
+            "completed_at >= %(from_ms)s AND completed_at <= %(to_ms)s"
+            " AND created_at <= %(to_ms)s + 3600000",
+            {"completed_after": str(range_from), "completed_before": str(range_to)},
+            from_ms=range_from,
+            to_ms=range_to,
+        ),
+        f(
+            "dequeued in a 1-day range",
+            "started_at_epoch_ms >= %(from_ms)s AND started_at_epoch_ms <= %(to_ms)s"
+            " AND created_at <= %(to_ms)s + 3600000",
+            {"dequeued_after": str(range_from), "dequeued_before": str(range_to)},
+            from_ms=range_from,
+            to_ms=range_to,
+        ),
+        f(
+            "was_forked_from=true (no index)",
+            "was_forked_from",
+            {"was_forked_from": "true"},
+        ),
+        f("has_parent=true", "parent_workflow_id IS NOT NULL", {"has_parent": "true"}),
+        f(
+            "attribute tenant=acme",
+            "attributes @> %(attributes)s::jsonb",
+            {"attribute": "tenant=acme"},
+            attributes='{"tenant": "acme"}',
+        ),
     ]
 
 
@@ -537,16 +582,29 @@ STEPCHANGE_PARAMS = {
     "forked_from": "forked_from",
     "parent": "parent_workflow_id",
     "q": "q",
+    "user": "authenticated_user",
+    "schedule": "schedule_name",
+    "was_forked_from": "was_forked_from",
+    "has_parent": "has_parent",
+    "attribute": "attribute",
+}
+# A time range of a filter, as epoch ms in `Filter.query`, and the console's name for each end.
+TIME_PARAMS = {
+    "created_after": "start_time",
+    "created_before": "end_time",
+    "completed_after": "completed_after",
+    "completed_before": "completed_before",
+    "dequeued_after": "dequeued_after",
+    "dequeued_before": "dequeued_before",
 }
 
 
 def stepchange_query(view: View) -> dict[str, str]:
     query: dict[str, str] = {}
     for name, value in (view.filter.query if view.filter else {}).items():
-        if name in ("created_after", "created_before"):
+        if name in TIME_PARAMS:
             moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-            key = "start_time" if name == "created_after" else "end_time"
-            query[key] = moment.isoformat()
+            query[TIME_PARAMS[name]] = moment.isoformat()
         else:
             query[STEPCHANGE_PARAMS[name]] = value
     if view.cursor is not None:

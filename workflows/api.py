@@ -42,6 +42,8 @@ from workflows.jobs import (
 )
 from workflows.models import STATUSES, BulkJob
 from workflows.sources import (
+    MAX_ATTRIBUTE_CHARS,
+    MAX_ATTRIBUTES,
     MAX_STEPS_PAGE,
     STEPS_PAGE,
     BadCursor,
@@ -49,7 +51,10 @@ from workflows.sources import (
     SlowQuery,
     Source,
     Step,
+    UnsupportedFilter,
     Workflow,
+    backwards_range,
+    parse_attributes,
     source_for,
     split_names,
 )
@@ -74,6 +79,23 @@ STATUS_PATTERN = rf"^\s*(?:{_STATUS}\s*(?:,\s*{_STATUS}\s*)*)?$"
 TIME_HELP = "ISO 8601, such as 2026-11-21T10:00:00+00:00; UTC when it has no offset."
 BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
+ATTRIBUTE_HELP = (
+    "A workflow attribute as key=value; repeat for several (each must hold). A value that is"
+    ' JSON is that value (tier=3 is the number 3, tier="3" the text); any other is text.'
+)
+# What `parse_attributes` takes, declared: a key (not blank) before the first "=".
+AttributeFilter = Annotated[
+    str,
+    StringConstraints(max_length=MAX_ATTRIBUTE_CHARS, pattern=r"^[^=]*[^=\s][^=]*=[\s\S]*$"),
+]
+TIME_FILTERS = (
+    "start_time",
+    "end_time",
+    "completed_after",
+    "completed_before",
+    "dequeued_after",
+    "dequeued_before",
+)
 
 
 def _value(obj: Workflow | Step, name: str) -> Any:
@@ -197,6 +219,31 @@ class WorkflowFilters(Schema):
     end_time: str | None = Field(
         default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
     )
+    authenticated_user: str | None = None
+    schedule_name: str | None = None
+    completed_after: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    completed_before: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    dequeued_after: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    dequeued_before: str | None = Field(
+        default=None, description=TIME_HELP, json_schema_extra={"format": "date-time"}
+    )
+    was_forked_from: bool | None = Field(
+        default=None, description="Only workflows that were (or were not) forked."
+    )
+    has_parent: bool | None = Field(
+        default=None, description="Only child workflows (true), or only top-level ones (false)."
+    )
+    attribute: list[AttributeFilter] | None = Field(
+        default=None,
+        max_length=MAX_ATTRIBUTES,
+        description=ATTRIBUTE_HELP,
+    )
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(default=None, description=CURSOR_HELP)
     sort_desc: bool = True
@@ -214,14 +261,22 @@ class WorkflowFilters(Schema):
                 "application_version",
                 "forked_from",
                 "parent_workflow_id",
+                "authenticated_user",
+                "schedule_name",
             )
             if getattr(self, name)
         }
-        return ListQuery(
+        times: dict[str, Any] = {name: _instant(name, getattr(self, name)) for name in TIME_FILTERS}
+        try:
+            attributes = parse_attributes(self.attribute or [])
+        except ValueError as exc:
+            raise HttpError(400, f"attribute: {exc}") from None
+        query = ListQuery(
             status=_statuses(self.status),
             workflow_id_prefix=self.workflow_id_prefix or None,
-            start_time=_instant("start_time", self.start_time),
-            end_time=_instant("end_time", self.end_time),
+            was_forked_from=self.was_forked_from,
+            has_parent=self.has_parent,
+            attributes=attributes,
             limit=self.limit,
             cursor=self.cursor,
             sort_desc=self.sort_desc,
@@ -229,7 +284,12 @@ class WorkflowFilters(Schema):
             load_output=self.load_output,
             queued=queued,
             **lists,
+            **times,
         )
+        backwards = backwards_range(times)
+        if backwards:
+            raise HttpError(400, backwards[1])
+        return query
 
 
 def _statuses(value: str | None) -> list[str] | None:
@@ -266,6 +326,8 @@ async def _read(read: Awaitable[Any]) -> Any:
         raise HttpError(400, str(exc)) from None
     except SlowQuery as exc:
         raise HttpError(SlowQuery.status, str(exc)) from None
+    except UnsupportedFilter as exc:
+        raise HttpError(UnsupportedFilter.status, f"{exc.field}: {exc}") from None
 
 
 async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued: bool) -> Any:
@@ -674,7 +736,7 @@ async def _selection(
         selection = await bulk_select(
             application, query=query, workflow_ids=body.workflow_ids, actor=actor
         )
-    except (HttpError, BadCursor, SlowQuery, RelayError) as exc:
+    except (HttpError, BadCursor, SlowQuery, UnsupportedFilter, RelayError) as exc:
         if creating:
             await db_async(bulk_selection_failed)(
                 application=application,
@@ -688,6 +750,8 @@ async def _selection(
             raise HttpError(400, str(exc)) from None
         if isinstance(exc, SlowQuery):
             raise HttpError(SlowQuery.status, str(exc)) from None
+        if isinstance(exc, UnsupportedFilter):
+            raise HttpError(UnsupportedFilter.status, f"{exc.field}: {exc}") from None
         raise
     return application, selection
 

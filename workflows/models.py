@@ -15,8 +15,9 @@ of the same name without the suffix (see `EpochMs`).
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, models
@@ -32,6 +33,11 @@ STATUSES = (
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 )
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+# How far the clocks stamping one workflow's times (a client enqueuing it, the executors
+# running it) are taken to disagree at most.
+CLOCK_MARGIN = timedelta(hours=1)
 
 
 class _CountOf(models.Subquery):
@@ -120,8 +126,21 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         created_before: datetime | None = None,
         has_parent: bool | None = None,
         was_forked_from: bool | None = None,
+        authenticated_user: list[str] | None = None,
+        schedule_name: list[str] | None = None,
+        completed_after: datetime | None = None,
+        completed_before: datetime | None = None,
+        dequeued_after: datetime | None = None,
+        dequeued_before: datetime | None = None,
     ) -> WorkflowQuerySet:
         lookups: dict[str, Any] = {
+            "authenticated_user__in": authenticated_user,
+            "schedule_name__in": schedule_name,
+            "completed_at_ms__gte": _ms(completed_after),
+            "completed_at_ms__lte": _ms(completed_before),
+            # DBOS sets started_at_epoch_ms when a workflow leaves its queue (DequeuedAt).
+            "started_at_epoch_ms__gte": _ms(dequeued_after),
+            "started_at_epoch_ms__lte": _ms(dequeued_before),
             "status__in": status,
             "name__in": name,
             "queue_name__in": queue_name,
@@ -136,7 +155,39 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             "parent_workflow_id__isnull": None if has_parent is None else not has_parent,
             "was_forked_from": was_forked_from,
         }
-        return self.filter(**{key: value for key, value in lookups.items() if value is not None})
+        rows = self.filter(**{k: v for k, v in lookups.items() if v is not None})
+        # A workflow completes, and leaves its queue, after it is created: the end of either
+        # range bounds its creation too, which lets the created_at index start there rather
+        # than at the newest row. With a margin for clocks that disagree (DBOS stamps each
+        # time on the machine that acts).
+        for end in (completed_before, dequeued_before):
+            if end is not None:
+                rows = rows.filter(created_at_ms__lte=_ms(end + CLOCK_MARGIN))
+        return rows
+
+    def with_attributes(self, attributes: dict[str, Any]) -> WorkflowQuerySet:
+        """Rows whose attributes hold every key with its value. On Postgres, JSONB
+        containment (`@>`, as DBOS's own list does), which DBOS's GIN index of the column
+        serves; on SQLite, where DBOS refuses the filter, each key's value compared through
+        json_each (single values only: `attribute_clause` refuses objects and lists). The
+        keys and values are always bound as parameters."""
+        vendor = connections[self.db].vendor
+        if vendor == "postgresql":
+            # The SQL is this module's constants; the attributes are one bound JSON value.
+            return self.filter(
+                models.expressions.RawSQL(  # noqa: S611
+                    f"{ATTRIBUTES_COLUMN} @> %s::jsonb",
+                    [json.dumps(attributes)],
+                    output_field=models.BooleanField(),
+                )
+            )
+        rows = self
+        for key, value in attributes.items():
+            sql, params = attribute_clause(key, value)
+            rows = rows.filter(
+                models.expressions.RawSQL(sql, params, output_field=models.BooleanField())  # noqa: S611
+            )
+        return rows
 
     def id_prefix(self, prefix: str, *, bytewise: bool) -> WorkflowQuerySet:
         """Rows whose id starts with `prefix`. Where text compares byte by byte, as a range
@@ -345,6 +396,31 @@ def _bind_to_groups(sql: str, params: tuple[Any, ...]) -> tuple[str, list[Any]]:
     if len(kept) != len(params) - 2:
         raise ValueError("a group's queue and priority must each reach the query once")
     return "".join(bound), kept
+
+
+ATTRIBUTES_COLUMN = '"workflow_status"."attributes"'
+NESTED_ATTRIBUTE = (
+    "On SQLite an attribute is matched to one value (text, a number, true, false or null),"
+    " not to an object or a list: {key}"
+)
+
+
+def attribute_clause(key: str, value: Any) -> tuple[str, list[Any]]:
+    """SQLite's test of one attribute: the row's attributes (when valid JSON) have `key`
+    at the top level with exactly `value`, numbers compared as numbers."""
+    head = (
+        f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid({ATTRIBUTES_COLUMN})"  # noqa: S608
+        f" THEN {ATTRIBUTES_COLUMN} END) AS attribute WHERE attribute.key = %s AND "
+    )
+    if value is None:
+        return head + "attribute.type = 'null')", [key]
+    if isinstance(value, bool):
+        return head + f"attribute.type = '{'true' if value else 'false'}')", [key]
+    if isinstance(value, int | float):
+        return head + "attribute.type IN ('integer', 'real') AND attribute.atom = %s)", [key, value]
+    if isinstance(value, str):
+        return head + "attribute.type = 'text' AND attribute.atom = %s)", [key, value]
+    raise ValueError(NESTED_ATTRIBUTE.format(key=key))
 
 
 def _successor(prefix: str) -> str | None:

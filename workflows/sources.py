@@ -16,7 +16,7 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -156,13 +156,56 @@ NO_SCHEDULES_TABLE = (
 )
 SLOW = (
     "The system database stopped this query after {timeout} ms: DBOS keeps no index for "
-    "some filters (name, executor, application version, queue without a status). Narrow "
-    "it with a time range or a status."
+    "some filters (name, executor, application version, queue without a status, "
+    "authenticated user, forked or not, without a parent). Narrow it with a time range or "
+    "a status."
+)
+# Workflow attributes as the list takes them: `key=value`, several at once.
+MAX_ATTRIBUTES = 10
+MAX_ATTRIBUTE_CHARS = 1000
+BAD_ATTRIBUTE = "An attribute filter is key=value, such as tenant=acme; got {text!r}."
+LONG_ATTRIBUTE = "An attribute filter is at most {chars} characters; got one of {length}."
+MANY_ATTRIBUTES = "At most {count} attribute filters at once; got {given}."
+TWICE_ATTRIBUTE = "The attribute {key!r} is given twice, with different values."
+BACKWARDS = "The {label} range ends ({end}) before it starts ({start})."
+# Each time range of the list: its name in messages, and its two ends.
+TIME_RANGES = (
+    ("created", "start_time", "end_time"),
+    ("completed", "completed_after", "completed_before"),
+    ("dequeued", "dequeued_after", "dequeued_before"),
+)
+NO_COLUMN = (
+    "This system database has no {column} column (DBOS migration {version}), so the list "
+    "cannot be filtered by {label}."
+)
+# A filter of the list, the status row's field it reads, and its name for operators.
+FILTER_COLUMNS = (
+    ("authenticated_user", "authenticated_user", "authenticated user"),
+    ("schedule_name", "schedule_name", "schedule"),
+    ("completed_after", "completed_at_ms", "completion time"),
+    ("completed_before", "completed_at_ms", "completion time"),
+    ("dequeued_after", "started_at_epoch_ms", "dequeue time"),
+    ("dequeued_before", "started_at_epoch_ms", "dequeue time"),
+    ("was_forked_from", "was_forked_from", "whether it was forked"),
+    ("has_parent", "parent_workflow_id", "whether it has a parent"),
+    ("attributes", "attributes", "attributes"),
 )
 
 
 class BadCursor(ValueError):
     pass
+
+
+class UnsupportedFilter(ValueError):
+    """A filter this system database cannot apply (a column its schema lacks, an attribute
+    value SQLite cannot match): the list says so rather than ignoring the filter (the API
+    answers 400). `field` names the filter."""
+
+    status = 400
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SlowQuery(Exception):
@@ -322,6 +365,17 @@ class ListQuery:
     parent_workflow_id: list[str] | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    authenticated_user: list[str] | None = None
+    schedule_name: list[str] | None = None
+    completed_after: datetime | None = None
+    completed_before: datetime | None = None
+    dequeued_after: datetime | None = None
+    dequeued_before: datetime | None = None
+    was_forked_from: bool | None = None
+    has_parent: bool | None = None
+    # Every key with its value (JSON: text, a number, true, false, null; on Postgres also
+    # objects and lists, matched by containment).
+    attributes: dict[str, Any] | None = None
     limit: int = 50
     cursor: str | None = None
     sort_desc: bool = True
@@ -460,6 +514,52 @@ class Source(Protocol):
     async def schedule(self, name: str, *, actor: str = "") -> Schedule | None: ...
 
 
+def backwards_range(times: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first time range of `times` (by the names a ListQuery has) that ends before it
+    starts, as the name of its end and what is wrong; None if none does."""
+    for label, start_name, end_name in TIME_RANGES:
+        start, end = times.get(start_name), times.get(end_name)
+        if start is not None and end is not None and end < start:
+            wrong = BACKWARDS.format(label=label, start=start.isoformat(), end=end.isoformat())
+            return end_name, wrong
+    return None
+
+
+def parse_attributes(texts: Sequence[str]) -> dict[str, Any] | None:
+    """`key=value` texts as the attributes they ask for (None for none). A value that is
+    JSON (a number, true, false, null, "quoted text", an object or a list) is that value;
+    any other text is itself: `tier=3` asks for the number 3, `tier="3"` for the text.
+    ValueError says what is wrong."""
+    texts = [text for text in texts if text.strip()]
+    if len(texts) > MAX_ATTRIBUTES:
+        raise ValueError(MANY_ATTRIBUTES.format(count=MAX_ATTRIBUTES, given=len(texts)))
+    wanted: dict[str, Any] = {}
+    for text in texts:
+        if len(text) > MAX_ATTRIBUTE_CHARS:
+            raise ValueError(LONG_ATTRIBUTE.format(chars=MAX_ATTRIBUTE_CHARS, length=len(text)))
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ValueError(BAD_ATTRIBUTE.format(text=text[:80]))
+        value = _json_or_text(raw.strip())
+        if key in wanted and wanted[key] != value:
+            raise ValueError(TWICE_ATTRIBUTE.format(key=key))
+        wanted[key] = value
+    return wanted or None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _json_or_text(raw: str) -> Any:
+    # NaN and Infinity are Python's, not JSON's: such a value is text.
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError:
+        return raw
+
+
 def split_names(value: str) -> list[str] | None:
     """A comma-separated filter value as a list (None when it names nothing)."""
     names = [item.strip() for item in value.split(",") if item.strip()]
@@ -553,6 +653,7 @@ class DatabaseSource:
 
     def _filtered(self, query: ListQuery) -> Any:
         """The workflows `query`'s filters keep, in no order."""
+        self._check_columns(query)
         rows = systemdb.workflows(self.application)
         if query.queued:
             rows = rows.queued()
@@ -568,11 +669,34 @@ class DatabaseSource:
             parent_workflow_id=query.parent_workflow_id,
             created_after=query.start_time,
             created_before=query.end_time,
-            has_parent=False if query.top_level else None,
+            has_parent=False if query.top_level else query.has_parent,
+            was_forked_from=query.was_forked_from,
+            authenticated_user=query.authenticated_user,
+            schedule_name=query.schedule_name,
+            completed_after=query.completed_after,
+            completed_before=query.completed_before,
+            dequeued_after=query.dequeued_after,
+            dequeued_before=query.dequeued_before,
         )
         if query.workflow_id_prefix:
             rows = rows.id_prefix(query.workflow_id_prefix, bytewise=self.schema.bytewise_text)
+        if query.attributes:
+            try:
+                rows = rows.with_attributes(query.attributes)
+            except ValueError as exc:
+                raise UnsupportedFilter(str(exc), "attributes") from None
         return rows
+
+    def _check_columns(self, query: ListQuery) -> None:
+        """A filter whose column this database lacks is refused, never ignored."""
+        missing = systemdb.missing_fields(self.alias, WorkflowStatus)
+        for name, field_name, label in FILTER_COLUMNS:
+            if getattr(query, name) is not None and field_name in missing:
+                column = WorkflowStatus._meta.get_field(field_name).column  # type: ignore[union-attr]
+                raise UnsupportedFilter(
+                    NO_COLUMN.format(column=column, version=self.schema.version, label=label),
+                    name,
+                )
 
     def _status_fields(self) -> tuple[str, ...]:
         # Older schemas lack some of the columns a workflow shows: those read as None.
@@ -1197,6 +1321,15 @@ class ExecutorSource:
             parent_workflow_id=query.parent_workflow_id,
             start_time=query.start_time,
             end_time=query.end_time,
+            authenticated_user=query.authenticated_user,
+            schedule_name=query.schedule_name,
+            completed_after=query.completed_after,
+            completed_before=query.completed_before,
+            dequeued_after=query.dequeued_after,
+            dequeued_before=query.dequeued_before,
+            was_forked_from=query.was_forked_from,
+            has_parent=query.has_parent,
+            attributes=query.attributes,
             limit=query.limit + 1,
             offset=offset or None,
             sort_desc=query.sort_desc,

@@ -21,8 +21,9 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
@@ -77,7 +78,10 @@ from workflows.sources import (
     Source,
     Step,
     StoredValue,
+    UnsupportedFilter,
     Workflow,
+    backwards_range,
+    parse_attributes,
     source_for,
     split_names,
 )
@@ -116,6 +120,28 @@ CHIPS = {
     "parent_workflow_id": "Parent",
     "start_time": "Created after",
     "end_time": "Created before",
+    "authenticated_user": "User",
+    "schedule_name": "Schedule",
+    "completed_after": "Completed after",
+    "completed_before": "Completed before",
+    "dequeued_after": "Dequeued after",
+    "dequeued_before": "Dequeued before",
+}
+# The list's times besides its creation range, each a ListQuery field of the same name.
+TIME_FIELDS = (
+    "start_time",
+    "end_time",
+    "completed_after",
+    "completed_before",
+    "dequeued_after",
+    "dequeued_before",
+)
+# The yes-or-no filters: their chips' labels, and what each answer is shown as.
+WAS_FORKED_CHOICES = [("", "either"), ("true", "forked"), ("false", "never forked")]
+HAS_PARENT_CHOICES = [("", "either"), ("true", "yes (children)"), ("false", "no (top-level)")]
+CHOICE_CHIPS = {
+    "was_forked_from": ("Was forked", dict(WAS_FORKED_CHOICES)),
+    "has_parent": ("Has a parent", dict(HAS_PARENT_CHOICES)),
 }
 BAD_PARENT = "Say whose children to list: ?parent=<workflow id>."
 
@@ -137,6 +163,45 @@ def search_read(application: Application, text: str) -> Search | None:
     if not text:
         return None
     return Search(text, names_matching(application, text))
+
+
+class AttributeInputs(forms.Widget):
+    """One text box per attribute filter set, and an empty one for another: each is an
+    `attribute` parameter of the list's URL (key=value)."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> list[str]:
+        return [text for text in data.getlist(name) if text.strip()]
+
+    def value_omitted_from_data(self, data: Any, files: Any, name: str) -> bool:
+        return name not in data
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        shown = value if isinstance(value, list) else []
+        return format_html_join(
+            "",
+            '<input type="text" name="{}" value="{}" placeholder="key=value"'
+            ' aria-label="Attribute filter {}" class="attribute-filter">',
+            ((name, text, n + 1) for n, text in enumerate([*shown, ""])),
+        )
+
+
+class AttributesField(forms.Field):
+    widget = AttributeInputs
+
+    def to_python(self, value: Any) -> dict[str, Any] | None:
+        try:
+            return parse_attributes(value or [])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def prepare_value(self, value: Any) -> Any:
+        return value
+
+
+def _yes_no(value: str) -> bool | None:
+    return {"true": True, "false": False}.get(value)
 
 
 class WorkflowFilterForm(forms.Form):
@@ -163,6 +228,47 @@ class WorkflowFilterForm(forms.Form):
         label="Created before",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
+    authenticated_user = forms.CharField(required=False, label="Authenticated user")
+    schedule_name = forms.CharField(required=False, label="Schedule")
+    completed_after = forms.DateTimeField(
+        required=False,
+        label="Completed after",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    completed_before = forms.DateTimeField(
+        required=False,
+        label="Completed before",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    dequeued_after = forms.DateTimeField(
+        required=False,
+        label="Dequeued after",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    dequeued_before = forms.DateTimeField(
+        required=False,
+        label="Dequeued before",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    was_forked_from = forms.TypedChoiceField(
+        required=False,
+        label="Was forked",
+        choices=WAS_FORKED_CHOICES,
+        coerce=_yes_no,
+        empty_value=None,
+    )
+    has_parent = forms.TypedChoiceField(
+        required=False,
+        label="Has a parent",
+        choices=HAS_PARENT_CHOICES,
+        coerce=_yes_no,
+        empty_value=None,
+    )
+    attribute = AttributesField(
+        required=False,
+        label="Attributes",
+        help_text='key=value, one a box; each must hold. tier=3 is the number, tier="3" text.',
+    )
     all_levels = forms.BooleanField(required=False, label="List child workflows as rows too")
     limit = forms.TypedChoiceField(choices=PAGE_SIZES, coerce=int, required=False)
     cursor = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -175,9 +281,15 @@ class WorkflowFilterForm(forms.Form):
             data["limit"] = str(DEFAULT_LIMIT)
         super().__init__(data)
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        backwards = backwards_range(data)
+        if backwards:
+            self.add_error(*backwards)
+        return data
+
     def query(self, *, queued: bool, search: Search | None = None) -> ListQuery:
         data = self.cleaned_data
-        start, end = (data.get(name) for name in ("start_time", "end_time"))
         names = split_names(data.get("workflow_name", ""))
         prefix = data.get("workflow_id_prefix") or None
         if search is not None and search.names:
@@ -185,6 +297,13 @@ class WorkflowFilterForm(forms.Form):
         elif search is not None:
             prefix = _both(prefix, search.text)
         parent = split_names(data.get("parent_workflow_id", ""))
+        has_parent = data.get("has_parent")
+        # The console's times are UTC, as it shows them.
+        times = {
+            name: moment.astimezone(UTC)
+            for name in TIME_FIELDS
+            if (moment := data.get(name)) is not None
+        }
         return ListQuery(
             status=data.get("status") or None,
             workflow_name=names,
@@ -197,12 +316,16 @@ class WorkflowFilterForm(forms.Form):
             limit=data.get("limit") or DEFAULT_LIMIT,
             cursor=data.get("cursor") or None,
             queued=queued,
-            # The console's times are UTC, as it shows them.
-            start_time=start.astimezone(UTC) if start else None,
-            end_time=end.astimezone(UTC) if end else None,
+            authenticated_user=split_names(data.get("authenticated_user", "")),
+            schedule_name=split_names(data.get("schedule_name", "")),
+            was_forked_from=data.get("was_forked_from"),
+            has_parent=has_parent,
+            attributes=data.get("attribute"),
+            **times,
             # Children nest under their parents, unless asked for, or looked for by a
-            # parent or an id (a child's id must find it).
-            top_level=not (queued or data.get("all_levels") or parent or prefix),
+            # parent or an id (a child's id must find it), or by whether they have one.
+            top_level=has_parent is False
+            or (has_parent is None and not (queued or data.get("all_levels") or parent or prefix)),
             child_counts=True,
             failed_errors=True,
         )
@@ -259,6 +382,9 @@ async def workflow_list(
                 context["listing"] = await source.list(query)
         except BadCursor as exc:
             form.add_error("cursor", str(exc))
+        except UnsupportedFilter as exc:
+            # The form's field is named for one attribute, the query's for all of them.
+            form.add_error("attribute" if exc.field == "attributes" else exc.field, str(exc))
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
     if "listing" in context:
@@ -283,6 +409,8 @@ async def _count_answer(
         found = await source.count(form.query(queued=queued, search=search))
     except (OperationalError, SlowQuery):
         found = None
+    except UnsupportedFilter:
+        return HttpResponse("")  # the list says why
     if found is None:
         text = "not counted: it would take too long"
     else:
@@ -414,18 +542,29 @@ def _chips(request: HttpRequest, query: ListQuery) -> list[tuple[str, str, str]]
         for name, label in CHIPS.items()
         if (value := request.GET.get(name))
     ]
-    if query.top_level:
+    for name, (label, shown) in CHOICE_CHIPS.items():
+        if value := request.GET.get(name):
+            chips.append((label, shown.get(value, value), _without(request, name)))
+    # One chip per attribute, each removing only itself.
+    for text in request.GET.getlist("attribute"):
+        if text.strip():
+            chips.append(("Attribute", text, _without(request, "attribute", value=text)))
+    # A parent filter set says itself which levels are listed.
+    if query.has_parent is None and query.top_level:
         chips.append(("Top-level only", "", _without(request, "all_levels", add="all_levels=on")))
-    elif request.GET.get("all_levels"):
+    elif query.has_parent is None and request.GET.get("all_levels"):
         chips.append(("Children listed as rows", "", _without(request, "all_levels")))
     return chips
 
 
-def _without(request: HttpRequest, name: str, *, add: str = "") -> str:
-    """The list's URL without `name` (nor a cursor: the first page of the new filter)."""
+def _without(request: HttpRequest, name: str, *, add: str = "", value: str | None = None) -> str:
+    """The list's URL without `name` (only its `value`, when given; nor a cursor: the first
+    page of the new filter)."""
     params = request.GET.copy()
     for gone in (name, "cursor"):
         params.pop(gone, None)
+    if value is not None:
+        params.setlist(name, [v for v in request.GET.getlist(name) if v != value])
     query = "&".join(part for part in (params.urlencode(), add) if part)
     return f"{request.path}?{query}" if query else request.path
 
@@ -1155,7 +1294,7 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         selection = await bulk_select(
             application, query=query, workflow_ids=ids, actor=request.user.get_username()
         )
-    except (relay.RelayError, SlowQuery, BadCursor) as exc:
+    except (relay.RelayError, SlowQuery, BadCursor, UnsupportedFilter) as exc:
         if request.method == "POST":
             await db_async(bulk_selection_failed)(
                 application=application,

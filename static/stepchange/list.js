@@ -5,9 +5,12 @@
   document.addEventListener("htmx:configRequest", (event) => {
     const form = event.detail.elt;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-list-filters")) return;
+    // A name may repeat (one box per attribute): keep each value that is set, in order.
     const data = event.detail.formData;
-    for (const [name, value] of [...data.entries()]) {
-      if (value === "") data.delete(name);
+    const entries = [...data.entries()];
+    for (const name of new Set(entries.map(([name]) => name))) data.delete(name);
+    for (const [name, value] of entries) {
+      if (value !== "") data.append(name, value);
     }
   });
 

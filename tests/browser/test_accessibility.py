@@ -113,6 +113,10 @@ def console(
         "dashboard": f"{on_app}/",
         "workflow list": f"{on_app}/workflows/",
         "workflow list, filtered": f"{on_app}/workflows/?status=ERROR&workflow_name=fixture",
+        "workflow list, newer filters": f"{on_app}/workflows/?attribute=tenant%3Dacme"
+        "&was_forked_from=false&has_parent=true&completed_after=2020-01-01T00%3A00",
+        # A bad filter opens the form's further filters, every box shown.
+        "workflow list, a bad attribute": f"{on_app}/workflows/?attribute=tenant",
         "queued list": f"{on_app}/queued/",
         "failed workflow": workflow(failed),
         "parent workflow": workflow(parent),
@@ -215,6 +219,8 @@ PAGES = [
     "dashboard",
     "workflow list",
     "workflow list, filtered",
+    "workflow list, newer filters",
+    "workflow list, a bad attribute",
     "queued list",
     "failed workflow",
     "parent workflow",
@@ -249,7 +255,11 @@ def test_every_console_page_passes_axe_core(admin_page: Page, console: Console, 
     response = admin_page.goto(console.url + console.paths[name])
     assert response is not None
     # The pages that say "no" say it with a status, and are checked all the same.
-    expected = {"workflow not found": 404, "go to a workflow, blank": 400}.get(name, 200)
+    expected = {
+        "workflow not found": 404,
+        "go to a workflow, blank": 400,
+        "workflow list, a bad attribute": 400,
+    }.get(name, 200)
     assert response.status == expected, name
     admin_page.wait_for_load_state("networkidle")
     assert_accessible(admin_page, name)

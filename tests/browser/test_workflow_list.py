@@ -36,6 +36,14 @@ INSERT = (
 )
 
 
+# Who started the workflows of some names, and for which tenant (an attribute).
+PEOPLE = (
+    ("order_workflow", "alice", "acme"),
+    ("send_email", "alice", "globex"),
+    ("charge_card", "bob", "acme"),
+)
+
+
 def _rows(now_ms: int) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     draw = random.Random(2231)
@@ -93,6 +101,12 @@ def story(
     rows = _rows(int(datetime.now(UTC).timestamp() * 1000))
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
         cursor.executemany(INSERT, rows)
+        for name, user, tenant in PEOPLE:
+            cursor.execute(
+                f"UPDATE {SCHEMA}.workflow_status SET authenticated_user = %s,"
+                " attributes = jsonb_build_object('tenant', %s::text) WHERE name = %s",
+                (user, tenant, name),
+            )
     app = f"list-{uuid.uuid4().hex[:6]}"
     stepchange.manage("register_app", app, "--system-database-url", url, "--schema", SCHEMA)
     stepchange.manage(
@@ -220,6 +234,42 @@ def test_filters_changed_twice_appear_once_each_and_a_chip_removes_one(
     assert sorted(params(page.url)) == [("limit", "50"), ("status", "SUCCESS")]
     expect(page.get_by_label("success", exact=True)).to_be_checked()
     expect(page.get_by_role("listitem").filter(has_text="Queue: orders")).to_have_count(0)
+
+
+def test_a_user_and_an_attribute_filter_the_list_and_a_chip_removes_the_user(
+    page: Page, listing: str
+) -> None:
+    page.goto(listing)
+    page.get_by_text("More filters").click()
+    user = page.get_by_role("textbox", name="Authenticated user", exact=True)
+    user.fill("alice")
+    user.press("Enter")
+    page.wait_for_url("**authenticated_user=alice**")
+    attribute = page.get_by_role("textbox", name="Attribute filter 1", exact=True)
+    attribute.fill("tenant=acme")
+    attribute.press("Enter")
+    page.wait_for_url("**attribute=tenant%3Dacme**")
+    found = params(page.url)
+    assert ("authenticated_user", "alice") in found
+    assert found.count(("attribute", "tenant=acme")) == 1, page.url
+    assert all(value for _, value in found), page.url
+    expect(page.get_by_role("listitem").filter(has_text="User: alice")).to_be_visible()
+    expect(page.get_by_role("listitem").filter(has_text="Attribute: tenant=acme")).to_be_visible()
+    names = page.locator("#workflow-rows td.name .name-line > a:not(.children-count)")
+    expect(names.first).to_have_text("order_workflow")
+    assert set(names.all_text_contents()) == {"order_workflow"}
+
+    page.get_by_role("link", name="Remove the filter User alice").click()
+    page.wait_for_url(lambda url: "authenticated_user" not in url)
+    assert ("attribute", "tenant=acme") in params(page.url)
+    expect(page.get_by_role("listitem").filter(has_text="User: alice")).to_have_count(0)
+    expect(page.get_by_role("listitem").filter(has_text="Attribute: tenant=acme")).to_be_visible()
+    expect(names.first).to_be_visible()
+    assert set(names.all_text_contents()) == {"order_workflow", "charge_card"}
+    # The form holds the attribute still set, and an empty box for another.
+    page.get_by_text("More filters").click()
+    expect(page.get_by_role("textbox", name="Attribute filter 1")).to_have_value("tenant=acme")
+    expect(page.get_by_role("textbox", name="Attribute filter 2")).to_have_value("")
 
 
 def test_the_page_size_shown_is_the_number_of_rows_shown(page: Page, listing: str) -> None:
