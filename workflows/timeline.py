@@ -246,7 +246,9 @@ def _workflow_lane(workflow: Workflow, scale: _Axis, *, running: bool) -> Lane:
     if created is not None:
         x, width = scale.bar(created, end)
         title = escape(f"{workflow.name or 'workflow'} · {status or 'unknown'}")
-        bars = _rect(x, width, f"workflow status-{status}", f"{title} · {took or 'running'}")
+        bars = _rect(
+            x, width, f"workflow status-{escape(status)}", f"{title} · {took or 'running'}"
+        )
     return Lane(
         label=workflow.name or workflow.workflow_id,
         kind="workflow",

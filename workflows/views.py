@@ -6,6 +6,7 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -90,6 +91,10 @@ from workflows.versions import Version, VersionError, version_set_latest, versio
 
 PAGE_SIZES = [(25, "25"), (50, "50"), (100, "100"), (200, "200")]
 DEFAULT_LIMIT = 50
+# A number in a part's parameters: ASCII digits, few enough for a database integer (and
+# a float's exact range); `str.isdigit` would take '²', which `int` refuses.
+NUMBER = re.compile(r"[0-9]{1,15}")
+SIGNED_NUMBER = re.compile(r"-?[0-9]{1,15}")
 # Rows of the step table that opening a fold shows at once; the rest stay folded.
 STEPS_PER_PAGE = 100
 # A parent's children shown when it is opened in the list; the rest are a link away.
@@ -293,7 +298,10 @@ class WorkflowFilterForm(forms.Form):
         names = split_names(data.get("workflow_name", ""))
         prefix = data.get("workflow_id_prefix") or None
         if search is not None and search.names:
-            names = [n for n in names if n in search.names] if names else search.names
+            both = [n for n in names if n in search.names] if names else search.names
+            if not both:
+                raise UnsupportedFilter(NO_NAME_BOTH.format(text=search.text), "q")
+            names = both
         elif search is not None:
             prefix = _both(prefix, search.text)
         parent = split_names(data.get("parent_workflow_id", ""))
@@ -331,11 +339,17 @@ class WorkflowFilterForm(forms.Form):
         )
 
 
+NO_NAME_BOTH = "None of the names under Name starts with “{text}”: clear one or the other."
+NO_ID_BOTH = "No workflow id starts with both “{text}” and “{prefix}”: clear one or the other."
+
+
 def _both(prefix: str | None, other: str) -> str:
-    """One id prefix meaning both: the longer, or one no id starts with when they differ."""
+    """One id prefix meaning both (the longer); two that differ contradict each other."""
     if prefix is None or other.startswith(prefix):
         return other
-    return prefix if prefix.startswith(other) else f"{prefix}\x00{other}"
+    if prefix.startswith(other):
+        return prefix
+    raise UnsupportedFilter(NO_ID_BOTH.format(text=other, prefix=prefix), "q")
 
 
 @dataclass(frozen=True)
@@ -371,10 +385,10 @@ async def workflow_list(
         if search is not None:
             wanted = urlencode({"workflow_id_prefix": search.text})
             context["id_search_url"] = _without(request, "q", add=wanted)
-        query = form.query(queued=queued, search=search)
-        context["top_level"] = query.top_level
-        context["chips"] = _chips(request, query)
         try:
+            query = form.query(queued=queued, search=search)
+            context["top_level"] = query.top_level
+            context["chips"] = _chips(request, query)
             if queued and not request.htmx:
                 # The page's queue table; the rows' own refresh does not show it.
                 context |= await _queued_page(source, query)
@@ -426,7 +440,7 @@ async def _family_answer(
     open under its row; each may open its own."""
     parent = request.GET.get("parent", "").strip()
     depth = request.GET.get("depth", "1")
-    if not parent or len(parent) > 255 or not depth.isdigit():
+    if not parent or len(parent) > 255 or not NUMBER.fullmatch(depth):
         return HttpResponse(BAD_PARENT, status=400)
     query = ListQuery(
         parent_workflow_id=[parent], limit=CHILDREN_SHOWN, child_counts=True, failed_errors=True
@@ -676,7 +690,7 @@ MAX_DEPTH = 8
 
 def _function_id(query: QueryDict) -> int:
     value = query.get("step", "")
-    if not value.lstrip("-").isdigit():
+    if not SIGNED_NUMBER.fullmatch(value):
         raise BadRequest(BAD_STEP.format(value=value))
     return int(value)
 
@@ -817,7 +831,11 @@ async def _child_lanes(
     query = request.GET
     child, under = query.get("child", ""), query.get("under", "")
     bounds = (query.get("from", ""), query.get("to", ""), query.get("depth", "1"))
-    if not child or not under.replace("-", "").isalnum() or not all(b.isdigit() for b in bounds):
+    if (
+        not child
+        or not under.replace("-", "").isalnum()
+        or not all(NUMBER.fullmatch(b) for b in bounds)
+    ):
         raise BadRequest(BAD_LANE)
     start, end, depth = (int(b) for b in bounds)
     try:
@@ -866,7 +884,7 @@ async def _more_rows(
     """Rows of the step table after the step `steps_cursor` names, up to the step `until`
     names (a fold opened) or the last: at most STEPS_PER_PAGE, then a fold for the rest."""
     cursor, until = request.GET["steps_cursor"], request.GET.get("until", "")
-    if not cursor.lstrip("-").isdigit() or (until and not until.lstrip("-").isdigit()):
+    if not SIGNED_NUMBER.fullmatch(cursor) or (until and not SIGNED_NUMBER.fullmatch(until)):
         return _more_steps_failed(request, BadCursor(BAD_CURSOR), status=400)
     try:
         outline = await _outline(source, workflow_id)
@@ -1289,8 +1307,8 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         messages.error(request, "The filter is not valid any more: apply it again.")
         return redirect(back)
     search = await db_async(search_read)(application, filters.cleaned_data.get("q", ""))
-    query = filters.query(queued=False, search=search) if ids is None else None
     try:
+        query = filters.query(queued=False, search=search) if ids is None else None
         selection = await bulk_select(
             application, query=query, workflow_ids=ids, actor=request.user.get_username()
         )
@@ -1393,7 +1411,7 @@ def _job_context(request: HttpRequest, application: Any, job_id: int) -> dict[st
     job = get_object_or_404(BulkJob, application=application, pk=job_id)
     items = job.items.order_by("pk")
     after = request.GET.get("after", "")
-    if after.isdigit():
+    if NUMBER.fullmatch(after):
         items = items.filter(pk__gt=int(after))
     page = list(items[: BULK_ITEMS_PER_PAGE + 1])
     counts = progress(job)

@@ -88,9 +88,24 @@ def test_a_search_no_name_starts_with_is_the_start_of_an_id_and_finds_children_t
     assert "No workflows match." in nothing
 
 
-def test_a_search_and_a_name_filter_both_hold(app: Application, vera: Client) -> None:
-    both = {"q": "fixture_g", "workflow_name": "fixture_parent"}
-    assert listed(vera.get(f"/apps/{app.name}/workflows/", both).content.decode()) == []
+def test_a_search_and_a_filter_that_contradict_it_are_said_to(
+    app: Application, vera: Client
+) -> None:
+    """A search read as names none of the Name filter's, or as the start of an id another
+    start contradicts, is refused with the reason (no query: a contradicting pair of id
+    prefixes once reached Postgres as one text holding a NUL, which it refuses)."""
+    url = f"/apps/{app.name}/workflows/"
+    names = vera.get(url, {"q": "fixture_g", "workflow_name": "fixture_parent"})
+    assert names.status_code == 400
+    assert "None of the names under Name starts with “fixture_g”" in names.content.decode()
+    assert listed(names.content.decode()) == []
+    ids = vera.get(url, {"q": "zz-no-such", "workflow_id_prefix": "py-default"})
+    assert ids.status_code == 400
+    assert "No workflow id starts with both “zz-no-such” and “py-default”" in (ids.content.decode())
+    # A search that narrows the id filter holds both.
+    narrowed = vera.get(url, {"q": "py-default-par", "workflow_id_prefix": "py-default"})
+    assert narrowed.status_code == 200
+    assert listed(narrowed.content.decode())
 
 
 def test_children_nest_under_their_parent_which_opens_them_in_place(

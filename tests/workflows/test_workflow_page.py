@@ -274,6 +274,9 @@ def test_a_childs_lanes_come_on_its_parents_time_axis(
     bad_lanes: list[dict[str, str]] = [
         {"child": "x", "from": "a", "to": "1", "under": "lane-1"},
         {"child": "x"},
+        # Digits int() refuses, and more than a float or a database integer holds.
+        {"child": "x", "from": "1", "to": "²", "under": "lane-1"},
+        {"child": "x", "from": "1", "to": "9" * 400, "under": "lane-1"},
     ]
     for bad in bad_lanes:
         answer = client.get(url, {"part": "lane", **bad}, HTTP_HX_REQUEST="true")
@@ -285,3 +288,24 @@ def test_a_childs_lanes_come_on_its_parents_time_axis(
     )
     assert gone.status_code == 404
     assert b"no longer there" in gone.content
+
+
+def test_a_step_or_a_cursor_that_is_no_plain_number_is_refused(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    app = registered(fixture).name
+    url = reverse("workflow-detail", args=[app, by_role(fixture, "parent")])
+    client = signed_in(vera)
+    for query in (
+        {"part": "panel", "step": "²"},
+        {"part": "panel", "step": "1" * 40},
+        {"steps_cursor": "²"},
+        {"steps_cursor": "0", "until": "1" * 400},
+    ):
+        answer = client.get(url, query, HTTP_HX_REQUEST="true")
+        assert answer.status_code == 400, query
+    listed = client.get(
+        reverse("workflows", args=[app]), {"parent": "x", "depth": "²"}, HTTP_HX_REQUEST="true"
+    )
+    assert listed.status_code == 400
