@@ -373,12 +373,12 @@ async def workflow_list(
     application = await aapplication_for(request, app_name)
     source = await source_for(application)
     form, context = _list_form(request, application, queued)
+    if "parent" in request.GET:
+        return await _family_answer(request, application, source)
     valid = form.is_valid()
     search = await db_async(search_read)(application, form.cleaned_data.get("q", ""))
     if "count" in request.GET:
         return await _count_answer(source, form, search, queued)
-    if "parent" in request.GET:
-        return await _family_answer(request, application, source)
     if valid:
         context["source"] = source.name
         context["search"] = search
@@ -610,7 +610,9 @@ def _render_list(
     context["saved_views"], may_act = _saved_views(request, application)
     context["may_act"] = not context["queued"] and may_act
     context["columns"] = _columns_of(request.user)
-    context["names"] = names_offered(application)
+    if not request.htmx:
+        # The search box's offers sit outside the rows a refresh or a keystroke swaps.
+        context["names"] = names_offered(application)
     listing = context.get("listing")
     if listing is not None and listing.source == EXECUTOR:
         # No system database to learn names from: the names this page shows are noted.
@@ -698,8 +700,8 @@ def _function_id(query: QueryDict) -> int:
 async def _page(
     request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
 ) -> HttpResponse:
-    """The whole page (or its live header): the workflow, the outline of its steps and its
-    extras in one read; and, asked with ?step=, that step's panel open (no JS needed)."""
+    """The whole page: the workflow, the outline of its steps and its extras in one read;
+    and, asked with ?step=, that step's panel open (no JS needed)."""
     chosen = _function_id(request.GET) if "step" in request.GET else None
     try:
         detail, step = await asyncio.gather(
@@ -712,17 +714,32 @@ async def _page(
     if detail.workflow is None:
         context["workflow_id"] = workflow_id
         return await arender(request, "workflows/not_found.html", context, status=404)
-    if request.htmx and request.GET.get("part") == "head":
-        if request.GET.get("was") != detail.workflow.status:
-            # The status moved on: the steps, output and actions changed with it.
-            return HttpResponse(headers={"HX-Refresh": "true"})
-        return await arender(
-            request, "workflows/detail.html#wf-head", _detail_context(request, context, detail)
-        )
     context = _detail_context(request, context, detail)
     if step is not None:
         context["panel_step"] = step
     return await db_async(_render_detail)(request, context["application"], context)
+
+
+async def _head(
+    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The live header of an active workflow's page, asked for every 2 s: its status row
+    and its steps' outline only (no payloads, extras or timeline); once its status moved on
+    from the page's (`was`), the page reloads, its steps, output and actions with it."""
+    outline = await _outline(source, workflow_id)
+    workflow = outline.workflow
+    assert workflow is not None
+    if request.GET.get("was") != workflow.status:
+        return HttpResponse(headers={"HX-Refresh": "true"})
+    context |= {
+        "workflow": workflow,
+        "outline": outline,
+        "step_count": len(outline.steps),
+        "step_total": f"{len(outline.steps):,}",
+        "duration": workflow.duration,
+        "active": workflow.status in ACTIVE,
+    }
+    return await arender(request, "workflows/detail.html#wf-head", context)
 
 
 async def _no_step() -> Step | None:
@@ -919,6 +936,7 @@ PARTS: dict[
     "lane": _child_lanes,
     "panel": _step_panel,
     "family": _family,
+    "head": _head,
 }
 
 

@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
+from workflows import systemdb
 from workflows.sources import DatabaseSource, SlowQuery
 
 
@@ -399,7 +402,14 @@ def test_a_running_workflows_header_follows_it_live_and_reloads_when_it_moves_on
     done = f"/apps/{app}/workflows/{by_role(fixture, 'success')}/"
     assert 'hx-trigger="every 2s"' in client.get(active).content.decode()
     assert 'hx-trigger="every 2s"' not in client.get(done).content.decode()
-    head = client.get(active, {"part": "head", "was": "ENQUEUED"}, HTTP_HX_REQUEST="true")
+    application = Application.objects.get(name=app)
+    with CaptureQueriesContext(connections[systemdb.alias_for(application)]) as queries:
+        head = client.get(active, {"part": "head", "was": "ENQUEUED"}, HTTP_HX_REQUEST="true")
+    # Its status row and its steps' outline: no payloads, no extras.
+    read = " ".join(q["sql"] for q in queries)
+    assert "operation_outputs" in read
+    assert "notifications" not in read
+    assert "workflow_inputs" not in read
     html = head.content.decode()
     assert html.lstrip().startswith('<header class="wf-head"')
     assert "following live" in html
