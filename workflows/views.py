@@ -387,7 +387,6 @@ async def workflow_list(
             context["id_search_url"] = _without(request, "q", add=wanted)
         try:
             query = form.query(queued=queued, search=search)
-            context["top_level"] = query.top_level
             context["chips"] = _chips(request, query)
             if queued and not request.htmx:
                 # The page's queue table; the rows' own refresh does not show it.
@@ -1351,7 +1350,6 @@ async def bulk_new(request: HttpRequest, app_name: str) -> HttpResponse:
         "action": action,
         "ids": ids or [],
         "preview": selection.preview(action),
-        "limit": MAX_WORKFLOWS,
         "limit_text": f"{MAX_WORKFLOWS:,}",
         "explanation": EXPLANATIONS[ACTIONS[action]],
         "filter_text": form.cleaned_data["filter"],
