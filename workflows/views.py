@@ -615,7 +615,7 @@ def _render_list(
     listing = context.get("listing")
     if listing is not None and listing.source == EXECUTOR:
         # No system database to learn names from: the names this page shows are noted.
-        known = set(context["names"])
+        known = set(context["names"] if "names" in context else names_offered(application))
         names_seen_note(application, {w.name for w in listing.items} - known)
     return render(request, _list_template(request), context, status=status)
 
