@@ -268,3 +268,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024
 # The largest pickle read from a Python executor's export (an edited fork of an application
 # whose system database StepChange cannot reach travels as one).
 PYTHON_EXPORT_MAX_BYTES = env_int("PYTHON_EXPORT_MAX_BYTES", 32 * 1024 * 1024, minimum=1024)
+# The largest workflow export file StepChange reads (to import it, or to view it offline),
+# zipped or once unzipped.
+EXPORT_FILE_MAX_BYTES = env_int("EXPORT_FILE_MAX_BYTES", 32 * 1024 * 1024, minimum=1024)
