@@ -338,7 +338,8 @@ async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)
 async def list_workflows(request: HttpRequest, app: str, filters: Query[WorkflowFilters]) -> Any:
-    """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists.
+    """Workflows, newest first unless `sort_desc=false`: by creation, or with a completion
+    (else a dequeue) range by that time; filters take comma-separated lists.
     Read from the system database when it is reachable, else through an executor
     (`source` says which)."""
     return await _list(request, app, filters, queued=False)

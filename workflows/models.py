@@ -39,6 +39,19 @@ FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 # running it) are taken to disagree at most.
 CLOCK_MARGIN = timedelta(hours=1)
 
+# What a list of workflows can be ordered by, and the field of each: their creation, or,
+# for a list filtered by a completion or a dequeue range, that time (DBOS indexes
+# completed_at and started_at_epoch_ms, so such a list pages through that index at any
+# depth, where in creation order a deep page reads every older row).
+CREATED = "created"
+COMPLETED = "completed"
+DEQUEUED = "dequeued"
+ORDER_FIELDS = {
+    CREATED: "created_at_ms",
+    COMPLETED: "completed_at_ms",
+    DEQUEUED: "started_at_epoch_ms",
+}
+
 
 class _CountOf(models.Subquery):
     """How many rows a (sliced) subquery yields: a bounded count, which Django's Count
@@ -208,11 +221,12 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         delayed = models.Q(status="DELAYED", queue_name__isnull=False)
         return self.filter(in_flight | delayed)
 
-    def newest_first(self) -> WorkflowQuerySet:
-        return self.order_by("-created_at_ms", "-workflow_uuid")
+    def newest_first(self, by: str = CREATED) -> WorkflowQuerySet:
+        key = ORDER_FIELDS[by]
+        return self.order_by(f"-{key}", "-workflow_uuid")
 
-    def oldest_first(self) -> WorkflowQuerySet:
-        return self.order_by("created_at_ms", "workflow_uuid")
+    def oldest_first(self, by: str = CREATED) -> WorkflowQuerySet:
+        return self.order_by(ORDER_FIELDS[by], "workflow_uuid")
 
     def with_payloads(self, *, payload_tables: bool) -> WorkflowQuerySet:
         """Annotate the stored `input_text`, `output_text` and `error_text`: from the
@@ -325,22 +339,26 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         )
         return sql, ["ENQUEUED", "ENQUEUED", *per_group_params, *compiled[1][1]]
 
-    def after(self, cursor: tuple[int, str] | None, *, descending: bool = True) -> WorkflowQuerySet:
-        """The rows after `cursor` (created_at ms, workflow id) in newest-first order (or
-        oldest-first): a keyset page, as fast on page 1,000 as on page 1."""
+    def after(
+        self, cursor: tuple[int, str] | None, *, descending: bool = True, by: str = CREATED
+    ) -> WorkflowQuerySet:
+        """The rows after `cursor` (the time `by` orders on, in ms, and the workflow id) in
+        newest-first order (or oldest-first): a keyset page, as fast on page 1,000 as on
+        page 1."""
         if cursor is None:
             return self
-        created, workflow_id = cursor
-        # The plain bound on created_at is implied by the OR, but Postgres needs it spelled
+        moment, workflow_id = cursor
+        key = ORDER_FIELDS[by]
+        # The plain bound on the time is implied by the OR, but Postgres needs it spelled
         # out to start the index scan at the cursor instead of at the newest row.
         if descending:
-            return self.filter(created_at_ms__lte=created).filter(
-                models.Q(created_at_ms__lt=created)
-                | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
+            return self.filter(**{f"{key}__lte": moment}).filter(
+                models.Q(**{f"{key}__lt": moment})
+                | models.Q(**{key: moment, "workflow_uuid__lt": workflow_id})
             )
-        return self.filter(created_at_ms__gte=created).filter(
-            models.Q(created_at_ms__gt=created)
-            | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
+        return self.filter(**{f"{key}__gte": moment}).filter(
+            models.Q(**{f"{key}__gt": moment})
+            | models.Q(**{key: moment, "workflow_uuid__gt": workflow_id})
         )
 
 

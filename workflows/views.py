@@ -60,7 +60,7 @@ from workflows.jobs import (
     bulk_selection_failed,
     progress,
 )
-from workflows.models import STATUSES, BulkJob, ListPreference
+from workflows.models import COMPLETED, CREATED, DEQUEUED, STATUSES, BulkJob, ListPreference
 from workflows.names import names_matching, names_offered, names_seen_note
 from workflows.sources import (
     BAD_CURSOR,
@@ -114,6 +114,9 @@ COLUMNS = (
     ("duration", "Took"),
 )
 DEFAULT_COLUMNS = ["id", "queue", "version", "created", "duration"]
+# The "Created" column shows the time the list is ordered by (`ListQuery.order`).
+ORDER_LABELS = {CREATED: "Created", COMPLETED: "Completed", DEQUEUED: "Dequeued"}
+ORDER_TIMES = {CREATED: "created_at", COMPLETED: "completed_at", DEQUEUED: "dequeued_at"}
 # The filters shown as chips when set, by parameter (status has its own toggles).
 CHIPS = {
     "workflow_name": "Name",
@@ -358,7 +361,9 @@ class ListRow:
 
     url: str
     workflow: Workflow
-    created_ago: str
+    # When it was created, or completed or dequeued in a list in that order, and how long ago.
+    when: datetime | None
+    when_ago: str
     error_line: str
     depth: int = 0
 
@@ -388,6 +393,8 @@ async def workflow_list(
         try:
             query = form.query(queued=queued, search=search)
             context["chips"] = _chips(request, query)
+            context["order"] = query.order
+            context["order_label"] = ORDER_LABELS[query.order]
             if queued and not request.htmx:
                 # The page's queue table; the rows' own refresh does not show it.
                 context |= await _queued_page(source, query)
@@ -401,7 +408,8 @@ async def workflow_list(
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
     if "listing" in context:
-        context["rows"] = _rows(application, context["listing"].items)
+        by = context.get("order", CREATED)
+        context["rows"] = _rows(application, context["listing"].items, by=by)
     status = 200 if form.is_valid() else 400
     return await db_async(_render_list)(request, application, context, status)
 
@@ -506,20 +514,27 @@ def _queue_table(configs: list[dict[str, Any]], depths: QueueDepths) -> dict[str
     }
 
 
-def _rows(application: Application, workflows: list[Workflow], *, depth: int = 0) -> list[ListRow]:
-    """Each workflow as a row, its page's URL reversed once for the whole list."""
+def _rows(
+    application: Application, workflows: list[Workflow], *, depth: int = 0, by: str = CREATED
+) -> list[ListRow]:
+    """Each workflow as a row, its page's URL reversed once for the whole list; its time is
+    the one the list is ordered by."""
     url = workflow_urls(application.name)
     now = timezone.now()
-    return [
-        ListRow(
-            url(workflow.workflow_id),
-            workflow,
-            _ago(workflow.created_at, now),
-            _error_line(workflow.error),
-            depth,
+    rows = []
+    for workflow in workflows:
+        when = getattr(workflow, ORDER_TIMES[by])
+        rows.append(
+            ListRow(
+                url(workflow.workflow_id),
+                workflow,
+                when,
+                _ago(when, now),
+                _error_line(workflow.error),
+                depth,
+            )
         )
-        for workflow in workflows
-    ]
+    return rows
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
