@@ -33,6 +33,8 @@ STATUSES = (
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 )
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+# Statuses of a workflow still to run or running.
+ACTIVE_STATUSES = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 
 
 # How far the clocks stamping one workflow's times (a client enqueuing it, the executors
@@ -149,11 +151,11 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         lookups: dict[str, Any] = {
             "authenticated_user__in": authenticated_user,
             "schedule_name__in": schedule_name,
-            "completed_at_ms__gte": _ms(completed_after),
-            "completed_at_ms__lte": _ms(completed_before),
+            "completed_at_ms__gte": epoch_ms(completed_after),
+            "completed_at_ms__lte": epoch_ms(completed_before),
             # DBOS sets started_at_epoch_ms when a workflow leaves its queue (DequeuedAt).
-            "started_at_epoch_ms__gte": _ms(dequeued_after),
-            "started_at_epoch_ms__lte": _ms(dequeued_before),
+            "started_at_epoch_ms__gte": epoch_ms(dequeued_after),
+            "started_at_epoch_ms__lte": epoch_ms(dequeued_before),
             "status__in": status,
             "name__in": name,
             "queue_name__in": queue_name,
@@ -163,8 +165,8 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             "forked_from__in": forked_from,
             "parent_workflow_id__in": parent_workflow_id,
             "workflow_uuid__startswith": workflow_id_prefix,
-            "created_at_ms__gte": _ms(created_after),
-            "created_at_ms__lte": _ms(created_before),
+            "created_at_ms__gte": epoch_ms(created_after),
+            "created_at_ms__lte": epoch_ms(created_before),
             "parent_workflow_id__isnull": None if has_parent is None else not has_parent,
             "was_forked_from": was_forked_from,
         }
@@ -175,7 +177,7 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         # time on the machine that acts).
         for end in (completed_before, dequeued_before):
             if end is not None:
-                rows = rows.filter(created_at_ms__lte=_ms(end + CLOCK_MARGIN))
+                rows = rows.filter(created_at_ms__lte=epoch_ms(end + CLOCK_MARGIN))
         return rows
 
     def with_attributes(self, attributes: dict[str, Any]) -> WorkflowQuerySet:
@@ -453,7 +455,7 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
-def _ms(moment: datetime | None) -> int | None:
+def epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
 

@@ -57,6 +57,7 @@ from workflows.models import (
     COMPLETED,
     CREATED,
     DEQUEUED,
+    FAILED_STATUSES,
     ORDER_FIELDS,
     Notification,
     OperationOutput,
@@ -72,7 +73,7 @@ EXECUTOR = "executor"
 BAD_CURSOR = "cursor is not one this API gave out"
 FALLBACK = "{problem} Read through a connected executor instead."
 RECENT_FAILURES = 10
-FAILED = ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+FAILED = list(FAILED_STATUSES)
 # A list's count of matching workflows stops here, and at this many milliseconds.
 COUNT_CAP = 10_000
 COUNT_TIMEOUT_MS = 300

@@ -5,7 +5,6 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 """
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,6 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
@@ -548,19 +546,7 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 def _error_line(error: StoredValue | None) -> str:
     """The first line of a failed workflow's error, as its name and message."""
-    if error is None:
-        return ""
-    value = error.value
-    if value is None:
-        return error.notes[0] if error.notes else ""
-    if isinstance(value, dict) and "message" in value:
-        # "Error" is the name decoding gives an error stored as bare text: the text says it.
-        name = value.get("name")
-        text = f"{name}: {value['message']}" if name and name != "Error" else str(value["message"])
-    else:
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-    lines = text.strip().splitlines()
-    return Truncator(lines[0] if lines else "").chars(ERROR_LINE_CHARS)
+    return headline(error, limit=ERROR_LINE_CHARS)
 
 
 def _chips(request: HttpRequest, query: ListQuery) -> list[tuple[str, str, str]]:
