@@ -15,11 +15,13 @@ import pickle
 import pickletools
 import sys
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -459,3 +461,12 @@ def test_a_gzipped_file_is_kept_as_it_came(vera: User) -> None:
     _opened_url(_open(signed_in(vera), raw))
     assert bytes(OpenedExport.objects.get().data) == raw
     assert json.loads(gzip.decompress(raw))["workflow_id"] == ROOT
+
+
+def test_the_prune_command_forgets_old_files(vera: User) -> None:
+    _opened_url(_open(signed_in(vera), _export()))
+    OpenedExport.objects.update(uploaded_at=timezone.now() - timedelta(days=offline.KEEP_DAYS + 1))
+    out = StringIO()
+    call_command("prune_opened_exports", stdout=out)
+    assert out.getvalue().strip() == "Forgot 1 opened export file."
+    assert not OpenedExport.objects.exists()
