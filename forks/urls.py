@@ -1,7 +1,7 @@
 from django.urls import path
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>)
-from forks import views
+from forks import viewer, views
 
 urlpatterns = [
     path(
@@ -20,5 +20,16 @@ urlpatterns = [
         "apps/<str:app_name>/edited-forks/<int:fork_id>/<str:verb>/",
         views.edited_fork_act,
         name="edited-fork-act",
+    ),
+]
+
+# The offline viewer: about the caller's own files, under no application.
+urlpatterns += [
+    path("exports/", viewer.export_open, name="export-open"),
+    path("exports/<int:opened_id>/", viewer.opened_export, name="opened-export"),
+    path(
+        "exports/<int:opened_id>/workflows/<workflow:workflow_id>/",
+        viewer.export_workflow,
+        name="export-workflow",
     ),
 ]

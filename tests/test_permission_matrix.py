@@ -261,6 +261,8 @@ NOT_IN_MATRIX = {
     "audit-export": "the audit log's export, for admins, not about one application; audited "
     "(tests/stepchange/test_audit_export.py)",
     "favicon": "a redirect to a static file, GET and HEAD only; it changes nothing",
+    "export-open": "opens an export file in the offline viewer, for the caller alone and "
+    "under no application: any signed-in user; audited (tests/forks/test_offline_viewer.py)",
 }
 # Whole URL namespaces left out, and why.
 NAMESPACES_NOT_IN_MATRIX = {

@@ -660,7 +660,32 @@ async def workflow_detail(
     side panel; or one value as stored, for a "Raw, as stored" box."""
     application = await aapplication_for(request, app_name)
     source = await source_for(application)
-    context = {"application": application, "source": source.name, "notice": source.notice}
+    context = {
+        "application": application,
+        "source": source.name,
+        "notice": source.notice,
+        "workflow_url": workflow_urls(application.name),
+    }
+    return await workflow_answer(request, source, workflow_id, context, page=_render_live)
+
+
+# A whole workflow page from its context: the live console's, or the offline viewer's.
+PageRenderer = Callable[[HtmxHttpRequest, dict[str, Any]], Awaitable[HttpResponse]]
+
+
+async def workflow_answer(
+    request: HtmxHttpRequest,
+    source: Source,
+    workflow_id: str,
+    context: dict[str, Any],
+    *,
+    page: PageRenderer,
+    not_found: str = "workflows/not_found.html",
+) -> HttpResponse:
+    """A workflow's page, a part of it or a value as stored, read from `source`. `context`
+    holds `workflow_url` (the URL of any workflow's page: links stay where they began) and
+    what `page` renders the whole page with (`not_found` when there is no such workflow);
+    parts render the same template's partials."""
     try:
         if "raw" in request.GET:
             if "step" in request.GET:
@@ -671,7 +696,7 @@ async def workflow_detail(
         part = request.GET.get("part", "") if request.htmx else ""
         if part in PARTS:
             return await PARTS[part](request, source, workflow_id, context)
-        return await _page(request, source, workflow_id, context)
+        return await _page(request, source, workflow_id, context, page, not_found)
     except BadRequest as exc:
         return _part_failed(str(exc), 400)
     except _Unavailable as exc:
@@ -698,7 +723,12 @@ def _function_id(query: QueryDict) -> int:
 
 
 async def _page(
-    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+    request: HtmxHttpRequest,
+    source: Source,
+    workflow_id: str,
+    context: dict[str, Any],
+    page: PageRenderer,
+    not_found: str,
 ) -> HttpResponse:
     """The whole page: the workflow, the outline of its steps and its extras in one read;
     and, asked with ?step=, that step's panel open (no JS needed)."""
@@ -713,10 +743,14 @@ async def _page(
         return await arender(request, "workflows/detail.html", context, status=exc.status)
     if detail.workflow is None:
         context["workflow_id"] = workflow_id
-        return await arender(request, "workflows/not_found.html", context, status=404)
+        return await arender(request, not_found, context, status=404)
     context = _detail_context(request, context, detail)
     if step is not None:
         context["panel_step"] = step
+    return await page(request, context)
+
+
+async def _render_live(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
     return await db_async(_render_detail)(request, context["application"], context)
 
 
@@ -754,7 +788,7 @@ def _detail_context(
     context |= {f.name: getattr(detail.extras, f.name) for f in fields(detail.extras)}
     context["workflow"] = workflow
     outline = detail.outline or Outline(workflow)
-    context |= _step_views(request, context["application"], outline)
+    context |= _step_views(request, context["workflow_url"], outline)
     # The workflow itself is shown; what could not be fetched says so.
     context["partial"] = detail.partial
     context["duration"] = workflow.duration
@@ -783,7 +817,9 @@ async def _family(
     return await arender(request, "workflows/_family.html", context)
 
 
-def _step_views(request: HttpRequest, application: Application, outline: Outline) -> dict[str, Any]:
+def _step_views(
+    request: HttpRequest, workflow_url: Callable[[str], str], outline: Outline
+) -> dict[str, Any]:
     """The timeline and the step table of `outline`, its steps filtered by name (?q=)."""
     workflow = outline.workflow
     assert workflow is not None
@@ -808,7 +844,7 @@ def _step_views(request: HttpRequest, application: Application, outline: Outline
         "timeline": drawn,
         "depth": 0,
         "lane_prefix": "lane",
-        "rows": rows(steps, child_url=workflow_urls(application.name), top=drawn.slowest),
+        "rows": rows(steps, child_url=workflow_url, top=drawn.slowest),
     }
 
 
@@ -818,7 +854,7 @@ async def _filtered_views(
     """The timeline and the step table again, for the filter by name (the outline is read
     again: without outputs it is cheap)."""
     outline = await _outline(source, workflow_id)
-    context |= _step_views(request, context["application"], outline)
+    context |= _step_views(request, context["workflow_url"], outline)
     return await arender(request, "workflows/detail.html#step-views-body", context)
 
 
@@ -866,7 +902,7 @@ async def _child_lanes(
         "depth": min(depth, MAX_DEPTH),
         "lane_prefix": under,
         "child_workflow": outline.workflow,
-        "child_url": workflow_urls(context["application"].name)(child),
+        "child_url": context["workflow_url"](child),
     }
     return await arender(request, "workflows/detail.html#lanes", context)
 
@@ -917,7 +953,7 @@ async def _more_rows(
     ]
     shown = rows(
         steps[:STEPS_PER_PAGE],
-        child_url=workflow_urls(context["application"].name),
+        child_url=context["workflow_url"],
         top=slowest(matching),
         fold=False,
     )
