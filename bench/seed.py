@@ -63,6 +63,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
@@ -127,7 +128,7 @@ def dbos_program(url: str) -> None:
         boom()
 
     # What the stored schedules run: registered under the names the bulk rows carry.
-    def scheduled_workflow(name):
+    def scheduled_workflow(name: str) -> Any:
         def scheduled(at, context):
             return {"at": at.isoformat(), "context": context}
 
