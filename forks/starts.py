@@ -136,6 +136,8 @@ class StartPlan:
     # Doubts need the operator's confirmation (`accept_warnings`); notes are only said.
     doubts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The audit record of the start, once written.
+    audit_id: int | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -551,7 +553,7 @@ def workflow_start(
             application, asked, user=user, request=request, result=Result.FAILED, detail=str(exc)
         )
         raise
-    _audit(
+    plan.audit_id = _audit(
         application,
         asked,
         user=user,
@@ -590,7 +592,7 @@ def _audit(
     plan: StartPlan | None = None,
     result: str = Result.OK,
     detail: str = "",
-) -> None:
+) -> int:
     parameters: dict[str, Any] = {
         "workflow_name": plan.name if plan else asked.workflow_name,
         "workflow_id": plan.workflow_id if plan else asked.workflow_id,
@@ -606,7 +608,7 @@ def _audit(
             "priority": plan.status_row["priority"],
             "warnings": plan.warnings,
         }
-    audit_record(
+    return audit_record(
         action=START_ACTION,
         request=request,
         actor=user,
@@ -616,4 +618,4 @@ def _audit(
         reason=asked.reason,
         result=result,
         detail=detail,
-    )
+    ).pk
