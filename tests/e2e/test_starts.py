@@ -56,5 +56,6 @@ def test_a_started_workflow_runs_to_success_on_an_unmodified_executor(
     assert done["serialization"] == expected_format
     output = deployment.payload(new_id, "output")
     assert output.ok, output
+    assert isinstance(output.value, dict)
     assert output.value["greeting"] == "HELLO GINA!!!"
     assert deployment.payload(new_id, "inputs").value == {"args": ["gina", 3], "kwargs": {}}
