@@ -451,8 +451,12 @@ def start_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
                 for warning in plan.warnings:
                     messages.warning(request, warning)
                 return redirect("workflow-detail", application.name, plan.workflow_id)
-    elif data.get("like"):
+    if request.method == "GET" and data.get("like"):
         values |= _like_values(application, data["like"], errors)
+    elif data.get("like"):
+        # Asked again after a refusal: what the operator typed stays, the format is named.
+        known = _like_values(application, data["like"], [])
+        values |= {key: known.get(key) for key in ("like_format", "like_undecodable")}
     versions = live_versions(application)
     if not values.get("application_version"):
         values["application_version"] = starts.latest_version(application, versions) or ""
