@@ -375,8 +375,9 @@ class StartIn(Body):
     application_version: str | None = Field(
         default=None, description="Default: the latest version."
     )
-    priority: Integer | None = Field(
-        default=None, ge=0, le=MAX_PRIORITY, description="0 (none) to 2**31-1."
+    # Constraints before WHOLE, so that the OpenAPI document keeps them (api/base.py).
+    priority: Annotated[int, Field(ge=0, le=MAX_PRIORITY), WHOLE] | None = Field(
+        default=None, description="0 (none) to 2**31-1."
     )
     deduplication_id: str | None = None
     serialization: Literal["portable_json", "py_pickle", "js_superjson"] | None = Field(
