@@ -60,6 +60,9 @@ from workflows import systemdb
 from workflows.actions import OTHER_APPLICATION, SAFE_ID
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
+# A JSON column's `null` (not SQL NULL): what SQLAlchemy writes for None into DBOS's JSON
+# columns, which insert_rows writes as jsonb `null` on Postgres and the text on SQLite.
+JSON_NULL = object()
 # Values larger than this are audited as their hash and size, not in full.
 AUDIT_VALUE_CHARS = 4096
 
@@ -161,7 +164,7 @@ def fork_origin(application: Application, workflow_id: str) -> Origin:
         route=DATABASE_ROUTE,
         source=source,
         schema=schema,
-        exists=lambda new_id: _stored(alias, new_id),
+        exists=lambda new_id: workflow_stored(alias, new_id),
         alias=alias,
     )
 
@@ -196,7 +199,7 @@ def fork_source(application: Application, workflow_id: str) -> tuple[str, system
     return alias, schema, Source(status, inputs, steps, history, streams)
 
 
-def _stored(alias: str, workflow_id: str) -> bool:
+def workflow_stored(alias: str, workflow_id: str) -> bool:
     with connections[alias].cursor() as cursor:
         return bool(_select(cursor, "workflow_status", workflow_id))
 
@@ -545,8 +548,11 @@ def source_diff(fork: EditedFork) -> dict[str, Any]:
 # Writing.
 
 
-def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[str, Any]]) -> None:
-    """INSERT rows, naming only the columns this database's table has."""
+def insert_rows(
+    cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[str, Any]]
+) -> None:
+    """INSERT rows, naming only the columns this database's table has. The one inserter
+    of every system-database writer (edited forks here, started workflows in forks.starts)."""
     present = schema.columns.get(table, frozenset())
     quote = cursor.db.ops.quote_name
     json_type = Jsonb if cursor.db.vendor == "postgresql" else None
@@ -557,6 +563,8 @@ def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[st
         marks = ", ".join(["%s"] * len(names))
         sql = f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})"  # noqa: S608
         values = [row[name] for name in names]
+        json_null = json_type(None) if json_type is not None else "null"
+        values = [json_null if value is JSON_NULL else value for value in values]
         if json_type is not None:
             # A jsonb column reads back as Python data; it goes back in as jsonb.
             values = [json_type(v) if isinstance(v, (dict, list)) else v for v in values]
@@ -564,28 +572,28 @@ def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[st
 
 
 def _write_status(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_status", [plan.status_row])
+    insert_rows(cursor, plan.schema, "workflow_status", [plan.status_row])
 
 
 def _write_input(cursor: Any, plan: Plan) -> None:
     if plan.input_row is not None:
-        _insert(cursor, plan.schema, "workflow_input", [plan.input_row])
+        insert_rows(cursor, plan.schema, "workflow_input", [plan.input_row])
 
 
 def _write_steps(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "operation_outputs", plan.step_rows)
+    insert_rows(cursor, plan.schema, "operation_outputs", plan.step_rows)
 
 
 def _write_history(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_events_history", plan.history_rows)
+    insert_rows(cursor, plan.schema, "workflow_events_history", plan.history_rows)
 
 
 def _write_events(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_events", plan.event_rows)
+    insert_rows(cursor, plan.schema, "workflow_events", plan.event_rows)
 
 
 def _write_streams(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "streams", plan.stream_rows)
+    insert_rows(cursor, plan.schema, "streams", plan.stream_rows)
 
 
 def _mark_source(cursor: Any, plan: Plan) -> None:

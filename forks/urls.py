@@ -9,6 +9,7 @@ urlpatterns = [
         views.edit_fork,
         name="edit-fork",
     ),
+    path("apps/<str:app_name>/start/", views.start_workflow, name="start-workflow"),
     path("apps/<str:app_name>/edited-forks/", views.edited_forks, name="edited-forks"),
     path("apps/<str:app_name>/edited-forks/<int:fork_id>/", views.edited_fork, name="edited-fork"),
     path(
