@@ -37,6 +37,7 @@ from conductor.registry import NO_EXECUTOR, live_executors
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
+from workflows.actions import ActionError
 from workflows.sources import Schedule, ScheduleQuery, source_for
 
 # How many fire times the page shows ahead.
@@ -93,12 +94,8 @@ class ScheduleAction(StrEnum):
         return "Trigger now" if self is ScheduleAction.TRIGGER else self.value.capitalize()
 
 
-class ScheduleError(Exception):
+class ScheduleError(ActionError):
     """A schedule action that was not carried out; `status` is the API's code."""
-
-    status = 400
-    request_id = ""
-    response: dict[str, Any] | None = None
 
 
 class ScheduleNotFoundError(ScheduleError):
