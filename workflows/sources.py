@@ -1422,8 +1422,21 @@ class ExecutorSource:
         return [outline_step(step) for step in page.items], page.next_cursor is not None
 
     async def step(self, workflow_id: str, function_id: int, *, actor: str = "") -> Step | None:
-        """One step, found in list_steps (which an executor pages by position, not by
-        function id: ids may skip, so the step is looked for among them all)."""
+        """One step, found in list_steps, which an executor pages by position, not by
+        function id. Ids count from 0 or 1 and rarely skip, so the step is first asked for
+        where it would be (the two positions `function_id - 1` and `function_id`); only if
+        ids skipped before it is it looked for among them all."""
+        if function_id < 0:
+            return None
+        near = await self.steps(
+            workflow_id, cursor=str(max(0, function_id - 1)), limit=2, actor=actor
+        )
+        found = next((step for step in near.items if step.function_id == function_id), None)
+        if found is not None:
+            return found
+        if near.items and near.items[0].function_id == function_id - 1:
+            # No id skipped before it, and it is not next: the workflow has no such step.
+            return None
         page = await self.steps(workflow_id, limit=MAX_OUTLINE_STEPS, actor=actor)
         return next((step for step in page.items if step.function_id == function_id), None)
 

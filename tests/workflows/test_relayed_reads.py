@@ -455,3 +455,69 @@ async def test_the_list_through_the_executor_says_children_are_not_nested_and_no
     )
     assert asked["body"]["workflow_name"] == ["greet"]
     assert "Names starting with “gr”: <code>greet</code>" in searched.content.decode()
+
+
+async def _steps_by_position(
+    executor: FakeExecutor, ids: list[int], asked: list[tuple[int, int | None]]
+) -> None:
+    """Answer list_steps as an executor does, by position (offset, limit) over steps with
+    these function ids, noting each (offset, limit) asked; until cancelled."""
+    rows = [{"function_id": i, "function_name": f"s{i}", "output": str(i)} for i in ids]
+    while True:
+        request = await executor.receive(timeout=10)
+        assert request["type"] == "list_steps", request
+        offset, limit = request.get("offset") or 0, request.get("limit")
+        asked.append((offset, limit))
+        page = rows[offset:] if limit is None else rows[offset : offset + limit]
+        await executor.send(
+            {"type": "list_steps", "request_id": request["request_id"], "output": page}
+        )
+
+
+@pytest.mark.parametrize(
+    ("ids", "wanted", "found", "requests"),
+    [
+        (list(range(1, 3001)), 2500, True, 1),
+        (list(range(3000)), 2500, True, 1),
+        (list(range(1, 3001)), 1, True, 1),
+        (list(range(3000)), 0, True, 1),
+        (list(range(1, 3001)), 3001, False, 2),
+        (list(range(10)), 10, False, 1),
+        ([1, 2, 3, 7, 8, 9], 8, True, 2),
+        ([1, 2, 3, 7, 8, 9], 5, False, 2),
+        ([], 1, False, 2),
+    ],
+    ids=[
+        "1-based",
+        "0-based",
+        "first of 1-based",
+        "first of 0-based",
+        "past the end",
+        "just past the end",
+        "after skipped ids",
+        "a skipped id",
+        "no steps",
+    ],
+)
+async def test_one_step_through_the_executor_is_asked_for_where_it_would_be(
+    orders: Application,
+    executor: FakeExecutor,
+    ids: list[int],
+    wanted: int,
+    found: bool,
+    requests: int,
+) -> None:
+    from workflows.sources import ExecutorSource
+
+    asked: list[tuple[int, int | None]] = []
+    answering = asyncio.create_task(_steps_by_position(executor, ids, asked))
+    try:
+        step = await ExecutorSource(orders).step("wf-alice", wanted)
+    finally:
+        answering.cancel()
+    assert (step is not None) == found
+    if step is not None:
+        assert (step.function_id, step.function_name) == (wanted, f"s{wanted}")
+    assert len(asked) == requests, asked
+    # The first ask reads at most three rows (two and one to tell if there are more).
+    assert asked[0][1] == 3
