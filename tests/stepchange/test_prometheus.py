@@ -20,8 +20,8 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from conductor import relay
-from conductor.models import Executor, PoisonWorkflow
+from conductor import recovery, relay
+from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from conductor.protocol import ListStepsRequest, new_request_id
 from stepchange import prometheus, views
 from stepchange.models import Application, AuditRecord
@@ -330,3 +330,21 @@ def test_the_grafana_dashboard_names_only_metrics_a_scrape_has() -> None:
     }
     assert referenced
     assert referenced <= known, referenced - known
+
+
+@pytest.mark.django_db
+def test_recovery_attempts_are_counted_by_outcome_and_a_hold_among_them() -> None:
+    orders = make_app(name="orders")
+    gone = Executor.objects.create(
+        application=orders, executor_id="gone", state=Executor.State.RECOVERING
+    )
+    name = "stepchange_recoveries_total"
+    before = scrape()
+    for outcome in (RecoveryAttempt.Outcome.WAITING, RecoveryAttempt.Outcome.HELD):
+        recovery._write_attempt(gone, outcome, None, ["wf-1"], False, "", None, "")
+    after = scrape()
+    for counted in ("waiting", "held"):
+        grown = value(after, name, application="orders", outcome=counted) - value(
+            before, name, application="orders", outcome=counted
+        )
+        assert grown == 1, counted
