@@ -33,6 +33,7 @@ from conductor.protocol import (
     RecoveryRequest,
 )
 from conductor.registry import stale_executors_release
+from stepchange import prometheus
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
@@ -325,6 +326,7 @@ def _write_attempt(
             ),
             detail=f"{outcome}: {detail}" if detail else outcome,
         )
+    prometheus.RECOVERIES.labels(executor.application.name, outcome).inc()
     if outcome != RecoveryAttempt.Outcome.SENT:
         logger.info("Recovery of executor %s: %s %s", executor.executor_id, outcome, detail)
     else:

@@ -35,6 +35,7 @@ from conductor.registry import (
     live_executors,
 )
 from conductor.requestlog import clip, request_log_add
+from stepchange import prometheus
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 
@@ -304,6 +305,7 @@ async def record(
         "outcome": outcome,
         "error_message": error,
     }
+    _count(log, outcome)
     try:
         if settings.REQUEST_LOG_INLINE:
             await db_async(request_log_add)(**fields)
@@ -314,6 +316,14 @@ async def record(
     await events.announce_request(
         log["application"].pk, changes_workflows=log["message_type"] not in READS
     )
+
+
+def _count(log: dict[str, Any], outcome: str) -> None:
+    """The request in `GET /metrics`: counted, and timed when it reached an executor."""
+    labels = (log["application"].name, log["message_type"], outcome)
+    prometheus.RELAY_REQUESTS.labels(*labels).inc()
+    if log.get("duration_ms") is not None:
+        prometheus.RELAY_SECONDS.labels(*labels).observe(log["duration_ms"] / 1000)
 
 
 class Health:

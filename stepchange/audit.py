@@ -11,6 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from stepchange import prometheus
 from stepchange.models import Application, AuditRecord
 from stepchange.roles import role_of
 
@@ -85,7 +86,7 @@ def audit_record(
         actor = getattr(request, "user", None)
     if actor is not None and not actor.is_authenticated:
         actor = None
-    return AuditRecord.objects.create(
+    record = AuditRecord.objects.create(
         actor=actor,
         actor_name=actor_name or (actor.get_username() if actor else ""),
         role=role_of(actor) if actor else "",
@@ -103,6 +104,8 @@ def audit_record(
         response=response,
         value_diff=value_diff,
     )
+    prometheus.AUDIT_EVENTS.labels(action, result).inc()
+    return record
 
 
 def audit_denied(

@@ -6,11 +6,14 @@ raised message limit instead of Daphne's 1 MiB), and the access log redacts exec
 which travel in the WebSocket path. And the process's background work
 (`stepchange.background`) starts with the server and stops with it: Daphne sends no ASGI
 lifespan events, so Twisted's reactor, which runs Daphne's asyncio loop, tells us.
+Its counters for `GET /metrics` go to files shared by every process on the host
+(`stepchange.prometheus`), in a directory this prepares before anything counts.
 """
 
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from daphne import cli
@@ -72,9 +75,37 @@ def _stop_background() -> defer.Deferred[None]:
     return defer.Deferred.fromFuture(asyncio.ensure_future(background_stop()))
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory_prepare(directory: Path) -> None:
+    """Make `directory` where this process's Prometheus counters go (a
+    PROMETHEUS_MULTIPROC_DIR already set wins), before prometheus_client is imported: it
+    reads the variable then. Removes what processes no longer running left there: their
+    counts go with them, which Prometheus reads as a counter reset, as after a restart."""
+    directory = Path(os.environ.setdefault(MULTIPROC_ENV, str(directory)))
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but running
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepchange.settings")
     from django.conf import settings
+
+    metrics_directory_prepare(settings.METRICS_MULTIPROC_DIR)
 
     arguments = daphne_arguments(
         sys.argv[1:] if argv is None else argv, settings.EXECUTOR_MAX_MESSAGE_BYTES

@@ -262,6 +262,14 @@ RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"
+# GET /metrics (README "Prometheus"): a scraper presents this as its bearer token; without
+# it, only a signed-in admin may read the page.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters long")
+# Where the server processes of one host share their counters (stepchange/server.py); the
+# standard PROMETHEUS_MULTIPROC_DIR, when set, wins.
+METRICS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))
 # The largest request body (Django's own limit, which is 2.5 MB): an edited fork's input
 # and step outputs arrive in one, as JSON or as the console's form.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)

@@ -51,6 +51,7 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_log, name="audit"),
     path("audit/export/", views.audit_log_export, name="audit-export"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("conductor.urls")),
     # A workflow id may hold slashes: its page's route takes the rest of the path, so the
     # routes under a workflow (its edited fork, its actions) come before it.

@@ -1,5 +1,7 @@
-"""Console pages of the core: home, personal API tokens, password change, the audit log."""
+"""Console pages of the core: home, personal API tokens, password change, the audit log;
+and `GET /metrics` for Prometheus."""
 
+import hmac
 import math
 from typing import Any
 
@@ -10,15 +12,16 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from conductor.registry import with_live_executor_counts
+from stepchange import prometheus, throttle
 from stepchange.access import visible_to
-from stepchange.audit import AuditAction, audit_record
+from stepchange.audit import AuditAction, Result, audit_record, mark_refusal_audited
 from stepchange.auditlog import (
     AUDIT_ADMINS_ONLY,
     AuditExportForm,
@@ -153,3 +156,61 @@ def audit_log_export(request: HttpRequest) -> HttpResponseBase:
     if not form.is_valid():
         return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
     return audit_export(request, form, as_format=form.cleaned_data["export"])
+
+
+METRICS_NO_TOKEN = "Authentication required: a bearer token (METRICS_TOKEN) or an admin's session."
+METRICS_WRONG_TOKEN = "Not the metrics token (METRICS_TOKEN)."
+METRICS_ADMINS_ONLY = "Only an admin, or a scraper with the metrics token, may read /metrics."
+
+
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponseBase:
+    """Prometheus's scrape (stepchange/prometheus.py): for the bearer of METRICS_TOKEN, or
+    a signed-in admin. Tokens are checked as API tokens are (stepchange/throttle.py): a
+    locked-out address is refused before its token is looked at, and a wrong or missing
+    token is audited and counts against the address."""
+    presented = _bearer(request)
+    if presented is None and request.user.is_authenticated:
+        if not request.user.has_perm(PERM_ADMINISTER):
+            raise PermissionDenied(METRICS_ADMINS_ONLY)
+        return _scrape()
+    address = throttle.request_address(request)
+    try:
+        throttle.API_TOKENS.check_address(address)
+    except throttle.Throttled as exc:
+        # Refused without a record each time: the lockout has its own.
+        refused = JsonResponse({"detail": str(exc)}, status=429)
+        refused["Retry-After"] = str(exc.retry_after)
+        return refused
+    if presented is not None and _is_metrics_token(presented):
+        return _scrape()
+    detail = METRICS_NO_TOKEN if presented is None else METRICS_WRONG_TOKEN
+    audit_record(
+        action=AuditAction.ACCESS_DENIED,
+        request=request,
+        result=Result.DENIED,
+        target=f"{request.method} {request.path}",
+        detail=detail,
+    )
+    mark_refusal_audited(request)
+    throttle.API_TOKENS.fail(address=address, name="", request=request)
+    response = JsonResponse({"detail": detail}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
+def _scrape() -> HttpResponse:
+    return HttpResponse(prometheus.exposition(), content_type=prometheus.CONTENT_TYPE)
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _is_metrics_token(presented: str) -> bool:
+    expected = settings.METRICS_TOKEN
+    # Compared as bytes: compare_digest refuses text that is not ASCII.
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())

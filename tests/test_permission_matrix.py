@@ -593,6 +593,29 @@ def test_the_go_to_workflow_box_answers_each_persona_as_its_role_allows(
     assert _last_record() == since
 
 
+# `GET /metrics` by session (a scraper's METRICS_TOKEN: tests/stepchange/test_prometheus.py):
+# an admin reads it; anyone else is refused, and the refusal is audited.
+# Everyone else signed in: 403.
+METRICS_STATUS = {ANONYMOUS: 401, ADMIN: 200}
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_metrics_page_answers_only_an_admin_and_audits_every_refusal(
+    world: World, persona: str
+) -> None:
+    client = world.client(persona)
+    since = _last_record()
+    response = client.get(reverse("metrics"))
+    assert response.status_code == METRICS_STATUS.get(persona, 403)
+    refusals = AuditRecord.objects.filter(pk__gt=since, action="access.denied")
+    if persona == ADMIN:
+        assert _last_record() == since
+    else:
+        [record] = refusals
+        assert record.target == "GET /metrics"
+        assert record.result == DENIED
+
+
 def test_a_refusal_naming_an_absurd_application_is_audited_with_the_name_cut(
     world: World,
 ) -> None:

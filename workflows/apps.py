@@ -15,6 +15,11 @@ class WorkflowsConfig(AppConfig):
         post_save.connect(_forget_alias, sender=Application, dispatch_uid="workflows-alias")
         post_delete.connect(_forget_alias, sender=Application, dispatch_uid="workflows-alias-del")
 
+        from stepchange.prometheus import collector_add
+        from workflows.prometheus import bulk_jobs_collect
+
+        collector_add("bulk-jobs", bulk_jobs_collect)
+
 
 def _forget_alias(sender: Any, instance: Any, **kwargs: Any) -> None:
     from workflows.systemdb import forget
