@@ -73,3 +73,20 @@ class EditedFork(models.Model):
             "input_edited": self.input_edited,
             "edited_steps": self.edited_steps(),
         }
+
+
+class ImportUpload(models.Model):
+    """An export file uploaded for import, held between its preview and the confirmation
+    (any StepChange process may serve either). Read again and checked again on confirm;
+    deleted once imported, and a day after it was uploaded."""
+
+    application = models.ForeignKey(
+        "stepchange.Application", on_delete=models.CASCADE, related_name="import_uploads"
+    )
+    sha256 = models.CharField(max_length=64)
+    content = models.BinaryField()
+    uploaded_by_name = models.CharField(max_length=150)
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.application_id}/{self.sha256[:12]}"
