@@ -268,9 +268,10 @@ def import_workflows(
     preview: bool = False,
 ) -> Any:
     """Import an export file, sent as the request body (admins). Only files this StepChange
-    signed; every value checked. `new_ids`: import as a copy with new ids; `resume`: enqueue what did not finish;
-    `preview`: check and describe, write nothing. 413 above EXPORT_FILE_MAX_BYTES, 409 when
-    an id exists (keeping ids), 400 naming every other reason; nothing written then."""
+    signed; every value checked. `new_ids`: a copy with new ids; `resume`: enqueue what
+    did not finish; `preview`: check and describe, write nothing. 413 above
+    EXPORT_FILE_MAX_BYTES, 409 when an id exists (keeping ids), 400 naming every other
+    reason; nothing written then."""
     application = application_for(request, app, PERM_ADMINISTER)
     limit = exports.max_bytes()
     length = _length(request)

@@ -71,10 +71,13 @@ def test_an_export_holds_the_workflow_and_its_child_signed_with_inputs_folded_in
     app, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
     exported = transfers.workflow_export(application=app, workflow_id=PARENT, user=ada)
     file = exports.read(exported.content)
-    assert file.signed and file.root_id == PARENT
+    assert file.signed
+    assert file.root_id == PARENT
     assert [e.workflow_id for e in file.workflows] == [PARENT, CHILD]
-    assert file.schema_version == 123 and file.source == exports.FROM_DATABASE
-    assert file.root.status["inputs"] and file.root.status["output"]
+    assert file.schema_version == 123
+    assert file.source == exports.FROM_DATABASE
+    assert file.root.status["inputs"]
+    assert file.root.status["output"]
     assert any(step.get("child_workflow_id") == CHILD for step in file.root.steps)
     record = AuditRecord.objects.get(action=transfers.EXPORT_ACTION)
     assert record.parameters["sha256"] == exported.sha256 == file.sha256
@@ -89,7 +92,7 @@ def test_an_export_beyond_the_workflow_limit_is_refused(
 ) -> None:
     app, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
     monkeypatch.setattr(exports, "MAX_WORKFLOWS", 1)
-    with pytest.raises(transfers.TransferError, match="at most 0 workflows|more than 0"):
+    with pytest.raises(transfers.TransferError, match=r"more than 0 descendants"):
         export(app, PARENT, ada)
     assert AuditRecord.objects.get(action=transfers.EXPORT_ACTION).result == "failed"
 
@@ -119,7 +122,8 @@ def test_an_export_imported_into_a_second_application_keeps_ids_and_rebuilds_pic
         rows(path, "SELECT * FROM operation_outputs WHERE workflow_uuid = ?", PARENT)
     ) == len(original.steps)
     record = AuditRecord.objects.get(action=transfers.IMPORT_ACTION)
-    assert record.result == "ok" and record.parameters["source_application"] == "app-a"
+    assert record.result == "ok"
+    assert record.parameters["source_application"] == "app-a"
     assert record.parameters["route"] == "database"
 
 
@@ -138,11 +142,13 @@ def test_importing_as_a_copy_rewrites_every_id_consistently(
     assert child == [{"parent_workflow_id": new_parent}]
     links = rows(
         path,
-        "SELECT child_workflow_id FROM operation_outputs WHERE workflow_uuid = ? AND child_workflow_id IS NOT NULL",
+        "SELECT child_workflow_id FROM operation_outputs"
+        " WHERE workflow_uuid = ? AND child_workflow_id IS NOT NULL",
         new_parent,
     )
     # The child's start and the parent's wait for its result both name it.
-    assert links and {link["child_workflow_id"] for link in links} == {new_child}
+    assert links
+    assert {link["child_workflow_id"] for link in links} == {new_child}
 
 
 def test_keeping_ids_that_exist_is_refused_naming_them_and_nothing_is_written(
@@ -154,7 +160,8 @@ def test_keeping_ids_that_exist_is_refused_naming_them_and_nothing_is_written(
     with pytest.raises(transfers.TransferError) as refused:
         transfers.workflow_import(application=app, raw=raw, copy=False, resume=False, user=ada)
     assert refused.value.status == 409
-    assert PARENT in str(refused.value) and CHILD in str(refused.value)
+    assert PARENT in str(refused.value)
+    assert CHILD in str(refused.value)
     assert counts(path) == before
     assert AuditRecord.objects.get(action=transfers.IMPORT_ACTION).result == "failed"
 
@@ -271,7 +278,7 @@ def test_a_postgres_export_imports_as_a_copy_into_the_same_application(
 def test_the_api_refuses_a_body_over_the_limit_with_a_413_and_writes_nothing(
     ada: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    target, path = copied(sdk_fixtures[PY], tmp_path, "app-b", empty=True)
+    _target, path = copied(sdk_fixtures[PY], tmp_path, "app-b", empty=True)
     with override_settings(EXPORT_FILE_MAX_BYTES=4096):
         response = signed_in(ada).post(
             "/api/v1/apps/app-b/imports", b"x" * 5000, content_type="application/json"
@@ -285,7 +292,7 @@ def test_the_api_refuses_a_body_over_the_limit_with_a_413_and_writes_nothing(
 def test_the_api_imports_a_file_and_refuses_a_tampered_one(
     ada: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    source, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
+    _source, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
     copied(sdk_fixtures[PY], tmp_path, "app-b", empty=True)
     client = signed_in(ada)
     exported = client.get(f"/api/v1/apps/app-a/workflows/{PARENT}/export")
@@ -299,7 +306,8 @@ def test_the_api_imports_a_file_and_refuses_a_tampered_one(
     preview = client.post(
         "/api/v1/apps/app-b/imports?preview=true", exported.content, content_type="application/json"
     )
-    assert preview.status_code == 200 and preview.json()["existing"] == []
+    assert preview.status_code == 200
+    assert preview.json()["existing"] == []
     done = client.post(
         "/api/v1/apps/app-b/imports", exported.content, content_type="application/json"
     )
@@ -331,7 +339,7 @@ def test_the_console_previews_then_imports_and_refuses_a_tampered_file(
 ) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    source, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
+    _source, _ = copied(sdk_fixtures[PY], tmp_path, "app-a", empty=False)
     _, path = copied(sdk_fixtures[PY], tmp_path, "app-b", empty=True)
     client = signed_in(ada)
     page = client.get(f"/apps/app-a/workflows/{PARENT}/")
@@ -348,7 +356,8 @@ def test_the_console_previews_then_imports_and_refuses_a_tampered_file(
         "/apps/app-b/import/", {"file": SimpleUploadedFile("x.json", raw), "ids": "keep"}
     )
     assert preview.status_code == 200
-    assert b"app-a" in preview.content and PARENT.encode() in preview.content
+    assert b"app-a" in preview.content
+    assert PARENT.encode() in preview.content
     assert counts(path) == dict.fromkeys(TABLES, 0)
     upload = preview.context["upload"].pk
     done = client.post("/apps/app-b/import/", {"upload": upload, "ids": "keep", "confirm": "1"})
