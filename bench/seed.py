@@ -34,7 +34,22 @@ The mix (deterministic: every per-row choice is a slice of md5('sc-bench-' || i)
 - queues: orders 16 %, emails 8 %, reports 4 %, billing 4 %, _dbos_internal_queue 2 %,
   none 66 %;
 - executors executor-1 .. executor-8; six application versions, one per 5-day period
-  (so a filter on an old version is correlated with time, as it is in real life).
+  (so a filter on an old version is correlated with time, as it is in real life);
+- authenticated users: about a third of the unscheduled workflows were started by a
+  signed-in user (alice 2 %, role admin; bob 3 %; carol 1 %; user-000 .. user-299), a child
+  has its parent's user, a scheduled run none;
+- schedules: 45 stored ones, made by DBOS's own `create_schedule` in the real program
+  (inventory-sync every minute, email-digest every 15 min, hourly-rollup, nightly in
+  Europe/Paris, quarterly-audit paused, and 40 weekly tenant exports, every 7th paused);
+  `schedule_name` on about 5 % of the workflows (inventory-sync 3.9 %, email-digest
+  0.5 %, hourly-rollup 0.5 %, nightly about 30 rows) and on every top-level
+  rebuild_search_index, whose schedule `search-reindex` is declared in code (no stored
+  row). Their ids stay md5 UUIDs, not DBOS's `sched-<name>-<time>`, and their times are
+  the seed's, not fire times; each stored schedule's last_fired_at is its newest run;
+- attributes: on 60 % of the top-level, unscheduled workflows, `{"tenant", "region"}`
+  (of all workflows: tenant acme 5 %, globex 3.5 %, initech 2.5 %, tenant-0 .. tenant-199
+  the rest; three regions), plus `"priority": "high"` on 3 %; the others JSON null, as
+  DBOS writes no attributes.
 """
 
 # SQL here is assembled from this file's own constants; values are bound as parameters.
@@ -48,6 +63,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
@@ -62,6 +78,18 @@ SPAN_MS = 30 * DAY_MS
 VERSIONS = 6
 QUEUES = ("orders", "emails", "reports", "billing")
 CHUNK = 50_000  # workflows per INSERT statement
+# The stored schedules (name, workflow, cron, time zone, paused): the four whose runs fill
+# the bulk rows, one paused with no runs, and forty per-tenant exports (a page of them).
+SCHEDULES = [
+    ("inventory-sync", "sync_inventory", "* * * * *", None, False),
+    ("email-digest", "send_email", "*/15 * * * *", None, False),
+    ("hourly-rollup", "generate_report", "0 * * * *", None, False),
+    ("nightly", "generate_report", "0 2 * * *", "Europe/Paris", False),
+    ("quarterly-audit", "generate_report", "0 0 1 */3 *", None, True),
+] + [
+    (f"tenant-{k:02d}-export", "generate_report", f"{k} 3 * * 1", None, k % 7 == 0)
+    for k in range(1, 41)
+]
 
 # --------------------------------------------------------------------------------------
 # The tiny real DBOS program (run in a subprocess: `seed.py --dbos-program URL`).
@@ -99,9 +127,30 @@ def dbos_program(url: str) -> None:
         fetch(order_id)
         boom()
 
+    # What the stored schedules run: registered under the names the bulk rows carry.
+    def scheduled_workflow(name: str) -> Any:
+        def scheduled(at, context):
+            return {"at": at.isoformat(), "context": context}
+
+        return DBOS.workflow(name=name)(scheduled)
+
+    runs = {name: scheduled_workflow(name) for name in sorted({s[1] for s in SCHEDULES})}
+
     DBOS.launch()
     for name in QUEUES:
         DBOS.register_queue(name)
+    # The stored schedules, written by DBOS's own create_schedule (its context encoding).
+    for name, workflow, cron, zone, paused in SCHEDULES:
+        DBOS.delete_schedule(name)  # a --force reload makes them anew
+        DBOS.create_schedule(
+            schedule_name=name,
+            workflow_fn=runs[workflow],
+            schedule=cron,
+            context={"owner": name.split("-")[0], "notify": ["ops@example.com"]},
+            cron_timezone=zone,
+        )
+        if paused:
+            DBOS.pause_schedule(name)
     DBOS.start_workflow(order_workflow, "ord-1", qty=2).get_result()
     handle = DBOS.start_workflow(charge_card, "ord-2")
     with contextlib.suppress(ValueError):
@@ -136,7 +185,11 @@ def name_expr(r: str, is_child: str) -> str:
 # md5s into every expression that uses them.
 BASE = """
 g AS MATERIALIZED (
-    SELECT i, md5('sc-bench-' || i) AS m, md5('sc-bench-' || (i - 1001)) AS m_src
+    SELECT i, md5('sc-bench-' || i) AS m, md5('sc-bench-' || (i - 1001)) AS m_src,
+           md5('sc-bench-more-' || i) AS m2,
+           -- A child draws its user from its parent's hashes (DBOS children inherit it).
+           CASE WHEN mod(i, 10) = 7 THEN md5('sc-bench-' || (i - 1)) END AS m_parent,
+           CASE WHEN mod(i, 10) = 7 THEN md5('sc-bench-more-' || (i - 1)) END AS m2_parent
     FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
 ),
 h AS MATERIALIZED (
@@ -150,11 +203,17 @@ h AS MATERIALIZED (
            mod({r_name_src}, 1000) AS r_name_src,
            {r_dur} AS r_dur,
            {r_steps} AS r_steps,
-           mod({r_exec}, 8) AS r_exec
+           mod({r_exec}, 8) AS r_exec,
+           mod({r_user}, 1000) AS r_user,
+           mod({r_who}, 300) AS r_who,
+           mod({r_attr}, 1000) AS r_attr,
+           mod({r_tenant}, 1000) AS r_tenant,
+           {r_sched} AS r_sched
     FROM g
 ),
 d AS (
-    SELECT i, m, is_parent, is_child, is_fork, r_status, r_exec,
+    SELECT i, m, is_parent, is_child, is_fork, r_status, r_exec, r_user, r_who, r_attr,
+           r_tenant, r_sched,
            CASE WHEN is_child THEN md5('sc-bench-' || (i - 1))::uuid::text || '-3'
                 ELSE m::uuid::text END AS id,
            CASE WHEN is_fork THEN {fork_name} ELSE {name} END AS name,
@@ -181,8 +240,42 @@ s AS (
                 ELSE 'SUCCESS' END AS status
     FROM d
 ),
+n AS (
+    -- Runs of a schedule: most sync_inventory, some send_email and generate_report, every
+    -- rebuild_search_index (declared in code: no stored row). Never a child or a fork.
+    SELECT s.*,
+           CASE WHEN is_child OR is_fork OR is_parent THEN NULL
+                WHEN name = 'sync_inventory' AND r_sched < 19661 THEN 'inventory-sync'
+                WHEN name = 'send_email' AND r_sched < 2000 THEN 'email-digest'
+                WHEN name = 'generate_report' AND r_sched < 3277 THEN 'hourly-rollup'
+                WHEN name = 'generate_report' AND r_sched < 3297 THEN 'nightly'
+                WHEN name = 'rebuild_search_index' THEN 'search-reindex' END AS schedule_name
+    FROM s
+),
+u AS (
+    -- Who started it: a third of the workflows started by a request (a child has its
+    -- parent's user, a scheduled run none); attributes on three fifths of the top-level ones.
+    SELECT n.*,
+           CASE WHEN schedule_name IS NOT NULL OR r_user < 650 THEN NULL
+                WHEN r_user < 670 THEN 'alice'
+                WHEN r_user < 700 THEN 'bob'
+                WHEN r_user < 710 THEN 'carol'
+                ELSE 'user-' || lpad(r_who::text, 3, '0') END AS authenticated_user,
+           CASE WHEN schedule_name IS NOT NULL OR is_child OR r_attr >= 600 THEN 'null'::jsonb
+                ELSE jsonb_build_object(
+                    'tenant', CASE WHEN r_tenant < 100 THEN 'acme'
+                                   WHEN r_tenant < 170 THEN 'globex'
+                                   WHEN r_tenant < 220 THEN 'initech'
+                                   ELSE 'tenant-' || mod(r_tenant, 200) END,
+                    'region', (ARRAY['eu-west-1', 'us-east-1', 'ap-south-1'])[1 + mod(r_attr, 3)])
+                    || CASE WHEN r_attr < 30 THEN '{{"priority": "high"}}'::jsonb
+                            ELSE '{{}}'::jsonb END
+           END AS attributes
+    FROM n
+),
 b AS MATERIALIZED (
-    SELECT i, id, name, queue_name, status, created_at,
+    SELECT i, id, name, queue_name, status, created_at, schedule_name, authenticated_user,
+           attributes,
            CASE WHEN status IN ('SUCCESS', 'ERROR', 'CANCELLED',
                                 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
                 THEN created_at + dur END AS completed_at,
@@ -193,7 +286,7 @@ b AS MATERIALIZED (
            CASE WHEN status = 'ENQUEUED' THEN 0
                 WHEN is_parent THEN greatest(nsteps, 4) ELSE nsteps END AS nsteps,
            r_exec
-    FROM s
+    FROM u
 )
 """
 
@@ -208,7 +301,11 @@ INSERT INTO dbos.workflow_status (
     parent_workflow_id, serialization, delay_until_epoch_ms, rate_limited, completed_at,
     attributes, schedule_name, debounce_deadline_epoch_ms, is_debounced, application_name,
     creator_xid)
-SELECT id, status, name, NULL, NULL, NULL,
+SELECT id, status, name, authenticated_user,
+       CASE WHEN authenticated_user = 'alice' THEN 'admin'
+            WHEN authenticated_user IS NOT NULL THEN 'user' END,
+       CASE WHEN authenticated_user = 'alice' THEN '["user", "admin"]'
+            WHEN authenticated_user IS NOT NULL THEN '["user"]' END,
        NULL, NULL, NULL, 'executor-' || (r_exec + 1), created_at, updated_at,
        md5('sc-bench-version-' || ((i - 1) * {versions} / {n} + 1)),
        '', NULL, NULL,
@@ -224,7 +321,7 @@ SELECT id, status, name, NULL, NULL, NULL,
        CASE WHEN status = 'PENDING' THEN md5('sc-bench-owner-' || i)::uuid::text END,
        CASE WHEN is_child THEN md5('sc-bench-' || (i - 1))::uuid::text END,
        'py_pickle', NULL, false, completed_at,
-       'null'::jsonb, NULL, NULL, false, %(app)s,
+       attributes, schedule_name, NULL, false, %(app)s,
        md5('sc-bench-creator-' || i)::uuid::text
 FROM b
 """
@@ -335,6 +432,11 @@ def render(template: str, n: int, steps_per_workflow: int) -> str:
         r_dur=rnd("m", 13),
         r_steps=rnd("m", 17),
         r_exec=rnd("m", 21),
+        r_user=rnd("coalesce(m_parent, m)", 25),
+        r_attr=rnd("m", 29),
+        r_who=rnd("coalesce(m2_parent, m2)", 1),
+        r_tenant=rnd("m2", 5),
+        r_sched=rnd("m2", 9),
     )
     return template.format(base=base, versions=VERSIONS, n=n)
 
@@ -543,6 +645,15 @@ def load(url: str, n: int, steps: int, workers: int) -> tuple[int, int, str]:
     inputs_thread.join()
 
     with psycopg.connect(url, autocommit=True) as conn:
+        # Each stored schedule last fired at its newest run (through DBOS's partial index).
+        conn.execute(
+            """
+            UPDATE dbos.workflow_schedules ws SET last_fired_at = (
+                SELECT to_char(to_timestamp(max(created_at) / 1000.0) AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')
+                FROM dbos.workflow_status s WHERE s.schedule_name = ws.schedule_name)
+            """
+        )
         created = now_ms - 2 * DAY_MS + 12_345
         completed = created + 100_500
         one = {**templates, "app": APP_NAME, "id": THOUSAND_STEPS_ID}

@@ -90,3 +90,25 @@ class ImportUpload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.application_id}/{self.sha256[:12]}"
+
+
+class OpenedExport(models.Model):
+    """An export file a user opened in the offline viewer, kept so that its pages (and
+    their htmx parts) can read it again: its bytes gzip-compressed, for its owner only,
+    for a bounded time and count (`forks.offline`). Nothing in it is ever imported."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="opened_exports"
+    )
+    name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    # The file's size as uploaded; `data` holds it gzip-compressed.
+    size = models.PositiveBigIntegerField()
+    data = models.BinaryField()
+    uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sha256[:12]})"

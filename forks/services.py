@@ -60,6 +60,9 @@ from workflows import systemdb
 from workflows.actions import OTHER_APPLICATION, SAFE_ID
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
+# A JSON column's `null` (not SQL NULL): what SQLAlchemy writes for None into DBOS's JSON
+# columns, which insert_rows writes as jsonb `null` on Postgres and the text on SQLite.
+JSON_NULL = object()
 # Values larger than this are audited as their hash and size, not in full.
 AUDIT_VALUE_CHARS = 4096
 
@@ -161,7 +164,7 @@ def fork_origin(application: Application, workflow_id: str) -> Origin:
         route=DATABASE_ROUTE,
         source=source,
         schema=schema,
-        exists=lambda new_id: _stored(alias, new_id),
+        exists=lambda new_id: workflow_stored(alias, new_id),
         alias=alias,
     )
 
@@ -202,7 +205,7 @@ def fork_source(application: Application, workflow_id: str) -> tuple[str, system
     return alias, schema, Source(status, inputs, steps, history, streams)
 
 
-def _stored(alias: str, workflow_id: str) -> bool:
+def workflow_stored(alias: str, workflow_id: str) -> bool:
     with connections[alias].cursor() as cursor:
         return bool(_select(cursor, "workflow_status", workflow_id))
 
@@ -568,8 +571,11 @@ def source_diff(fork: EditedFork) -> dict[str, Any]:
 # Writing.
 
 
-def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[str, Any]]) -> None:
-    """INSERT rows, naming only the columns this database's table has."""
+def insert_rows(
+    cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[str, Any]]
+) -> None:
+    """INSERT rows, naming only the columns this database's table has. The one inserter
+    of every system-database writer (edited forks here, started workflows in forks.starts)."""
     present = schema.columns.get(table, frozenset())
     quote = cursor.db.ops.quote_name
     json_type = Jsonb if cursor.db.vendor == "postgresql" else None
@@ -580,6 +586,8 @@ def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[st
         marks = ", ".join(["%s"] * len(names))
         sql = f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})"  # noqa: S608
         values = [row[name] for name in names]
+        json_null = json_type(None) if json_type is not None else "null"
+        values = [json_null if value is JSON_NULL else value for value in values]
         if json_type is not None:
             # A jsonb column reads back as Python data; it goes back in as jsonb.
             values = [json_type(v) if isinstance(v, (dict, list)) else v for v in values]
@@ -587,28 +595,28 @@ def _insert(cursor: Any, schema: systemdb.Schema, table: str, rows: list[dict[st
 
 
 def _write_status(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_status", [plan.status_row])
+    insert_rows(cursor, plan.schema, "workflow_status", [plan.status_row])
 
 
 def _write_input(cursor: Any, plan: Plan) -> None:
     if plan.input_row is not None:
-        _insert(cursor, plan.schema, "workflow_input", [plan.input_row])
+        insert_rows(cursor, plan.schema, "workflow_input", [plan.input_row])
 
 
 def _write_steps(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "operation_outputs", plan.step_rows)
+    insert_rows(cursor, plan.schema, "operation_outputs", plan.step_rows)
 
 
 def _write_history(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_events_history", plan.history_rows)
+    insert_rows(cursor, plan.schema, "workflow_events_history", plan.history_rows)
 
 
 def _write_events(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "workflow_events", plan.event_rows)
+    insert_rows(cursor, plan.schema, "workflow_events", plan.event_rows)
 
 
 def _write_streams(cursor: Any, plan: Plan) -> None:
-    _insert(cursor, plan.schema, "streams", plan.stream_rows)
+    insert_rows(cursor, plan.schema, "streams", plan.stream_rows)
 
 
 def _mark_source(cursor: Any, plan: Plan) -> None:
@@ -661,20 +669,22 @@ def import_write(
             if payload_tables:
                 # These live in workflow_input / workflow_output on this schema.
                 kept_status = {k: v for k, v in status.items() if k not in PAYLOAD_COLUMNS}
-                _insert(cursor, schema, "workflow_status", [kept_status])
+                insert_rows(cursor, schema, "workflow_status", [kept_status])
             else:
-                _insert(cursor, schema, "workflow_status", [status])
+                insert_rows(cursor, schema, "workflow_status", [status])
             if payload_tables:
                 kept = {"workflow_uuid": workflow_id, "retention_timestamp": now}
-                _insert(cursor, schema, "workflow_input", [kept | {"inputs": status.get("inputs")}])
+                insert_rows(
+                    cursor, schema, "workflow_input", [kept | {"inputs": status.get("inputs")}]
+                )
                 if status.get("output") is not None or status.get("error") is not None:
                     outcome = {"output": status.get("output"), "error": status.get("error")}
-                    _insert(cursor, schema, "workflow_output", [kept | outcome])
+                    insert_rows(cursor, schema, "workflow_output", [kept | outcome])
             for table in ("operation_outputs", "workflow_events", "workflow_events_history"):
                 if schema.has(table):
-                    _insert(cursor, schema, table, element.get(table, []))
+                    insert_rows(cursor, schema, table, element.get(table, []))
             if schema.has("streams"):
-                _insert(cursor, schema, "streams", element.get("streams", []))
+                insert_rows(cursor, schema, "streams", element.get("streams", []))
 
 
 # The drafts' life: stage, approve, run, discard.

@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from conductor.registry import live_versions
-from forks import exports, transfers
+from forks import exports, starts, transfers
 from forks.models import EditedFork, ImportUpload
 from forks.plans import ForkError, ForkInvalidError, Source
 from forks.services import (
@@ -35,6 +35,7 @@ from stepchange.access import application_for
 from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import serialization as codec
 from workflows import systemdb
+from workflows.actions import WORKFLOW_NOT_FOUND
 from workflows.models import OperationOutput
 
 INVALID_JSON = "Not valid JSON: {error}"
@@ -551,3 +552,171 @@ def _rows(plan: transfers.ImportPlan) -> list[dict[str, Any]]:
         }
         for element in plan.file.workflows
     ]
+
+
+# Starting a workflow (forks.starts).
+
+START_FIELDS = ("args", "kwargs")
+
+
+@login_required
+def start_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
+    """GET: the start form, prefilled from an earlier run (`?like=<id>`). POST: start it,
+    then show the new workflow."""
+    application = application_for(request, app_name, PERM_OPERATE)
+    data = request.POST if request.method == "POST" else request.GET
+    try:
+        starts.start_database(application)
+    except ForkError as exc:
+        if request.method == "POST":
+            # Tried and refused: audited like every other refusal (workflow_start does it).
+            _start_or_errors(request, application, _start_request(data, {}))
+        context = {"application": application, "problem": str(exc)}
+        return render(request, "forks/start.html", context, status=exc.status)
+    errors: list[dict[str, Any]] = []
+    values: dict[str, Any] = {key: data.get(key, "") for key in _START_INPUTS}
+    if request.method == "POST":
+        parsed, errors = _start_input(data)
+        if not errors:
+            plan, errors = _start_or_errors(request, application, _start_request(data, parsed))
+            if plan is not None:
+                messages.success(request, STARTED.format(workflow_id=plan.workflow_id))
+                for warning in plan.warnings:
+                    messages.warning(request, warning)
+                return redirect("workflow-detail", application.name, plan.workflow_id)
+    if request.method == "GET" and data.get("like"):
+        values |= _like_values(application, data["like"], errors)
+    elif data.get("like"):
+        # Asked again after a refusal: what the operator typed stays, the format is named.
+        known = _like_values(application, data["like"], [])
+        values |= {key: known.get(key) for key in ("like_format", "like_undecodable")}
+    versions = live_versions(application)
+    if not values.get("application_version"):
+        values["application_version"] = starts.latest_version(application, versions) or ""
+    context = {
+        "application": application,
+        "values": values,
+        "errors": errors,
+        "field_errors": {error["field"] for error in errors},
+        "doubts": [error for error in errors if error.get("confirm")],
+        "names": starts.names_startable(application),
+        "queues": starts.queues_seen(application),
+        "versions": versions,
+        "formats": codec.WRITABLE_SERIALIZATIONS,
+        "internal_queue": INTERNAL_QUEUE,
+        "max_priority": starts.MAX_PRIORITY,
+    }
+    return render(request, "forks/start.html", context, status=400 if errors else 200)
+
+
+STARTED = "Started workflow {workflow_id}: an executor of its version runs it next."
+_START_INPUTS = (
+    "workflow_name",
+    "class_name",
+    "config_name",
+    "like",
+    "args",
+    "kwargs",
+    "queue_name",
+    "workflow_id",
+    "application_version",
+    "priority",
+    "deduplication_id",
+    "serialization",
+    "reason",
+)
+
+
+def _start_input(data: QueryDict) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The arguments and keyword arguments as JSON, as the SDK takes them."""
+    parsed: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for key, default, kind, problem in (
+        ("args", [], list, starts.ARGS_NOT_LIST),
+        ("kwargs", {}, dict, starts.KWARGS_NOT_OBJECT),
+    ):
+        text = (data.get(key) or "").strip()
+        try:
+            value = json.loads(text) if text else default
+        except json.JSONDecodeError as exc:
+            errors.append({"field": key, "message": INVALID_JSON.format(error=exc)})
+            continue
+        if not isinstance(value, kind):
+            errors.append({"field": key, "message": problem})
+            continue
+        parsed[key] = value
+    return parsed, errors
+
+
+def _start_request(data: QueryDict, parsed: dict[str, Any]) -> starts.StartRequest:
+    def given(key: str) -> str | None:
+        return data.get(key) or None
+
+    return starts.StartRequest(
+        workflow_name=data.get("workflow_name", ""),
+        input={"args": parsed.get("args", []), "kwargs": parsed.get("kwargs", {})},
+        class_name=given("class_name"),
+        config_name=given("config_name"),
+        like=given("like"),
+        queue_name=given("queue_name"),
+        workflow_id=given("workflow_id"),
+        application_version=given("application_version"),
+        priority=given("priority"),
+        deduplication_id=given("deduplication_id"),
+        serialization=given("serialization"),
+        accept_warnings=bool(data.get("accept_warnings")),
+        reason=data.get("reason", ""),
+    )
+
+
+def _start_or_errors(
+    request: HttpRequest, application: Any, asked: starts.StartRequest
+) -> tuple[starts.StartPlan | None, list[dict[str, Any]]]:
+    try:
+        plan = starts.workflow_start(
+            application=application,
+            asked=asked,
+            live_versions=live_versions(application),
+            user=request.user,
+            request=request,
+        )
+    except ForkInvalidError as exc:
+        return None, exc.errors
+    except ForkError as exc:
+        return None, [{"field": "__all__", "message": str(exc)}]
+    return plan, []
+
+
+def _like_values(application: Any, like: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """What "start like this one" fills in: the earlier run's name, class, config, input
+    (as the SDK takes it: an args list, plus kwargs for Python), queue and version."""
+    found = systemdb.workflows(application).filter(workflow_uuid=like).first()
+    if found is None or not found.name:
+        errors.append(
+            {
+                "field": "like",
+                "message": WORKFLOW_NOT_FOUND.format(workflow_id=like, app=application.name),
+            }
+        )
+        return {"like": ""}
+    [earlier] = starts.earlier_runs(
+        application, systemdb.schema_of(application), found.name, like=like
+    )[:1]
+    value: Any = earlier.input.value if earlier.input.ok else None
+    args: Any = []
+    kwargs: Any = {}
+    if isinstance(value, dict):
+        args, kwargs = value.get("args") or [], value.get("kwargs") or {}
+    queue = found.queue_name if found.queue_name else ""
+    return {
+        "like": like,
+        "workflow_name": found.name,
+        "class_name": found.class_name or "",
+        "config_name": found.config_name or "",
+        "args": json.dumps(args, indent=2, ensure_ascii=False),
+        "kwargs": json.dumps(kwargs, indent=2, ensure_ascii=False) if kwargs else "",
+        "queue_name": queue,
+        "application_version": found.application_version or "",
+        "like_format": found.serialization or earlier.input.format or "",
+        "like_undecodable": not earlier.input.ok,
+    }

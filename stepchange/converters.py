@@ -29,9 +29,23 @@ register_converter(WorkflowIdConverter, "workflow")
 _MARKER = "workflow-id-goes-here"
 
 
-def workflow_urls(app_name: str) -> Callable[[str], str]:
-    """The URL of any workflow's page in `app_name`, as `reverse` gives it: the route
+class WorkflowUrls:
+    """The URL of any workflow's page under one route, as `reverse` gives it: the route
     reversed once, each id quoted into the marker's place as `reverse` quotes it (a list
-    links every row; the `workflow` converter passes ids through as they are)."""
-    before, _, after = reverse("workflow-detail", args=[app_name, _MARKER]).rpartition(_MARKER)
-    return lambda workflow_id: before + quote(workflow_id, safe=RFC3986_SUBDELIMS + "/~:@") + after
+    links every row; the `workflow` converter passes ids through as they are). Templates
+    hold it as a value (`workflow_href` calls it): they do not call it themselves."""
+
+    do_not_call_in_templates = True
+
+    def __init__(self, route: str, *args: object) -> None:
+        reversed_ = reverse(route, args=[*args, _MARKER])
+        self.before, _, self.after = reversed_.rpartition(_MARKER)
+
+    def __call__(self, workflow_id: str) -> str:
+        quoted = quote(workflow_id, safe=RFC3986_SUBDELIMS + "/~:@")
+        return self.before + quoted + self.after
+
+
+def workflow_urls(app_name: str) -> Callable[[str], str]:
+    """The URL of any workflow's page in `app_name` (see `WorkflowUrls`)."""
+    return WorkflowUrls("workflow-detail", app_name)

@@ -137,6 +137,10 @@ API_ROUTES: dict[tuple[str, str], Route] = {
         FAILED,
         {"version_name": "v2", **REASON},
     ),
+    # Without a system database a workflow cannot be started: refused, audited as failed.
+    ("POST", "/api/v1/apps/{app}/workflows"): Route(
+        PERM_OPERATE, 503, "workflow.start", FAILED, {"workflow_name": "greet"}
+    ),
     # Without a system database an edited fork cannot be checked, staged or written.
     ("POST", f"{ON_WORKFLOW}/edited-forks"): Route(
         PERM_OPERATE,
@@ -233,6 +237,10 @@ CONSOLE_ROUTES: dict[str, Route] = {
         {"start_step": "1", **REASON},
         {**ON_APP, "workflow_id": "{workflow_id}"},
     ),
+    # Without a system database the start form says why it cannot start one.
+    "start-workflow": Route(
+        PERM_OPERATE, 503, "workflow.start", FAILED, {"workflow_name": "greet", "args": "[]"}
+    ),
     "schedule-action": Route(
         PERM_OPERATE, 302, "schedule.pause", FAILED, {"name": "nightly", "action": "pause"}
     ),
@@ -265,6 +273,8 @@ NOT_IN_MATRIX = {
     "audit-export": "the audit log's export, for admins, not about one application; audited "
     "(tests/stepchange/test_audit_export.py)",
     "favicon": "a redirect to a static file, GET and HEAD only; it changes nothing",
+    "export-open": "opens an export file in the offline viewer, for the caller alone and "
+    "under no application: any signed-in user; audited (tests/forks/test_offline_viewer.py)",
 }
 # Whole URL namespaces left out, and why.
 NAMESPACES_NOT_IN_MATRIX = {

@@ -43,6 +43,7 @@ from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
+from workflows.models import ACTIVE_STATUSES
 from workflows.sources import Source, Workflow, source_for
 
 
@@ -95,7 +96,7 @@ EXPLANATIONS = {
     "streams are deleted from the system database. This cannot be undone.",
 }
 
-ACTIVE = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
+ACTIVE = ACTIVE_STATUSES
 FINISHED = frozenset({"SUCCESS", "ERROR"})
 FAILED = frozenset({"ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 

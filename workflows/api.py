@@ -15,7 +15,9 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, StringConstraints
 
+from conductor.registry import live_versions
 from conductor.relay import RelayError
+from forks.starts import MAX_PRIORITY, StartRequest, workflow_start
 from stepchange.access import aapplication_for, application_for
 from stepchange.api.base import STRICT, WHOLE, Body, Integer, acting_with
 from stepchange.asyncdb import db_async
@@ -61,6 +63,11 @@ from workflows.sources import (
 from workflows.versions import Version, VersionError, version_set_latest, versions_read
 
 router = Router(tags=["workflows"])
+
+
+class ErrorOutStart(Schema):
+    detail: Any
+
 
 MAX_LIMIT = 1000
 # Cursors given out as page numbers or step numbers; a caller may only send one back.
@@ -338,10 +345,99 @@ async def _list(request: HttpRequest, app: str, filters: WorkflowFilters, queued
 
 @router.get("/apps/{app}/workflows", response=WorkflowPage)
 async def list_workflows(request: HttpRequest, app: str, filters: Query[WorkflowFilters]) -> Any:
-    """Workflows, newest first unless `sort_desc=false`; filters take comma-separated lists.
+    """Workflows, newest first unless `sort_desc=false`: by creation, or with a completion
+    (else a dequeue) range by that time; filters take comma-separated lists.
     Read from the system database when it is reachable, else through an executor
     (`source` says which)."""
     return await _list(request, app, filters, queued=False)
+
+
+class StartIn(Body):
+    workflow_name: str = Field(min_length=1, max_length=1000)
+    class_name: str | None = Field(
+        default=None, description="Default: the class of the newest run of that name."
+    )
+    config_name: str | None = Field(
+        default=None, description="Default: the config of the newest run of that name."
+    )
+    input: Any = Field(
+        default=None,
+        description='{"args": [...], "kwargs": {...}} (Python) or a list of arguments '
+        "(TypeScript); encoded in the application's format. Default: no arguments.",
+    )
+    like: str | None = Field(
+        default=None,
+        description="An earlier run to start like: its class, config and format are used.",
+    )
+    queue_name: str | None = Field(default=None, description="Default: DBOS's internal queue.")
+    workflow_id: str | None = Field(
+        default=None, pattern=SAFE_ID.pattern, description="Default: a new UUID."
+    )
+    application_version: str | None = Field(
+        default=None, description="Default: the latest version."
+    )
+    # Constraints before WHOLE, so that the OpenAPI document keeps them (api/base.py).
+    priority: Annotated[int, Field(ge=0, le=MAX_PRIORITY), WHOLE] | None = Field(
+        default=None, description="0 (none) to 2**31-1."
+    )
+    deduplication_id: str | None = None
+    serialization: Literal["portable_json", "py_pickle", "js_superjson"] | None = Field(
+        default=None,
+        description="Default: the format of the earlier run (`like`, else the newest of "
+        "that name). portable_json is read by dbos 3.2.0 and TypeScript 5.0.2 alike.",
+    )
+    accept_warnings: bool = Field(
+        default=False,
+        description="Start even though the input's shape differs from earlier runs' or "
+        "the queue was never seen (else a 400 lists those doubts, each with confirm: true).",
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class StartOut(Schema):
+    workflow_id: str
+    workflow_name: str
+    queue_name: str
+    application_version: str | None
+    serialization: str
+    input_sha256: str
+    warnings: list[str]
+    audit_id: int
+
+
+@router.post(
+    "/apps/{app}/workflows",
+    response={201: StartOut} | dict.fromkeys((400, 401, 403, 404, 409, 503), ErrorOutStart),
+    auth=acting_with(PERM_OPERATE),
+)
+async def start_workflow(request: HttpRequest, app: str, body: StartIn) -> Any:
+    """Start a workflow: write its ENQUEUED row and input, as DBOS's client enqueue does,
+    for a live executor of the version to run. 400 lists every wrong field; 409 for a
+    workflow id or a deduplication id in use; 503 without a reachable system database.
+    Nothing is written unless the start is valid."""
+    application = await aapplication_for(request, app, PERM_OPERATE)
+    return Status(201, await db_async(_start)(request, application, body))
+
+
+def _start(request: HttpRequest, application: Any, body: StartIn) -> dict[str, Any]:
+    asked = StartRequest(**body.model_dump())
+    plan = workflow_start(
+        application=application,
+        asked=asked,
+        live_versions=live_versions(application),
+        user=request.user,
+        request=request,
+    )
+    return {
+        "workflow_id": plan.workflow_id,
+        "workflow_name": plan.name,
+        "queue_name": plan.queue_name,
+        "application_version": plan.application_version,
+        "serialization": plan.serialization,
+        "input_sha256": plan.input_sha256,
+        "warnings": plan.warnings,
+        "audit_id": plan.audit_id,
+    }
 
 
 @router.get("/apps/{app}/queued-workflows", response=WorkflowPage)

@@ -33,11 +33,26 @@ STATUSES = (
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 )
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+# Statuses of a workflow still to run or running.
+ACTIVE_STATUSES = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 
 
 # How far the clocks stamping one workflow's times (a client enqueuing it, the executors
 # running it) are taken to disagree at most.
 CLOCK_MARGIN = timedelta(hours=1)
+
+# What a list of workflows can be ordered by, and the field of each: their creation, or,
+# for a list filtered by a completion or a dequeue range, that time (DBOS indexes
+# completed_at and started_at_epoch_ms, so such a list pages through that index at any
+# depth, where in creation order a deep page reads every older row).
+CREATED = "created"
+COMPLETED = "completed"
+DEQUEUED = "dequeued"
+ORDER_FIELDS = {
+    CREATED: "created_at_ms",
+    COMPLETED: "completed_at_ms",
+    DEQUEUED: "started_at_epoch_ms",
+}
 
 
 class _CountOf(models.Subquery):
@@ -136,11 +151,11 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         lookups: dict[str, Any] = {
             "authenticated_user__in": authenticated_user,
             "schedule_name__in": schedule_name,
-            "completed_at_ms__gte": _ms(completed_after),
-            "completed_at_ms__lte": _ms(completed_before),
+            "completed_at_ms__gte": epoch_ms(completed_after),
+            "completed_at_ms__lte": epoch_ms(completed_before),
             # DBOS sets started_at_epoch_ms when a workflow leaves its queue (DequeuedAt).
-            "started_at_epoch_ms__gte": _ms(dequeued_after),
-            "started_at_epoch_ms__lte": _ms(dequeued_before),
+            "started_at_epoch_ms__gte": epoch_ms(dequeued_after),
+            "started_at_epoch_ms__lte": epoch_ms(dequeued_before),
             "status__in": status,
             "name__in": name,
             "queue_name__in": queue_name,
@@ -150,8 +165,8 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
             "forked_from__in": forked_from,
             "parent_workflow_id__in": parent_workflow_id,
             "workflow_uuid__startswith": workflow_id_prefix,
-            "created_at_ms__gte": _ms(created_after),
-            "created_at_ms__lte": _ms(created_before),
+            "created_at_ms__gte": epoch_ms(created_after),
+            "created_at_ms__lte": epoch_ms(created_before),
             "parent_workflow_id__isnull": None if has_parent is None else not has_parent,
             "was_forked_from": was_forked_from,
         }
@@ -162,7 +177,7 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         # time on the machine that acts).
         for end in (completed_before, dequeued_before):
             if end is not None:
-                rows = rows.filter(created_at_ms__lte=_ms(end + CLOCK_MARGIN))
+                rows = rows.filter(created_at_ms__lte=epoch_ms(end + CLOCK_MARGIN))
         return rows
 
     def with_attributes(self, attributes: dict[str, Any]) -> WorkflowQuerySet:
@@ -208,11 +223,12 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         delayed = models.Q(status="DELAYED", queue_name__isnull=False)
         return self.filter(in_flight | delayed)
 
-    def newest_first(self) -> WorkflowQuerySet:
-        return self.order_by("-created_at_ms", "-workflow_uuid")
+    def newest_first(self, by: str = CREATED) -> WorkflowQuerySet:
+        key = ORDER_FIELDS[by]
+        return self.order_by(f"-{key}", "-workflow_uuid")
 
-    def oldest_first(self) -> WorkflowQuerySet:
-        return self.order_by("created_at_ms", "workflow_uuid")
+    def oldest_first(self, by: str = CREATED) -> WorkflowQuerySet:
+        return self.order_by(ORDER_FIELDS[by], "workflow_uuid")
 
     def with_payloads(self, *, payload_tables: bool) -> WorkflowQuerySet:
         """Annotate the stored `input_text`, `output_text` and `error_text`: from the
@@ -325,22 +341,26 @@ class WorkflowQuerySet(models.QuerySet["WorkflowStatus"]):
         )
         return sql, ["ENQUEUED", "ENQUEUED", *per_group_params, *compiled[1][1]]
 
-    def after(self, cursor: tuple[int, str] | None, *, descending: bool = True) -> WorkflowQuerySet:
-        """The rows after `cursor` (created_at ms, workflow id) in newest-first order (or
-        oldest-first): a keyset page, as fast on page 1,000 as on page 1."""
+    def after(
+        self, cursor: tuple[int, str] | None, *, descending: bool = True, by: str = CREATED
+    ) -> WorkflowQuerySet:
+        """The rows after `cursor` (the time `by` orders on, in ms, and the workflow id) in
+        newest-first order (or oldest-first): a keyset page, as fast on page 1,000 as on
+        page 1."""
         if cursor is None:
             return self
-        created, workflow_id = cursor
-        # The plain bound on created_at is implied by the OR, but Postgres needs it spelled
+        moment, workflow_id = cursor
+        key = ORDER_FIELDS[by]
+        # The plain bound on the time is implied by the OR, but Postgres needs it spelled
         # out to start the index scan at the cursor instead of at the newest row.
         if descending:
-            return self.filter(created_at_ms__lte=created).filter(
-                models.Q(created_at_ms__lt=created)
-                | models.Q(created_at_ms=created, workflow_uuid__lt=workflow_id)
+            return self.filter(**{f"{key}__lte": moment}).filter(
+                models.Q(**{f"{key}__lt": moment})
+                | models.Q(**{key: moment, "workflow_uuid__lt": workflow_id})
             )
-        return self.filter(created_at_ms__gte=created).filter(
-            models.Q(created_at_ms__gt=created)
-            | models.Q(created_at_ms=created, workflow_uuid__gt=workflow_id)
+        return self.filter(**{f"{key}__gte": moment}).filter(
+            models.Q(**{f"{key}__gt": moment})
+            | models.Q(**{key: moment, "workflow_uuid__gt": workflow_id})
         )
 
 
@@ -435,7 +455,7 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
-def _ms(moment: datetime | None) -> int | None:
+def epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
 

@@ -31,6 +31,7 @@ from workflows.schedules import (
     ScheduleAction,
     ScheduleError,
     backfill_plan,
+    backfill_reach_now,
     fire_times,
     schedule_act,
     schedules_bulk,
@@ -195,9 +196,10 @@ async def schedule_backfill(request: HttpRequest, app_name: str) -> HttpResponse
         return await _backfill(request, application, form, context)
     if schedule is not None and has_range and form.is_valid():
         try:
-            context["plan"] = backfill_plan(
-                schedule, start=form.cleaned_data["start"], end=form.cleaned_data["end"]
-            )
+            window = {"start": form.cleaned_data["start"], "end": form.cleaned_data["end"]}
+            plan = backfill_plan(schedule, **window)
+            await backfill_reach_now(application, **window)
+            context["plan"] = plan
         except ScheduleError as exc:
             form.add_error(None, str(exc))
     status = 404 if name and schedule is None and "unavailable" not in context else 200

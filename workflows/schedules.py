@@ -12,7 +12,7 @@ exactly one audit record (`schedule.pause`, `schedule.resume`, `schedule.trigger
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +21,7 @@ from croniter import croniter
 from django.http import HttpRequest
 
 from conductor import relay
+from conductor.models import Executor
 from conductor.protocol import (
     BackfillScheduleRequest,
     BackfillScheduleResponse,
@@ -46,6 +47,10 @@ CONFIRM_ABOVE = 100
 MAX_BACKFILL_RUNS = 10_000
 # A bulk action takes at most this many schedules.
 MAX_BULK_SCHEDULES = 500
+# A TypeScript executor (@dbos-inc/dbos-sdk 5.x) finds a backfill's fire times by testing
+# every second of the range, answering nothing else meanwhile (about 1.6 s of CPU per month
+# of range, however few the runs): a longer range outlasts the relay's wait and stalls it.
+TS_BACKFILL_MAX_DAYS = 31
 
 SCHEDULE_NOT_FOUND = "No schedule {name} in {app}."
 BAD_CRON = "“{cron}” is not a cron expression DBOS reads (five fields, or six with seconds first)."
@@ -60,6 +65,11 @@ CONFIRM_RUNS = (
 )
 NOTHING_TO_BACKFILL = (
     "{cron} does not fire between {start} and {end}: there is nothing to backfill."
+)
+TS_BACKFILL_TOO_LONG = (
+    "A TypeScript executor (@dbos-inc/dbos-sdk {version}) checks every second of a backfill's "
+    "range and answers nothing else meanwhile, so it backfills at most {limit} days at a time; "
+    "this range spans {days} days. Choose a range around the runs you need, or split it."
 )
 NOT_DONE = "Executor {executor_id} answered that it could not {action} {name}: {error}"
 EXECUTOR_SAID_NO = "Executor {executor_id} did not {action} {name} and gave no reason."
@@ -177,6 +187,27 @@ def backfill_plan(schedule: Schedule, *, start: datetime, end: datetime) -> Back
         raise ScheduleError(NOTHING_TO_BACKFILL.format(**named))
     first = fire_times(schedule.cron, timezone=schedule.timezone, after=start, count=min(runs, 3))
     return BackfillPlan(runs, first, runs > CONFIRM_ABOVE)
+
+
+def backfill_reach(executor: Executor, *, start: datetime, end: datetime) -> None:
+    """Refuse a range `executor`'s SDK cannot walk within the relay's wait (ScheduleError)."""
+    span = end - start
+    if executor.language == "typescript" and span > timedelta(days=TS_BACKFILL_MAX_DAYS):
+        raise ScheduleError(
+            TS_BACKFILL_TOO_LONG.format(
+                version=executor.dbos_version or "5.x",
+                limit=TS_BACKFILL_MAX_DAYS,
+                days=f"{span / timedelta(days=1):,.0f}",
+            )
+        )
+
+
+async def backfill_reach_now(application: Application, *, start: datetime, end: datetime) -> None:
+    """`backfill_reach` against the executor a backfill would go to now (for a preview);
+    with none connected there is nothing to say yet."""
+    executors = await db_async(live_executors)(application)
+    if executors:
+        backfill_reach(executors[0], start=start, end=end)
 
 
 # The actions.
@@ -305,6 +336,8 @@ class _Attempt:
         executors = await db_async(live_executors)(self.application)
         if not executors:
             raise relay.NoExecutorConnectedError(NO_EXECUTOR.format(app=self.application.name))
+        if isinstance(message, BackfillScheduleRequest):
+            backfill_reach(executors[0], start=message.start, end=message.end)
         self.request_id = message.request_id
         answer = await relay.ask(
             self.application,

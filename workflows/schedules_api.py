@@ -17,6 +17,7 @@ from pydantic import StringConstraints
 
 from stepchange.access import aapplication_for
 from stepchange.api.base import Body, acting_with
+from stepchange.models import Application
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from workflows.schedules import (
     MAX_BACKFILL_RUNS,
@@ -26,6 +27,7 @@ from workflows.schedules import (
     ScheduleError,
     ScheduleOutcome,
     backfill_plan,
+    backfill_reach_now,
     fire_times,
     schedule_act,
     schedules_bulk,
@@ -149,13 +151,13 @@ class BackfillWindow(Schema):
     end: str = Field(description=WINDOW_HELP, json_schema_extra={"format": "date-time"})
 
 
-async def _schedule(request: HttpRequest, app: str, name: str) -> Schedule:
+async def _schedule(request: HttpRequest, app: str, name: str) -> tuple[Application, Schedule]:
     application = await aapplication_for(request, app, PERM_INSPECT)
     source = await source_for(application)
     found = await source.schedule(name, actor=request.user.get_username())
     if found is None:
         raise HttpError(404, SCHEDULE_NOT_FOUND.format(name=name, app=app))
-    return found
+    return application, found
 
 
 @router.get("/apps/{app}/schedules/{workflow:schedule_name}/backfill", response=BackfillPreview)
@@ -164,11 +166,12 @@ async def backfill_preview(
 ) -> Any:
     """How many runs backfilling from `start` to `end` means (both exclusive, as DBOS
     backfills), and whether the backfill needs `confirm`. Sends nothing."""
-    schedule = await _schedule(request, app, schedule_name)
+    application, schedule = await _schedule(request, app, schedule_name)
     try:
-        plan = backfill_plan(
-            schedule, start=instant("start", window.start), end=instant("end", window.end)
-        )
+        start, end = instant("start", window.start), instant("end", window.end)
+        plan = backfill_plan(schedule, start=start, end=end)
+        # What the executor would refuse or choke on, said before anything is sent.
+        await backfill_reach_now(application, start=start, end=end)
     except ScheduleError as exc:
         raise HttpError(exc.status, str(exc)) from None
     return {
@@ -334,4 +337,5 @@ async def bulk_schedules(request: HttpRequest, app: str, body: BulkScheduleIn) -
 @router.get("/apps/{app}/schedules/{workflow:schedule_name}", response=ScheduleOut)
 async def get_schedule(request: HttpRequest, app: str, schedule_name: str) -> Any:
     """One schedule, with its next fire times."""
-    return schedule_out(await _schedule(request, app, schedule_name), timezone.now())
+    _, schedule = await _schedule(request, app, schedule_name)
+    return schedule_out(schedule, timezone.now())

@@ -54,6 +54,11 @@ from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from workflows import systemdb
 from workflows.models import (
+    COMPLETED,
+    CREATED,
+    DEQUEUED,
+    FAILED_STATUSES,
+    ORDER_FIELDS,
     Notification,
     OperationOutput,
     Queue,
@@ -68,7 +73,7 @@ EXECUTOR = "executor"
 BAD_CURSOR = "cursor is not one this API gave out"
 FALLBACK = "{problem} Read through a connected executor instead."
 RECENT_FAILURES = 10
-FAILED = ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+FAILED = list(FAILED_STATUSES)
 # A list's count of matching workflows stops here, and at this many milliseconds.
 COUNT_CAP = 10_000
 COUNT_TIMEOUT_MS = 300
@@ -392,6 +397,17 @@ class ListQuery:
     child_counts: bool = False
     failed_errors: bool = False
 
+    @property
+    def order(self) -> str:
+        """What the list is ordered by: creation, unless a completion or dequeue range is
+        asked for; then that time (`ORDER_FIELDS`: DBOS's own index of it pages the list at
+        any depth), completion first when both are."""
+        if self.completed_after is not None or self.completed_before is not None:
+            return COMPLETED
+        if self.dequeued_after is not None or self.dequeued_before is not None:
+            return DEQUEUED
+        return CREATED
+
 
 T = TypeVar("T")
 
@@ -708,10 +724,13 @@ class DatabaseSource:
         payloads = query.load_input or query.load_output
         if payloads:
             rows = rows.with_payloads(payload_tables=self.schema.has_payload_tables)
-        ordered = rows.newest_first() if query.sort_desc else rows.oldest_first()
-        after = ordered.after(_keyset(query.cursor), descending=query.sort_desc)
+        by = query.order
+        ordered = rows.newest_first(by) if query.sort_desc else rows.oldest_first(by)
+        after = ordered.after(_keyset(query.cursor, by), descending=query.sort_desc, by=by)
         count = query.limit + 1
         fields = self._status_fields() + (PAYLOAD_FIELDS if payloads else ())
+        if ORDER_FIELDS[by] not in fields:
+            fields += (ORDER_FIELDS[by],)
         if query.child_counts:
             after = after.with_child_counts(cap=CHILD_COUNT_CAP)
             fields += ("children",)
@@ -720,7 +739,8 @@ class DatabaseSource:
                 payload_tables=self.schema.has_payload_tables, chars=ERROR_PREVIEW_CHARS
             )
             fields += ("error_text",)
-        if self.schema.queue_index and query.status == ["ENQUEUED"] and query.sort_desc:
+        newest_enqueued = query.status == ["ENQUEUED"] and query.sort_desc and by == CREATED
+        if self.schema.queue_index and newest_enqueued:
             page = _newest_enqueued(after, count)
         else:
             page = [
@@ -733,7 +753,7 @@ class DatabaseSource:
                 _workflow(row, load_input=query.load_input, load_output=query.load_output)
                 for row in page
             ],
-            _keyset_cursor(page[-1]) if more else None,
+            _keyset_cursor(page[-1], by) if more else None,
             self.name,
             self.notice,
         )
@@ -1235,20 +1255,28 @@ def _newest_enqueued(enqueued: Any, count: int) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _keyset(cursor: str | None) -> tuple[int, str] | None:
+def _keyset(cursor: str | None, by: str) -> tuple[int, str] | None:
+    """The (time in ms, workflow id) a page's cursor stands for; a cursor of a list in
+    another order is not one this list gave out."""
     if not cursor:
         return None
     try:
-        created, _, workflow_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("~")
-        return int(created), workflow_id
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        order, _, key = text.partition(":") if by != CREATED else ("", "", text)
+        moment, _, workflow_id = key.partition("~")
+        if order != (by if by != CREATED else ""):
+            raise ValueError(order)
+        return int(moment), workflow_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor(BAD_CURSOR) from None
 
 
-def _keyset_cursor(row: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(
-        f"{row['created_at_ms']}~{row['workflow_uuid']}".encode()
-    ).decode()
+def _keyset_cursor(row: dict[str, Any], by: str) -> str:
+    """The cursor after `row`: its time and id, with the order named unless by creation
+    (so that a creation-ordered cursor reads as it always has)."""
+    order = "" if by == CREATED else f"{by}:"
+    key = f"{order}{row[ORDER_FIELDS[by]]}~{row['workflow_uuid']}"
+    return base64.urlsafe_b64encode(key.encode()).decode()
 
 
 def _extras_of(rows: Sequence[tuple[Any, ...]]) -> Extras:

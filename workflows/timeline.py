@@ -21,6 +21,8 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from stepchange.templatetags.console import seconds
+from workflows.models import ACTIVE_STATUSES as ACTIVE
+from workflows.models import epoch_ms
 from workflows.sources import OutlineStep as Step
 from workflows.sources import StoredValue, Workflow
 
@@ -37,7 +39,6 @@ WAITS = frozenset(
         "DBOS.readStream",
     }
 )
-ACTIVE = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 # The axis runs from 0 to SCALE in each lane's viewBox; a bar is at least MIN_BAR wide, so
 # that a step of a millisecond in an hour-long workflow can still be seen and clicked.
 SCALE = 1000
@@ -114,10 +115,6 @@ class Row:
     slowest: bool = False
 
 
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
-
-
 def outcome(step: Step) -> str:
     """The class of a step's bar and row: failed, wait, child or ok."""
     if step.error is not None:
@@ -151,12 +148,15 @@ def headline(value: StoredValue | None, *, limit: int = 200) -> str:
         return ""
     shown = value.value
     if isinstance(shown, dict) and isinstance(shown.get("message"), str):
+        # "Error" is the name decoding gives an error stored as bare text: the text says it.
         name = shown.get("name")
-        text = f"{name}: {shown['message']}" if isinstance(name, str) and name else shown["message"]
+        named = isinstance(name, str) and name and name != "Error"
+        text = f"{name}: {shown['message']}" if named else shown["message"]
     elif isinstance(shown, str):
         text = shown
     elif shown is None:
-        text = value.raw or ""
+        # Not decoded (or cut short in a list): what the decoder said, else the text itself.
+        text = value.notes[0] if value.notes else value.raw or ""
     else:
         text = json.dumps(shown, default=str, ensure_ascii=False)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
@@ -189,11 +189,11 @@ def axis_of(workflow: Workflow, steps: Sequence[Step], *, now: datetime) -> tupl
     """From the workflow's creation (or its first step) to the last thing that happened:
     its completion, its last step's end, or now while it runs."""
     times = [t for s in steps for t in (s.started_ms, s.completed_ms) if t is not None]
-    created = _ms(workflow.created_at)
+    created = epoch_ms(workflow.created_at)
     start = created if created is not None else min(times, default=0)
-    ends = [*times, _ms(workflow.completed_at) or 0, _ms(workflow.dequeued_at) or 0]
+    ends = [*times, epoch_ms(workflow.completed_at) or 0, epoch_ms(workflow.dequeued_at) or 0]
     if workflow.status in ACTIVE:
-        ends.append(_ms(now) or 0)
+        ends.append(epoch_ms(now) or 0)
     return start, max(ends, default=start)
 
 
@@ -238,8 +238,8 @@ def _tick(offset_ms: float) -> str:
 
 def _workflow_lane(workflow: Workflow, scale: _Axis, *, running: bool) -> Lane:
     status = (workflow.status or "").lower()
-    created = _ms(workflow.created_at)
-    done = _ms(workflow.completed_at)
+    created = epoch_ms(workflow.created_at)
+    done = epoch_ms(workflow.completed_at)
     end = scale.end if running or done is None else done
     bars = ""
     took = seconds(workflow.duration) if workflow.duration is not None else ""
@@ -260,9 +260,9 @@ def _workflow_lane(workflow: Workflow, scale: _Axis, *, running: bool) -> Lane:
 
 def _queue_lane(workflow: Workflow, steps: Sequence[Step], scale: _Axis) -> Lane | None:
     """The wait from creation to leaving its queue (or to the first step), if any."""
-    created = _ms(workflow.created_at)
+    created = epoch_ms(workflow.created_at)
     first = next((s.started_ms for s in steps if s.started_ms is not None), None)
-    began = _ms(workflow.dequeued_at) or first
+    began = epoch_ms(workflow.dequeued_at) or first
     if created is None or began is None or began <= created:
         return None
     # A workflow started at once takes a few milliseconds to reach its first step: no wait

@@ -5,7 +5,6 @@ live executor, and the page says which. Filters live in the URL, so a view is a 
 """
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,6 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
@@ -60,7 +58,7 @@ from workflows.jobs import (
     bulk_selection_failed,
     progress,
 )
-from workflows.models import STATUSES, BulkJob, ListPreference
+from workflows.models import COMPLETED, CREATED, DEQUEUED, STATUSES, BulkJob, ListPreference
 from workflows.names import names_matching, names_offered, names_seen_note
 from workflows.sources import (
     BAD_CURSOR,
@@ -114,6 +112,9 @@ COLUMNS = (
     ("duration", "Took"),
 )
 DEFAULT_COLUMNS = ["id", "queue", "version", "created", "duration"]
+# The "Created" column shows the time the list is ordered by (`ListQuery.order`).
+ORDER_LABELS = {CREATED: "Created", COMPLETED: "Completed", DEQUEUED: "Dequeued"}
+ORDER_TIMES = {CREATED: "created_at", COMPLETED: "completed_at", DEQUEUED: "dequeued_at"}
 # The filters shown as chips when set, by parameter (status has its own toggles).
 CHIPS = {
     "workflow_name": "Name",
@@ -358,7 +359,9 @@ class ListRow:
 
     url: str
     workflow: Workflow
-    created_ago: str
+    # When it was created, or completed or dequeued in a list in that order, and how long ago.
+    when: datetime | None
+    when_ago: str
     error_line: str
     depth: int = 0
 
@@ -388,6 +391,8 @@ async def workflow_list(
         try:
             query = form.query(queued=queued, search=search)
             context["chips"] = _chips(request, query)
+            context["order"] = query.order
+            context["order_label"] = ORDER_LABELS[query.order]
             if queued and not request.htmx:
                 # The page's queue table; the rows' own refresh does not show it.
                 context |= await _queued_page(source, query)
@@ -401,7 +406,8 @@ async def workflow_list(
         except (relay.RelayError, SlowQuery) as exc:
             context["unavailable"] = str(exc)
     if "listing" in context:
-        context["rows"] = _rows(application, context["listing"].items)
+        by = context.get("order", CREATED)
+        context["rows"] = _rows(application, context["listing"].items, by=by)
     status = 200 if form.is_valid() else 400
     return await db_async(_render_list)(request, application, context, status)
 
@@ -506,20 +512,27 @@ def _queue_table(configs: list[dict[str, Any]], depths: QueueDepths) -> dict[str
     }
 
 
-def _rows(application: Application, workflows: list[Workflow], *, depth: int = 0) -> list[ListRow]:
-    """Each workflow as a row, its page's URL reversed once for the whole list."""
+def _rows(
+    application: Application, workflows: list[Workflow], *, depth: int = 0, by: str = CREATED
+) -> list[ListRow]:
+    """Each workflow as a row, its page's URL reversed once for the whole list; its time is
+    the one the list is ordered by."""
     url = workflow_urls(application.name)
     now = timezone.now()
-    return [
-        ListRow(
-            url(workflow.workflow_id),
-            workflow,
-            _ago(workflow.created_at, now),
-            _error_line(workflow.error),
-            depth,
+    rows = []
+    for workflow in workflows:
+        when = getattr(workflow, ORDER_TIMES[by])
+        rows.append(
+            ListRow(
+                url(workflow.workflow_id),
+                workflow,
+                when,
+                _ago(when, now),
+                _error_line(workflow.error),
+                depth,
+            )
         )
-        for workflow in workflows
-    ]
+    return rows
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
@@ -533,19 +546,7 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 def _error_line(error: StoredValue | None) -> str:
     """The first line of a failed workflow's error, as its name and message."""
-    if error is None:
-        return ""
-    value = error.value
-    if value is None:
-        return error.notes[0] if error.notes else ""
-    if isinstance(value, dict) and "message" in value:
-        # "Error" is the name decoding gives an error stored as bare text: the text says it.
-        name = value.get("name")
-        text = f"{name}: {value['message']}" if name and name != "Error" else str(value["message"])
-    else:
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-    lines = text.strip().splitlines()
-    return Truncator(lines[0] if lines else "").chars(ERROR_LINE_CHARS)
+    return headline(error, limit=ERROR_LINE_CHARS)
 
 
 def _chips(request: HttpRequest, query: ListQuery) -> list[tuple[str, str, str]]:
@@ -659,7 +660,32 @@ async def workflow_detail(
     side panel; or one value as stored, for a "Raw, as stored" box."""
     application = await aapplication_for(request, app_name)
     source = await source_for(application)
-    context = {"application": application, "source": source.name, "notice": source.notice}
+    context = {
+        "application": application,
+        "source": source.name,
+        "notice": source.notice,
+        "workflow_url": workflow_urls(application.name),
+    }
+    return await workflow_answer(request, source, workflow_id, context, page=_render_live)
+
+
+# A whole workflow page from its context: the live console's, or the offline viewer's.
+PageRenderer = Callable[[HtmxHttpRequest, dict[str, Any]], Awaitable[HttpResponse]]
+
+
+async def workflow_answer(
+    request: HtmxHttpRequest,
+    source: Source,
+    workflow_id: str,
+    context: dict[str, Any],
+    *,
+    page: PageRenderer,
+    not_found: str = "workflows/not_found.html",
+) -> HttpResponse:
+    """A workflow's page, a part of it or a value as stored, read from `source`. `context`
+    holds `workflow_url` (the URL of any workflow's page: links stay where they began) and
+    what `page` renders the whole page with (`not_found` when there is no such workflow);
+    parts render the same template's partials."""
     try:
         if "raw" in request.GET:
             if "step" in request.GET:
@@ -670,7 +696,7 @@ async def workflow_detail(
         part = request.GET.get("part", "") if request.htmx else ""
         if part in PARTS:
             return await PARTS[part](request, source, workflow_id, context)
-        return await _page(request, source, workflow_id, context)
+        return await _page(request, source, workflow_id, context, page, not_found)
     except BadRequest as exc:
         return _part_failed(str(exc), 400)
     except _Unavailable as exc:
@@ -697,7 +723,12 @@ def _function_id(query: QueryDict) -> int:
 
 
 async def _page(
-    request: HtmxHttpRequest, source: Source, workflow_id: str, context: dict[str, Any]
+    request: HtmxHttpRequest,
+    source: Source,
+    workflow_id: str,
+    context: dict[str, Any],
+    page: PageRenderer,
+    not_found: str,
 ) -> HttpResponse:
     """The whole page: the workflow, the outline of its steps and its extras in one read;
     and, asked with ?step=, that step's panel open (no JS needed)."""
@@ -712,10 +743,14 @@ async def _page(
         return await arender(request, "workflows/detail.html", context, status=exc.status)
     if detail.workflow is None:
         context["workflow_id"] = workflow_id
-        return await arender(request, "workflows/not_found.html", context, status=404)
+        return await arender(request, not_found, context, status=404)
     context = _detail_context(request, context, detail)
     if step is not None:
         context["panel_step"] = step
+    return await page(request, context)
+
+
+async def _render_live(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
     return await db_async(_render_detail)(request, context["application"], context)
 
 
@@ -753,7 +788,7 @@ def _detail_context(
     context |= {f.name: getattr(detail.extras, f.name) for f in fields(detail.extras)}
     context["workflow"] = workflow
     outline = detail.outline or Outline(workflow)
-    context |= _step_views(request, context["application"], outline)
+    context |= _step_views(request, context["workflow_url"], outline)
     # The workflow itself is shown; what could not be fetched says so.
     context["partial"] = detail.partial
     context["duration"] = workflow.duration
@@ -782,7 +817,9 @@ async def _family(
     return await arender(request, "workflows/_family.html", context)
 
 
-def _step_views(request: HttpRequest, application: Application, outline: Outline) -> dict[str, Any]:
+def _step_views(
+    request: HttpRequest, workflow_url: Callable[[str], str], outline: Outline
+) -> dict[str, Any]:
     """The timeline and the step table of `outline`, its steps filtered by name (?q=)."""
     workflow = outline.workflow
     assert workflow is not None
@@ -807,7 +844,7 @@ def _step_views(request: HttpRequest, application: Application, outline: Outline
         "timeline": drawn,
         "depth": 0,
         "lane_prefix": "lane",
-        "rows": rows(steps, child_url=workflow_urls(application.name), top=drawn.slowest),
+        "rows": rows(steps, child_url=workflow_url, top=drawn.slowest),
     }
 
 
@@ -817,7 +854,7 @@ async def _filtered_views(
     """The timeline and the step table again, for the filter by name (the outline is read
     again: without outputs it is cheap)."""
     outline = await _outline(source, workflow_id)
-    context |= _step_views(request, context["application"], outline)
+    context |= _step_views(request, context["workflow_url"], outline)
     return await arender(request, "workflows/detail.html#step-views-body", context)
 
 
@@ -865,7 +902,7 @@ async def _child_lanes(
         "depth": min(depth, MAX_DEPTH),
         "lane_prefix": under,
         "child_workflow": outline.workflow,
-        "child_url": workflow_urls(context["application"].name)(child),
+        "child_url": context["workflow_url"](child),
     }
     return await arender(request, "workflows/detail.html#lanes", context)
 
@@ -916,7 +953,7 @@ async def _more_rows(
     ]
     shown = rows(
         steps[:STEPS_PER_PAGE],
-        child_url=workflow_urls(context["application"].name),
+        child_url=context["workflow_url"],
         top=slowest(matching),
         fold=False,
     )

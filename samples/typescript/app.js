@@ -213,6 +213,15 @@ const waitForApproval = DBOS.registerWorkflow(
   { name: 'wait_for_approval' },
 );
 
+// What a dynamic schedule runs (DBOS.createSchedule, or a DBOSClient naming `tick`): it receives
+// its fire time and the schedule's context.
+DBOS.registerWorkflow(
+  async function tick(scheduledAt, context) {
+    return `tick at ${scheduledAt.toISOString()} with ${JSON.stringify(context)}`;
+  },
+  { name: 'tick' },
+);
+
 const napStep = DBOS.registerStep(
   async function nap(seconds) {
     await new Promise((resolve) => setTimeout(resolve, seconds * 1000));

@@ -1,6 +1,7 @@
 """Template filters of the console."""
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +57,13 @@ def between(end: Any, start: Any) -> str:
     if end is None or start is None:
         return ""
     return seconds((end - start).total_seconds())
+
+
+@register.filter
+def workflow_href(workflow_id: str, urls: Callable[[str], str]) -> str:
+    """The URL of a workflow's page, by the page's own `workflow_url` (the console's, or the
+    offline viewer's for a workflow of an export file)."""
+    return urls(workflow_id)
 
 
 @register.filter

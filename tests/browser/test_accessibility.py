@@ -61,7 +61,29 @@ fork = EditedFork.objects.create(
     queue_name="_dbos_internal_queue", serialization="py_pickle", reason="a11y comparison",
     created_by_name={admin!r}, status="run", run_by_name={admin!r}, run_at=now,
 )
-print(log.pk, job.pk, fork.pk)
+# An export file the admin opened in the offline viewer: a workflow with a step, signed.
+from django.contrib.auth.models import User
+from forks import exports, offline
+created = int(now.timestamp() * 1000)
+element = exports.Element(
+    status={{"workflow_uuid": "a11y-export", "status": "ERROR", "name": "greet",
+             "inputs": None, "output": None, "error": None, "serialization": "portable_json",
+             "created_at": created, "updated_at": created + 50}},
+    steps=[{{"workflow_uuid": "a11y-export", "function_id": 1, "function_name": "fetch",
+             "output": '{{"json": {{"name": "ada"}}}}', "error": None,
+             "started_at_epoch_ms": created + 5, "completed_at_epoch_ms": created + 20,
+             "serialization": "portable_json"}}],
+    events=[], history=[], streams=[],
+)
+raw = exports.dumps(exports.document(
+    application=app.name, language="python", schema_version=123,
+    source=exports.FROM_DATABASE, root_id="a11y-export", elements=[element],
+    exported_by={admin!r}, exported_at=now,
+))
+opened = offline.opened_export_create(
+    user=User.objects.get(username={admin!r}), name="a11y.stepchange.json", raw=raw
+)
+print(log.pk, job.pk, fork.pk, opened.record.pk)
 """
 
 
@@ -102,7 +124,7 @@ def console(
         ),
     )
     # The last line: importing the models may print before it.
-    log_id, job_id, fork_id = seeded.strip().splitlines()[-1].split()
+    log_id, job_id, fork_id, opened_id = seeded.strip().splitlines()[-1].split()
     on_app = f"/apps/{app}"
 
     def workflow(workflow_id: str) -> str:
@@ -134,6 +156,8 @@ def console(
         "request detail": f"{on_app}/requests/{log_id}/",
         "edited forks": f"{on_app}/edited-forks/",
         "edit a fork": f"{on_app}/workflows/{quote(failed)}/edit-fork/",
+        "start a workflow": f"{on_app}/start/",
+        "start like this one": f"{on_app}/start/?like={quote(failed)}",
         "edited fork": f"{on_app}/edited-forks/{fork_id}/",
         "edited fork compared": f"{on_app}/edited-forks/{fork_id}/compare/",
         "bulk jobs": f"{on_app}/jobs/",
@@ -144,6 +168,9 @@ def console(
         "API tokens": "/tokens/",
         "password change": "/accounts/password/",
         "admin": "/admin/",
+        "open an export": "/exports/",
+        "offline viewer": f"/exports/{opened_id}/workflows/a11y-export/",
+        "offline viewer, not in the file": f"/exports/{opened_id}/workflows/elsewhere/",
     }
     context = browser.new_context()
     page = context.new_page()
@@ -237,6 +264,8 @@ PAGES = [
     "request detail",
     "edited forks",
     "edit a fork",
+    "start a workflow",
+    "start like this one",
     "edited fork",
     "edited fork compared",
     "bulk jobs",
@@ -247,6 +276,9 @@ PAGES = [
     "API tokens",
     "password change",
     "admin",
+    "open an export",
+    "offline viewer",
+    "offline viewer, not in the file",
 ]
 
 
@@ -257,6 +289,7 @@ def test_every_console_page_passes_axe_core(admin_page: Page, console: Console, 
     # The pages that say "no" say it with a status, and are checked all the same.
     expected = {
         "workflow not found": 404,
+        "offline viewer, not in the file": 404,
         "go to a workflow, blank": 400,
         "workflow list, a bad attribute": 400,
     }.get(name, 200)

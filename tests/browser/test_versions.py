@@ -18,6 +18,8 @@ from tests.workflows.versions_data import APP, _insert, version_rows, workflow_r
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
+OCTOBER_2025 = 1_759_300_000_000
+
 
 def stranded_database(fixture: dict[str, Any], path: Path, app: str) -> str:
     """A copy of a real dbos 3.2.0 SQLite system database holding the versions stories'
@@ -30,6 +32,15 @@ def stranded_database(fixture: dict[str, Any], path: Path, app: str) -> str:
         _insert(db.execute, "workflow_status", workflow_rows(), "?")
         owned = "UPDATE application_versions SET application_name = ? WHERE application_name = ?"
         db.execute(owned, [app, APP])
+        # Days apart in October 2025 rather than milliseconds after 1970, for the picture;
+        # the order, which is all the stories read, stays.
+        dated = (
+            "UPDATE application_versions SET version_timestamp = ?, created_at = ?"
+            " WHERE version_id = ?"
+        )
+        for row in version_rows():
+            stamp = OCTOBER_2025 + row["version_timestamp"] * 172_800
+            db.execute(dated, [stamp, stamp, row["version_id"]])
     return f"sqlite:///{path}"
 
 

@@ -22,8 +22,8 @@ from tests.sdk_fixtures import registered
 PY = "py320-sqlite-default"
 PARENT, CHILD = "py-default-parent", "py-default-parent-child"
 CANCELLED, FAILED = "py-default-cancel", "py-default-error"
-TABLES = ("workflow_status", "workflow_input", "workflow_output", "operation_outputs")
-TABLES += ("workflow_events", "workflow_events_history", "streams")
+TABLES: tuple[str, ...] = ("workflow_status", "workflow_input", "workflow_output")
+TABLES += ("operation_outputs", "workflow_events", "workflow_events_history", "streams")
 
 
 @pytest.fixture

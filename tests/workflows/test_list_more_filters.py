@@ -71,8 +71,10 @@ def rows() -> list[dict[str, Any]]:
                 "name": f"job-{n % 3}",
                 "authenticated_user": ("alice", "bob", None)[n % 3],
                 "schedule_name": "nightly" if n % 8 == 0 else ("hourly" if n % 7 == 0 else None),
-                "completed_at": None if n % 4 == 3 else created + 30_000,
-                "started_at_epoch_ms": created + 5_000 if n % 2 == 0 else None,
+                # Completed, and dequeued, in another order than created (a list with
+                # either range is ordered by that time).
+                "completed_at": None if n % 4 == 3 else created + (n * 7 % 5) * 180_000,
+                "started_at_epoch_ms": created + (n * 3 % 4) * 150_000 if n % 2 == 0 else None,
                 "was_forked_from": n % 6 == 0,
                 "parent_workflow_id": "wf-0000" if n % 9 == 1 else None,
                 "attributes": _attributes(n),
@@ -223,10 +225,25 @@ MATCHING_NOTHING = [
 ]
 
 
-def newest_first(made: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> list[str]:
+def newest_first(
+    made: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool], column: str = "created_at"
+) -> list[str]:
     kept = [row for row in made if keep(row)]
-    kept.sort(key=lambda r: (r["created_at"], r["workflow_uuid"]), reverse=True)
+    kept.sort(key=lambda r: (r[column], r["workflow_uuid"]), reverse=True)
     return [row["workflow_uuid"] for row in kept]
+
+
+def listed(
+    made: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool], query: list[tuple[str, str]]
+) -> list[str]:
+    """What a list shows for `query`: newest first by creation, or, with a completion (else
+    a dequeue) range, by that time, through DBOS's index of it."""
+    asked = {name for name, _ in query}
+    if asked & {"completed_after", "completed_before"}:
+        return newest_first(made, keep, "completed_at")
+    if asked & {"dequeued_after", "dequeued_before"}:
+        return newest_first(made, keep, "started_at_epoch_ms")
+    return newest_first(made, keep)
 
 
 def _label(value: Any) -> str:
@@ -270,7 +287,7 @@ def test_the_api_lists_exactly_what_each_new_filter_keeps_page_after_page(
     keep: Callable[[dict[str, Any]], bool],
 ) -> None:
     application, made = lived
-    expected = newest_first(made, keep)
+    expected = listed(made, keep, query)
     assert expected, "a filter that keeps nothing shows nothing"
     assert len(expected) < len(made), "a filter that keeps everything shows nothing"
     assert api_list(api_client(), application.name, query) == expected
@@ -289,7 +306,7 @@ def test_the_console_shows_exactly_what_each_new_filter_keeps_with_a_chip_for_it
     assert page.status_code == 200
     html = page.content.decode()
     assert 'role="alert"' not in html, html
-    assert shown_ids(html, application.name) == newest_first(made, keep)
+    assert shown_ids(html, application.name) == listed(made, keep, query)
     chips = html[html.index('class="filter-chips"') :]
     chips = chips[: chips.index("</ul>")]
     # One chip a parameter, and one saying children are rows, unless a parent filter is set.
@@ -547,3 +564,56 @@ def test_a_bulk_action_previews_exactly_the_workflows_the_new_filters_keep(
     refused = client.post(url, bad, "application/json")
     assert refused.status_code == 400
     assert "attribute.0: String should match pattern" in said(refused.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("range_names", "column", "label"),
+    [
+        (("completed_after", "completed_before"), "completed_at", "Completed"),
+        (("dequeued_after", "dequeued_before"), "started_at_epoch_ms", "Dequeued"),
+    ],
+)
+def test_a_range_of_completion_or_dequeue_lists_in_that_order_and_shows_that_time(
+    lived: tuple[Application, list[dict[str, Any]]],
+    range_names: tuple[str, str],
+    column: str,
+    label: str,
+) -> None:
+    application, made = lived
+    query = [(range_names[0], iso(FROM)), (range_names[1], iso(TO))]
+    asked = _encode([*query, ("limit", "200"), ("all_levels", "on")])
+    page = signed_in(make_user(username="vera", role="viewer")).get(
+        f"/apps/{application.name}/workflows/?{asked}"
+    )
+    html = page.content.decode()
+    expected = newest_first(
+        made, lambda r: r[column] is not None and FROM <= r[column] <= TO, column
+    )
+    assert shown_ids(html, application.name) == expected
+    assert expected != newest_first(made, lambda r: r["workflow_uuid"] in expected)
+    assert f">{label}</th>" in html
+    first = next(r for r in made if r["workflow_uuid"] == expected[0])
+    shown = datetime.fromtimestamp(first[column] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f'title="{shown} UTC"' in html
+
+
+def test_a_cursor_of_one_order_is_refused_by_a_list_in_another(
+    lived: tuple[Application, list[dict[str, Any]]],
+) -> None:
+    application, _ = lived
+    client = api_client()
+    base = f"/api/v1/apps/{application.name}/workflows?limit=3"
+    by_creation = client.get(base).json()["next_cursor"]
+    completed = _encode([("completed_after", iso(FROM)), ("completed_before", iso(TO))])
+    by_completion = client.get(f"{base}&{completed}").json()["next_cursor"]
+    assert by_creation
+    assert by_completion
+    for url in (
+        f"{base}&{completed}&cursor={by_creation}",
+        f"{base}&cursor={by_completion}",
+        f"{base}&dequeued_after={iso(FROM)}&cursor={by_completion}",
+    ):
+        refused = client.get(url)
+        assert refused.status_code == 400, url
+        assert refused.json()["detail"] == "cursor is not one this API gave out"
+    assert client.get(f"{base}&{completed}&cursor={by_completion}").status_code == 200

@@ -17,10 +17,11 @@ from django.test import AsyncClient
 
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user, signed_in
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, connect_executor
 from workflows import systemdb
 from workflows.schedules import (
     MAX_BACKFILL_RUNS,
+    TS_BACKFILL_MAX_DAYS,
     ScheduleError,
     backfill_plan,
     fire_times,
@@ -429,6 +430,71 @@ def test_a_bulk_over_a_bad_status_is_refused(db: None) -> None:
     assert not AuditRecord.objects.filter(action__startswith="schedule.").exists()
 
 
+@pytest.fixture
+async def ts_executor(orders: Application) -> Any:
+    fake = await connect_executor(language="typescript", dbos_version="5.0.2")
+    yield fake
+    await fake.communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_typescript_executor_is_sent_a_backfill_of_a_month_at_most(
+    orders: Application, ts_executor: FakeExecutor
+) -> None:
+    """@dbos-inc/dbos-sdk 5.0.2 walks the range a second at a time, answering nothing else:
+    four years of a yearly schedule held it for minutes. StepChange says so instead."""
+    client = await client_for("operator")
+    url = "/api/v1/apps/orders/schedules/yearly/backfill"
+    years = {"start": "2020-06-01T00:00:00Z", "end": "2024-06-01T00:00:00Z"}
+    yearly = schedule_row("yearly", schedule="0 0 1 1 *")
+    preview, _ = await acting(
+        ts_executor,
+        client.get(url, years),
+        {"output": yearly},
+    )
+    assert preview.status_code == 400
+    detail = preview.json()["detail"]
+    assert "TypeScript executor (@dbos-inc/dbos-sdk 5.0.2)" in detail
+    assert f"at most {TS_BACKFILL_MAX_DAYS} days at a time" in detail
+    assert "this range spans 1,461 days" in detail
+    response, _ = await acting(
+        ts_executor, client.post(url, years, content_type=JSON), {"output": yearly}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == detail
+    assert await ts_executor.communicator.receive_nothing(timeout=0.2)
+    [record] = await audits("schedule.backfill")
+    assert (record.result, record.detail) == ("failed", detail)
+
+    around = {"start": "2020-12-31T00:00:00Z", "end": "2021-01-02T00:00:00Z"}
+    response, (_, backfill) = await acting(
+        ts_executor,
+        client.post(url, around, content_type=JSON),
+        {"output": yearly},
+        {"workflow_ids": ["sched-yearly-2021-01-01T00:00:00.000Z"]},
+    )
+    assert response.status_code == 200, response.content
+    assert backfill["type"] == "backfill_schedule"
+    assert response.json()["workflow_ids"] == ["sched-yearly-2021-01-01T00:00:00.000Z"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_python_executor_is_sent_a_backfill_of_years(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    client = await client_for("operator")
+    url = "/api/v1/apps/orders/schedules/yearly/backfill"
+    years = {"start": "2020-06-01T00:00:00Z", "end": "2024-06-01T00:00:00Z"}
+    response, (_, backfill) = await acting(
+        executor,
+        client.post(url, years, content_type=JSON),
+        {"output": schedule_row("yearly", schedule="0 0 1 1 *")},
+        {"workflow_ids": ["a", "b", "c", "d"]},
+    )
+    assert response.status_code == 200, response.content
+    assert backfill["type"] == "backfill_schedule"
+
+
 # The console's backfill form.
 
 
@@ -466,3 +532,24 @@ async def test_the_backfill_form_counts_the_runs_and_wants_a_confirmation_above_
     )
     assert bad.status_code == 200
     assert "Enter a valid date/time" in bad.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_backfill_form_says_a_typescript_executor_takes_a_month_at_a_time(
+    orders: Application, ts_executor: FakeExecutor
+) -> None:
+    client = await client_for("operator")
+    page, _ = await acting(
+        ts_executor,
+        client.get(
+            "/apps/orders/schedules/backfill/",
+            {"name": "nightly", "start": "2026-01-01T00:00", "end": "2026-08-01T00:00"},
+        ),
+        {"output": schedule_row()},
+    )
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "checks every second of a backfill&#x27;s range" in text
+    assert "this range spans 212 days" in text
+    # No count to confirm, no button: the range is refused as it stands.
+    assert "I mean it" not in text

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("forks", "0001_initial"),
+        ("forks", "0002_opened_export"),
         ("stepchange", "0006_audit_target_index"),
     ]
 
