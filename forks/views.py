@@ -31,6 +31,7 @@ from forks.services import (
     fork_origin,
     source_diff,
 )
+from stepchange import upload_guard
 from stepchange.access import application_for
 from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import serialization as codec
@@ -464,6 +465,11 @@ def _import_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name, PERM_ADMINISTER)
     context: dict[str, Any] = {"application": application, "copy": True, "resume": True}
     if request.method != "POST":
+        # Sent back here by stepchange.upload_guard, which refused the upload unread.
+        too_large = _int(request.GET.get("too_large"), default=0)
+        if too_large > exports.max_bytes():
+            problem = exports.TOO_LARGE.format(size=too_large, limit=exports.max_bytes())
+            context["problems"] = [problem]
         return render(request, "forks/import.html", context)
     copy = request.POST.get("ids", "copy") != "keep"
     resume = request.POST.get("resume") == "on"
@@ -505,12 +511,10 @@ def _import_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
 
 NO_FILE = "Choose an export file to upload."
 IMPORTED = "Imported {count} workflow(s)."
-# Room for the form's other fields and the multipart boundaries around the file.
-UPLOAD_OVERHEAD = 64 * 1024
 
 
 def _upload_limit() -> int:
-    return exports.max_bytes() + UPLOAD_OVERHEAD
+    return exports.max_bytes() + upload_guard.FORM_OVERHEAD
 
 
 def _content_length(request: HttpRequest) -> int:
