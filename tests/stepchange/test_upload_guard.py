@@ -72,6 +72,7 @@ def run_guarded(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[list[dic
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+
     async def main() -> None:
         await upload_guard.guard_http(inner)(scope, receive, send)
 
