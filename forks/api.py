@@ -4,10 +4,11 @@ once), list them, and approve, run or discard a staged one."""
 from datetime import datetime
 from typing import Any, Literal
 
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 
 from conductor.registry import live_versions
+from forks import exports, transfers
 from forks.models import EditedFork
 from forks.plans import ForkError, ForkInvalidError
 from forks.services import (
@@ -20,7 +21,7 @@ from forks.services import (
 )
 from stepchange.access import application_for
 from stepchange.api.base import Body, Integer, acting_with
-from stepchange.roles import PERM_INSPECT, PERM_OPERATE
+from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
 from workflows.actions import SAFE_ID
 
 router = Router(tags=["edited forks"])
@@ -209,3 +210,121 @@ def _fork_for(
     if fork is None:
         raise Http404(FORK_NOT_FOUND.format(fork_id=fork_id, app=app))
     return fork
+
+
+# Exporting and importing whole workflows (forks.transfers).
+
+transfer_router = Router(tags=["export and import"])
+
+
+class ImportOut(Schema):
+    preview: bool
+    sha256: str
+    source_application: str
+    source_workflow_id: str
+    language: str
+    schema_version: int | None
+    exported_by: str
+    exported_at: datetime
+    signature: str
+    route: str
+    ids: dict[str, str]
+    workflow_ids: list[str]
+    existing: list[str]
+    warnings: list[str]
+    problems: list[str]
+
+
+@transfer_router.get(
+    "/apps/{app}/workflows/{workflow:workflow_id}/export",
+    response={200: None} | RESPONSES,
+    auth=acting_with(PERM_OPERATE),
+    openapi_extra={
+        "responses": {200: {"description": "The signed export file (JSON)", "content": {}}}
+    },
+)
+def export_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
+    """The signed export file of a workflow and its descendants (operators: exporting reads
+    every stored value in full). Audited with the file's sha256."""
+    application = application_for(request, app, PERM_OPERATE)
+    exported = transfers.workflow_export(
+        application=application, workflow_id=workflow_id, user=request.user, request=request
+    )
+    response = HttpResponse(exported.content, content_type=exports.CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{exported.filename}"'
+    return response
+
+
+@transfer_router.post(
+    "/apps/{app}/imports",
+    response={200: ImportOut, 201: ImportOut} | dict.fromkeys((413,), ForkErrorOut) | RESPONSES,
+    auth=acting_with(PERM_ADMINISTER),
+)
+def import_workflows(
+    request: HttpRequest,
+    app: str,
+    new_ids: bool = False,
+    resume: bool = False,
+    preview: bool = False,
+) -> Any:
+    """Import an export file, sent as the request body (admins). Only files this StepChange
+    signed; every value checked. `new_ids`: a copy with new ids; `resume`: enqueue what
+    did not finish; `preview`: check and describe, write nothing. 413 above
+    EXPORT_FILE_MAX_BYTES, 409 when an id exists (keeping ids), 400 naming every other
+    reason; nothing written then."""
+    application = application_for(request, app, PERM_ADMINISTER)
+    limit = exports.max_bytes()
+    length = _length(request)
+    if length > limit:
+        problem = exports.TOO_LARGE.format(size=length, limit=limit)
+        transfers.refused_upload(application=application, problem=problem, request=request)
+        raise transfers.FileTooLargeError(problem)
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        problem = exports.TOO_LARGE.format(size=len(raw), limit=limit)
+        transfers.refused_upload(application=application, problem=problem, request=request)
+        raise transfers.FileTooLargeError(problem)
+    if preview:
+        try:
+            plan = transfers.import_preview(application, raw, copy=new_ids, resume=resume)
+        except transfers.TransferError as exc:
+            transfers.refused_upload(application=application, problem=str(exc), request=request)
+            raise
+        return Status(200, _import_out(plan, preview=True))
+    plan = transfers.workflow_import(
+        application=application,
+        raw=raw,
+        copy=new_ids,
+        resume=resume,
+        user=request.user,
+        request=request,
+    )
+    return Status(201, _import_out(plan, preview=False))
+
+
+def _length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _import_out(plan: transfers.ImportPlan, *, preview: bool) -> dict[str, Any]:
+    file = plan.file
+    return {
+        "preview": preview,
+        "sha256": file.sha256,
+        "source_application": file.application,
+        "source_workflow_id": file.root_id,
+        "language": file.language,
+        "schema_version": file.schema_version,
+        "exported_by": file.exported_by,
+        "exported_at": file.exported_at,
+        "signature": file.signature,
+        "route": plan.route,
+        "ids": {e.workflow_id: plan.ids.get(e.workflow_id, e.workflow_id) for e in file.workflows},
+        "workflow_ids": plan.new_ids,
+        "existing": plan.existing,
+        "warnings": plan.warnings,
+        "problems": plan.problems,
+    }

@@ -316,6 +316,67 @@ def _ask(
     return answer
 
 
+def ask(application: Application, message: Request, **options: Any) -> relay.Answer:
+    """Relay `message` to a live executor of the application (what exports and imports of
+    whole workflows send, as the edited fork's route does)."""
+    return _ask(application, message, **options)
+
+
+def expect(response: Any, kind: type[Any]) -> Any:
+    return relay.expect(response, kind)
+
+
+def unpack_export(serialized: str, language: str, workflow_id: str) -> list[Any]:
+    """Every element of an executor's `export_workflow` answer, read as plain data only."""
+    try:
+        data = _unpack(serialized, language)
+    except _Unreadable as exc:
+        raise BadExportError(BAD_EXPORT.format(workflow_id=workflow_id, problem=exc)) from None
+    if not isinstance(data, list):
+        problem = WRONG_SHAPE.format(what="the export", expected="a list")
+        raise BadExportError(BAD_EXPORT.format(workflow_id=workflow_id, problem=problem))
+    return data
+
+
+def import_elements(
+    application: Application, elements: list[dict[str, Any]], *, executor_id: str, language: str
+) -> str:
+    """Send whole workflows' checked rows to an executor as import_workflow; returns the
+    request id. The payload is built like `import_payload`: only StepChange's own plain
+    data, pickled (Python) or JSON (TypeScript)."""
+    payload = [
+        {
+            "workflow_status": _only(element["workflow_status"], STATUS_KEYS),
+            **{
+                table: [_only(row, keys) for row in element.get(table, [])]
+                for table, keys in TABLES.items()
+            },
+        }
+        for element in elements
+    ]
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ForkError(NOT_PLAIN_PAYLOAD.format(error=exc)) from None
+    if language == PYTHON:
+        # Safe to produce: StepChange's own data, which json.dumps just accepted.
+        raw = pickle.dumps(json.loads(text), protocol=4)
+    elif language == TYPESCRIPT:
+        raw = text.encode()
+    else:
+        raise ForkError(NO_IMPORT_FOR.format(executor_id=executor_id, language=language))
+    message = ImportWorkflowRequest(base64.b64encode(gzip.compress(raw, mtime=0)).decode("ascii"))
+    answer = _ask(application, message, executor_id=executor_id, raise_on_error=False)
+    response = relay.expect(answer.response, SuccessResponse)
+    if response.error_message or not response.success:
+        error = response.error_message or "it answered success: false"
+        new_id = ", ".join(str(e["workflow_status"].get("workflow_uuid")) for e in elements)
+        raise ExecutorRouteError(
+            IMPORT_REFUSED.format(executor_id=executor_id, new_id=new_id, error=error)
+        )
+    return message.request_id
+
+
 # Reading an export.
 
 

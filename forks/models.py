@@ -75,6 +75,23 @@ class EditedFork(models.Model):
         }
 
 
+class ImportUpload(models.Model):
+    """An export file uploaded for import, held between its preview and the confirmation
+    (any StepChange process may serve either). Read again and checked again on confirm;
+    deleted once imported, and a day after it was uploaded."""
+
+    application = models.ForeignKey(
+        "stepchange.Application", on_delete=models.CASCADE, related_name="import_uploads"
+    )
+    sha256 = models.CharField(max_length=64)
+    content = models.BinaryField()
+    uploaded_by_name = models.CharField(max_length=150)
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.application_id}/{self.sha256[:12]}"
+
+
 class OpenedExport(models.Model):
     """An export file a user opened in the offline viewer, kept so that its pages (and
     their htmx parts) can read it again: its bytes gzip-compressed, for its owner only,

@@ -169,8 +169,8 @@ def fork_origin(application: Application, workflow_id: str) -> Origin:
     )
 
 
-def fork_source(application: Application, workflow_id: str) -> tuple[str, systemdb.Schema, Source]:
-    """The alias, schema and raw rows of `workflow_id`, or SourceNotFoundError."""
+def fork_source_alias(application: Application) -> tuple[str, systemdb.Schema]:
+    """The alias and schema of the application's system database, or NoSystemDatabaseError."""
     try:
         schema = systemdb.schema_of(application, fresh=True)
         alias = systemdb.alias_for(application)
@@ -178,6 +178,12 @@ def fork_source(application: Application, workflow_id: str) -> tuple[str, system
         raise NoSystemDatabaseError(
             NO_SYSTEM_DATABASE.format(app=application.name, problem=exc)
         ) from None
+    return alias, schema
+
+
+def fork_source(application: Application, workflow_id: str) -> tuple[str, systemdb.Schema, Source]:
+    """The alias, schema and raw rows of `workflow_id`, or SourceNotFoundError."""
+    alias, schema = fork_source_alias(application)
     with connections[alias].cursor() as cursor:
         found = _select(cursor, "workflow_status", workflow_id)
         if not found:
@@ -202,6 +208,23 @@ def fork_source(application: Application, workflow_id: str) -> tuple[str, system
 def workflow_stored(alias: str, workflow_id: str) -> bool:
     with connections[alias].cursor() as cursor:
         return bool(_select(cursor, "workflow_status", workflow_id))
+
+
+def existing_workflows(alias: str, workflow_ids: list[str]) -> list[str]:
+    """Which of `workflow_ids` the system database at `alias` already has."""
+    found: list[str] = []
+    with connections[alias].cursor() as cursor:
+        for workflow_id in workflow_ids:
+            if _select(cursor, "workflow_status", workflow_id):
+                found.append(workflow_id)
+    return found
+
+
+def select_rows(
+    cursor: Any, table: str, workflow_id: str, *, order: str = ""
+) -> list[dict[str, Any]]:
+    """One workflow's rows of `table`, column for column."""
+    return _select(cursor, table, workflow_id, order=order)
 
 
 def _select(cursor: Any, table: str, workflow_id: str, *, order: str = "") -> list[dict[str, Any]]:
@@ -627,6 +650,41 @@ def plan_write(application: Application, plan: Plan) -> str:
         for write in WRITES:
             write(cursor, plan)
     return ""
+
+
+PAYLOAD_COLUMNS = frozenset({"inputs", "output", "error"})
+
+
+def import_write(
+    alias: str, schema: systemdb.Schema, elements: list[dict[str, list[dict[str, Any]]]]
+) -> None:
+    """Write imported workflows' checked rows in one transaction: all of them, or nothing.
+    Inputs and outputs go to workflow_input / workflow_output where the schema has them."""
+    now = _now_ms()
+    payload_tables = schema.has_payload_tables
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        for element in elements:
+            [status] = element["workflow_status"]
+            workflow_id = status["workflow_uuid"]
+            if payload_tables:
+                # These live in workflow_input / workflow_output on this schema.
+                kept_status = {k: v for k, v in status.items() if k not in PAYLOAD_COLUMNS}
+                insert_rows(cursor, schema, "workflow_status", [kept_status])
+            else:
+                insert_rows(cursor, schema, "workflow_status", [status])
+            if payload_tables:
+                kept = {"workflow_uuid": workflow_id, "retention_timestamp": now}
+                insert_rows(
+                    cursor, schema, "workflow_input", [kept | {"inputs": status.get("inputs")}]
+                )
+                if status.get("output") is not None or status.get("error") is not None:
+                    outcome = {"output": status.get("output"), "error": status.get("error")}
+                    insert_rows(cursor, schema, "workflow_output", [kept | outcome])
+            for table in ("operation_outputs", "workflow_events", "workflow_events_history"):
+                if schema.has(table):
+                    insert_rows(cursor, schema, table, element.get(table, []))
+            if schema.has("streams"):
+                insert_rows(cursor, schema, "streams", element.get("streams", []))
 
 
 # The drafts' life: stage, approve, run, discard.

@@ -9,6 +9,12 @@ urlpatterns = [
         views.edit_fork,
         name="edit-fork",
     ),
+    path(
+        "apps/<str:app_name>/workflows/<workflow:workflow_id>/export/",
+        views.export_workflow,
+        name="workflow-export",
+    ),
+    path("apps/<str:app_name>/import/", views.import_workflow, name="workflow-import"),
     path("apps/<str:app_name>/start/", views.start_workflow, name="start-workflow"),
     path("apps/<str:app_name>/edited-forks/", views.edited_forks, name="edited-forks"),
     path("apps/<str:app_name>/edited-forks/<int:fork_id>/", views.edited_fork, name="edited-fork"),

@@ -2,19 +2,23 @@
 of a fork with its source."""
 
 import difflib
+import hashlib
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from conductor.registry import live_versions
-from forks import starts
-from forks.models import EditedFork
+from forks import exports, starts, transfers
+from forks.models import EditedFork, ImportUpload
 from forks.plans import ForkError, ForkInvalidError, Source
 from forks.services import (
     INTERNAL_QUEUE,
@@ -27,8 +31,9 @@ from forks.services import (
     fork_origin,
     source_diff,
 )
+from stepchange import upload_guard
 from stepchange.access import application_for
-from stepchange.roles import PERM_OPERATE
+from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import serialization as codec
 from workflows import systemdb
 from workflows.actions import WORKFLOW_NOT_FOUND
@@ -419,6 +424,138 @@ def _workflow_cell(row: Any) -> dict[str, Any] | None:
         else None,
         "took_ms": took,
     }
+
+
+# Exporting and importing whole workflows (forks.transfers).
+
+
+@login_required
+def export_workflow(request: HttpRequest, app_name: str, workflow_id: str) -> HttpResponse:
+    """The signed export file of a workflow and its children, as a download."""
+    application = application_for(request, app_name, PERM_OPERATE)
+    try:
+        exported = transfers.workflow_export(
+            application=application, workflow_id=workflow_id, user=request.user, request=request
+        )
+    except ForkError as exc:
+        messages.error(request, str(exc))
+        return redirect("workflow-detail", application.name, workflow_id)
+    response = HttpResponse(exported.content, content_type=exports.CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{exported.filename}"'
+    return response
+
+
+@csrf_exempt
+def import_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
+    """The size is checked before the form is parsed (and so before the CSRF check, which
+    parses it): an oversized upload is refused without being read."""
+    if request.method == "POST" and _content_length(request) > _upload_limit():
+        application = application_for(request, app_name, PERM_ADMINISTER)
+        problem = exports.TOO_LARGE.format(size=_content_length(request), limit=exports.max_bytes())
+        transfers.refused_upload(application=application, problem=problem, request=request)
+        context = {"application": application, "problems": [problem]}
+        return render(request, "forks/import.html", context, status=413)
+    return _import_workflow(request, app_name)
+
+
+@csrf_protect
+@login_required
+def _import_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
+    """GET: the upload form. POST with a file: the preview. POST with `upload`: the import."""
+    application = application_for(request, app_name, PERM_ADMINISTER)
+    context: dict[str, Any] = {"application": application, "copy": True, "resume": True}
+    if request.method != "POST":
+        # Sent back here by stepchange.upload_guard, which refused the upload unread.
+        too_large = _int(request.GET.get("too_large"), default=0)
+        if too_large > exports.max_bytes():
+            problem = exports.TOO_LARGE.format(size=too_large, limit=exports.max_bytes())
+            context["problems"] = [problem]
+        return render(request, "forks/import.html", context)
+    copy = request.POST.get("ids", "copy") != "keep"
+    resume = request.POST.get("resume") == "on"
+    context |= {"copy": copy, "resume": resume}
+    upload = _held_upload(request, application)
+    if upload is None:
+        context["problems"] = [NO_FILE]
+        return render(request, "forks/import.html", context, status=400)
+    raw = bytes(upload.content)
+    if request.POST.get("confirm"):
+        try:
+            plan = transfers.workflow_import(
+                application=application,
+                raw=raw,
+                copy=copy,
+                resume=resume,
+                user=request.user,
+                request=request,
+            )
+        except transfers.TransferError as exc:
+            context |= {"problems": exc.problems, "upload": upload}
+            return render(request, "forks/import.html", context, status=exc.status)
+        upload.delete()
+        messages.success(request, IMPORTED.format(count=len(plan.new_ids)))
+        return redirect("workflow-detail", application.name, plan.new_ids[0])
+    try:
+        plan = transfers.import_preview(application, raw, copy=copy, resume=resume)
+    except transfers.TransferError as exc:
+        upload.delete()
+        transfers.refused_upload(application=application, problem=str(exc), request=request)
+        context["problems"] = exc.problems
+        return render(request, "forks/import.html", context, status=exc.status)
+    if not plan.ok:
+        refusal = " ".join(plan.problems)
+        transfers.refused_upload(application=application, problem=refusal, request=request)
+    context |= {"plan": plan, "upload": upload, "problems": plan.problems, "rows": _rows(plan)}
+    return render(request, "forks/import.html", context, status=200 if plan.ok else 400)
+
+
+NO_FILE = "Choose an export file to upload."
+IMPORTED = "Imported {count} workflow(s)."
+
+
+def _upload_limit() -> int:
+    return exports.max_bytes() + upload_guard.FORM_OVERHEAD
+
+
+def _content_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _held_upload(request: HttpRequest, application: Any) -> ImportUpload | None:
+    """The file just uploaded (kept for the confirmation), or the one the preview named."""
+    uploaded = request.FILES.get("file")
+    if uploaded is not None:
+        raw = uploaded.read(exports.max_bytes() + 1)
+        stale = timezone.now() - timedelta(days=1)
+        ImportUpload.objects.filter(uploaded_at__lt=stale).delete()
+        return ImportUpload.objects.create(
+            application=application,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            content=raw,
+            uploaded_by_name=request.user.get_username(),
+        )
+    held = _int(request.POST.get("upload"), default=0)
+    return ImportUpload.objects.filter(
+        pk=held, application=application, uploaded_by_name=request.user.get_username()
+    ).first()
+
+
+def _rows(plan: transfers.ImportPlan) -> list[dict[str, Any]]:
+    existing = set(plan.existing)
+    return [
+        {
+            "workflow_id": element.workflow_id,
+            "name": element.status.get("name") or "",
+            "status": element.status.get("status") or "",
+            "steps": len(element.steps),
+            "new_id": plan.ids.get(element.workflow_id, element.workflow_id),
+            "exists": element.workflow_id in existing and not plan.copy,
+        }
+        for element in plan.file.workflows
+    ]
 
 
 # Starting a workflow (forks.starts).

@@ -33,6 +33,7 @@ api.add_router("/", endpoints.router)
 api.add_router("/", conductor_api.router)
 api.add_router("/", workflows_api.router)
 api.add_router("/", forks_api.router)
+api.add_router("/", forks_api.transfer_router)
 api.add_router("/", schedules_api.router)
 api.add_router("/", workflows_api.workflow_router)
 

@@ -158,6 +158,8 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/edited-forks/{fork_id}/discard"): Route(
         PERM_OPERATE, 200, "edited_fork.discard"
     ),
+    # An empty body is not an export file: refused, nothing written, recorded as failed.
+    ("POST", "/api/v1/apps/{app}/imports"): Route(PERM_ADMINISTER, 400, "workflow.import", FAILED),
     # No executor to read the schedule through, nor to act through: recorded as failed.
     ("POST", f"{ON_SCHEDULE}/pause"): Route(PERM_OPERATE, 503, "schedule.pause", FAILED, REASON),
     ("POST", f"{ON_SCHEDULE}/resume"): Route(PERM_OPERATE, 503, "schedule.resume", FAILED, REASON),
@@ -252,6 +254,8 @@ CONSOLE_ROUTES: dict[str, Route] = {
     "schedules-bulk": Route(
         PERM_OPERATE, 302, "schedule.bulk_resume", FAILED, {"action": "resume"}
     ),
+    # No file uploaded: the form says so; nothing to import, nothing recorded.
+    "workflow-import": Route(PERM_ADMINISTER, 400, None),
     "edited-fork-act": Route(
         PERM_OPERATE,
         302,

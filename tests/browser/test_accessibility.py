@@ -158,6 +158,9 @@ def console(
         "edit a fork": f"{on_app}/workflows/{quote(failed)}/edit-fork/",
         "start a workflow": f"{on_app}/start/",
         "start like this one": f"{on_app}/start/?like={quote(failed)}",
+        "import a workflow": f"{on_app}/import/",
+        # Sent back by the upload guard: the page says the file was too large.
+        "import, a file too large": f"{on_app}/import/?too_large=999999999999",
         "edited fork": f"{on_app}/edited-forks/{fork_id}/",
         "edited fork compared": f"{on_app}/edited-forks/{fork_id}/compare/",
         "bulk jobs": f"{on_app}/jobs/",
@@ -266,6 +269,8 @@ PAGES = [
     "edit a fork",
     "start a workflow",
     "start like this one",
+    "import a workflow",
+    "import, a file too large",
     "edited fork",
     "edited fork compared",
     "bulk jobs",
