@@ -31,7 +31,6 @@ from forks.services import (
     fork_origin,
     source_diff,
 )
-from stepchange import upload_guard
 from stepchange.access import application_for
 from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import serialization as codec
@@ -40,6 +39,8 @@ from workflows.actions import WORKFLOW_NOT_FOUND
 from workflows.models import OperationOutput
 
 INVALID_JSON = "Not valid JSON: {error}"
+# Room for the import form's other fields and the multipart boundaries around its file.
+FORM_OVERHEAD = 64 * 1024
 WRITTEN = "Wrote workflow {new_id}: an executor runs it next."
 # Errors shown beside an editor rather than at the top of the page.
 EDITOR_FIELDS = ("input", "step_outputs")
@@ -465,11 +466,6 @@ def _import_workflow(request: HttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name, PERM_ADMINISTER)
     context: dict[str, Any] = {"application": application, "copy": True, "resume": True}
     if request.method != "POST":
-        # Sent back here by stepchange.upload_guard, which refused the upload unread.
-        too_large = _int(request.GET.get("too_large"), default=0)
-        if too_large > exports.max_bytes():
-            problem = exports.TOO_LARGE.format(size=too_large, limit=exports.max_bytes())
-            context["problems"] = [problem]
         return render(request, "forks/import.html", context)
     copy = request.POST.get("ids", "copy") != "keep"
     resume = request.POST.get("resume") == "on"
@@ -514,7 +510,7 @@ IMPORTED = "Imported {count} workflow(s)."
 
 
 def _upload_limit() -> int:
-    return exports.max_bytes() + upload_guard.FORM_OVERHEAD
+    return exports.max_bytes() + FORM_OVERHEAD
 
 
 def _content_length(request: HttpRequest) -> int:

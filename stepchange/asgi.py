@@ -12,12 +12,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from conductor.routing import websocket_urlpatterns  # noqa: E402
 from stepchange.background import lifespan  # noqa: E402
-from stepchange.upload_guard import guard_http  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # An oversized import upload is refused from its headers (stepchange.upload_guard).
-        "http": guard_http(django_asgi_app),
+        "http": django_asgi_app,
         "websocket": URLRouter(websocket_urlpatterns),
         # Servers that speak lifespan start the background work here; Daphne does not
         # (stepchange.server starts it).

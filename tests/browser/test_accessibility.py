@@ -159,8 +159,6 @@ def console(
         "start a workflow": f"{on_app}/start/",
         "start like this one": f"{on_app}/start/?like={quote(failed)}",
         "import a workflow": f"{on_app}/import/",
-        # Sent back by the upload guard: the page says the file was too large.
-        "import, a file too large": f"{on_app}/import/?too_large=999999999999",
         "edited fork": f"{on_app}/edited-forks/{fork_id}/",
         "edited fork compared": f"{on_app}/edited-forks/{fork_id}/compare/",
         "bulk jobs": f"{on_app}/jobs/",
