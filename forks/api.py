@@ -259,6 +259,13 @@ def export_workflow(request: HttpRequest, app: str, workflow_id: str) -> Any:
     "/apps/{app}/imports",
     response={200: ImportOut, 201: ImportOut} | dict.fromkeys((413,), ForkErrorOut) | RESPONSES,
     auth=acting_with(PERM_ADMINISTER),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "An export file as StepChange wrote it (JSON, or gzip of it).",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 def import_workflows(
     request: HttpRequest,

@@ -106,6 +106,9 @@ def schema_valid_data_accepted(
         detail = response.json().get("detail")
         if isinstance(detail, str) and any(rule.search(detail) for rule in ACROSS_PARAMETERS):
             return
+        # An import's body is a file StepChange signed: no schema can produce one.
+        if case.operation.path.endswith("/imports") and isinstance(detail, str):
+            return
     positive_data_acceptance(ctx, response, case)
 
 
