@@ -52,6 +52,7 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit"),
     path("audit/export/", views.audit_log_export, name="audit-export"),
     path("", include("conductor.urls")),
+    path("", include("alerts.urls")),
     # A workflow id may hold slashes: its page's route takes the rest of the path, so the
     # routes under a workflow (its edited fork, its actions) come before it.
     path("", include("forks.urls")),
