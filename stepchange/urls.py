@@ -6,6 +6,7 @@ from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>, {workflow:...})
+from alerts import api as alerts_api
 from conductor import api as conductor_api
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
@@ -34,6 +35,7 @@ api.add_router("/", conductor_api.router)
 api.add_router("/", workflows_api.router)
 api.add_router("/", forks_api.router)
 api.add_router("/", schedules_api.router)
+api.add_router("/", alerts_api.router)
 api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [
