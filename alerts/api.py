@@ -5,17 +5,20 @@ change is audited by `alerts.services`."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
+from ninja import Body as BodyOf
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import create_model
 
 from alerts import services
 from alerts.models import Alert, AlertChannel, AlertDelivery, AlertRule
+from alerts.rules import PARAMETERS
 from stepchange.access import application_for
-from stepchange.api.base import Body, acting_with
+from stepchange.api.base import WHOLE, Body, Integer, acting_with
 from stepchange.models import Application
 from stepchange.roles import PERM_ADMINISTER
 
@@ -24,19 +27,60 @@ HISTORY_LIMIT = 200
 BAD_TIME = "until must be an ISO 8601 time such as 2026-11-21T10:00:00+00:00; got {value!r}"
 
 
-class RuleIn(Body):
-    name: str = Field(max_length=100)
-    kind: str = Field(description=", ".join(AlertRule.Kind.values))
-    parameters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Per kind: failures {workflow_name, threshold, window_seconds}; stuck "
-        "{older_than_seconds, status?, workflow_name?}; queue_depth {threshold, queue_name?}; "
-        "no_executor and fork_waiting {older_than_seconds}; flapping {threshold, "
-        "window_seconds}; executor_gone, poison, stranded: none.",
+NAME = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+
+
+def _parameters_model(kind: str) -> type[Body]:
+    """The parameters of one kind of rule, as the API documents them (the same bounds
+    `alerts.rules` checks)."""
+    fields: dict[str, Any] = {}
+    for param in PARAMETERS[kind]:
+        if param.number:
+            kind_type: Any = Annotated[int, Field(ge=param.low, le=param.high), WHOLE]
+        else:
+            kind_type = Annotated[
+                str, Field(min_length=1, max_length=300, pattern=param.pattern or r"\S")
+            ]
+        if param.required:
+            fields[param.name] = (kind_type, Field(description=param.label))
+        else:
+            fields[param.name] = (kind_type | None, Field(default=None, description=param.label))
+    name = "".join(part.title() for part in kind.split("_")) + "Parameters"
+    return create_model(name, __base__=Body, **fields)
+
+
+def _literal(value: str) -> Any:
+    """`Literal[value]` for a value known only at run time (mypy cannot check it)."""
+    return Literal.__getitem__(value)
+
+
+def _rule_model(kind: str) -> type[Body]:
+    name = "".join(part.title() for part in kind.split("_")) + "RuleIn"
+    return create_model(
+        name,
+        __base__=Body,
+        __doc__=str(AlertRule.Kind(kind).label),
+        name=(NAME, ...),
+        kind=(_literal(kind), ...),
+        parameters=(_parameters_model(kind), ...),
+        channels=(list[Integer], Field(default_factory=list, description="Channel ids.")),
+        enabled=(bool, True),
+        repeat_seconds=(
+            Annotated[int, Field(ge=0, le=10**9), WHOLE],
+            Field(default=3600, description="0 = sent only when it fires and resolves."),
+        ),
     )
-    channels: list[int] = Field(default_factory=list, description="Channel ids of this app.")
-    enabled: bool = True
-    repeat_seconds: Any = Field(default=3600, description="0 or more; 0 = never repeat.")
+
+
+# One body per kind, told apart by `kind`: the document says what each kind takes.
+RuleIn: Any = Annotated[
+    Union[tuple(_rule_model(kind) for kind in AlertRule.Kind.values)],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+if TYPE_CHECKING:
+    RuleBody = Any
+else:
+    RuleBody = BodyOf[RuleIn]
 
 
 class RuleOut(Schema):
@@ -60,18 +104,70 @@ class MuteIn(Body):
     reason: str = Field(default="", max_length=500)
 
 
-class ChannelIn(Body):
-    name: str = Field(max_length=100)
-    kind: str = Field(description=", ".join(AlertChannel.Kind.values))
-    url: str = Field(default="", max_length=1000)
-    secret: str = Field(
-        default="",
-        max_length=200,
-        description="Webhook HMAC key (empty: one is made; on change: kept). PagerDuty "
-        "routing key.",
-    )
-    recipients: str = Field(default="", max_length=1000)
+HTTP_URL = Annotated[str, Field(min_length=8, max_length=1000, pattern=r"^https?://[^/\s?#]+")]
+# Django's own check of each address still applies; this is its shape, for the document.
+EMAILS = Annotated[
+    str,
+    Field(
+        max_length=1000,
+        pattern=r"^\s*[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+        r"(\s*,\s*[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})*\s*$",
+    ),
+]
+SECRET_HELP = "Empty: one is made (on a change: the current one is kept)."
+
+
+class _ChannelBase(Body):
+    name: NAME
     enabled: bool = True
+
+
+class WebhookChannelIn(_ChannelBase):
+    """A generic webhook: JSON, signed with HMAC-SHA256 under `secret`."""
+
+    kind: Literal["webhook"]
+    url: HTTP_URL
+    secret: str = Field(default="", max_length=200, description=SECRET_HELP)
+
+
+class SlackChannelIn(_ChannelBase):
+    """A Slack incoming webhook."""
+
+    kind: Literal["slack"]
+    url: HTTP_URL
+
+
+class PagerDutyChannelIn(_ChannelBase):
+    """PagerDuty's Events API v2."""
+
+    kind: Literal["pagerduty"]
+    url: HTTP_URL | Literal[""] = Field(default="", description="Empty: PagerDuty's own.")
+    secret: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="The integration's routing key."
+    )
+
+
+class EmailChannelIn(_ChannelBase):
+    """Email, through Django's mail settings."""
+
+    kind: Literal["email"]
+    recipients: EMAILS
+
+
+class ApplicationChannelIn(_ChannelBase):
+    """The application's own alert handler, through a connected executor."""
+
+    kind: Literal["application"]
+
+
+ChannelIn: Any = Annotated[
+    WebhookChannelIn | SlackChannelIn | PagerDutyChannelIn | EmailChannelIn | ApplicationChannelIn,
+    Field(discriminator="kind"),
+]
+if TYPE_CHECKING:
+    ChannelBody = Any
+else:
+    ChannelBody = BodyOf[ChannelIn]
 
 
 class ChannelOut(Schema):
@@ -148,6 +244,15 @@ def _channel_out(channel: AlertChannel) -> dict[str, Any]:
     }
 
 
+def _status(exc: Exception) -> int:
+    """409 for a name in use, 404 for a channel the application does not have, else 400."""
+    if isinstance(exc, services.NameTakenError):
+        return 409
+    if isinstance(exc, services.UnknownChannelError):
+        return 404
+    return 400
+
+
 def _admin_app(request: HttpRequest, app: str) -> Application:
     return application_for(request, app, PERM_ADMINISTER)
 
@@ -160,7 +265,7 @@ def _channel(application: Application, channel_id: int) -> AlertChannel:
     return get_object_or_404(AlertChannel, application=application, pk=channel_id)
 
 
-def _save_rule(request: HttpRequest, application: Application, body: RuleIn, rule: Any) -> Any:
+def _save_rule(request: HttpRequest, application: Application, body: Any, rule: Any) -> Any:
     try:
         return services.rule_save(
             application=application,
@@ -168,13 +273,13 @@ def _save_rule(request: HttpRequest, application: Application, body: RuleIn, rul
             rule=rule,
             name=body.name,
             kind=body.kind,
-            parameters=body.parameters,
+            parameters=body.parameters.model_dump(exclude_none=True),
             channel_ids=body.channels,
             enabled=body.enabled,
             repeat_seconds=body.repeat_seconds,
         )
     except services.RuleError as exc:
-        raise HttpError(400, str(exc)) from None
+        raise HttpError(_status(exc), str(exc)) from None
 
 
 @router.get("/apps/{app}/alert-rules", response=list[RuleOut])
@@ -190,7 +295,7 @@ def list_rules(request: HttpRequest, app: str) -> list[dict[str, Any]]:
     response={201: RuleOut},
     auth=acting_with(PERM_ADMINISTER),
 )
-def create_rule(request: HttpRequest, app: str, body: RuleIn) -> Any:
+def create_rule(request: HttpRequest, app: str, body: RuleBody) -> Any:
     """Make a rule; a bad kind, parameter, channel or repeat interval is a 400 saying why."""
     application = _admin_app(request, app)
     return Status(201, _rule_out(_save_rule(request, application, body, None)))
@@ -204,7 +309,7 @@ def get_rule(request: HttpRequest, app: str, rule_id: int) -> dict[str, Any]:
 @router.put(
     "/apps/{app}/alert-rules/{rule_id}", response=RuleOut, auth=acting_with(PERM_ADMINISTER)
 )
-def put_rule(request: HttpRequest, app: str, rule_id: int, body: RuleIn) -> dict[str, Any]:
+def put_rule(request: HttpRequest, app: str, rule_id: int, body: RuleBody) -> dict[str, Any]:
     """Replace a rule's settings (its kind stays what it is)."""
     application = _admin_app(request, app)
     rule = _rule(application, rule_id)
@@ -231,7 +336,7 @@ def mute_rule(request: HttpRequest, app: str, rule_id: int, body: MuteIn) -> dic
     try:
         services.rule_mute(rule=rule, request=request, until=until, reason=body.reason)
     except services.RuleError as exc:
-        raise HttpError(400, str(exc)) from None
+        raise HttpError(_status(exc), str(exc)) from None
     return _rule_out(rule)
 
 
@@ -250,7 +355,7 @@ def list_channels(request: HttpRequest, app: str) -> list[dict[str, Any]]:
 
 
 def _save_channel(
-    request: HttpRequest, application: Application, body: ChannelIn, channel: Any
+    request: HttpRequest, application: Application, body: Any, channel: Any
 ) -> AlertChannel:
     try:
         return services.channel_save(
@@ -259,13 +364,13 @@ def _save_channel(
             channel=channel,
             name=body.name,
             kind=body.kind,
-            url=body.url,
-            secret=body.secret,
-            recipients=body.recipients,
+            url=getattr(body, "url", ""),
+            secret=getattr(body, "secret", ""),
+            recipients=getattr(body, "recipients", ""),
             enabled=body.enabled,
         )
     except services.ChannelError as exc:
-        raise HttpError(400, str(exc)) from None
+        raise HttpError(_status(exc), str(exc)) from None
 
 
 @router.post(
@@ -273,7 +378,7 @@ def _save_channel(
     response={201: ChannelCreated},
     auth=acting_with(PERM_ADMINISTER),
 )
-def create_channel(request: HttpRequest, app: str, body: ChannelIn) -> Any:
+def create_channel(request: HttpRequest, app: str, body: ChannelBody) -> Any:
     """Make a channel; a URL that is not http(s), or that points at StepChange itself, is
     a 400 saying why."""
     channel = _save_channel(request, _admin_app(request, app), body, None)
@@ -290,7 +395,7 @@ def get_channel(request: HttpRequest, app: str, channel_id: int) -> dict[str, An
     response=ChannelOut,
     auth=acting_with(PERM_ADMINISTER),
 )
-def put_channel(request: HttpRequest, app: str, channel_id: int, body: ChannelIn) -> Any:
+def put_channel(request: HttpRequest, app: str, channel_id: int, body: ChannelBody) -> Any:
     application = _admin_app(request, app)
     channel = _channel(application, channel_id)
     if body.kind != channel.kind:
@@ -328,13 +433,13 @@ def channel_deliveries(request: HttpRequest, app: str, channel_id: int) -> Any:
 
 
 @router.get("/apps/{app}/alerts", response=list[AlertOut])
-def list_alerts(request: HttpRequest, app: str, state: str | None = None) -> list[dict[str, Any]]:
+def list_alerts(
+    request: HttpRequest, app: str, state: Literal["firing", "resolved"] | None = None
+) -> list[dict[str, Any]]:
     """The alert history, newest first (firing or resolved with `state`)."""
     application = _admin_app(request, app)
     alerts = Alert.objects.filter(rule__application=application).select_related("rule")
     if state is not None:
-        if state not in Alert.State.values:
-            raise HttpError(400, f"state must be firing or resolved; got {state!r}")
         alerts = alerts.filter(state=state)
     return [
         {

@@ -32,6 +32,8 @@ class Param:
     low: int = 0
     high: int = 1_000_000_000
     default: Any = None
+    # The shape of a text parameter, for the API's document (checked here too).
+    pattern: str | None = None
 
 
 WINDOW = Param("window_seconds", "The window (seconds)", low=1, high=30 * DAY)
@@ -40,7 +42,15 @@ OLDER = Param("older_than_seconds", "How long (seconds)", low=1, high=365 * DAY)
 NAME = Param("workflow_name", "The workflow name", number=False)
 NAME_OPTIONAL = Param("workflow_name", "The workflow name", number=False, required=False)
 QUEUE = Param("queue_name", "The queue name", number=False, required=False)
-STATUS = Param("status", "The status", number=False, required=False, default="PENDING,ENQUEUED")
+_ONE = "(?:PENDING|ENQUEUED|pending|enqueued)"
+STATUS = Param(
+    "status",
+    "The status",
+    number=False,
+    required=False,
+    default="PENDING,ENQUEUED",
+    pattern=rf"^\s*{_ONE}(?:\s*,\s*{_ONE})*\s*$",
+)
 
 PARAMETERS: dict[str, tuple[Param, ...]] = {
     Kind.FAILURES: (NAME, THRESHOLD, WINDOW),

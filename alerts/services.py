@@ -36,6 +36,14 @@ MUTE_IN_PAST = "Mute until must be in the future; got {value}."
 __all__ = ["ChannelError", "RuleError"]
 
 
+class NameTakenError(RuleError, ChannelError):
+    """Another rule or channel of the application has the name."""
+
+
+class UnknownChannelError(RuleError):
+    """A rule names a channel its application does not have."""
+
+
 def rule_snapshot(rule: AlertRule) -> dict[str, Any]:
     return {
         "name": rule.name,
@@ -64,7 +72,9 @@ def _channels_of(application: Application, ids: list[int]) -> list[AlertChannel]
     found = {c.pk: c for c in AlertChannel.objects.filter(application=application, pk__in=ids)}
     for channel_id in ids:
         if channel_id not in found:
-            raise RuleError(NOT_THIS_APP.format(id=channel_id, application=application.name))
+            raise UnknownChannelError(
+                NOT_THIS_APP.format(id=channel_id, application=application.name)
+            )
     return [found[i] for i in ids]
 
 
@@ -115,7 +125,7 @@ def rule_save(
                 parameters={"before": before, "after": rule_snapshot(rule)},
             )
     except IntegrityError:
-        raise RuleError(
+        raise NameTakenError(
             NAME_TAKEN.format(application=application.name, what="rule", name=name)
         ) from None
     return rule
@@ -216,7 +226,7 @@ def channel_save(
                 parameters={"before": before, "after": channel_snapshot(channel)},
             )
     except IntegrityError:
-        raise ChannelError(
+        raise NameTakenError(
             NAME_TAKEN.format(application=application.name, what="channel", name=name)
         ) from None
     return channel

@@ -88,7 +88,8 @@ ON_WORKFLOW = "/api/v1/apps/{app}/workflows/{workflow_id}"
 ON_SCHEDULE = "/api/v1/apps/{app}/schedules/{schedule_name}"
 ON_RULE = "/api/v1/apps/{app}/alert-rules/{rule_id}"
 ON_CHANNEL = "/api/v1/apps/{app}/alert-channels/{channel_id}"
-A_RULE = {"name": "matrix rule", "kind": "poison"}
+A_RULE = {"name": "matrix rule", "kind": "poison", "parameters": {}}
+A_RULE_FORM = {"name": "matrix rule", "kind": "poison", "repeat_seconds": "0"}
 A_CHANNEL = {"name": "matrix channel", "kind": "slack", "url": "https://hooks.example.com/x"}
 
 API_ROUTES: dict[tuple[str, str], Route] = {
@@ -277,14 +278,12 @@ CONSOLE_ROUTES: dict[str, Route] = {
         "edited_fork.approve",
         kwargs={**ON_APP, "fork_id": "{fork_id}", "verb": "approve"},
     ),
-    "alert-rules": Route(
-        PERM_ADMINISTER, 302, "alert_rule.create", body={**A_RULE, "repeat_seconds": "0"}
-    ),
+    "alert-rules": Route(PERM_ADMINISTER, 302, "alert_rule.create", body=A_RULE_FORM),
     "alert-rule": Route(
         PERM_ADMINISTER,
         302,
         "alert_rule.update",
-        body={**A_RULE, "repeat_seconds": "0"},
+        body=A_RULE_FORM,
         kwargs={**ON_APP, "rule_id": "{rule_id}"},
     ),
     "alert-rule-mute": Route(

@@ -189,40 +189,87 @@ def test_an_admin_makes_a_rule_and_a_channel_through_the_api(
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "detail"),
+    ("body", "where", "why"),
     [
         (
-            "alert-rules",
             {"name": "r", "kind": "failures", "parameters": {**FAILURES, "window_seconds": 0}},
-            "The window (seconds) must be at least 1; got 0.",
+            ["parameters", "window_seconds"],
+            "greater than or equal to 1",
         ),
         (
-            "alert-rules",
             {"name": "r", "kind": "failures", "parameters": {**FAILURES, "threshold": "x"}},
-            "The threshold must be a whole number; got 'x'.",
+            ["parameters", "threshold"],
+            "valid integer",
         ),
         (
-            "alert-rules",
-            {"name": "r", "kind": "sometimes", "parameters": {}},
-            "Unknown rule kind 'sometimes'",
+            {"name": "r", "kind": "failures", "parameters": {"workflow_name": "ship"}},
+            ["parameters", "threshold"],
+            "Field required",
         ),
+        ({"name": "r", "kind": "sometimes", "parameters": {}}, [], "'sometimes'"),
+    ],
+)
+def test_a_bad_rule_through_the_api_is_a_400_naming_the_field(
+    admin: User, orders: Application, body: dict[str, Any], where: list[str], why: str
+) -> None:
+    answer = _post_json(signed_in(admin), f"{API}/alert-rules", body)
+    assert answer.status_code == 400
+    errors = answer.json()["detail"]
+    assert any(
+        why in error["msg"] and (not where or error["loc"][-len(where) :] == where)
+        for error in errors
+    ), errors
+    assert AlertRule.objects.count() == 0
+    assert not AuditRecord.objects.filter(action__startswith="alert_").exists()
+
+
+def test_a_channel_of_another_application_is_not_found_through_the_api(
+    admin: User, orders: Application
+) -> None:
+    theirs = make_channel(application=make_app(name="billing"), url="https://h.example.com/x")
+    body = {"name": "r", "kind": "poison", "parameters": {}, "channels": [theirs.pk]}
+    answer = _post_json(signed_in(admin), f"{API}/alert-rules", body)
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == f"Channel {theirs.pk} is not one of orders's channels."
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
         (
-            "alert-channels",
-            {"name": "c", "kind": "webhook", "url": "gopher://hooks.example.com"},
-            "must start with http:// or https://",
-        ),
-        (
-            "alert-channels",
             {"name": "c", "kind": "slack", "url": "http://localhost:8001/api/v1/apps"},
             "points at StepChange itself",
         ),
+        (
+            {"name": "c", "kind": "email", "recipients": "ops@example.com, ops@-bad-.com"},
+            "Not an email address",
+        ),
     ],
 )
-def test_bad_input_to_the_api_is_a_400_with_the_reason(
-    admin: User, orders: Application, path: str, body: dict[str, Any], detail: str
+def test_a_bad_channel_through_the_api_is_a_400_with_the_reason(
+    admin: User, orders: Application, body: dict[str, Any], detail: str
 ) -> None:
-    answer = _post_json(signed_in(admin), f"{API}/{path}", body)
+    answer = _post_json(signed_in(admin), f"{API}/alert-channels", body)
     assert answer.status_code == 400
     assert detail in answer.json()["detail"]
-    assert AlertRule.objects.count() == AlertChannel.objects.count() == 0
+    assert AlertChannel.objects.count() == 0
     assert not AuditRecord.objects.filter(action__startswith="alert_").exists()
+
+
+def test_a_webhook_url_that_is_not_http_is_a_400_naming_the_field(
+    admin: User, orders: Application
+) -> None:
+    body = {"name": "c", "kind": "webhook", "url": "gopher://hooks.example.com"}
+    answer = _post_json(signed_in(admin), f"{API}/alert-channels", body)
+    assert answer.status_code == 400
+    assert any(e["loc"][-1] == "url" for e in answer.json()["detail"]), answer.json()
+    assert AlertChannel.objects.count() == 0
+
+
+def test_a_name_in_use_is_a_409(admin: User, orders: Application) -> None:
+    client = signed_in(admin)
+    body = {"name": "p", "kind": "poison", "parameters": {}}
+    assert _post_json(client, f"{API}/alert-rules", body).status_code == 201
+    again = _post_json(client, f"{API}/alert-rules", body)
+    assert again.status_code == 409
+    assert again.json()["detail"] == "orders already has a rule named 'p'."
