@@ -21,6 +21,10 @@ PARAMETER_FIELDS = (
 )
 
 
+def _channel_label(channel: AlertChannel) -> str:
+    return f"{channel.name} ({channel.get_kind_display()})"
+
+
 class RuleForm(forms.Form):
     name = forms.CharField(max_length=100)
     kind = forms.ChoiceField(choices=AlertRule.Kind.choices)
@@ -57,6 +61,7 @@ class RuleForm(forms.Form):
         channels = self.fields["channels"]
         assert isinstance(channels, forms.ModelMultipleChoiceField)
         channels.queryset = AlertChannel.objects.filter(application=application)
+        channels.label_from_instance = _channel_label  # type: ignore[method-assign,assignment]
         if editing:
             self.fields["kind"].disabled = True
 
