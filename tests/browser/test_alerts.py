@@ -42,6 +42,10 @@ def test_an_admin_makes_a_rule_and_a_bad_window_is_refused_on_the_form(
     page.get_by_label("URL").fill("https://hooks.example.com/ops")
     page.get_by_role("button", name="Create channel").click()
     expect(page.get_by_role("heading", name="ops hook")).to_be_visible()
+    page.get_by_role("button", name="Send a test alert").click()
+    expect(page.get_by_role("cell", name="test", exact=True)).to_be_visible()
+    assert_accessible(page, "alert channel")
+    screenshot(page, "alert-channel")
 
     page.get_by_role("link", name="Rules", exact=True).click()
     form = page.get_by_role("form", name="New rule")
