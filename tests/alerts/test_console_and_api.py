@@ -273,3 +273,13 @@ def test_a_name_in_use_is_a_409(admin: User, orders: Application) -> None:
     again = _post_json(client, f"{API}/alert-rules", body)
     assert again.status_code == 409
     assert again.json()["detail"] == "orders already has a rule named 'p'."
+
+
+def test_only_an_admin_finds_alerts_in_the_applications_sections(
+    admin: User, operator: User, orders: Application
+) -> None:
+    assert (
+        'href="/apps/orders/alerts/"'
+        in signed_in(admin).get("/apps/orders/executors/").content.decode()
+    )
+    assert "/alerts/" not in signed_in(operator).get("/apps/orders/executors/").content.decode()
