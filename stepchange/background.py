@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
+from alerts import delivery, evaluator
 from conductor import consumers, recovery, relay, requestlog, retention
 from workflows import jobs, names
 
@@ -54,6 +55,8 @@ LOOPS = (
     Loop("retention", retention.retention_forever),
     Loop("bulk-jobs", jobs.runner.forever),
     Loop("workflow-names", names.names_refresh_forever),
+    Loop("alert-evaluator", evaluator.evaluate_forever),
+    Loop("alert-delivery", delivery.deliver_forever),
 )
 
 _tasks: dict[str, "asyncio.Task[None]"] = {}

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "conductor",
     "workflows",
     "forks",
+    "alerts",
 ]
 
 # One chain for the console, the API and the admin.
@@ -261,6 +262,18 @@ SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000,
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
+# Alerts: how often rules are evaluated and the outbox is sent, and the first retry's wait
+# (doubled after each failure).
+ALERT_EVALUATE_SECONDS = env_int("ALERT_EVALUATE_SECONDS", 15, minimum=1)
+ALERT_DELIVERY_SECONDS = env_int("ALERT_DELIVERY_SECONDS", 2, minimum=1)
+ALERT_RETRY_BASE_SECONDS = env_int("ALERT_RETRY_BASE_SECONDS", 10, minimum=0)
+# Email alerts go through Django's mail settings.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stepchange@localhost")
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"
 # GET /metrics (README "Prometheus"): a scraper presents this as its bearer token; without
 # it, only a signed-in admin may read the page.

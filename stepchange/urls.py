@@ -6,6 +6,7 @@ from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
 import stepchange.converters  # noqa: F401  (registers <workflow:...>, {workflow:...})
+from alerts import api as alerts_api
 from conductor import api as conductor_api
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
@@ -35,6 +36,7 @@ api.add_router("/", workflows_api.router)
 api.add_router("/", forks_api.router)
 api.add_router("/", forks_api.transfer_router)
 api.add_router("/", schedules_api.router)
+api.add_router("/", alerts_api.router)
 api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [
@@ -54,6 +56,7 @@ urlpatterns = [
     path("audit/export/", views.audit_log_export, name="audit-export"),
     path("metrics", views.metrics, name="metrics"),
     path("", include("conductor.urls")),
+    path("", include("alerts.urls")),
     # A workflow id may hold slashes: its page's route takes the rest of the path, so the
     # routes under a workflow (its edited fork, its actions) come before it.
     path("", include("forks.urls")),

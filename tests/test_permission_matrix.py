@@ -25,6 +25,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from alerts.models import AlertChannel, AlertDelivery, AlertRule
 from conductor.models import Executor, PoisonWorkflow
 from forks.models import EditedFork
 from stepchange import views as core_views
@@ -85,6 +86,11 @@ REASON = {"reason": "permission matrix"}
 BULK_BODY = {"action": "cancel", "workflow_ids": [WORKFLOW], **REASON}
 ON_WORKFLOW = "/api/v1/apps/{app}/workflows/{workflow_id}"
 ON_SCHEDULE = "/api/v1/apps/{app}/schedules/{schedule_name}"
+ON_RULE = "/api/v1/apps/{app}/alert-rules/{rule_id}"
+ON_CHANNEL = "/api/v1/apps/{app}/alert-channels/{channel_id}"
+A_RULE = {"name": "matrix rule", "kind": "poison", "parameters": {}}
+A_RULE_FORM = {"name": "matrix rule", "kind": "poison", "repeat_seconds": "0"}
+A_CHANNEL = {"name": "matrix channel", "kind": "slack", "url": "https://hooks.example.com/x"}
 
 API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/recovery"): Route(
@@ -176,6 +182,20 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/schedule-bulk-actions"): Route(
         PERM_OPERATE, 503, "schedule.bulk_pause", FAILED, {"action": "pause", **REASON}
     ),
+    ("POST", "/api/v1/apps/{app}/alert-rules"): Route(
+        PERM_ADMINISTER, 201, "alert_rule.create", body=A_RULE
+    ),
+    ("PUT", ON_RULE): Route(PERM_ADMINISTER, 200, "alert_rule.update", body=A_RULE),
+    ("DELETE", ON_RULE): Route(PERM_ADMINISTER, 204, "alert_rule.delete"),
+    ("POST", f"{ON_RULE}/mute"): Route(
+        PERM_ADMINISTER, 200, "alert_rule.mute", body={"until": None}
+    ),
+    ("POST", "/api/v1/apps/{app}/alert-channels"): Route(
+        PERM_ADMINISTER, 201, "alert_channel.create", body=A_CHANNEL
+    ),
+    ("PUT", ON_CHANNEL): Route(PERM_ADMINISTER, 200, "alert_channel.update", body=A_CHANNEL),
+    ("DELETE", ON_CHANNEL): Route(PERM_ADMINISTER, 204, "alert_channel.delete"),
+    ("POST", f"{ON_CHANNEL}/test"): Route(PERM_ADMINISTER, 202, "alert_channel.test"),
 }
 
 ON_APP = {"app_name": "{app}"}
@@ -262,6 +282,44 @@ CONSOLE_ROUTES: dict[str, Route] = {
         "edited_fork.approve",
         kwargs={**ON_APP, "fork_id": "{fork_id}", "verb": "approve"},
     ),
+    "alert-rules": Route(PERM_ADMINISTER, 302, "alert_rule.create", body=A_RULE_FORM),
+    "alert-rule": Route(
+        PERM_ADMINISTER,
+        302,
+        "alert_rule.update",
+        body=A_RULE_FORM,
+        kwargs={**ON_APP, "rule_id": "{rule_id}"},
+    ),
+    "alert-rule-mute": Route(
+        PERM_ADMINISTER,
+        302,
+        "alert_rule.mute",
+        body={"until": ""},
+        kwargs={**ON_APP, "rule_id": "{rule_id}"},
+    ),
+    "alert-rule-delete": Route(
+        PERM_ADMINISTER, 302, "alert_rule.delete", kwargs={**ON_APP, "rule_id": "{rule_id}"}
+    ),
+    "alert-channels": Route(PERM_ADMINISTER, 302, "alert_channel.create", body=A_CHANNEL),
+    "alert-channel": Route(
+        PERM_ADMINISTER,
+        302,
+        "alert_channel.update",
+        body=A_CHANNEL,
+        kwargs={**ON_APP, "channel_id": "{channel_id}"},
+    ),
+    "alert-channel-test": Route(
+        PERM_ADMINISTER,
+        302,
+        "alert_channel.test",
+        kwargs={**ON_APP, "channel_id": "{channel_id}"},
+    ),
+    "alert-delivery-retry": Route(
+        PERM_ADMINISTER,
+        302,
+        "alert_delivery.retry",
+        kwargs={**ON_APP, "delivery_id": "{delivery_id}"},
+    ),
 }
 # Mutating console routes left out, and why.
 NOT_IN_MATRIX = {
@@ -322,7 +380,16 @@ class World:
         # A saved view can only be deleted by its owner: each persona tries its own.
         owner = self.users.get(persona, self.users[ADMIN])
         view = SavedView.objects.create(application=self.orders, owner=owner, name="mine")
+        # Each persona acts on a rule, a channel and a failed message of its own.
+        rule = AlertRule.objects.create(application=self.orders, name=persona, kind="poison")
+        channel = AlertChannel.objects.create(
+            application=self.orders, name=persona, kind="slack", url="https://h.example.com/a"
+        )
+        delivery = AlertDelivery.objects.create(channel=channel, event="test", state="failed")
         return {
+            "rule_id": str(rule.pk),
+            "channel_id": str(channel.pk),
+            "delivery_id": str(delivery.pk),
             "app": APP,
             "workflow_id": WORKFLOW,
             "job_id": str(self.job.pk),

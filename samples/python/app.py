@@ -209,6 +209,17 @@ def slow_task(seconds: float = 30) -> str:
     return finish(seconds)
 
 
+def on_alert(name: str, message: str, metadata: dict[str, str]) -> None:
+    """The application's own alert handler: StepChange forwards alerts to it (the `alert`
+    message) when a rule has an "application" channel. Logged, and appended as a JSON line
+    to SAMPLE_ALERTS_FILE when that is set."""
+    log.warning("alert %s: %s (%s)", name, message, metadata)
+    path = os.environ.get("SAMPLE_ALERTS_FILE")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"name": name, "message": message, "metadata": metadata}) + "\n")
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP page (standard library only)
 # --------------------------------------------------------------------------------------------
@@ -421,6 +432,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_signal)
 
     DBOS(config=config)
+    DBOS.alert_handler(on_alert)
     DBOS.launch()
     # In dbos 3.2.0 queues are registered after launch; constructing Queue directly raises.
     Handler.queue = DBOS.register_queue(QUEUE_NAME)

@@ -83,7 +83,26 @@ raw = exports.dumps(exports.document(
 opened = offline.opened_export_create(
     user=User.objects.get(username={admin!r}), name="a11y.stepchange.json", raw=raw
 )
-print(log.pk, job.pk, fork.pk, opened.record.pk)
+# Alerting: a channel that failed, a rule pointed at it, an alert that fired.
+from alerts.models import Alert, AlertChannel, AlertDelivery, AlertRule
+channel = AlertChannel.objects.create(
+    application=app, name="ops hook", kind="webhook", url="https://hooks.example.com/ops",
+    secret="a11y-secret",
+)
+rule = AlertRule.objects.create(
+    application=app, name="greet keeps failing", kind="failures",
+    parameters={{"workflow_name": "greet", "threshold": 3, "window_seconds": 300}},
+)
+rule.channels.set([channel])
+alert = Alert.objects.create(
+    rule=rule, key="greet", summary="More than 3 workflows greet failed in the last 300 s",
+    link="/apps/" + app.name + "/workflows/?status=ERROR&workflow_name=greet",
+)
+AlertDelivery.objects.create(
+    alert=alert, channel=channel, event="firing", message={{"summary": alert.summary}},
+    state="failed", attempts=12, last_error="HTTP 503: unavailable",
+)
+print(log.pk, job.pk, fork.pk, opened.record.pk, rule.pk, channel.pk)
 """
 
 
@@ -124,7 +143,9 @@ def console(
         ),
     )
     # The last line: importing the models may print before it.
-    log_id, job_id, fork_id, opened_id = seeded.strip().splitlines()[-1].split()
+    log_id, job_id, fork_id, opened_id, rule_id, channel_id = (
+        seeded.strip().splitlines()[-1].split()
+    )
     on_app = f"/apps/{app}"
 
     def workflow(workflow_id: str) -> str:
@@ -165,6 +186,11 @@ def console(
         "new bulk job": f"{on_app}/bulk/new/?action=cancel&scope=selected&ids={quote(failed)}",
         "bulk job": f"{on_app}/jobs/{job_id}/",
         "retention": f"{on_app}/retention/",
+        "alert history": f"{on_app}/alerts/",
+        "alert rules": f"{on_app}/alerts/rules/",
+        "alert rule": f"{on_app}/alerts/rules/{rule_id}/",
+        "alert channels": f"{on_app}/alerts/channels/",
+        "alert channel": f"{on_app}/alerts/channels/{channel_id}/",
         "audit log": "/audit/",
         "API tokens": "/tokens/",
         "password change": "/accounts/password/",
@@ -275,6 +301,11 @@ PAGES = [
     "new bulk job",
     "bulk job",
     "retention",
+    "alert history",
+    "alert rules",
+    "alert rule",
+    "alert channels",
+    "alert channel",
     "audit log",
     "API tokens",
     "password change",

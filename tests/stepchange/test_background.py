@@ -34,6 +34,8 @@ EVERYTHING = [
     "retention",
     "bulk-jobs",
     "workflow-names",
+    "alert-evaluator",
+    "alert-delivery",
     "request-log",
 ]
 
