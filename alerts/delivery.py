@@ -18,6 +18,7 @@ from alerts import channels
 from alerts.models import AlertDelivery
 from conductor import relay
 from stepchange.asyncdb import db_async
+from stepchange.prometheus import ALERT_DELIVERIES
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def _claim_due(now: datetime) -> list[AlertDelivery]:
 
 
 def _record(delivery: AlertDelivery, error: str | None, now: datetime) -> None:
+    _count(delivery, error)
     if error is None:
         AlertDelivery.objects.filter(pk=delivery.pk).update(
             state=State.DELIVERED,
@@ -80,6 +82,15 @@ def _record(delivery: AlertDelivery, error: str | None, now: datetime) -> None:
         ", giving up" if gave_up else "",
         error,
     )
+
+
+def _count(delivery: AlertDelivery, error: str | None) -> None:
+    outcome = "delivered"
+    if error is not None:
+        outcome = "gave_up" if delivery.attempts + 1 >= MAX_ATTEMPTS else "failed"
+    channel = delivery.channel
+    labels = (channel.application.name, channel.kind, outcome)
+    ALERT_DELIVERIES.labels(*labels).inc()
 
 
 async def send_one(delivery: AlertDelivery) -> str | None:

@@ -70,6 +70,13 @@ RECOVERIES = Counter(
     ["application", "outcome"],
 )
 
+ALERT_DELIVERIES = Counter(
+    "stepchange_alert_deliveries",
+    "Attempts to deliver an alert message, by application, channel kind and outcome "
+    "(delivered; failed, to be retried; gave_up after the last attempt).",
+    ["application", "channel_kind", "outcome"],
+)
+
 _collectors: dict[str, Collect] = {}
 
 

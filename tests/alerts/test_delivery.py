@@ -168,3 +168,31 @@ async def test_two_processes_deliver_each_message_once(orders: Application) -> N
 
         await asyncio.gather(outbox.deliver_due(), outbox.deliver_due())
     assert receiver.calls == 1
+
+
+async def test_metrics_count_firing_alerts_and_every_delivery_attempt(
+    orders: Application, flaky: Receiver, settings: Any
+) -> None:
+    from tests.stepchange.test_prometheus import TOKEN, scrape, value
+
+    settings.METRICS_TOKEN = TOKEN
+    labels = {"application": orders.name, "channel_kind": "webhook"}
+
+    def counted(outcome: str, text: str) -> float:
+        return value(text, "stepchange_alert_deliveries_total", **labels, outcome=outcome)
+
+    before = await db_async(scrape)()
+    hook = await db_async(make_channel)(application=orders, url=flaky.url)
+    await _gone_executor_rule(orders, hook)
+    await evaluate()
+    waiting = await db_async(scrape)()
+    firing = {"application": orders.name, "kind": AlertRule.Kind.EXECUTOR_GONE}
+    assert value(waiting, "stepchange_alerts_firing", **firing) == 1
+    unfinished = labels | {"state": "pending"}
+    assert value(waiting, "stepchange_alert_deliveries_unfinished", **unfinished) == 1
+    for _ in range(4):
+        await outbox.deliver_due()
+    after = await db_async(scrape)()
+    assert counted("failed", after) - counted("failed", before) == 2
+    assert counted("delivered", after) - counted("delivered", before) == 1
+    assert value(after, "stepchange_alert_deliveries_unfinished", **unfinished) == 0
