@@ -18,6 +18,7 @@ from forks import exports, transfers
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user, signed_in
 from tests.sdk_fixtures import registered
+from workflows import serialization as codec
 
 PY = "py320-sqlite-default"
 PARENT, CHILD = "py-default-parent", "py-default-parent-child"
@@ -378,3 +379,43 @@ def test_the_console_refuses_an_upload_over_the_limit_before_reading_it(
     assert response.status_code == 413
     assert b"may be at most 1,024 bytes" in response.content
     assert counts(path) == dict.fromkeys(TABLES, 0)
+
+
+LEGACY = "py2311-sqlite-default"
+LEGACY_TABLES: tuple[str, ...] = ("workflow_status", "operation_outputs", "workflow_events")
+LEGACY_TABLES += ("workflow_events_history", "streams", "notifications")
+
+
+def legacy_copy(fixture: dict[str, Any], tmp_path: Path, name: str) -> tuple[Application, Path]:
+    """An empty system database on dbos 2.31.1's schema (108: inputs, output and error in
+    workflow_status, no payload tables)."""
+    path = tmp_path / f"{name}.sqlite"
+    shutil.copy(fixture["path"], path)
+    with sqlite3.connect(path) as db:
+        for table in LEGACY_TABLES:
+            db.execute(f"DELETE FROM {table}")
+    return Application.objects.create(name=name, system_database_url=f"sqlite:///{path}"), path
+
+
+def test_an_export_moves_between_schemas_its_values_where_each_keeps_them(
+    ada: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    newer, _ = copied(sdk_fixtures[PY], tmp_path, "app-newer", empty=False)
+    older, older_path = legacy_copy(sdk_fixtures[LEGACY], tmp_path, "app-older")
+    raw = export(newer, PARENT, ada)
+    transfers.workflow_import(application=older, raw=raw, copy=False, resume=False, user=ada)
+    [row] = rows(
+        older_path, "SELECT inputs, output FROM workflow_status WHERE workflow_uuid = ?", PARENT
+    )
+    source = exports.read(raw).root.status
+    # Rebuilt by StepChange's encoder from the checked values: the same values, decoded.
+    written = codec.decode(row["inputs"], "py_pickle", kind="inputs")
+    assert written.value == codec.decode(source["inputs"], "py_pickle", kind="inputs").value
+    written = codec.decode(row["output"], "py_pickle", kind="value")
+    assert written.value == codec.decode(source["output"], "py_pickle", kind="value").value
+    # And back: from the older schema into a newer one, the input in workflow_input.
+    back = export(older, PARENT, ada)
+    assert exports.read(back).schema_version == 108
+    target, target_path = copied(sdk_fixtures[PY], tmp_path, "app-newer-2", empty=True)
+    transfers.workflow_import(application=target, raw=back, copy=False, resume=False, user=ada)
+    assert rows(target_path, "SELECT inputs FROM workflow_input WHERE workflow_uuid = ?", PARENT)
