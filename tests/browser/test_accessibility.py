@@ -294,7 +294,6 @@ PAGES = [
     "start a workflow",
     "start like this one",
     "import a workflow",
-    "import, a file too large",
     "edited fork",
     "edited fork compared",
     "bulk jobs",
