@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+INSTALLED_RUN := $(VENV)/.installed-run
 PORT ?= 8001
 HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/stepchange
@@ -10,20 +11,34 @@ PYTEST_ARGS ?=
 
 DATA := $(or $(STEPCHANGE_DATA_DIR),$(CURDIR)/var)
 SAMPLE_PORT ?= 8000
+ADMIN_USER := $(or $(STEPCHANGE_ADMIN_USER),admin)
+# The sample app's recovery grace period: short, so the crash demo's recovery can be watched.
+SAMPLE_RECOVERY_GRACE ?= 10
 NODE_SAMPLE := samples/typescript/node_modules/.package-lock.json
 NODE_TEST_TOOLS := node_modules/.package-lock.json
 
-.PHONY: install run migrate test check lint typecheck pytest pytest-sqlite pytest-postgres clean
+.PHONY: install install-run run migrate test check lint typecheck pytest pytest-sqlite pytest-postgres clean
 # Each recipe runs in one shell, so `run` can stop the sample app when StepChange stops.
 .ONESHELL:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
+# What running StepChange needs: its own packages and the sample app's dbos, in .venv only.
+$(INSTALLED_RUN): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[sample]"
+	touch $(INSTALLED_RUN)
+
+# What the suite needs besides: test runners, linters, type stubs, Playwright, schemathesis.
 $(INSTALLED): pyproject.toml
+	@echo "make test installs: the test tools (.venv), the TypeScript sample's npm packages"
+	echo "  (samples/typescript/node_modules, for the end-to-end tests), axe-core (node_modules,"
+	echo "  for the accessibility checks) and Debian's chromium (apt, for the browser tests)."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(INSTALLED)
+	touch $(INSTALLED) $(INSTALLED_RUN)
 
 # The TypeScript sample executor, used by the end-to-end tests.
 $(NODE_SAMPLE): samples/typescript/package-lock.json
@@ -40,25 +55,43 @@ $(NODE_TEST_TOOLS): package-lock.json
 
 install: $(INSTALLED) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium
 
-migrate: install
+install-run: $(INSTALLED_RUN)
+
+migrate: install-run
 	$(PY) manage.py migrate --noinput
 
 # StepChange on $(HOST):$(PORT), and beside it the Python sample DBOS app (its page on
 # 127.0.0.1:$(SAMPLE_PORT)) connected to it with a key generated once into the data dir.
+# Daphne first, the sample once it answers; the sample comes back disarmed after its crash demo.
 run: migrate
-	$(PY) manage.py ensure_admin
+	@admin="$$($(PY) manage.py ensure_admin)"
 	mkdir -p "$(DATA)"
 	test -s "$(DATA)/sample_key" || $(PY) -c "import secrets; print(secrets.token_urlsafe(24))" > "$(DATA)/sample_key"
 	$(PY) manage.py register_app sample-app --key "$$(cat "$(DATA)/sample_key")" \
-		--system-database-url "sqlite:///$(DATA)/sample-app.sqlite"
-	DBOS_APP_NAME=sample-app DBOS_CONDUCTOR_URL=ws://127.0.0.1:$(PORT) \
+		--system-database-url "sqlite:///$(DATA)/sample-app.sqlite" \
+		--recovery-grace-seconds $(SAMPLE_RECOVERY_GRACE) > /dev/null
+	$(PY) -m stepchange.server -b $(HOST) -p $(PORT) &
+	server=$$!
+	sample=
+	trap 'kill $$sample $$server 2>/dev/null; wait 2>/dev/null' EXIT
+	$(PY) samples/python/supervise.py wait http://$(HOST):$(PORT)/accounts/login/
+	DBOS_APP_NAME=sample-app DBOS_CONDUCTOR_URL=ws://$(HOST):$(PORT) \
 		DBOS_CONDUCTOR_KEY="$$(cat "$(DATA)/sample_key")" \
 		DBOS_SYSTEM_DATABASE_URL="sqlite:///$(DATA)/sample-app.sqlite" \
-		SAMPLE_HTTP_PORT=$(SAMPLE_PORT) $(PY) samples/python/app.py &
+		SAMPLE_HTTP_PORT=$(SAMPLE_PORT) $(PY) samples/python/supervise.py run &
 	sample=$$!
-	trap 'kill $$sample 2>/dev/null; wait $$sample 2>/dev/null' EXIT
-	echo "StepChange: http://$(HOST):$(PORT)/   sample app: http://127.0.0.1:$(SAMPLE_PORT)/?name=world"
-	$(PY) -m stepchange.server -b $(HOST) -p $(PORT)
+	$(PY) samples/python/supervise.py wait http://127.0.0.1:$(SAMPLE_PORT)/health
+	password="$$(printf '%s\n' "$$admin" | sed -n 's/^Password[^:]*: //p')"
+	echo
+	echo "StepChange is running: http://$(HOST):$(PORT)/"
+	if [ -n "$$password" ]; then
+		echo "  sign in as $(ADMIN_USER), password $$password (shown once; change it after signing in)"
+	else
+		echo "  sign in as $(ADMIN_USER) (forgot the password? $(PY) manage.py changepassword $(ADMIN_USER))"
+	fi
+	echo "  sample DBOS app: http://127.0.0.1:$(SAMPLE_PORT)/?name=world (crash demo: ?name=poison)"
+	echo "  stop: Ctrl-C"
+	wait $$server
 
 lint: install
 	$(VENV)/bin/ruff check .
