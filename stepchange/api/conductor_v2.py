@@ -464,6 +464,9 @@ class SearchIn(TimeFilters):
         )
 
 
+NO_SEARCH = SearchIn()
+
+
 class AggregatesIn(TimeFilters):
     group_by_status: bool = False
     group_by_workflow_name: bool = False
@@ -517,6 +520,10 @@ class CancelIn(ConductorBody):
 
 class ResumeIn(ConductorBody):
     queue_name: Text | None = None
+
+
+# What a body left out stands for (not None: a body of `null` is refused, as in /api/v1).
+NO_CANCEL, NO_RESUME = CancelIn(), ResumeIn()
 
 
 class ForkIn(ConductorBody):
@@ -641,9 +648,9 @@ def list_executors(request: HttpRequest, org: str, app: str) -> list[dict[str, A
     return [executor_out(executor) for executor in executors]
 
 
-@router.post("/orgs/{org}/apps/{app}/workflows/search")
+@router.post("/orgs/{org}/apps/{app}/workflows/search", auth=acting(PERM_INSPECT))
 async def search_workflows(
-    request: HttpRequest, org: str, app: str, body: SearchIn
+    request: HttpRequest, org: str, app: str, body: SearchIn = NO_SEARCH
 ) -> list[dict[str, Any]]:
     """Workflows matching the filters, oldest first unless `sortDesc`; `offset` skips."""
     query = body.query()
@@ -744,7 +751,7 @@ async def workflow_notifications(
     ]
 
 
-@router.post("/orgs/{org}/apps/{app}/workflows/aggregates")
+@router.post("/orgs/{org}/apps/{app}/workflows/aggregates", auth=acting(PERM_INSPECT))
 async def workflow_aggregates(
     request: HttpRequest, org: str, app: str, body: AggregatesIn
 ) -> list[dict[str, Any]]:
@@ -792,7 +799,7 @@ async def _act(
     auth=acting(PERM_OPERATE),
 )
 async def cancel_workflow(
-    request: HttpRequest, org: str, app: str, workflow_id: str, body: CancelIn
+    request: HttpRequest, org: str, app: str, workflow_id: str, body: CancelIn = NO_CANCEL
 ) -> Status[None]:
     chosen = Parameters(cancel_children=body.cancel_children)
     await _act(request, app, workflow_id, Action.CANCEL, chosen)
@@ -805,7 +812,7 @@ async def cancel_workflow(
     auth=acting(PERM_OPERATE),
 )
 async def resume_workflow(
-    request: HttpRequest, org: str, app: str, workflow_id: str, body: ResumeIn
+    request: HttpRequest, org: str, app: str, workflow_id: str, body: ResumeIn = NO_RESUME
 ) -> Status[None]:
     chosen = Parameters(queue_name=body.queue_name)
     await _act(request, app, workflow_id, Action.RESUME, chosen)
