@@ -666,7 +666,7 @@ def test_the_conductor_api_answers_each_persona_as_its_role_allows_and_audits_th
     method, path = operation
     route = CONDUCTOR_ROUTES[operation]
     url = path.format(org="acme", **world.values(persona))
-    headers = {}
+    headers: dict[str, Any] = {}
     if persona != ANONYMOUS:
         _, raw = api_token_create(user=world.users[persona], name="matrix")
         headers["HTTP_AUTHORIZATION"] = f"Bearer {raw}"
