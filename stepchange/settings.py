@@ -280,6 +280,9 @@ STEPCHANGE_API_TOKEN_PREFIX = "sc_"
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters long")
+# The organisations the Conductor-compatible API (/conductor/v2/orgs/<org>/) answers for:
+# StepChange has one tenant, so any name when this names none.
+CONDUCTOR_API_ORGS = env_list("CONDUCTOR_API_ORGS", [])
 # Where the server processes of one host share their counters (stepchange/server.py); the
 # standard PROMETHEUS_MULTIPROC_DIR, when set, wins.
 METRICS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))

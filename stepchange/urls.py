@@ -13,7 +13,7 @@ from conductor.relay import RelayError
 from forks import api as forks_api
 from forks.plans import ForkError
 from stepchange import views
-from stepchange.api import endpoints, errors
+from stepchange.api import conductor_v2, endpoints, errors
 from stepchange.api.base import new_api
 from workflows import api as workflows_api
 from workflows import schedules_api
@@ -63,4 +63,6 @@ urlpatterns = [
     path("", include("workflows.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    # DBOS Conductor's REST API, the part its clients use, over the same services.
+    path("conductor/v2/", conductor_v2.api.urls),
 ]

@@ -30,8 +30,10 @@ from conductor.models import Executor, PoisonWorkflow
 from forks.models import EditedFork
 from stepchange import views as core_views
 from stepchange.access import APP_NOT_FOUND, NOT_ALLOWED
+from stepchange.api import conductor_v2
 from stepchange.models import Application, AuditRecord, SavedView
 from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
+from stepchange.services import api_token_create
 from stepchange.urls import api
 from tests.conftest import make_app, make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
@@ -198,6 +200,53 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{ON_CHANNEL}/test"): Route(PERM_ADMINISTER, 202, "alert_channel.test"),
 }
 
+# The Conductor-compatible API (stepchange/api/conductor_v2.py): bearer tokens only. A bulk
+# action answers 202 at once here (no job runner runs): the job is made, and audited.
+ON_CONDUCTOR = "/conductor/v2/orgs/{org}/apps/{app}"
+ON_CONDUCTOR_WORKFLOW = f"{ON_CONDUCTOR}/workflows/{{workflow_id}}"
+ON_CONDUCTOR_SCHEDULE = f"{ON_CONDUCTOR}/schedules/{{schedule_name}}"
+CONDUCTOR_BULK = {"workflowIds": [WORKFLOW]}
+CONDUCTOR_ROUTES: dict[tuple[str, str], Route] = {
+    ("POST", f"{ON_CONDUCTOR_WORKFLOW}/cancel"): Route(
+        PERM_OPERATE, 503, "workflow.cancel", FAILED
+    ),
+    ("POST", f"{ON_CONDUCTOR_WORKFLOW}/resume"): Route(
+        PERM_OPERATE, 503, "workflow.resume", FAILED
+    ),
+    ("POST", f"{ON_CONDUCTOR_WORKFLOW}/fork"): Route(
+        PERM_OPERATE, 503, "workflow.fork", FAILED, {"startStep": 1}
+    ),
+    ("DELETE", ON_CONDUCTOR_WORKFLOW): Route(PERM_OPERATE, 503, "workflow.delete", FAILED),
+    ("POST", f"{ON_CONDUCTOR}/workflows/bulk-cancel"): Route(
+        PERM_OPERATE, 202, "bulk.create", body=CONDUCTOR_BULK
+    ),
+    ("POST", f"{ON_CONDUCTOR}/workflows/bulk-resume"): Route(
+        PERM_OPERATE, 202, "bulk.create", body=CONDUCTOR_BULK
+    ),
+    ("POST", f"{ON_CONDUCTOR}/workflows/bulk-delete"): Route(
+        PERM_OPERATE, 202, "bulk.create", body=CONDUCTOR_BULK
+    ),
+    ("POST", f"{ON_CONDUCTOR}/workflows/bulk-fork-from-failure"): Route(
+        PERM_OPERATE, 202, "bulk.create", body={**CONDUCTOR_BULK, "fromLastFailure": True}
+    ),
+    # A read that takes its filters as a body: allowed, nothing recorded. No executor and
+    # no system database to read through: 503.
+    ("POST", f"{ON_CONDUCTOR}/workflows/search"): Route(PERM_INSPECT, 503, None),
+    ("POST", f"{ON_CONDUCTOR}/workflows/aggregates"): Route(
+        PERM_INSPECT, 503, None, body={"groupByStatus": True}
+    ),
+    ("POST", f"{ON_CONDUCTOR_SCHEDULE}/pause"): Route(PERM_OPERATE, 503, "schedule.pause", FAILED),
+    ("POST", f"{ON_CONDUCTOR_SCHEDULE}/resume"): Route(
+        PERM_OPERATE, 503, "schedule.resume", FAILED
+    ),
+    ("POST", f"{ON_CONDUCTOR_SCHEDULE}/trigger"): Route(
+        PERM_OPERATE, 503, "schedule.trigger", FAILED
+    ),
+    ("PATCH", f"{ON_CONDUCTOR}/versions/latest"): Route(
+        PERM_OPERATE, 503, "application.version.set_latest", FAILED, {"versionName": "v2"}
+    ),
+}
+
 ON_APP = {"app_name": "{app}"}
 CONSOLE_ROUTES: dict[str, Route] = {
     # Saved views are the viewer's own list filters: any role may keep them (sharing one
@@ -338,6 +387,8 @@ NOT_IN_MATRIX = {
 NAMESPACES_NOT_IN_MATRIX = {
     "admin": "Django's admin site checks its own model permissions (StepChangeAdminSite)",
     "api": "the API's operations are walked from its OpenAPI document instead",
+    "conductor-api": "the Conductor-compatible API's operations are walked from its own "
+    "OpenAPI document instead (CONDUCTOR_ROUTES)",
 }
 
 
@@ -449,8 +500,8 @@ def world(db: None) -> World:
 # Finding the mutating routes.
 
 
-def _api_operations() -> set[tuple[str, str]]:
-    schema = api.get_openapi_schema()
+def _api_operations(of: Any = api) -> set[tuple[str, str]]:
+    schema = of.get_openapi_schema()
     return {
         (method.upper(), path)
         for path, operations in schema["paths"].items()
@@ -507,6 +558,10 @@ def _console_mutating_routes() -> set[str]:
 
 def test_every_mutating_api_operation_is_in_the_matrix() -> None:
     assert _api_operations() == set(API_ROUTES)
+
+
+def test_every_mutating_conductor_api_operation_is_in_the_matrix() -> None:
+    assert _api_operations(conductor_v2.api) == set(CONDUCTOR_ROUTES)
 
 
 def test_every_mutating_console_route_is_in_the_matrix_or_left_out_with_a_reason() -> None:
@@ -601,6 +656,43 @@ def test_the_api_answers_each_persona_as_its_role_allows_and_audits_the_attempt(
         assert body is not None
         assert body["detail"] == want.detail
     assert_audited_once(since, persona, want)
+
+
+@pytest.mark.parametrize(("operation", "persona"), _cells(CONDUCTOR_ROUTES))
+def test_the_conductor_api_answers_each_persona_as_its_role_allows_and_audits_the_attempt(
+    world: World, operation: tuple[str, str], persona: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conductor_v2, "BULK_WAIT_SECONDS", 0)
+    method, path = operation
+    route = CONDUCTOR_ROUTES[operation]
+    url = path.format(org="acme", **world.values(persona))
+    headers: dict[str, Any] = {}
+    if persona != ANONYMOUS:
+        _, raw = api_token_create(user=world.users[persona], name="matrix")
+        headers["HTTP_AUTHORIZATION"] = f"Bearer {raw}"
+    since = _last_record()
+    response = Client().generic(
+        method, url, _json(route.body), content_type="application/json", **headers
+    )
+    want = expected(route, persona)
+    body = response.json() if response.content else None
+    assert response.status_code == want.status, body
+    if want.detail:
+        assert body is not None
+        assert body["detail"] == want.detail
+    # Making the token is audited too: only what the request did counts here.
+    since = max(since, _token_records(since))
+    assert_audited_once(since, persona, want)
+
+
+def _token_records(since: int) -> int:
+    made: int = (
+        AuditRecord.objects.filter(pk__gt=since, action="api_token.create").aggregate(
+            last=Max("pk")
+        )["last"]
+        or since
+    )
+    return made
 
 
 @pytest.mark.parametrize(("name", "persona"), _cells(CONSOLE_ROUTES))

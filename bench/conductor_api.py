@@ -1,0 +1,198 @@
+"""How fast dbos-mcp's read tools answer through StepChange's Conductor-compatible API on
+the 1,000,000-workflow system database `bench/seed.py` makes (it is only read).
+
+    .venv/bin/python bench/conductor_api.py [--url postgresql://postgres@127.0.0.1:5432/sc_bench_1m]
+                                            [--runs 40]
+
+One StepChange under Daphne (its own SQLite database in a temporary directory) with the
+seeded database registered as the application's system database, and no executor: every
+read below comes from the system database. Each tool is called as an MCP client calls it
+(`mcp.call_tool`), dbos-mcp's client pointed at this StepChange by its Conductor URL and a
+credentials file in a temporary HOME, so a figure is the whole round trip a tool call
+takes: dbos-mcp's client, HTTP, the bearer token, the permission checks, the read, the
+translation to Conductor's shapes.
+
+`get_workflow_aggregates` is not measured: StepChange answers it through a live executor
+(DBOS's own GROUP BY), not from the system database.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+APP = "bench-1m"
+ORG = "bench"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+class _KeptAlive:
+    """Stands for the httpx.AsyncClient dbos-mcp's client opens for each call: `async with`
+    hands it one client, open for the whole run, so every call reuses its connection."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Any:
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/sc_bench_1m")
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+
+    import psycopg
+
+    from tests.e2e.servers import StepChange
+
+    with psycopg.connect(args.url) as conn:
+        row = conn.execute(
+            "SELECT workflows, typical_id, thousand_steps_id FROM public.sc_bench_seed"
+        ).fetchone()
+        if row is None:
+            raise SystemExit("not seeded: run .venv/bin/python bench/seed.py first")
+        workflows, typical, thousand = row
+        [schedule] = conn.execute(
+            "SELECT schedule_name FROM dbos.workflow_schedules ORDER BY schedule_name LIMIT 1"
+        ).fetchone() or [None]
+
+    work = Path(tempfile.mkdtemp(prefix="sc-conductor-bench-"))
+    server = StepChange(work, name="stepchange")
+    server.start()
+    try:
+        server.manage("register_app", APP, "--system-database-url", args.url, "--schema", "dbos")
+        token = server.token()
+        home = work / "home"
+        (home / ".dbos-mcp").mkdir(parents=True)
+        credentials = home / ".dbos-mcp" / "credentials"
+        credentials.write_text(json.dumps({"token": token, "organization": ORG}))
+        os.environ["HOME"] = str(home)
+
+        # dbos-mcp ships no type information.
+        from dbos_mcp import client  # type: ignore[import-untyped]
+        from dbos_mcp import server as mcp_server
+
+        # Its client logs every request: not what is measured.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+        client.CREDENTIALS_DIR = home / ".dbos-mcp"
+        client.CREDENTIALS_PATH = credentials
+        client.CONDUCTOR_URL = f"{server.url}/conductor/v2"
+
+        calls: list[tuple[str, str, dict[str, Any]]] = [
+            ("list_applications", "", {}),
+            ("list_executors", "", {"application_name": APP}),
+            ("list_workflows", "default (oldest first, 100)", {"application_name": APP}),
+            (
+                "list_workflows",
+                "newest 50 ERROR",
+                {"application_name": APP, "status": "ERROR", "sort_desc": True, "limit": 50},
+            ),
+            (
+                "list_workflows",
+                "newest 20 order_workflow, with input and output",
+                {
+                    "application_name": APP,
+                    "workflow_name": "order_workflow",
+                    "sort_desc": True,
+                    "limit": 20,
+                    "load_input": True,
+                    "load_output": True,
+                },
+            ),
+            (
+                "list_workflows",
+                "queue orders, ENQUEUED",
+                {"application_name": APP, "queue_name": "orders", "status": "ENQUEUED"},
+            ),
+            (
+                "list_workflows",
+                "newest 20, offset 200",
+                {"application_name": APP, "sort_desc": True, "limit": 20, "offset": 200},
+            ),
+            ("get_workflow", "typical", {"application_name": APP, "workflow_id": typical}),
+            ("list_steps", "typical", {"application_name": APP, "workflow_id": typical}),
+            ("list_steps", "1,000 steps", {"application_name": APP, "workflow_id": thousand}),
+            (
+                "get_workflow_events",
+                "typical",
+                {"application_name": APP, "workflow_id": typical},
+            ),
+            (
+                "get_workflow_notifications",
+                "typical",
+                {"application_name": APP, "workflow_id": typical},
+            ),
+            ("list_schedules", "", {"application_name": APP}),
+            ("list_application_versions", "", {"application_name": APP}),
+        ]
+        if schedule:
+            calls.append(
+                ("get_schedule", schedule, {"application_name": APP, "schedule_name": schedule})
+            )
+
+        async def call(name: str, arguments: dict[str, Any]) -> float:
+            started = time.perf_counter()
+            result = await mcp_server.mcp.call_tool(name, arguments)
+            elapsed = (time.perf_counter() - started) * 1000
+            assert not result.is_error, result
+            return elapsed
+
+        async def measure() -> list[tuple[str, str, list[float], list[float]]]:
+            import httpx
+
+            fresh = client.httpx
+            kept = httpx.AsyncClient()
+            measured = []
+            for name, label, arguments in calls:
+                runs = []
+                # As dbos-mcp calls: a new connection per call; then over one kept alive.
+                for connections in (fresh, SimpleNamespace(AsyncClient=lambda: _KeptAlive(kept))):
+                    client.httpx = connections
+                    for _ in range(3):  # warm up: connections, caches
+                        await call(name, arguments)
+                    runs.append([await call(name, arguments) for _ in range(args.runs)])
+                client.httpx = fresh
+                measured.append((name, label, runs[0], runs[1]))
+            await kept.aclose()
+            return measured
+
+        measured = asyncio.run(measure())
+    finally:
+        server.stop()
+
+    print(f"{workflows:,} workflows; {args.runs} calls each after 3 to warm up")
+    print("ms; as dbos-mcp calls (a new connection each call) | over one kept-alive connection")
+    print(f"{'tool':28} {'what':48} {'p50':>7} {'p95':>7} | {'p50':>7} {'p95':>7}")
+    for name, label, fresh, kept in measured:
+        shown = [statistics.median(fresh), percentile(fresh, 0.95)]
+        shown += [statistics.median(kept), percentile(kept, 0.95)]
+        p50, p95, kept_p50, kept_p95 = shown
+        print(f"{name:28} {label:48} {p50:7.1f} {p95:7.1f} | {kept_p50:7.1f} {kept_p95:7.1f}")
+    for column, which in ((2, "as dbos-mcp calls"), (3, "kept alive")):
+        worst = max(percentile(row[column], 0.95) for row in measured)
+        print(f"worst p95, {which}: {worst:.1f} ms (target 100 ms)")
+
+
+if __name__ == "__main__":
+    main()
