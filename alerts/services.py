@@ -200,7 +200,9 @@ def channel_save(
     if channel is not None:
         kind = channel.kind
         secret = secret or channel.secret
-    fields = channel_clean(kind=kind, url=url, secret=secret, recipients=recipients)
+    fields = channel_clean(
+        kind=kind, url=url, secret=secret, recipients=recipients, request=request
+    )
     before = channel_snapshot(channel) if channel is not None else None
     actor = getattr(request, "user", None)
     try:

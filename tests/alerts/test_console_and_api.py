@@ -96,6 +96,18 @@ def test_a_channel_pointing_at_stepchange_is_refused_in_the_console(
     assert AlertChannel.objects.count() == 0
 
 
+def test_a_channel_at_the_consoles_own_address_is_refused_with_the_reason(
+    admin: User, orders: Application
+) -> None:
+    # The test client's requests come to testserver, port 80.
+    answer = signed_in(admin).post(
+        CHANNELS, {"name": "loop", "kind": "webhook", "url": "http://testserver/hook"}
+    )
+    assert answer.status_code == 200
+    assert "the host and port this request came to" in answer.content.decode()
+    assert AlertChannel.objects.count() == 0
+
+
 def test_an_admin_mutes_a_rule_and_it_is_audited(admin: User, orders: Application) -> None:
     rule = make_rule(application=orders, kind=AlertRule.Kind.POISON)
     until = (timezone.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
