@@ -245,8 +245,9 @@ def _channel_out(channel: AlertChannel) -> dict[str, Any]:
 
 
 def _status(exc: Exception) -> int:
-    """409 for a name in use, 404 for a channel the application does not have, else 400."""
-    if isinstance(exc, services.NameTakenError):
+    """409 for a name in use or a channel with messages still to deliver, 404 for a channel
+    the application does not have, else 400."""
+    if isinstance(exc, services.NameTakenError | services.PendingDeliveriesError):
         return 409
     if isinstance(exc, services.UnknownChannelError):
         return 404
@@ -409,8 +410,13 @@ def put_channel(request: HttpRequest, app: str, channel_id: int, body: ChannelBo
     auth=acting_with(PERM_ADMINISTER),
 )
 def delete_channel(request: HttpRequest, app: str, channel_id: int) -> Any:
+    """Delete a channel; while it has messages still to deliver, a 409 saying so (they
+    would be lost with it)."""
     channel = _channel(_admin_app(request, app), channel_id)
-    services.channel_delete(channel=channel, request=request)
+    try:
+        services.channel_delete(channel=channel, request=request)
+    except services.ChannelError as exc:
+        raise HttpError(_status(exc), str(exc)) from None
     return Status(204, None)
 
 

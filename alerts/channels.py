@@ -21,6 +21,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
+from django.http import HttpRequest
+from django.http.request import split_domain_port
 
 from alerts.models import AlertChannel
 from conductor import relay
@@ -38,9 +40,14 @@ ERROR_CHARS = 1000
 
 NOT_HTTP = "The URL must start with http:// or https:// and name a host; got {url!r}."
 POINTS_HERE = (
-    "The URL points at StepChange itself ({netloc}): an alert sent there would come back "
-    "as a request to StepChange, not reach anyone."
+    "The URL points at StepChange itself ({netloc}: {why}): an alert sent there would come "
+    "back as a request to StepChange, not reach anyone."
 )
+# Why a URL is StepChange's own, most specific first.
+HERE_REQUEST = "the host and port this request came to"
+HERE_SITE_URL = "SITE_URL's host and port"
+HERE_ALLOWED_HOST = "{host} is one of ALLOWED_HOSTS, and {port} is StepChange's port"
+HERE_LOOPBACK = "a loopback address at StepChange's port {port}"
 URL_REQUIRED = "A {kind} channel needs a URL."
 SECRET_REQUIRED = "A PagerDuty channel needs the integration's routing key."
 RECIPIENTS_REQUIRED = "An email channel needs at least one recipient."
@@ -76,9 +83,59 @@ def _loopback(host: str) -> bool:
     return address.is_loopback or address.is_unspecified
 
 
-def url_check(url: str) -> str:
+def _host_port(host: str, port: int | None, scheme: str) -> tuple[str, int]:
+    return host.strip("[]").lower(), _port(scheme, port)
+
+
+def _request_address(request: HttpRequest) -> tuple[str, int]:
+    """The host and port the request was sent to (its Host header, validated against
+    ALLOWED_HOSTS by Django)."""
+    domain, port = split_domain_port(request.get_host())
+    return _host_port(domain, int(port) if port else None, request.scheme or "http")
+
+
+def _allowed_hosts() -> set[str]:
+    """The names of ALLOWED_HOSTS that name one host: not `*`, nor a `.example.com`
+    pattern of every subdomain."""
+    return {
+        entry.strip("[]").lower()
+        for entry in settings.ALLOWED_HOSTS
+        if entry and entry != "*" and not entry.startswith(".")
+    }
+
+
+def _points_here(host: str, port: int, request: HttpRequest | None) -> str | None:
+    """Why `host`:`port` is StepChange itself, or None. Its ports: SITE_URL's and, during a
+    request, the one the request came to and the one the server accepted it on (behind a
+    proxy, they differ)."""
+    site = urlsplit(settings.SITE_URL)
+    site_address = _host_port(site.hostname or "", site.port, site.scheme)
+    ports = {site_address[1]}
+    if request is not None:
+        request_address = _request_address(request)
+        if (host, port) == request_address:
+            return HERE_REQUEST
+        ports.add(request_address[1])
+        server_port = str(request.META.get("SERVER_PORT", ""))
+        if server_port.isdigit():
+            ports.add(int(server_port))
+    # A loopback SITE_URL is every loopback name at its port (127.0.0.1 is localhost).
+    both_loopback = _loopback(host) and _loopback(site_address[0])
+    if (host, port) == site_address or (both_loopback and port == site_address[1]):
+        return HERE_SITE_URL
+    if port not in ports:
+        return None
+    if host in _allowed_hosts() and not _loopback(host):
+        return HERE_ALLOWED_HOST.format(host=host, port=port)
+    if _loopback(host):
+        return HERE_LOOPBACK.format(port=port)
+    return None
+
+
+def url_check(url: str, *, request: HttpRequest | None = None) -> str:
     """`url` if alerts may be sent there: http(s) with a host, and not StepChange itself
-    (SITE_URL's host and port, or a loopback address on SITE_URL's port)."""
+    (`_points_here`: SITE_URL, ALLOWED_HOSTS and loopback addresses at StepChange's ports,
+    the address of `request`). ChannelError says why not."""
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -87,31 +144,32 @@ def url_check(url: str) -> str:
         raise ChannelError(NOT_HTTP.format(url=url)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ChannelError(NOT_HTTP.format(url=url))
-    site = urlsplit(settings.SITE_URL)
-    site_port = _port(site.scheme, site.port)
-    host = parts.hostname.lower()
-    target_port = _port(parts.scheme, port)
-    same_host = host == (site.hostname or "").lower() or (
-        _loopback(host) and _loopback(site.hostname or "")
-    )
-    if target_port == site_port and (same_host or _loopback(host)):
-        raise ChannelError(POINTS_HERE.format(netloc=parts.netloc))
+    host, target_port = _host_port(parts.hostname, port, parts.scheme)
+    why = _points_here(host, target_port, request)
+    if why is not None:
+        raise ChannelError(POINTS_HERE.format(netloc=parts.netloc, why=why))
     return url
 
 
 def channel_clean(
-    *, kind: str, url: str = "", secret: str = "", recipients: str = ""
+    *,
+    kind: str,
+    url: str = "",
+    secret: str = "",
+    recipients: str = "",
+    request: HttpRequest | None = None,
 ) -> dict[str, str]:
-    """A channel's fields, checked for its kind; ChannelError says what is wrong."""
+    """A channel's fields, checked for its kind (a URL against where `request` came to,
+    too); ChannelError says what is wrong."""
     url, secret, recipients = url.strip(), secret.strip(), recipients.strip()
     if kind in (Kind.WEBHOOK, Kind.SLACK):
         if not url:
             raise ChannelError(URL_REQUIRED.format(kind=Kind(kind).label))
-        url = url_check(url)
+        url = url_check(url, request=request)
         if kind == Kind.WEBHOOK and not secret:
             secret = new_secret()
     elif kind == Kind.PAGERDUTY:
-        url = url_check(url or PAGERDUTY_URL)
+        url = url_check(url or PAGERDUTY_URL, request=request)
         if not secret:
             raise ChannelError(SECRET_REQUIRED)
     elif kind == Kind.EMAIL:

@@ -104,13 +104,18 @@ async def findings(rule: AlertRule, now: datetime) -> list[Finding]:
 
 
 async def _failures(rule: AlertRule, now: datetime, p: dict[str, Any]) -> list[Finding]:
+    """Workflows that failed in the window, however long ago they started: DBOS stamps
+    `completed_at` when a workflow ends (ERROR included) and indexes it, where
+    `updated_at` has no index. At most threshold + 1 rows are read, newest first along that
+    index. A system database from before DBOS added the column refuses the filter
+    (UnsupportedFilter, naming it): the rule is then reported as not evaluated."""
     source = await source_for(rule.application)
     threshold = p["threshold"]
     listing = await source.list(
         ListQuery(
             status=["ERROR"],
             workflow_name=[p["workflow_name"]],
-            start_time=now - timedelta(seconds=p["window_seconds"]),
+            completed_after=now - timedelta(seconds=p["window_seconds"]),
             limit=threshold + 1,
         ),
         actor="stepchange (alerts)",

@@ -143,8 +143,10 @@ class AlertDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"  # gave up after MAX_ATTEMPTS; shown on the channel's page
 
+    # Null for a test message, and once its rule (and the rule's alerts) is deleted: the
+    # message is still sent, and still shown on its channel's page.
     alert = models.ForeignKey(
-        Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+        Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
     channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=10, choices=Event.choices)

@@ -3,11 +3,15 @@ then audited with what it was before and after."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Min
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from alerts.channels import ChannelError, channel_clean
@@ -32,6 +36,11 @@ NAME_REQUIRED = "A name is required."
 NOT_THIS_APP = "Channel {id} is not one of {application}'s channels."
 BAD_REPEAT = "The repeat interval must be a whole number of seconds, 0 or more; got {value!r}."
 MUTE_IN_PAST = "Mute until must be in the future; got {value}."
+STILL_TO_DELIVER = (
+    "Channel {name!r} still has {count} message{s} to deliver, which would be lost with it: "
+    "delete it once they are delivered or given up on (they are retried with backoff; "
+    "the next attempt is at {at} UTC)."
+)
 
 __all__ = ["ChannelError", "RuleError"]
 
@@ -42,6 +51,53 @@ class NameTakenError(RuleError, ChannelError):
 
 class UnknownChannelError(RuleError):
     """A rule names a channel its application does not have."""
+
+
+class PendingDeliveriesError(ChannelError):
+    """A channel still has messages to deliver."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the services write, as its audit records name it."""
+
+    what: str
+    snapshot: Callable[[Any], dict[str, Any]]
+
+
+def _actor_name(request: HttpRequest | None) -> str:
+    actor = getattr(request, "user", None)
+    return actor.get_username() if actor else ""
+
+
+def _audited(
+    written: _Written,
+    action: str,
+    obj: AlertRule | AlertChannel,
+    request: HttpRequest | None,
+    before: dict[str, Any] | None,
+    write: Callable[[], object] | None = None,
+) -> None:
+    """`write` (by default, save `obj`) and its audit record, with `obj` as it was `before`
+    and as it is after (None once deleted), in one transaction. A name the application's
+    other rules or channels have is NameTakenError, and nothing is written."""
+    key = obj.pk
+    try:
+        with transaction.atomic():
+            (write or obj.save)()
+            # Django clears the key of what it deleted.
+            after = None if obj.pk is None else written.snapshot(obj)
+            audit_record(
+                action=action,
+                request=request,
+                application=obj.application,
+                target=f"alert {written.what} {key or obj.pk}",
+                parameters={"before": before, "after": after},
+            )
+    except IntegrityError:
+        raise NameTakenError(
+            NAME_TAKEN.format(application=obj.application.name, what=written.what, name=obj.name)
+        ) from None
 
 
 def rule_snapshot(rule: AlertRule) -> dict[str, Any]:
@@ -100,34 +156,15 @@ def rule_save(
     repeat = _repeat(repeat_seconds)
     chosen = _channels_of(application, channel_ids)
     before = rule_snapshot(rule) if rule is not None else None
-    actor = getattr(request, "user", None)
-    try:
-        with transaction.atomic():
-            if rule is None:
-                rule = AlertRule(
-                    application=application,
-                    kind=kind,
-                    created_by_name=actor.get_username() if actor else "",
-                )
-            rule.name, rule.parameters, rule.enabled, rule.repeat_seconds = (
-                name,
-                cleaned,
-                enabled,
-                repeat,
-            )
-            rule.save()
-            rule.channels.set(chosen)
-            audit_record(
-                action=RULE_UPDATE if before else RULE_CREATE,
-                request=request,
-                application=application,
-                target=f"alert rule {rule.pk}",
-                parameters={"before": before, "after": rule_snapshot(rule)},
-            )
-    except IntegrityError:
-        raise NameTakenError(
-            NAME_TAKEN.format(application=application.name, what="rule", name=name)
-        ) from None
+    if rule is None:
+        rule = AlertRule(application=application, kind=kind, created_by_name=_actor_name(request))
+    rule.name, rule.parameters, rule.enabled, rule.repeat_seconds = name, cleaned, enabled, repeat
+
+    def write() -> None:
+        rule.save()
+        rule.channels.set(chosen)
+
+    _audited(RULE, RULE_UPDATE if before else RULE_CREATE, rule, request, before, write)
     return rule
 
 
@@ -157,15 +194,9 @@ def rule_mute(
 
 
 def rule_delete(*, rule: AlertRule, request: HttpRequest | None) -> None:
-    with transaction.atomic():
-        audit_record(
-            action=RULE_DELETE,
-            request=request,
-            application=rule.application,
-            target=f"alert rule {rule.pk}",
-            parameters={"before": rule_snapshot(rule)},
-        )
-        rule.delete()
+    """Delete `rule` and its alerts. Messages already queued for them stay: they are sent
+    and shown on their channels' pages as before (AlertDelivery.alert is set to null)."""
+    _audited(RULE, RULE_DELETE, rule, request, rule_snapshot(rule), rule.delete)
 
 
 def channel_snapshot(channel: AlertChannel) -> dict[str, Any]:
@@ -178,6 +209,10 @@ def channel_snapshot(channel: AlertChannel) -> dict[str, Any]:
         "enabled": channel.enabled,
         "has_secret": bool(channel.secret),
     }
+
+
+RULE = _Written("rule", rule_snapshot)
+CHANNEL = _Written("channel", channel_snapshot)
 
 
 def channel_save(
@@ -200,48 +235,40 @@ def channel_save(
     if channel is not None:
         kind = channel.kind
         secret = secret or channel.secret
-    fields = channel_clean(kind=kind, url=url, secret=secret, recipients=recipients)
+    fields = channel_clean(
+        kind=kind, url=url, secret=secret, recipients=recipients, request=request
+    )
     before = channel_snapshot(channel) if channel is not None else None
-    actor = getattr(request, "user", None)
-    try:
-        with transaction.atomic():
-            if channel is None:
-                channel = AlertChannel(
-                    application=application,
-                    kind=kind,
-                    created_by_name=actor.get_username() if actor else "",
-                )
-            channel.name, channel.enabled = name, enabled
-            channel.url, channel.secret, channel.recipients = (
-                fields["url"],
-                fields["secret"],
-                fields["recipients"],
-            )
-            channel.save()
-            audit_record(
-                action=CHANNEL_UPDATE if before else CHANNEL_CREATE,
-                request=request,
-                application=application,
-                target=f"alert channel {channel.pk}",
-                parameters={"before": before, "after": channel_snapshot(channel)},
-            )
-    except IntegrityError:
-        raise NameTakenError(
-            NAME_TAKEN.format(application=application.name, what="channel", name=name)
-        ) from None
+    if channel is None:
+        channel = AlertChannel(
+            application=application, kind=kind, created_by_name=_actor_name(request)
+        )
+    channel.name, channel.enabled = name, enabled
+    channel.url, channel.secret, channel.recipients = (
+        fields["url"],
+        fields["secret"],
+        fields["recipients"],
+    )
+    _audited(CHANNEL, CHANNEL_UPDATE if before else CHANNEL_CREATE, channel, request, before)
     return channel
 
 
 def channel_delete(*, channel: AlertChannel, request: HttpRequest | None) -> None:
-    with transaction.atomic():
-        audit_record(
-            action=CHANNEL_DELETE,
-            request=request,
-            application=channel.application,
-            target=f"alert channel {channel.pk}",
-            parameters={"before": channel_snapshot(channel)},
+    """Delete `channel` and the messages it delivered or gave up on (counted in the audit
+    record); refused while it has messages still to deliver, which would go with it."""
+    pending = channel.deliveries.filter(state=AlertDelivery.State.PENDING)
+    due = pending.aggregate(count=Count("pk"), next=Min("next_attempt_at"))
+    if due["count"]:
+        raise PendingDeliveriesError(
+            STILL_TO_DELIVER.format(
+                name=channel.name,
+                count=due["count"],
+                s=pluralize(due["count"]),
+                at=f"{due['next']:%Y-%m-%d %H:%M:%S}",
+            )
         )
-        channel.delete()
+    before = {**channel_snapshot(channel), "deliveries": channel.deliveries.count()}
+    _audited(CHANNEL, CHANNEL_DELETE, channel, request, before, channel.delete)
 
 
 def channel_test(*, channel: AlertChannel, request: HttpRequest | None) -> AlertDelivery:

@@ -3,10 +3,14 @@ mute), its channels (make, test, see what failed) and its alert history."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
+from functools import partial
+from typing import TypeVar
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -19,6 +23,7 @@ from stepchange.access import application_for
 from stepchange.models import Application
 from stepchange.roles import PERM_ADMINISTER
 
+Saved = TypeVar("Saved", AlertRule, AlertChannel)
 HISTORY_PAGE = 100
 DELIVERIES_SHOWN = 50
 
@@ -40,28 +45,53 @@ def _rules(application: Application) -> list[AlertRule]:
     return rules
 
 
+def _form_saved(
+    request: HttpRequest,
+    form: RuleForm | ChannelForm,
+    save: Callable[..., Saved],
+    done: str,
+    then: Callable[[Saved], HttpResponse],
+) -> HttpResponse | None:
+    """A POSTed rule or channel form, saved through `save` with its cleaned fields: the
+    redirect `then` after the message `done`, or None to show the form again, with the
+    service's refusal on it."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    data = form.cleaned_data
+    if isinstance(form, RuleForm):
+        fields = {
+            "name": data["name"],
+            "kind": data["kind"],
+            "parameters": data["parameters"],
+            "channel_ids": [c.pk for c in data["channels"]],
+            "enabled": data["enabled"],
+            "repeat_seconds": data["repeat_seconds"],
+        }
+    else:
+        names = ("name", "kind", "url", "secret", "recipients", "enabled")
+        fields = {name: data[name] for name in names}
+    try:
+        saved = save(request=request, **fields)
+    except (services.RuleError, services.ChannelError) as exc:
+        form.add_error(None, str(exc))
+        return None
+    messages.success(request, done.format(name=saved.name))
+    return then(saved)
+
+
 @login_required
 def rules_page(request: HttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name, PERM_ADMINISTER)
     form = RuleForm(request.POST or None, application=application)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            rule = services.rule_save(
-                application=application,
-                request=request,
-                name=data["name"],
-                kind=data["kind"],
-                parameters=data["parameters"],
-                channel_ids=[c.pk for c in data["channels"]],
-                enabled=data["enabled"],
-                repeat_seconds=data["repeat_seconds"],
-            )
-        except services.RuleError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Rule {rule.name!r} created.")
-            return redirect("alert-rules", app_name=app_name)
+    saved = _form_saved(
+        request,
+        form,
+        partial(services.rule_save, application=application),
+        "Rule {name!r} created.",
+        lambda rule: redirect("alert-rules", app_name=app_name),
+    )
+    if saved is not None:
+        return saved
     context = {
         "application": application,
         "rules": _rules(application),
@@ -84,25 +114,15 @@ def rule_page(request: HttpRequest, app_name: str, rule_id: int) -> HttpResponse
         **rule.parameters,
     }
     form = RuleForm(request.POST or None, application=application, editing=True, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.rule_save(
-                application=application,
-                request=request,
-                rule=rule,
-                name=data["name"],
-                kind=rule.kind,
-                parameters=data["parameters"],
-                channel_ids=[c.pk for c in data["channels"]],
-                enabled=data["enabled"],
-                repeat_seconds=data["repeat_seconds"],
-            )
-        except services.RuleError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, "Rule saved.")
-            return redirect("alert-rule", app_name=app_name, rule_id=rule.pk)
+    saved = _form_saved(
+        request,
+        form,
+        partial(services.rule_save, application=application, rule=rule),
+        "Rule saved.",
+        lambda rule: redirect("alert-rule", app_name=app_name, rule_id=rule.pk),
+    )
+    if saved is not None:
+        return saved
     context = {
         "application": application,
         "rule": rule,
@@ -151,32 +171,31 @@ def rule_delete(request: HttpRequest, app_name: str, rule_id: int) -> HttpRespon
     return redirect("alert-rules", app_name=app_name)
 
 
+def _channel_page(channel: AlertChannel) -> HttpResponse:
+    return redirect("alert-channel", app_name=channel.application.name, channel_id=channel.pk)
+
+
 @login_required
 def channels_page(request: HttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name, PERM_ADMINISTER)
     form = ChannelForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            channel = services.channel_save(
-                application=application,
-                request=request,
-                name=data["name"],
-                kind=data["kind"],
-                url=data["url"],
-                secret=data["secret"],
-                recipients=data["recipients"],
-                enabled=data["enabled"],
-            )
-        except services.ChannelError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Channel {channel.name!r} created.")
-            return redirect("alert-channel", app_name=app_name, channel_id=channel.pk)
-    channels = list(AlertChannel.objects.filter(application=application))
-    for channel in channels:
-        failing = channel.deliveries.exclude(state=AlertDelivery.State.DELIVERED)
-        channel.failing = failing.exclude(attempts=0).count()  # type: ignore[attr-defined]
+    saved = _form_saved(
+        request,
+        form,
+        partial(services.channel_save, application=application),
+        "Channel {name!r} created.",
+        _channel_page,
+    )
+    if saved is not None:
+        return saved
+    # Messages that failed at least once and are not delivered: retried, or given up on.
+    failing = Q(
+        deliveries__attempts__gt=0,
+        deliveries__state__in=[AlertDelivery.State.PENDING, AlertDelivery.State.FAILED],
+    )
+    channels = AlertChannel.objects.filter(application=application).annotate(
+        failing=Count("deliveries", filter=failing)
+    )
     context = {"application": application, "channels": channels, "form": form}
     return render(request, "alerts/channels.html", context)
 
@@ -193,25 +212,15 @@ def channel_page(request: HttpRequest, app_name: str, channel_id: int) -> HttpRe
         "enabled": channel.enabled,
     }
     form = ChannelForm(request.POST or None, editing=True, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.channel_save(
-                application=application,
-                request=request,
-                channel=channel,
-                name=data["name"],
-                kind=channel.kind,
-                url=data["url"],
-                secret=data["secret"],
-                recipients=data["recipients"],
-                enabled=data["enabled"],
-            )
-        except services.ChannelError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, "Channel saved.")
-            return redirect("alert-channel", app_name=app_name, channel_id=channel.pk)
+    saved = _form_saved(
+        request,
+        form,
+        partial(services.channel_save, application=application, channel=channel),
+        "Channel saved.",
+        _channel_page,
+    )
+    if saved is not None:
+        return saved
     deliveries = channel.deliveries.select_related("alert")[:DELIVERIES_SHOWN]
     context = {
         "application": application,

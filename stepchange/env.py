@@ -4,6 +4,7 @@ Every reader names the variable in its error, so a malformed value stops start-u
 message an operator can act on instead of a traceback from deep inside Django.
 """
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -35,7 +36,9 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _raw(name)
     if value is None or value == "":
         return default
@@ -45,6 +48,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {number}")
     return number
 
 
@@ -53,6 +58,18 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def env_ip(name: str, default: str) -> str:
+    """An IP address to bind to (v4 or v6, no brackets), not a host name: binding to a name
+    would depend on what it resolves to at start-up."""
+    value = env_str(name, default)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be an IP address such as 127.0.0.1 or ::1, not {value!r}"
+        ) from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -17,6 +17,9 @@ Two kinds of series, kept apart because they live in different places:
   a registry each app adds to (`collector_add`, from its `AppConfig.ready`); a collect
   function that fails is logged and left out of that scrape, never a failed scrape.
 
+`GET /metrics` serves it behind a token; with METRICS_PORT set, `stepchange.server` also
+serves it without one on its own listener (`wsgi_app`).
+
 Why not one way for all: a per-process counter of executors would be wrong the moment an
 executor's socket sits in another process, and a database count of relayed requests would
 cost a write per request the request log already batches.
@@ -28,12 +31,15 @@ Grafana and Datadog recipes work), and are `stepchange_*` for StepChange's own.
 import logging
 import os
 from collections.abc import Callable, Iterable
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from django.db import close_old_connections
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
 )
 from prometheus_client.core import Metric
@@ -103,8 +109,9 @@ class _Scraped(Collector):
             yield from families
 
 
-def exposition() -> bytes:
-    """The whole scrape, in Prometheus's text format."""
+def scrape_registry() -> CollectorRegistry:
+    """Every series of a scrape: the instruments (of every process on the host, in
+    multiprocess mode; the files are read at each collect) and the collect functions."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get(MULTIPROC_ENV):
         # prometheus_client leaves this constructor untyped.
@@ -112,7 +119,29 @@ def exposition() -> bytes:
     else:
         registry.register(_InProcess())
     registry.register(_Scraped())
-    return generate_latest(registry)
+    return registry
+
+
+def exposition() -> bytes:
+    """The whole scrape, in Prometheus's text format."""
+    return generate_latest(scrape_registry())
+
+
+def wsgi_app() -> WSGIApplication:
+    """The scrape as prometheus_client's own WSGI application, for the listener of
+    METRICS_PORT (stepchange/server.py). It runs on a thread of a pool, outside Django's
+    request cycle: the collect functions' database connections are closed after each
+    scrape as Django closes a request's, or the pool's threads would each keep one."""
+    serve = make_wsgi_app(scrape_registry())
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            # prometheus_client types its WSGI application as a bare Callable.
+            return serve(environ, start_response)  # type: ignore[no-any-return]
+        finally:
+            close_old_connections()
+
+    return app
 
 
 class _InProcess(Collector):

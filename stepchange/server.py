@@ -7,11 +7,14 @@ which travel in the WebSocket path. And the process's background work
 (`stepchange.background`) starts with the server and stops with it: Daphne sends no ASGI
 lifespan events, so Twisted's reactor, which runs Daphne's asyncio loop, tells us.
 Its counters for `GET /metrics` go to files shared by every process on the host
-(`stepchange.prometheus`), in a directory this prepares before anything counts.
+(`stepchange.prometheus`), in a directory this prepares before anything counts. With
+METRICS_PORT set, the same scrape is also served without a token on a listener of its own
+(`metrics_listener_open`).
 """
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,11 +104,54 @@ def _running(pid: int) -> bool:
     return True
 
 
+METRICS_PORT_TAKEN = "METRICS_PORT {port} on {bind} cannot be opened: {reason}"
+
+
+def metrics_listener_open(bind: str, port: int) -> socket.socket:
+    """Bind the metrics port before the server starts, so that a port taken stops start-up
+    with a message naming the setting. SO_REUSEPORT lets every StepChange process of the
+    host (one user's processes only: Linux refuses others) bind the same port; the kernel
+    hands each scrape to one of them, and each answers for all (multiprocess mode)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((bind, port))
+        listener.listen(64)
+    except OSError as exc:
+        listener.close()
+        reason = exc.strerror or str(exc)
+        raise SystemExit(METRICS_PORT_TAKEN.format(port=port, bind=bind, reason=reason)) from None
+    listener.setblocking(False)
+    return listener
+
+
+def metrics_listener_serve(listener: socket.socket) -> None:
+    """Serve prometheus_client's WSGI application on `listener` from Twisted's reactor (the
+    one Daphne runs): on its thread pool, stopped with the server. prometheus_client's own
+    `start_http_server` binds its socket itself, without SO_REUSEPORT, so only one process
+    of a host could serve the port."""
+    from twisted.web.server import Site
+    from twisted.web.wsgi import WSGIResource
+
+    from stepchange.prometheus import wsgi_app
+
+    # Twisted leaves these two constructors untyped.
+    resource = WSGIResource(reactor, reactor.getThreadPool(), wsgi_app())  # type: ignore[no-untyped-call]
+    site = Site(resource)  # type: ignore[no-untyped-call]
+    reactor.adoptStreamPort(listener.fileno(), listener.family, site)
+    # The reactor listens on a copy of the descriptor.
+    listener.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepchange.settings")
     from django.conf import settings
 
     metrics_directory_prepare(settings.METRICS_MULTIPROC_DIR)
+    if settings.METRICS_PORT:
+        metrics_listener_serve(metrics_listener_open(settings.METRICS_BIND, settings.METRICS_PORT))
 
     arguments = daphne_arguments(
         sys.argv[1:] if argv is None else argv, settings.EXECUTOR_MAX_MESSAGE_BYTES

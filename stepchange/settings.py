@@ -21,6 +21,7 @@ from stepchange.env import (
     env_choice,
     env_database,
     env_int,
+    env_ip,
     env_list,
     env_str,
     env_url,
@@ -286,6 +287,10 @@ CONDUCTOR_API_ORGS = env_list("CONDUCTOR_API_ORGS", [])
 # Where the server processes of one host share their counters (stepchange/server.py); the
 # standard PROMETHEUS_MULTIPROC_DIR, when set, wins.
 METRICS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))
+# The same scrape without a token, on a listener of its own (stepchange/server.py):
+# 0 leaves it closed. Loopback by default: who can reach the port can read it.
+METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0, maximum=65535)
+METRICS_BIND = env_ip("METRICS_BIND", "127.0.0.1")
 # The largest request body (Django's own limit, which is 2.5 MB): an edited fork's input
 # and step outputs arrive in one, as JSON or as the console's form.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from alerts.models import AlertChannel, AlertDelivery, AlertRule
@@ -93,6 +95,18 @@ def test_a_channel_pointing_at_stepchange_is_refused_in_the_console(
     )
     assert answer.status_code == 200
     assert "points at StepChange itself" in answer.content.decode()
+    assert AlertChannel.objects.count() == 0
+
+
+def test_a_channel_at_the_consoles_own_address_is_refused_with_the_reason(
+    admin: User, orders: Application
+) -> None:
+    # The test client's requests come to testserver, port 80.
+    answer = signed_in(admin).post(
+        CHANNELS, {"name": "loop", "kind": "webhook", "url": "http://testserver/hook"}
+    )
+    assert answer.status_code == 200
+    assert "the host and port this request came to" in answer.content.decode()
     assert AlertChannel.objects.count() == 0
 
 
@@ -283,3 +297,76 @@ def test_only_an_admin_finds_alerts_in_the_applications_sections(
         in signed_in(admin).get("/apps/orders/executors/").content.decode()
     )
     assert "/alerts/" not in signed_in(operator).get("/apps/orders/executors/").content.decode()
+
+
+def _delivery(channel: AlertChannel, state: str, attempts: int, **fields: Any) -> AlertDelivery:
+    return AlertDelivery.objects.create(
+        channel=channel,
+        event="firing",
+        message={"summary": f"{state} after {attempts}"},
+        state=state,
+        attempts=attempts,
+        **fields,
+    )
+
+
+def test_the_channels_page_counts_failing_messages_in_one_query(
+    admin: User, orders: Application, django_assert_max_num_queries: Any
+) -> None:
+    client = signed_in(admin)
+    client.get(CHANNELS)  # the session and the user, read once
+    with CaptureQueriesContext(connection) as no_channels:
+        client.get(CHANNELS)
+    for name in ("a", "b", "c"):
+        hook = make_channel(application=orders, url=f"https://hooks.example.com/{name}", name=name)
+        _delivery(hook, "failed", 12)  # given up
+        _delivery(hook, "pending", 2)  # retried
+        _delivery(hook, "pending", 0)  # not tried yet
+        _delivery(hook, "delivered", 3)
+    with django_assert_max_num_queries(len(no_channels)):
+        page = client.get(CHANNELS).content.decode()
+    assert page.count("2 failing") == 3
+
+
+def test_deleting_a_rule_keeps_the_messages_queued_for_its_alerts(
+    admin: User, orders: Application
+) -> None:
+    hook = make_channel(application=orders, url="https://hooks.example.com/a")
+    rule = make_rule(application=orders, kind=AlertRule.Kind.POISON, channels=[hook])
+    alert = rule.alerts.create(key="wf-1", summary="Workflow wf-1 is held as poison")
+    queued = _delivery(hook, "pending", 1, alert=alert)
+    client = signed_in(admin)
+    assert client.post(f"{RULES}{rule.pk}/delete/").status_code == 302
+    assert not AlertRule.objects.exists()
+    queued.refresh_from_db()
+    assert (queued.alert, queued.state) == (None, "pending")
+    assert "pending after 1" in client.get(f"{CHANNELS}{hook.pk}/").content.decode()
+    record = AuditRecord.objects.get(action="alert_rule.delete")
+    assert record.target == f"alert rule {rule.pk}"
+    assert record.parameters["before"]["channels"] == [hook.pk]
+    assert record.parameters["after"] is None
+
+
+def test_a_channel_with_messages_to_deliver_is_not_deleted(
+    admin: User, orders: Application
+) -> None:
+    hook = make_channel(application=orders, url="https://hooks.example.com/a")
+    queued = _delivery(hook, "pending", 3)
+    _delivery(hook, "failed", 12)
+    client = signed_in(admin)
+    refused = client.delete(f"{API}/alert-channels/{hook.pk}")
+    assert refused.status_code == 409
+    when = f"{queued.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+    assert refused.json()["detail"] == (
+        "Channel 'hook' still has 1 message to deliver, which would be lost with it: delete "
+        "it once they are delivered or given up on (they are retried with backoff; the next "
+        f"attempt is at {when} UTC)."
+    )
+    assert AlertDelivery.objects.count() == 2
+    assert not AuditRecord.objects.filter(action="alert_channel.delete").exists()
+    # Given up on, it goes, and the record says how many messages went with it.
+    AlertDelivery.objects.filter(pk=queued.pk).update(state="failed")
+    assert client.delete(f"{API}/alert-channels/{hook.pk}").status_code == 204
+    assert not AlertChannel.objects.exists()
+    record = AuditRecord.objects.get(action="alert_channel.delete")
+    assert record.parameters["before"]["deliveries"] == 2

@@ -28,22 +28,30 @@ def _rows() -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     rows = []
 
-    def add(n: int, status: str, name: str, age_s: int, **extra: Any) -> None:
+    def add(
+        n: int, status: str, name: str, age_s: int, *, failed_s: int | None = None, **extra: Any
+    ) -> None:
+        # A failed workflow ends `failed_s` seconds ago (DBOS stamps completed_at then),
+        # by default when it was created.
+        ended = now - (age_s if failed_s is None else failed_s) * 1000
         for i in range(n):
             rows.append(
                 {
-                    "workflow_uuid": f"{name}-{status.lower()}-{age_s}-{i}",
+                    "workflow_uuid": f"{name}-{status.lower()}-{age_s}-{i}"
+                    + (f"-failed-{failed_s}" if failed_s is not None else ""),
                     "status": status,
                     "name": name,
                     "created_at": now - age_s * 1000,
-                    "updated_at": now - age_s * 1000,
+                    "updated_at": ended if status == "ERROR" else now - age_s * 1000,
+                    "completed_at": ended if status == "ERROR" else None,
                     "application_version": "v1",
                     **extra,
                 }
             )
 
     add(3, "ERROR", "ship", 10)
-    add(5, "ERROR", "ship", 7200)  # long before any window
+    add(5, "ERROR", "ship", 7200)  # started and failed long before any window
+    add(1, "ERROR", "ship", 7200, failed_s=10)  # started long ago, failed just now
     add(1, "ERROR", "bill", 10)
     add(1, "PENDING", "ship", 300)
     add(3, "ENQUEUED", "pack", 5, queue_name="packing")
@@ -112,18 +120,26 @@ async def _rule(app: Application, kind: str, **parameters: Any) -> AlertRule:
 
 
 async def test_failures_above_the_threshold_in_the_window_fire(orders: Application) -> None:
-    three = await _rule(orders, Kind.FAILURES, workflow_name="ship", threshold=2, window_seconds=60)
+    three = await _rule(orders, Kind.FAILURES, workflow_name="ship", threshold=3, window_seconds=60)
     await evaluate()
     assert await _alerts(three) == [("ship", "firing")]
     alert = await db_async(Alert.objects.get)(rule=three)
     assert alert.link == "/apps/orders/workflows/?status=ERROR&workflow_name=ship"
-    assert len(alert.details["workflow_ids"]) == 3
+    # The three made and failed just now, and the one made two hours ago that failed just
+    # now: a failure counts when it happened, not when its workflow started.
+    assert sorted(alert.details["workflow_ids"]) == [
+        "ship-error-10-0",
+        "ship-error-10-1",
+        "ship-error-10-2",
+        "ship-error-7200-0-failed-10",
+    ]
 
 
 async def test_failures_at_the_threshold_or_outside_the_window_do_not(
     orders: Application,
 ) -> None:
-    at = await _rule(orders, Kind.FAILURES, workflow_name="ship", threshold=3, window_seconds=60)
+    # Four failed in the window; the five that failed two hours ago are not counted.
+    at = await _rule(orders, Kind.FAILURES, workflow_name="ship", threshold=4, window_seconds=60)
     other = await _rule(orders, Kind.FAILURES, workflow_name="bill", threshold=1, window_seconds=60)
     await evaluate()
     assert await _alerts(at) == []

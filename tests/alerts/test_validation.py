@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import RequestFactory
 
 from alerts import channels as ch
 from alerts import rules
@@ -71,7 +72,7 @@ def test_a_webhook_url_that_is_not_http_is_refused(url: str) -> None:
 )
 def test_a_channel_pointing_at_stepchange_itself_is_refused(url: str, settings: Any) -> None:
     settings.SITE_URL = "http://127.0.0.1:8001"
-    with pytest.raises(ch.ChannelError, match="points at StepChange itself"):
+    with pytest.raises(ch.ChannelError, match=r"points at StepChange itself \(.*: SITE_URL's"):
         ch.channel_clean(kind=AlertChannel.Kind.SLACK, url=url)
 
 
@@ -81,6 +82,64 @@ def test_a_channel_at_the_public_site_url_is_refused(settings: Any) -> None:
         ch.channel_clean(kind=AlertChannel.Kind.WEBHOOK, url="https://stepchange.example.com/h")
     # Another port of the same machine is someone else.
     assert ch.url_check("http://127.0.0.1:9999/h") == "http://127.0.0.1:9999/h"
+
+
+def test_a_channel_at_another_name_of_stepchange_is_refused(settings: Any) -> None:
+    settings.SITE_URL = "https://stepchange.example.com"
+    settings.ALLOWED_HOSTS = ["stepchange.example.com", "sc.corp.internal", "*", ".example.org"]
+    with pytest.raises(ch.ChannelError) as refused:
+        ch.url_check("https://SC.corp.internal/hook")
+    assert str(refused.value) == ch.POINTS_HERE.format(
+        netloc="SC.corp.internal",
+        why="sc.corp.internal is one of ALLOWED_HOSTS, and 443 is StepChange's port",
+    )
+    # Another port of that host is someone else; a wildcard names no one host.
+    assert ch.url_check("https://sc.corp.internal:9443/h") == "https://sc.corp.internal:9443/h"
+    assert ch.url_check("https://hooks.example.org/h") == "https://hooks.example.org/h"
+
+
+def _request_to(host: str, server_port: int) -> Any:
+    """A request that came to `host` (its Host header) and was accepted on `server_port`:
+    StepChange behind a proxy sees both."""
+    return RequestFactory().post("/", HTTP_HOST=host, SERVER_PORT=str(server_port))
+
+
+def test_a_channel_at_the_address_the_request_came_to_is_refused(settings: Any) -> None:
+    settings.SITE_URL = "https://stepchange.example.com"
+    settings.ALLOWED_HOSTS = ["stepchange.example.com", "sc.lan"]
+    request = _request_to("sc.lan:8001", 8001)
+    with pytest.raises(ch.ChannelError) as refused:
+        ch.url_check("http://sc.lan:8001/api/v1", request=request)
+    assert "(sc.lan:8001: the host and port this request came to)" in str(refused.value)
+
+
+def test_a_loopback_address_at_the_port_stepchange_serves_is_refused(settings: Any) -> None:
+    settings.SITE_URL = "https://stepchange.example.com"
+    settings.ALLOWED_HOSTS = ["stepchange.example.com"]
+    # Behind a proxy: the request came to port 443 and Daphne accepted it on 8001.
+    request = _request_to("stepchange.example.com", 8001)
+    for url in ("http://127.0.0.1:8001/api", "http://localhost:8001/", "http://[::1]:8001/"):
+        with pytest.raises(ch.ChannelError) as refused:
+            ch.url_check(url, request=request)
+        assert "a loopback address at StepChange's port 8001)" in str(refused.value)
+    # Other ports of this machine are someone else's.
+    assert ch.url_check("http://127.0.0.1:9000/h", request=request) == "http://127.0.0.1:9000/h"
+
+
+def test_a_channel_at_stepchanges_own_address_is_refused_when_saved(
+    admin: User, settings: Any
+) -> None:
+    settings.SITE_URL = "https://stepchange.example.com"
+    settings.ALLOWED_HOSTS = ["stepchange.example.com", "sc.lan"]
+    with pytest.raises(ch.ChannelError, match="the host and port this request came to"):
+        channel_save(
+            application=make_app(),
+            request=_request_to("sc.lan:8001", 8001),
+            name="loop",
+            kind="slack",
+            url="http://sc.lan:8001/x",
+        )
+    assert AlertChannel.objects.count() == 0
 
 
 def test_a_webhook_without_a_secret_gets_one() -> None:

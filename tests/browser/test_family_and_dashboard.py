@@ -32,7 +32,7 @@ def family(stepchange: StepChange, sdk_fixtures: dict[str, dict[str, Any]]) -> I
     url, schema = family_schema(sdk_fixtures)
     stepchange.manage("register_app", "family", "--system-database-url", url, "--schema", schema)
     yield "family"
-    drop_family_schema(url)
+    drop_family_schema(url, schema)
 
 
 def test_a_viewer_walks_a_family_and_follows_the_dashboards_numbers(

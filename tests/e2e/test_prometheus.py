@@ -1,6 +1,7 @@
 """`GET /metrics` from two real Daphne processes sharing one host's counters: a real DBOS
 3.2.0 executor answers requests relayed through either process, and a scrape of either
-process counts them all."""
+process counts them all, as does a scrape of the tokenless port both of them serve
+(METRICS_PORT)."""
 
 import urllib.error
 import urllib.request
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.servers import Executor, PostgresDatabases, StepChange
+from tests.e2e.servers import (
+    Executor,
+    PostgresDatabases,
+    StepChange,
+    free_port,
+    listening_ports,
+)
 from tests.e2e.test_scale import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.e2e
@@ -18,14 +25,25 @@ TOKEN = "e2e-metrics-token-0123456789"
 APP, KEY = "scraped", "scraped-key-0123456789abcdef"
 
 
-def scrape(
-    server: StepChange, token: str = TOKEN
-) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(server: StepChange, token: str = TOKEN) -> Samples:
     request = urllib.request.Request(
         f"{server.url}/metrics", headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        text = response.read().decode()
+        return parsed(response.read().decode())
+
+
+def scrape_open_port(port: int) -> Samples:
+    """The METRICS_PORT listener: no token, any path."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parsed(response.read().decode())
+
+
+def parsed(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -33,7 +51,7 @@ def scrape(
     }
 
 
-def relayed(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], outcome: str) -> float:
+def relayed(samples: Samples, outcome: str) -> float:
     """Requests relayed for APP with `outcome`, whatever their type."""
     return sum(
         value
@@ -45,14 +63,22 @@ def relayed(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], outcom
 
 
 @pytest.fixture
-def two_processes(tmp_path: Path, databases: PostgresDatabases) -> Iterator[list[StepChange]]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def two_processes(
+    tmp_path: Path, databases: PostgresDatabases, metrics_port: int
+) -> Iterator[list[StepChange]]:
     require_redis()
     shared = {
         "DATABASE_URL": databases.new("sc_prom"),
         "REDIS_URL": REDIS_URL,
         "METRICS_TOKEN": TOKEN,
-        # One host: both processes count into one directory.
+        # One host: both processes count into one directory, and both serve one open port.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "METRICS_PORT": str(metrics_port),
     }
     first = StepChange(tmp_path / "one", env=shared, name="one")
     second = StepChange(tmp_path / "two", env=shared, name="two")
@@ -68,6 +94,7 @@ def test_one_scrape_of_either_process_counts_the_requests_both_relayed(
     two_processes: list[StepChange],
     executors: Callable[..., Executor],
     databases: PostgresDatabases,
+    metrics_port: int,
 ) -> None:
     first, second = two_processes
     first.manage("register_app", APP, "--key", KEY)
@@ -106,6 +133,16 @@ def test_one_scrape_of_either_process_counts_the_requests_both_relayed(
     for samples in (from_first, from_second):
         assert samples[("dbos_conductor_v1_executor_count", healthy)] == 1
 
+    # The open port: both processes listen on it, and whichever the kernel hands a scrape
+    # to answers for both.
+    for server in (first, second):
+        assert server.process is not None
+        assert listening_ports(server.process.popen.pid) == {server.port, metrics_port}
+    for _ in range(4):
+        opened = scrape_open_port(metrics_port)
+        assert relayed(opened, "ok") == relayed(from_second, "ok")
+        assert opened[("dbos_conductor_v1_executor_count", healthy)] == 1
+
     # And a scrape without the token is refused, and the refusal is on record.
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(first, token="not-the-token-at-all")
@@ -114,3 +151,11 @@ def test_one_scrape_of_either_process_counts_the_requests_both_relayed(
     status, audit = second.api("GET", "/audit")
     assert status == 200, audit
     assert any(record["target"] == "GET /metrics" for record in audit["items"])
+
+
+def test_without_metrics_port_a_server_listens_on_its_own_port_only(
+    stepchange: StepChange,
+) -> None:
+    assert stepchange.process is not None
+    assert "METRICS_PORT" not in stepchange.env
+    assert listening_ports(stepchange.process.popen.pid) == {stepchange.port}

@@ -2,31 +2,22 @@
 StepChange: paused, resumed, triggered and backfilled, each checked in the system database,
 with the runs it started appearing and running to their end.
 
-The TypeScript twin of test_schedules.py. Where the TS SDK answers differently (its run ids
-carry milliseconds and a `Z`, its context is Node's rendering, it pauses a schedule that
-does not exist without complaint), the test pins what an operator sees.
+The TypeScript twin of test_schedules.py, sharing its steps (tests/e2e/schedules.py).
+Where the TS SDK answers differently (its run ids carry milliseconds and a `Z`, its
+context is Node's rendering, it pauses a schedule that does not exist without complaint),
+the test pins what an operator sees.
 """
 
 import subprocess
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from tests.e2e.servers import (
-    ROOT,
-    Executor,
-    PostgresDatabases,
-    StepChange,
-    SystemDatabase,
-    eventually,
-)
+from tests.e2e.schedules import YEARLY, audited, runs_succeeded, steer
+from tests.e2e.servers import ROOT, Executor, PostgresDatabases, StepChange, SystemDatabase
 
 pytestmark = pytest.mark.e2e
-
-# Once a year, at a moment no test run reaches: every run here is one StepChange asked for.
-YEARLY = "0 0 1 1 *"
 
 # Made as a TypeScript application makes one: by the SDK's own client.
 CREATE_SCHEDULE = """
@@ -69,19 +60,6 @@ def create_schedule(url: str, app: str, name: str, *, cron: str = YEARLY) -> Non
     )
 
 
-def _status(db: SystemDatabase, name: str) -> str:
-    [row] = db.rows("SELECT status FROM workflow_schedules WHERE schedule_name = %s", name)
-    return str(row["status"])
-
-
-def _runs(db: SystemDatabase, name: str) -> list[dict[str, Any]]:
-    return db.rows(
-        "SELECT workflow_uuid, status, output FROM workflow_status WHERE schedule_name = %s"
-        " ORDER BY workflow_uuid",
-        name,
-    )
-
-
 def test_a_real_typescript_schedule_is_paused_resumed_triggered_and_backfilled(
     stepchange: StepChange, deployment: tuple[str, SystemDatabase]
 ) -> None:
@@ -89,36 +67,12 @@ def test_a_real_typescript_schedule_is_paused_resumed_triggered_and_backfilled(
     name = f"yearly-{uuid.uuid4().hex[:6]}"
     create_schedule(db.url, app, name)
     base = f"/apps/{app}/schedules/{name}"
-
-    status, listing = stepchange.api("GET", f"/apps/{app}/schedules?name_prefix=yearly-")
-    assert status == 200, listing
-    [shown] = listing["items"]
-    assert (shown["name"], shown["workflow_name"], shown["cron"]) == (name, "tick", YEARLY)
-    assert shown["status"] == "ACTIVE"
-    assert shown["next_fire_times"][0].endswith("-01-01T00:00:00Z")
-    assert listing["source"] == "executor"
+    started = steer(stepchange, app, db, name)
     # The TS SDK renders a context with Node's inspect, not as JSON.
     status, one = stepchange.api("GET", base)
     assert status == 200, one
     assert one["context"] == "{ team: 'billing' }"
     assert one["application_name"] == app
-
-    status, paused = stepchange.api("POST", f"{base}/pause", {"reason": "e2e"})
-    assert status == 200, paused
-    assert _status(db, name) == "PAUSED"
-    status, resumed = stepchange.api("POST", f"{base}/resume")
-    assert status == 200, resumed
-    assert _status(db, name) == "ACTIVE"
-
-    status, triggered = stepchange.api("POST", f"{base}/trigger")
-    assert status == 200, triggered
-    [started] = triggered["workflow_ids"]
-    assert started.startswith(f"sched-{name}-trigger-")
-
-    window = {"start": "2024-01-01T00:00:00Z", "end": "2024-01-04T00:00:00Z"}
-    status, refused = stepchange.api("POST", f"{base}/backfill", window)
-    assert status == 400, refused
-    assert "does not fire between" in refused["detail"]
 
     # Four years: the TS executor would test every second of them (minutes, answering
     # nothing else). Refused before it is sent, in the preview as in the action.
@@ -136,20 +90,14 @@ def test_a_real_typescript_schedule_is_paused_resumed_triggered_and_backfilled(
     assert status == 200, backfilled
     assert backfilled["workflow_ids"] == [f"sched-{name}-2021-01-01T00:00:00.000Z"]
 
-    def all_done() -> list[dict[str, Any]] | None:
-        runs = _runs(db, name)
-        return runs if len(runs) == 2 and {r["status"] for r in runs} == {"SUCCESS"} else None
-
-    runs = eventually(all_done, timeout=60, what="the two scheduled runs to succeed")
+    runs = runs_succeeded(db, name, 2)
     assert {r["workflow_uuid"] for r in runs} == {started, *backfilled["workflow_ids"]}
     code, run = stepchange.api("GET", f"/apps/{app}/workflows/{backfilled['workflow_ids'][0]}")
     assert code == 200, run
     assert "tick at 2021-01-01T00:00:00.000Z" in run["output"]
     assert "billing" in run["output"]
 
-    status, audit = stepchange.api("GET", f"/audit?app={app}&target={name}")
-    assert status == 200, audit
-    assert sorted((item["action"], item["result"]) for item in audit["items"]) == [
+    assert audited(stepchange, app, name) == [
         ("schedule.backfill", "failed"),
         ("schedule.backfill", "failed"),
         ("schedule.backfill", "ok"),

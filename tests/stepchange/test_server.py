@@ -1,9 +1,12 @@
 """The Daphne launcher: production defaults, and an access log that never shows a key."""
 
 import io
+import socket
+
+import pytest
 
 from stepchange.redaction import redact_path
-from stepchange.server import RedactingAccessLog, daphne_arguments
+from stepchange.server import RedactingAccessLog, daphne_arguments, metrics_listener_open
 
 
 def test_executor_keys_are_redacted_from_paths() -> None:
@@ -37,3 +40,34 @@ def test_defaults_raise_the_message_limit_and_can_be_overridden() -> None:
     assert arguments[-1] == "stepchange.asgi:application"
     overridden = daphne_arguments(["--websocket_timeout", "600"], 1024)
     assert overridden.count("--websocket_timeout") == 1
+
+
+def test_every_process_of_the_host_may_open_the_metrics_port() -> None:
+    first = metrics_listener_open("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = metrics_listener_open("127.0.0.1", port)
+    try:
+        assert second.getsockname() == ("127.0.0.1", port)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_metrics_port_another_program_holds_stops_start_up_naming_the_setting() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            metrics_listener_open("127.0.0.1", port)
+    assert str(stopped.value) == (
+        f"METRICS_PORT {port} on 127.0.0.1 cannot be opened: Address already in use"
+    )
+
+
+def test_the_metrics_port_may_be_bound_to_an_ipv6_address() -> None:
+    listener = metrics_listener_open("::1", 0)
+    try:
+        assert listener.family == socket.AF_INET6
+    finally:
+        listener.close()

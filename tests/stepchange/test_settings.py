@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from stepchange.env import env_bool, env_database, env_int, env_url
+from stepchange.env import env_bool, env_database, env_int, env_ip, env_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_SETTINGS = (
@@ -74,6 +74,9 @@ def test_database_and_redis_urls_switch_to_postgres_and_redis(tmp_path: Path) ->
         ("SECRET_KEY", "too-short", "SECRET_KEY must be at least 32 characters"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
         ("SITE_URL", "stepchange.example.com", "SITE_URL must start with one of"),
+        ("METRICS_PORT", "99999", "METRICS_PORT must be at most 65535, not 99999"),
+        ("METRICS_PORT", "nine", "METRICS_PORT must be a whole number"),
+        ("METRICS_BIND", "localhost", "METRICS_BIND must be an IP address"),
     ],
 )
 def test_a_malformed_setting_stops_start_up_naming_the_variable(
@@ -98,3 +101,6 @@ def test_the_typed_readers_accept_what_operators_write(monkeypatch: pytest.Monke
     assert env_database("DB", "")["ENGINE"] == "django.db.backends.sqlite3"
     monkeypatch.setenv("URL", "https://example.com")
     assert env_url("URL", schemes=("https",)) == "https://example.com"
+    monkeypatch.setenv("BIND", " ::1 ")
+    assert env_ip("BIND", "127.0.0.1") == "::1"
+    assert env_ip("UNSET_BIND", "127.0.0.1") == "127.0.0.1"

@@ -5,13 +5,14 @@ workflows pending, enqueued and failed today and long ago."""
 
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from stepchange.models import Application
-from tests.sdk_fixtures import empty_schema_copy
+from tests.sdk_fixtures import RUN, empty_schema_copy
 from workflows import systemdb
 
 NOW = datetime.now(tz=UTC)
@@ -27,7 +28,6 @@ CHILDREN = [f"fam-child-{n:02d}" for n in range(15)]
 # A status for each child: the failed one, one that exhausted its recoveries, the rest done.
 CHILD_STATUS = {FAILED_CHILD: "ERROR", "fam-child-05": "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 Row = dict[str, Any]
-SCHEMA = "family_copy"
 
 
 def _ms(moment: datetime) -> int:
@@ -111,16 +111,18 @@ def family_database(
     )
     yield application
     systemdb.forget(application)
-    drop_family_schema(url)
+    drop_family_schema(url, schema)
 
 
 def family_schema(sdk_fixtures: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """The family in a schema of its own beside a real DBOS 3.2 Postgres system database
-    (with DBOS's indexes): its URL and the schema's name (`drop_family_schema` drops it)."""
+    (with DBOS's indexes): its URL and the schema's name (`drop_family_schema` drops it).
+    The name is this run's and this call's alone: runs may share the fixture database."""
     import psycopg
 
     url = sdk_fixtures["py320-pg-default"]["url"]
-    empty_schema_copy(url, SCHEMA)
+    schema = f"family_{RUN}_{uuid.uuid4().hex[:8]}"
+    empty_schema_copy(url, schema)
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
         # The rest of DBOS's tables, empty, so that the workflows' pages read as they do.
         cursor.execute(
@@ -128,20 +130,20 @@ def family_schema(sdk_fixtures: dict[str, dict[str, Any]]) -> tuple[str, str]:
         )
         for (table,) in cursor.fetchall():
             cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{table} (LIKE dbos.{table} INCLUDING ALL)"
+                f"CREATE TABLE IF NOT EXISTS {schema}.{table} (LIKE dbos.{table} INCLUDING ALL)"
             )
         cursor.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = 'workflow_status'",
-            [SCHEMA],
+            [schema],
         )
         columns = {name for (name,) in cursor.fetchall()}
-        _insert(cursor.execute, family_rows(), f"{SCHEMA}.workflow_status", columns, "%s")
-    return url, SCHEMA
+        _insert(cursor.execute, family_rows(), f"{schema}.workflow_status", columns, "%s")
+    return url, schema
 
 
-def drop_family_schema(url: str) -> None:
+def drop_family_schema(url: str, schema: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
