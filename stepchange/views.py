@@ -179,7 +179,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                status = 201
+                status = 200
                 form = ApiKeyForm(user=request.user)
     context = {
         "form": form,

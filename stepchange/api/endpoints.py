@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import BeforeValidator
 
@@ -177,15 +177,18 @@ class NewApiKeyOut(ApiKeyOut):
 
 
 class ApiKeyIn(Body):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
     owner: str | None = Field(default=None, description="A username; you, if left out.")
     permissions: list[ScopeName] = Field(
         default_factory=list, description="Beyond reading, which every key carries."
     )
-    applications: list[str] | None = Field(
+    applications: Annotated[list[str], Field(min_length=1)] | None = Field(
         description="Application names; null for all (only if you see all)."
     )
-    expires_at: datetime | None = Field(description="When it stops working; null: never.")
+    # Lax for this field alone: JSON has no time type, the ISO 8601 text is parsed.
+    expires_at: Instant | None = Field(
+        strict=False, description=f"When it stops working; null: never. {TIME_HELP}"
+    )
 
 
 def _key_out(key: ApiKey) -> dict[str, Any]:
@@ -221,7 +224,7 @@ def list_api_keys(request: HttpRequest) -> list[dict[str, Any]]:
     tags=["api keys"],
     auth=requiring(PERM_ADMINISTER),
 )
-def create_api_key(request: HttpRequest, body: ApiKeyIn) -> tuple[int, dict[str, Any]]:
+def create_api_key(request: HttpRequest, body: ApiKeyIn) -> Status:
     """Make a scoped API key (audited). It acts as its owner, narrowed to the permissions
     and applications given here; the answer holds the key, shown this once."""
     user: Any = request.user
@@ -243,7 +246,7 @@ def create_api_key(request: HttpRequest, body: ApiKeyIn) -> tuple[int, dict[str,
         )
     except ValidationError as exc:
         raise HttpError(400, " ".join(exc.messages)) from exc
-    return 201, {**_key_out(key), "key": raw}
+    return Status(201, {**_key_out(key), "key": raw})
 
 
 def _owner(user: Any, username: str) -> Any:
