@@ -224,7 +224,7 @@ def list_api_keys(request: HttpRequest) -> list[dict[str, Any]]:
     tags=["api keys"],
     auth=requiring(PERM_ADMINISTER),
 )
-def create_api_key(request: HttpRequest, body: ApiKeyIn) -> Status:
+def create_api_key(request: HttpRequest, body: ApiKeyIn) -> Status[dict[str, Any]]:
     """Make a scoped API key (audited). It acts as its owner, narrowed to the permissions
     and applications given here; the answer holds the key, shown this once."""
     user: Any = request.user
