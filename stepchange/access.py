@@ -18,17 +18,42 @@ from stepchange.audit import (
     audit_record,
     mark_refusal_audited,
 )
-from stepchange.models import Application, ApplicationAccess, AuditRecord
+from stepchange.models import Application, ApplicationAccess, AuditRecord, KeyHolder
 from stepchange.roles import PERM_INSPECT, Role, role_of
 
 NO_ACCESS = "You do not have access to this application."
 NOT_ALLOWED = "Your role does not allow this."
+KEY_NOT_ALLOWED = "This API key does not carry this permission."
+KEY_NOT_FOR_APP = "This API key does not reach the application {name!r}."
 APP_NOT_FOUND = "No application named {name!r} that you may see."
 
 
 def limited_to(user: Any) -> frozenset[int] | None:
-    """The ids of the applications `user` is limited to, or None if not limited. Read
-    once per user object (one query), as Django keeps its permissions."""
+    """The ids of the applications `user` is limited to, or None if not limited: by their
+    application access and, through an API key, by the key's applications too."""
+    ids = _access_limited_to(user)
+    if not isinstance(user, KeyHolder):
+        return ids
+    key_ids = user.api_key.application_ids()
+    if key_ids is None:
+        return ids
+    return key_ids if ids is None else ids & key_ids
+
+
+def reach(user: Any) -> frozenset[int] | None:
+    """The ids of the applications `user` (holding a role) may reach, or None for all: a
+    superuser reaches all unless the key they act through is limited."""
+    if user.is_superuser and not isinstance(user, KeyHolder):
+        return None
+    if user.is_superuser:
+        key_ids: frozenset[int] | None = user.api_key.application_ids()
+        return key_ids
+    return limited_to(user)
+
+
+def _access_limited_to(user: Any) -> frozenset[int] | None:
+    """The applications `user`'s application access limits them to, or None. Read once
+    per user object (one query), as Django keeps its permissions."""
     cached: frozenset[int] | None
     try:
         cached = user._stepchange_limited_to
@@ -46,9 +71,7 @@ def visible_to(user: Any) -> QuerySet[Application]:
     """The applications `user` may see: none for strangers, all unless limited."""
     if role_of(user) is Role.NONE:
         return Application.objects.none()
-    if user.is_superuser:
-        return Application.objects.all()
-    ids = limited_to(user)
+    ids = reach(user)
     return Application.objects.all() if ids is None else Application.objects.filter(pk__in=ids)
 
 
@@ -56,9 +79,7 @@ def can_see(user: Any, application: Application) -> bool:
     """Whether `user` may see `application` (as `visible_to` says, for one application)."""
     if role_of(user) is Role.NONE:
         return False
-    if user.is_superuser:
-        return True
-    ids = limited_to(user)
+    ids = reach(user)
     return ids is None or application.pk in ids
 
 
@@ -68,7 +89,7 @@ def audit_records_for(user: Any) -> QuerySet[AuditRecord]:
     (sign-ins, tokens, users) are for admins who see every application."""
     if role_of(user) is Role.NONE:
         return AuditRecord.objects.none()
-    ids = None if user.is_superuser else limited_to(user)
+    ids = reach(user)
     if ids is None:
         return AuditRecord.objects.all()
     return AuditRecord.objects.filter(application_id__in=ids)
@@ -79,10 +100,10 @@ def users_within(user: Any) -> QuerySet[Any]:
     `user` is one, and for an admin limited to some applications only users limited to
     (some of) those, so that no account reaches an application the admin cannot see."""
     users = get_user_model().objects.all()
-    if user.is_superuser:
+    ids = reach(user)
+    if user.is_superuser and ids is None:
         return users
     users = users.exclude(is_superuser=True)
-    ids = limited_to(user)
     if ids is None:
         return users
     outside = Application.objects.exclude(pk__in=ids)
@@ -101,9 +122,22 @@ def visible_applications(user: Any) -> list[Application]:
 def require(user: Any, permission: str, application: Application | None = None) -> None:
     """Raise PermissionDenied unless `user` holds `permission` (on `application`)."""
     if not user.has_perm(permission):
-        raise PermissionDenied(NOT_ALLOWED)
+        key_narrowed = isinstance(user, KeyHolder) and user.owner_has_perm(permission)
+        raise PermissionDenied(KEY_NOT_ALLOWED if key_narrowed else NOT_ALLOWED)
     if application is not None and not can_see(user, application):
         raise PermissionDenied(NO_ACCESS)
+
+
+def _outside_the_key(user: Any, application: Application) -> bool:
+    """Whether only the API key `user` acts through keeps them from `application`: the
+    owner sees it (so saying it exists tells them nothing new), the key does not reach it."""
+    if not isinstance(user, KeyHolder) or role_of(user) is Role.NONE:
+        return False
+    key_ids = user.api_key.application_ids()
+    if key_ids is None or application.pk in key_ids:
+        return False
+    owner_ids = None if user.is_superuser else _access_limited_to(user)
+    return owner_ids is None or application.pk in owner_ids
 
 
 def application_for(request: HttpRequest, name: str, permission: str = PERM_INSPECT) -> Application:
@@ -111,6 +145,10 @@ def application_for(request: HttpRequest, name: str, permission: str = PERM_INSP
     would change something) and holds `permission` on it (else 403, audited)."""
     application = Application.objects.filter(name=name).first()
     if application is not None and not can_see(request.user, application):
+        if _outside_the_key(request.user, application):
+            refused = PermissionDenied(KEY_NOT_FOR_APP.format(name=name))
+            audit_denied(request, refused, application=application)
+            raise refused
         application = None
     if application is None:
         missing = Http404(APP_NOT_FOUND.format(name=name))

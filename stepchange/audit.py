@@ -12,7 +12,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from stepchange import prometheus
-from stepchange.models import Application, AuditRecord
+from stepchange.models import ApiKey, Application, AuditRecord, KeyHolder
 from stepchange.roles import role_of
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -35,6 +35,13 @@ class AuditAction(StrEnum):
     API_TOKEN_REVOKE = "api_token.revoke"
     API_TOKEN_REJECTED = "api_token.rejected"
     API_TOKEN_LOCKOUT = "api_token.lockout"
+    API_KEY_CREATE = "api_key.create"
+    API_KEY_REVOKE = "api_key.revoke"
+    API_KEY_USE = "api_key.use"
+    API_KEY_REJECTED = "api_key.rejected"
+    ROLE_CREATE = "role.create"
+    ROLE_UPDATE = "role.update"
+    ROLE_DELETE = "role.delete"
     EXECUTOR_KEY_CREATE = "executor_key.create"
     EXECUTOR_KEY_REVOKE = "executor_key.revoke"
     EXECUTOR_KEY_LOCKOUT = "executor_key.lockout"
@@ -81,11 +88,15 @@ def audit_record(
     response: Any = None,
     value_diff: Any = None,
     source_address: str | None = None,
+    api_key: ApiKey | None = None,
 ) -> AuditRecord:
     if actor is None and request is not None:
         actor = getattr(request, "user", None)
     if actor is not None and not actor.is_authenticated:
         actor = None
+    if api_key is None and isinstance(actor, KeyHolder):
+        # Acting through a key: the record names the key beside its owner.
+        api_key = actor.api_key
     record = AuditRecord.objects.create(
         actor=actor,
         actor_name=actor_name or (actor.get_username() if actor else ""),
@@ -103,6 +114,8 @@ def audit_record(
         request_id=request_id,
         response=response,
         value_diff=value_diff,
+        api_key=api_key,
+        api_key_name=api_key.name if api_key is not None else None,
     )
     prometheus.AUDIT_EVENTS.labels(action, result).inc()
     return record

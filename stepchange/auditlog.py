@@ -32,6 +32,9 @@ EXPORT_FIELDS = (
     "created_at",
     "actor_name",
     "role",
+    # The API key the actor acted through, if any.
+    "api_key_id",
+    "api_key_name",
     "application_name",
     "action",
     "target",

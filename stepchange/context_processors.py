@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from stepchange.access import visible_applications
-from stepchange.roles import PERM_ADMINISTER, role_of
+from stepchange.roles import PERM_ADMINISTER, role_label, role_of
 
 
 def console(request: HttpRequest) -> dict[str, Any]:
@@ -20,6 +20,8 @@ def console(request: HttpRequest) -> dict[str, Any]:
         "nav_applications": lambda: visible_applications(user),
         "current_app_name": match.kwargs.get("app_name") if match else None,
         "user_role": role_of(user),
+        # A custom role's name (one query): only the pages that show the top bar ask.
+        "user_role_label": lambda: role_label(user),
         "is_admin": user.has_perm(PERM_ADMINISTER),
         # The page's application's workflow list, which each status badge links to: reversed
         # once per page (reverse takes ~70 us; a list shows up to 200 badges).

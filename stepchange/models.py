@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
+
+from stepchange.roles import KEY_PERMISSIONS, PERM_ADMINISTER, scope_names
 
 # App names and keys travel unencoded in the executor's URL (PROTOCOL.md §1.1).
 URL_SAFE = RegexValidator(
@@ -143,6 +147,90 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
+class ApiKey(models.Model):
+    """A scoped API key, made by an admin for an owner: it reaches the applications chosen
+    (or all) and carries the permissions chosen, never more than its owner holds at the
+    moment it is used (`KeyHolder`). Only a hash is kept."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    prefix = models.CharField(max_length=12, help_text="The key's first characters.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    all_applications = models.BooleanField(default=False)
+    applications = models.ManyToManyField(Application, blank=True, related_name="+")
+    # Dotted permission names, out of roles.KEY_PERMISSIONS.
+    permissions = models.JSONField(default=list)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def scope(self) -> list[str]:
+        """What it carries, by short name: read, act, admin."""
+        return scope_names(self.permissions)
+
+    def carries(self, perm: str) -> bool:
+        """Whether the key's scope takes in `perm`. The admin role's other permissions
+        (Django's model permissions) go with the admin scope."""
+        if perm in KEY_PERMISSIONS:
+            return perm in self.permissions
+        return PERM_ADMINISTER in self.permissions
+
+    def application_ids(self) -> frozenset[int] | None:
+        """The applications the key reaches, or None for all. Read once per key object."""
+        if self.all_applications:
+            return None
+        cached: frozenset[int]
+        try:
+            cached = self._stepchange_application_ids  # type: ignore[has-type]
+        except AttributeError:
+            cached = frozenset(self.applications.values_list("pk", flat=True))
+            self._stepchange_application_ids = cached
+        return cached
+
+
+class KeyHolder(User):
+    """A key's owner, as a request made with the key sees them: every permission is the
+    narrower of the key's scope and what the owner holds now, so an owner who loses a
+    role loses it through the key at once. `stepchange.access` narrows the applications."""
+
+    api_key: ApiKey
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return self.api_key.carries(perm) and super().has_perm(perm, obj)
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return self.api_key.carries(PERM_ADMINISTER) and super().has_module_perms(app_label)
+
+    def owner_has_perm(self, perm: str) -> bool:
+        """What the owner holds without the key: to say why a refusal happened."""
+        return super().has_perm(perm)
+
+
 class SavedView(models.Model):
     """A named workflow-list filter (its query string), kept for its owner or the team."""
 
@@ -222,6 +310,17 @@ class AuditRecord(models.Model):
     # The executor's answer to the relayed request, as it sent it (clipped when large).
     response = models.JSONField(null=True, blank=True)
     value_diff = models.JSONField(null=True, blank=True)
+    # The API key the actor used, when they used one. Nullable without a default, so that
+    # SQLite adds the columns in place and keeps the table's append-only triggers.
+    api_key = models.ForeignKey(
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    api_key_name = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
 
     objects: ClassVar[AuditQuerySet] = AuditQuerySet.as_manager()  # type: ignore[assignment]
 

@@ -12,6 +12,22 @@ PERM_INSPECT = "stepchange.inspect_workflows"
 PERM_OPERATE = "stepchange.operate_workflows"
 PERM_ADMINISTER = "stepchange.administer"
 
+# What an API key may carry and a custom role may hold, with what each allows. Edited
+# forks need the operate permission today (forks/views.py, forks/api.py), so "act" is one
+# permission with them; reading comes with everything else (nothing acts unseen).
+KEY_PERMISSIONS: dict[str, str] = {
+    PERM_INSPECT: "Read: workflows, steps, queues, executors",
+    PERM_OPERATE: "Act: cancel, resume, restart, fork, recovery, and edited forks",
+    PERM_ADMINISTER: "Admin: applications, keys, users, alerts, the audit log",
+}
+# Their short names, as the API and the console's tables spell them.
+SCOPE_NAMES = {PERM_INSPECT: "read", PERM_OPERATE: "act", PERM_ADMINISTER: "admin"}
+
+
+def scope_names(permissions: list[str]) -> list[str]:
+    return [SCOPE_NAMES[perm] for perm in KEY_PERMISSIONS if perm in permissions]
+
+
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     "viewer": ["inspect_workflows"],
     "operator": ["inspect_workflows", "operate_workflows"],
@@ -43,7 +59,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 
 def roles_sync(apps: Any = None) -> None:
     """Make the three groups hold exactly their role's permissions. Run by the data
-    migration and after every migrate or flush, so the groups always match this file."""
+    migration and after every migrate or flush, so the groups always match this file.
+    Every other group (a custom role, or one made in the admin) is left as it is."""
     from django.apps import apps as global_apps
     from django.contrib.auth.management import create_permissions
 
@@ -67,6 +84,9 @@ def roles_sync(apps: Any = None) -> None:
         group.permissions.set(wanted)
 
 
+BUILT_IN_ROLES = frozenset(ROLE_PERMISSIONS)
+
+
 class Role(StrEnum):
     NONE = "none"
     VIEWER = "viewer"
@@ -84,3 +104,15 @@ def role_of(user: Any) -> Role:
     if user.has_perm(PERM_INSPECT):
         return Role.VIEWER
     return Role.NONE
+
+
+def role_label(user: Any) -> str:
+    """The role the console shows: the names of the user's custom roles when they hold
+    any (what `role_of` says they amount to is in the badge's class), else `role_of`."""
+    role = role_of(user)
+    if role is Role.NONE:
+        return str(role)
+    custom = sorted(
+        name for name in user.groups.values_list("name", flat=True) if name not in BUILT_IN_ROLES
+    )
+    return ", ".join(custom) if custom else str(role)

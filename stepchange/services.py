@@ -1,5 +1,5 @@
-"""Write paths for applications, executor keys, API tokens and saved views. Each one is
-audited.
+"""Write paths for applications, executor keys, API tokens, scoped API keys, custom roles
+and saved views. Each one is audited.
 
 Secrets are generated here, returned once to the caller, and stored only as SHA-256
 hashes: they are long random strings, so a fast hash is enough, and it lets a token be
@@ -10,20 +10,39 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from stepchange import throttle
+from stepchange.access import reach, users_within
 from stepchange.audit import AuditAction, Result, audit_denied, audit_record
-from stepchange.models import URL_SAFE_KEY, ApiToken, Application, ExecutorKey, SavedView
-from stepchange.roles import PERM_OPERATE
+from stepchange.models import (
+    URL_SAFE_KEY,
+    ApiKey,
+    ApiToken,
+    Application,
+    ExecutorKey,
+    KeyHolder,
+    SavedView,
+)
+from stepchange.roles import (
+    BUILT_IN_ROLES,
+    KEY_PERMISSIONS,
+    PERM_ADMINISTER,
+    PERM_INSPECT,
+    PERM_OPERATE,
+)
 
 REDACTED = "***"
 PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
@@ -263,6 +282,290 @@ def api_token_authenticate(*, raw: str, request: HttpRequest | None = None) -> A
     if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return user
+
+
+KEY_UNKNOWN_PERMISSION = "Not a permission a key or role may carry: {names}."
+KEY_BEYOND_CALLER = "You cannot give a key a permission you do not hold: {names}."
+KEY_OWNER_OUT_OF_REACH = "You cannot make a key for this user."
+KEY_APPS_OUT_OF_REACH = "You cannot give a key applications you may not see: {names}."
+KEY_ALL_APPS_NEEDS_ALL = "Only someone who sees every application may make a key for all."
+KEY_NO_APPLICATIONS = "Choose the applications the key reaches, or all of them."
+KEY_EXPIRY_PAST = "The expiry must be in the future."
+KEY_NAME_BLANK = "Give the key a name."
+
+
+def scope_permissions(chosen: Iterable[str]) -> list[str]:
+    """The permissions a key or custom role carries, in `KEY_PERMISSIONS`'s order: those
+    chosen, and reading always. Raises ValidationError naming any unknown one."""
+    chosen = set(chosen)
+    unknown = sorted(chosen - set(KEY_PERMISSIONS))
+    if unknown:
+        raise ValidationError(KEY_UNKNOWN_PERMISSION.format(names=", ".join(unknown)))
+    chosen.add(PERM_INSPECT)
+    return [perm for perm in KEY_PERMISSIONS if perm in chosen]
+
+
+def api_key_create(
+    *,
+    name: str,
+    owner: Any,
+    permissions: Iterable[str],
+    applications: Iterable[Application] | None,
+    expires_at: datetime | None,
+    request: HttpRequest,
+) -> tuple[ApiKey, str]:
+    """Make a key for `owner` (None for `applications`: all of them); returns it and the
+    secret, shown once. Nothing the caller does not hold or see can go into it."""
+    actor: Any = request.user
+    carried = _key_checked(
+        actor=actor,
+        name=name,
+        owner=owner,
+        permissions=permissions,
+        applications=applications,
+        expires_at=expires_at,
+    )
+    chosen = None if applications is None else sorted(set(applications), key=lambda a: a.name)
+    raw = settings.STEPCHANGE_API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            name=name.strip(),
+            owner=owner,
+            prefix=raw[:12],
+            key_hash=hash_secret(raw),
+            all_applications=chosen is None,
+            permissions=carried,
+            expires_at=expires_at,
+            created_by=actor if actor.is_authenticated else None,
+        )
+        if chosen:
+            key.applications.set(chosen)
+        audit_record(
+            action=AuditAction.API_KEY_CREATE,
+            request=request,
+            target=_key_target(key),
+            parameters={
+                "name": key.name,
+                "owner": owner.get_username(),
+                "permissions": carried,
+                "applications": "all" if chosen is None else [a.name for a in chosen],
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+    return key, raw
+
+
+def _key_checked(
+    *,
+    actor: Any,
+    name: str,
+    owner: Any,
+    permissions: Iterable[str],
+    applications: Iterable[Application] | None,
+    expires_at: datetime | None,
+) -> list[str]:
+    """The key's permissions, once everything about the key is checked (ValidationError)."""
+    if not name.strip():
+        raise ValidationError(KEY_NAME_BLANK)
+    carried = scope_permissions(permissions)
+    beyond = [perm for perm in carried if not actor.has_perm(perm)]
+    if beyond:
+        raise ValidationError(KEY_BEYOND_CALLER.format(names=", ".join(beyond)))
+    if owner.pk != actor.pk and not users_within(actor).filter(pk=owner.pk).exists():
+        raise ValidationError(KEY_OWNER_OUT_OF_REACH)
+    ids = reach(actor)
+    if applications is None:
+        if ids is not None:
+            raise ValidationError(KEY_ALL_APPS_NEEDS_ALL)
+    else:
+        chosen = list(applications)
+        if not chosen:
+            raise ValidationError(KEY_NO_APPLICATIONS)
+        outside = sorted(a.name for a in chosen if ids is not None and a.pk not in ids)
+        if outside:
+            raise ValidationError(KEY_APPS_OUT_OF_REACH.format(names=", ".join(outside)))
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError(KEY_EXPIRY_PAST)
+    return carried
+
+
+def _key_target(key: ApiKey) -> str:
+    return f"key {key.pk} ({key.prefix}…) of {key.owner.get_username()}"
+
+
+def api_keys_within(user: Any) -> QuerySet[ApiKey]:
+    """The keys `user` (an admin) may see and revoke: their own, and those of the users
+    whose accounts they manage (`users_within`)."""
+    keys = ApiKey.objects.select_related("owner").prefetch_related("applications")
+    return keys.filter(Q(owner=user.pk) | Q(owner__in=users_within(user)))
+
+
+def api_key_revoke(*, key: ApiKey, request: HttpRequest) -> None:
+    with transaction.atomic():
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+        audit_record(action=AuditAction.API_KEY_REVOKE, request=request, target=_key_target(key))
+
+
+def bearer_authenticate(*, raw: str, request: HttpRequest | None = None) -> Any:
+    """The user behind a bearer credential: a scoped API key (`sck_…`) or a personal
+    token; None (audited) when it is neither."""
+    if raw.startswith(settings.STEPCHANGE_API_KEY_PREFIX):
+        return api_key_authenticate(raw=raw, request=request)
+    return api_token_authenticate(raw=raw, request=request)
+
+
+def api_key_authenticate(*, raw: str, request: HttpRequest | None = None) -> KeyHolder | None:
+    """The owner of an active key, narrowed to its scope (a KeyHolder), and the use
+    audited; None, audited, for an unknown, revoked or expired key or an inactive owner.
+    Throttled as tokens are (stepchange/throttle.py)."""
+    address = throttle.request_address(request) if request is not None else None
+    throttle.API_TOKENS.check_address(address)
+    key = ApiKey.objects.select_related("owner").filter(key_hash=hash_secret(raw)).first()
+    refusal = _key_refusal(key)
+    if key is None or refusal:
+        prefix = raw[:12]
+        throttle.API_TOKENS.check_name(prefix)
+        audit_record(
+            action=AuditAction.API_KEY_REJECTED,
+            request=request,
+            # A known key's refusal names its owner and the key, as its uses do.
+            actor=key.owner if key is not None else None,
+            api_key=key,
+            result=Result.DENIED,
+            target=_key_target(key) if key is not None else f"key {prefix}…",
+            detail=refusal or "unknown key",
+        )
+        throttle.API_TOKENS.fail(address=address, name=prefix, request=request)
+        return None
+    holder = KeyHolder.objects.get(pk=key.owner_id)
+    holder.api_key = key
+    now = timezone.now()
+    last = key.last_used_at
+    if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    if request is not None:
+        audit_record(
+            action=AuditAction.API_KEY_USE,
+            request=request,
+            actor=holder,
+            target=f"{request.method} {request.path}"[:255],
+        )
+    return holder
+
+
+def _key_refusal(key: ApiKey | None) -> str:
+    """Why `key` may not be used now, or "" if it may."""
+    if key is None:
+        return "unknown key"
+    if key.revoked_at is not None:
+        return "the key is revoked"
+    if key.is_expired:
+        return "the key has expired"
+    if not key.owner.is_active:
+        return "the key's owner is inactive"
+    return ""
+
+
+ROLE_BUILT_IN = "The built-in roles viewer, operator and admin cannot be changed here."
+ROLE_NAME_TAKEN = "A role or group named {name!r} exists already."
+ROLE_NAME_BLANK = "Give the role a name."
+ROLE_ADMIN_NEEDS_SUPERUSER = "Only a superuser makes or changes a role that holds admin."
+
+
+def custom_roles() -> QuerySet[Group]:
+    """Every group but the three built-in roles, with its permissions."""
+    return (
+        Group.objects.exclude(name__in=BUILT_IN_ROLES)
+        .prefetch_related("permissions__content_type")
+        .order_by("name")
+    )
+
+
+def role_permissions(role: Group) -> list[str]:
+    """The `KEY_PERMISSIONS` `role` holds."""
+    held = {f"{perm.content_type.app_label}.{perm.codename}" for perm in role.permissions.all()}
+    return [perm for perm in KEY_PERMISSIONS if perm in held]
+
+
+def role_save(
+    *, role: Group | None, name: str, permissions: Iterable[str], request: HttpRequest
+) -> Group:
+    """Make a custom role (`role` None) or change one: its name and which of
+    `KEY_PERMISSIONS` it holds; any other permission a group holds is left alone."""
+    name = name.strip()
+    if not name:
+        raise ValidationError(ROLE_NAME_BLANK)
+    if name in BUILT_IN_ROLES or (role is not None and role.name in BUILT_IN_ROLES):
+        raise ValidationError(ROLE_BUILT_IN)
+    wanted = scope_permissions(permissions)
+    before = [] if role is None else role_permissions(role)
+    if PERM_ADMINISTER in {*wanted, *before}:
+        _superuser_only(request, role)
+    others = Group.objects.filter(name=name)
+    taken = (others.exclude(pk=role.pk) if role is not None else others).exists()
+    if taken:
+        raise ValidationError(ROLE_NAME_TAKEN.format(name=name))
+    created = role is None
+    with transaction.atomic():
+        old_name = "" if role is None else role.name
+        role = role or Group()
+        role.name = name
+        role.save()
+        role.permissions.remove(*_permission_rows(set(KEY_PERMISSIONS) - set(wanted)))
+        role.permissions.add(*_permission_rows(wanted))
+        audit_record(
+            action=AuditAction.ROLE_CREATE if created else AuditAction.ROLE_UPDATE,
+            request=request,
+            target=f"role {role.pk} ({name})",
+            parameters={"name": name, "permissions": wanted},
+            value_diff=None
+            if created
+            else {
+                "name": {"before": old_name, "after": name},
+                "permissions": {"before": before, "after": wanted},
+            },
+        )
+    return role
+
+
+def role_delete(*, role: Group, request: HttpRequest) -> None:
+    if role.name in BUILT_IN_ROLES:
+        raise ValidationError(ROLE_BUILT_IN)
+    held = role_permissions(role)
+    if PERM_ADMINISTER in held:
+        _superuser_only(request, role)
+    with transaction.atomic():
+        audit_record(
+            action=AuditAction.ROLE_DELETE,
+            request=request,
+            target=f"role {role.pk} ({role.name})",
+            parameters={
+                "name": role.name,
+                "permissions": held,
+                "members": sorted(role.user_set.values_list("username", flat=True)),
+            },
+        )
+        role.delete()
+
+
+def _superuser_only(request: HttpRequest, role: Group | None) -> None:
+    """Only a superuser grants the admin role's powers (as in the admin's user pages)."""
+    user: Any = request.user
+    if not user.is_superuser:
+        refused = PermissionDenied(ROLE_ADMIN_NEEDS_SUPERUSER)
+        audit_denied(request, refused)
+        raise refused
+
+
+def _permission_rows(dotted: Iterable[str]) -> list[Permission]:
+    wanted = Q(pk__in=[])
+    for name in dotted:
+        app_label, codename = name.split(".")
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    return list(Permission.objects.filter(wanted))
 
 
 def saved_view_save(

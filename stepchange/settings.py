@@ -276,6 +276,8 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stepchange@localhost")
 STEPCHANGE_API_TOKEN_PREFIX = "sc_"
+# Scoped API keys (README "API keys") start with this, so a bearer credential says which it is.
+STEPCHANGE_API_KEY_PREFIX = "sck_"
 # GET /metrics (README "Prometheus"): a scraper presents this as its bearer token; without
 # it, only a signed-in admin may read the page.
 METRICS_TOKEN = env_str("METRICS_TOKEN")

@@ -1,8 +1,9 @@
-"""Console pages of the core: home, personal API tokens, password change, the audit log;
-and `GET /metrics` for Prometheus."""
+"""Console pages of the core: home, personal API tokens, scoped API keys, custom roles,
+password change, the audit log; and `GET /metrics` for Prometheus."""
 
 import hmac
 import math
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -11,16 +12,18 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
+from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from conductor.registry import with_live_executor_counts
 from stepchange import prometheus, throttle
-from stepchange.access import visible_to
+from stepchange.access import users_within, visible_to
 from stepchange.audit import AuditAction, Result, audit_record, mark_refusal_audited
 from stepchange.auditlog import (
     AUDIT_ADMINS_ONLY,
@@ -29,10 +32,28 @@ from stepchange.auditlog import (
     audit_export,
 )
 from stepchange.http import HtmxHttpRequest
-from stepchange.models import ApiToken, AuditRecord
+from stepchange.models import ApiToken, Application, AuditRecord
 from stepchange.paging import CURSOR, Page, newest_first, query_without_cursor
-from stepchange.roles import PERM_ADMINISTER, Role, role_of
-from stepchange.services import api_token_create, api_token_revoke
+from stepchange.roles import (
+    KEY_PERMISSIONS,
+    PERM_ADMINISTER,
+    PERM_INSPECT,
+    ROLE_PERMISSIONS,
+    Role,
+    role_of,
+    scope_names,
+)
+from stepchange.services import (
+    api_key_create,
+    api_key_revoke,
+    api_keys_within,
+    api_token_create,
+    api_token_revoke,
+    custom_roles,
+    role_delete,
+    role_permissions,
+    role_save,
+)
 
 AUDIT_PAGE_SIZE = 50
 
@@ -74,6 +95,197 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     api_token_revoke(token=token, actor=request.user, request=request)
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("tokens")
+
+
+KEY_ADMINS_ONLY = "Only admins make and revoke API keys."
+ROLE_ADMINS_ONLY = "Only admins define roles."
+DEFAULT_KEY_DAYS = 90
+# What a key or role may carry beyond reading, which comes with every one.
+OPTIONAL_PERMISSIONS = [
+    (perm, label) for perm, label in KEY_PERMISSIONS.items() if perm != PERM_INSPECT
+]
+
+
+def _default_expiry() -> date:
+    return timezone.now().date() + timedelta(days=DEFAULT_KEY_DAYS)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the key is for, e.g. 'nightly report'.")
+    owner = forms.ModelChoiceField(
+        queryset=User.objects.none(),
+        help_text="The key never does more than its owner may, now or later.",
+    )
+    permissions = forms.MultipleChoiceField(
+        choices=OPTIONAL_PERMISSIONS,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Permissions beyond reading",
+    )
+    all_applications = forms.BooleanField(required=False, label="Every application")
+    applications = forms.ModelMultipleChoiceField(
+        queryset=Application.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Or only these applications",
+    )
+    expires_on = forms.DateField(
+        required=False,
+        initial=_default_expiry,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        label="Expires after",
+        help_text="The key stops working at the end of this day (UTC). Empty: never.",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        owner = self.fields["owner"]
+        applications = self.fields["applications"]
+        assert isinstance(owner, forms.ModelChoiceField)
+        assert isinstance(applications, forms.ModelMultipleChoiceField)
+        reachable = users_within(user) | User.objects.filter(pk=user.pk)
+        owner.queryset = reachable.distinct().order_by("username")
+        owner.initial = user.pk
+        applications.queryset = visible_to(user).order_by("name")
+
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data["expires_on"]
+        if day is None:
+            return None
+        return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """Scoped API keys: those of the users the admin manages, and a form to make one,
+    whose secret this page shows once."""
+    _admin_only(request, KEY_ADMINS_ONLY)
+    form = ApiKeyForm(request.POST or None, user=request.user)
+    created = None
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            everything = form.cleaned_data["all_applications"]
+            try:
+                _, created = api_key_create(
+                    name=form.cleaned_data["name"],
+                    owner=form.cleaned_data["owner"],
+                    permissions=form.cleaned_data["permissions"],
+                    applications=None if everything else form.cleaned_data["applications"],
+                    expires_at=form.expires_at(),
+                    request=request,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                status = 200
+                form = ApiKeyForm(user=request.user)
+    context = {
+        "form": form,
+        "created": created,
+        "keys": api_keys_within(request.user),
+        "read_label": KEY_PERMISSIONS[PERM_INSPECT],
+    }
+    return render(request, "stepchange/keys.html", context, status=status)
+
+
+def _admin_only(request: HttpRequest, message: str) -> None:
+    if not request.user.has_perm(PERM_ADMINISTER):
+        raise PermissionDenied(message)
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+    _admin_only(request, KEY_ADMINS_ONLY)
+    key = get_object_or_404(api_keys_within(request.user), pk=key_id)
+    api_key_revoke(key=key, request=request)
+    messages.success(request, f"Key “{key.name}” revoked.")
+    return redirect("api-keys")
+
+
+class RoleForm(forms.Form):
+    name = forms.CharField(max_length=150)
+    permissions = forms.MultipleChoiceField(
+        choices=OPTIONAL_PERMISSIONS,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Permissions beyond reading",
+    )
+
+
+@login_required
+def roles(request: HttpRequest) -> HttpResponse:
+    """The built-in roles, the custom ones, and a form to define one."""
+    _admin_only(request, ROLE_ADMINS_ONLY)
+    form = RoleForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        saved = _role_saved(request, form, None)
+        if saved is not None:
+            return saved
+        status = 400
+    context = {
+        "form": form,
+        "built_in": [
+            (name, scope_names([f"stepchange.{codename}" for codename in codenames]))
+            for name, codenames in ROLE_PERMISSIONS.items()
+        ],
+        "custom": [(role, scope_names(role_permissions(role))) for role in custom_roles()],
+        "read_label": KEY_PERMISSIONS[PERM_INSPECT],
+    }
+    return render(request, "stepchange/roles.html", context, status=status)
+
+
+@login_required
+def role_edit(request: HttpRequest, role_id: int) -> HttpResponse:
+    _admin_only(request, ROLE_ADMINS_ONLY)
+    role = get_object_or_404(custom_roles(), pk=role_id)
+    initial = {"name": role.name, "permissions": role_permissions(role)}
+    form = RoleForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        saved = _role_saved(request, form, role)
+        if saved is not None:
+            return saved
+        status = 400
+    members = role.user_set.order_by("username")
+    context = {
+        "form": form,
+        "role": role,
+        "members": members,
+        "read_label": KEY_PERMISSIONS[PERM_INSPECT],
+    }
+    return render(request, "stepchange/role.html", context, status=status)
+
+
+def _role_saved(request: HttpRequest, form: RoleForm, role: Group | None) -> HttpResponse | None:
+    """Save the posted role and go back to the list; None (the form holding why) if not."""
+    if not form.is_valid():
+        return None
+    try:
+        saved = role_save(
+            role=role,
+            name=form.cleaned_data["name"],
+            permissions=form.cleaned_data["permissions"],
+            request=request,
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return None
+    messages.success(request, f"Role “{saved.name}” saved.")
+    return redirect("roles")
+
+
+@login_required
+@require_POST
+def role_delete_view(request: HttpRequest, role_id: int) -> HttpResponse:
+    _admin_only(request, ROLE_ADMINS_ONLY)
+    role = get_object_or_404(custom_roles(), pk=role_id)
+    role_delete(role=role, request=request)
+    messages.success(request, f"Role “{role.name}” deleted.")
+    return redirect("roles")
 
 
 class LoginView(auth_views.LoginView):

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db.models import Max
 from django.http.response import HttpResponseBase
 from django.test import Client
@@ -31,7 +31,7 @@ from forks.models import EditedFork
 from stepchange import views as core_views
 from stepchange.access import APP_NOT_FOUND, NOT_ALLOWED
 from stepchange.api import conductor_v2
-from stepchange.models import Application, AuditRecord, SavedView
+from stepchange.models import ApiKey, Application, AuditRecord, SavedView
 from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
 from stepchange.services import api_token_create
 from stepchange.urls import api
@@ -82,6 +82,9 @@ class Route:
     kwargs: dict[str, str] = field(default_factory=dict)
     # A known gap in the audit of allowed attempts: those cells are expected to fail.
     hole: str = ""
+    # False for a route about no application (API keys, roles): whoever lacks the
+    # permission gets a 403, not the 404 that hides an application.
+    on_app: bool = True
 
 
 REASON = {"reason": "permission matrix"}
@@ -198,6 +201,16 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", ON_CHANNEL): Route(PERM_ADMINISTER, 200, "alert_channel.update", body=A_CHANNEL),
     ("DELETE", ON_CHANNEL): Route(PERM_ADMINISTER, 204, "alert_channel.delete"),
     ("POST", f"{ON_CHANNEL}/test"): Route(PERM_ADMINISTER, 202, "alert_channel.test"),
+    ("POST", "/api/v1/api-keys"): Route(
+        PERM_ADMINISTER,
+        201,
+        "api_key.create",
+        body={"name": "matrix key", "applications": [APP], "expires_at": None},
+        on_app=False,
+    ),
+    ("POST", "/api/v1/api-keys/{key_id}/revoke"): Route(
+        PERM_ADMINISTER, 200, "api_key.revoke", on_app=False
+    ),
 }
 
 # The Conductor-compatible API (stepchange/api/conductor_v2.py): bearer tokens only. A bulk
@@ -369,6 +382,37 @@ CONSOLE_ROUTES: dict[str, Route] = {
         "alert_delivery.retry",
         kwargs={**ON_APP, "delivery_id": "{delivery_id}"},
     ),
+    # The page shows the new key once: 200, not a redirect.
+    "api-keys": Route(
+        PERM_ADMINISTER,
+        200,
+        "api_key.create",
+        body={"name": "matrix key", "owner": "{owner_id}", "applications": "{app_id}"},
+        kwargs={},
+        on_app=False,
+    ),
+    "api-key-revoke": Route(
+        PERM_ADMINISTER, 302, "api_key.revoke", kwargs={"key_id": "{key_id}"}, on_app=False
+    ),
+    "roles": Route(
+        PERM_ADMINISTER,
+        302,
+        "role.create",
+        body={"name": "matrix role", "permissions": PERM_OPERATE},
+        kwargs={},
+        on_app=False,
+    ),
+    "role": Route(
+        PERM_ADMINISTER,
+        302,
+        "role.update",
+        body={"name": "renamed role", "permissions": PERM_OPERATE},
+        kwargs={"role_id": "{role_id}"},
+        on_app=False,
+    ),
+    "role-delete": Route(
+        PERM_ADMINISTER, 302, "role.delete", kwargs={"role_id": "{role_id}"}, on_app=False
+    ),
 }
 # Mutating console routes left out, and why.
 NOT_IN_MATRIX = {
@@ -437,7 +481,17 @@ class World:
             application=self.orders, name=persona, kind="slack", url="https://h.example.com/a"
         )
         delivery = AlertDelivery.objects.create(channel=channel, event="test", state="failed")
+        # A key of the admin's own, and a role of each persona's to change or delete.
+        admin = self.users[ADMIN]
+        key = ApiKey.objects.create(
+            name=persona, owner=admin, prefix="sck_x", key_hash=persona, all_applications=True
+        )
+        role = Group.objects.create(name=f"role of {persona}")
         return {
+            "key_id": str(key.pk),
+            "role_id": str(role.pk),
+            "owner_id": str(admin.pk),
+            "app_id": str(self.orders.pk),
             "rule_id": str(rule.pk),
             "channel_id": str(channel.pk),
             "delivery_id": str(delivery.pk),
@@ -591,10 +645,13 @@ def expected(route: Route, persona: str) -> Expected:
     if persona == ANONYMOUS:
         # The API answers 401; the console sends the browser to sign in.
         return Expected(401, "access.denied", DENIED)
-    if persona not in HOLDS:
+    if persona not in HOLDS and route.on_app:
         return Expected(404, "access.denied", DENIED, APP_NOT_FOUND.format(name=APP))
+    if persona not in HOLDS:
+        return Expected(403, "access.denied", DENIED)
     if route.need not in HOLDS[persona]:
-        return Expected(403, "access.denied", DENIED, NOT_ALLOWED)
+        # A page about no application says in its own words who may use it.
+        return Expected(403, "access.denied", DENIED, NOT_ALLOWED if route.on_app else "")
     return Expected(route.status, route.audit or "", route.result)
 
 
@@ -603,7 +660,7 @@ def _last_record() -> int:
     return last
 
 
-def assert_audited_once(since: int, persona: str, want: Expected) -> None:
+def assert_audited_once(since: int, persona: str, want: Expected, *, on_app: bool = True) -> None:
     records = list(AuditRecord.objects.filter(pk__gt=since))
     if not want.action:
         assert records == [], [(r.action, r.detail) for r in records]
@@ -615,7 +672,7 @@ def assert_audited_once(since: int, persona: str, want: Expected) -> None:
     assert record.actor_name == ("" if persona == ANONYMOUS else persona)
     if persona != ANONYMOUS:
         # The middleware that records an anonymous refusal does not know the application.
-        assert record.application_name == APP
+        assert record.application_name == (APP if on_app else "")
     if want.detail:
         assert record.detail == want.detail
 
@@ -655,7 +712,7 @@ def test_the_api_answers_each_persona_as_its_role_allows_and_audits_the_attempt(
     if want.detail:
         assert body is not None
         assert body["detail"] == want.detail
-    assert_audited_once(since, persona, want)
+    assert_audited_once(since, persona, want, on_app=route.on_app)
 
 
 @pytest.mark.parametrize(("operation", "persona"), _cells(CONDUCTOR_ROUTES))
@@ -701,10 +758,14 @@ def test_the_console_answers_each_persona_as_its_role_allows_and_audits_the_atte
 ) -> None:
     route = CONSOLE_ROUTES[name]
     values = world.values(persona)
-    kwargs = {key: value.format(**values) for key, value in (route.kwargs or ON_APP).items()}
+    kwargs = {key: value.format(**values) for key, value in _kwargs(route).items()}
+    body = {
+        key: value.format(**values) if isinstance(value, str) else value
+        for key, value in route.body.items()
+    }
     client = world.client(persona)
     since = _last_record()
-    response = client.post(reverse(name, kwargs=kwargs), route.body)
+    response = client.post(reverse(name, kwargs=kwargs), body)
     want = expected(route, persona)
     if persona == ANONYMOUS:
         assert _redirected_to(response) == LOGIN
@@ -713,7 +774,12 @@ def test_the_console_answers_each_persona_as_its_role_allows_and_audits_the_atte
         if want.status == 302:
             # Past the check, wherever the view sends the browser next, not to sign in.
             assert _redirected_to(response) != LOGIN
-    assert_audited_once(since, persona, want)
+    assert_audited_once(since, persona, want, on_app=route.on_app)
+
+
+def _kwargs(route: Route) -> dict[str, str]:
+    """The route's URL arguments: the application's name unless it says otherwise."""
+    return ON_APP if route.on_app and not route.kwargs else route.kwargs
 
 
 def _json(body: dict[str, Any]) -> str:
@@ -876,4 +942,4 @@ def test_a_refusal_does_not_depend_on_the_body(
     response = client.generic(method, url, '{"not": json', content_type="application/json")
     want = expected(API_ROUTES[operation], persona)
     assert response.status_code == want.status, response.content
-    assert_audited_once(since, persona, want)
+    assert_audited_once(since, persona, want, on_app=API_ROUTES[operation].on_app)

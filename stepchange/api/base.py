@@ -5,16 +5,16 @@ django-ninja reads the body, so a refusal never depends on what was sent."""
 
 from typing import Annotated, Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from stepchange.access import application_for
-from stepchange.audit import mark_refusal_audited
+from stepchange.access import application_for, require
+from stepchange.audit import audit_denied, mark_refusal_audited
 from stepchange.http import HAS_NUL, contains_nul
-from stepchange.services import api_token_authenticate
+from stepchange.services import bearer_authenticate
 
 # What every error answer looks like, and which statuses each kind of operation may give.
 ERROR_SCHEMA = {
@@ -24,7 +24,7 @@ ERROR_SCHEMA = {
 }
 ERROR_MEANINGS = {
     400: "Invalid input: the detail names what is wrong.",
-    401: "No session and no valid bearer token.",
+    401: "No session and no valid bearer token (or the API key is revoked or expired).",
     429: "Too many failed bearer tokens from this address (or with this token's prefix): "
     "wait the Retry-After header's seconds.",
     403: "Your role does not allow this (audited).",
@@ -36,11 +36,17 @@ ERROR_MEANINGS = {
 }
 
 
+# Operations on no application that only some roles may use.
+ADMIN_PATHS = ("/api/v1/audit", "/api/v1/api-keys")
+
+
 def error_statuses(path: str, method: str) -> list[int]:
     """The error statuses an operation may answer with, from where it sits."""
     statuses = [400, 401, 429]
-    if "{app}" in path or path.startswith("/api/v1/audit"):
+    if "{app}" in path or path.startswith(ADMIN_PATHS):
         statuses.append(403)
+    if "{key_id}" in path:
+        statuses.append(404)
     if "{app}" in path:
         statuses += [404, 502, 503, 504]
         if method != "get":
@@ -88,29 +94,43 @@ ACTING_NEEDS_APP = "acting_with() guards operations whose path names an {app}."
 class _ChecksTheApplication:
     """Authenticates as its base class does, then, when built with a permission, checks
     that the caller holds it on the application the path names (`application_for`: a 404
-    or a 403, audited). django-ninja runs authentication before it parses the body."""
+    or a 403, audited), or, built with `on_app=False`, that they hold it at all (a 403,
+    audited). django-ninja runs authentication before it parses the body."""
 
-    def __init__(self, permission: str | None = None) -> None:
+    def __init__(self, permission: str | None = None, *, on_app: bool = True) -> None:
         super().__init__()
         self.permission = permission
+        self.on_app = on_app
 
     def __call__(self, request: HttpRequest) -> Any:
         user = super().__call__(request)  # type: ignore[misc]
         if user and self.permission is not None:
             match = request.resolver_match
-            if match is None or "app" not in match.kwargs:
+            if not self.on_app:
+                _holding(request, self.permission)
+            elif match is None or "app" not in match.kwargs:
                 raise ImproperlyConfigured(ACTING_NEEDS_APP)
-            application_for(request, match.kwargs["app"], self.permission)
+            else:
+                application_for(request, match.kwargs["app"], self.permission)
         return user
 
 
+def _holding(request: HttpRequest, permission: str) -> None:
+    try:
+        require(request.user, permission)
+    except PermissionDenied as exc:
+        audit_denied(request, exc)
+        raise
+
+
 class BearerToken(_ChecksTheApplication, HttpBearer):
-    """`Authorization: Bearer sc_…`: a personal token, acting as its user."""
+    """`Authorization: Bearer sc_…`: a personal token, acting as its user; or `Bearer
+    sck_…`: a scoped API key, acting as its owner narrowed to the key's scope."""
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = api_token_authenticate(raw=token.strip(), request=request)
+        user = bearer_authenticate(raw=token.strip(), request=request)
         if user is None:
-            # api_token_authenticate has recorded the rejected token; the 401 needs no more.
+            # bearer_authenticate has recorded the rejected token; the 401 needs no more.
             mark_refusal_audited(request)
             return None
         request.user = user
@@ -134,6 +154,12 @@ def acting_with(permission: str) -> list[Any]:
     """The `auth` of an operation that changes something in the path's `{app}`: either
     credential, and `permission` on the application, all before the body is read."""
     return [BearerToken(permission), SessionCookie(permission)]
+
+
+def requiring(permission: str) -> list[Any]:
+    """The `auth` of an operation on no application that needs `permission` (an admin's
+    keys): either credential, and the permission, all before the body is read."""
+    return [BearerToken(permission, on_app=False), SessionCookie(permission, on_app=False)]
 
 
 class StepChangeAPI(NinjaAPI):

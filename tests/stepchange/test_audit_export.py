@@ -28,6 +28,8 @@ ITEM_FIELDS = {
     "created_at",
     "actor_name",
     "role",
+    "api_key_id",
+    "api_key_name",
     "application_name",
     "action",
     "target",

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from stepchange.api.endpoints import APPLICATIONS_UNKNOWN, OWNER_UNKNOWN
 from stepchange.asgi import application
-from stepchange.services import api_token_create
+from stepchange.services import KEY_EXPIRY_PAST, api_token_create
 from tests.conftest import make_app
 from workflows.models import BulkJob
 from workflows.sources import BACKWARDS, TWICE_ATTRIBUTE
@@ -90,10 +91,12 @@ def no_server_error(
 
 
 # Rules that relate one parameter to another, which a JSON schema cannot state: a time
-# range that ends before it starts, an attribute given twice with different values.
+# range that ends before it starts, an attribute given twice with different values; and
+# those that relate one to what exists or to now: a key's owner and applications must be
+# ones the caller manages, its expiry in the future.
 ACROSS_PARAMETERS = [
     re.compile(re.sub(r"\\\{[a-z]+(?:!r)?\\\}", ".*", re.escape(rule)))
-    for rule in (BACKWARDS, TWICE_ATTRIBUTE)
+    for rule in (BACKWARDS, TWICE_ATTRIBUTE, OWNER_UNKNOWN, APPLICATIONS_UNKNOWN, KEY_EXPIRY_PAST)
 ]
 
 
