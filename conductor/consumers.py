@@ -59,10 +59,12 @@ CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
 # The key it connected with was revoked.
 CLOSE_KEY_REVOKED = 4003
-# This StepChange process is shutting down (RFC 6455 "going away"): both SDKs reconnect
-# after a second, through the load balancer to another process (README "Shutdown").
-CLOSE_GOING_AWAY = 1001
-SHUTDOWN_REASON = "StepChange is shutting down; reconnect"
+# This StepChange process is shutting down: a normal closure. RFC 6455's "going away"
+# (1001) or "service restart" (1012) would say it better, but Daphne's WebSocket library
+# (autobahn) lets a server send only 1000 or 3000-4999, and drops the reason. Nothing is
+# lost: dbos 3.2.0 and @dbos-inc/dbos-sdk 5.0.2 reconnect one second after any close,
+# whatever its code, through the load balancer to another process (README "Shutdown").
+CLOSE_SHUTDOWN = 1000
 # Refused by the failure throttle (stepchange/throttle.py), before the handshake: Daphne
 # answers the upgrade with 403, and the code is seen only in-process (tests).
 CLOSE_THROTTLED = 4029
@@ -247,7 +249,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """This process is shutting down: the executor is told to reconnect elsewhere, and
         whatever it was asked fails at once, saying why."""
         self.ended_by = ENDED_BY_SHUTDOWN
-        await self.close(code=CLOSE_GOING_AWAY, reason=SHUTDOWN_REASON)
+        await self.close(code=CLOSE_SHUTDOWN)
 
     async def disconnect(self, code: int) -> None:
         try:

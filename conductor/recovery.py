@@ -48,7 +48,7 @@ POISON_THRESHOLD = 2
 PENDING_LIST_LIMIT = 500
 RETRY_FAILED_AFTER_SECONDS = 30
 ABANDONED_CLAIM_SECONDS = 300
-# An executor that a StepChange process sent away when it shut down (close code 1001) is
+# An executor that a StepChange process sent away when it shut down (a normal close) is
 # alive and reconnecting, maybe to a process that is still starting: it is not recovered
 # before this long, whatever its application's grace. If it never comes back, it is.
 HANDED_OFF_GRACE_SECONDS = 120

@@ -72,7 +72,7 @@ def executor_register(
 
 
 # How a connection ended when its StepChange process shut down and sent the executor
-# elsewhere (close code 1001): not a death, and the executor is back within seconds.
+# elsewhere (a normal close): not a death, and the executor is back within seconds.
 ENDED_BY_SHUTDOWN = "StepChange shut down"
 
 

@@ -11,7 +11,7 @@ Its counters for `GET /metrics` go to files shared by every process on the host
 
 SIGTERM drains the process instead of stopping it at once (README "Shutdown"): it stops
 listening and turns /readyz to 503, lets relayed requests finish, tells its executors to
-go (close code 1001, so that they reconnect to another process), fails whatever is still
+go (a normal close, 1000, after which they reconnect to another process), fails whatever is still
 waiting with a 502 that says why, and stops the reactor, all within
 SHUTDOWN_GRACE_SECONDS. A second SIGTERM, or SIGINT, stops it at once.
 """
@@ -135,7 +135,15 @@ def _drain_or_stop() -> None:
         logger.warning("A second SIGTERM: stopping now")
         reactor.stop()  # type: ignore[misc]
         return
-    _draining.append(asyncio.ensure_future(drain(float(_grace_seconds()))))
+    task = asyncio.ensure_future(drain(float(_grace_seconds())))
+    task.add_done_callback(_stop_if_drain_failed)
+    _draining.append(task)
+
+
+def _stop_if_drain_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("The drain failed; stopping now", exc_info=task.exception())
+        reactor.stop()  # type: ignore[misc]
 
 
 def _grace_seconds() -> int:
@@ -166,7 +174,7 @@ async def drain(grace: float) -> None:
         deadline - CLOSING_SECONDS,
     )
     sockets = consumers.executor_sockets_open()
-    logger.info("SIGTERM: sending %d executor(s) elsewhere (close code 1001)", len(sockets))
+    logger.info("SIGTERM: sending %d executor(s) elsewhere (close code 1000)", len(sockets))
     for consumer in sockets:
         await consumer.go_away()
     # Whatever still waits here on an executor of another process fails now, with a 502.

@@ -1,5 +1,5 @@
 """Stories about a StepChange process that shuts down: its executors are sent elsewhere
-with close code 1001, what they were asked fails at once saying why, and none of them is
+with a normal close, what they were asked fails at once saying why, and none of them is
 recovered as if it had died."""
 
 import asyncio
@@ -37,18 +37,14 @@ async def send_away(executor: FakeExecutor) -> dict[str, object]:
     return closed
 
 
-async def test_a_shutdown_tells_the_executor_to_go_with_close_code_1001(
+async def test_a_shutdown_tells_the_executor_to_go_with_a_normal_close(
     orders: Application,
 ) -> None:
     executor = await connect_executor()
     closed = await send_away(executor)
-    assert closed == {
-        "type": "websocket.close",
-        "code": 1001,
-        "reason": consumers.SHUTDOWN_REASON,
-    }
+    assert closed == {"type": "websocket.close", "code": 1000}
     connection = await sync_to_async(ExecutorConnection.objects.get)()
-    assert connection.close_code == 1001
+    assert connection.close_code == 1000
     assert connection.ended_by == ENDED_BY_SHUTDOWN
     assert consumers.executor_sockets_open() == []
 
@@ -85,14 +81,14 @@ async def test_an_executor_sent_away_is_not_recovered_while_it_reconnects(
     await grace(orders, 0)
     handed_off, crashed = await connect_executor(), await connect_executor()
     # Only the first is sent away; the other crashes (close code 1006).
-    consumer = next(
+    [consumer] = [
         c
         for c in consumers.executor_sockets_open()
-        if c.executor.executor_id == handed_off.executor_id
-    )  # type: ignore[union-attr]
+        if c.executor is not None and c.executor.executor_id == handed_off.executor_id
+    ]
     await consumer.go_away()
     await handed_off.communicator.receive_output(timeout=2)
-    await handed_off.communicator.disconnect(code=1001)
+    await handed_off.communicator.disconnect(code=1000)
     crashed_socket = crashed.communicator
     await crashed_socket.disconnect(code=1006)
     claimed = await sync_to_async(recovery._claim_due)()
@@ -127,13 +123,21 @@ async def test_a_crashed_executor_is_still_recovered_after_the_grace(orders: App
     assert claimed.executor_id == crashed.executor_id
 
 
+class _Keep(logging.Handler):
+    def __init__(self, lines: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record)
+
+
 async def test_the_answer_is_logged_with_the_id_of_the_http_request_that_asked(
     orders: Application,
 ) -> None:
     lines: list[logging.LogRecord] = []
-    handler = logging.Handler()
+    handler = _Keep(lines)
     handler.addFilter(RequestIdFilter())
-    handler.emit = lines.append  # type: ignore[method-assign]
     logger = logging.getLogger("conductor.consumers")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
