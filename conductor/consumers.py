@@ -30,10 +30,16 @@ from conductor.protocol import (
     response_problem,
     shown,
 )
-from conductor.registry import executor_disconnected, executor_register, executors_seen
+from conductor.registry import (
+    ENDED_BY_SHUTDOWN,
+    executor_disconnected,
+    executor_register,
+    executors_seen,
+)
 from conductor.relay import record
 from stepchange.access import visible_to
 from stepchange.asyncdb import db_async
+from stepchange.logs import request_id_set
 from stepchange.models import Application
 from stepchange.redaction import redact_websocket_path
 from stepchange.services import executor_key_active, executor_key_check, executor_key_group
@@ -53,6 +59,12 @@ CLOSE_REPLACED = 4000
 CLOSE_BAD_INFO = 4001
 # The key it connected with was revoked.
 CLOSE_KEY_REVOKED = 4003
+# This StepChange process is shutting down: a normal closure. RFC 6455's "going away"
+# (1001) or "service restart" (1012) would say it better, but Daphne's WebSocket library
+# (autobahn) lets a server send only 1000 or 3000-4999, and drops the reason. Nothing is
+# lost: dbos 3.2.0 and @dbos-inc/dbos-sdk 5.0.2 reconnect one second after any close,
+# whatever its code, through the load balancer to another process (README "Shutdown").
+CLOSE_SHUTDOWN = 1000
 # Refused by the failure throttle (stepchange/throttle.py), before the handshake: Daphne
 # answers the upgrade with 403, and the code is seen only in-process (tests).
 CLOSE_THROTTLED = 4029
@@ -101,6 +113,9 @@ async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 # This process's executor consumers, for the heartbeat.
 _held: set[str] = set()
+# Every executor socket of this process from its accept until its disconnect is done: a
+# shutdown closes them and waits for them (stepchange/server.py).
+_open: set["ExecutorConsumer"] = set()
 # Every open executor socket of this process and the key it connected with (by pk): the
 # heartbeat joins their key groups again now and then (Redis forgets group members).
 _keyed: dict[str, int] = {}
@@ -111,6 +126,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     application: Application | None = None
     executor: Executor | None = None
     connection: ExecutorConnection | None = None
+    ended_by = "closed"
 
     # Frames that carry replies and relayed requests: the hot path.
     HOT = frozenset({"websocket.receive", "conductor.request"})
@@ -126,7 +142,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await super().dispatch(message)
 
     async def connect(self) -> None:
-        self.pending: dict[str, str] = {}
+        # request_id -> (the reply channel of whoever asked, the id of their HTTP request)
+        self.pending: dict[str, tuple[str, str]] = {}
         kwargs = self.scope["url_route"]["kwargs"]
         try:
             key = await db_async(executor_key_check)(
@@ -152,6 +169,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close()
             return
         await self.accept()
+        _open.add(self)
         self.info_request = ExecutorInfoRequest()
         self.info_frame = encode_request(self.info_request)
         self.info_sent = (timezone.now(), time.perf_counter())
@@ -174,8 +192,8 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if request_id == self.info_request.request_id:
             await self._register(parse_response(text_data), text_data)
             return
-        reply_channel = self.pending.pop(request_id, None)
-        if reply_channel is None:
+        asked = self.pending.pop(request_id, None)
+        if asked is None:
             logger.warning(
                 "Dropped a %s reply from %s to unknown request %s",
                 shown(kind, 40),
@@ -183,6 +201,16 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 shown(request_id, 60),
             )
             return
+        reply_channel, http_request_id = asked
+        if logger.isEnabledFor(logging.DEBUG):
+            with request_id_set(http_request_id):
+                logger.debug(
+                    "Executor %s answered %s %s (%d bytes)",
+                    self._who(),
+                    shown(kind, 40),
+                    request_id,
+                    len(text_data),
+                )
         await self.channel_layer.send(
             reply_channel, {"type": "conductor.reply", "frame": text_data}
         )
@@ -191,10 +219,10 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """A frame that could not be read but names a request this executor was asked: that
         request fails now (502) instead of at its timeout."""
         request_id = claimed_request_id(frame)
-        reply_channel = self.pending.pop(request_id, None) if request_id else None
-        if reply_channel is not None:
+        asked = self.pending.pop(request_id, None) if request_id else None
+        if asked is not None:
             await self.channel_layer.send(
-                reply_channel, {"type": "conductor.malformed", "problem": problem}
+                asked[0], {"type": "conductor.malformed", "problem": problem}
             )
 
     async def _close_unless_identified(self) -> None:
@@ -217,15 +245,28 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         logger.info("Closing %s: its key was revoked", self._who())
         await self.close(code=CLOSE_KEY_REVOKED, reason="executor key revoked")
 
+    async def go_away(self) -> None:
+        """This process is shutting down: the executor is told to reconnect elsewhere, and
+        whatever it was asked fails at once, saying why."""
+        self.ended_by = ENDED_BY_SHUTDOWN
+        await self.close(code=CLOSE_SHUTDOWN)
+
     async def disconnect(self, code: int) -> None:
+        try:
+            await self._disconnect(code)
+        finally:
+            _open.discard(self)
+
+    async def _disconnect(self, code: int) -> None:
         _held.discard(self.channel_name)
         await self._leave_key_group()
         deadline = getattr(self, "info_deadline", None)
         if deadline is not None and deadline is not asyncio.current_task():
             deadline.cancel()
-        for request_id, reply_channel in self.pending.items():
+        for request_id, (reply_channel, _) in self.pending.items():
             await self.channel_layer.send(
-                reply_channel, {"type": "conductor.failed", "request_id": request_id}
+                reply_channel,
+                {"type": "conductor.failed", "request_id": request_id, "ended_by": self.ended_by},
             )
         self.pending.clear()
         if self.executor is None or self.connection is None or self.application is None:
@@ -235,6 +276,7 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             connection=self.connection,
             channel_name=self.channel_name,
             close_code=code,
+            ended_by=self.ended_by,
         )
         if gone:
             await events.registry_changed()
@@ -245,7 +287,10 @@ class ExecutorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def conductor_request(self, message: dict[str, Any]) -> None:
         """A relayed request: send it on, and remember who waits for the answer."""
-        self.pending[message["request_id"]] = message["reply_channel"]
+        self.pending[message["request_id"]] = (
+            message["reply_channel"],
+            message.get("http_request_id", ""),
+        )
         try:
             await self.send(text_data=message["frame"])
         except Exception:
@@ -386,6 +431,21 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def console_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+
+def executors_held() -> int:
+    """How many identified executors this process holds now."""
+    return len(_held)
+
+
+def executor_sockets_open() -> list["ExecutorConsumer"]:
+    """This process's executor sockets, identified or not, not yet fully disconnected."""
+    return list(_open)
+
+
+def requests_waiting() -> int:
+    """Relayed requests this process's executors have been sent and not yet answered."""
+    return sum(len(consumer.pending) for consumer in _open)
 
 
 def _visible_ids(user: Any) -> list[int]:

@@ -20,10 +20,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from conductor import relay
-from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
+from conductor.models import Executor, ExecutorConnection, PoisonWorkflow, RecoveryAttempt
 from conductor.protocol import (
     ExistPendingWorkflowsRequest,
     ExistPendingWorkflowsResponse,
@@ -32,7 +33,7 @@ from conductor.protocol import (
     ListWorkflowsResponse,
     RecoveryRequest,
 )
-from conductor.registry import stale_executors_release
+from conductor.registry import ENDED_BY_SHUTDOWN, stale_executors_release
 from stepchange import prometheus
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -47,6 +48,10 @@ POISON_THRESHOLD = 2
 PENDING_LIST_LIMIT = 500
 RETRY_FAILED_AFTER_SECONDS = 30
 ABANDONED_CLAIM_SECONDS = 300
+# An executor that a StepChange process sent away when it shut down (a normal close) is
+# alive and reconnecting, maybe to a process that is still starting: it is not recovered
+# before this long, whatever its application's grace. If it never comes back, it is.
+HANDED_OFF_GRACE_SECONDS = 120
 # Executors an operator may recover by hand: gone, whatever became of their work since.
 RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
 
@@ -97,8 +102,15 @@ def _claim_due() -> list[Executor]:
     for application in Application.objects.all():
         stale_executors_release(application=application)
         grace = now - timedelta(seconds=application.recovery_grace_seconds)
-        candidates += Executor.objects.filter(
-            application=application, state=Executor.State.DISCONNECTED, disconnected_at__lte=grace
+        handed_off = now - timedelta(seconds=HANDED_OFF_GRACE_SECONDS)
+        candidates += (
+            Executor.objects.filter(
+                application=application,
+                state=Executor.State.DISCONNECTED,
+                disconnected_at__lte=grace,
+            )
+            .annotate(ended_by=Subquery(_last_connection_end))
+            .exclude(ended_by=ENDED_BY_SHUTDOWN, disconnected_at__gt=handed_off)
         )
         candidates += _worth_retrying(application, now)
         # A process that died while recovering leaves its claim behind: take it over.
@@ -112,6 +124,14 @@ def _claim_due() -> list[Executor]:
         for executor in candidates
         if claim(executor)
     ]
+
+
+# How an executor's latest connection ended.
+_last_connection_end = (
+    ExecutorConnection.objects.filter(executor=OuterRef("pk"))
+    .order_by("-connected_at")
+    .values("ended_by")[:1]
+)
 
 
 def claim(executor: Executor, *, states: tuple[str, ...] | None = None) -> bool:

@@ -71,13 +71,23 @@ def executor_register(
     return executor, connection, previous_channel
 
 
+# How a connection ended when its StepChange process shut down and sent the executor
+# elsewhere (a normal close): not a death, and the executor is back within seconds.
+ENDED_BY_SHUTDOWN = "StepChange shut down"
+
+
 def executor_disconnected(
-    *, executor: Executor, connection: ExecutorConnection, channel_name: str, close_code: int | None
+    *,
+    executor: Executor,
+    connection: ExecutorConnection,
+    channel_name: str,
+    close_code: int | None,
+    ended_by: str = "closed",
 ) -> bool:
     """Mark the executor gone, unless a newer connection of it has taken over already."""
     now = timezone.now()
     ExecutorConnection.objects.filter(pk=connection.pk, disconnected_at__isnull=True).update(
-        disconnected_at=now, close_code=close_code, ended_by="closed"
+        disconnected_at=now, close_code=close_code, ended_by=ended_by
     )
     updated = Executor.objects.filter(
         pk=executor.pk, channel_name=channel_name, state=Executor.State.CONNECTED

@@ -28,6 +28,7 @@ from conductor.protocol import (
     response_problem,
 )
 from conductor.registry import (
+    ENDED_BY_SHUTDOWN,
     NO_EXECUTOR,
     NO_SUCH_EXECUTOR,
     NoExecutorError,
@@ -37,6 +38,7 @@ from conductor.registry import (
 from conductor.requestlog import clip, request_log_add
 from stepchange import prometheus
 from stepchange.asyncdb import db_async
+from stepchange.logs import request_id_get
 from stepchange.models import Application
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,14 @@ TIMED_OUT = "Executor {executor_id} did not answer {type} within {timeout:g} s."
 DISCONNECTED = "Executor {executor_id} disconnected before answering {type}."
 EXECUTOR_FAILED = "Executor {executor_id} could not {type}: {error}"
 MALFORMED = "Executor {executor_id} sent a malformed answer to {type}: {problem}"
+SHUTTING_DOWN = (
+    "Executor {executor_id} did not answer {type}: the StepChange process holding it is "
+    "shutting down and sent it elsewhere; try again."
+)
+ABANDONED = (
+    "No answer to {type} from executor {executor_id}: this StepChange process is shutting "
+    "down; try again."
+)
 
 
 class RelayError(Exception):
@@ -213,6 +223,29 @@ async def _answer(
 LIVENESS_CHECK_SECONDS = 1.0
 
 
+class _Waiting:
+    """The exchanges this process waits on, and whether it has stopped waiting: a process
+    that is shutting down answers them 502 rather than leaving their callers hanging."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.abandoned = False
+
+
+waiting = _Waiting()
+
+
+def relays_in_flight() -> int:
+    """How many relayed requests this process is waiting on an answer for."""
+    return waiting.count
+
+
+def relays_abandon() -> None:
+    """Fail every exchange still waiting here, within LIVENESS_CHECK_SECONDS, and any
+    started from now on (the process is shutting down)."""
+    waiting.abandoned = True
+
+
 def _still_held(target: Executor) -> bool:
     return Executor.objects.live().filter(pk=target.pk, channel_name=target.channel_name).exists()
 
@@ -221,6 +254,16 @@ async def _exchange(
     target: Executor, message: Request, frame: str, timeout: float, log: dict[str, Any]
 ) -> str:
     """Hand the frame to the consumer holding `target` and wait for its answer."""
+    waiting.count += 1
+    try:
+        return await _exchange_counted(target, message, frame, timeout, log)
+    finally:
+        waiting.count -= 1
+
+
+async def _exchange_counted(
+    target: Executor, message: Request, frame: str, timeout: float, log: dict[str, Any]
+) -> str:
     layer = get_channel_layer()
     # The default prefix on purpose: channels_redis reads every process-local channel through
     # one Redis list per prefix, and a second prefix starves behind the consumers' receive.
@@ -233,11 +276,16 @@ async def _exchange(
             "request_id": message.request_id,
             "frame": frame,
             "reply_channel": reply_channel,
+            # For the log line of the answer, in whichever process holds the executor.
+            "http_request_id": request_id_get(),
         },
     )
     names = {"executor_id": target.executor_id, "type": message.type}
     answer: dict[str, Any] | None = None
     while answer is None:
+        if waiting.abandoned:
+            answer = {"type": "conductor.abandoned"}
+            break
         left = timeout - (time.perf_counter() - started)
         try:
             answer = await asyncio.wait_for(
@@ -260,6 +308,10 @@ async def _exchange(
         raise MalformedAnswerError(error)
     if answer["type"] != "conductor.reply":
         error = DISCONNECTED.format(**names)
+        if answer["type"] == "conductor.abandoned":
+            error = ABANDONED.format(**names)
+        elif answer.get("ended_by") == ENDED_BY_SHUTDOWN:
+            error = SHUTTING_DOWN.format(**names)
         await record(log, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
         raise ExecutorDisconnectedError(error)
     return str(answer["frame"])

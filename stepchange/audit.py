@@ -12,6 +12,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from stepchange import prometheus
+from stepchange.logs import request_id_get
 from stepchange.models import ApiKey, Application, AuditRecord, KeyHolder
 from stepchange.roles import role_of
 
@@ -112,6 +113,7 @@ def audit_record(
         source_address=source_address or (_client_address(request) if request else None),
         user_agent=(request.headers.get("User-Agent", "")[:512] if request else ""),
         request_id=request_id,
+        http_request_id=request_id_get(),
         response=response,
         value_diff=value_diff,
         api_key=api_key,

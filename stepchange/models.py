@@ -307,6 +307,9 @@ class AuditRecord(models.Model):
     source_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
+    # The id of the HTTP request that did it (X-Request-ID, stepchange/logs.py): the same
+    # as on its log lines.
+    http_request_id = models.CharField(max_length=64, blank=True)
     # The executor's answer to the relayed request, as it sent it (clipped when large).
     response = models.JSONField(null=True, blank=True)
     value_diff = models.JSONField(null=True, blank=True)

@@ -10,12 +10,21 @@ Its counters for `GET /metrics` go to files shared by every process on the host
 (`stepchange.prometheus`), in a directory this prepares before anything counts. With
 METRICS_PORT set, the same scrape is also served without a token on a listener of its own
 (`metrics_listener_open`).
+
+SIGTERM drains the process instead of stopping it at once (README "Shutdown"): it stops
+listening and turns /readyz to 503, lets relayed requests finish, tells its executors to
+go (a normal close, 1000, after which they reconnect to another process), fails whatever is still
+waiting with a 502 that says why, and stops the reactor, all within
+SHUTDOWN_GRACE_SECONDS. A second SIGTERM, or SIGINT, stops it at once.
 """
 
 import asyncio
+import logging
 import os
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +33,51 @@ from daphne.access import AccessLogGenerator
 
 # Daphne's modules, imported above, install Twisted's asyncio reactor: this is that one.
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IListeningPort
 
 from stepchange.redaction import redact_path, redact_websocket_path
 
 APPLICATION = "stepchange.asgi:application"
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("stepchange.access")
 
 
 class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]
+    """Daphne's access log, with executor keys redacted, written through `logging` (so that
+    LOG_FORMAT=json makes its lines JSON too); load balancers' probes only at DEBUG."""
+
     def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
         if "path" in details:
             redact = redact_websocket_path if protocol == "websocket" else redact_path
             details = {**details, "path": redact(details["path"])}
+        self.level = logging.INFO
+        if protocol == "http" and details.get("path") in PROBE_PATHS:
+            self.level = logging.DEBUG
         super().__call__(protocol, action, details)
+
+    def write_entry(
+        self,
+        host: str,
+        date: Any,
+        request: str,
+        status: int | None = None,
+        length: int | None = None,
+        ident: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        # The time is the log line's own.
+        access_logger.log(
+            self.level,
+            '%s %s %s "%s" %s %s',
+            host,
+            ident or "-",
+            user or "-",
+            request,
+            status or "-",
+            length or "-",
+        )
 
 
 def daphne_arguments(argv: list[str], max_message_bytes: int) -> list[str]:
@@ -76,6 +118,84 @@ def _stop_background() -> defer.Deferred[None]:
     from stepchange.background import background_stop
 
     return defer.Deferred.fromFuture(asyncio.ensure_future(background_stop()))
+
+
+def graceful_shutdown_on_sigterm() -> None:
+    """Once the reactor runs (and has installed its own handlers), SIGTERM drains."""
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, _on_sigterm)
+
+
+_draining: list[asyncio.Task[None]] = []
+
+
+def _on_sigterm(number: int, frame: Any) -> None:
+    # A signal handler runs between two bytecodes of whatever ran: hand over to the loop.
+    reactor.callFromThread(_drain_or_stop)
+
+
+def _drain_or_stop() -> None:
+    if _draining:
+        logger.warning("A second SIGTERM: stopping now")
+        reactor.stop()  # type: ignore[misc]
+        return
+    task = asyncio.ensure_future(drain(float(_grace_seconds())))
+    task.add_done_callback(_stop_if_drain_failed)
+    _draining.append(task)
+
+
+def _stop_if_drain_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("The drain failed; stopping now", exc_info=task.exception())
+        reactor.stop()  # type: ignore[misc]
+
+
+def _grace_seconds() -> int:
+    from django.conf import settings
+
+    return int(settings.SHUTDOWN_GRACE_SECONDS)
+
+
+# How long the executors get to close, and the last answers to be sent, after the wait
+# for in-flight requests: taken from the grace, not added to it.
+CLOSING_SECONDS = 2.0
+
+
+async def drain(grace: float) -> None:
+    """Stop taking work, hand the executors to other processes, then stop the reactor."""
+    from conductor import consumers, relay
+    from stepchange import health
+
+    deadline = time.monotonic() + grace
+    health.drain_begin()
+    logger.info("SIGTERM: draining (at most %g s)", grace)
+    for reader in reactor.getReaders():  # type: ignore[misc]
+        # Daphne's listening ports: no new connections from here on.
+        if IListeningPort.providedBy(reader):
+            reader.stopListening()
+    await _until(
+        lambda: relay.relays_in_flight() == 0 and consumers.requests_waiting() == 0,
+        deadline - CLOSING_SECONDS,
+    )
+    sockets = consumers.executor_sockets_open()
+    logger.info("SIGTERM: sending %d executor(s) elsewhere (close code 1000)", len(sockets))
+    for consumer in sockets:
+        await consumer.go_away()
+    # Whatever still waits here on an executor of another process fails now, with a 502.
+    relay.relays_abandon()
+    await _until(
+        lambda: not consumers.executor_sockets_open() and relay.relays_in_flight() == 0,
+        deadline,
+    )
+    # The last answers leave before the reactor drops the connections.
+    await asyncio.sleep(0.1)
+    reactor.stop()  # type: ignore[misc]
+
+
+async def _until(done: Any, deadline: float) -> None:
+    # Polled: what it waits on is counted in several modules, none of which should know
+    # about a shutdown.
+    while not done() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -159,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     # Daphne's command line builds its access log from this name; ours redacts keys.
     cli.AccessLogGenerator = RedactingAccessLog
     background_with_the_reactor()
+    graceful_shutdown_on_sigterm()
     cli.CommandLineInterface().run(arguments)
 
 

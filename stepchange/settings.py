@@ -91,6 +91,8 @@ INSTALLED_APPS = [
 
 # One chain for the console, the API and the admin.
 MIDDLEWARE = [
+    # First: whatever answers, answers the request's id (stepchange/logs.py).
+    "stepchange.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "stepchange.middleware.RefuseNulMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -219,6 +221,8 @@ if BEHIND_TLS:
     # TLS ends at the proxy in front of Daphne, which says so in X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # A load balancer's probes come over plain HTTP, from inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 
 LANGUAGE_CODE = "en-us"
@@ -233,11 +237,24 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 SERVESTATIC_USE_FINDERS = True
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# LOG_FORMAT=json: one JSON object per line (stepchange/logs.py); every line carries the
+# id of the request it was written for.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "stepchange.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "stepchange.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", _LOG_LEVELS)},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
@@ -249,6 +266,11 @@ EXECUTOR_MAX_MESSAGE_BYTES = env_int("EXECUTOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1
 # executor counts as gone even if the process that held it died without saying so.
 EXECUTOR_HEARTBEAT_SECONDS = env_int("EXECUTOR_HEARTBEAT_SECONDS", 15, minimum=1)
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 30, minimum=1)
+# On SIGTERM a server process stops taking connections, lets its relayed requests finish
+# for at most this long, sends its executors elsewhere and exits (stepchange/server.py).
+SHUTDOWN_GRACE_SECONDS = env_int("SHUTDOWN_GRACE_SECONDS", 10, minimum=1)
+# How long /readyz waits for the app database and the channel layer each.
+READY_TIMEOUT_SECONDS = env_int("READY_TIMEOUT_SECONDS", 2, minimum=1)
 # A read (never an action) that its executor has not answered this soon is asked of another
 # live executor once: a frozen executor costs a read this long, not the whole timeout.
 RELAY_READ_FAILOVER_SECONDS = env_int("RELAY_READ_FAILOVER_SECONDS", 3, minimum=1)

@@ -12,7 +12,7 @@ from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from forks import api as forks_api
 from forks.plans import ForkError
-from stepchange import views
+from stepchange import health, views
 from stepchange.api import conductor_v2, endpoints, errors
 from stepchange.api.base import new_api
 from workflows import api as workflows_api
@@ -41,6 +41,9 @@ api.add_router("/", workflows_api.workflow_router)
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # For load balancers: no sign-in, no audit (stepchange/health.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
     path(
         "favicon.ico",

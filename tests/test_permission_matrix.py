@@ -799,6 +799,23 @@ def test_a_read_that_misses_is_not_audited(world: World) -> None:
     assert _last_record() == since
 
 
+# Routes that answer anyone, signed in or not, and record nothing: a load balancer's probes.
+PUBLIC = {"healthz": 200, "readyz": 200}
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_the_probes_answer_every_persona_and_audit_nothing(
+    world: World, persona: str, name: str
+) -> None:
+    client = world.client(persona)
+    since = _last_record()
+    response = client.get(reverse(name))
+    assert response.status_code == PUBLIC[name], response.content
+    assert client.post(reverse(name)).status_code == 405
+    assert _last_record() == since
+
+
 @pytest.mark.parametrize("persona", PERSONAS)
 def test_the_go_to_workflow_box_answers_each_persona_as_its_role_allows(
     world: World, persona: str, monkeypatch: pytest.MonkeyPatch

@@ -1,6 +1,6 @@
 """The Daphne launcher: production defaults, and an access log that never shows a key."""
 
-import io
+import logging
 import socket
 
 import pytest
@@ -15,22 +15,47 @@ def test_executor_keys_are_redacted_from_paths() -> None:
     assert redact_path("/api/v1/apps") == "/api/v1/apps"
 
 
-def test_the_access_log_writes_websocket_paths_without_the_key() -> None:
-    stream = io.StringIO()
-    log = RedactingAccessLog(stream)
-    for action in ["connecting", "rejected", "connected", "disconnected"]:
-        log("websocket", action, {"client": ["127.0.0.1", 5], "path": "/websocket/orders/s3cr3t"})
-    assert "s3cr3t" not in stream.getvalue()
-    assert stream.getvalue().count("/websocket/orders/[redacted]") == 4
+def test_the_access_log_writes_websocket_paths_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RedactingAccessLog(None)
+    with caplog.at_level(logging.INFO, logger="stepchange.access"):
+        for action in ["connecting", "rejected", "connected", "disconnected"]:
+            log(
+                "websocket",
+                action,
+                {"client": ["127.0.0.1", 5], "path": "/websocket/orders/s3cr3t"},
+            )
+    assert "s3cr3t" not in caplog.text
+    assert caplog.text.count("/websocket/orders/[redacted]") == 4
 
 
-def test_the_access_log_hides_a_key_daphne_read_as_the_whole_path() -> None:
+def test_the_access_log_hides_a_key_daphne_read_as_the_whole_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A request target of //websocket/orders/s3cr3t reaches the log as /orders/s3cr3t.
-    stream = io.StringIO()
-    log = RedactingAccessLog(stream)
-    log("websocket", "rejected", {"client": ["127.0.0.1", 5], "path": "/orders/s3cr3t"})
-    assert "s3cr3t" not in stream.getvalue()
-    assert "/orders/..." in stream.getvalue()
+    log = RedactingAccessLog(None)
+    with caplog.at_level(logging.INFO, logger="stepchange.access"):
+        log("websocket", "rejected", {"client": ["127.0.0.1", 5], "path": "/orders/s3cr3t"})
+    assert "s3cr3t" not in caplog.text
+    assert "/orders/..." in caplog.text
+
+
+def test_the_access_log_keeps_load_balancer_probes_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RedactingAccessLog(None)
+    request = {"client": ["10.0.0.9", 5], "method": "GET", "status": 200, "size": 20}
+    with caplog.at_level(logging.DEBUG, logger="stepchange.access"):
+        log("http", "complete", {**request, "path": "/readyz"})
+        log("http", "complete", {**request, "path": "/healthz"})
+        log("http", "complete", {**request, "path": "/api/v1/apps"})
+    levels = {record.getMessage().split('"')[1]: record.levelno for record in caplog.records}
+    assert levels == {
+        "GET /readyz": logging.DEBUG,
+        "GET /healthz": logging.DEBUG,
+        "GET /api/v1/apps": logging.INFO,
+    }
 
 
 def test_defaults_raise_the_message_limit_and_can_be_overridden() -> None:
