@@ -38,6 +38,10 @@ ALL_APPLICATIONS = "*"
 
 # Why a sign-in was refused: shown on the refusal page and kept in the audit record.
 PROVIDER_UNREACHABLE = "The sign-in provider could not be reached: try again later."
+CODE_NOT_ACCEPTED = (
+    "The sign-in provider did not accept this sign-in's code (used already, expired, or "
+    "issued to another application): start again."
+)
 PROVIDER_REFUSED = "The sign-in provider refused the sign-in: {error}."
 NO_SIGN_IN_STARTED = (
     "This browser did not start a sign-in with the provider, or it expired: start again."
@@ -392,6 +396,9 @@ class SsoCallbackView(OIDCAuthenticationCallbackView):  # type: ignore[misc]
             # A state this browser never started, a nonce that is not the one sent, a key
             # the provider does not publish.
             return refuse(request, SsoRefusal(NOT_VERIFIED, detail=str(exc), status=400))
+        except requests.HTTPError as exc:
+            # The token endpoint's answer to the code (RFC 6749 §5.2).
+            return refuse(request, SsoRefusal(CODE_NOT_ACCEPTED, detail=str(exc), status=400))
         except requests.RequestException as exc:
             unreachable = SsoRefusal(PROVIDER_UNREACHABLE, detail=str(exc), status=502)
             return refuse(request, unreachable)
