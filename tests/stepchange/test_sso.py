@@ -225,7 +225,7 @@ def test_a_claim_that_maps_to_no_role_is_refused_and_makes_no_user(configured: P
     response = sign_in(configured, "bob", "bob-pass")
     assert response.status_code == 403
     assert "Your Test IdP account grants no StepChange role" in text(response)
-    assert "Nothing was created" in text(response)
+    assert "no account was made" in text(response)
     assert not User.objects.filter(username="bob").exists()
     assert not SsoIdentity.objects.exists()
     record = refusal()

@@ -45,8 +45,10 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username).first()
         if user is None:
             user = User.objects.create_user(username, email=f"{username}@example.com")
-        user.set_password(password)
-        user.save()
+        # Only when it changes: a new password hash ends the user's sessions at the provider.
+        if not user.check_password(password):
+            user.set_password(password)
+            user.save()
         names = [f"role:{r}" for r in roles.split(",") if r]
         names += [f"app:{a}" for a in apps.split(",") if a]
         user.groups.set([Group.objects.get_or_create(name=name)[0] for name in names])
