@@ -79,6 +79,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_mapping(name: str) -> dict[str, str]:
+    """`a=b,c=d` as {"a": "b", "c": "d"}; empty when unset."""
+    mapping: dict[str, str] = {}
+    for item in env_list(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} must be a list of value=name pairs, not {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def env_url(name: str, default: str = "", *, schemes: tuple[str, ...]) -> str:
     value = env_str(name, default)
     if not value:

@@ -231,6 +231,29 @@ class KeyHolder(User):
         return super().has_perm(perm)
 
 
+class SsoIdentity(models.Model):
+    """The provider's account (issuer and subject) that signs in as a user through single
+    sign-on. A user is found by this, never by a name or address the provider sends."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="unique_sso_identity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
 class SavedView(models.Model):
     """A named workflow-list filter (its query string), kept for its owner or the team."""
 

@@ -23,6 +23,7 @@ from stepchange.env import (
     env_int,
     env_ip,
     env_list,
+    env_mapping,
     env_str,
     env_url,
 )
@@ -161,6 +162,9 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Single sign-on (README "Single sign-on"), when OIDC_ISSUER is set: one more backend.
+if env_url("OIDC_ISSUER", schemes=("http", "https")):
+    AUTHENTICATION_BACKENDS.append("stepchange.sso.SsoBackend")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -324,3 +328,45 @@ PYTHON_EXPORT_MAX_BYTES = env_int("PYTHON_EXPORT_MAX_BYTES", 32 * 1024 * 1024, m
 # The largest workflow export file StepChange reads (to import it, or to view it offline),
 # zipped or once unzipped.
 EXPORT_FILE_MAX_BYTES = env_int("EXPORT_FILE_MAX_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+# Single sign-on with OpenID Connect (stepchange/sso.py, README "Single sign-on"), through
+# mozilla-django-oidc, whose own setting names (OIDC_RP_*, OIDC_OP_*) are filled here. Off
+# unless OIDC_ISSUER is set. Endpoints left unset are read from the issuer's discovery
+# document when first needed, so a provider that is down never stops StepChange starting.
+OIDC_ISSUER = env_url("OIDC_ISSUER", schemes=("http", "https")).rstrip("/")
+SSO_ENABLED = bool(OIDC_ISSUER)
+SSO_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = env_choice(
+    "OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "HS256")
+)
+_ENDPOINT_SCHEMES = ("http", "https")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_url("OIDC_AUTHORIZATION_ENDPOINT", schemes=_ENDPOINT_SCHEMES)
+OIDC_OP_TOKEN_ENDPOINT = env_url("OIDC_TOKEN_ENDPOINT", schemes=_ENDPOINT_SCHEMES)
+OIDC_OP_USER_ENDPOINT = env_url("OIDC_USERINFO_ENDPOINT", schemes=_ENDPOINT_SCHEMES)
+OIDC_OP_JWKS_ENDPOINT = env_url("OIDC_JWKS_ENDPOINT", schemes=_ENDPOINT_SCHEMES)
+# PKCE as well as the state and nonce: every provider in use today supports it.
+OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+# The clocks of StepChange and the provider may differ by this much (expiry, issue time).
+SSO_CLOCK_LEEWAY_SECONDS = env_int("OIDC_CLOCK_LEEWAY_SECONDS", 30, minimum=0)
+# Which claims say who someone is, which roles they hold and which applications they see.
+SSO_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+SSO_ROLE_CLAIM = env_str("OIDC_ROLE_CLAIM", "groups")
+# Claim value → role (a Django group: viewer, operator, admin or a custom one). Empty: each
+# claim value that names a group is that group.
+SSO_ROLE_MAP = env_mapping("OIDC_ROLE_MAP")
+# Unset: single sign-on leaves a user's applications to the admins. Set: its values are
+# application names, "*" for all, and they replace the user's access at every sign-in.
+SSO_APPLICATION_CLAIM = env_str("OIDC_APPLICATION_CLAIM")
+# Whether the sign-in page offers the password form. Off, only a superuser may still sign
+# in with a password, at /accounts/login/?password (the way in when the provider is down).
+PASSWORD_LOGIN = env_bool("OIDC_PASSWORD_LOGIN", True)
+if SSO_ENABLED and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be too"
+    )
+if not SSO_ENABLED and not PASSWORD_LOGIN:
+    raise ImproperlyConfigured("OIDC_PASSWORD_LOGIN=false needs single sign-on (OIDC_ISSUER)")

@@ -3,9 +3,15 @@
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.http import HttpRequest
 
 from stepchange.roles import PERM_ADMINISTER
+from stepchange.sso import PasswordLoginAllowed
+
+
+class AdminLoginForm(PasswordLoginAllowed, AdminAuthenticationForm):
+    pass
 
 
 class StepChangeAdminSite(admin.AdminSite):
@@ -13,6 +19,7 @@ class StepChangeAdminSite(admin.AdminSite):
     site_title = "StepChange admin"
     index_title = "Administration"
     site_url = "/"
+    login_form = AdminLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         # Members of the admin role use the admin without Django's is_staff flag.

@@ -12,7 +12,7 @@ from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from forks import api as forks_api
 from forks.plans import ForkError
-from stepchange import health, views
+from stepchange import health, sso, views
 from stepchange.api import conductor_v2, endpoints, errors
 from stepchange.api.base import new_api
 from workflows import api as workflows_api
@@ -51,6 +51,13 @@ urlpatterns = [
         name="favicon",
     ),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
+    # Single sign-on (stepchange/sso.py); the names are the ones mozilla-django-oidc reverses.
+    path("accounts/sso/start/", sso.SsoStartView.as_view(), name="oidc_authentication_init"),
+    path(
+        "accounts/sso/callback/",
+        sso.SsoCallbackView.as_view(),
+        name="oidc_authentication_callback",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),
     path("tokens/", views.tokens, name="tokens"),

@@ -13,7 +13,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import Group, User
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from conductor.registry import with_live_executor_counts
-from stepchange import prometheus, throttle
+from stepchange import prometheus, sso, throttle
 from stepchange.access import users_within, visible_to
 from stepchange.audit import AuditAction, Result, audit_record, mark_refusal_audited
 from stepchange.auditlog import (
@@ -288,10 +288,33 @@ def role_delete_view(request: HttpRequest, role_id: int) -> HttpResponse:
     return redirect("roles")
 
 
+class PasswordLoginForm(sso.PasswordLoginAllowed, AuthenticationForm):
+    pass
+
+
 class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
+    form_class = PasswordLoginForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = {**super().get_context_data(**kwargs), **sso.login_context(self.request)}
+        form = context["form"]
+        if form.has_error(NON_FIELD_ERRORS, "password_login_off"):
+            context["password_refused"] = form.non_field_errors()[0]
+        return context
 
     def form_invalid(self, form: Any) -> HttpResponse:
+        if form.has_error(NON_FIELD_ERRORS, "password_login_off"):
+            # The password was right, so no failure was recorded: the refusal is.
+            username = str(form.cleaned_data.get("username", ""))[:150]
+            audit_record(
+                action=AuditAction.LOGIN_FAILED,
+                request=self.request,
+                actor_name=username,
+                result=Result.DENIED,
+                target=username,
+                detail=form.non_field_errors()[0],
+            )
         # A wrong password is an authentication failure, and says so in its status.
         response = super().form_invalid(form)
         response.status_code = 401
@@ -313,6 +336,7 @@ def login_locked_out(
     context = {
         "form": AuthenticationForm(request),
         "locked_out": LOCKED_OUT.format(minutes=math.ceil(seconds / 60)),
+        **sso.login_context(request),
     }
     locked = render(request, "registration/login.html", context, status=429)
     locked["Retry-After"] = str(seconds)

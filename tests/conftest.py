@@ -22,7 +22,12 @@ AUDIT_MIGRATION = importlib.import_module("stepchange.migrations.0003_audit_appe
 PASSWORD = "correct horse battery staple"
 
 # Fake executors and a registered application; real servers and executors for end-to-end.
-pytest_plugins = ["tests.fake_executor", "tests.e2e.fixtures", "tests.sdk_fixtures"]
+pytest_plugins = [
+    "tests.fake_executor",
+    "tests.e2e.fixtures",
+    "tests.sdk_fixtures",
+    "tests.sso.fixtures",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

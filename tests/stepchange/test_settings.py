@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from stepchange.env import env_bool, env_database, env_int, env_ip, env_url
+from stepchange.env import env_bool, env_database, env_int, env_ip, env_mapping, env_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_SETTINGS = (
@@ -104,3 +104,31 @@ def test_the_typed_readers_accept_what_operators_write(monkeypatch: pytest.Monke
     monkeypatch.setenv("BIND", " ::1 ")
     assert env_ip("BIND", "127.0.0.1") == "::1"
     assert env_ip("UNSET_BIND", "127.0.0.1") == "127.0.0.1"
+
+
+def test_a_role_map_reads_as_pairs_and_a_pair_without_a_name_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OIDC_ROLE_MAP", "/ops/admins=admin, on-call = operator")
+    assert env_mapping("OIDC_ROLE_MAP") == {"/ops/admins": "admin", "on-call": "operator"}
+    monkeypatch.setenv("OIDC_ROLE_MAP", "/ops/admins=admin,on-call")
+    with pytest.raises(ImproperlyConfigured, match="OIDC_ROLE_MAP must be a list of value=name"):
+        env_mapping("OIDC_ROLE_MAP")
+
+
+def test_single_sign_on_needs_its_client_and_the_password_form_needs_single_sign_on(
+    tmp_path: Path,
+) -> None:
+    no_client = start(tmp_path, OIDC_ISSUER="https://sso.example.com/realms/ops")
+    assert no_client.returncode != 0
+    assert "OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be too" in no_client.stderr
+    no_sso = start(tmp_path, OIDC_PASSWORD_LOGIN="false")
+    assert no_sso.returncode != 0
+    assert "OIDC_PASSWORD_LOGIN=false needs single sign-on" in no_sso.stderr
+    configured = start(
+        tmp_path,
+        OIDC_ISSUER="https://sso.example.com/realms/ops",
+        OIDC_CLIENT_ID="stepchange",
+        OIDC_CLIENT_SECRET="secret",
+    )
+    assert configured.returncode == 0, configured.stderr
