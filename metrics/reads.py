@@ -1,0 +1,180 @@
+"""What the Metrics page and the overview draw, read from the roll-ups alone: a window's
+buckets (started, succeeded, failed, cancelled; latency and queue-wait percentiles; queue
+depths) and its figures per workflow name and per step name. Each window reads the rows
+of one resolution (minutes for an hour, hours for a day or a week, days for thirty days),
+so the longest window reads as few rows as the shortest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Q, QuerySet
+
+from metrics.models import DAY, HISTOGRAM_BOUNDS_MS, HOUR, MINUTE, QueueDepth, Rollup, RollupState
+from metrics.rollups import Figures
+from stepchange.models import Application
+
+UNKNOWN_WINDOW = "Unknown window “{window}”: choose one of {choices}."
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    label: str
+    span: timedelta
+    resolution: int
+
+
+WINDOWS = {
+    w.key: w
+    for w in (
+        Window("1h", "1 hour", timedelta(hours=1), MINUTE),
+        Window("24h", "24 hours", timedelta(hours=24), HOUR),
+        Window("7d", "7 days", timedelta(days=7), HOUR),
+        Window("30d", "30 days", timedelta(days=30), DAY),
+    )
+}
+DEFAULT_WINDOW = "24h"
+
+
+class UnknownWindow(ValueError):
+    pass
+
+
+def window_named(key: str) -> Window:
+    try:
+        return WINDOWS[key]
+    except KeyError:
+        choices = ", ".join(WINDOWS)
+        raise UnknownWindow(UNKNOWN_WINDOW.format(window=key[:40], choices=choices)) from None
+
+
+def percentile(histogram: list[int], fraction: float, longest: int | None) -> int | None:
+    """The `fraction` quantile of a histogram of HISTOGRAM_BOUNDS_MS, in ms: the upper bound
+    of the bucket it falls in (never more than the longest seen); None when empty."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = fraction * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        seen += count
+        if count and seen >= rank:
+            if index == len(HISTOGRAM_BOUNDS_MS):
+                return longest
+            bound = HISTOGRAM_BOUNDS_MS[index]
+            return bound if longest is None else min(bound, longest)
+    return longest
+
+
+@dataclass
+class Named:
+    """One workflow or step name's figures over the window."""
+
+    name: str
+    figures: Figures = field(default_factory=Figures)
+
+    @property
+    def finished(self) -> int:
+        return self.figures.succeeded + self.figures.failed + self.figures.cancelled
+
+    @property
+    def p50_ms(self) -> int | None:
+        return percentile(self.figures.latency, 0.5, self.figures.latency_max_ms)
+
+    @property
+    def p95_ms(self) -> int | None:
+        return percentile(self.figures.latency, 0.95, self.figures.latency_max_ms)
+
+
+@dataclass
+class Bucket:
+    start: datetime
+    figures: Figures = field(default_factory=Figures)
+    queues: dict[str, int] = field(default_factory=dict)
+
+    def latency(self, fraction: float) -> int | None:
+        return percentile(self.figures.latency, fraction, self.figures.latency_max_ms)
+
+    def wait(self, fraction: float) -> int | None:
+        return percentile(self.figures.queue_wait, fraction, self.figures.queue_wait_max_ms)
+
+
+@dataclass
+class WindowFigures:
+    window: Window
+    start: datetime
+    end: datetime
+    buckets: list[Bucket]
+    workflows: list[Named]
+    steps: list[Named]
+    queues: list[str]
+    rolled_to: datetime | None
+    problem: str = ""
+
+
+def bucket_starts(window: Window, now: datetime) -> list[datetime]:
+    """Every bucket of the window, oldest first, the one now running last."""
+    step = window.resolution
+    last = int(now.timestamp()) // step * step
+    first = int((now - window.span).timestamp()) // step * step + step
+    return [datetime.fromtimestamp(at, tz=UTC) for at in range(first, last + 1, step)]
+
+
+def _rows(application: Application, window: Window, start: datetime) -> QuerySet[Rollup]:
+    return Rollup.objects.filter(
+        application=application, resolution=window.resolution, bucket_start__gte=start
+    )
+
+
+def window_figures(application: Application, window: Window, now: datetime) -> WindowFigures:
+    """The window ending now: two indexed reads of StepChange's database (and the state)."""
+    starts = bucket_starts(window, now)
+    buckets = {at: Bucket(at) for at in starts}
+    workflows: dict[str, Named] = {}
+    steps: dict[str, Named] = {}
+    for row in _rows(application, window, starts[0]):
+        figures = Figures.of(row)
+        named = workflows if row.kind == Rollup.Kind.WORKFLOW else steps
+        named.setdefault(row.name, Named(row.name)).figures.add(figures)
+        bucket = buckets.get(row.bucket_start)
+        if bucket is not None and row.kind == Rollup.Kind.WORKFLOW:
+            bucket.figures.add(figures)
+    queues: set[str] = set()
+    for depth in QueueDepth.objects.filter(
+        application=application, resolution=window.resolution, bucket_start__gte=starts[0]
+    ):
+        bucket = buckets.get(depth.bucket_start)
+        if bucket is not None:
+            bucket.queues[depth.queue_name] = depth.enqueued
+            queues.add(depth.queue_name)
+    state = RollupState.objects.filter(application=application).first()
+    rolled_to = None
+    if state is not None and state.rolled_at is not None:
+        rolled_to = datetime.fromtimestamp(state.rolled_to_ms / 1000, tz=UTC)
+    return WindowFigures(
+        window=window,
+        start=starts[0],
+        end=now,
+        buckets=list(buckets.values()),
+        workflows=sorted(workflows.values(), key=lambda n: (-n.figures.started, n.name)),
+        steps=sorted(steps.values(), key=lambda n: (-n.finished, n.name)),
+        queues=sorted(queues),
+        rolled_to=rolled_to,
+        problem=state.problem if state is not None else "",
+    )
+
+
+def last_minute() -> list[Rollup]:
+    """Each application's last minute rolled up in full (for `GET /metrics`)."""
+    wanted = Q(pk__in=[])
+    for state in RollupState.objects.filter(rolled_at__isnull=False):
+        minute = state.rolled_to_ms // 60_000 * 60_000 - 60_000
+        at = datetime.fromtimestamp(minute / 1000, tz=UTC)
+        wanted |= Q(application_id=state.application_id, bucket_start=at)
+    return list(
+        Rollup.objects.filter(wanted, resolution=MINUTE)
+        .select_related("application")
+        .order_by("application__name", "kind", "name")
+    )
