@@ -234,6 +234,25 @@ def read_new(application: Application, after_ms: int, until_ms: int) -> Deltas:
     return deltas
 
 
+def next_stamp(application: Application, after_ms: int) -> int | None:
+    """The first moment after `after_ms` anything happened (a workflow created, finished
+    or dequeued, a step completed), or None: one probe of each index, so that a first
+    run, or one after a quiet spell, skips what holds nothing instead of reading it."""
+    workflows = systemdb.workflows(application)
+    alias = systemdb.alias_for(application)
+    stamps = ["created_at_ms", "completed_at_ms", "started_at_epoch_ms"]
+    missing = systemdb.missing_fields(alias, WorkflowStatus)
+    found = [
+        workflows.filter(**{f"{stamp}__gt": after_ms}).aggregate(at=models.Min(stamp))["at"]
+        for stamp in stamps
+        if stamp not in missing
+    ]
+    if "completed_at_epoch_ms" not in systemdb.missing_fields(alias, OperationOutput):
+        steps = systemdb.steps(application).filter(completed_at_epoch_ms__gt=after_ms)
+        found.append(steps.aggregate(at=models.Min("completed_at_epoch_ms"))["at"])
+    return min((at for at in found if at is not None), default=None)
+
+
 def read_queue_depths(application: Application) -> dict[str, dict[str, int]]:
     """Each queue's ENQUEUED and PENDING workflows now, through DBOS's partial index of
     in-flight workflows."""
@@ -348,10 +367,13 @@ def rollup_slice(application: Application, *, now: datetime | None = None) -> Ou
     now_ms = int(now.timestamp() * 1000)
     state = _state(application, now_ms)
     after = state.rolled_to_ms
-    until = min(now_ms - settings.METRICS_SETTLE_SECONDS * 1000, after + SLICE_MS)
-    if until <= after:
+    settled = now_ms - settings.METRICS_SETTLE_SECONDS * 1000
+    if settled <= after:
         return Outcome(application.name, after, after)
     try:
+        # A slice at most from the first thing that happened (nothing happened before it).
+        first = next_stamp(application, after)
+        until = settled if first is None else min(settled, max(after, first - 1) + SLICE_MS)
         deltas = read_new(application, after, until)
         depths = None
         sampled = state.queues_sampled_at
