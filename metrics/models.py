@@ -2,9 +2,10 @@
 application's system database: per minute, hour and day, per workflow name (and per step
 name), and each queue's depth sampled once a minute. `metrics/rollups.py` writes them.
 
-Durations are kept as small fixed histograms (counts per bucket of HISTOGRAM_BOUNDS_MS)
-beside their maximum: histograms add up, so the p95 of thirty days is the p95 of the sum
-of thirty day rows, never a scan of the workflows.
+Durations are kept as small fixed histograms beside their maximum: a column per bucket
+of HISTOGRAM_BOUNDS_MS (`lat_00` …, `wait_00` …). Histograms add up, so the p95 of thirty
+days is the p95 of the sum of thirty day rows, summed by the database (SUM per column)
+and never a scan of the workflows.
 """
 
 from django.db import models
@@ -35,6 +36,8 @@ HISTOGRAM_BOUNDS_MS = (
     86_400_000,
 )
 HISTOGRAM_SIZE = len(HISTOGRAM_BOUNDS_MS) + 1
+LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(HISTOGRAM_SIZE))
+WAIT_COLUMNS = tuple(f"wait_{i:02d}" for i in range(HISTOGRAM_SIZE))
 
 
 class Rollup(models.Model):
@@ -42,9 +45,10 @@ class Rollup(models.Model):
 
     Workflows: `started` counts those created in the bucket; `succeeded`, `failed` (ERROR
     or MAX_RECOVERY_ATTEMPTS_EXCEEDED) and `cancelled` those that finished in it, whenever
-    they started, with `latency` their time from creation to completion; `dequeued` those
-    a queue let go in it, with `queue_wait` their time in the queue. Steps: `succeeded`
-    and `failed` count the steps that completed in the bucket, `latency` their duration.
+    they started, with the latency histogram their time from creation to completion;
+    `dequeued` those a queue let go in it, with the wait histogram their time in the queue.
+    Steps: `succeeded` and `failed` count the steps that completed in the bucket, the
+    latency histogram their duration.
     """
 
     class Kind(models.TextChoices):
@@ -61,10 +65,45 @@ class Rollup(models.Model):
     failed = models.PositiveBigIntegerField(default=0)
     cancelled = models.PositiveBigIntegerField(default=0)
     dequeued = models.PositiveBigIntegerField(default=0)
-    latency = models.JSONField(default=list)
     latency_max_ms = models.BigIntegerField(null=True)
-    queue_wait = models.JSONField(default=list)
     queue_wait_max_ms = models.BigIntegerField(null=True)
+    # The latency histogram (LATENCY_COLUMNS), then the wait histogram (WAIT_COLUMNS).
+    lat_00 = models.PositiveBigIntegerField(default=0)
+    lat_01 = models.PositiveBigIntegerField(default=0)
+    lat_02 = models.PositiveBigIntegerField(default=0)
+    lat_03 = models.PositiveBigIntegerField(default=0)
+    lat_04 = models.PositiveBigIntegerField(default=0)
+    lat_05 = models.PositiveBigIntegerField(default=0)
+    lat_06 = models.PositiveBigIntegerField(default=0)
+    lat_07 = models.PositiveBigIntegerField(default=0)
+    lat_08 = models.PositiveBigIntegerField(default=0)
+    lat_09 = models.PositiveBigIntegerField(default=0)
+    lat_10 = models.PositiveBigIntegerField(default=0)
+    lat_11 = models.PositiveBigIntegerField(default=0)
+    lat_12 = models.PositiveBigIntegerField(default=0)
+    lat_13 = models.PositiveBigIntegerField(default=0)
+    lat_14 = models.PositiveBigIntegerField(default=0)
+    lat_15 = models.PositiveBigIntegerField(default=0)
+    lat_16 = models.PositiveBigIntegerField(default=0)
+    lat_17 = models.PositiveBigIntegerField(default=0)
+    wait_00 = models.PositiveBigIntegerField(default=0)
+    wait_01 = models.PositiveBigIntegerField(default=0)
+    wait_02 = models.PositiveBigIntegerField(default=0)
+    wait_03 = models.PositiveBigIntegerField(default=0)
+    wait_04 = models.PositiveBigIntegerField(default=0)
+    wait_05 = models.PositiveBigIntegerField(default=0)
+    wait_06 = models.PositiveBigIntegerField(default=0)
+    wait_07 = models.PositiveBigIntegerField(default=0)
+    wait_08 = models.PositiveBigIntegerField(default=0)
+    wait_09 = models.PositiveBigIntegerField(default=0)
+    wait_10 = models.PositiveBigIntegerField(default=0)
+    wait_11 = models.PositiveBigIntegerField(default=0)
+    wait_12 = models.PositiveBigIntegerField(default=0)
+    wait_13 = models.PositiveBigIntegerField(default=0)
+    wait_14 = models.PositiveBigIntegerField(default=0)
+    wait_15 = models.PositiveBigIntegerField(default=0)
+    wait_16 = models.PositiveBigIntegerField(default=0)
+    wait_17 = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

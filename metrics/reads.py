@@ -10,10 +10,21 @@ import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import reduce
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, Sum
 
-from metrics.models import DAY, HISTOGRAM_BOUNDS_MS, HOUR, MINUTE, QueueDepth, Rollup, RollupState
+from metrics.models import (
+    DAY,
+    HISTOGRAM_BOUNDS_MS,
+    HOUR,
+    LATENCY_COLUMNS,
+    MINUTE,
+    WAIT_COLUMNS,
+    QueueDepth,
+    Rollup,
+    RollupState,
+)
 from metrics.rollups import Figures
 from stepchange.models import Application
 
@@ -22,19 +33,23 @@ UNKNOWN_WINDOW = "Unknown window “{window}”: choose one of {choices}."
 
 @dataclass(frozen=True)
 class Window:
+    """A window of the page: its roll-up rows are those of `resolution`, drawn in buckets
+    of `bucket` seconds (a whole number of rows each)."""
+
     key: str
     label: str
     span: timedelta
     resolution: int
+    bucket: int
 
 
 WINDOWS = {
     w.key: w
     for w in (
-        Window("1h", "1 hour", timedelta(hours=1), MINUTE),
-        Window("24h", "24 hours", timedelta(hours=24), HOUR),
-        Window("7d", "7 days", timedelta(days=7), HOUR),
-        Window("30d", "30 days", timedelta(days=30), DAY),
+        Window("1h", "1 hour", timedelta(hours=1), MINUTE, MINUTE),
+        Window("24h", "24 hours", timedelta(hours=24), HOUR, HOUR),
+        Window("7d", "7 days", timedelta(days=7), HOUR, 6 * HOUR),
+        Window("30d", "30 days", timedelta(days=30), DAY, DAY),
     )
 }
 DEFAULT_WINDOW = "24h"
@@ -118,38 +133,51 @@ class WindowFigures:
 
 def bucket_starts(window: Window, now: datetime) -> list[datetime]:
     """Every bucket of the window, oldest first, the one now running last."""
-    step = window.resolution
+    step = window.bucket
     last = int(now.timestamp()) // step * step
     first = int((now - window.span).timestamp()) // step * step + step
     return [datetime.fromtimestamp(at, tz=UTC) for at in range(first, last + 1, step)]
 
 
-def _rows(application: Application, window: Window, start: datetime) -> QuerySet[Rollup]:
-    return Rollup.objects.filter(
-        application=application, resolution=window.resolution, bucket_start__gte=start
-    )
+# What each group of roll-up rows adds up to: the database sums them.
+SUMS: dict[str, Any] = {
+    **{name: Sum(name) for name in (*Figures.COUNTS, *LATENCY_COLUMNS, *WAIT_COLUMNS)},
+    "latency_max_ms": Max("latency_max_ms"),
+    "queue_wait_max_ms": Max("queue_wait_max_ms"),
+}
+
+
+def _folded(at: datetime, window: Window) -> datetime:
+    step = window.bucket
+    return datetime.fromtimestamp(int(at.timestamp()) // step * step, tz=UTC)
 
 
 def window_figures(application: Application, window: Window, now: datetime) -> WindowFigures:
-    """The window ending now: two indexed reads of StepChange's database (and the state)."""
+    """The window ending now: its roll-up rows summed by the database, once per bucket
+    and once per name (two grouped reads of one index range), and its queue depths."""
     starts = bucket_starts(window, now)
     buckets = {at: Bucket(at) for at in starts}
-    workflows: dict[str, Named] = {}
-    steps: dict[str, Named] = {}
-    for row in _rows(application, window, starts[0]):
-        figures = Figures.of(row)
-        named = workflows if row.kind == Rollup.Kind.WORKFLOW else steps
-        named.setdefault(row.name, Named(row.name)).figures.add(figures)
-        bucket = buckets.get(row.bucket_start)
-        if bucket is not None and row.kind == Rollup.Kind.WORKFLOW:
-            bucket.figures.add(figures)
+    rows = Rollup.objects.filter(
+        application=application, resolution=window.resolution, bucket_start__gte=starts[0]
+    ).order_by()
+    per_bucket = rows.filter(kind=Rollup.Kind.WORKFLOW).values("bucket_start").annotate(**SUMS)
+    for sums in per_bucket:
+        bucket = buckets.get(_folded(sums["bucket_start"], window))
+        if bucket is not None:
+            bucket.figures.add(Figures.of(sums))
+    workflows: list[Named] = []
+    steps: list[Named] = []
+    for sums in rows.values("kind", "name").annotate(**SUMS):
+        named = workflows if sums["kind"] == Rollup.Kind.WORKFLOW else steps
+        named.append(Named(sums["name"], Figures.of(sums)))
     queues: set[str] = set()
     for depth in QueueDepth.objects.filter(
         application=application, resolution=window.resolution, bucket_start__gte=starts[0]
     ):
-        bucket = buckets.get(depth.bucket_start)
+        bucket = buckets.get(_folded(depth.bucket_start, window))
         if bucket is not None:
-            bucket.queues[depth.queue_name] = depth.enqueued
+            held = bucket.queues.get(depth.queue_name, 0)
+            bucket.queues[depth.queue_name] = max(held, depth.enqueued)
             queues.add(depth.queue_name)
     state = RollupState.objects.filter(application=application).first()
     rolled_to = None
@@ -160,8 +188,8 @@ def window_figures(application: Application, window: Window, now: datetime) -> W
         start=starts[0],
         end=now,
         buckets=list(buckets.values()),
-        workflows=sorted(workflows.values(), key=lambda n: (-n.figures.started, n.name)),
-        steps=sorted(steps.values(), key=lambda n: (-n.finished, n.name)),
+        workflows=sorted(workflows, key=lambda n: (-n.figures.started, n.name)),
+        steps=sorted(steps, key=lambda n: (-n.finished, n.name)),
         queues=sorted(queues),
         rolled_to=rolled_to,
         problem=state.problem if state is not None else "",

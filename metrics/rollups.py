@@ -36,8 +36,10 @@ from metrics.models import (
     HISTOGRAM_BOUNDS_MS,
     HISTOGRAM_SIZE,
     HOUR,
+    LATENCY_COLUMNS,
     MINUTE,
     RESOLUTIONS,
+    WAIT_COLUMNS,
     QueueDepth,
     Rollup,
     RollupState,
@@ -99,20 +101,29 @@ class Figures:
         self.queue_wait_max_ms = _longest(self.queue_wait_max_ms, other.queue_wait_max_ms)
 
     @classmethod
-    def of(cls, row: Rollup) -> Figures:
+    def of(cls, row: Rollup | dict[str, Any]) -> Figures:
+        """A roll-up row's figures, or those of a row of sums with the same names."""
+        values = row if isinstance(row, dict) else None
+
+        def get(name: str) -> Any:
+            return values.get(name) if values is not None else getattr(row, name)
+
         return cls(
-            **{name: getattr(row, name) for name in cls.COUNTS},
-            latency=list(row.latency) or _empty(),
-            latency_max_ms=row.latency_max_ms,
-            queue_wait=list(row.queue_wait) or _empty(),
-            queue_wait_max_ms=row.queue_wait_max_ms,
+            **{name: get(name) or 0 for name in cls.COUNTS},
+            latency=[get(column) or 0 for column in LATENCY_COLUMNS],
+            latency_max_ms=get("latency_max_ms"),
+            queue_wait=[get(column) or 0 for column in WAIT_COLUMNS],
+            queue_wait_max_ms=get("queue_wait_max_ms"),
         )
 
     def onto(self, row: Rollup) -> Rollup:
         for name in self.COUNTS:
             setattr(row, name, getattr(self, name))
-        row.latency, row.latency_max_ms = self.latency, self.latency_max_ms
-        row.queue_wait, row.queue_wait_max_ms = self.queue_wait, self.queue_wait_max_ms
+        for column, count in zip(LATENCY_COLUMNS, self.latency, strict=True):
+            setattr(row, column, count)
+        for column, count in zip(WAIT_COLUMNS, self.queue_wait, strict=True):
+            setattr(row, column, count)
+        row.latency_max_ms, row.queue_wait_max_ms = self.latency_max_ms, self.queue_wait_max_ms
         return row
 
 
@@ -316,7 +327,13 @@ def merge(application: Application, deltas: Deltas) -> None:
         Rollup.objects.bulk_create(added)
         Rollup.objects.bulk_update(
             changed,
-            [*Figures.COUNTS, "latency", "latency_max_ms", "queue_wait", "queue_wait_max_ms"],
+            [
+                *Figures.COUNTS,
+                "latency_max_ms",
+                "queue_wait_max_ms",
+                *LATENCY_COLUMNS,
+                *WAIT_COLUMNS,
+            ],
         )
 
 

@@ -46,7 +46,7 @@ def outcome_chart(figures: WindowFigures, title: str) -> Chart:
         title,
         "workflows",
         [b.start for b in buckets],
-        figures.window.resolution,
+        figures.window.bucket,
         [
             Series("failed", "seg-error", [b.figures.failed for b in buckets]),
             Series("cancelled", "seg-cancelled", [b.figures.cancelled for b in buckets]),
@@ -56,7 +56,7 @@ def outcome_chart(figures: WindowFigures, title: str) -> Chart:
 
 
 def window_charts(figures: WindowFigures) -> list[Chart]:
-    buckets, resolution = figures.buckets, figures.window.resolution
+    buckets, resolution = figures.buckets, figures.window.bucket
     starts = [b.start for b in buckets]
     started = charts.stacked_bars(
         "Workflows started",

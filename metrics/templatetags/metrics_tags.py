@@ -13,4 +13,6 @@ def duration(ms: float | None) -> str:
 
 @register.filter
 def bucket_size(seconds: int) -> str:
-    return {60: "a minute", 3600: "an hour", 86400: "a day"}.get(seconds, f"{seconds} s")
+    return {60: "a minute", 3600: "an hour", 21600: "six hours", 86400: "a day"}.get(
+        seconds, f"{seconds} s"
+    )
