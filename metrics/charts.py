@@ -81,6 +81,12 @@ def _nice_top(value: float) -> float:
     return 10 * power
 
 
+def _whole_top(value: float) -> float:
+    """A top for counts: every tick of the axis a whole number."""
+    top = _nice_top(value)
+    return float(-(-top // TICKS) * TICKS)
+
+
 def _x_label(at: datetime, resolution: int) -> str:
     return at.strftime(
         "%m-%d" if resolution >= 86400 else "%H:%M" if resolution < 3600 else "%m-%d %H:%M"
@@ -118,7 +124,7 @@ def stacked_bars(
     """Counts per bucket, one segment per series, stacked from the bottom in their order."""
     chart = Chart(title, unit, f"{title} per bucket, in {unit}")
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(starts))]
-    top = _nice_top(max(totals, default=0))
+    top = _whole_top(max(totals, default=0))
     slot = _frame(chart, starts, resolution, top, _count)
     for i, at in enumerate(starts):
         base: float = TOP + PLOT_H
@@ -144,11 +150,14 @@ def lines(
     resolution: int,
     series: Sequence[Series],
     show: Callable[[float], str],
+    *,
+    whole: bool = False,
 ) -> Chart:
-    """A line per series; a bucket without a value leaves a gap in its line."""
+    """A line per series; a bucket without a value leaves a gap in its line. `whole`:
+    the values are counts, and so is every tick."""
     chart = Chart(title, unit, f"{title} per bucket")
     values = [v for s in series for v in s.values if v is not None]
-    top = _nice_top(max(values, default=0))
+    top = (_whole_top if whole else _nice_top)(max(values, default=0))
     slot = _frame(chart, starts, resolution, top, show)
     for s in series:
         dots: list[Mark] = []

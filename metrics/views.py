@@ -102,5 +102,6 @@ def window_charts(figures: WindowFigures) -> list[Chart]:
             for i, queue in enumerate(busiest)
         ],
         lambda value: f"{value:,.0f}",
+        whole=True,
     )
     return [started, outcome_chart(figures, "Workflows finished"), latency, wait, depth]

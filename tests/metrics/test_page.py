@@ -61,7 +61,7 @@ def test_a_viewer_reads_every_window_drawn_from_the_roll_ups(
     assert response.status_code == 200
     page = response.content.decode()
     assert 'aria-current="page">Metrics</a>' in page
-    assert f'href="?window={window}" aria-selected="true"' in page
+    assert f'href="?window={window}" aria-current="page"' in page
     # The charts, each with its hover values and its table; nothing waited in a queue.
     assert page.count("<svg") == 4
     assert page.count("Nothing in this window.") == 1
