@@ -33,6 +33,7 @@ from django.conf import settings
 
 from alerts import delivery, evaluator
 from conductor import consumers, recovery, relay, requestlog, retention
+from metrics import rollups
 from workflows import jobs, names
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ LOOPS = (
     Loop("workflow-names", names.names_refresh_forever),
     Loop("alert-evaluator", evaluator.evaluate_forever),
     Loop("alert-delivery", delivery.deliver_forever),
+    Loop("metric-rollups", rollups.rollup_forever),
 )
 
 _tasks: dict[str, "asyncio.Task[None]"] = {}

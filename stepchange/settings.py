@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "workflows",
     "forks",
     "alerts",
+    "metrics",
 ]
 
 # One chain for the console, the API and the admin.
@@ -294,6 +295,12 @@ RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum
 ALERT_EVALUATE_SECONDS = env_int("ALERT_EVALUATE_SECONDS", 15, minimum=1)
 ALERT_DELIVERY_SECONDS = env_int("ALERT_DELIVERY_SECONDS", 2, minimum=1)
 ALERT_RETRY_BASE_SECONDS = env_int("ALERT_RETRY_BASE_SECONDS", 10, minimum=0)
+# Metrics (README "Metrics"): how often new workflows are rolled up, how long a stamped
+# row is given to commit before its minute is counted, and how far back a first roll-up
+# of an application's system database reaches.
+METRICS_ROLLUP_SECONDS = env_int("METRICS_ROLLUP_SECONDS", 15, minimum=1)
+METRICS_SETTLE_SECONDS = env_int("METRICS_SETTLE_SECONDS", 10, minimum=0)
+METRICS_BACKFILL_HOURS = env_int("METRICS_BACKFILL_HOURS", 24 * 30, minimum=1)
 # Email alerts go through Django's mail settings.
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

@@ -72,6 +72,7 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("", include("conductor.urls")),
     path("", include("alerts.urls")),
+    path("", include("metrics.urls")),
     # A workflow id may hold slashes: its page's route takes the rest of the path, so the
     # routes under a workflow (its edited fork, its actions) come before it.
     path("", include("forks.urls")),

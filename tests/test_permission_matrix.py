@@ -839,6 +839,25 @@ def test_the_go_to_workflow_box_answers_each_persona_as_its_role_allows(
     assert _last_record() == since
 
 
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_metrics_page_of_an_application_answers_each_persona_as_its_role_allows(
+    world: World, persona: str
+) -> None:
+    """A read: whoever may see `orders` reads its Metrics page (no system database: the page
+    says what it needs); the others learn nothing, and nothing is audited."""
+    client = world.client(persona)
+    since = _last_record()
+    response = client.get(reverse("app-metrics", args=[APP]), {"window": "7d"})
+    if persona == ANONYMOUS:
+        assert _redirected_to(response) == LOGIN
+    elif persona in HOLDS:
+        assert response.status_code == 200
+        assert b"Metrics need the system database" in response.content
+    else:
+        assert response.status_code == 404
+    assert _last_record() == since
+
+
 # `GET /metrics` by session (a scraper's METRICS_TOKEN: tests/stepchange/test_prometheus.py):
 # an admin reads it; anyone else is refused, and the refusal is audited.
 # Everyone else signed in: 403.

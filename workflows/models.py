@@ -544,6 +544,41 @@ class WorkflowOutput(SystemModel):
         db_table = "workflow_output"
 
 
+def per_minute(
+    queryset: models.QuerySet[Any],
+    *,
+    stamp: str,
+    after_ms: int,
+    until_ms: int,
+    group: tuple[str, ...],
+    duration: models.Expression | None = None,
+    bounds_ms: tuple[int, ...] = (),
+) -> list[dict[str, Any]]:
+    """The rows of `queryset` stamped (column `stamp`, epoch ms) in (after_ms, until_ms],
+    counted per minute of that stamp and per `group` columns: dicts with `minute` (epoch
+    ms), the group's values and `n`. With `duration`, also per histogram bucket `bucket`
+    (the index of the first bound of `bounds_ms` the duration is under, len(bounds_ms)
+    past them all, -1 when it is unknown) and its largest `longest`. The metrics roll-up's
+    read: one range of an index on the stamp, grouped in the database."""
+    minute = models.ExpressionWrapper(
+        models.F(stamp) / 60_000 * 60_000, output_field=models.BigIntegerField()
+    )
+    rows = queryset.filter(**{f"{stamp}__gt": after_ms, f"{stamp}__lte": until_ms}).order_by()
+    rows = rows.annotate(minute=minute)
+    names = ["minute", *group]
+    aggregates: dict[str, Any] = {"n": models.Count("*")}
+    if duration is not None:
+        rows = rows.annotate(took=models.ExpressionWrapper(duration, models.BigIntegerField()))
+        whens = [models.When(took__isnull=True, then=models.Value(-1))]
+        whens += [
+            models.When(took__lt=bound, then=models.Value(i)) for i, bound in enumerate(bounds_ms)
+        ]
+        rows = rows.annotate(bucket=models.Case(*whens, default=models.Value(len(bounds_ms))))
+        names.append("bucket")
+        aggregates["longest"] = models.Max("took")
+    return list(rows.values(*names).annotate(**aggregates))
+
+
 class StepQuerySet(models.QuerySet["OperationOutput"]):
     def of(self, workflow_id: str) -> StepQuerySet:
         """A workflow's steps in execution order (the primary key's own order)."""

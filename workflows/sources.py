@@ -99,11 +99,6 @@ QUEUE_FIELDS = (
     "partition_concurrency",
     "polling_interval_sec",
 )
-# The dashboard's charts: label, window, bucket (ms).
-CHART_WINDOWS = (
-    ("last hour", timedelta(hours=1), 60_000),
-    ("last day", timedelta(days=1), 30 * 60_000),
-)
 # Postgres's SQLSTATE for a statement stopped by statement_timeout.
 QUERY_CANCELED = "57014"
 # The status-row columns a workflow shows; the payloads are read beside them when loaded.
@@ -444,7 +439,6 @@ class QueueDepths:
 class Overview:
     """The dashboard's numbers; None where the source cannot say (`unavailable` says why)."""
 
-    charts: dict[str, dict[str, Any]] | None = None
     failures: list[Workflow] | None = None
     queues: QueueDepths | None = None
     unavailable: str = ""
@@ -946,15 +940,11 @@ class DatabaseSource:
         return await _on_thread(self._overview)(now)
 
     def _overview(self, now: datetime) -> Overview:
-        """Status charts for the last hour and day, recent failures, and how deep each
-        queue is."""
-        workflows = systemdb.workflows(self.application)
-        charts = {}
-        for label, window, bucket in CHART_WINDOWS:
-            recent = workflows.filtered(created_after=now - window)
-            charts[label] = _chart(recent.histogram(bucket_ms=bucket), now - window, now, bucket)
+        """Recent failures, how deep each queue is, and the headline numbers. No charts:
+        the overview draws them from the metric roll-ups (metrics/), which read only what
+        is new; drawn from here they would scan every workflow of the window per refresh."""
         failures = self._list(ListQuery(status=FAILED, limit=RECENT_FAILURES)).items
-        return Overview(charts, failures, self._queue_depths(), headline=self._headline(now))
+        return Overview(failures, self._queue_depths(), headline=self._headline(now))
 
     def _headline(self, now: datetime) -> Headline:
         """The dashboard's three counts of workflows, in one statement: each counted as the
@@ -1087,27 +1077,6 @@ def _schedule_from_executor(row: ScheduleOutput) -> Schedule:
         queue_name=row.queue_name,
         application_name=row.application_name,
     )
-
-
-def _chart(
-    rows: list[tuple[int, str, int]], start: datetime, end: datetime, bucket_ms: int
-) -> dict[str, Any]:
-    """Buckets of the window, each with its count per status, ready to draw."""
-    first = int(start.timestamp() * 1000) // bucket_ms * bucket_ms
-    last = int(end.timestamp() * 1000) // bucket_ms * bucket_ms
-    buckets: dict[int, dict[str, int]] = {at: {} for at in range(first, last + 1, bucket_ms)}
-    for at, status, count in rows:
-        buckets.setdefault(at, {})[status] = count
-    tallest = max((sum(counts.values()) for counts in buckets.values()), default=0)
-    totals: dict[str, int] = {}
-    for counts in buckets.values():
-        for status, count in counts.items():
-            totals[status] = totals.get(status, 0) + count
-    return {
-        "buckets": [(_time(at), counts) for at, counts in sorted(buckets.items())],
-        "tallest": tallest,
-        "totals": dict(sorted(totals.items())),
-    }
 
 
 # What `_extras` reads, each as rows of five columns: (text, text, text, number, flag).

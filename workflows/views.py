@@ -29,6 +29,9 @@ from django.views.decorators.http import require_POST
 
 from conductor import relay
 from conductor.registry import live_executors, live_versions
+from metrics.charts import Chart
+from metrics.reads import WINDOWS, window_figures
+from metrics.views import outcome_chart
 from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import arender, db_async
 from stepchange.converters import workflow_urls
@@ -1134,17 +1137,8 @@ def delete_view(request: HttpRequest, app_name: str, view_id: int) -> HttpRespon
     return redirect("workflows", app_name=app_name)
 
 
-# Stacked from the bottom in this order, so the failures sit where the eye starts.
-CHART_ORDER = [
-    "ERROR",
-    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-    "CANCELLED",
-    "PENDING",
-    "ENQUEUED",
-    "DELAYED",
-    "SUCCESS",
-]
-CHART_WIDTH, CHART_HEIGHT = 720, 110
+# The overview's charts: the Metrics page's windows, each with its heading.
+DASHBOARD_CHARTS = (("1h", "Workflows, last hour"), ("24h", "Workflows, last day"))
 
 
 @login_required
@@ -1155,8 +1149,6 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "application": application,
         "source": source.name,
         "notice": source.notice,
-        "chart_width": CHART_WIDTH,
-        "chart_height": CHART_HEIGHT,
         "headline_sample": RELAYED_HEADLINE_SAMPLE,
         **await db_async(_registry_summary)(application),
     }
@@ -1167,14 +1159,13 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         context["unavailable"] = str(exc)
     else:
         context["unavailable"] = overview.unavailable
-        if overview.charts is not None:
-            charts = overview.charts.items()
-            context["charts"] = {label: {**chart, "bars": _bars(chart)} for label, chart in charts}
         context["failures"] = overview.failures
         if overview.queues is not None:
             context["queues"] = overview.queues.depths
             context["queues_sampled"] = overview.queues.sampled
         context["headline"] = overview.headline
+    if application.system_database_url:
+        context["charts"] = await db_async(_dashboard_charts)(application, timezone.now())
     template = "workflows/dashboard.html"
     if request.htmx:
         template += "#dashboard"
@@ -1210,33 +1201,13 @@ def _registry_summary(application: Any) -> dict[str, Any]:
     }
 
 
-def _bars(chart: dict[str, Any]) -> list[dict[str, Any]]:
-    """SVG geometry of a stacked bar chart: one bar per bucket, a segment per status."""
-    buckets = chart["buckets"]
-    if not buckets:
-        return []
-    width = CHART_WIDTH / len(buckets)
-    scale = CHART_HEIGHT / max(chart["tallest"], 1)
-    bars = []
-    for index, (start, counts) in enumerate(buckets):
-        top = CHART_HEIGHT
-        segments = []
-        for status in CHART_ORDER:
-            count = counts.get(status, 0)
-            if count:
-                height = count * scale
-                top -= height
-                segments.append({"status": status, "y": top, "height": height, "count": count})
-        bars.append(
-            {
-                "x": index * width,
-                "width": max(width - 1, 1),
-                "start": start,
-                "segments": segments,
-                "total": sum(counts.values()),
-            }
-        )
-    return bars
+def _dashboard_charts(application: Application, now: datetime) -> list[Chart]:
+    """Workflows finished by outcome, from the metric roll-ups: a refresh reads a few
+    rows of StepChange's own database, never the system database's workflows."""
+    return [
+        outcome_chart(window_figures(application, WINDOWS[key], now), title)
+        for key, title in DASHBOARD_CHARTS
+    ]
 
 
 class ActionForm(forms.Form):

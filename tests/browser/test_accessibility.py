@@ -102,6 +102,9 @@ AlertDelivery.objects.create(
     alert=alert, channel=channel, event="firing", message={{"summary": alert.summary}},
     state="failed", attempts=12, last_error="HTTP 503: unavailable",
 )
+# The Metrics page's charts: the workflows rolled up as the background job does it.
+from metrics.rollups import rollup_all
+rollup_all()
 print(log.pk, job.pk, fork.pk, opened.record.pk, rule.pk, channel.pk)
 """
 
@@ -171,6 +174,9 @@ def console(
         "executor detail": f"{on_app}/executors/exec-a11y/",
         "schedules": f"{on_app}/schedules/",
         "versions": f"{on_app}/versions/",
+        "metrics": f"{on_app}/metrics/?window=1h",
+        "metrics, 30 days": f"{on_app}/metrics/?window=30d",
+        "metrics, an unknown window": f"{on_app}/metrics/?window=90d",
         "new bulk fork onto a version": f"{on_app}/bulk/new/?action=fork_to_version"
         f"&scope=selected&ids={quote(failed)}",
         "request log": f"{on_app}/requests/",
@@ -288,6 +294,9 @@ PAGES = [
     "executor detail",
     "schedules",
     "versions",
+    "metrics",
+    "metrics, 30 days",
+    "metrics, an unknown window",
     "new bulk fork onto a version",
     "request log",
     "request detail",
@@ -329,6 +338,7 @@ def test_every_console_page_passes_axe_core(admin_page: Page, console: Console, 
         "offline viewer, not in the file": 404,
         "go to a workflow, blank": 400,
         "workflow list, a bad attribute": 400,
+        "metrics, an unknown window": 400,
     }.get(name, 200)
     assert response.status == expected, name
     admin_page.wait_for_load_state("networkidle")

@@ -36,6 +36,7 @@ EVERYTHING = [
     "workflow-names",
     "alert-evaluator",
     "alert-delivery",
+    "metric-rollups",
     "request-log",
 ]
 

@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
+from metrics import rollups
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
 from tests.sdk_fixtures import by_role, registered
@@ -209,7 +210,10 @@ def test_the_dashboard_charts_statuses_and_lists_failures_and_queues(
     vera: User, sdk_fixtures: dict[str, dict[str, Any]]
 ) -> None:
     fixture = sdk_fixtures["py320-pg-default"]
-    app = registered(fixture).name
+    application = registered(fixture)
+    app = application.name
+    # The charts are drawn from the metric roll-ups, which the background job writes.
+    rollups.rollup_application(application)
     page = signed_in(vera).get(f"/apps/{app}/").content.decode()
     assert "Workflows, last hour" in page
     assert "Workflows, last day" in page

@@ -1,0 +1,83 @@
+"""Metrics end to end: a real DBOS 3.2.0 executor runs workflows, some of which fail; the
+roll-up job of a StepChange under Daphne counts them from the system database, and they
+show on the application's Metrics page and in `GET /metrics`."""
+
+import re
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.servers import Executor, PostgresDatabases, StepChange, eventually
+
+pytestmark = pytest.mark.e2e
+TOKEN = "e2e-rollup-token-0123456789"
+VIEWER = "vic"
+# The page as a signed-in viewer sees it, rendered in the server's own environment.
+PAGE = """
+from django.contrib.auth.models import User
+from django.test import Client
+client = Client(HTTP_HOST="127.0.0.1")
+client.force_login(User.objects.get(username="{viewer}"))
+response = client.get("/apps/{app}/metrics/?window=1h")
+print("STATUS", response.status_code)
+print(response.content.decode())
+"""
+
+
+@pytest.fixture(scope="module")
+def stepchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepChange]:
+    # Rolled up every second, each row counted as soon as it is written.
+    fast = {"METRICS_ROLLUP_SECONDS": "1", "METRICS_SETTLE_SECONDS": "0", "METRICS_TOKEN": TOKEN}
+    server = StepChange(tmp_path_factory.mktemp("stepchange"), env=fast).start()
+    yield server
+    server.stop()
+
+
+def scrape(server: StepChange) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    request = urllib.request.Request(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_real_executors_workflows_show_on_the_metrics_page_and_in_prometheus(
+    stepchange: StepChange,
+    new_app: Callable[..., tuple[str, str]],
+    executors: Callable[..., Executor],
+    databases: PostgresDatabases,
+) -> None:
+    system_db = databases.new("sc_rollups")
+    app, key = new_app("rolled", system_database_url=system_db)
+    executor = executors("python", app=app, key=key, system_database_url=system_db)
+    stepchange.wait_executors(app, 1)
+    stepchange.user(VIEWER, "viewer", "vic-pass-5521")
+    for name in ("ann", "bob", "cy", "fail1"):
+        executor.get(f"/?name={name}")
+
+    def greet_row() -> str | None:
+        out = stepchange.manage("shell", "-c", PAGE.format(viewer=VIEWER, app=app))
+        # The shell may print before the page: what follows the status line is the page.
+        _, _, after = out.partition("STATUS ")
+        status, _, page = after.partition("\n")
+        assert status.strip() == "200", out[:500]
+        # greet: started 4, succeeded 3, failed 1, cancelled 0.
+        found = re.search(
+            r'greet</a></th><td class="num">4</td><td class="num">3</td>'
+            r'<td class="num">1</td><td class="num">0</td>',
+            page,
+        )
+        return page if found else None
+
+    page = eventually(greet_row, timeout=60, what="greet rolled up on the Metrics page")
+    assert page.count("<svg") >= 3
+    assert ">shout</th>" in page  # a step of greet
+    rolled = ("stepchange_metrics_rolled_up_to_seconds", frozenset({("application", app)}))
+    assert scrape(stepchange)[rolled] > 0
