@@ -122,6 +122,19 @@ STATUS_FIELDS = (
     "parent_workflow_id",
     "application_name",
     "serialization",
+    "config_name",
+    "authenticated_user",
+    "assumed_role",
+    "authenticated_roles",
+    "workflow_timeout_ms",
+    "workflow_deadline_epoch_ms",
+    "deduplication_id",
+    "priority",
+    "queue_partition_key",
+    "was_forked_from",
+    "delay_until_epoch_ms",
+    "attributes",
+    "schedule_name",
 )
 PAYLOAD_FIELDS = ("input_text", "output_text", "error_text")
 # Read for one workflow, not for lists: how often it was recovered and when it left its queue.
@@ -257,6 +270,22 @@ class Workflow:
     # attempts, which it does not report).
     recovery_attempts: int | None = None
     dequeued_at: datetime | None = None
+    # What DBOS records of how it ran (None where the schema or the executor lacks them).
+    config_name: str | None = None
+    authenticated_user: str | None = None
+    assumed_role: str | None = None
+    # As stored: a JSON array of role names.
+    authenticated_roles: str | None = None
+    timeout_ms: int | None = None
+    deadline: datetime | None = None
+    deduplication_id: str | None = None
+    priority: int | None = None
+    queue_partition_key: str | None = None
+    was_forked_from: bool | None = None
+    delay_until: datetime | None = None
+    # As stored: a JSON object the application attached.
+    attributes: str | None = None
+    schedule_name: str | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -1186,6 +1215,19 @@ def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Wo
         children=row.get("children"),
         recovery_attempts=row.get("recovery_attempts"),
         dequeued_at=_time(row.get("started_at_epoch_ms")),
+        config_name=row.get("config_name"),
+        authenticated_user=row.get("authenticated_user"),
+        assumed_role=row.get("assumed_role"),
+        authenticated_roles=row.get("authenticated_roles"),
+        timeout_ms=row.get("workflow_timeout_ms"),
+        deadline=_time(row.get("workflow_deadline_epoch_ms")),
+        deduplication_id=row.get("deduplication_id"),
+        priority=row.get("priority"),
+        queue_partition_key=row.get("queue_partition_key"),
+        was_forked_from=row.get("was_forked_from"),
+        delay_until=_time(row.get("delay_until_epoch_ms")),
+        attributes=row.get("attributes"),
+        schedule_name=row.get("schedule_name"),
         **values,
     )
 
@@ -1637,6 +1679,19 @@ def _from_executor(row: WorkflowsOutput, language: str) -> Workflow:
         parent_workflow_id=row.parent_workflow_id,
         application_name=row.application_name,
         dequeued_at=_time(row.dequeued_at),
+        config_name=row.workflow_config_name,
+        authenticated_user=row.authenticated_user,
+        assumed_role=row.assumed_role,
+        authenticated_roles=row.authenticated_roles,
+        timeout_ms=row.workflow_timeout_ms,
+        deadline=_time(row.workflow_deadline_epoch_ms),
+        deduplication_id=row.deduplication_id,
+        priority=row.priority,
+        queue_partition_key=row.queue_partition_key,
+        was_forked_from=row.was_forked_from,
+        delay_until=_time(row.delay_until_epoch_ms),
+        attributes=row.attributes,
+        schedule_name=row.schedule_name,
         input=_shown(row.input, language),
         output=_shown(row.output, language),
         error=_shown(row.error, language),

@@ -17,7 +17,6 @@ from tools, never from a page, so there is no session and no CSRF token to check
 import asyncio
 import json
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Annotated, Any
 
 from django.conf import settings
@@ -145,14 +144,8 @@ def acting(permission: str) -> list[Any]:
 
 
 def _problem(request: HttpRequest, status: int, detail: Any) -> HttpResponse:
-    body: dict[str, Any] = {"title": HTTPStatus(status).phrase, "status": status}
-    if isinstance(detail, str):
-        body["detail"] = detail
-    else:
-        body["detail"] = "The request is not valid."
-        body["errors"] = detail
-    response = api.create_response(request, body, status=status)
-    response["Content-Type"] = "application/problem+json"
+    response = api.create_response(request, errors.problem(status, detail), status=status)
+    response["Content-Type"] = errors.PROBLEM_CONTENT_TYPE
     return response
 
 
@@ -265,6 +258,10 @@ def workflow_out(workflow: Workflow, *, values: bool = True) -> dict[str, Any]:
         "status": workflow.status,
         "workflowName": workflow.name,
         "workflowClass": workflow.class_name or None,
+        "workflowConfig": workflow.config_name or None,
+        "user": workflow.authenticated_user or None,
+        "assumedRole": workflow.assumed_role or None,
+        "roles": workflow.authenticated_roles or None,
         "queueName": workflow.queue_name,
         "appVersion": workflow.application_version,
         "executorId": workflow.executor_id,
@@ -272,8 +269,17 @@ def workflow_out(workflow: Workflow, *, values: bool = True) -> dict[str, Any]:
         "updatedAt": iso(workflow.updated_at),
         "completedAt": iso(workflow.completed_at),
         "dequeuedAt": iso(workflow.dequeued_at),
+        "timeoutMs": workflow.timeout_ms,
+        "deadline": iso(workflow.deadline),
+        "deduplicationId": workflow.deduplication_id,
+        "priority": workflow.priority,
+        "queuePartitionKey": workflow.queue_partition_key,
         "forkedFrom": workflow.forked_from,
+        "wasForkedFrom": workflow.was_forked_from,
         "parentWorkflowId": workflow.parent_workflow_id,
+        "delayUntil": iso(workflow.delay_until),
+        "attributes": workflow.attributes,
+        "scheduleName": workflow.schedule_name,
         "applicationName": workflow.application_name,
     }
     if values:
@@ -1056,6 +1062,46 @@ async def set_latest_version(
     )
     return Status(204, None)
 
+
+# A workflow may be named like a fixed route under `workflows/` (`search`, `aggregates`,
+# `bulk-cancel`, ...): that route's path would answer 405 to its GET and DELETE, so it
+# takes them too, for the workflow of that name.
+FIXED_WORKFLOW_ROUTES = (
+    "search",
+    "aggregates",
+    "bulk-cancel",
+    "bulk-resume",
+    "bulk-delete",
+    "bulk-fork-from-failure",
+)
+
+
+def _named_workflow_routes(name: str) -> None:
+    path = f"/orgs/{{org}}/apps/{{app}}/workflows/{name}"
+    slug = name.replace("-", "_")
+
+    async def get_named(request: HttpRequest, org: str, app: str) -> Any:
+        return await get_workflow(request, org, app, name)
+
+    async def delete_named(
+        request: HttpRequest, org: str, app: str, options: Query[DeleteQuery]
+    ) -> Status[None]:
+        return await delete_workflow(request, org, app, name, options)
+
+    router.get(path, operation_id=f"get_workflow_{slug}", summary=f"The workflow {name!r}")(
+        get_named
+    )
+    router.delete(
+        path,
+        response={204: None},
+        auth=acting(PERM_OPERATE),
+        operation_id=f"delete_workflow_{slug}",
+        summary=f"Delete the workflow {name!r}",
+    )(delete_named)
+
+
+for fixed in FIXED_WORKFLOW_ROUTES:
+    _named_workflow_routes(fixed)
 
 last_router.get("/orgs/{org}/apps/{app}/schedules/{workflow:schedule_name}")(get_schedule)
 last_router.get("/orgs/{org}/apps/{app}/workflows/{workflow:workflow_id}")(get_workflow)
