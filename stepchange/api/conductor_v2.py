@@ -56,6 +56,7 @@ from workflows.schedules import SCHEDULE_NOT_FOUND, ScheduleAction, schedule_act
 from workflows.sources import (
     MAX_STEPS_PAGE,
     BadCursor,
+    Extras,
     ListQuery,
     Schedule,
     ScheduleQuery,
@@ -721,12 +722,13 @@ async def list_steps(
     return [step_out(step) for step in steps[paging.offset : wanted]]
 
 
-async def _extras(request: HttpRequest, app: str, workflow_id: str) -> Any:
+async def _extras(request: HttpRequest, app: str, workflow_id: str, kind: str) -> Extras:
+    """Only the extras asked for: neither the workflow's values nor its steps are read."""
     source = await _source(request, app)
-    detail = await source.detail(workflow_id, actor=_actor(request))
-    if detail.workflow is None:
+    extras = await source.extras(workflow_id, frozenset({kind}), actor=_actor(request))
+    if extras is None:
         raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
-    return detail.extras
+    return extras
 
 
 @router.get("/orgs/{org}/apps/{app}/workflows/{workflow:workflow_id}/events")
@@ -734,7 +736,7 @@ async def workflow_events(
     request: HttpRequest, org: str, app: str, workflow_id: str
 ) -> list[dict[str, Any]]:
     """The events the workflow set: each key's latest value."""
-    extras = await _extras(request, app, workflow_id)
+    extras = await _extras(request, app, workflow_id, "events")
     return [{"key": event.key, "value": display(event.value)} for event in extras.events]
 
 
@@ -743,7 +745,7 @@ async def workflow_notifications(
     request: HttpRequest, org: str, app: str, workflow_id: str
 ) -> list[dict[str, Any]]:
     """The messages sent to the workflow, oldest first, and whether it consumed each."""
-    extras = await _extras(request, app, workflow_id)
+    extras = await _extras(request, app, workflow_id, "notifications")
     return [
         _present(
             {
@@ -1031,7 +1033,8 @@ async def get_schedule(request: HttpRequest, org: str, app: str, schedule_name: 
 async def list_versions(request: HttpRequest, org: str, app: str) -> list[dict[str, Any]]:
     """The versions DBOS registered (`application_versions`), the latest first."""
     application = await aapplication_for(request, app, PERM_INSPECT)
-    found = await versions_read(application, actor=_actor(request))
+    # Conductor's answer carries no counts: the pinned workflows are not counted.
+    found = await versions_read(application, actor=_actor(request), count_pinned=False)
     return [
         _present(
             {
