@@ -6,7 +6,9 @@ Only shapes are translated here: every read and action calls the services `/api/
 (the sources, `workflow_act`, the bulk jobs, `schedule_act`, the versions), so permissions,
 audit and request logging are the same. Requests and answers are Conductor's: camelCase
 fields, ISO 8601 times, stored values as display text. Errors are problem details
-(RFC 9457) as Conductor's server answers them: `{"title", "status", "detail"}`.
+(RFC 9457): `{"title", "status", "detail"}`. DBOS documents no error body for this API
+and dbos-mcp reads only the status (`raise_for_status`): the shape is our choice, not
+confirmed against Conductor's server.
 
 StepChange has one tenant: the organisation in the path must be one CONDUCTOR_API_ORGS
 names (any name when it names none); any other is a 404, like an unknown application.
