@@ -29,6 +29,7 @@ from stepchange.audit import Result, audit_record
 from stepchange.roles import PERM_ADMINISTER
 from workflows.sources import (
     BAD_CURSOR,
+    EXTRA_KINDS,
     MAX_OUTLINE_STEPS,
     MAX_STEPS_PAGE,
     BadCursor,
@@ -173,6 +174,14 @@ class ExportSource:
         if workflow is None:
             return Detail(None)
         return Detail(workflow, self._outline(workflow), self._extras(workflow_id))
+
+    async def extras(
+        self, workflow_id: str, kinds: frozenset[str] = EXTRA_KINDS, *, actor: str = ""
+    ) -> Any:
+        """All of the workflow's extras whatever the kinds asked: they are in memory."""
+        if self._workflow(workflow_id) is None:
+            return None
+        return self._extras(workflow_id)
 
     def _extras(self, workflow_id: str) -> Any:
         """Events, their history and streams, as `_extras_of` groups and decodes a system

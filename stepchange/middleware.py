@@ -12,7 +12,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
 from django.urls import reverse
 
-from stepchange.api.errors import API_PREFIX
+from stepchange.api.errors import API_PREFIX, CONDUCTOR_PREFIX, PROBLEM_CONTENT_TYPE, problem
 from stepchange.audit import (
     REFUSAL_AUDITED,
     UNSAFE_METHODS,
@@ -42,7 +42,8 @@ def nul_refusal(request: HttpRequest) -> tuple[int, str] | None:
     if NUL in request.path:
         return 404, NUL_IN_PATH
     fields = [("query parameter", request.GET)]
-    if request.content_type in FORM_CONTENT_TYPES and not request.path.startswith(API_PREFIX):
+    api = request.path.startswith((API_PREFIX, CONDUCTOR_PREFIX))
+    if request.content_type in FORM_CONTENT_TYPES and not api:
         fields.append(("form field", request.POST))
     for kind, data in fields:
         for key, values in data.lists():
@@ -57,9 +58,10 @@ def nul_refusal(request: HttpRequest) -> tuple[int, str] | None:
 
 class RefuseNulMiddleware:
     """Refuses a NUL before any query: Postgres cannot store or compare one and would answer
-    500, SQLite would quietly take it. The API answers `{"detail": ...}`, the console its
-    error page. Early in the chain, before the session or a token is looked up; synchronous
-    like the rest of the chain (see AuditRefusalsMiddleware)."""
+    500, SQLite would quietly take it. The API answers `{"detail": ...}`, the
+    Conductor-compatible API its problem details, the console its error page. Early in
+    the chain, before the session or a token is looked up; synchronous like the rest of
+    the chain (see AuditRefusalsMiddleware)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
@@ -74,6 +76,12 @@ class RefuseNulMiddleware:
         status, detail = refusal
         if request.path.startswith(API_PREFIX):
             return JsonResponse({"detail": detail}, status=status)
+        if request.path.startswith(CONDUCTOR_PREFIX):
+            response = JsonResponse(
+                problem(status, detail), status=status, content_type=PROBLEM_CONTENT_TYPE
+            )
+            response["Cache-Control"] = "no-store"
+            return response
         if status == 404:
             raise Http404(detail)
         raise BadRequest(detail)

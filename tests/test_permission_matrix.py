@@ -259,6 +259,13 @@ CONDUCTOR_ROUTES: dict[tuple[str, str], Route] = {
         PERM_OPERATE, 503, "application.version.set_latest", FAILED, {"versionName": "v2"}
     ),
 }
+# A workflow named like a fixed route (`search`, `bulk-cancel`, ...) is deleted there.
+CONDUCTOR_ROUTES |= {
+    ("DELETE", f"{ON_CONDUCTOR}/workflows/{name}"): Route(
+        PERM_OPERATE, 503, "workflow.delete", FAILED
+    )
+    for name in conductor_v2.FIXED_WORKFLOW_ROUTES
+}
 
 ON_APP = {"app_name": "{app}"}
 CONSOLE_ROUTES: dict[str, Route] = {

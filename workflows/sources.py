@@ -117,8 +117,23 @@ STATUS_FIELDS = (
     "parent_workflow_id",
     "application_name",
     "serialization",
+    "config_name",
+    "authenticated_user",
+    "assumed_role",
+    "authenticated_roles",
+    "workflow_timeout_ms",
+    "workflow_deadline_epoch_ms",
+    "deduplication_id",
+    "priority",
+    "queue_partition_key",
+    "was_forked_from",
+    "delay_until_epoch_ms",
+    "attributes",
+    "schedule_name",
 )
 PAYLOAD_FIELDS = ("input_text", "output_text", "error_text")
+# What a workflow's extras hold (see EXTRAS); a read may ask for some of them only.
+EXTRA_KINDS = frozenset({"events", "history", "notifications", "streams"})
 # Read for one workflow, not for lists: how often it was recovered and when it left its queue.
 DETAIL_FIELDS = ("recovery_attempts", "started_at_epoch_ms")
 STEP_FIELDS = (
@@ -252,6 +267,22 @@ class Workflow:
     # attempts, which it does not report).
     recovery_attempts: int | None = None
     dequeued_at: datetime | None = None
+    # What DBOS records of how it ran (None where the schema or the executor lacks them).
+    config_name: str | None = None
+    authenticated_user: str | None = None
+    assumed_role: str | None = None
+    # As stored: a JSON array of role names.
+    authenticated_roles: str | None = None
+    timeout_ms: int | None = None
+    deadline: datetime | None = None
+    deduplication_id: str | None = None
+    priority: int | None = None
+    queue_partition_key: str | None = None
+    was_forked_from: bool | None = None
+    delay_until: datetime | None = None
+    # As stored: a JSON object the application attached.
+    attributes: str | None = None
+    schedule_name: str | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -500,6 +531,10 @@ class Source(Protocol):
     async def get(self, workflow_id: str, *, actor: str = "") -> Workflow | None: ...
 
     async def detail(self, workflow_id: str, *, actor: str = "") -> Detail: ...
+
+    async def extras(
+        self, workflow_id: str, kinds: frozenset[str] = EXTRA_KINDS, *, actor: str = ""
+    ) -> Extras | None: ...
 
     async def outline(self, workflow_id: str, *, actor: str = "") -> Outline: ...
 
@@ -825,6 +860,25 @@ class DatabaseSource:
         outline = Outline(workflow, *steps_read[1](steps))
         return Detail(workflow, outline, _extras_of(extras))
 
+    async def extras(
+        self, workflow_id: str, kinds: frozenset[str] = EXTRA_KINDS, *, actor: str = ""
+    ) -> Extras | None:
+        """The workflow's extras of these kinds only, or None if there is no such
+        workflow: its status row (no payloads) and the extras, one round trip; no step is
+        read."""
+        return await _on_thread(self._extras)(workflow_id, kinds)
+
+    def _extras(self, workflow_id: str, kinds: frozenset[str]) -> Extras | None:
+        exists = systemdb.workflows(self.application).filter(workflow_uuid=workflow_id)
+        statements = [_sql(exists.values_list("workflow_uuid")[:1])]
+        extras_sql = _extras_sql(self.schema, workflow_id, kinds)
+        if extras_sql[0]:
+            statements.append(extras_sql)
+        found, *extras = _together(self.alias, statements)
+        if not found:
+            return None
+        return _extras_of(extras[0] if extras else [])
+
     async def outline(self, workflow_id: str, *, actor: str = "") -> Outline:
         return await _on_thread(self._outline)(workflow_id)
 
@@ -1088,15 +1142,18 @@ EXTRAS = (
 )
 
 
-def _extras_sql(schema: systemdb.Schema, workflow_id: str) -> tuple[str, list[Any]]:
-    """One UNION ALL over the tables this database has, its absent columns read as NULL;
-    each branch a subquery naming its columns alike. The text is made
+def _extras_sql(
+    schema: systemdb.Schema, workflow_id: str, kinds: frozenset[str] = EXTRA_KINDS
+) -> tuple[str, list[Any]]:
+    """One UNION ALL over the tables of these kinds this database has (empty text when it
+    has none), its absent columns read as NULL; each branch a subquery naming its columns
+    alike. The text is made
     of this function's constants and of column names the schema was seen to have; the
     workflow id is a parameter."""
     branches: list[str] = []
     params: list[Any] = []
     for kind, table in EXTRAS:
-        if table not in schema.columns:
+        if kind not in kinds or table not in schema.columns:
             continue
         columns = schema.columns[table]
 
@@ -1155,6 +1212,19 @@ def _workflow(row: dict[str, Any], *, load_input: bool, load_output: bool) -> Wo
         children=row.get("children"),
         recovery_attempts=row.get("recovery_attempts"),
         dequeued_at=_time(row.get("started_at_epoch_ms")),
+        config_name=row.get("config_name"),
+        authenticated_user=row.get("authenticated_user"),
+        assumed_role=row.get("assumed_role"),
+        authenticated_roles=row.get("authenticated_roles"),
+        timeout_ms=row.get("workflow_timeout_ms"),
+        deadline=_time(row.get("workflow_deadline_epoch_ms")),
+        deduplication_id=row.get("deduplication_id"),
+        priority=row.get("priority"),
+        queue_partition_key=row.get("queue_partition_key"),
+        was_forked_from=row.get("was_forked_from"),
+        delay_until=_time(row.get("delay_until_epoch_ms")),
+        attributes=row.get("attributes"),
+        schedule_name=row.get("schedule_name"),
         **values,
     )
 
@@ -1489,24 +1559,46 @@ class ExecutorSource:
         listing = await self.list(replace(query, limit=RELAYED_HEADLINE_SAMPLE), actor=actor)
         return Tally(len(listing.items), listing.next_cursor is not None)
 
-    async def _extras(self, workflow_id: str, *, actor: str) -> Extras:
-        """What an executor can tell about one workflow besides itself (display text), its
-        three requests sent at once. An event's history is not among it: no request asks
-        for it (the page says so)."""
+    async def extras(
+        self, workflow_id: str, kinds: frozenset[str] = EXTRA_KINDS, *, actor: str = ""
+    ) -> Extras | None:
+        """The workflow's extras of these kinds only, or None if there is no such workflow."""
+        if await self.get(workflow_id, actor=actor) is None:
+            return None
+        return await self._extras(workflow_id, actor=actor, kinds=kinds)
+
+    async def _extras(
+        self, workflow_id: str, *, actor: str, kinds: frozenset[str] = EXTRA_KINDS
+    ) -> Extras:
+        """What an executor can tell about one workflow besides itself (display text), the
+        requests for the kinds asked sent at once. An event's history is not among it: no
+        request asks for it (the page says so)."""
         ask = functools.partial(relay.request, self.application, actor_name=actor)
+
+        async def nothing() -> None:
+            return None
+
         answers = await asyncio.gather(
-            ask(GetWorkflowEventsRequest(workflow_id=workflow_id)),
-            ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id)),
-            ask(GetWorkflowStreamsRequest(workflow_id=workflow_id)),
+            ask(GetWorkflowEventsRequest(workflow_id=workflow_id))
+            if "events" in kinds
+            else nothing(),
+            ask(GetWorkflowNotificationsRequest(workflow_id=workflow_id))
+            if "notifications" in kinds
+            else nothing(),
+            ask(GetWorkflowStreamsRequest(workflow_id=workflow_id))
+            if "streams" in kinds
+            else nothing(),
         )
-        events = relay.expect(answers[0], GetWorkflowEventsResponse)
-        messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
-        streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
         shown = _display("")
-        return Extras(
-            events=[Event(e.key or "", StoredValue(e.value, shown)) for e in events.events],
-            history_unavailable=True,
-            notifications=[
+        found: dict[str, Any] = {}
+        if answers[0] is not None:
+            events = relay.expect(answers[0], GetWorkflowEventsResponse)
+            found["events"] = [
+                Event(e.key or "", StoredValue(e.value, shown)) for e in events.events
+            ]
+        if answers[1] is not None:
+            messages = relay.expect(answers[1], GetWorkflowNotificationsResponse)
+            found["notifications"] = [
                 Message(
                     n.topic,
                     StoredValue(n.message, shown),
@@ -1514,9 +1606,11 @@ class ExecutorSource:
                     bool(n.consumed),
                 )
                 for n in messages.notifications
-            ],
-            streams={stream.key or "": stream.values for stream in streams.streams},
-        )
+            ]
+        if answers[2] is not None:
+            streams = relay.expect(answers[2], GetWorkflowStreamsResponse)
+            found["streams"] = {stream.key or "": stream.values for stream in streams.streams}
+        return Extras(history_unavailable=True, **found)
 
     async def family(self, workflow_id: str, *, actor: str = "") -> Family:
         """The workflow (a relay error here fails the family), then its parent, fork source,
@@ -1606,6 +1700,19 @@ def _from_executor(row: WorkflowsOutput, language: str) -> Workflow:
         parent_workflow_id=row.parent_workflow_id,
         application_name=row.application_name,
         dequeued_at=_time(row.dequeued_at),
+        config_name=row.workflow_config_name,
+        authenticated_user=row.authenticated_user,
+        assumed_role=row.assumed_role,
+        authenticated_roles=row.authenticated_roles,
+        timeout_ms=row.workflow_timeout_ms,
+        deadline=_time(row.workflow_deadline_epoch_ms),
+        deduplication_id=row.deduplication_id,
+        priority=row.priority,
+        queue_partition_key=row.queue_partition_key,
+        was_forked_from=row.was_forked_from,
+        delay_until=_time(row.delay_until_epoch_ms),
+        attributes=row.attributes,
+        schedule_name=row.schedule_name,
         input=_shown(row.input, language),
         output=_shown(row.output, language),
         error=_shown(row.error, language),

@@ -139,11 +139,22 @@ class Versions:
 # Reading.
 
 
-async def versions_read(application: Application, *, actor: str = "") -> Versions:
+async def versions_read(
+    application: Application, *, actor: str = "", count_pinned: bool = True
+) -> Versions:
     """Every version of `application`: from the system database when it has one, else
-    through a live executor (relay errors are raised)."""
+    through a live executor (relay errors are raised). Without `count_pinned` the waiting
+    workflows are not counted (nor sampled): `counted` is False and no note says more."""
     executors = await db_async(live_executors)(application)
     source = await source_for(application)
+    if not count_pinned:
+        if isinstance(source, DatabaseSource):
+            rows = await _on_thread(_database_rows)(application)
+        else:
+            rows = await _relayed_rows(application, actor)
+        found = Versions([], source.name, None, counted=False)
+        _assemble(found, rows, {}, executors)
+        return found
     if isinstance(source, DatabaseSource):
         rows, counts, counted = await _on_thread(_database_read)(application)
         found = Versions([], source.name, None, counted=counted)
@@ -160,13 +171,19 @@ Counts = dict[tuple[str | None, str], int]
 
 
 def _database_read(application: Application) -> tuple[list[dict[str, Any]], Counts, bool]:
+    rows = _database_rows(application)
+    counts = _pinned_counts(application)
+    return rows, counts or {}, counts is not None
+
+
+def _database_rows(application: Application) -> list[dict[str, Any]]:
     versions = systemdb.rows(application, ApplicationVersion)
     alias = systemdb.alias_for(application)
     if "application_name" not in systemdb.missing_fields(alias, ApplicationVersion):
         # DBOS's own reading: this application's rows and the unclaimed ones.
         name = application.name
         versions = versions.filter(Q(application_name=name) | Q(application_name__isnull=True))
-    rows = [
+    return [
         {
             "version_id": row.version_id,
             "version_name": row.version_name,
@@ -175,8 +192,6 @@ def _database_read(application: Application) -> tuple[list[dict[str, Any]], Coun
         }
         for row in versions.order_by("-version_timestamp_ms")
     ]
-    counts = _pinned_counts(application)
-    return rows, counts or {}, counts is not None
 
 
 def _pinned_counts(application: Application) -> Counts | None:
@@ -220,6 +235,20 @@ def _pinned_counts(application: Application) -> Counts | None:
 async def _relayed_read(
     application: Application, source: Any, actor: str
 ) -> tuple[list[dict[str, Any]], Counts]:
+    rows = await _relayed_rows(application, actor)
+    listing = await source.list(
+        ListQuery(status=list(WAITING), limit=RELAYED_QUEUE_SAMPLE), actor=actor
+    )
+    counts: Counts = {}
+    for workflow in listing.items:
+        key = (workflow.application_version or None, str(workflow.status or ""))
+        counts[key] = counts.get(key, 0) + 1
+    if listing.next_cursor:
+        counts[(None, "sampled")] = 1
+    return rows, counts
+
+
+async def _relayed_rows(application: Application, actor: str) -> list[dict[str, Any]]:
     answer = await relay.request(
         application,
         ListApplicationVersionsRequest(),
@@ -238,16 +267,7 @@ async def _relayed_read(
             for v in answer.output
             if v.version_name
         ]
-    listing = await source.list(
-        ListQuery(status=list(WAITING), limit=RELAYED_QUEUE_SAMPLE), actor=actor
-    )
-    counts: Counts = {}
-    for workflow in listing.items:
-        key = (workflow.application_version or None, str(workflow.status or ""))
-        counts[key] = counts.get(key, 0) + 1
-    if listing.next_cursor:
-        counts[(None, "sampled")] = 1
-    return rows, counts
+    return rows
 
 
 def _assemble(

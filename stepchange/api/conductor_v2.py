@@ -6,7 +6,9 @@ Only shapes are translated here: every read and action calls the services `/api/
 (the sources, `workflow_act`, the bulk jobs, `schedule_act`, the versions), so permissions,
 audit and request logging are the same. Requests and answers are Conductor's: camelCase
 fields, ISO 8601 times, stored values as display text. Errors are problem details
-(RFC 9457) as Conductor's server answers them: `{"title", "status", "detail"}`.
+(RFC 9457): `{"title", "status", "detail"}`. DBOS documents no error body for this API
+and dbos-mcp reads only the status (`raise_for_status`): the shape is our choice, not
+confirmed against Conductor's server.
 
 StepChange has one tenant: the organisation in the path must be one CONDUCTOR_API_ORGS
 names (any name when it names none); any other is a 404, like an unknown application.
@@ -17,7 +19,6 @@ from tools, never from a page, so there is no session and no CSRF token to check
 import asyncio
 import json
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Annotated, Any
 
 from django.conf import settings
@@ -57,6 +58,7 @@ from workflows.schedules import SCHEDULE_NOT_FOUND, ScheduleAction, schedule_act
 from workflows.sources import (
     MAX_STEPS_PAGE,
     BadCursor,
+    Extras,
     ListQuery,
     Schedule,
     ScheduleQuery,
@@ -145,14 +147,8 @@ def acting(permission: str) -> list[Any]:
 
 
 def _problem(request: HttpRequest, status: int, detail: Any) -> HttpResponse:
-    body: dict[str, Any] = {"title": HTTPStatus(status).phrase, "status": status}
-    if isinstance(detail, str):
-        body["detail"] = detail
-    else:
-        body["detail"] = "The request is not valid."
-        body["errors"] = detail
-    response = api.create_response(request, body, status=status)
-    response["Content-Type"] = "application/problem+json"
+    response = api.create_response(request, errors.problem(status, detail), status=status)
+    response["Content-Type"] = errors.PROBLEM_CONTENT_TYPE
     return response
 
 
@@ -265,6 +261,10 @@ def workflow_out(workflow: Workflow, *, values: bool = True) -> dict[str, Any]:
         "status": workflow.status,
         "workflowName": workflow.name,
         "workflowClass": workflow.class_name or None,
+        "workflowConfig": workflow.config_name or None,
+        "user": workflow.authenticated_user or None,
+        "assumedRole": workflow.assumed_role or None,
+        "roles": workflow.authenticated_roles or None,
         "queueName": workflow.queue_name,
         "appVersion": workflow.application_version,
         "executorId": workflow.executor_id,
@@ -272,8 +272,17 @@ def workflow_out(workflow: Workflow, *, values: bool = True) -> dict[str, Any]:
         "updatedAt": iso(workflow.updated_at),
         "completedAt": iso(workflow.completed_at),
         "dequeuedAt": iso(workflow.dequeued_at),
+        "timeoutMs": workflow.timeout_ms,
+        "deadline": iso(workflow.deadline),
+        "deduplicationId": workflow.deduplication_id,
+        "priority": workflow.priority,
+        "queuePartitionKey": workflow.queue_partition_key,
         "forkedFrom": workflow.forked_from,
+        "wasForkedFrom": workflow.was_forked_from,
         "parentWorkflowId": workflow.parent_workflow_id,
+        "delayUntil": iso(workflow.delay_until),
+        "attributes": workflow.attributes,
+        "scheduleName": workflow.schedule_name,
         "applicationName": workflow.application_name,
     }
     if values:
@@ -715,12 +724,13 @@ async def list_steps(
     return [step_out(step) for step in steps[paging.offset : wanted]]
 
 
-async def _extras(request: HttpRequest, app: str, workflow_id: str) -> Any:
+async def _extras(request: HttpRequest, app: str, workflow_id: str, kind: str) -> Extras:
+    """Only the extras asked for: neither the workflow's values nor its steps are read."""
     source = await _source(request, app)
-    detail = await source.detail(workflow_id, actor=_actor(request))
-    if detail.workflow is None:
+    extras = await source.extras(workflow_id, frozenset({kind}), actor=_actor(request))
+    if extras is None:
         raise Http404(WORKFLOW_NOT_FOUND.format(workflow_id=workflow_id, app=app))
-    return detail.extras
+    return extras
 
 
 @router.get("/orgs/{org}/apps/{app}/workflows/{workflow:workflow_id}/events")
@@ -728,7 +738,7 @@ async def workflow_events(
     request: HttpRequest, org: str, app: str, workflow_id: str
 ) -> list[dict[str, Any]]:
     """The events the workflow set: each key's latest value."""
-    extras = await _extras(request, app, workflow_id)
+    extras = await _extras(request, app, workflow_id, "events")
     return [{"key": event.key, "value": display(event.value)} for event in extras.events]
 
 
@@ -737,7 +747,7 @@ async def workflow_notifications(
     request: HttpRequest, org: str, app: str, workflow_id: str
 ) -> list[dict[str, Any]]:
     """The messages sent to the workflow, oldest first, and whether it consumed each."""
-    extras = await _extras(request, app, workflow_id)
+    extras = await _extras(request, app, workflow_id, "notifications")
     return [
         _present(
             {
@@ -1025,7 +1035,8 @@ async def get_schedule(request: HttpRequest, org: str, app: str, schedule_name: 
 async def list_versions(request: HttpRequest, org: str, app: str) -> list[dict[str, Any]]:
     """The versions DBOS registered (`application_versions`), the latest first."""
     application = await aapplication_for(request, app, PERM_INSPECT)
-    found = await versions_read(application, actor=_actor(request))
+    # Conductor's answer carries no counts: the pinned workflows are not counted.
+    found = await versions_read(application, actor=_actor(request), count_pinned=False)
     return [
         _present(
             {
@@ -1056,6 +1067,46 @@ async def set_latest_version(
     )
     return Status(204, None)
 
+
+# A workflow may be named like a fixed route under `workflows/` (`search`, `aggregates`,
+# `bulk-cancel`, ...): that route's path would answer 405 to its GET and DELETE, so it
+# takes them too, for the workflow of that name.
+FIXED_WORKFLOW_ROUTES = (
+    "search",
+    "aggregates",
+    "bulk-cancel",
+    "bulk-resume",
+    "bulk-delete",
+    "bulk-fork-from-failure",
+)
+
+
+def _named_workflow_routes(name: str) -> None:
+    path = f"/orgs/{{org}}/apps/{{app}}/workflows/{name}"
+    slug = name.replace("-", "_")
+
+    async def get_named(request: HttpRequest, org: str, app: str) -> Any:
+        return await get_workflow(request, org, app, name)
+
+    async def delete_named(
+        request: HttpRequest, org: str, app: str, options: Query[DeleteQuery]
+    ) -> Status[None]:
+        return await delete_workflow(request, org, app, name, options)
+
+    router.get(path, operation_id=f"get_workflow_{slug}", summary=f"The workflow {name!r}")(
+        get_named
+    )
+    router.delete(
+        path,
+        response={204: None},
+        auth=acting(PERM_OPERATE),
+        operation_id=f"delete_workflow_{slug}",
+        summary=f"Delete the workflow {name!r}",
+    )(delete_named)
+
+
+for fixed in FIXED_WORKFLOW_ROUTES:
+    _named_workflow_routes(fixed)
 
 last_router.get("/orgs/{org}/apps/{app}/schedules/{workflow:schedule_name}")(get_schedule)
 last_router.get("/orgs/{org}/apps/{app}/workflows/{workflow:workflow_id}")(get_workflow)

@@ -4,6 +4,7 @@ these and the other apps' with `register`."""
 
 import functools
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -18,12 +19,27 @@ from stepchange.throttle import Throttled
 
 # Where the API lives: answers under it are JSON, errors included.
 API_PREFIX = "/api/"
+# Where the Conductor-compatible API lives (conductor_v2.py): its errors are problem details.
+CONDUCTOR_PREFIX = "/conductor/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
 Answer = Callable[[HttpRequest, Any], tuple[Any, int]]
 UNAUTHENTICATED = "Authentication required: a session or a bearer token."
 TOO_BIG = (
     "The request body is larger than {limit} bytes, the MAX_REQUEST_BODY_BYTES setting "
     "of this StepChange."
 )
+
+
+def problem(status: int, detail: Any) -> dict[str, Any]:
+    """The Conductor-compatible API's error body (RFC 9457 problem details): a text detail,
+    or a list of what is wrong with the request."""
+    body: dict[str, Any] = {"title": HTTPStatus(status).phrase, "status": status}
+    if isinstance(detail, str):
+        body["detail"] = detail
+    else:
+        body["detail"] = "The request is not valid."
+        body["errors"] = detail
+    return body
 
 
 def permission_denied(request: HttpRequest, exc: PermissionDenied) -> tuple[Any, int]:

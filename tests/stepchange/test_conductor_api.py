@@ -4,6 +4,8 @@ application that is not there, a role that does not allow the action. Every refu
 change something is audited once; errors are problem details."""
 
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from stepchange.api import conductor_v2
 from stepchange.models import Application, AuditRecord
 from stepchange.services import api_token_create
 from tests.conftest import make_app, make_user
+from tests.forks.test_services import SOURCE, copied
 from workflows.sources import Listing, ListQuery, StoredValue, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -282,3 +285,92 @@ def test_an_action_without_an_executor_is_a_503_audited_as_failed(
     assert (status, content_type) == (503, PROBLEM), answer
     [record] = AuditRecord.objects.filter(action="workflow.fork")
     assert (record.result, record.actor_name, record.target) == ("failed", "otto", "wf/1")
+
+
+# Read from the system database: what DBOS records of a workflow, and ids like routes.
+
+
+@pytest.fixture
+def stored(system_databases: None, sdk_fixtures: dict[str, Any], tmp_path: Path) -> Application:
+    """A copy of a Python fixture's database: SOURCE ran as a user, with a priority, on a
+    configured class, and was forked from; a copy of it is named `search`."""
+    app, path = copied(sdk_fixtures["py320-sqlite-default"], tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE workflow_status SET authenticated_user = 'ada', assumed_role = 'clerk',"
+            " authenticated_roles = '[\"clerk\"]', priority = 7, was_forked_from = 1,"
+            " config_name = 'eu', deduplication_id = 'd-1' WHERE workflow_uuid = ?",
+            [SOURCE],
+        )
+        db.execute(
+            "CREATE TEMP TABLE named AS SELECT * FROM workflow_status WHERE workflow_uuid = ?",
+            [SOURCE],
+        )
+        db.execute("UPDATE named SET workflow_uuid = 'search'")
+        db.execute("INSERT INTO workflow_status SELECT * FROM named")
+    return app
+
+
+def test_a_workflow_carries_what_dbos_recorded_of_how_it_ran(stored: Application) -> None:
+    token = token_of(make_user(username="vera", role="viewer"))
+    status, found, _ = call("GET", f"{BASE}/apps/{stored.name}/workflows/{SOURCE}", token=token)
+    assert status == 200, found
+    assert {
+        key: found.get(key)
+        for key in ("user", "assumedRole", "roles", "priority", "wasForkedFrom", "workflowConfig")
+    } == {
+        "user": "ada",
+        "assumedRole": "clerk",
+        "roles": '["clerk"]',
+        "priority": 7,
+        "wasForkedFrom": True,
+        "workflowConfig": "eu",
+    }
+    assert found["deduplicationId"] == "d-1"
+    body = {"user": ["ada"], "limit": 10}
+    status, listed, _ = call(
+        "POST", f"{BASE}/apps/{stored.name}/workflows/search", body, token=token
+    )
+    assert status == 200, listed
+    assert {row["workflowId"] for row in listed} == {SOURCE, "search"}
+    assert all(row["priority"] == 7 and row["wasForkedFrom"] is True for row in listed)
+
+
+def test_a_workflow_named_like_a_route_is_read_and_deleted_by_its_id(
+    stored: Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = token_of(make_user(username="vera", role="viewer"))
+    status, found, _ = call("GET", f"{BASE}/apps/{stored.name}/workflows/search", token=token)
+    assert status == 200, found
+    assert (found["workflowId"], found["user"]) == ("search", "ada")
+    status, missing, content_type = call(
+        "GET", f"{BASE}/apps/{stored.name}/workflows/bulk-cancel", token=token
+    )
+    assert (status, content_type) == (404, PROBLEM), missing
+    assert missing["detail"] == f"No workflow bulk-cancel in {stored.name}."
+    # DELETE reaches the action for that id (refused to a viewer, audited as for any id).
+    status, refused, _ = call("DELETE", f"{BASE}/apps/{stored.name}/workflows/search", token=token)
+    assert status == 403, refused
+    [record] = AuditRecord.objects.filter(action="access.denied")
+    assert record.target.endswith("/workflows/search")
+    # The search itself still answers its POST.
+    status, listed, _ = call(
+        "POST", f"{BASE}/apps/{stored.name}/workflows/search", {"limit": 1}, token=token
+    )
+    assert (status, len(listed)) == (200, 1), listed
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/workflows/wf%00x", 404), ("/workflows/wf-1/steps?limit=1%00", 400)],
+)
+def test_a_nul_is_refused_in_the_problem_shape(orders: Application, path: str, status: int) -> None:
+    token = token_of(make_user(username="vera", role="viewer"))
+    answer = Client().get(f"{BASE}/apps/orders{path}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert (answer.status_code, answer["Content-Type"]) == (status, PROBLEM)
+    body = answer.json()
+    assert (body["status"], body["title"]) == (
+        status,
+        "Not Found" if status == 404 else "Bad Request",
+    )
+    assert "NUL" in body["detail"]
