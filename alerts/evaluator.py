@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.models import Alert, AlertDelivery, AlertLease, AlertRule
+from alerts.models import LEASE_HOLDER, Alert, AlertDelivery, AlertRule, lease_take
 from conductor import recovery
 from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt
 from forks.models import EditedFork
@@ -35,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 Kind = AlertRule.Kind
 LEASE = "alerts-evaluator"
-HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+HOLDER = LEASE_HOLDER
 # How many workflows, executors or forks one alert names at most.
 LISTED = 20
 GONE_STATES = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERING)
@@ -65,23 +62,7 @@ def absolute(path: str) -> str:
 
 def lease_claim(*, holder: str = HOLDER, seconds: int | None = None) -> bool:
     """Take or renew the evaluator's lease; False while another live process holds it."""
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds or settings.ALERT_EVALUATE_SECONDS * 3)
-    taken = (
-        AlertLease.objects.filter(name=LEASE)
-        .filter(Q(holder=holder) | Q(expires_at__lt=now))
-        .update(holder=holder, expires_at=until)
-    )
-    if taken:
-        return True
-    if AlertLease.objects.filter(name=LEASE).exists():
-        return False
-    try:
-        with transaction.atomic():
-            AlertLease.objects.create(name=LEASE, holder=holder, expires_at=until)
-    except IntegrityError:
-        return False
-    return True
+    return lease_take(LEASE, holder=holder, seconds=seconds or settings.ALERT_EVALUATE_SECONDS * 3)
 
 
 # Reading each kind's condition.

@@ -8,9 +8,14 @@ Delivery outcomes are counted from `AlertDelivery`: `state` (pending, delivered,
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from stepchange.models import Application
@@ -180,3 +185,29 @@ class AlertLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder}"
+
+
+# One process on the host, told apart from its neighbours and from an earlier self.
+LEASE_HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_take(name: str, *, holder: str, seconds: int) -> bool:
+    """Take or renew the lease `name` for `seconds`; False while another live process
+    holds it. A conditional update, then a create that only one process can win."""
+    now = timezone.now()
+    until = now + timedelta(seconds=seconds)
+    taken = (
+        AlertLease.objects.filter(name=name)
+        .filter(Q(holder=holder) | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=until)
+    )
+    if taken:
+        return True
+    if AlertLease.objects.filter(name=name).exists():
+        return False
+    try:
+        with transaction.atomic():
+            AlertLease.objects.create(name=name, holder=holder, expires_at=until)
+    except IntegrityError:
+        return False
+    return True

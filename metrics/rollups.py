@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from alerts.models import AlertLease
+from alerts.models import LEASE_HOLDER, lease_take
 from metrics.models import (
     DAY,
     HISTOGRAM_BOUNDS_MS,
@@ -52,7 +49,7 @@ from workflows.models import FAILED_STATUSES, OperationOutput, WorkflowStatus, p
 logger = logging.getLogger(__name__)
 
 LEASE = "metric-rollups"
-HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+HOLDER = LEASE_HOLDER
 # The most one run reads of an application, in time: a first run, or one after a long
 # stop, catches up slice by slice, each in its own transaction.
 SLICE_MS = 6 * 3_600_000
@@ -149,23 +146,7 @@ class Outcome:
 
 def lease_claim(*, holder: str = HOLDER, seconds: int | None = None) -> bool:
     """Take or renew the roll-up's lease; False while another live process holds it."""
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds or settings.METRICS_ROLLUP_SECONDS * 3)
-    taken = (
-        AlertLease.objects.filter(name=LEASE)
-        .filter(Q(holder=holder) | Q(expires_at__lt=now))
-        .update(holder=holder, expires_at=until)
-    )
-    if taken:
-        return True
-    if AlertLease.objects.filter(name=LEASE).exists():
-        return False
-    try:
-        with transaction.atomic():
-            AlertLease.objects.create(name=LEASE, holder=holder, expires_at=until)
-    except IntegrityError:
-        return False
-    return True
+    return lease_take(LEASE, holder=holder, seconds=seconds or settings.METRICS_ROLLUP_SECONDS * 3)
 
 
 # Reading what is new.
