@@ -273,7 +273,7 @@ class WorkflowFilters(Schema):
             )
             if getattr(self, name)
         }
-        times: dict[str, Any] = {name: _instant(name, getattr(self, name)) for name in TIME_FILTERS}
+        times: dict[str, Any] = {name: instant(name, getattr(self, name)) for name in TIME_FILTERS}
         try:
             attributes = parse_attributes(self.attribute or [])
         except ValueError as exc:
@@ -302,20 +302,25 @@ class WorkflowFilters(Schema):
 def _statuses(value: str | None) -> list[str] | None:
     if not value:
         return None
-    statuses = [item.upper() for item in split_names(value) or []]
+    return statuses_known([item.upper() for item in split_names(value) or []])
+
+
+def statuses_known(statuses: list[str]) -> list[str]:
+    """`statuses`, each a DBOS status; a 400 naming the first that is not."""
     for status in statuses:
         if status not in STATUSES:
             raise HttpError(400, BAD_STATUS.format(allowed=", ".join(STATUSES), value=status))
     return statuses
 
 
-def _instant(name: str, value: str | None) -> datetime | None:
+def instant(name: str, value: str | None, *, bad: str = BAD_TIME) -> datetime | None:
+    """A time filter read from ISO 8601; `bad` is the 400's text (its API's own example)."""
     if not value:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise HttpError(400, BAD_TIME.format(name=name, value=value)) from None
+        raise HttpError(400, bad.format(name=name, value=value)) from None
     # A time without an offset is read as UTC, never as the executor's local time.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

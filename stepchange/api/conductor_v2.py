@@ -46,6 +46,7 @@ from stepchange.audit import UNSAFE_METHODS, AuditAction, Result, audit_record, 
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from stepchange.throttle import Throttled
 from workflows.actions import WORKFLOW_NOT_FOUND, Action, ActionError, Parameters, workflow_act
+from workflows.api import instant, statuses_known
 from workflows.jobs import (
     MAX_WORKFLOWS,
     bulk_job_create,
@@ -53,7 +54,7 @@ from workflows.jobs import (
     bulk_select,
     bulk_selection_failed,
 )
-from workflows.models import STATUSES, BulkJob, BulkJobItem
+from workflows.models import BulkJob, BulkJobItem
 from workflows.schedules import SCHEDULE_NOT_FOUND, ScheduleAction, schedule_act
 from workflows.sources import (
     MAX_STEPS_PAGE,
@@ -84,7 +85,6 @@ BULK_POLL_SECONDS = 0.1
 ORG_NOT_FOUND = "No organization named {name!r} here."
 UNAUTHENTICATED = "Authentication required: Authorization: Bearer <a StepChange API token>."
 BAD_TIME = "{name} must be an ISO 8601 time such as 2026-11-21T10:00:00Z; got {value!r}"
-BAD_STATUS = "status must be among {allowed}; got {value!r}"
 BAD_SCHEDULE_STATUS = "status must be ACTIVE or PAUSED; got {value!r}"
 ONE_PREFIX = "workflowIdPrefix: StepChange filters by one prefix at a time; got {count}."
 TOO_DEEP = "offset + limit may reach {most:,} workflows at most: narrow the filters instead."
@@ -376,25 +376,6 @@ def application_out(application: Any, org: str) -> dict[str, Any]:
 # Translating in.
 
 
-def _instant(name: str, value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise HttpError(400, BAD_TIME.format(name=name, value=value)) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _statuses(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    for status in values:
-        if status not in STATUSES:
-            raise HttpError(400, BAD_STATUS.format(allowed=", ".join(STATUSES), value=status))
-    return values
-
-
 Text = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 CAMEL = STRICT | ConfigDict(alias_generator=to_camel, populate_by_name=False)
 
@@ -415,7 +396,7 @@ class TimeFilters(ConductorBody):
 
     def times(self) -> dict[str, Any]:
         names = TimeFilters.model_fields
-        times = {name: _instant(to_camel(name), getattr(self, name)) for name in names}
+        times = {name: instant(to_camel(name), getattr(self, name), bad=BAD_TIME) for name in names}
         backwards = backwards_range(times)
         if backwards:
             raise HttpError(400, backwards[1])
@@ -450,7 +431,7 @@ class SearchIn(TimeFilters):
         if (self.offset or 0) + (self.limit or DEFAULT_LIMIT) > MAX_WORKFLOWS:
             raise HttpError(400, TOO_DEEP.format(most=MAX_WORKFLOWS))
         return ListQuery(
-            status=_statuses(self.status),
+            status=statuses_known(self.status) if self.status else None,
             workflow_name=self.workflow_name or None,
             queue_name=self.queue_name or None,
             workflow_id_prefix=prefixes[0] if prefixes else None,
@@ -511,7 +492,7 @@ class AggregatesIn(TimeFilters):
                 select_max_queue_wait_ms=self.select_max_queue_wait_ms,
                 select_max_total_latency_ms=self.select_max_total_latency_ms,
                 time_bucket_size_ms=self.time_bucket_size_ms,
-                status=_statuses(self.status),
+                status=statuses_known(self.status) if self.status else None,
                 name=self.workflow_name,
                 app_version=self.app_version,
                 executor_id=self.executor_id,
