@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 STARTED = (
     "Background work started: relay-routes, heartbeat, recovery, retention, bulk-jobs,"
-    " workflow-names, alert-evaluator, alert-delivery, request-log"
+    " workflow-names, alert-evaluator, alert-delivery, metric-rollups, request-log"
 )
 STOPPED = "Background work stopped"
 
