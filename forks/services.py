@@ -646,6 +646,10 @@ def plan_write(application: Application, plan: Plan) -> str:
     import route the executor's import is that transaction; its request id is returned."""
     if plan.route == IMPORT_ROUTE:
         return imports.plan_send(application, plan)
+    try:
+        systemdb.refuse_newer(application, plan.schema)
+    except systemdb.SchemaTooNewError as exc:
+        raise ForkRefusedError(str(exc)) from None
     with transaction.atomic(using=plan.alias), connections[plan.alias].cursor() as cursor:
         for write in WRITES:
             write(cursor, plan)

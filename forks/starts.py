@@ -164,6 +164,10 @@ def start_database(application: Application) -> tuple[str, systemdb.Schema]:
         raise NoSystemDatabaseError(
             NO_SYSTEM_DATABASE.format(app=application.name, problem=exc)
         ) from None
+    try:
+        systemdb.refuse_newer(application, schema)
+    except systemdb.SchemaTooNewError as exc:
+        raise ForkRefusedError(str(exc)) from None
     return alias, schema
 
 

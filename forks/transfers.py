@@ -390,6 +390,10 @@ def _target(application: Application, plan: ImportPlan) -> None:
     try:
         plan.schema = systemdb.schema_of(application, fresh=True)
         plan.alias = systemdb.alias_for(application)
+        systemdb.refuse_newer(application, plan.schema)
+        return
+    except systemdb.SchemaTooNewError as exc:
+        plan.problems.append(str(exc))
         return
     except systemdb.SystemDatabaseError as exc:
         problem = str(exc)

@@ -41,8 +41,10 @@ from workflows.models import missing_fields as missing_fields
 logger = logging.getLogger(__name__)
 
 ALIAS_PREFIX = "dbos_"
-# The newest migration the supported SDKs write (Python dbos 3.2.0).
-KNOWN_VERSION = 123
+# The newest migration the supported SDKs write: Python dbos 3.4.0's 125 (its 124 and 125
+# only index application_versions by version_timestamp; dbos 3.3 added nothing beyond 3.2's
+# 123), and TypeScript @dbos-inc/dbos-sdk 5.3.0 stops at 123. Raised only as far as read.
+KNOWN_VERSION = 125
 # The first migration with the workflow_input / workflow_output payload tables.
 PAYLOAD_TABLES_VERSION = 109
 SCHEMA_CACHE_SECONDS = 60
@@ -56,6 +58,10 @@ UNREACHABLE = "The system database of {app} cannot be reached: {error}"
 NOT_DBOS = (
     "The system database of {app} has no DBOS tables ({missing}); is the URL or schema right?"
 )
+SCHEMA_TOO_NEW = (
+    "The system database of {app} is on DBOS migration {version}, newer than StepChange knows "
+    "({known}): nothing is written to it, since its layout has not been read from the SDK."
+)
 UNSUPPORTED_URL = "The system database URL of {app} is not postgresql:// or sqlite:///."
 USE_AN_ALIAS = (
     "DBOS system tables live in each application's system database: query them with "
@@ -65,6 +71,11 @@ USE_AN_ALIAS = (
 
 class SystemDatabaseError(Exception):
     """The system database cannot be used; the message says why, for operators."""
+
+
+class SchemaTooNewError(SystemDatabaseError):
+    """The system database is on a migration newer than StepChange knows: reads go on,
+    writes are refused."""
 
 
 # The leading columns of DBOS's index of in-flight workflows (idx_workflow_status_in_flight).
@@ -88,6 +99,11 @@ class Schema:
     @property
     def known(self) -> bool:
         return self.version is not None and self.version <= KNOWN_VERSION
+
+    @property
+    def writable(self) -> bool:
+        # Older layouts are all known; a newer one may have moved what a writer writes.
+        return self.version is None or self.version <= KNOWN_VERSION
 
     @property
     def has_payload_tables(self) -> bool:
@@ -214,6 +230,22 @@ def schema_of(application: Application, *, fresh: bool = False) -> Schema:
     return schema
 
 
+def writable_schema(application: Application) -> Schema:
+    """The schema of `application`'s system database, read afresh, for a writer; raises
+    SchemaTooNewError when it is newer than StepChange knows."""
+    schema = schema_of(application, fresh=True)
+    refuse_newer(application, schema)
+    return schema
+
+
+def refuse_newer(application: Application, schema: Schema) -> None:
+    """Raise SchemaTooNewError when `schema` is newer than StepChange knows."""
+    if not schema.writable:
+        raise SchemaTooNewError(
+            SCHEMA_TOO_NEW.format(app=application.name, version=schema.version, known=KNOWN_VERSION)
+        )
+
+
 def _cache(alias: str, schema: Schema) -> None:
     _schemas[alias] = (time.monotonic(), schema)
     # The models read these to tell a column this database lacks from a deferred one.
@@ -299,7 +331,7 @@ class Status:
 
 UNKNOWN_VERSION = (
     "DBOS migration {version} is newer than StepChange knows ({known}): what it knows is "
-    "read, newer columns are not shown."
+    "read, newer columns are not shown, and nothing is written to it."
 )
 
 

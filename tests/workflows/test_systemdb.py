@@ -219,3 +219,33 @@ def test_a_newer_schema_version_is_read_and_reported(
     assert (status.reachable, status.migration_version, status.known_version) == (True, 140, False)
     assert "newer than StepChange knows" in status.detail
     assert systemdb.workflows(orders).get(workflow_uuid="wf-real").status == "SUCCESS"
+
+
+def test_a_newer_schema_refuses_every_write_with_the_reason(
+    system_databases: None, real_sqlite: Path, tmp_path: Path
+) -> None:
+    from forks import services, starts
+    from forks.plans import ForkRefusedError
+
+    newer = tmp_path / "newer.sqlite"
+    newer.write_bytes(real_sqlite.read_bytes())
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"UPDATE dbos_migrations SET version = {systemdb.KNOWN_VERSION + 1}")
+    orders = app_with(f"sqlite:///{newer}")
+    with pytest.raises(systemdb.SchemaTooNewError, match="nothing is written to it"):
+        systemdb.writable_schema(orders)
+    draft = services.Draft(source_workflow_id="wf-real", start_step=2, reason="retry")
+    plan = services.edited_fork_plan(orders, draft, live_versions=[])
+    with pytest.raises(ForkRefusedError, match=f"migration {systemdb.KNOWN_VERSION + 1}, newer"):
+        services.plan_write(orders, plan)
+    with pytest.raises(ForkRefusedError, match="newer than StepChange knows"):
+        starts.start_database(orders)
+    with sqlite3.connect(newer) as conn:
+        assert conn.execute("SELECT count(*) FROM workflow_status").fetchone() == (1,)
+    # The newest migration StepChange has read is written to as before.
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"UPDATE dbos_migrations SET version = {systemdb.KNOWN_VERSION}")
+    assert systemdb.writable_schema(orders).version == systemdb.KNOWN_VERSION
+    services.plan_write(orders, services.edited_fork_plan(orders, draft, live_versions=[]))
+    with sqlite3.connect(newer) as conn:
+        assert conn.execute("SELECT count(*) FROM workflow_status").fetchone() == (2,)
