@@ -284,7 +284,7 @@ def edited_fork_plan(
         raise ForkInvalidError(errors)
     warnings: list[str] = []
     version = _version(application, draft, source, live_versions, warnings)
-    plan = _rows(
+    plan = fork_rows(
         origin.alias, schema, source, draft, new_id, version, input_fmt, inputs_text, edits
     )
     plan.route, plan.executor_id, plan.language = origin.route, origin.executor_id, origin.language
@@ -439,7 +439,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _rows(
+def fork_rows(
     alias: str,
     schema: systemdb.Schema,
     source: Source,
@@ -450,7 +450,8 @@ def _rows(
     inputs_text: str | None,
     edits: dict[int, Edit],
 ) -> Plan:
-    """The rows of PROTOCOL.md §5.4, from the source's rows and the edits."""
+    """The rows of PROTOCOL.md §5.4, from the source's rows and the edits (none for a
+    plain fork, `forks.native`)."""
     now = _now_ms()
     copied = ["name", "class_name", "config_name", "application_id", "authenticated_user"]
     copied += ["authenticated_roles", "assumed_role", "attributes", "application_name"]

@@ -1,11 +1,14 @@
 """The native actions on one workflow: cancel, resume, restart, fork, fork from failure,
 rewind and delete (PROTOCOL.md §2.2 and §5; DESIGN.md "Actions across SDK versions").
 
-Each goes through the relay to a live executor of the application, and each attempt,
-whatever became of it, leaves exactly one audit record carrying the executor request id
-and the executor's answer. What an action may do depends on the workflow's status and on
-the SDK of the executors connected: `offers()` says which actions make sense and why the
-others do not, and `workflow_act()` refuses what `offers()` would not offer.
+Each goes through the relay to a live executor of the application (the executor path),
+or, when none is connected and the application has a system database, is written there
+as the SDK's own code writes it (the database path, `forks.native`). Each attempt,
+whatever became of it, leaves exactly one audit record carrying the path it took, the
+executor request id and the executor's answer. What an action may do depends on the
+workflow's status and on the SDK of the executors connected: `offers()` says which
+actions make sense and why the others do not, and `workflow_act()` refuses what
+`offers()` would not offer.
 """
 
 from __future__ import annotations
@@ -126,6 +129,16 @@ ONE_MODE = "Choose how to pick the step: last_failure, last_step, step or step_n
 STEP_NEEDED = "Forking from a step number needs start_step."
 STEP_NAME_NEEDED = "Forking from a step name needs step_name."
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
+NOT_ON_DATABASE = (
+    "{action} is not done without a connected executor yet: fork the workflow from a step instead."
+)
+DATABASE_DONE = "{action} written into the system database (no executor is connected)"
+LEFT_AS_THEY_WERE = "; left as they were, finished: {left}"
+
+# Which way an action went: through a connected executor, or written into the system
+# database (an application on an SDK whose Conductor client is not open source).
+EXECUTOR_PATH = "executor"
+DATABASE_PATH = "database"
 
 
 class ActionError(Exception):
@@ -269,6 +282,7 @@ class Outcome:
     executor_id: str
     new_workflow_ids: list[str]
     audit_id: int
+    path: str = EXECUTOR_PATH
 
     @property
     def new_workflow_id(self) -> str | None:
@@ -304,6 +318,8 @@ async def workflow_act(
     try:
         outcome_detail, new_ids = await attempt.run()
     except (ActionError, relay.RelayError) as exc:
+        if attempt.path:
+            audit["parameters"] = {**parameters.shown(), "path": attempt.path}
         result = Result.DENIED if isinstance(exc, WrongApplicationError) else Result.FAILED
         response = getattr(exc, "response", None)
         if isinstance(response, Response):
@@ -316,6 +332,7 @@ async def workflow_act(
             response=response,
         )
         raise
+    audit["parameters"] = {**parameters.shown(), "path": attempt.path}
     record = await db_async(audit_record)(
         **audit,
         detail=outcome_detail,
@@ -339,6 +356,7 @@ async def workflow_act(
         executor_id=attempt.executor_id,
         new_workflow_ids=new_ids,
         audit_id=record.pk,
+        path=attempt.path,
     )
 
 
@@ -363,6 +381,7 @@ class _Attempt:
         self.request_id = ""
         self.executor_id = ""
         self.response: dict[str, Any] | None = None
+        self.path = ""
 
     async def run(self) -> tuple[str, list[str]]:
         reads = await source_for(self.application)
@@ -377,8 +396,13 @@ class _Attempt:
         why_not = refusals(str(workflow.status or ""), executors)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)
+        if not executors and self.application.system_database_url:
+            self.path = DATABASE_PATH
+            await self._check_new_id(reads)
+            return await db_async(self._write)()
         if not executors:
             raise relay.NoExecutorConnectedError(NO_EXECUTOR.format(app=self.application.name))
+        self.path = EXECUTOR_PATH
         await self._check_new_id(reads)
         executor = self._choose(executors)
         message = self._message(Sdk.of(executor))
@@ -415,6 +439,52 @@ class _Attempt:
                 ),
                 existing_workflow_id=new_id,
             )
+
+    def _write(self) -> tuple[str, list[str]]:
+        """The action written into the system database, checked there against the status
+        the workflow has inside the transaction (`forks.native`)."""
+        # forks.services imports this module: imported here, once both are loaded.
+        from forks import native
+
+        chosen = self.parameters
+        common: dict[str, Any] = {
+            "application": self.application,
+            "workflow_id": self.workflow_id,
+            "check": lambda status: refusals(status, [])[self.action],
+        }
+        try:
+            if self.action is Action.CANCEL:
+                written = native.native_cancel(**common, cancel_children=chosen.cancel_children)
+            elif self.action is Action.RESUME:
+                written = native.native_resume(**common, queue_name=chosen.queue_name or None)
+            elif self.action is Action.DELETE:
+                written = native.native_delete(**common, delete_children=chosen.delete_children)
+            elif self.action in (Action.FORK, Action.RESTART):
+                written = native.native_fork(
+                    **common,
+                    # Step ids start at 1 in Python and 0 in TypeScript: from 0 copies no
+                    # step in either, a restart.
+                    start_step=(chosen.start_step or 0) if self.action is Action.FORK else 0,
+                    new_workflow_id=chosen.new_workflow_id or None,
+                    application_version=chosen.application_version or None,
+                    queue_name=chosen.queue_name or None,
+                )
+            else:
+                raise ActionRefusedError(NOT_ON_DATABASE.format(action=self.action.label))
+        except native.NativeError as exc:
+            error = ActionRefusedError(str(exc))
+            error.status = exc.status
+            raise error from None
+        detail = DATABASE_DONE.format(action=self.action.label)
+        if written.new_workflow_id:
+            detail += f": new workflow {written.new_workflow_id}"
+        elif len(written.changed) > 1:
+            detail += f": {len(written.changed)} workflows"
+        if written.left:
+            left = ", ".join(f"{wid} ({status})" for wid, status in sorted(written.left.items()))
+            detail += LEFT_AS_THEY_WERE.format(left=left)
+        new_ids = [written.new_workflow_id] if written.new_workflow_id else []
+        return detail + ".", new_ids
 
     def _choose(self, executors: list[Executor]) -> Executor:
         if self.action is Action.REWIND:

@@ -575,6 +575,9 @@ class ActionOut(Schema):
     new_workflow_id: str | None
     new_workflow_ids: list[str]
     audit_id: int
+    # "executor" (relayed to a connected executor) or "database" (written into the system
+    # database, when no executor is connected).
+    path: str
 
 
 class ErrorOut(Schema):

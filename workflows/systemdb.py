@@ -185,7 +185,9 @@ def _settings_for(application: Application) -> dict[str, Any]:
         }
         config["CONN_MAX_AGE"] = 0
     else:
-        config["OPTIONS"] = {"timeout": 30}
+        # A writer reads a row's status and then changes it in one transaction: taking the
+        # write lock at BEGIN waits on an executor's lock, where upgrading later would fail.
+        config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     # Used to notice a changed URL or schema; never shown.
     config["_SOURCE"] = f"{url}#{schema}#{settings.SYSTEM_DB_STATEMENT_TIMEOUT_MS}"
     return config

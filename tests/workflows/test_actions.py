@@ -98,7 +98,9 @@ async def test_an_operator_cancels_a_pending_workflow_with_its_children(
         "error_message": None,
         "success": True,
     }
-    assert record.parameters == {"reason": "runaway loop", "cancel_children": True}
+    assert record.parameters == {"reason": "runaway loop", "cancel_children": True} | {
+        "path": "executor"
+    }
 
 
 async def test_resuming_a_failed_workflow_is_refused_before_anything_is_sent(

@@ -1,6 +1,8 @@
 """Stories about acting on a workflow from its console page."""
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,11 +55,14 @@ def test_a_viewer_posting_an_action_is_refused_and_audited(
     assert (record.actor_name, record.application_name) == ("vera", app)
 
 
-def test_an_action_with_no_executor_says_so_and_is_audited(
-    otto: User, sdk_fixtures: dict[str, dict[str, Any]]
+def test_an_action_with_no_executor_is_written_into_the_system_database_and_says_so(
+    otto: User, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     fixture = sdk_fixtures["py320-sqlite-default"]
-    app = registered(fixture).name
+    # A copy: the fork is written into it, and the fixture is the session's.
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(fixture["path"], copy)
+    app = registered(fixture | {"url": f"sqlite:///{copy}"}).name
     workflow_id = by_role(fixture, "error")
     client = signed_in(otto)
     response = client.post(
@@ -65,12 +70,13 @@ def test_an_action_with_no_executor_says_so_and_is_audited(
         {"start_step": "1", "reason": "try again"},
         follow=True,
     )
-    assert response.redirect_chain[0][0] == f"/apps/{app}/workflows/{workflow_id}/"
-    assert f"Fork failed: No executor of {app} is connected." in response.content.decode()
     record = AuditRecord.objects.get(action="workflow.fork")
-    assert (record.result, record.reason, record.target) == ("failed", "try again", workflow_id)
-    # The workflow's page lists the attempt.
-    assert "workflow.fork" in response.content.decode()
+    assert (record.result, record.reason, record.target) == ("ok", "try again", workflow_id)
+    assert record.parameters["path"] == "database"
+    new_id = record.detail.removesuffix(".").rsplit(" ", 1)[-1]
+    assert response.redirect_chain[0][0] == f"/apps/{app}/workflows/{new_id}/"
+    page = response.content.decode()
+    assert "Fork written into the system database (no executor is connected)" in page
 
 
 def test_an_invalid_form_is_reported_and_nothing_is_attempted(

@@ -1,0 +1,267 @@
+"""The native actions on one workflow without an executor: cancel, resume, fork, restart
+and delete written into the application's system database, each as the open core of the
+DBOS SDK writes it for the same operation (Python `dbos` 3.4.0 `dbos/_sys_db.py`, whose
+TypeScript twin in `@dbos-inc/dbos-sdk` 5.3.0 `system_database.js` writes the same rows).
+
+An executor of the application, connected to no conductor, sees these writes where it
+looks anyway: a cancelled workflow stops at its next step (the executor reads the status
+before each), an ENQUEUED one is dequeued from its queue and runs from its last recorded
+step. Each action is one transaction that first reads the target's status again (locking
+the row on Postgres; SQLite aliases take the write lock at BEGIN): a workflow that changed
+since the operator looked is reported and nothing is written. `workflows.actions` chooses
+this path when no executor is connected, and audits it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connections, transaction
+
+from forks import services
+from forks.plans import SourceNotFoundError
+from stepchange.models import Application
+from workflows import systemdb
+
+INTERNAL_QUEUE = services.INTERNAL_QUEUE
+# Statuses the SDK's cancel and resume leave as they are (their `status NOT IN` guard).
+DONE = ("SUCCESS", "ERROR")
+
+GONE = "Workflow {workflow_id} is no longer in the system database: nothing was changed."
+CHANGED = "Workflow {workflow_id} became {status} since it was read: {why} Nothing was changed."
+
+
+class NativeError(Exception):
+    """The write was not done; `status` is the API's code."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one action wrote: the workflows it changed (or made), and those it left as they
+    were because they had finished, with their status."""
+
+    changed: list[str]
+    left: dict[str, str] = field(default_factory=dict)
+    new_workflow_id: str | None = None
+
+
+# Why an action does not suit a status ("" when it does), from `workflows.actions`.
+Check = Callable[[str], str]
+
+
+def native_cancel(
+    *, application: Application, workflow_id: str, cancel_children: bool, check: Check
+) -> Written:
+    """Mirrors `SystemDatabase.cancel_workflows` (TypeScript `cancelWorkflows`): CANCELLED,
+    out of its queue, unless SUCCESS or ERROR; with children, every descendant through
+    `parent_workflow_id` the same way (the SDK walks them level by level; here it is one
+    transaction)."""
+    alias, schema = _database(application)
+    with _transaction(alias) as cursor:
+        _checked(cursor, workflow_id, check)
+        ids = [workflow_id] + (_descendants(cursor, workflow_id) if cancel_children else [])
+        values = {
+            "status": "CANCELLED",
+            "owner_xid": None,
+            "queue_name": None,
+            "deduplication_id": None,
+            "started_at_epoch_ms": None,
+            "updated_at": NOW,
+            "completed_at": NOW,
+        }
+        changed = _update_unless_done(cursor, schema, ids, values)
+        return Written(changed, _statuses(cursor, [i for i in ids if i not in changed]))
+
+
+def native_resume(
+    *, application: Application, workflow_id: str, queue_name: str | None, check: Check
+) -> Written:
+    """Mirrors `SystemDatabase.resume_workflows` (TypeScript `resumeWorkflows`): ENQUEUED on
+    the queue named, else DBOS's internal one, with its recovery attempts and deadline
+    cleared, unless SUCCESS or ERROR."""
+    alias, schema = _database(application)
+    with _transaction(alias) as cursor:
+        _checked(cursor, workflow_id, check)
+        values = {
+            "status": "ENQUEUED",
+            "owner_xid": None,
+            "queue_name": queue_name if queue_name is not None else INTERNAL_QUEUE,
+            "recovery_attempts": 0,
+            "workflow_deadline_epoch_ms": None,
+            "deduplication_id": None,
+            "started_at_epoch_ms": None,
+            "updated_at": NOW,
+            "completed_at": None,
+        }
+        # The row is locked and its status checked: the SDK's guard holds.
+        return Written(_update_unless_done(cursor, schema, [workflow_id], values))
+
+
+def native_fork(
+    *,
+    application: Application,
+    workflow_id: str,
+    start_step: int,
+    new_workflow_id: str | None,
+    application_version: str | None,
+    queue_name: str | None,
+    check: Check,
+) -> Written:
+    """Mirrors `SystemDatabase.fork_workflow` (TypeScript `forkWorkflow`): a new ENQUEUED
+    workflow with the source's name, input and identity, its steps before `start_step`,
+    their event history, the events as of then and the stream entries copied, and the
+    source marked `was_forked_from`. A restart is a fork that copies no step (start 0)."""
+    alias, schema = _database(application)
+    with _transaction(alias):
+        try:
+            _, _, source = services.fork_source(application, workflow_id)
+        except SourceNotFoundError:
+            raise NativeError(GONE.format(workflow_id=workflow_id)) from None
+        why = check(str(source.status.get("status") or ""))
+        if why:
+            raise NativeError(why)
+        new_id = new_workflow_id or str(uuid.uuid4())
+        draft = services.Draft(
+            source_workflow_id=workflow_id,
+            start_step=start_step,
+            new_workflow_id=new_id,
+            application_version=application_version,
+            queue_name=queue_name,
+        )
+        # The SDK writes the version it is given, NULL otherwise: the newest version's
+        # executors take an unversioned workflow from the queue.
+        plan = services.fork_rows(
+            alias, schema, source, draft, new_id, application_version,
+            source.serialization, source.inputs, {},
+        )  # fmt: skip
+        with connections[alias].cursor() as cursor:
+            try:
+                for write in services.WRITES:
+                    write(cursor, plan)
+            except IntegrityError:
+                raise NativeError(services.ID_TAKEN.format(new_id=new_id)) from None
+    return Written([new_id], new_workflow_id=new_id)
+
+
+def native_delete(
+    *, application: Application, workflow_id: str, delete_children: bool, check: Check
+) -> Written:
+    """Mirrors `SystemDatabase.delete_workflows` (TypeScript `deleteWorkflows`): the
+    workflow's input, output and steps, then its status row, whose foreign keys take its
+    events, notifications and streams; with children, every descendant, whatever its
+    status, as the SDK does."""
+    alias, schema = _database(application)
+    with _transaction(alias) as cursor:
+        _checked(cursor, workflow_id, check)
+        ids = [workflow_id] + (_descendants(cursor, workflow_id) if delete_children else [])
+        quote = cursor.db.ops.quote_name
+        marks = ", ".join(["%s"] * len(ids))
+        for table in ("workflow_input", "workflow_output", "operation_outputs", "workflow_status"):
+            if schema.has(table):
+                sql = f"DELETE FROM {quote(table)} WHERE workflow_uuid IN ({marks})"  # noqa: S608
+                cursor.execute(sql, ids)
+    return Written(ids)
+
+
+# The pieces.
+
+
+class _Now:
+    """The database's clock in epoch milliseconds, as the SDK's `_now_ms_sql` reads it."""
+
+
+NOW = _Now()
+NOW_SQL = {
+    "postgresql": "CAST(EXTRACT(epoch FROM now()) * 1000 AS BIGINT)",
+    "sqlite": "CAST(strftime('%%s', 'now') * 1000 AS BIGINT)",
+}
+
+
+def _database(application: Application) -> tuple[str, systemdb.Schema]:
+    try:
+        schema = systemdb.writable_schema(application)
+        return systemdb.alias_for(application), schema
+    except systemdb.SystemDatabaseError as exc:
+        error = NativeError(str(exc))
+        error.status = 409 if isinstance(exc, systemdb.SchemaTooNewError) else 503
+        raise error from None
+
+
+@contextmanager
+def _transaction(alias: str) -> Iterator[Any]:
+    """`transaction.atomic(using=alias)` with a cursor on that alias."""
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        yield cursor
+
+
+def _checked(cursor: Any, workflow_id: str, check: Check) -> str:
+    """The target's status, read (and on Postgres locked) inside the transaction; raises
+    NativeError when it is gone or no longer suits the action."""
+    lock = " FOR UPDATE" if cursor.db.vendor == "postgresql" else ""
+    cursor.execute(
+        f"SELECT status FROM workflow_status WHERE workflow_uuid = %s{lock}",  # noqa: S608
+        [workflow_id],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise NativeError(GONE.format(workflow_id=workflow_id))
+    status = str(row[0] or "")
+    why = check(status)
+    if why:
+        raise NativeError(CHANGED.format(workflow_id=workflow_id, status=status, why=why))
+    return status
+
+
+def _descendants(cursor: Any, workflow_id: str) -> list[str]:
+    """Every workflow started by `workflow_id`, recursively, as the SDK's
+    `get_workflow_children` walks `parent_workflow_id`."""
+    found: list[str] = []
+    seen = {workflow_id}
+    frontier = [workflow_id]
+    while frontier:
+        marks = ", ".join(["%s"] * len(frontier))
+        cursor.execute(
+            f"SELECT workflow_uuid FROM workflow_status WHERE parent_workflow_id IN ({marks})",  # noqa: S608
+            frontier,
+        )
+        frontier = [child for (child,) in cursor.fetchall() if child not in seen]
+        seen.update(frontier)
+        found += frontier
+    return found
+
+
+def _update_unless_done(
+    cursor: Any, schema: systemdb.Schema, ids: list[str], values: dict[str, Any]
+) -> list[str]:
+    """The SDK's UPDATE of `ids` guarded by `status NOT IN ('SUCCESS', 'ERROR')`, naming the
+    columns this database has; the ids it changed."""
+    present = schema.columns.get("workflow_status", frozenset())
+    quote = cursor.db.ops.quote_name
+    now = NOW_SQL[cursor.db.vendor]
+    names = [name for name in values if name in present]
+    sets = ", ".join(f"{quote(n)} = {now if values[n] is NOW else '%s'}" for n in names)
+    params = [values[n] for n in names if values[n] is not NOW]
+    marks = ", ".join(["%s"] * len(ids))
+    cursor.execute(
+        f"UPDATE workflow_status SET {sets} WHERE workflow_uuid IN ({marks})"  # noqa: S608
+        f" AND status NOT IN (%s, %s) RETURNING workflow_uuid",
+        [*params, *ids, *DONE],
+    )
+    return [workflow_id for (workflow_id,) in cursor.fetchall()]
+
+
+def _statuses(cursor: Any, ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    marks = ", ".join(["%s"] * len(ids))
+    cursor.execute(
+        f"SELECT workflow_uuid, status FROM workflow_status WHERE workflow_uuid IN ({marks})",  # noqa: S608
+        ids,
+    )
+    return {workflow_id: str(status) for workflow_id, status in cursor.fetchall()}

@@ -1,0 +1,239 @@
+"""Stories about an operator acting on the workflows of an application that has no
+executor connected (on an SDK whose Conductor client is not open source): each action is
+written into its system database, SQLite or Postgres, as the SDK writes it; the answer and
+the audit record say the database path was taken; a workflow that changed in between is
+reported and left as it is."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test import Client
+
+from forks import native
+from stepchange.models import Application, AuditRecord
+from tests.conftest import make_user
+from tests.workflows.family_data import CHILDREN, FAILED_CHILD, PARENT, family_database
+from workflows import systemdb
+
+RUNNER = "native-runner"
+RUNNING_CHILD = "native-runner-child"
+DONE_CHILD = "native-runner-done"
+GRANDCHILD = "native-runner-grandchild"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def family(
+    request: pytest.FixtureRequest,
+    system_databases: None,
+    sdk_fixtures: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> Iterator[Application]:
+    """The family of tests/workflows, plus a PENDING workflow with a PENDING child (which
+    has a child of its own) and a finished one, and recorded steps for a failed child."""
+    for application in family_database(request.param, sdk_fixtures, tmp_path):
+        with connections[systemdb.alias_for(application)].cursor() as cursor:
+            for workflow_id, status, parent in [
+                (RUNNER, "PENDING", None),
+                (RUNNING_CHILD, "PENDING", RUNNER),
+                (DONE_CHILD, "SUCCESS", RUNNER),
+                (GRANDCHILD, "ENQUEUED", RUNNING_CHILD),
+            ]:
+                cursor.execute(
+                    "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name,"
+                    " parent_workflow_id, created_at, updated_at, executor_id)"
+                    " VALUES (%s, %s, 'ship', 'shipping', %s, 1, 1, 'gone-executor')",
+                    [workflow_id, status, parent],
+                )
+            for step in (1, 2, 3):
+                cursor.execute(
+                    "INSERT INTO operation_outputs (workflow_uuid, function_id, function_name,"
+                    " output) VALUES (%s, %s, %s, %s)",
+                    [FAILED_CHILD, step, f"step_{step}", f'{{"json": {step}}}'],
+                )
+        yield application
+
+
+@pytest.fixture
+def otto(system_databases: None) -> User:
+    return make_user(username="otto", role="operator")
+
+
+def act(user: User, workflow_id: str, action: str, **body: Any) -> Any:
+    client = Client()
+    client.force_login(user)
+    return client.post(
+        f"/api/v1/apps/family/workflows/{workflow_id}/{action}",
+        {"reason": "no executor", **body},
+        content_type="application/json",
+    )
+
+
+def rows(application: Application, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with connections[systemdb.alias_for(application)].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def write(application: Application, sql: str, params: list[Any]) -> None:
+    with connections[systemdb.alias_for(application)].cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def status(application: Application, workflow_id: str) -> tuple[Any, ...]:
+    """The workflow's status, queue and recovery attempts; () when it is gone."""
+    found = rows(
+        application,
+        "SELECT status, queue_name, recovery_attempts FROM workflow_status"
+        " WHERE workflow_uuid = %s",
+        [workflow_id],
+    )
+    return found[0] if found else ()
+
+
+def test_an_operator_cancels_a_pending_workflow_and_its_children_in_the_database(
+    family: Application, otto: User
+) -> None:
+    answer = act(otto, RUNNER, "cancel", cancel_children=True)
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["path"] == "database"
+    assert body["request_id"] == body["executor_id"] == ""
+    assert "written into the system database" in body["detail"]
+    assert f"{DONE_CHILD} (SUCCESS)" in body["detail"]
+    for workflow_id in (RUNNER, RUNNING_CHILD, GRANDCHILD):
+        assert status(family, workflow_id)[:2] == ("CANCELLED", None)
+    assert status(family, DONE_CHILD)[:2] == ("SUCCESS", "shipping")
+    record = AuditRecord.objects.get(action="workflow.cancel")
+    assert record.parameters == {"reason": "no executor", "cancel_children": True} | {
+        "path": "database"
+    }
+    assert (record.result, record.target) == ("ok", RUNNER)
+
+
+def test_without_children_only_the_workflow_is_cancelled(family: Application, otto: User) -> None:
+    assert act(otto, RUNNER, "cancel").status_code == 200
+    assert status(family, RUNNER)[0] == "CANCELLED"
+    assert status(family, RUNNING_CHILD)[0] == "PENDING"
+
+
+def test_a_cancelled_workflow_is_resumed_onto_the_internal_queue(
+    family: Application, otto: User
+) -> None:
+    act(otto, RUNNER, "cancel")
+    write(
+        family,
+        "UPDATE workflow_status SET recovery_attempts = 3 WHERE workflow_uuid = %s",
+        [RUNNER],
+    )
+    answer = act(otto, RUNNER, "resume")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["path"] == "database"
+    assert status(family, RUNNER) == ("ENQUEUED", "_dbos_internal_queue", 0)
+    assert act(otto, RUNNER, "resume", queue_name="shipping").status_code == 409
+
+
+def test_a_fork_copies_the_steps_before_its_start_and_marks_its_source(
+    family: Application, otto: User
+) -> None:
+    answer = act(otto, FAILED_CHILD, "fork", start_step=3, new_workflow_id="native-fork")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["new_workflow_id"] == "native-fork"
+    assert answer.json()["path"] == "database"
+    new = rows(
+        family,
+        "SELECT status, queue_name, forked_from, name FROM workflow_status"
+        " WHERE workflow_uuid = %s",
+        ["native-fork"],
+    )
+    assert new == [("ENQUEUED", "_dbos_internal_queue", FAILED_CHILD, "charge_card")]
+    steps = rows(
+        family,
+        "SELECT function_id, function_name FROM operation_outputs WHERE workflow_uuid = %s"
+        " ORDER BY function_id",
+        ["native-fork"],
+    )
+    assert steps == [(1, "step_1"), (2, "step_2")]
+    marked = rows(
+        family,
+        "SELECT was_forked_from FROM workflow_status WHERE workflow_uuid = %s",
+        [FAILED_CHILD],
+    )
+    assert marked[0][0] in (True, 1)
+    again = act(otto, FAILED_CHILD, "fork", start_step=3, new_workflow_id="native-fork")
+    assert again.status_code == 409
+
+
+def test_a_restart_is_a_fork_that_copies_no_step(family: Application, otto: User) -> None:
+    answer = act(otto, FAILED_CHILD, "restart")
+    assert answer.status_code == 200, answer.content
+    new_id = answer.json()["new_workflow_id"]
+    assert status(family, new_id)[0] == "ENQUEUED"
+    copied = rows(
+        family, "SELECT count(*) FROM operation_outputs WHERE workflow_uuid = %s", [new_id]
+    )
+    assert copied == [(0,)]
+
+
+def test_a_finished_workflow_is_deleted_with_its_descendants(
+    family: Application, otto: User
+) -> None:
+    assert act(otto, RUNNER, "delete").status_code == 409  # still PENDING
+    answer = act(otto, FAILED_CHILD, "delete", delete_children=True)
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["path"] == "database"
+    for workflow_id in (FAILED_CHILD, "fam-grandchild"):
+        assert status(family, workflow_id) == ()
+    leftovers = rows(
+        family, "SELECT count(*) FROM operation_outputs WHERE workflow_uuid = %s", [FAILED_CHILD]
+    )
+    assert leftovers == [(0,)]
+    assert status(family, PARENT) != ()
+    assert status(family, CHILDREN[0]) != ()
+
+
+def test_a_workflow_that_finished_since_it_was_read_is_reported_and_left_alone(
+    family: Application, otto: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = native._database
+
+    def finishing_first(application: Application) -> tuple[str, systemdb.Schema]:
+        # The executor finishes the workflow between the operator's read and the write.
+        found = real(application)
+        write(
+            application,
+            "UPDATE workflow_status SET status = 'SUCCESS', queue_name = 'shipping'"
+            " WHERE workflow_uuid = %s",
+            [RUNNER],
+        )
+        return found
+
+    monkeypatch.setattr(native, "_database", finishing_first)
+    answer = act(otto, RUNNER, "cancel", cancel_children=True)
+    assert answer.status_code == 409
+    assert "became SUCCESS since it was read" in answer.json()["detail"]
+    assert status(family, RUNNER)[:2] == ("SUCCESS", "shipping")
+    assert status(family, RUNNING_CHILD)[0] == "PENDING"
+    record = AuditRecord.objects.get(action="workflow.cancel")
+    assert (record.result, record.parameters["path"]) == ("failed", "database")
+
+
+def test_a_database_newer_than_stepchange_knows_is_not_written(
+    family: Application, otto: User
+) -> None:
+    write(family, "UPDATE dbos_migrations SET version = %s", [systemdb.KNOWN_VERSION + 1])
+    answer = act(otto, RUNNER, "cancel")
+    assert answer.status_code == 409
+    assert "newer than StepChange knows" in answer.json()["detail"]
+    assert status(family, RUNNER)[0] == "PENDING"
+
+
+def test_what_the_database_path_does_not_do_yet_is_refused_with_the_way_round(
+    family: Application, otto: User
+) -> None:
+    answer = act(otto, FAILED_CHILD, "fork-from-failure")
+    assert answer.status_code == 409
+    assert "fork the workflow from a step instead" in answer.json()["detail"]
