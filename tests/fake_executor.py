@@ -14,6 +14,7 @@ from stepchange.asgi import application as asgi_app
 from stepchange.models import Application
 from stepchange.services import executor_key_create
 from tests.conftest import make_app
+from tests.executor_replies import executor_info_reply
 
 KEY = "orders-test-key-0123456789"
 
@@ -53,17 +54,13 @@ class FakeExecutor:
         info = await self.receive()
         assert info["type"] == "executor_info"
         await self.send(
-            {
-                "type": "executor_info",
-                "request_id": info["request_id"],
-                "executor_id": self.executor_id,
-                "application_version": self.version,
-                "hostname": "test-host",
-                "language": self.language,
-                "dbos_version": self.dbos_version,
-                "executor_metadata": {"role": "test"},
-                "error_message": None,
-            }
+            executor_info_reply(
+                info,
+                executor_id=self.executor_id,
+                version=self.version,
+                language=self.language,
+                dbos_version=self.dbos_version,
+            )
         )
 
     async def receive(self, timeout: float = 2) -> dict[str, Any]:
