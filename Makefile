@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 INSTALLED_RUN := $(VENV)/.installed-run
+# dbos 3.4.0, whose Conductor client is not open source: the database-managed e2e tests.
+VENV_DBOS340 := .venv-dbos340
+INSTALLED_DBOS340 := $(VENV_DBOS340)/.installed
 PORT ?= 8001
 HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/stepchange
@@ -40,6 +43,13 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(INSTALLED) $(INSTALLED_RUN)
 
+# The executor of tests/e2e/test_database_managed.py; never with dbos-enterprise.
+$(INSTALLED_DBOS340): tests/e2e/requirements-dbos340.txt
+	$(PYTHON) -m venv $(VENV_DBOS340)
+	$(VENV_DBOS340)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DBOS340)/bin/python -m pip install --quiet -r tests/e2e/requirements-dbos340.txt
+	touch $(INSTALLED_DBOS340)
+
 # The TypeScript sample executor, used by the end-to-end tests.
 $(NODE_SAMPLE): samples/typescript/package-lock.json
 	cd samples/typescript && npm ci --no-audit --no-fund --loglevel=error
@@ -53,7 +63,7 @@ $(NODE_TEST_TOOLS): package-lock.json
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
 
-install: $(INSTALLED) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium
+install: $(INSTALLED) $(INSTALLED_DBOS340) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium
 
 install-run: $(INSTALLED_RUN)
 
@@ -113,4 +123,4 @@ pytest: pytest-sqlite pytest-postgres
 test: check pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV_DBOS340) .mypy_cache .ruff_cache .pytest_cache
