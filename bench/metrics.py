@@ -6,15 +6,21 @@
    touched beside how many the minute holds (the same for an hour, as a busier minute);
 3. the Metrics page for every window and the overview (which draws its charts from the
    roll-ups), p50 and p95 through Django's test client, signed in;
-4. what one refresh of the overview reads of the system database.
+4. what one refresh of the overview reads of the system database;
+5. the overview's refresh side by side, in turn: its numbers counted afresh (queue depths
+   and headline counts over every workflow in flight, as before the roll-up job sampled
+   them) and from the roll-up job's in-flight sample plus what was stamped after it.
 
     .venv/bin/python bench/metrics.py [--url postgresql://postgres@127.0.0.1:5432/sc_bench_1m]
-                                      [--runs 50]
+                                      [--runs 50] [--backfill-hours 720] [--overview-only]
+
+--overview-only runs 1 and 5 (with --backfill-hours 26, a first roll-up of a day).
 
 StepChange's own database is a throwaway SQLite file in a temporary directory.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -60,9 +66,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/sc_bench_1m")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--backfill-hours", type=int, default=30 * 24)
+    parser.add_argument("--overview-only", action="store_true")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="sc-metrics-bench-")
-    os.environ.update(STEPCHANGE_DATA_DIR=data, DJANGO_SETTINGS_MODULE="stepchange.settings")
+    os.environ.update(
+        STEPCHANGE_DATA_DIR=data,
+        DJANGO_SETTINGS_MODULE="stepchange.settings",
+        METRICS_BACKFILL_HOURS=str(args.backfill_hours),
+    )
     os.environ.pop("DATABASE_URL", None)
     import django
 
@@ -88,7 +100,7 @@ def main() -> None:
     # The seed's last moment is "now" for the roll-ups: its thirty days end there.
     now = datetime.fromtimestamp(newest / 1000, tz=UTC) + timedelta(minutes=1)
 
-    print("1. First roll-up of the thirty days (backfill)")
+    print(f"1. First roll-up of {args.backfill_hours} hours (backfill)")
     started = time.perf_counter()
     slices = events = 0
     while True:
@@ -104,6 +116,13 @@ def main() -> None:
         f"{Rollup.objects.count():,} roll-up rows"
     )
 
+    admin = User.objects.create_user("bench-admin", password="x")
+    admin.groups.add(Group.objects.get(name="admin"))
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(admin)
+    if args.overview_only:
+        overview_side_by_side(app, client, now, args)
+        return
     print("2. One slice of new rows: database time, rows read")
     alias = systemdb.alias_for(app)
     print(
@@ -151,11 +170,9 @@ def main() -> None:
         rolled_to_ms=int(now.timestamp() * 1000) - 10_000
     )
 
+    overview_side_by_side(app, client, now, args)
+
     print("3. Pages, signed in (Django test client, whole response)")
-    admin = User.objects.create_user("bench-admin", password="x")
-    admin.groups.add(Group.objects.get(name="admin"))
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(admin)
     # The pages' windows end at the clock's now, the seed ended earlier: the roll-ups
     # move forward by whole hours, so that its last hour is the last hour before now.
     # What the job keeps (minutes for two days) is what the pages read.
@@ -198,6 +215,64 @@ def main() -> None:
         s for s in selects if 'created_at" / ' in s or ("GROUP BY" in s and "created_at" in s)
     ]
     print(f"   statements grouping workflows by time (the old charts): {len(charting)}")
+
+
+def overview_side_by_side(app: Any, client: Any, now: datetime, args: Any) -> None:
+    """5: the overview's refresh with its numbers counted afresh (A) and from the sample
+    (B), in turn, through the test client with the clock at the seed's end."""
+    from unittest import mock
+
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from metrics import rollups
+    from metrics.models import RollupState
+    from workflows import sources, systemdb
+
+    print("5. The overview's refresh: counted afresh (A) or from the sample (B), in turn")
+    # The job sampled 90 s before the clock and rolled up to 10 s before that: the
+    # refresh counts live what the seed's last 90 s stamped.
+    sampled = now - timedelta(seconds=90)
+    RollupState.objects.filter(application=app).update(
+        queues_sampled_at=sampled,
+        in_flight=rollups.read_in_flight(app),
+        rolled_to_ms=int(sampled.timestamp() * 1000) - 10_000,
+    )
+    alias = systemdb.alias_for(app)
+
+    def refresh() -> Any:
+        return client.get("/apps/bench/", HTTP_HX_REQUEST="true")
+
+    afresh = mock.patch.object(sources, "fresh_sample", return_value=None)
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    with mock.patch("django.utils.timezone.now", return_value=now):
+        for run in range(args.runs + 3):
+            for label in ("A", "B"):
+                with afresh if label == "A" else contextlib.nullcontext():
+                    began = time.perf_counter()
+                    response = refresh()
+                    took = (time.perf_counter() - began) * 1000
+                assert response.status_code == 200, response.status_code
+                if run >= 3:
+                    times[label].append(took)
+        print(f"   {'how':34} {'p50 ms':>7} {'p95 ms':>7} {'statements':>10} {'rows read':>10}")
+        for label, how in (("A", "counted afresh"), ("B", "from the sample, new rows live")):
+            with (
+                afresh if label == "A" else contextlib.nullcontext(),
+                CaptureQueriesContext(connections[alias]) as captured,
+            ):
+                refresh()
+            selects = [
+                q["sql"]
+                for q in captured.captured_queries
+                if q["sql"].lstrip("(").startswith("SELECT")
+            ]
+            plans = explained(args.url, selects)
+            p50, p95 = percentiles(times[label])
+            rows = sum(n for n, _ in plans)
+            print(f"   {label} {how:32} {p50:7.1f} {p95:7.1f} {len(selects):10} {rows:10,}")
+            for sql, (n, ms) in zip(selects, plans, strict=True):
+                print(f"     {n:8,} rows {ms:7.1f} ms  {sql[:80]}")
 
 
 if __name__ == "__main__":

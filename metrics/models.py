@@ -144,12 +144,17 @@ class RollupState(models.Model):
     """How far an application's workflows are rolled up: every event stamped at or before
     `rolled_to_ms` (epoch ms, the system database's clock) is counted, none after it. Only
     a write naming the value it replaces moves it, so two processes never count a minute
-    twice."""
+    twice.
+
+    `in_flight` is the sample taken at `queues_sampled_at`: how many workflows each queue
+    ("" for none) held, by status (ENQUEUED, PENDING, and DELAYED in a queue). The overview
+    starts from it and counts live only what was stamped after it."""
 
     application = models.OneToOneField(Application, on_delete=models.CASCADE)
     rolled_to_ms = models.BigIntegerField()
     rolled_at = models.DateTimeField(null=True)
     queues_sampled_at = models.DateTimeField(null=True)
+    in_flight = models.JSONField(default=dict)
     problem = models.TextField(blank=True)
 
     def __str__(self) -> str:

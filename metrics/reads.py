@@ -207,3 +207,25 @@ def last_minute() -> list[Rollup]:
         return []
     rows = Rollup.objects.filter(reduce(operator.or_, wanted), resolution=MINUTE)
     return list(rows.select_related("application").order_by("application__name", "kind", "name"))
+
+
+def fresh_sample(
+    application: Application, now: datetime, *, within: timedelta
+) -> RollupState | None:
+    """The roll-up state when its in-flight sample is at most `within` old (the overview
+    counts live what happened since it: an old one would make that a long read)."""
+    state = RollupState.objects.filter(application=application).first()
+    if state is None or state.queues_sampled_at is None or state.rolled_at is None:
+        return None
+    return state if now - state.queues_sampled_at <= within else None
+
+
+def failures_rolled_up(application: Application, since: datetime) -> int:
+    """Workflows that failed from `since` (a whole minute) to the roll-ups' watermark."""
+    rows = Rollup.objects.filter(
+        application=application,
+        resolution=MINUTE,
+        kind=Rollup.Kind.WORKFLOW,
+        bucket_start__gte=since,
+    )
+    return int(rows.aggregate(failed=Sum("failed"))["failed"] or 0)

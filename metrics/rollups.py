@@ -58,6 +58,7 @@ SLICES_PER_PASS = 8
 # How long rows of each resolution are kept: enough for the windows drawn from them.
 KEPT = {MINUTE: timedelta(days=2), HOUR: timedelta(days=35), DAY: timedelta(days=400)}
 UNNAMED = ""
+IN_FLIGHT = ("ENQUEUED", "PENDING")
 FINISHED = {"SUCCESS": "succeeded", "CANCELLED": "cancelled"} | dict.fromkeys(
     FAILED_STATUSES, "failed"
 )
@@ -245,19 +246,28 @@ def next_stamp(application: Application, after_ms: int) -> int | None:
     return min((at for at in found if at is not None), default=None)
 
 
-def read_queue_depths(application: Application) -> dict[str, dict[str, int]]:
-    """Each queue's ENQUEUED and PENDING workflows now, through DBOS's partial index of
-    in-flight workflows."""
-    depths: dict[str, dict[str, int]] = {}
+def read_in_flight(application: Application) -> dict[str, dict[str, int]]:
+    """The workflows in flight now, per queue ("" for none) and status: ENQUEUED and
+    PENDING through DBOS's partial index of in-flight workflows, DELAYED ones in a queue
+    through theirs. The overview starts from this sample (see `RollupState.in_flight`)."""
+    in_flight = models.Q(status__in=IN_FLIGHT) | models.Q(
+        status="DELAYED", queue_name__isnull=False
+    )
+    sample: dict[str, dict[str, int]] = {}
     for queue, status, count in (
         systemdb.workflows(application)
-        .queued()
+        .filter(in_flight)
         .order_by()
         .values_list("queue_name", "status")
         .annotate(count=models.Count("*"))
     ):
-        depths.setdefault(queue, {})[status] = count
-    return depths
+        sample.setdefault(queue or UNNAMED, {})[status] = count
+    return sample
+
+
+def queue_depths(sample: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The queues of an in-flight sample, without the workflows in none."""
+    return {queue: counts for queue, counts in sample.items() if queue != UNNAMED}
 
 
 # Writing the roll-ups.
@@ -373,12 +383,12 @@ def rollup_slice(application: Application, *, now: datetime | None = None) -> Ou
         first = next_stamp(application, after)
         until = settled if first is None else min(settled, max(after, first - 1) + SLICE_MS)
         deltas = read_new(application, after, until)
-        depths = None
+        sample = None
         sampled = state.queues_sampled_at
         if sampled is None or _floor(int(sampled.timestamp() * 1000), MINUTE) < _floor(
             now_ms, MINUTE
         ):
-            depths = read_queue_depths(application)
+            sample = read_in_flight(application)
     except (DatabaseError, systemdb.SystemDatabaseError) as exc:
         RollupState.objects.filter(pk=state.pk).update(problem=str(exc)[:1000])
         return Outcome(application.name, after, after, problem=str(exc))
@@ -387,14 +397,14 @@ def rollup_slice(application: Application, *, now: datetime | None = None) -> Ou
             rolled_to_ms=until,
             rolled_at=now,
             problem="",
-            **({"queues_sampled_at": now} if depths is not None else {}),
+            **({"queues_sampled_at": now, "in_flight": sample} if sample is not None else {}),
         )
         if not moved:
             return Outcome(application.name, after, after, raced=True)
         merge(application, deltas)
-        if depths is not None:
-            merge_queue_depths(application, depths, now)
-    if depths is not None:
+        if sample is not None:
+            merge_queue_depths(application, queue_depths(sample), now)
+    if sample is not None:
         forget_old(application, now)
     events = sum(
         f.started + f.succeeded + f.failed + f.cancelled + f.dequeued for f in deltas.values()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -50,6 +51,9 @@ from conductor.protocol import (
     WorkflowsOutput,
     WorkflowSteps,
 )
+from metrics.models import RollupState
+from metrics.reads import failures_rolled_up, fresh_sample
+from metrics.rollups import IN_FLIGHT, queue_depths
 from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from workflows import systemdb
@@ -77,6 +81,9 @@ FAILED = list(FAILED_STATUSES)
 # A list's count of matching workflows stops here, and at this many milliseconds.
 COUNT_CAP = 10_000
 COUNT_TIMEOUT_MS = 300
+# The overview starts from the roll-up job's in-flight sample while it is at most this old
+# (or four roll-up intervals, when those are longer).
+SAMPLE_FRESH = timedelta(minutes=2)
 # A workflow's values, as `stored` and the page's raw view name them.
 STORED_VALUES = ("input", "output", "error")
 # The most steps one answer carries, and how many it carries unless asked for more; a
@@ -996,21 +1003,44 @@ class DatabaseSource:
     def _overview(self, now: datetime) -> Overview:
         """Recent failures, how deep each queue is, and the headline numbers. No charts:
         the overview draws them from the metric roll-ups (metrics/), which read only what
-        is new; drawn from here they would scan every workflow of the window per refresh."""
+        is new; drawn from here they would scan every workflow of the window per refresh.
+        The numbers too start from the roll-up job's last sample when there is a fresh one
+        (`_since_sample`); without, they are counted afresh (`_headline`)."""
         failures = self._list(ListQuery(status=FAILED, limit=RECENT_FAILURES)).items
-        return Overview(failures, self._queue_depths(), headline=self._headline(now))
+        missing = systemdb.missing_fields(self.alias, WorkflowStatus)
+        state = None
+        if not missing & {"completed_at_ms", "started_at_epoch_ms"}:
+            within = max(SAMPLE_FRESH, timedelta(seconds=4 * settings.METRICS_ROLLUP_SECONDS))
+            state = fresh_sample(self.application, now, within=within)
+        if state is None:
+            return Overview(failures, self._queue_depths(), headline=self._headline(now))
+        depths, headline = self._since_sample(state, now)
+        return Overview(failures, depths, headline=headline)
+
+    @contextlib.contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """A transaction in which Postgres stops each statement after COUNT_TIMEOUT_MS."""
+        connection = connections[self.alias]
+        with transaction.atomic(using=self.alias):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
+            yield
 
     def _headline(self, now: datetime) -> Headline:
         """The dashboard's three counts of workflows, in one statement: each counted as the
         list counts (up to COUNT_CAP, within COUNT_TIMEOUT_MS: not counted past that), each
-        through a partial index of DBOS's (pending; in flight; failed by status and
-        created_at)."""
+        through an index of DBOS's (pending; in flight; completed_at, or failed by status
+        and created_at in a schema without completion times)."""
         since = failed_since(now)
-        queries = [
-            ListQuery(status=["PENDING"]),
-            ListQuery(status=["ENQUEUED"]),
-            ListQuery(status=FAILED, start_time=since),
-        ]
+        missing = systemdb.missing_fields(self.alias, WorkflowStatus)
+        by_completion = "completed_at_ms" not in missing
+        failed = (
+            ListQuery(status=FAILED, completed_after=since)
+            if by_completion
+            else ListQuery(status=FAILED, start_time=since)
+        )
+        queries = [ListQuery(status=["PENDING"]), ListQuery(status=["ENQUEUED"]), failed]
         counted = [
             _sql(self._filtered(q).order_by().values("pk")[: COUNT_CAP + 1]) for q in queries
         ]
@@ -1021,11 +1051,8 @@ class DatabaseSource:
         ]
         sql = f"SELECT {', '.join(parts)}"
         params = [value for _, values in counted for value in values]
-        connection = connections[self.alias]
         try:
-            with transaction.atomic(using=self.alias), connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    cursor.execute(f"SET LOCAL statement_timeout = {int(COUNT_TIMEOUT_MS)}")
+            with self._bounded(), connections[self.alias].cursor() as cursor:
                 cursor.execute(sql, params)
                 found = cursor.fetchone()
         except OperationalError as exc:
@@ -1033,9 +1060,67 @@ class DatabaseSource:
                 raise
             found = None
         if found is None:
-            return Headline(Tally(None), Tally(None), Tally(None), failed_since=since)
-        in_flight, queued, failed = (Tally(min(n, COUNT_CAP), n > COUNT_CAP) for n in found)
-        return Headline(in_flight, queued, failed, failed_since=since)
+            return Headline(Tally(None), Tally(None), Tally(None), since, by_completion)
+        in_flight, queued, failed_tally = (Tally(min(n, COUNT_CAP), n > COUNT_CAP) for n in found)
+        return Headline(in_flight, queued, failed_tally, since, by_completion)
+
+    def _since_sample(self, state: RollupState, now: datetime) -> tuple[QueueDepths, Headline]:
+        """The overview's numbers from the roll-up job's last sample and roll-ups, with
+        only what was stamped after them counted live: failures completed past the
+        watermark; workflows created, dequeued or finished after the in-flight sample
+        (ranges of DBOS's indexes of completed_at, created_at and started_at_epoch_ms)."""
+        since = failed_since(now)
+        since_ms = int(since.timestamp() * 1000)
+        assert state.queues_sampled_at is not None
+        sampled_ms = int(state.queues_sampled_at.timestamp() * 1000)
+        rolled = 0
+        if state.rolled_to_ms > since_ms:
+            rolled = failures_rolled_up(self.application, since)
+        counts = {queue: dict(c) for queue, c in state.in_flight.items()}
+
+        def add(queue: str | None, status: str, n: int) -> None:
+            held = counts.setdefault(queue or "", {})
+            held[status] = max(held.get(status, 0) + n, 0)
+
+        rows = systemdb.workflows(self.application).order_by()
+        dequeued = models.Q(started_at_epoch_ms__gt=sampled_ms)
+        finished = models.Q(completed_at_ms__gt=sampled_ms) & ~models.Q(status__in=IN_FLIGHT)
+        try:
+            with self._bounded():
+                failed = rows.filter(
+                    status__in=FAILED, completed_at_ms__gt=max(state.rolled_to_ms, since_ms)
+                ).count()
+                arrived = rows.filter(created_at_ms__gt=sampled_ms, status__in=IN_FLIGHT)
+                for queue, status, n in arrived.values_list("queue_name", "status").annotate(
+                    n=models.Count("*")
+                ):
+                    add(queue, status, n)
+                moved = (
+                    rows.filter(created_at_ms__lte=sampled_ms)
+                    .filter(dequeued | finished)
+                    .values_list("queue_name")
+                    .annotate(
+                        # Waiting at the sample, let go since; of those, running now.
+                        let_go=models.Count("pk", filter=dequeued),
+                        running=models.Count("pk", filter=dequeued & models.Q(status="PENDING")),
+                        # Running at the sample, finished since.
+                        done=models.Count("pk", filter=finished & ~dequeued),
+                    )
+                )
+                for queue, let_go, running, done in moved:
+                    add(queue, "ENQUEUED", -let_go)
+                    add(queue, "PENDING", running - done)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
+                raise
+            untold = Headline(Tally(None), Tally(None), Tally(None), since)
+            return QueueDepths(dict(sorted(queue_depths(counts).items()))), untold
+
+        def total(status: str) -> Tally:
+            return Tally(sum(c.get(status, 0) for c in counts.values()))
+
+        headline = Headline(total("PENDING"), total("ENQUEUED"), Tally(rolled + failed), since)
+        return QueueDepths(dict(sorted(queue_depths(counts).items()))), headline
 
     async def family(self, workflow_id: str, *, actor: str = "") -> Family:
         return await _on_thread(self._family)(workflow_id)
@@ -1551,7 +1636,7 @@ class ExecutorSource:
             failures=None if isinstance(failures, BaseException) else failures.items,
             queues=None if isinstance(depths, BaseException) else depths,
             unavailable=" ".join(dict.fromkeys(problems)),
-            headline=Headline(in_flight, queued, failed, failed_since=since),
+            headline=Headline(in_flight, queued, failed, since, by_completion=False),
         )
 
     async def _tally(self, query: ListQuery, *, actor: str) -> Tally:
@@ -1777,6 +1862,7 @@ class Headline:
     queued: Tally
     failed: Tally
     failed_since: datetime
+    by_completion: bool = True
 
 
 def failed_since(now: datetime) -> datetime:

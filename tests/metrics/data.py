@@ -65,6 +65,18 @@ class SystemDatabase:
             ]
         )
 
+    def dequeue(self, workflow_id: str, at_ms: int) -> None:
+        table = self._table("workflow_status")
+        self._execute(
+            [
+                (
+                    f"UPDATE {table} SET status = 'PENDING', started_at_epoch_ms = %s"
+                    " WHERE workflow_uuid = %s",
+                    [at_ms, workflow_id],
+                )
+            ]
+        )
+
 
 def metrics_database(
     kind: str, sdk_fixtures: dict[str, dict[str, Any]], tmp_path: Path

@@ -52,7 +52,7 @@ def test_the_dashboard_opens_on_its_numbers_each_a_link_to_what_it_counts(
         "failed in the last 24 h": (
             str(FAILED_TODAY),
             "/apps/family/workflows/?status=ERROR&amp;status=MAX_RECOVERY_ATTEMPTS_EXCEEDED"
-            f"&amp;all_levels=on&amp;start_time={since}",
+            f"&amp;all_levels=on&amp;completed_after={since}",
         ),
         "executors connected": ("0", "/apps/family/executors/"),
     }
