@@ -48,7 +48,9 @@ def rollups_collect() -> Iterable[Metric]:
         "in seconds.",
         workflow_labels,
     )
-    step_labels = ["application", "step_name"]
+    # A step's name twice: `function_name`, as DBOS names it (operation_outputs, list_steps,
+    # get_metrics), and `step_name`, as Conductor's step series are labelled.
+    step_labels = ["application", "function_name", "step_name"]
     step_rates = {
         name: _gauge(name, f"Steps {count} per second over the last minute rolled up.", step_labels)
         for name, count in STEP_RATES.items()
@@ -69,9 +71,9 @@ def rollups_collect() -> Iterable[Metric]:
                 wait.add_metric([app, row.name], row.queue_wait_max_ms / 1000)
         else:
             for name, count in STEP_RATES.items():
-                step_rates[name].add_metric([app, row.name], getattr(row, count) / MINUTE)
+                step_rates[name].add_metric([app, row.name, row.name], getattr(row, count) / MINUTE)
             if row.latency_max_ms is not None:
-                step_longest.add_metric([app, row.name], row.latency_max_ms / 1000)
+                step_longest.add_metric([app, row.name, row.name], row.latency_max_ms / 1000)
     return [
         *rates.values(),
         latency,

@@ -117,8 +117,10 @@ def test_a_scrape_reads_the_last_minute_rolled_up_in_conductors_names(
     assert found["dbos_conductor_v1_workflow_started_rate"][charge] == pytest.approx(6 / 60)
     assert found["dbos_conductor_v1_workflow_failed_rate"][charge] == pytest.approx(1 / 60)
     assert found["dbos_conductor_v1_workflow_max_total_latency_seconds"][charge] == 1.5
-    pay = frozenset({"application": "shop", "step_name": "pay"}.items())
+    # Labelled as DBOS names a step (function_name) and as Conductor's series do.
+    pay = frozenset({"application": "shop", "function_name": "pay", "step_name": "pay"}.items())
     assert found["dbos_conductor_v1_step_max_duration_seconds"][pay] == 0.3
+    assert found["dbos_conductor_v1_step_success_rate"][pay] == pytest.approx(1 / 60)
     shipping = frozenset({"application": "shop", "queue_name": "shipping"}.items())
     assert found["dbos_conductor_v1_workflow_enqueued_count"][shipping] == 1
     rolled = found["stepchange_metrics_rolled_up_to_seconds"][
