@@ -138,6 +138,21 @@ class SystemDatabase:
         row = self.workflow(workflow_id)
         return None if row is None else str(row["status"])
 
+    def row(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow_status row, which must be there."""
+        row = self.workflow(workflow_id)
+        assert row is not None, f"no workflow_status row for {workflow_id}"
+        return row
+
+    def wait_status(self, workflow_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
+        """The workflow_status row once its status is one of `statuses`."""
+
+        def check() -> dict[str, Any] | None:
+            row = self.workflow(workflow_id)
+            return row if row is not None and row["status"] in statuses else None
+
+        return eventually(check, timeout=timeout, what=f"{workflow_id} to be {statuses}")
+
     def steps(self, workflow_id: str) -> list[dict[str, Any]]:
         """The operation_outputs rows (step checkpoints), in order."""
         return self.rows(

@@ -90,18 +90,10 @@ class Deployment:
         return workflow_id
 
     def wait_status(self, workflow_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
-        """The workflow_status row once its status is one of `statuses`."""
-
-        def check() -> dict[str, Any] | None:
-            row = self.db.workflow(workflow_id)
-            return row if row is not None and row["status"] in statuses else None
-
-        return eventually(check, timeout=timeout, what=f"{workflow_id} to be {statuses}")
+        return self.db.wait_status(workflow_id, *statuses, timeout=timeout)
 
     def row(self, workflow_id: str) -> dict[str, Any]:
-        row = self.db.workflow(workflow_id)
-        assert row is not None, f"no workflow_status row for {workflow_id}"
-        return row
+        return self.db.row(workflow_id)
 
     def checkpoints(self, workflow_id: str, *, below: int) -> list[tuple[Any, ...]]:
         """The steps before `below` as recorded: what a fork copies verbatim."""

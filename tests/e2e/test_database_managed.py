@@ -1,0 +1,187 @@
+"""A database-managed application: a real dbos 3.4.0 executor (whose Conductor client is
+not open source) with no conductor setting at all, on SQLite and on Postgres, and
+StepChange steering it only through its system database. Each action is done from
+StepChange's API and its effect is seen in what the executor then does.
+
+One executor per kind serves the module; each story uses workflow ids of its own.
+"""
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.e2e.servers import (
+    ROOT,
+    Executor,
+    PostgresDatabases,
+    StepChange,
+    SystemDatabase,
+)
+
+pytestmark = pytest.mark.e2e
+
+PYTHON_340 = ROOT / ".venv-dbos340" / "bin" / "python"
+# What slow_task keeps besides its status row; all of it goes on delete.
+TABLES = ["workflow_status", "workflow_input", "workflow_output", "operation_outputs"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Deployment:
+    """A registered application with no executor key in use, its conductor-less
+    executor, and its system database."""
+
+    app: str
+    server: StepChange
+    executor: Executor
+    db: SystemDatabase
+
+    def act(self, workflow_id: str, action: str, **body: Any) -> tuple[int, Any]:
+        path = f"/apps/{self.app}/workflows/{workflow_id}/{action}"
+        return self.server.api("POST", path, {"reason": "no conductor", **body})
+
+    def slow(self, seconds: float) -> str:
+        """slow_task: a nap step of half the time, a durable sleep, then a finish step."""
+        workflow_id = new_id("slow")
+        self.executor.get(f"/slow?seconds={seconds}&workflow_id={workflow_id}")
+        return workflow_id
+
+    def step_names(self, workflow_id: str) -> list[str]:
+        return [str(step["function_name"]) for step in self.db.steps(workflow_id)]
+
+    def output(self, workflow_id: str) -> str:
+        page = self.server.api("GET", f"/apps/{self.app}/workflows/{workflow_id}")[1]
+        return str(page["output"])
+
+
+@pytest.fixture(scope="module")
+def stepchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepChange]:
+    server = StepChange(tmp_path_factory.mktemp("stepchange")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[PostgresDatabases]:
+    made = PostgresDatabases()
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def deployment(
+    request: pytest.FixtureRequest,
+    stepchange: StepChange,
+    databases: PostgresDatabases,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    if not PYTHON_340.exists():
+        message = "no .venv-dbos340 (dbos 3.4.0): run `make install`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = tmp_path_factory.mktemp("executor")
+    if request.param == "sqlite":
+        url = f"sqlite:///{directory / 'system.sqlite'}"
+    else:
+        url = databases.new("sc_dbm")
+    app = new_id("dbm")
+    stepchange.manage("register_app", app, "--system-database-url", url)
+    # No conductor URL and no key: the SDK's own executor, as a 3.4 application runs.
+    executor = Executor(
+        "python",
+        conductor_url="",
+        app=app,
+        key="",
+        system_database_url=url,
+        version="v1",
+        log_dir=directory,
+        python=str(PYTHON_340),
+    )
+    try:
+        yield Deployment(app, stepchange, executor, SystemDatabase(url))
+    finally:
+        executor.stop()
+
+
+def test_the_application_has_no_executor_and_its_database_is_on_dbos_3_4(
+    deployment: Deployment,
+) -> None:
+    assert deployment.server.executors(deployment.app) == []
+    status, body = deployment.server.api("GET", f"/apps/{deployment.app}/system-database")
+    assert status == 200, body
+    assert (body["migration_version"], body["known_version"]) == (125, True)
+
+
+def test_a_cancelled_workflow_stops_at_its_next_step_and_a_resumed_one_finishes(
+    deployment: Deployment,
+) -> None:
+    workflow_id = deployment.slow(8)
+    deployment.db.wait_status(workflow_id, "PENDING")
+
+    status, answer = deployment.act(workflow_id, "cancel")
+    assert status == 200, answer
+    assert answer["path"] == "database"
+    assert deployment.db.wait_status(workflow_id, "CANCELLED")["queue_name"] is None
+    # The nap (4 s) ends; the durable sleep after it and the finish are never started.
+    time.sleep(6)
+    assert deployment.step_names(workflow_id) in ([], ["nap"])
+    assert deployment.db.row(workflow_id)["status"] == "CANCELLED"
+    assert deployment.act(workflow_id, "cancel")[0] == 409
+
+    status, answer = deployment.act(workflow_id, "resume")
+    assert status == 200, answer
+    assert answer["path"] == "database"
+    deployment.db.wait_status(workflow_id, "SUCCESS", timeout=40)
+    assert deployment.step_names(workflow_id) == ["nap", "DBOS.sleep", "finish"]
+    assert deployment.output(workflow_id) == "slept 8s"
+
+
+def test_a_fork_runs_from_its_step_and_a_restart_runs_everything(
+    deployment: Deployment,
+) -> None:
+    source = deployment.slow(2)
+    deployment.db.wait_status(source, "SUCCESS")
+    recorded = deployment.db.steps(source)
+
+    fork_id = new_id("fork")
+    status, answer = deployment.act(source, "fork", start_step=3, new_workflow_id=fork_id)
+    assert status == 200, answer
+    assert (answer["new_workflow_id"], answer["path"]) == (fork_id, "database")
+    deployment.db.wait_status(fork_id, "SUCCESS")
+    steps = deployment.db.steps(fork_id)
+    # The nap and the sleep are the source's, copied; the finish ran again in the fork.
+    assert [s["started_at_epoch_ms"] for s in steps[:2]] == [
+        s["started_at_epoch_ms"] for s in recorded[:2]
+    ]
+    assert steps[2]["function_name"] == "finish"
+    assert steps[2]["started_at_epoch_ms"] > recorded[2]["started_at_epoch_ms"]
+    assert deployment.db.row(fork_id)["forked_from"] == source
+
+    status, answer = deployment.act(source, "restart")
+    assert status == 200, answer
+    restarted = answer["new_workflow_id"]
+    deployment.db.wait_status(restarted, "SUCCESS")
+    again = deployment.db.steps(restarted)
+    assert [s["function_name"] for s in again] == ["nap", "DBOS.sleep", "finish"]
+    assert again[0]["started_at_epoch_ms"] > recorded[-1]["started_at_epoch_ms"]
+
+
+def test_a_deleted_workflow_leaves_nothing_behind(deployment: Deployment) -> None:
+    workflow_id = deployment.slow(1)
+    deployment.db.wait_status(workflow_id, "SUCCESS")
+    assert deployment.db.count("operation_outputs", workflow_id) == 3
+    status, answer = deployment.act(workflow_id, "delete")
+    assert status == 200, answer
+    assert answer["path"] == "database"
+    for table in TABLES:
+        assert deployment.db.count(table, workflow_id) == 0, table
+    assert deployment.act(workflow_id, "delete")[0] == 404
