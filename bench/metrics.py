@@ -235,7 +235,7 @@ def overview_side_by_side(app: Any, client: Any, now: datetime, args: Any) -> No
     sampled = now - timedelta(seconds=90)
     RollupState.objects.filter(application=app).update(
         queues_sampled_at=sampled,
-        in_flight=rollups.read_in_flight(app),
+        in_flight=rollups.read_in_flight(app).counts,
         rolled_to_ms=int(sampled.timestamp() * 1000) - 10_000,
     )
     alias = systemdb.alias_for(app)

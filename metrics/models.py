@@ -148,13 +148,15 @@ class RollupState(models.Model):
 
     `in_flight` is the sample taken at `queues_sampled_at`: how many workflows each queue
     ("" for none) held, by status (ENQUEUED, PENDING, and DELAYED in a queue). The overview
-    starts from it and counts live only what was stamped after it."""
+    starts from it and counts live only what was stamped after it. `in_flight_oldest_ms`
+    is when the oldest of each was created (epoch ms), for `GET /metrics`."""
 
     application = models.OneToOneField(Application, on_delete=models.CASCADE)
     rolled_to_ms = models.BigIntegerField()
     rolled_at = models.DateTimeField(null=True)
     queues_sampled_at = models.DateTimeField(null=True)
     in_flight = models.JSONField(default=dict)
+    in_flight_oldest_ms = models.JSONField(default=dict)
     problem = models.TextField(blank=True)
 
     def __str__(self) -> str:

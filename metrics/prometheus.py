@@ -81,6 +81,7 @@ def rollups_collect() -> Iterable[Metric]:
         *step_rates.values(),
         step_longest,
         *_queues(),
+        *_oldest(),
         _rolled(),
     ]
 
@@ -106,6 +107,34 @@ def _queues() -> list[Metric]:
         ).select_related("application"):
             enqueued.add_metric([row.application.name, row.queue_name], row.enqueued)
             pending.add_metric([row.application.name, row.queue_name], row.pending)
+    return [enqueued, pending]
+
+
+def _oldest() -> list[Metric]:
+    """When the oldest workflow waiting in each queue, and the oldest running, was created,
+    at the roll-up job's latest in-flight sample; no series where there is none."""
+    enqueued = _gauge(
+        "workflow_oldest_enqueued_timestamp_seconds",
+        "When the oldest workflow ENQUEUED in each queue was created (Unix time), at the "
+        "latest sample.",
+        ["application", "queue_name"],
+    )
+    pending = _gauge(
+        "workflow_oldest_pending_timestamp_seconds",
+        "When the oldest workflow running now (PENDING) was created (Unix time), at the "
+        "latest sample.",
+        ["application"],
+    )
+    sampled = RollupState.objects.filter(queues_sampled_at__isnull=False)
+    for state in sampled.select_related("application"):
+        app = state.application.name
+        oldest: dict[str, dict[str, int]] = state.in_flight_oldest_ms
+        for queue, first in sorted(oldest.items()):
+            if queue and "ENQUEUED" in first:
+                enqueued.add_metric([app, queue], first["ENQUEUED"] / 1000)
+        running = [first["PENDING"] for first in oldest.values() if "PENDING" in first]
+        if running:
+            pending.add_metric([app], min(running) / 1000)
     return [enqueued, pending]
 
 

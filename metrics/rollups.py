@@ -246,23 +246,35 @@ def next_stamp(application: Application, after_ms: int) -> int | None:
     return min((at for at in found if at is not None), default=None)
 
 
-def read_in_flight(application: Application) -> dict[str, dict[str, int]]:
-    """The workflows in flight now, per queue ("" for none) and status: ENQUEUED and
-    PENDING through DBOS's partial index of in-flight workflows, DELAYED ones in a queue
-    through theirs. The overview starts from this sample (see `RollupState.in_flight`)."""
+@dataclass(frozen=True)
+class InFlight:
+    """The workflows in flight at a sample, per queue ("" for none) and status: how many,
+    and when the oldest of them was created (epoch ms)."""
+
+    counts: dict[str, dict[str, int]]
+    oldest_ms: dict[str, dict[str, int]]
+
+
+def read_in_flight(application: Application) -> InFlight:
+    """The workflows in flight now: ENQUEUED and PENDING through DBOS's partial index of
+    in-flight workflows (which holds their creation time), DELAYED ones in a queue through
+    theirs. The overview starts from this sample (see `RollupState.in_flight`)."""
     in_flight = models.Q(status__in=IN_FLIGHT) | models.Q(
         status="DELAYED", queue_name__isnull=False
     )
-    sample: dict[str, dict[str, int]] = {}
-    for queue, status, count in (
+    counts: dict[str, dict[str, int]] = {}
+    oldest: dict[str, dict[str, int]] = {}
+    for queue, status, count, first in (
         systemdb.workflows(application)
         .filter(in_flight)
         .order_by()
         .values_list("queue_name", "status")
-        .annotate(count=models.Count("*"))
+        .annotate(count=models.Count("*"), first=models.Min("created_at_ms"))
     ):
-        sample.setdefault(queue or UNNAMED, {})[status] = count
-    return sample
+        counts.setdefault(queue or UNNAMED, {})[status] = count
+        if first is not None:
+            oldest.setdefault(queue or UNNAMED, {})[status] = int(first)
+    return InFlight(counts, oldest)
 
 
 def queue_depths(sample: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -397,13 +409,21 @@ def rollup_slice(application: Application, *, now: datetime | None = None) -> Ou
             rolled_to_ms=until,
             rolled_at=now,
             problem="",
-            **({"queues_sampled_at": now, "in_flight": sample} if sample is not None else {}),
+            **(
+                {
+                    "queues_sampled_at": now,
+                    "in_flight": sample.counts,
+                    "in_flight_oldest_ms": sample.oldest_ms,
+                }
+                if sample is not None
+                else {}
+            ),
         )
         if not moved:
             return Outcome(application.name, after, after, raced=True)
         merge(application, deltas)
         if sample is not None:
-            merge_queue_depths(application, queue_depths(sample), now)
+            merge_queue_depths(application, queue_depths(sample.counts), now)
     if sample is not None:
         forget_old(application, now)
     events = sum(

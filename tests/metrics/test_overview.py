@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from metrics import rollups
+from metrics import prometheus, rollups
 from metrics.models import RollupState
 from stepchange.models import Application
 from tests.metrics.data import SystemDatabase
@@ -61,6 +61,11 @@ def sampled_then_moved_on(db: SystemDatabase, application: Application) -> None:
     assert state.in_flight == {
         "shipping": {"PENDING": 1, "ENQUEUED": 1},
         "": {"PENDING": 1},
+    }
+    # And when the oldest of each was created, for GET /metrics.
+    assert state.in_flight_oldest_ms == {
+        "shipping": {"PENDING": M0 + 5000, "ENQUEUED": M0 + 6000},
+        "": {"PENDING": M0 + 7000},
     }
     db.finish("q1", "ERROR", NOW_MS + 6000)
     db.finish("p1", "SUCCESS", NOW_MS + 9000)
@@ -128,3 +133,16 @@ def test_the_failed_tile_links_to_the_failures_it_counted(shop: Shop) -> None:
         ListQuery(status=FAILED, completed_after=headline.failed_since, limit=100)
     )
     assert sorted(w.workflow_id for w in listed.items) == ["a3", "f1", "late", "q1"]
+
+
+def test_metrics_serve_when_the_oldest_waiting_and_running_were_created(shop: Shop) -> None:
+    application, db = shop
+    sampled_then_moved_on(db, application)
+    enqueued, pending = prometheus._oldest()
+    assert [(s.labels, s.value) for s in enqueued.samples] == [
+        ({"application": "shop", "queue_name": "shipping"}, (M0 + 6000) / 1000)
+    ]
+    # The oldest running, in any queue or none: q1.
+    assert [(s.labels, s.value) for s in pending.samples] == [
+        ({"application": "shop"}, (M0 + 5000) / 1000)
+    ]

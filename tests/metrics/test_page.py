@@ -123,6 +123,10 @@ def test_a_scrape_reads_the_last_minute_rolled_up_in_conductors_names(
     assert found["dbos_conductor_v1_step_success_rate"][pay] == pytest.approx(1 / 60)
     shipping = frozenset({"application": "shop", "queue_name": "shipping"}.items())
     assert found["dbos_conductor_v1_workflow_enqueued_count"][shipping] == 1
+    oldest = found["dbos_conductor_v1_workflow_oldest_enqueued_timestamp_seconds"]
+    assert oldest == {shipping: (minute + 10) / 1000}
+    # Nothing runs: no series of the oldest running.
+    assert "dbos_conductor_v1_workflow_oldest_pending_timestamp_seconds" not in found
     rolled = found["stepchange_metrics_rolled_up_to_seconds"][
         frozenset({"application": "shop"}.items())
     ]
