@@ -72,7 +72,9 @@ def test_a_viewer_walks_a_family_and_follows_the_dashboards_numbers(
     screenshot(page, "dashboard")
     failed.click()
     page.wait_for_url(
-        re.compile(r"status=ERROR&status=MAX_RECOVERY_ATTEMPTS_EXCEEDED&all_levels=on&start_time=")
+        re.compile(
+            r"status=ERROR&status=MAX_RECOVERY_ATTEMPTS_EXCEEDED&all_levels=on&completed_after="
+        )
     )
     expect(page.locator("#workflow-rows td.id")).to_have_count(FAILED_TODAY)
     expect(page.get_by_role("link", name=FAILED_CHILD, exact=True)).to_be_visible()
