@@ -33,6 +33,7 @@ DONE = ("SUCCESS", "ERROR")
 
 GONE = "Workflow {workflow_id} is no longer in the system database: nothing was changed."
 CHANGED = "Workflow {workflow_id} became {status} since it was read: {why} Nothing was changed."
+NO_STEP_NAMED = "Workflow {workflow_id} has no step named {name!r}."
 
 
 class NativeError(Exception):
@@ -117,36 +118,111 @@ def native_fork(
     workflow with the source's name, input and identity, its steps before `start_step`,
     their event history, the events as of then and the stream entries copied, and the
     source marked `was_forked_from`. A restart is a fork that copies no step (start 0)."""
+    return _fork(
+        application, workflow_id, lambda cursor: start_step, check,
+        new_workflow_id, application_version, queue_name,
+    )  # fmt: skip
+
+
+def native_fork_from_failure(
+    *,
+    application: Application,
+    workflow_id: str,
+    mode: str,
+    start_step: int | None,
+    step_name: str | None,
+    application_version: str | None,
+    queue_name: str | None,
+    check: Check,
+) -> Written:
+    """A fork from the step `mode` picks, as dbos 3.2.0's open `SystemDatabase.
+    fork_from_failure` picked it (3.4.0 keeps that in its closed Conductor client):
+    "last_failure" the last step with an error, else the last step; "last_step" the last
+    step; "step_name" the last step of that name; "step" `start_step`. A workflow with no
+    step is forked from the start. Then written as `native_fork` writes it."""
+
+    def start(cursor: Any) -> int:
+        return _failure_step(cursor, workflow_id, mode, start_step, step_name)
+
+    return _fork(application, workflow_id, start, check, None, application_version, queue_name)
+
+
+def _fork(
+    application: Application,
+    workflow_id: str,
+    start: Callable[[Any], int],
+    check: Check,
+    new_workflow_id: str | None,
+    application_version: str | None,
+    queue_name: str | None,
+) -> Written:
+    """The fork, in one transaction, from the step `start` reads there."""
     alias, schema = _database(application)
-    with _transaction(alias):
-        try:
-            _, _, source = services.fork_source(application, workflow_id)
-        except SourceNotFoundError:
-            raise NativeError(GONE.format(workflow_id=workflow_id)) from None
-        why = check(str(source.status.get("status") or ""))
-        if why:
-            raise NativeError(why)
-        new_id = new_workflow_id or str(uuid.uuid4())
-        draft = services.Draft(
-            source_workflow_id=workflow_id,
-            start_step=start_step,
-            new_workflow_id=new_id,
-            application_version=application_version,
-            queue_name=queue_name,
-        )
-        # The SDK writes the version it is given, NULL otherwise: the newest version's
-        # executors take an unversioned workflow from the queue.
-        plan = services.fork_rows(
-            alias, schema, source, draft, new_id, application_version,
-            source.serialization, source.inputs, {},
+    with _transaction(alias) as cursor:
+        _checked(cursor, workflow_id, check)
+        return _fork_rows_written(
+            application, alias, schema, cursor, workflow_id, start(cursor),
+            new_workflow_id, application_version, queue_name,
         )  # fmt: skip
-        with connections[alias].cursor() as cursor:
-            try:
-                for write in services.WRITES:
-                    write(cursor, plan)
-            except IntegrityError:
-                raise NativeError(services.ID_TAKEN.format(new_id=new_id)) from None
+
+
+def _fork_rows_written(
+    application: Application,
+    alias: str,
+    schema: systemdb.Schema,
+    cursor: Any,
+    workflow_id: str,
+    start_step: int,
+    new_workflow_id: str | None,
+    application_version: str | None,
+    queue_name: str | None,
+) -> Written:
+    try:
+        _, _, source = services.fork_source(application, workflow_id)
+    except SourceNotFoundError:
+        raise NativeError(GONE.format(workflow_id=workflow_id)) from None
+    new_id = new_workflow_id or str(uuid.uuid4())
+    draft = services.Draft(
+        source_workflow_id=workflow_id,
+        start_step=start_step,
+        new_workflow_id=new_id,
+        application_version=application_version,
+        queue_name=queue_name,
+    )
+    # The SDK writes the version it is given, NULL otherwise: the newest version's
+    # executors take an unversioned workflow from the queue.
+    plan = services.fork_rows(
+        alias, schema, source, draft, new_id, application_version,
+        source.serialization, source.inputs, {},
+    )  # fmt: skip
+    try:
+        for write in services.WRITES:
+            write(cursor, plan)
+    except IntegrityError:
+        raise NativeError(services.ID_TAKEN.format(new_id=new_id)) from None
     return Written([new_id], new_workflow_id=new_id)
+
+
+def _failure_step(
+    cursor: Any, workflow_id: str, mode: str, start_step: int | None, step_name: str | None
+) -> int:
+    if mode == "step" and start_step is not None:
+        return start_step
+    where, params = "workflow_uuid = %s", [workflow_id]
+    chosen = "MAX(function_id)"
+    if mode == "last_failure":
+        failed = "MAX(CASE WHEN error IS NOT NULL THEN function_id END)"
+        chosen = f"COALESCE({failed}, MAX(function_id))"
+    elif mode == "step_name":
+        where, params = f"{where} AND function_name = %s", [workflow_id, str(step_name)]
+    cursor.execute(f"SELECT {chosen} FROM operation_outputs WHERE {where}", params)  # noqa: S608
+    [found] = cursor.fetchone()
+    if found is None and mode == "step_name":
+        error = NativeError(NO_STEP_NAMED.format(workflow_id=workflow_id, name=step_name))
+        error.status = 400
+        raise error
+    # From 0 copies no step, in Python (steps from 1) and TypeScript (from 0) alike.
+    return 0 if found is None else int(found)
 
 
 def native_delete(

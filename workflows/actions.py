@@ -469,6 +469,16 @@ class _Attempt:
                     application_version=chosen.application_version or None,
                     queue_name=chosen.queue_name or None,
                 )
+            elif self.action is Action.FORK_FROM_FAILURE:
+                failure_body([self.workflow_id], chosen)  # refuses a bad choice of step
+                written = native.native_fork_from_failure(
+                    **common,
+                    mode=chosen.failure_mode,
+                    start_step=chosen.start_step,
+                    step_name=chosen.step_name,
+                    application_version=chosen.application_version or None,
+                    queue_name=chosen.queue_name or None,
+                )
             else:
                 raise ActionRefusedError(NOT_ON_DATABASE.format(action=self.action.label))
         except native.NativeError as exc:

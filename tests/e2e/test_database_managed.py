@@ -175,6 +175,29 @@ def test_a_fork_runs_from_its_step_and_a_restart_runs_everything(
     assert again[0]["started_at_epoch_ms"] > recorded[-1]["started_at_epoch_ms"]
 
 
+def test_a_fork_from_failure_runs_again_from_the_step_that_failed(
+    deployment: Deployment,
+) -> None:
+    failed = new_id("fail")
+    deployment.executor.get(f"/?name=fail-{failed}&workflow_id={failed}")
+    deployment.db.wait_status(failed, "ERROR")
+    recorded = deployment.db.steps(failed)
+    assert [s["function_name"] for s in recorded] == ["fetch", "DBOS.setEvent", "shout"]
+    status, answer = deployment.act(failed, "fork-from-failure")
+    assert status == 200, answer
+    assert answer["path"] == "database"
+    [fork_id] = answer["new_workflow_ids"]
+    # The same input fails the same way, in the fork's own run of the failed step.
+    deployment.db.wait_status(fork_id, "ERROR")
+    steps = deployment.db.steps(fork_id)
+    assert [s["started_at_epoch_ms"] for s in steps[:2]] == [
+        s["started_at_epoch_ms"] for s in recorded[:2]
+    ]
+    assert steps[2]["function_name"] == "shout"
+    assert steps[2]["started_at_epoch_ms"] > recorded[2]["started_at_epoch_ms"]
+    assert steps[2]["error"] is not None
+
+
 def test_a_deleted_workflow_leaves_nothing_behind(deployment: Deployment) -> None:
     workflow_id = deployment.slow(1)
     deployment.db.wait_status(workflow_id, "SUCCESS")

@@ -231,9 +231,44 @@ def test_a_database_newer_than_stepchange_knows_is_not_written(
     assert status(family, RUNNER)[0] == "PENDING"
 
 
+def test_a_fork_from_failure_starts_at_the_step_that_failed(
+    family: Application, otto: User
+) -> None:
+    def forked(**body: Any) -> list[int]:
+        answer = act(otto, FAILED_CHILD, "fork-from-failure", **body)
+        assert answer.status_code == 200, answer.content
+        assert answer.json()["path"] == "database"
+        [new_id] = answer.json()["new_workflow_ids"]
+        assert status(family, new_id)[0] == "ENQUEUED"
+        copied = rows(
+            family,
+            "SELECT function_id FROM operation_outputs WHERE workflow_uuid = %s"
+            " ORDER BY function_id",
+            [new_id],
+        )
+        return [step for (step,) in copied]
+
+    # No step failed: from the last one, as the SDK does.
+    assert forked() == [1, 2]
+    write(
+        family,
+        "UPDATE operation_outputs SET error = 'boom' WHERE workflow_uuid = %s AND function_id = 2",
+        [FAILED_CHILD],
+    )
+    assert forked() == [1]
+    assert forked(mode="last_step") == [1, 2]
+    assert forked(mode="step_name", step_name="step_2") == [1]
+    assert forked(mode="step", start_step=1) == []
+    unknown = act(otto, FAILED_CHILD, "fork-from-failure", mode="step_name", step_name="nope")
+    assert unknown.status_code == 400
+    assert "has no step named 'nope'" in unknown.json()["detail"]
+    assert act(otto, RUNNER, "fork-from-failure").status_code == 409  # PENDING: no failure
+
+
 def test_what_the_database_path_does_not_do_yet_is_refused_with_the_way_round(
     family: Application, otto: User
 ) -> None:
-    answer = act(otto, FAILED_CHILD, "fork-from-failure")
+    answer = act(otto, FAILED_CHILD, "rewind", start_step=2)
     assert answer.status_code == 409
-    assert "fork the workflow from a step instead" in answer.json()["detail"]
+    assert "Fork the workflow instead" in answer.json()["detail"]
+    assert status(family, FAILED_CHILD)[0] == "ERROR"
