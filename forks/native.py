@@ -136,7 +136,7 @@ def native_fork_from_failure(
     check: Check,
 ) -> Written:
     """A fork from the step `mode` picks, as dbos 3.2.0's open `SystemDatabase.
-    fork_from_failure` picked it (3.4.0 keeps that in its closed Conductor client):
+    fork_from_failure` picked it (the 3.4.0 core no longer has that function):
     "last_failure" the last step with an error, else the last step; "last_step" the last
     step; "step_name" the last step of that name; "step" `start_step`. A workflow with no
     step is forked from the start. Then written as `native_fork` writes it."""

@@ -37,11 +37,15 @@ def node_enterprise(node_modules: Path) -> list[str]:
     found = []
     if (node_modules / "@dbos-inc" / "dbos-enterprise").exists():
         found.append(str(node_modules / "@dbos-inc" / "dbos-enterprise"))
-    lock = node_modules / ".package-lock.json"
-    if lock.exists():
-        packages = json.loads(lock.read_text()).get("packages", {})
-        found += [key for key in packages if key.endswith(ENTERPRISE_NODE)]
-    return found
+    return found + locked_enterprise(node_modules / ".package-lock.json")
+
+
+def locked_enterprise(lock: Path) -> list[str]:
+    """The enterprise package's entries among what an npm lock file installs."""
+    if not lock.exists():
+        return []
+    packages = json.loads(lock.read_text()).get("packages", {})
+    return [key for key in packages if key.endswith(ENTERPRISE_NODE)]
 
 
 def asked_for(text: str, *, package_json: bool) -> list[str]:
@@ -81,6 +85,10 @@ def test_no_requirement_asks_for_dbos_enterprise() -> None:
     assert any(path.name == "requirements-dbos340.txt" for path in files)
     for path in files:
         assert asked_for(path.read_text(), package_json=path.suffix == ".json") == [], path
+    locks = [ROOT / "package-lock.json", ROOT / "samples" / "typescript" / "package-lock.json"]
+    for lock in locks:
+        assert lock.exists(), lock
+        assert locked_enterprise(lock) == [], lock
 
 
 def test_each_check_finds_an_installed_enterprise_package(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@
 
 const http = require('node:http');
 const crypto = require('node:crypto');
-const { DBOS } = require('@dbos-inc/dbos-sdk');
+// The SDK 5.0.2 by default; DBOS_SDK_PACKAGE=dbos-sdk-530 runs @dbos-inc/dbos-sdk 5.3.0
+// (an npm alias), whose Conductor client is not open source: run it with no conductor.
+const { DBOS } = require(process.env.DBOS_SDK_PACKAGE || '@dbos-inc/dbos-sdk');
 
 const QUEUE_NAME = 'greetings';
 const APPROVAL_TOPIC = 'approval';

@@ -1,6 +1,7 @@
-"""A database-managed application: a real dbos 3.4.0 executor (whose Conductor client is
-not open source) with no conductor setting at all, on SQLite and on Postgres, and
-StepChange steering it only through its system database. Each action is done from
+"""A database-managed application: a real executor whose Conductor client is not open
+source (Python dbos 3.4.0 on SQLite and on Postgres, TypeScript @dbos-inc/dbos-sdk 5.3.0
+on Postgres) with no conductor setting at all, and StepChange steering it only through its
+system database. Each action is done from
 StepChange's API and its effect is seen in what the executor then does.
 
 One executor per kind serves the module; each story uses workflow ids of its own.
@@ -26,6 +27,10 @@ from tests.e2e.servers import (
 pytestmark = pytest.mark.e2e
 
 PYTHON_340 = ROOT / ".venv-dbos340" / "bin" / "python"
+# The TypeScript sample's npm alias of @dbos-inc/dbos-sdk 5.3.0.
+TYPESCRIPT_530 = "dbos-sdk-530"
+# The migration each SDK's system database is on.
+MIGRATION = {"python": 125, "typescript": 123}
 # What slow_task keeps besides its status row; all of it goes on delete.
 TABLES = ["workflow_status", "workflow_input", "workflow_output", "operation_outputs"]
 
@@ -39,6 +44,7 @@ class Deployment:
     """A registered application with no executor key in use, its conductor-less
     executor, and its system database."""
 
+    language: str
     app: str
     server: StepChange
     executor: Executor
@@ -76,28 +82,37 @@ def databases() -> Iterator[PostgresDatabases]:
     made.drop_all()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def _require(present: bool, what: str) -> None:
+    if not present:
+        message = f"no {what}: run `make install`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", params=["python-sqlite", "python-postgres", "typescript-postgres"])
 def deployment(
     request: pytest.FixtureRequest,
     stepchange: StepChange,
     databases: PostgresDatabases,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
-    if not PYTHON_340.exists():
-        message = "no .venv-dbos340 (dbos 3.4.0): run `make install`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    language, database = request.param.split("-")
+    if language == "python":
+        _require(PYTHON_340.exists(), ".venv-dbos340 (dbos 3.4.0)")
+    else:
+        modules = ROOT / "samples" / "typescript" / "node_modules" / TYPESCRIPT_530
+        _require(modules.exists(), f"samples/typescript/node_modules/{TYPESCRIPT_530}")
     directory = tmp_path_factory.mktemp("executor")
-    if request.param == "sqlite":
+    if database == "sqlite":
         url = f"sqlite:///{directory / 'system.sqlite'}"
     else:
         url = databases.new("sc_dbm")
     app = new_id("dbm")
     stepchange.manage("register_app", app, "--system-database-url", url)
-    # No conductor URL and no key: the SDK's own executor, as a 3.4 application runs.
+    # No conductor URL and no key: the SDK's own executor, as such an application runs.
     executor = Executor(
-        "python",
+        language,
         conductor_url="",
         app=app,
         key="",
@@ -105,20 +120,22 @@ def deployment(
         version="v1",
         log_dir=directory,
         python=str(PYTHON_340),
+        extra_env={"DBOS_SDK_PACKAGE": TYPESCRIPT_530},
     )
     try:
-        yield Deployment(app, stepchange, executor, SystemDatabase(url))
+        yield Deployment(language, app, stepchange, executor, SystemDatabase(url))
     finally:
         executor.stop()
 
 
-def test_the_application_has_no_executor_and_its_database_is_on_dbos_3_4(
+def test_the_application_has_no_executor_and_its_database_is_known(
     deployment: Deployment,
 ) -> None:
     assert deployment.server.executors(deployment.app) == []
     status, body = deployment.server.api("GET", f"/apps/{deployment.app}/system-database")
     assert status == 200, body
-    assert (body["migration_version"], body["known_version"]) == (125, True)
+    migration = MIGRATION[deployment.language]
+    assert (body["migration_version"], body["known_version"]) == (migration, True)
 
 
 def test_a_cancelled_workflow_stops_at_its_next_step_and_a_resumed_one_finishes(
@@ -153,7 +170,9 @@ def test_a_fork_runs_from_its_step_and_a_restart_runs_everything(
     recorded = deployment.db.steps(source)
 
     fork_id = new_id("fork")
-    status, answer = deployment.act(source, "fork", start_step=3, new_workflow_id=fork_id)
+    # The finish step: 3 in Python, whose step ids start at 1, and 2 in TypeScript.
+    finish = recorded[2]["function_id"]
+    status, answer = deployment.act(source, "fork", start_step=finish, new_workflow_id=fork_id)
     assert status == 200, answer
     assert (answer["new_workflow_id"], answer["path"]) == (fork_id, "database")
     deployment.db.wait_status(fork_id, "SUCCESS")
