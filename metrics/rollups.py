@@ -28,6 +28,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from alerts.models import LEASE_HOLDER, lease_take
+from conductor import relay
+from conductor.protocol import (
+    GetStepAggregatesBody,
+    GetStepAggregatesRequest,
+    GetStepAggregatesResponse,
+    GetWorkflowAggregatesBody,
+    GetWorkflowAggregatesRequest,
+    GetWorkflowAggregatesResponse,
+    Request,
+    Response,
+)
 from metrics.models import (
     DAY,
     HISTOGRAM_BOUNDS_MS,
@@ -55,6 +66,12 @@ HOLDER = LEASE_HOLDER
 SLICE_MS = 6 * 3_600_000
 # How many slices one pass takes of an application before it moves on to the next.
 SLICES_PER_PASS = 8
+# Applications without a system database are rolled up through an executor: a first run
+# reaches back this far, and one pass takes at most this many minutes.
+RELAYED_BACKFILL_MS = 3_600_000
+RELAYED_MINUTES_PER_PASS = 10
+# How the roll-up's requests are named in the request log.
+RELAY_SOURCE = "metrics"
 # How long rows of each resolution are kept: enough for the windows drawn from them.
 KEPT = {MINUTE: timedelta(days=2), HOUR: timedelta(days=35), DAY: timedelta(days=400)}
 UNNAMED = ""
@@ -457,11 +474,168 @@ def rollup_all(*, now: datetime | None = None) -> list[Outcome]:
     return outcomes
 
 
+# Through an executor.
+
+
+def _through_executor_state(application: Application, now_ms: int) -> RollupState:
+    # Whole minutes only, from the end of one: each slice is one minute's requests.
+    start = _floor(now_ms - RELAYED_BACKFILL_MS, MINUTE) - 1
+    state, _ = RollupState.objects.get_or_create(
+        application=application, defaults={"rolled_to_ms": start}
+    )
+    return state
+
+
+def relayed_requests(after_ms: int, until_ms: int) -> list[Request]:
+    """What an executor is asked for a slice (after_ms, until_ms]: workflows created,
+    finished and dequeued in it per name, and steps completed in it per function name."""
+    after, until = _moment(after_ms + 1), _moment(until_ms)
+    workflows = GetWorkflowAggregatesBody
+    return [
+        GetWorkflowAggregatesRequest(
+            workflows(group_by_name=True, select_count=True, start_time=after, end_time=until)
+        ),
+        GetWorkflowAggregatesRequest(
+            workflows(
+                group_by_name=True,
+                group_by_status=True,
+                select_count=True,
+                select_max_total_latency_ms=True,
+                status=list(FINISHED),
+                completed_after=after,
+                completed_before=until,
+            )
+        ),
+        GetWorkflowAggregatesRequest(
+            workflows(
+                group_by_name=True,
+                select_count=True,
+                select_max_queue_wait_ms=True,
+                dequeued_after=after,
+                dequeued_before=until,
+            )
+        ),
+        GetStepAggregatesRequest(
+            GetStepAggregatesBody(
+                group_by_function_name=True,
+                group_by_status=True,
+                select_count=True,
+                select_max_duration_ms=True,
+                completed_after=after,
+                completed_before=until,
+            )
+        ),
+    ]
+
+
+def relayed_deltas(minute: int, answers: list[Response]) -> Deltas:
+    """One minute's figures from the executor's answers to `relayed_requests`: counts and
+    the longest times, no histograms (the aggregates carry a maximum, not a spread)."""
+    started, finished, dequeued = (
+        relay.expect(answer, GetWorkflowAggregatesResponse).output for answer in answers[:3]
+    )
+    steps = relay.expect(answers[3], GetStepAggregatesResponse).output
+    deltas: Deltas = {}
+    for row in started:
+        _record(deltas, Rollup.Kind.WORKFLOW, row.group.get("name"), minute).started += (
+            row.count or 0
+        )
+    for row in finished:
+        outcome = FINISHED.get(row.group.get("status") or "")
+        if outcome is None:
+            continue
+        figures = _record(deltas, Rollup.Kind.WORKFLOW, row.group.get("name"), minute)
+        setattr(figures, outcome, getattr(figures, outcome) + (row.count or 0))
+        figures.latency_max_ms = _longest(figures.latency_max_ms, row.max_total_latency_ms)
+    for row in dequeued:
+        figures = _record(deltas, Rollup.Kind.WORKFLOW, row.group.get("name"), minute)
+        figures.dequeued += row.count or 0
+        figures.queue_wait_max_ms = _longest(figures.queue_wait_max_ms, row.max_queue_wait_ms)
+    for step in steps:
+        figures = _record(deltas, Rollup.Kind.STEP, step.group.get("function_name"), minute)
+        if step.group.get("status") == "ERROR":
+            figures.failed += step.count or 0
+        else:
+            figures.succeeded += step.count or 0
+        figures.latency_max_ms = _longest(figures.latency_max_ms, step.max_duration_ms)
+    return deltas
+
+
+def _commit(
+    application: Application, after: int, until: int, deltas: Deltas, now: datetime
+) -> bool:
+    """Move the watermark from `after` and write the counts, in one transaction."""
+    with transaction.atomic():
+        moved = RollupState.objects.filter(application=application, rolled_to_ms=after).update(
+            rolled_to_ms=until, rolled_at=now, problem=""
+        )
+        if moved:
+            merge(application, deltas)
+    return bool(moved)
+
+
+def _problem(application: Application, problem: str) -> None:
+    RollupState.objects.filter(application=application).update(problem=problem[:1000])
+
+
+async def rollup_through_executor(
+    application: Application, *, now: datetime | None = None
+) -> Outcome:
+    """An application without a system database, rolled up by asking a connected executor
+    for each whole minute past the watermark (four aggregate requests a minute, at most
+    RELAYED_MINUTES_PER_PASS minutes a pass; a first run reaches back RELAYED_BACKFILL_MS)."""
+    now = now or timezone.now()
+    now_ms = int(now.timestamp() * 1000)
+    state = await db_async(_through_executor_state)(application, now_ms)
+    first = after = state.rolled_to_ms
+    settled = now_ms - settings.METRICS_SETTLE_SECONDS * 1000
+    events = 0
+    for _ in range(RELAYED_MINUTES_PER_PASS):
+        minute = _floor(after + 1, MINUTE)
+        until = minute + MINUTE * 1000 - 1
+        if until > settled:
+            break
+        try:
+            answers = await asyncio.gather(
+                *(
+                    relay.request(application, message, source=RELAY_SOURCE)
+                    for message in relayed_requests(after, until)
+                )
+            )
+            deltas = relayed_deltas(minute, list(answers))
+        except relay.RelayError as exc:
+            await db_async(_problem)(application, str(exc))
+            return Outcome(application.name, first, after, events, problem=str(exc))
+        if not await db_async(_commit)(application, after, until, deltas, now):
+            return Outcome(application.name, first, after, events, raced=True)
+        events += sum(
+            f.started + f.succeeded + f.failed + f.cancelled + f.dequeued for f in deltas.values()
+        )
+        after = until
+    return Outcome(application.name, first, after, events)
+
+
+def _without_system_database() -> list[Application]:
+    """Those with an executor to ask: the others would only fill the request log with
+    requests nobody can answer."""
+    from conductor.models import Executor
+
+    asked = Executor.objects.live().values("application")
+    return list(Application.objects.filter(system_database_url="", pk__in=asked))
+
+
 async def rollup_if_leader(*, holder: str = HOLDER) -> list[Outcome] | None:
     """One run, if this process holds (or takes) the lease; None if another does."""
     if not await db_async(lease_claim)(holder=holder):
         return None
-    return await db_async(rollup_all)()
+    outcomes = await db_async(rollup_all)()
+    for application in await db_async(_without_system_database)():
+        try:
+            outcomes.append(await rollup_through_executor(application))
+        except Exception as exc:
+            logger.exception("The metrics of %s could not be rolled up", application.name)
+            outcomes.append(Outcome(application.name, problem=str(exc)))
+    return outcomes
 
 
 async def rollup_forever() -> None:

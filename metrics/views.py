@@ -33,9 +33,8 @@ def metrics_page(request: HttpRequest, app_name: str) -> HttpResponse:
     except UnknownWindow as exc:
         return render(request, "metrics/metrics.html", {**context, "error": str(exc)}, status=400)
     context["window"] = window
-    if application.system_database_url:
-        figures = window_figures(application, window, timezone.now())
-        context |= {"figures": figures, "charts": window_charts(figures)}
+    figures = window_figures(application, window, timezone.now())
+    context |= {"figures": figures, "charts": window_charts(figures)}
     return render(request, "metrics/metrics.html", context)
 
 

@@ -1164,8 +1164,7 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
             context["queues"] = overview.queues.depths
             context["queues_sampled"] = overview.queues.sampled
         context["headline"] = overview.headline
-    if application.system_database_url:
-        context["charts"] = await db_async(_dashboard_charts)(application, timezone.now())
+    context["charts"] = await db_async(_dashboard_charts)(application, timezone.now())
     template = "workflows/dashboard.html"
     if request.htmx:
         template += "#dashboard"

@@ -86,11 +86,15 @@ def test_an_unknown_application_is_not_found(vera: Client) -> None:
     assert vera.get(reverse("app-metrics", args=["nowhere"])).status_code == 404
 
 
-def test_without_a_system_database_the_page_says_what_metrics_need(vera: Client) -> None:
+def test_without_a_system_database_the_page_says_where_its_metrics_come_from(
+    vera: Client,
+) -> None:
     make_app(name="relayed")
     response = vera.get(reverse("app-metrics", args=["relayed"]))
     assert response.status_code == 200
-    assert "Metrics need the system database" in response.content.decode()
+    page = response.content.decode()
+    assert "Rolled up through a connected executor" in page
+    assert "no percentiles, which need the system database" in page
 
 
 def _scrape(settings: Any) -> dict[str, dict[frozenset[tuple[str, str]], float]]:

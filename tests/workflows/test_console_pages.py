@@ -315,7 +315,7 @@ def test_the_dashboard_without_a_system_database_still_renders(vera: User) -> No
     Application.objects.create(name="orders")
     page = signed_in(vera).get("/apps/orders/")
     assert page.status_code == 200
-    assert b"Charts need the system database" in page.content
+    assert b"from the per-minute roll-ups (through a connected executor)" in page.content
     assert b"No executor of orders is connected." in page.content
 
 
