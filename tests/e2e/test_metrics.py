@@ -48,6 +48,27 @@ def scrape(server: StepChange) -> dict[tuple[str, frozenset[tuple[str, str]]], f
     }
 
 
+def greet_row(
+    stepchange: StepChange, app: str, started: str, succeeded: str, failed: str
+) -> Callable[[], str | None]:
+    """The Metrics page once its greet row reads these counts (and none cancelled)."""
+
+    def read() -> str | None:
+        out = stepchange.manage("shell", "-c", PAGE.format(viewer=VIEWER, app=app))
+        # The shell may print before the page: what follows the status line is the page.
+        _, _, after = out.partition("STATUS ")
+        status, _, page = after.partition("\n")
+        assert status.strip() == "200", out[:500]
+        found = re.search(
+            rf'greet</a></th><td class="num">{started}</td><td class="num">{succeeded}</td>'
+            rf'<td class="num">{failed}</td><td class="num">0</td>',
+            page,
+        )
+        return page if found else None
+
+    return read
+
+
 def test_a_real_executors_workflows_show_on_the_metrics_page_and_in_prometheus(
     stepchange: StepChange,
     new_app: Callable[..., tuple[str, str]],
@@ -62,22 +83,38 @@ def test_a_real_executors_workflows_show_on_the_metrics_page_and_in_prometheus(
     for name in ("ann", "bob", "cy", "fail1"):
         executor.get(f"/?name={name}")
 
-    def greet_row() -> str | None:
-        out = stepchange.manage("shell", "-c", PAGE.format(viewer=VIEWER, app=app))
-        # The shell may print before the page: what follows the status line is the page.
-        _, _, after = out.partition("STATUS ")
-        status, _, page = after.partition("\n")
-        assert status.strip() == "200", out[:500]
-        # greet: started 4, succeeded 3, failed 1, cancelled 0.
-        found = re.search(
-            r'greet</a></th><td class="num">4</td><td class="num">3</td>'
-            r'<td class="num">1</td><td class="num">0</td>',
-            page,
-        )
-        return page if found else None
-
-    page = eventually(greet_row, timeout=60, what="greet rolled up on the Metrics page")
+    page = eventually(
+        greet_row(stepchange, app, "4", "3", "1"),
+        timeout=60,
+        what="greet rolled up on the Metrics page",
+    )
     assert page.count("<svg") >= 3
     assert ">shout</th>" in page  # a step of greet
     rolled = ("stepchange_metrics_rolled_up_to_seconds", frozenset({("application", app)}))
     assert scrape(stepchange)[rolled] > 0
+
+
+def test_without_a_system_database_a_real_executor_is_asked_for_each_minute(
+    stepchange: StepChange,
+    new_app: Callable[..., tuple[str, str]],
+    executors: Callable[..., Executor],
+    databases: PostgresDatabases,
+) -> None:
+    """StepChange has no system database URL for this application: the roll-up job asks
+    the executor for DBOS's aggregates of each whole minute, so the counts show once the
+    minute they ran in is over."""
+    app, key = new_app("relayed")
+    executor = executors(
+        "python", app=app, key=key, system_database_url=databases.new("sc_relayed_rollups")
+    )
+    stepchange.wait_executors(app, 1)
+    stepchange.user(VIEWER, "viewer", "vic-pass-5521")
+    for name in ("ann", "fail1"):
+        executor.get(f"/?name={name}")
+    page = eventually(
+        greet_row(stepchange, app, "2", "1", "1"),
+        timeout=150,
+        what="greet rolled up through the executor",
+    )
+    assert "Rolled up through a connected executor" in page
+    assert ">shout</th>" in page
