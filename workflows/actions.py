@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest
 
@@ -48,6 +48,9 @@ from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.models import ACTIVE_STATUSES
 from workflows.sources import Source, Workflow, source_for
+
+if TYPE_CHECKING:
+    from forks.native import Written
 
 
 class Action(StrEnum):
@@ -443,58 +446,16 @@ class _Attempt:
     def _write(self) -> tuple[str, list[str]]:
         """The action written into the system database, checked there against the status
         the workflow has inside the transaction (`forks.native`)."""
-        # forks.services imports this module: imported here, once both are loaded.
-        from forks import native
-
-        chosen = self.parameters
-        common: dict[str, Any] = {
-            "application": self.application,
-            "workflow_id": self.workflow_id,
-            "check": lambda status: refusals(status, [])[self.action],
-        }
         try:
-            if self.action is Action.CANCEL:
-                written = native.native_cancel(**common, cancel_children=chosen.cancel_children)
-            elif self.action is Action.RESUME:
-                written = native.native_resume(**common, queue_name=chosen.queue_name or None)
-            elif self.action is Action.DELETE:
-                written = native.native_delete(**common, delete_children=chosen.delete_children)
-            elif self.action in (Action.FORK, Action.RESTART):
-                written = native.native_fork(
-                    **common,
-                    # Step ids start at 1 in Python and 0 in TypeScript: from 0 copies no
-                    # step in either, a restart.
-                    start_step=(chosen.start_step or 0) if self.action is Action.FORK else 0,
-                    new_workflow_id=chosen.new_workflow_id or None,
-                    application_version=chosen.application_version or None,
-                    queue_name=chosen.queue_name or None,
-                )
-            elif self.action is Action.FORK_FROM_FAILURE:
-                failure_body([self.workflow_id], chosen)  # refuses a bad choice of step
-                written = native.native_fork_from_failure(
-                    **common,
-                    mode=chosen.failure_mode,
-                    start_step=chosen.start_step,
-                    step_name=chosen.step_name,
-                    application_version=chosen.application_version or None,
-                    queue_name=chosen.queue_name or None,
-                )
-            else:
-                raise ActionRefusedError(NOT_ON_DATABASE.format(action=self.action.label))
-        except native.NativeError as exc:
+            written = database_write(
+                self.application, self.action, self.workflow_id, self.parameters
+            )
+        except DatabaseWriteError as exc:
             error = ActionRefusedError(str(exc))
             error.status = exc.status
             raise error from None
-        detail = DATABASE_DONE.format(action=self.action.label)
-        if written.new_workflow_id:
-            detail += f": new workflow {written.new_workflow_id}"
-        elif len(written.changed) > 1:
-            detail += f": {len(written.changed)} workflows"
-        if written.left:
-            left = ", ".join(f"{wid} ({status})" for wid, status in sorted(written.left.items()))
-            detail += LEFT_AS_THEY_WERE.format(left=left)
         new_ids = [written.new_workflow_id] if written.new_workflow_id else []
-        return detail + ".", new_ids
+        return database_detail(self.action, written), new_ids
 
     def _choose(self, executors: list[Executor]) -> Executor:
         if self.action is Action.REWIND:
@@ -560,6 +521,79 @@ class _Attempt:
         if new_ids:
             detail += f": new workflow {', '.join(new_ids)}"
         return detail + ".", new_ids
+
+
+class DatabaseWriteError(Exception):
+    """An action the database path did not write; `status` is the API's code."""
+
+    status = 409
+
+
+def database_write(
+    application: Application, action: Action, workflow_id: str, chosen: Parameters
+) -> Written:
+    """`action` on one workflow written into the system database (`forks.native`), checked
+    there against the status the workflow has inside the transaction: what was written
+    (a `forks.native.Written`), or DatabaseWriteError saying why nothing was."""
+    # forks.services imports this module: imported here, once both are loaded.
+    from forks import native
+
+    common: dict[str, Any] = {
+        "application": application,
+        "workflow_id": workflow_id,
+        "check": lambda status: refusals(status, [])[action],
+    }
+    version, queue = chosen.application_version or None, chosen.queue_name or None
+    try:
+        if action is Action.CANCEL:
+            return native.native_cancel(**common, cancel_children=chosen.cancel_children)
+        if action is Action.RESUME:
+            return native.native_resume(**common, queue_name=queue)
+        if action is Action.DELETE:
+            return native.native_delete(**common, delete_children=chosen.delete_children)
+        if action in (Action.FORK, Action.RESTART):
+            return native.native_fork(
+                **common,
+                # Step ids start at 1 in Python and 0 in TypeScript: from 0 copies no step
+                # in either, a restart.
+                start_step=(chosen.start_step or 0) if action is Action.FORK else 0,
+                new_workflow_id=chosen.new_workflow_id or None,
+                application_version=version,
+                queue_name=queue,
+            )
+        if action is Action.FORK_FROM_FAILURE:
+            try:
+                failure_body([workflow_id], chosen)  # refuses a bad choice of step
+            except ActionError as exc:
+                error = DatabaseWriteError(str(exc))
+                error.status = 400
+                raise error from None
+            return native.native_fork_from_failure(
+                **common,
+                mode=chosen.failure_mode,
+                start_step=chosen.start_step,
+                step_name=chosen.step_name,
+                application_version=version,
+                queue_name=queue,
+            )
+    except native.NativeError as exc:
+        error = DatabaseWriteError(str(exc))
+        error.status = exc.status
+        raise error from None
+    raise DatabaseWriteError(NOT_ON_DATABASE.format(action=action.label))
+
+
+def database_detail(action: Action, written: Written) -> str:
+    """What the database path did, in the operator's words."""
+    detail = DATABASE_DONE.format(action=action.label)
+    if written.new_workflow_id:
+        detail += f": new workflow {written.new_workflow_id}"
+    elif len(written.changed) > 1:
+        detail += f": {len(written.changed)} workflows"
+    if written.left:
+        left = ", ".join(f"{wid} ({status})" for wid, status in sorted(written.left.items()))
+        detail += LEFT_AS_THEY_WERE.format(left=left)
+    return detail + "."
 
 
 def failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailureBody:

@@ -37,16 +37,20 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
-from conductor.registry import live_versions
+from conductor.registry import live_executors, live_versions
 from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.actions import (
+    DATABASE_PATH,
     Action,
     ActionError,
     ActionRefusedError,
+    DatabaseWriteError,
     Parameters,
+    database_detail,
+    database_write,
     failure_body,
     refusals,
 )
@@ -429,7 +433,11 @@ def _unknown(job: BulkJob, batch: list[BulkJobItem], exc: Exception) -> None:
 
 
 async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
-    """One request for the batch; each item's outcome recorded and audited."""
+    """One request for the batch; each item's outcome recorded and audited. With no
+    executor connected and a system database, each item is written there instead."""
+    if await db_async(_database_path)(job.application):
+        await db_async(_write_batch)(job, batch)
+        return
     ids = [item.workflow_id for item in batch]
     parameters = Parameters(**{k: v for k, v in job.parameters.items() if k != "reason"})
     message = _batch_message(job.action, ids, parameters)
@@ -445,6 +453,49 @@ async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
         exc.request_id = message.request_id  # type: ignore[attr-defined]
         raise
     await db_async(_record)(job, batch, message.request_id, answer)
+
+
+def _database_path(application: Application) -> bool:
+    return bool(application.system_database_url) and not live_executors(application)
+
+
+def _write_batch(job: BulkJob, batch: list[BulkJobItem]) -> None:
+    """Each workflow of the batch written into the system database as the single action's
+    database path writes it, one transaction each: a workflow that changed since the job
+    was made fails alone, with the reason, and nothing of it is written."""
+    action = ACTIONS[BulkJob.Action(job.action)]
+    chosen = Parameters(**{k: v for k, v in job.parameters.items() if k != "reason"})
+    done: list[str] = []
+    for item in batch:
+        try:
+            written = database_write(job.application, action, item.workflow_id, chosen)
+        except DatabaseWriteError as exc:
+            item.state, item.detail, item.new_workflow_id = BulkJobItem.State.FAILED, str(exc), ""
+        else:
+            item.state, item.detail = BulkJobItem.State.OK, database_detail(action, written)
+            item.new_workflow_id = written.new_workflow_id or ""
+            done.append(item.workflow_id)
+        item.save(update_fields=["state", "new_workflow_id", "detail", "updated_at"])
+        audit_record(
+            action=action.audit_action,
+            actor=job.created_by,
+            actor_name=job.created_by_name,
+            application=job.application,
+            target=item.workflow_id,
+            parameters={"bulk_job": job.pk, **job.parameters, "path": DATABASE_PATH},
+            reason=job.reason,
+            result=Result.OK if item.state == BulkJobItem.State.OK else Result.FAILED,
+            detail=item.detail,
+        )
+    if done and job.action in (BulkJob.Action.CANCEL, BulkJob.Action.DELETE):
+        poison_holds_clear(
+            application=job.application,
+            workflow_ids=done,
+            action=str(job.action),
+            actor=job.created_by,
+            actor_name=job.created_by_name,
+            request_id="",
+        )
 
 
 def _batch_message(action: str, ids: list[str], chosen: Parameters) -> Request:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test import Client
@@ -16,8 +17,9 @@ from django.test import Client
 from forks import native
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
-from tests.workflows.family_data import CHILDREN, FAILED_CHILD, PARENT, family_database
-from workflows import systemdb
+from tests.workflows.family_data import CHILDREN, FAILED_CHILD, FORKS, PARENT, family_database
+from workflows import jobs, systemdb
+from workflows.models import BulkJob, BulkJobItem
 
 RUNNER = "native-runner"
 RUNNING_CHILD = "native-runner-child"
@@ -272,3 +274,36 @@ def test_what_the_database_path_does_not_do_yet_is_refused_with_the_way_round(
     assert answer.status_code == 409
     assert "Fork the workflow instead" in answer.json()["detail"]
     assert status(family, FAILED_CHILD)[0] == "ERROR"
+
+
+def test_a_bulk_cancel_without_an_executor_writes_each_workflow_and_reports_a_race(
+    family: Application, otto: User
+) -> None:
+    client = Client()
+    client.force_login(otto)
+    made = client.post(
+        "/api/v1/apps/family/bulk-actions",
+        {"action": "cancel", "workflow_ids": [RUNNER, FORKS[1]], "reason": "no executor"},
+        content_type="application/json",
+    )
+    assert made.status_code in (200, 201), made.content
+    job = BulkJob.objects.get()
+    # The fork finishes after the job was made, before it runs.
+    write(
+        family, "UPDATE workflow_status SET status = 'SUCCESS' WHERE workflow_uuid = %s", [FORKS[1]]
+    )
+    assert async_to_sync(jobs.run_next)()
+    job.refresh_from_db()
+    assert job.state == BulkJob.State.DONE, job.detail
+    items = {item.workflow_id: item for item in job.items.all()}
+    assert items[RUNNER].state == BulkJobItem.State.OK
+    assert "written into the system database" in items[RUNNER].detail
+    assert items[FORKS[1]].state == BulkJobItem.State.FAILED
+    assert "became SUCCESS since it was read" in items[FORKS[1]].detail
+    assert status(family, RUNNER)[0] == "CANCELLED"
+    assert status(family, FORKS[1])[0] == "SUCCESS"
+    records = AuditRecord.objects.filter(action="workflow.cancel").order_by("target")
+    assert [(r.target, r.result, r.parameters["path"]) for r in records] == [
+        (FORKS[1], "failed", "database"),
+        (RUNNER, "ok", "database"),
+    ]
