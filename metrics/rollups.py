@@ -412,12 +412,7 @@ def rollup_slice(application: Application, *, now: datetime | None = None) -> Ou
         first = next_stamp(application, after)
         until = settled if first is None else min(settled, max(after, first - 1) + SLICE_MS)
         deltas = read_new(application, after, until)
-        sample = None
-        sampled = state.queues_sampled_at
-        if sampled is None or _floor(int(sampled.timestamp() * 1000), MINUTE) < _floor(
-            now_ms, MINUTE
-        ):
-            sample = read_in_flight(application)
+        sample = read_in_flight(application) if _due(state.queues_sampled_at, now_ms) else None
     except (DatabaseError, systemdb.SystemDatabaseError) as exc:
         RollupState.objects.filter(pk=state.pk).update(problem=str(exc)[:1000])
         return Outcome(application.name, after, after, problem=str(exc))
@@ -574,6 +569,49 @@ def _commit(
     return bool(moved)
 
 
+def queues_request() -> GetWorkflowAggregatesRequest:
+    """What an executor is asked for the in-flight sample: workflows per queue and status,
+    and when the oldest of each was created."""
+    return GetWorkflowAggregatesRequest(
+        GetWorkflowAggregatesBody(
+            group_by_queue_name=True,
+            group_by_status=True,
+            select_count=True,
+            select_min_created_at=True,
+            status=[*IN_FLIGHT, "DELAYED"],
+        )
+    )
+
+
+def relayed_in_flight(answer: Response) -> InFlight:
+    counts: dict[str, dict[str, int]] = {}
+    oldest: dict[str, dict[str, int]] = {}
+    for row in relay.expect(answer, GetWorkflowAggregatesResponse).output:
+        queue, status = row.group.get("queue_name") or UNNAMED, row.group.get("status") or ""
+        # DELAYED ones count in a queue only, as `read_in_flight` reads them.
+        if status not in IN_FLIGHT and not (status == "DELAYED" and queue):
+            continue
+        counts.setdefault(queue, {})[status] = row.count or 0
+        if row.min_created_at is not None:
+            oldest.setdefault(queue, {})[status] = int(row.min_created_at)
+    return InFlight(counts, oldest)
+
+
+def _sampled(application: Application, sample: InFlight, now: datetime) -> None:
+    with transaction.atomic():
+        RollupState.objects.filter(application=application).update(
+            queues_sampled_at=now, in_flight=sample.counts, in_flight_oldest_ms=sample.oldest_ms
+        )
+        merge_queue_depths(application, queue_depths(sample.counts), now)
+
+
+def _due(sampled: datetime | None, now_ms: int) -> bool:
+    """Whether the queues are to be sampled: once a minute."""
+    if sampled is None:
+        return True
+    return _floor(int(sampled.timestamp() * 1000), MINUTE) < _floor(now_ms, MINUTE)
+
+
 def _problem(application: Application, problem: str) -> None:
     RollupState.objects.filter(application=application).update(problem=problem[:1000])
 
@@ -612,6 +650,14 @@ async def rollup_through_executor(
             f.started + f.succeeded + f.failed + f.cancelled + f.dequeued for f in deltas.values()
         )
         after = until
+    if _due(state.queues_sampled_at, now_ms):
+        try:
+            answer = await relay.request(application, queues_request(), source=RELAY_SOURCE)
+            sample = relayed_in_flight(answer)
+        except relay.RelayError as exc:
+            await db_async(_problem)(application, str(exc))
+            return Outcome(application.name, first, after, events, problem=str(exc))
+        await db_async(_sampled)(application, sample, now)
     return Outcome(application.name, first, after, events)
 
 

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 
 from conductor.models import RequestLog
 from metrics import rollups
-from metrics.models import MINUTE, Rollup, RollupState
+from metrics.models import MINUTE, QueueDepth, Rollup, RollupState
 from metrics.reads import WINDOWS, window_figures
 from stepchange.models import Application
 from tests.fake_executor import FakeExecutor, connect_executor
@@ -38,13 +38,36 @@ def kind_of(request: dict[str, Any]) -> str:
     if request["type"] == "get_step_aggregates":
         return "steps"
     body = request["body"]
-    return (
-        "started"
-        if "start_time" in body
-        else "finished"
-        if "completed_after" in body
-        else ("dequeued")
+    for field, kind in (
+        ("start_time", "started"),
+        ("completed_after", "finished"),
+        ("dequeued_after", "dequeued"),
+    ):
+        if field in body:
+            return kind
+    assert body.get("group_by_queue_name"), body
+    return "queues"
+
+
+QUEUES = [
+    {"group": {"queue_name": "shipping", "status": "ENQUEUED"}, "count": 4}
+    | {"min_created_at": M0 - 5000},
+    {"group": {"queue_name": "shipping", "status": "PENDING"}, "count": 1}
+    | {"min_created_at": M0 - 9000},
+    {"group": {"queue_name": None, "status": "PENDING"}, "count": 2, "min_created_at": M0},
+    # Delayed in no queue: not a queue's.
+    {"group": {"queue_name": None, "status": "DELAYED"}, "count": 7, "min_created_at": M0},
+]
+
+
+async def answer_queues(executor: FakeExecutor) -> dict[str, Any]:
+    request = await executor.receive()
+    assert kind_of(request) == "queues"
+    await executor.send(
+        {"type": request["type"], "request_id": request["request_id"], "error_message": None}
+        | {"output": QUEUES}
     )
+    return request
 
 
 async def answer_minute(executor: FakeExecutor, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +100,12 @@ async def test_each_whole_minute_is_asked_of_an_executor_and_counted(
     run = asyncio.create_task(rollups.rollup_through_executor(orders, now=NOW))
     first = await answer_minute(executor, BUSY)
     await answer_minute(executor, {})
+    # Then, once a minute, the workflows in flight per queue.
+    assert set((await answer_queues(executor))["body"]["status"]) == {
+        "ENQUEUED",
+        "PENDING",
+        "DELAYED",
+    }
     outcome = await run
     assert (outcome.problem, outcome.events) == ("", 3 + 3 + 1 + 1)
     # Each request covers the minute exactly, to the millisecond.
@@ -100,6 +129,10 @@ async def test_each_whole_minute_is_asked_of_an_executor_and_counted(
     assert (ship.dequeued, ship.queue_wait_max_ms) == (1, 600)
     pay = await sync_to_async(row)(orders, "pay", "step")
     assert (pay.failed, pay.succeeded, pay.latency_max_ms) == (1, 0, 20)
+    assert state.in_flight == {"shipping": {"ENQUEUED": 4, "PENDING": 1}, "": {"PENDING": 2}}
+    assert state.in_flight_oldest_ms["shipping"] == {"ENQUEUED": M0 - 5000, "PENDING": M0 - 9000}
+    depth = await sync_to_async(QueueDepth.objects.get)(application=orders, resolution=MINUTE)
+    assert (depth.queue_name, depth.enqueued, depth.pending) == ("shipping", 4, 1)
 
 
 async def test_without_an_executor_nothing_is_counted_and_the_problem_is_kept(
@@ -160,6 +193,7 @@ async def test_the_metrics_drawn_from_them_have_counts_and_maxima_but_no_percent
     run = asyncio.create_task(rollups.rollup_through_executor(orders, now=NOW))
     await answer_minute(executor, BUSY)
     await answer_minute(executor, {})
+    await answer_queues(executor)
     await run
     figures = await sync_to_async(window_figures)(orders, WINDOWS["1h"], NOW)
     [charge] = [n for n in figures.workflows if n.name == "charge"]
