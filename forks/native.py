@@ -341,3 +341,60 @@ def _statuses(cursor: Any, ids: list[str]) -> dict[str, str]:
         ids,
     )
     return {workflow_id: str(status) for workflow_id, status in cursor.fetchall()}
+
+
+# Recovery without a connection.
+
+
+@dataclass(frozen=True)
+class PendingExecutor:
+    """An executor seen only in the system database: the PENDING workflows it left."""
+
+    executor_id: str
+    application_version: str
+    pending: int
+    workflow_ids: list[str]
+
+
+def pending_executors(application: Application) -> list[PendingExecutor]:
+    """The executors that hold PENDING workflows, by executor id and version: what an
+    operator may recover (a preview: nothing is written)."""
+    alias = systemdb.alias_for(application)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT executor_id, application_version, workflow_uuid FROM workflow_status"
+            " WHERE status = %s ORDER BY executor_id, application_version, workflow_uuid",
+            ["PENDING"],
+        )
+        found: dict[tuple[str, str], list[str]] = {}
+        for executor_id, version, workflow_id in cursor.fetchall():
+            found.setdefault((executor_id or "", version or ""), []).append(workflow_id)
+    return [
+        PendingExecutor(executor_id, version, len(ids), ids)
+        for (executor_id, version), ids in found.items()
+    ]
+
+
+def native_recover(
+    *, application: Application, executor_id: str, workflow_ids: list[str]
+) -> Written:
+    """Mirrors `SystemDatabase.reenqueue_for_recovery` (what `recover_pending_workflows`
+    does for each of a dead executor's PENDING workflows): ENQUEUED, on its own queue or
+    DBOS's internal one, only while it is still PENDING on that executor, so a workflow
+    another executor took up since is left alone. Executors of its version dequeue it."""
+    alias, schema = _database(application)
+    present = schema.columns.get("workflow_status", frozenset())
+    sets = ["status = %s", f"updated_at = {NOW_SQL[connections[alias].vendor]}"]
+    sets += [f"{name} = NULL" for name in ("owner_xid", "started_at_epoch_ms") if name in present]
+    sets.append("queue_name = COALESCE(queue_name, %s)")
+    changed: list[str] = []
+    with _transaction(alias) as cursor:
+        for workflow_id in workflow_ids:
+            cursor.execute(
+                f"UPDATE workflow_status SET {', '.join(sets)} WHERE workflow_uuid = %s"  # noqa: S608
+                " AND status = %s AND executor_id = %s RETURNING workflow_uuid",
+                ["ENQUEUED", INTERNAL_QUEUE, workflow_id, "PENDING", executor_id],
+            )
+            changed += [found for (found,) in cursor.fetchall()]
+        left = _statuses(cursor, [w for w in workflow_ids if w not in changed])
+    return Written(changed, left)

@@ -613,3 +613,74 @@ def failure_body(workflow_ids: list[str], chosen: Parameters) -> ForkFromFailure
         application_version=chosen.application_version or None,
         queue_name=chosen.queue_name or None,
     )
+
+
+RECOVERED = (
+    "Re-enqueued {count} PENDING workflow(s) of executor {executor_id} in the system "
+    "database, for an executor of their version to take up"
+)
+POISON_SUSPECTS = "; poison suspects (left pending by executors that died in turn): {ids}"
+STILL_CONNECTED = "Executor {executor_id} is connected: it runs its own workflows."
+NOTHING_PENDING = "Executor {executor_id} has no PENDING workflow in the system database."
+
+
+def database_recover(
+    *,
+    application: Application,
+    executor_id: str,
+    actor: Any,
+    request: HttpRequest | None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Recover a gone executor's PENDING workflows through the system database, as the
+    SDK's own recovery re-enqueues them (`forks.native.native_recover`), counting the death
+    against each (the poison rule of connected executors), audited with its path."""
+    from conductor.recovery import ACTION, _tally_poison
+    from forks import native
+
+    audit = {
+        "action": ACTION,
+        "request": request,
+        "actor": actor,
+        "application": application,
+        "target": f"executor {executor_id}",
+        "parameters": {"executor_ids": [executor_id], "path": DATABASE_PATH},
+        "reason": reason,
+    }
+    if any(e.executor_id == executor_id for e in live_executors(application)):
+        why = STILL_CONNECTED.format(executor_id=executor_id)
+        audit_record(**audit, result=Result.FAILED, detail=why)
+        raise ActionRefusedError(why)
+    seen = [e for e in native.pending_executors(application) if e.executor_id == executor_id]
+    pending = [workflow_id for e in seen for workflow_id in e.workflow_ids]
+    if not pending:
+        why = NOTHING_PENDING.format(executor_id=executor_id)
+        audit_record(**audit, result=Result.FAILED, detail=why)
+        raise WorkflowNotFoundError(why)
+    # An executor seen only in the database: the poison tally needs its id, nothing more.
+    suspects = _tally_poison(Executor(application=application, executor_id=executor_id), pending)
+    try:
+        written = native.native_recover(
+            application=application, executor_id=executor_id, workflow_ids=pending
+        )
+    except native.NativeError as exc:
+        audit_record(**audit, result=Result.FAILED, detail=str(exc))
+        error = ActionRefusedError(str(exc))
+        error.status = exc.status
+        raise error from None
+    detail = RECOVERED.format(count=len(written.changed), executor_id=executor_id)
+    if suspects:
+        detail += POISON_SUSPECTS.format(ids=", ".join(suspects))
+    if written.left:
+        left = ", ".join(f"{wid} ({status})" for wid, status in sorted(written.left.items()))
+        detail += LEFT_AS_THEY_WERE.format(left=left).replace("finished", "taken up since")
+    record = audit_record(**audit, detail=detail + ".")
+    return {
+        "executor_id": executor_id,
+        "path": DATABASE_PATH,
+        "recovered": written.changed,
+        "left": written.left,
+        "poison_suspects": suspects,
+        "detail": detail + ".",
+        "audit_id": record.pk,
+    }

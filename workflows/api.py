@@ -30,6 +30,7 @@ from workflows.actions import (
     ActionError,
     Outcome,
     Parameters,
+    database_recover,
     workflow_act,
 )
 from workflows.jobs import (
@@ -1053,3 +1054,68 @@ workflow_router = Router(tags=["workflows"])
 workflow_router.get("/apps/{app}/workflows/{workflow:workflow_id}", response=WorkflowOut)(
     get_workflow
 )
+
+
+# Recovery without a connection: executors seen in the system database.
+
+
+class PendingExecutorOut(Schema):
+    executor_id: str
+    application_version: str
+    pending: int
+    workflow_ids: list[str]
+
+
+class DatabaseRecoveryIn(Body):
+    executor_id: str
+    reason: str = ""
+
+
+class DatabaseRecoveryOut(Schema):
+    executor_id: str
+    path: str
+    recovered: list[str]
+    left: dict[str, str]
+    poison_suspects: list[str]
+    detail: str
+    audit_id: int
+
+
+@router.get(
+    "/apps/{app}/database-recovery",
+    response=list[PendingExecutorOut],
+    auth=acting_with(PERM_INSPECT),
+)
+def database_recovery_preview(request: HttpRequest, app: str) -> list[Any]:
+    """The executors holding PENDING workflows in the system database, with how many:
+    what a recovery through the database would re-enqueue. Nothing is written."""
+    from forks import native
+
+    application = application_for(request, app, PERM_INSPECT)
+    try:
+        return list(native.pending_executors(application))
+    except systemdb.SystemDatabaseError as exc:
+        raise HttpError(503, str(exc)) from None
+
+
+@router.post(
+    "/apps/{app}/database-recovery",
+    response={200: DatabaseRecoveryOut} | dict.fromkeys(ERROR_STATUSES, ErrorOut),
+    auth=acting_with(PERM_OPERATE),
+)
+def database_recovery(request: HttpRequest, app: str, body: DatabaseRecoveryIn) -> Any:
+    """Re-enqueue a gone executor's PENDING workflows in the system database, as DBOS's
+    own recovery does, for an executor of their version to take up (audited)."""
+    application = application_for(request, app, PERM_OPERATE)
+    try:
+        return database_recover(
+            application=application,
+            executor_id=body.executor_id,
+            actor=request.user,
+            request=request,
+            reason=body.reason,
+        )
+    except ActionError as exc:
+        raise HttpError(exc.status, str(exc)) from None
+    except systemdb.SystemDatabaseError as exc:
+        raise HttpError(503, str(exc)) from None

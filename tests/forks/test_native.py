@@ -307,3 +307,49 @@ def test_a_bulk_cancel_without_an_executor_writes_each_workflow_and_reports_a_ra
         (FORKS[1], "failed", "database"),
         (RUNNER, "ok", "database"),
     ]
+
+
+def test_a_gone_executors_pending_workflows_are_recovered_through_the_database(
+    family: Application, otto: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client()
+    client.force_login(otto)
+    seen = client.get("/api/v1/apps/family/database-recovery").json()
+    [gone] = [e for e in seen if e["executor_id"] == "gone-executor"]
+    assert (gone["pending"], gone["workflow_ids"]) == (2, sorted([RUNNER, RUNNING_CHILD]))
+    real = native._database
+
+    def taken_up_first(application: Application) -> tuple[str, systemdb.Schema]:
+        # Another executor takes the child up between the preview and the write.
+        write(
+            application,
+            "UPDATE workflow_status SET executor_id = 'alive' WHERE workflow_uuid = %s",
+            [RUNNING_CHILD],
+        )
+        return real(application)
+
+    monkeypatch.setattr(native, "_database", taken_up_first)
+    body = {"executor_id": "gone-executor", "reason": "host lost"}
+    answer = client.post("/api/v1/apps/family/database-recovery", body, "application/json")
+    assert answer.status_code == 200, answer.content
+    recovered = answer.json()
+    assert (recovered["path"], recovered["recovered"]) == ("database", [RUNNER])
+    assert recovered["left"] == {RUNNING_CHILD: "PENDING"}
+    assert status(family, RUNNER)[:2] == ("ENQUEUED", "shipping")
+    assert status(family, RUNNING_CHILD)[0] == "PENDING"
+    record = AuditRecord.objects.get(action="executor.recovery")
+    assert (record.result, record.parameters["path"]) == ("ok", "database")
+    monkeypatch.setattr(native, "_database", real)
+    again = client.post("/api/v1/apps/family/database-recovery", body, "application/json")
+    assert again.status_code == 404
+    # The same workflow left pending by a second executor that died: a poison suspect.
+    write(
+        family,
+        "UPDATE workflow_status SET status = 'PENDING', executor_id = 'gone-2'"
+        " WHERE workflow_uuid = %s",
+        [RUNNER],
+    )
+    second = {"executor_id": "gone-2", "reason": "host lost again"}
+    answer = client.post("/api/v1/apps/family/database-recovery", second, "application/json")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["poison_suspects"] == [RUNNER]
