@@ -10,7 +10,7 @@ One executor per kind serves the module; each story uses workflow ids of its own
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,8 @@ class Deployment:
     server: StepChange
     executor: Executor
     db: SystemDatabase
+    # Another executor of the application, under the executor id given (DBOS__VMID).
+    start: Callable[[str], Executor]
 
     def act(self, workflow_id: str, action: str, **body: Any) -> tuple[int, Any]:
         path = f"/apps/{self.app}/workflows/{workflow_id}/{action}"
@@ -110,20 +112,26 @@ def deployment(
         url = databases.new("sc_dbm")
     app = new_id("dbm")
     stepchange.manage("register_app", app, "--system-database-url", url)
-    # No conductor URL and no key: the SDK's own executor, as such an application runs.
-    executor = Executor(
-        language,
-        conductor_url="",
-        app=app,
-        key="",
-        system_database_url=url,
-        version="v1",
-        log_dir=directory,
-        python=str(PYTHON_340),
-        extra_env={"DBOS_SDK_PACKAGE": TYPESCRIPT_530},
-    )
+
+    def start(executor_id: str = "") -> Executor:
+        # No conductor URL and no key: the SDK's own executor, as such an application runs;
+        # without DBOS__VMID its executor id is "local".
+        env = {"DBOS_SDK_PACKAGE": TYPESCRIPT_530}
+        return Executor(
+            language,
+            conductor_url="",
+            app=app,
+            key="",
+            system_database_url=url,
+            version="v1",
+            log_dir=directory,
+            python=str(PYTHON_340),
+            extra_env=env | ({"DBOS__VMID": executor_id} if executor_id else {}),
+        )
+
+    executor = start()
     try:
-        yield Deployment(language, app, stepchange, executor, SystemDatabase(url))
+        yield Deployment(language, app, stepchange, executor, SystemDatabase(url), start)
     finally:
         executor.stop()
 
@@ -227,3 +235,30 @@ def test_a_deleted_workflow_leaves_nothing_behind(deployment: Deployment) -> Non
     for table in TABLES:
         assert deployment.db.count(table, workflow_id) == 0, table
     assert deployment.act(workflow_id, "delete")[0] == 404
+
+
+def test_a_killed_executors_pending_work_finishes_on_another_after_recovery(
+    deployment: Deployment,
+) -> None:
+    doomed_id = new_id("doomed")
+    doomed = deployment.start(doomed_id)
+    workflow_id = new_id("slow")
+    try:
+        doomed.get(f"/slow?seconds=6&workflow_id={workflow_id}")
+        row = deployment.db.wait_status(workflow_id, "PENDING")
+        assert row["executor_id"] == doomed_id
+    finally:
+        doomed.kill()
+    recovery = f"/apps/{deployment.app}/database-recovery"
+    status, seen = deployment.server.api("GET", recovery)
+    assert status == 200, seen
+    [held] = [e for e in seen if e["executor_id"] == doomed_id]
+    assert held["workflow_ids"] == [workflow_id]
+    body = {"executor_id": doomed_id, "reason": "host lost"}
+    status, answer = deployment.server.api("POST", recovery, body)
+    assert status == 200, answer
+    assert (answer["path"], answer["recovered"]) == ("database", [workflow_id])
+    # The live executor of the same version takes it from the queue and finishes it.
+    row = deployment.db.wait_status(workflow_id, "SUCCESS", timeout=60)
+    assert row["executor_id"] != doomed_id
+    assert deployment.output(workflow_id) == "slept 6s"
