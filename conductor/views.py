@@ -7,6 +7,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import InvalidPage, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -23,17 +24,27 @@ from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import systemdb
 
 REQUESTS_PAGE = 50
+# Connected executors shown per page: a fleet of thousands is paged, not rendered at once.
+EXECUTORS_PAGE = 50
+BAD_PAGE = "No such page of connected executors: {page}."
 
 
 @login_required
 def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
     application = application_for(request, app_name)
-    live = list(Executor.objects.live().filter(application=application))
-    live_ids = {executor.pk for executor in live}
-    gone = Executor.objects.filter(application=application).exclude(pk__in=live_ids)[:50]
+    live = Executor.objects.live().filter(application=application).order_by("-connected_at", "pk")
+    try:
+        page = Paginator(live, EXECUTORS_PAGE).page(request.GET.get("page", 1))
+    except InvalidPage:
+        return HttpResponse(BAD_PAGE.format(page=request.GET["page"][:20]), status=400)
+    gone = (
+        Executor.objects.filter(application=application)
+        .exclude(pk__in=Executor.objects.live().values("pk"))
+        .order_by("-connected_at")[:50]
+    )
     context = {
         "application": application,
-        "live": live,
+        "live": page,
         "gone": gone,
         "attempts": RecoveryAttempt.objects.filter(application=application)[:20],
         "poison": PoisonWorkflow.objects.filter(

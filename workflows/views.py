@@ -1172,6 +1172,9 @@ async def dashboard(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
 
 
 RECENT_CONNECTIONS = 8
+# The overview counts the connected executors and shows the newest few: the Executors page
+# pages through them all.
+NEWEST_EXECUTORS = 5
 
 
 def _registry_summary(application: Any) -> dict[str, Any]:
@@ -1185,8 +1188,10 @@ def _registry_summary(application: Any) -> dict[str, Any]:
     from conductor.recovery import POISON_THRESHOLD
 
     connections = ExecutorConnection.objects.filter(executor__application=application)
+    live = Executor.objects.live().filter(application=application)
     return {
-        "executors": list(Executor.objects.live().filter(application=application)),
+        "executors_count": live.count(),
+        "executors": list(live.order_by("-connected_at")[:NEWEST_EXECUTORS]),
         "connections": list(connections.select_related("executor")[:RECENT_CONNECTIONS]),
         "requests": list(RequestLog.objects.filter(application=application).order_by("-pk")[:8]),
         "attempts": list(RecoveryAttempt.objects.filter(application=application)[:5]),

@@ -1,5 +1,7 @@
 """Stories about the console pages for executors and the request log, and live updates."""
 
+import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -227,3 +229,68 @@ async def test_the_console_hears_workflows_change_only_when_a_request_changes_th
     }
     await executor.communicator.disconnect()
     await console.disconnect()
+
+
+def fleet_of(application: Application, count: int) -> None:
+    """`count` connected executors, exec-000 the first to connect and each next one later."""
+    start = timezone.now() - timedelta(hours=1)
+    Executor.objects.bulk_create(
+        Executor(
+            application=application,
+            executor_id=f"exec-{n:03d}",
+            application_version="v1",
+            channel_name=f"specific.x!{n}",
+            connected_at=start + timedelta(seconds=n),
+        )
+        for n in range(count)
+    )
+
+
+def rows_shown(html: str) -> list[str]:
+    return re.findall(r'href="/apps/orders/executors/(exec-\d+)/"', html)
+
+
+def test_a_viewer_pages_through_a_fleet_fifty_executors_at_a_time_newest_first(
+    viewer: User,
+) -> None:
+    orders = make_app(name="orders")
+    fleet_of(orders, 120)
+    client = signed_in(viewer)
+    first = client.get("/apps/orders/executors/").content.decode()
+    assert '<span class="count">120</span>' in first
+    assert rows_shown(first) == [f"exec-{n:03d}" for n in range(119, 69, -1)]
+    assert 'href="?page=2"' in first
+    assert "Page 1 of 3" in first
+    last = client.get("/apps/orders/executors/?page=3").content.decode()
+    assert rows_shown(last) == [f"exec-{n:03d}" for n in range(19, -1, -1)]
+    assert 'href="?page=2"' in last
+    assert 'rel="next"' not in last
+    # The live refresh of page 3 asks for page 3 again.
+    assert "/apps/orders/executors/?page=3" in last
+
+
+@pytest.mark.parametrize("page", ["4", "0", "-1", "two", ""])
+def test_a_page_of_executors_that_does_not_exist_is_a_400(viewer: User, page: str) -> None:
+    orders = make_app(name="orders")
+    fleet_of(orders, 120)
+    response = signed_in(viewer).get(f"/apps/orders/executors/?page={page}")
+    assert response.status_code == 400
+    assert response.content.decode() == f"No such page of connected executors: {page}."
+
+
+def test_an_application_without_executors_has_a_first_page_and_no_pager(viewer: User) -> None:
+    make_app(name="orders")
+    html = signed_in(viewer).get("/apps/orders/executors/").content.decode()
+    assert "No executor is connected." in html
+    assert "Pages of connected executors" not in html
+
+
+def test_a_live_executor_is_never_among_the_gone_ones(viewer: User) -> None:
+    orders = make_app(name="orders")
+    fleet_of(orders, 60)
+    executor_row(orders, "exec-gone", state="dead", disconnected_at=timezone.now())
+    html = signed_in(viewer).get("/apps/orders/executors/?page=2").content.decode()
+    connected, gone = html.split("<h2>Gone</h2>")
+    assert rows_shown(connected) == [f"exec-{n:03d}" for n in range(9, -1, -1)]
+    assert "exec-gone" in gone
+    assert not rows_shown(gone.split("<h2>Recovery</h2>")[0])

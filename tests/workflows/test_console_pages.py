@@ -1,5 +1,6 @@
 """Stories about the workflow pages of the console, over databases real SDKs wrote."""
 
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -552,3 +553,30 @@ def test_a_step_row_escapes_its_values_and_links_the_child_it_started(nasty: str
     assert more.lstrip().startswith('<tr id="step-2" class="failed">')
     assert "<code>shout</code>" in more
     assert escape(NASTY) not in more
+
+
+def test_the_dashboard_counts_a_fleet_and_shows_only_its_newest_executors(
+    vera: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conductor.models import Executor
+
+    application = registered(sdk_fixtures["py320-pg-default"])
+    start = timezone.now() - timedelta(hours=1)
+    Executor.objects.bulk_create(
+        Executor(
+            application=application,
+            executor_id=f"exec-{n:03d}",
+            connected_at=start + timedelta(seconds=n),
+        )
+        for n in range(40)
+    )
+    html = signed_in(vera).get(f"/apps/{application.name}/").content.decode()
+    assert '<span class="tile-count">40</span>' in html
+    assert '<h3>Executors <span class="count">40</span></h3>' in html
+    shown = re.findall(r'href="/apps/[^/]+/executors/(exec-\d+)/"', html)
+    assert shown == ["exec-039", "exec-038", "exec-037", "exec-036", "exec-035"]
+    assert "The newest 5 of 40: all on the Executors page" in html
