@@ -438,6 +438,10 @@ class Routes:
     def __init__(self) -> None:
         self.entries: dict[int, tuple[float, list[Executor]]] = {}
         self.listening: asyncio.AbstractEventLoop | None = None
+        # The reload under way per application: every request that finds the cache empty
+        # meanwhile awaits it, instead of each sending its own query (a fleet connecting
+        # empties the cache at every registration).
+        self.reloading: dict[int, asyncio.Future[list[Executor]]] = {}
 
     async def candidates(
         self, application: Application, *, executor_id: str | None, latest_version: bool
@@ -468,10 +472,22 @@ class Routes:
             fresh: list[Executor] = await db_async(live_executors)(application)
             return fresh
         entry = self.entries.get(application.pk)
-        if entry is None or time.monotonic() - entry[0] > self.ROUTE_SECONDS:
-            entry = (time.monotonic(), await db_async(live_executors)(application))
-            self.entries[application.pk] = entry
-        return entry[1]
+        if entry is not None and time.monotonic() - entry[0] <= self.ROUTE_SECONDS:
+            return entry[1]
+        reload = self.reloading.get(application.pk)
+        if reload is None:
+            reload = asyncio.ensure_future(self._reload(application))
+            self.reloading[application.pk] = reload
+        # Shielded: one waiter cancelled does not cancel the reload the others await.
+        return await asyncio.shield(reload)
+
+    async def _reload(self, application: Application) -> list[Executor]:
+        try:
+            live: list[Executor] = await db_async(live_executors)(application)
+        finally:
+            self.reloading.pop(application.pk, None)
+        self.entries[application.pk] = (time.monotonic(), live)
+        return live
 
     def forget(self, application: Application | None = None) -> None:
         if application is None:
