@@ -703,6 +703,11 @@ class DatabaseSource:
     async def list(self, query: ListQuery, *, actor: str = "") -> Listing[Workflow]:
         return await _on_thread(self._list)(query)
 
+    def matching(self, query: ListQuery) -> Any:
+        """The workflows `query`'s filters keep, in no order, as a queryset to read further
+        (the aggregates group it); a filter this database cannot apply is refused."""
+        return self._filtered(query)
+
     def _filtered(self, query: ListQuery) -> Any:
         """The workflows `query`'s filters keep, in no order."""
         self._check_columns(query)

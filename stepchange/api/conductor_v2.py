@@ -35,6 +35,7 @@ from conductor.protocol import (
     GetWorkflowAggregatesRequest,
     GetWorkflowAggregatesResponse,
     ProtocolError,
+    WorkflowAggregateOutput,
 )
 from conductor.registry import with_live_executor_counts
 from forks.plans import ForkError
@@ -46,6 +47,7 @@ from stepchange.audit import UNSAFE_METHODS, AuditAction, Result, audit_record, 
 from stepchange.roles import PERM_INSPECT, PERM_OPERATE
 from stepchange.throttle import Throttled
 from workflows.actions import WORKFLOW_NOT_FOUND, Action, ActionError, Parameters, workflow_act
+from workflows.aggregates import AggregateError, AggregateQuery, workflow_aggregates_read
 from workflows.api import instant, statuses_known
 from workflows.jobs import (
     MAX_WORKFLOWS,
@@ -59,6 +61,7 @@ from workflows.schedules import SCHEDULE_NOT_FOUND, ScheduleAction, schedule_act
 from workflows.sources import (
     MAX_STEPS_PAGE,
     BadCursor,
+    DatabaseSource,
     Extras,
     ListQuery,
     Schedule,
@@ -76,6 +79,8 @@ from workflows.versions import VersionError, version_set_latest, versions_read
 
 # What the request log and the audit call the caller's channel.
 SOURCE = "conductor-api"
+# Which path answered a read that can take either (the system database or an executor).
+SOURCE_HEADER = "StepChange-Source"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # How long a bulk action's answer waits for its job: less than dbos-mcp's 30 s timeout.
@@ -205,7 +210,7 @@ api = ConductorAPI(
     docs_url=None,
     auth=[ConductorToken()],
 )
-for kind, answer in {
+ANSWERS: dict[type[Exception], errors.Answer] = {
     **errors.ANSWERS,
     AuthenticationError: _unauthenticated,
     HttpError: _http_error,
@@ -217,7 +222,9 @@ for kind, answer in {
     BadCursor: _with_status,
     ProtocolError: lambda request, exc: (str(exc), 400),
     ForkError: _with_status,
-}.items():
+    AggregateError: _with_status,
+}
+for kind, answer in ANSWERS.items():
     api.add_exception_handler(kind, _answer(answer))
 api.add_exception_handler(Throttled, _throttled)
 
@@ -503,6 +510,38 @@ class AggregatesIn(TimeFilters):
             )
         )
 
+    def query(self) -> AggregateQuery:
+        """The same request, read from the system database (workflows/aggregates.py)."""
+        flags = {
+            "status": self.group_by_status,
+            "name": self.group_by_workflow_name,
+            "queue_name": self.group_by_queue_name,
+            "executor_id": self.group_by_executor_id,
+            "application_version": self.group_by_app_version,
+            "application_name": self.group_by_application_name,
+        }
+        selects = {
+            "count": self.select_count,
+            "min_created_at": self.select_min_created_at,
+            "max_queue_wait_ms": self.select_max_queue_wait_ms,
+            "max_total_latency_ms": self.select_max_total_latency_ms,
+        }
+        return AggregateQuery(
+            group_by=tuple(name for name, chosen in flags.items() if chosen),
+            select=tuple(name for name, chosen in selects.items() if chosen),
+            time_bucket_size_ms=self.time_bucket_size_ms,
+            filters=ListQuery(
+                status=statuses_known(self.status) if self.status else None,
+                workflow_name=self.workflow_name or None,
+                application_version=self.app_version or None,
+                executor_id=self.executor_id or None,
+                queue_name=self.queue_name or None,
+                schedule_name=self.schedule_name or None,
+                **self.times(),
+            ),
+            workflow_id_prefixes=tuple(self.workflow_id_prefix or ()),
+        )
+
 
 class CancelIn(ConductorBody):
     cancel_children: bool = False
@@ -745,25 +784,33 @@ async def workflow_notifications(
 @router.post("/orgs/{org}/apps/{app}/workflows/aggregates", auth=acting(PERM_INSPECT))
 async def workflow_aggregates(
     request: HttpRequest, org: str, app: str, body: AggregatesIn
-) -> list[dict[str, Any]]:
-    """Counts and extremes of the workflows, grouped; answered by a live executor (DBOS's
-    `get_workflow_aggregates`)."""
+) -> HttpResponse:
+    """Counts and extremes of the workflows, grouped (DBOS's `get_workflow_aggregates`):
+    from the system database when the application has one, else from a live executor. The
+    StepChange-Source header says which answered."""
     message = body.message()
     application = await aapplication_for(request, app, PERM_INSPECT)
-    answer = await relay.ask(application, message, actor_name=_actor(request), source=SOURCE)
-    found = relay.expect(answer.response, GetWorkflowAggregatesResponse)
-    return [
-        _present(
-            {
-                "group": row.group,
-                "count": row.count,
-                "minCreatedAt": _from_ms(row.min_created_at),
-                "maxQueueWaitMs": row.max_queue_wait_ms,
-                "maxTotalLatencyMs": row.max_total_latency_ms,
-            }
-        )
-        for row in found.output
-    ]
+    source = await source_for(application)
+    if isinstance(source, DatabaseSource):
+        rows = await workflow_aggregates_read(source=source, query=body.query())
+    else:
+        answer = await relay.ask(application, message, actor_name=_actor(request), source=SOURCE)
+        rows = relay.expect(answer.response, GetWorkflowAggregatesResponse).output
+    response = api.create_response(request, [_aggregate_out(row) for row in rows], status=200)
+    response[SOURCE_HEADER] = "database" if isinstance(source, DatabaseSource) else "executor"
+    return response
+
+
+def _aggregate_out(row: WorkflowAggregateOutput) -> dict[str, Any]:
+    return _present(
+        {
+            "group": row.group,
+            "count": row.count,
+            "minCreatedAt": _from_ms(row.min_created_at),
+            "maxQueueWaitMs": row.max_queue_wait_ms,
+            "maxTotalLatencyMs": row.max_total_latency_ms,
+        }
+    )
 
 
 # Actions on one workflow: `workflow_act`, as /api/v1's, audited there.
