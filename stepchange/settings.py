@@ -190,7 +190,12 @@ AXES_DISABLE_ACCESS_LOG = True
 # The throttle's counters. One process needs nothing; several share Redis when it is set.
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # One connection pool per process, not one per thread (stepchange/cache.py).
+            "OPTIONS": {"pool_class": "stepchange.cache.SharedConnectionPool"},
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
