@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from conductor import events
 from conductor.models import Executor, RequestLog
+from conductor.processes import process_alive
 from conductor.protocol import (
     MessageType,
     Request,
@@ -52,6 +53,10 @@ MALFORMED = "Executor {executor_id} sent a malformed answer to {type}: {problem}
 SHUTTING_DOWN = (
     "Executor {executor_id} did not answer {type}: the StepChange process holding it is "
     "shutting down and sent it elsewhere; try again."
+)
+PROCESS_GONE = (
+    "Executor {executor_id} cannot answer {type}: the StepChange process holding it has "
+    "stopped (no beat for {expiry} s); it reconnects to another process, try again then."
 )
 ABANDONED = (
     "No answer to {type} from executor {executor_id}: this StepChange process is shutting "
@@ -269,6 +274,9 @@ async def _exchange_counted(
     # one Redis list per prefix, and a second prefix starves behind the consumers' receive.
     reply_channel = await layer.new_channel()
     started = time.perf_counter()
+    names = {"executor_id": target.executor_id, "type": message.type}
+    if not await process_alive(target.channel_name):
+        await _process_gone(log, started, names)
     await layer.send(
         target.channel_name,
         {
@@ -280,7 +288,6 @@ async def _exchange_counted(
             "http_request_id": request_id_get(),
         },
     )
-    names = {"executor_id": target.executor_id, "type": message.type}
     answer: dict[str, Any] | None = None
     while answer is None:
         if waiting.abandoned:
@@ -297,6 +304,8 @@ async def _exchange_counted(
                 error = TIMED_OUT.format(timeout=timeout, **names)
                 await record(log, outcome=RequestLog.Outcome.TIMEOUT, error=error)
                 raise ExecutorTimeoutError(error) from None
+            if not await process_alive(target.channel_name):
+                await _process_gone(log, started, names)
             if not await db_async(_still_held)(target):
                 # It went away with the request on its way: the consumer that closed never
                 # saw it, so no failure will come; say so now rather than at the timeout.
@@ -315,6 +324,14 @@ async def _exchange_counted(
         await record(log, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
         raise ExecutorDisconnectedError(error)
     return str(answer["frame"])
+
+
+async def _process_gone(log: dict[str, Any], started: float, names: dict[str, Any]) -> NoReturn:
+    """Fail the exchange: the process holding the executor died without a word."""
+    log["duration_ms"] = (time.perf_counter() - started) * 1000
+    error = PROCESS_GONE.format(expiry=settings.PROCESS_BEAT_EXPIRY_SECONDS, **names)
+    await record(log, outcome=RequestLog.Outcome.DISCONNECTED, error=error)
+    raise ExecutorDisconnectedError(error)
 
 
 # Requests that only read: they change no workflow (every other kind may), so only these

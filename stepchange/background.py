@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 
 from alerts import delivery, evaluator
-from conductor import consumers, recovery, relay, requestlog, retention
+from conductor import consumers, processes, recovery, relay, requestlog, retention
 from metrics import rollups
 from workflows import jobs, names
 
@@ -52,6 +52,7 @@ class Loop:
 LOOPS = (
     Loop("relay-routes", relay.routes.listen),
     Loop("heartbeat", consumers.heartbeat_forever),
+    Loop("process-beat", processes.beat_forever),
     Loop("recovery", recovery.sweep_forever),
     Loop("retention", retention.retention_forever),
     Loop("bulk-jobs", jobs.runner.forever),

@@ -276,6 +276,10 @@ EXECUTOR_MAX_MESSAGE_BYTES = env_int("EXECUTOR_MAX_MESSAGE_BYTES", 64 * 1024 * 1
 # executor counts as gone even if the process that held it died without saying so.
 EXECUTOR_HEARTBEAT_SECONDS = env_int("EXECUTOR_HEARTBEAT_SECONDS", 15, minimum=1)
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 30, minimum=1)
+# Each process also beats in the shared cache (Redis) this often, the beat lasting this long:
+# a request waiting on an executor held by a process whose beat is gone fails at once (502).
+PROCESS_BEAT_SECONDS = env_int("PROCESS_BEAT_SECONDS", 1, minimum=1)
+PROCESS_BEAT_EXPIRY_SECONDS = env_int("PROCESS_BEAT_EXPIRY_SECONDS", 3, minimum=2)
 # On SIGTERM a server process stops taking connections, lets its relayed requests finish
 # for at most this long, sends its executors elsewhere and exits (stepchange/server.py).
 SHUTDOWN_GRACE_SECONDS = env_int("SHUTDOWN_GRACE_SECONDS", 10, minimum=1)

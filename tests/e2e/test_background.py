@@ -13,8 +13,8 @@ from tests.e2e.servers import StepChange, eventually
 pytestmark = pytest.mark.e2e
 
 STARTED = (
-    "Background work started: relay-routes, heartbeat, recovery, retention, bulk-jobs,"
-    " workflow-names, alert-evaluator, alert-delivery, metric-rollups, request-log"
+    "Background work started: relay-routes, heartbeat, process-beat, recovery, retention,"
+    " bulk-jobs, workflow-names, alert-evaluator, alert-delivery, metric-rollups, request-log"
 )
 STOPPED = "Background work stopped"
 

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EVERYTHING = [
     "relay-routes",
     "heartbeat",
+    "process-beat",
     "recovery",
     "retention",
     "bulk-jobs",

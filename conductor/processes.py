@@ -1,0 +1,76 @@
+"""Which StepChange processes are alive: each keeps a beat in the shared cache.
+
+A process that dies (SIGKILL, a crashed host) says nothing; the executors it held stay
+marked connected in the database until three executor heartbeats pass. To fail what waits
+on such a process at once, each process writes a beat into the cache every
+PROCESS_BEAT_SECONDS that expires after PROCESS_BEAT_EXPIRY_SECONDS. With REDIS_URL the
+cache is the Redis the channel layer uses, so every process sees every beat.
+
+A process is named by the part of its consumers' channel names before "!": channels_redis
+gives each process its own client prefix there, so the channel an executor is held by in
+the registry names its process without another column. With the in-memory channel layer
+there is one process only, and it is always this one.
+"""
+
+import asyncio
+import logging
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+KEY = "stepchange:process-beat:{process}"
+
+
+def process_of(channel_name: str) -> str:
+    """The process a consumer's channel belongs to ("" if the name does not say)."""
+    process, bang, _ = channel_name.partition("!")
+    return process if bang else ""
+
+
+class _Own:
+    name = ""
+
+
+_own = _Own()
+
+
+async def own_process() -> str:
+    """This process's name, as its channel names carry it."""
+    if not _own.name:
+        _own.name = process_of(await get_channel_layer().new_channel())
+    return _own.name
+
+
+async def beat() -> None:
+    """Say that this process is alive, for PROCESS_BEAT_EXPIRY_SECONDS."""
+    await cache.aset(
+        KEY.format(process=await own_process()), 1, timeout=settings.PROCESS_BEAT_EXPIRY_SECONDS
+    )
+
+
+async def process_alive(channel_name: str) -> bool:
+    """Whether the process holding this channel has beaten recently. This process always
+    is, and so is one whose channel names do not name it. With the cache unreachable no
+    process can be told dead: the request waits as it did before beats (its executor's
+    heartbeat, or the relay timeout, ends it)."""
+    process = process_of(channel_name)
+    if not process or process == await own_process():
+        return True
+    try:
+        return bool(await cache.aget(KEY.format(process=process)))
+    except Exception:
+        logger.warning("Cannot read the beat of process %s; counting it alive", process)
+        return True
+
+
+async def beat_forever() -> None:
+    """Beat every PROCESS_BEAT_SECONDS (a loop of `stepchange.background`)."""
+    while True:
+        try:
+            await beat()
+        except Exception:
+            logger.exception("The process beat failed; it beats again shortly")
+        await asyncio.sleep(settings.PROCESS_BEAT_SECONDS)
