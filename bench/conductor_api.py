@@ -12,8 +12,9 @@ credentials file in a temporary HOME, so a figure is the whole round trip a tool
 takes: dbos-mcp's client, HTTP, the bearer token, the permission checks, the read, the
 translation to Conductor's shapes.
 
-`get_workflow_aggregates` is not measured: StepChange answers it through a live executor
-(DBOS's own GROUP BY), not from the system database.
+`get_workflow_aggregates` is answered from the system database too (one GROUP BY,
+workflows/aggregates.py): over all the workflows, over those in flight, and over the last
+hour of the seeded ones in minutes. `--tools get_workflow_aggregates` times only those.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/sc_bench_1m")
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--tools", nargs="*", help="time only these tools (default: all)")
     args = parser.parse_args()
 
     import psycopg
@@ -72,6 +75,10 @@ def main() -> None:
         if row is None:
             raise SystemExit("not seeded: run .venv/bin/python bench/seed.py first")
         workflows, typical, thousand = row
+        # The last hour of the seeded workflows (the seed ends when it was run).
+        newest = conn.execute("SELECT MAX(created_at) FROM dbos.workflow_status").fetchone()
+        newest_ms = newest[0] if newest else 0
+        last_hour = datetime.fromtimestamp(newest_ms / 1000 - 3600, tz=UTC).isoformat()
         [schedule] = conn.execute(
             "SELECT schedule_name FROM dbos.workflow_schedules ORDER BY schedule_name LIMIT 1"
         ).fetchone() or [None]
@@ -145,11 +152,43 @@ def main() -> None:
             ),
             ("list_schedules", "", {"application_name": APP}),
             ("list_application_versions", "", {"application_name": APP}),
+            (
+                "get_workflow_aggregates",
+                "per status, every workflow",
+                {"application_name": APP, "group_by_status": True, "select_count": True},
+            ),
+            (
+                "get_workflow_aggregates",
+                "ENQUEUED and PENDING per queue, oldest",
+                {
+                    "application_name": APP,
+                    "group_by_queue_name": True,
+                    "group_by_status": True,
+                    "select_count": True,
+                    "select_min_created_at": True,
+                    "status": ["ENQUEUED", "PENDING"],
+                },
+            ),
+            (
+                "get_workflow_aggregates",
+                "last hour per status and name, by minute",
+                {
+                    "application_name": APP,
+                    "group_by_status": True,
+                    "group_by_name": True,
+                    "select_count": True,
+                    "select_max_total_latency_ms": True,
+                    "time_bucket_size_ms": 60_000,
+                    "start_time": last_hour,
+                },
+            ),
         ]
         if schedule:
             calls.append(
                 ("get_schedule", schedule, {"application_name": APP, "schedule_name": schedule})
             )
+        if args.tools:
+            calls = [call for call in calls if call[0] in args.tools]
 
         async def call(name: str, arguments: dict[str, Any]) -> float:
             started = time.perf_counter()
