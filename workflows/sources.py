@@ -968,8 +968,11 @@ class DatabaseSource:
             page = [dict(zip(fields, row, strict=True)) for row in rows]
             more = len(page) > limit
             page = page[:limit]
+            # Steps often record the same text (a loop's step returning one value): each
+            # distinct text is decoded once per page, not once per step.
+            decoded: Decodings = {}
             return Listing(
-                [_step(row) for row in page],
+                [_step(row, decoded) for row in page],
                 str(page[-1]["function_id"]) if more else None,
                 self.name,
                 self.notice,
@@ -1327,16 +1330,31 @@ def _error_preview(text: str, serialization: str | None) -> StoredValue:
     return _stored(text, serialization, "error") or StoredValue(None, None)
 
 
-def _step(row: dict[str, Any]) -> Step:
+# Each distinct (stored text, serialization, kind)'s decoding, kept for one page.
+Decodings = dict[tuple[str, str | None, str], StoredValue | None]
+
+
+def _step(row: dict[str, Any], decoded: Decodings | None = None) -> Step:
+    """A step row as a Step; `decoded`, when given, keeps each distinct stored text's
+    decoding so a page decodes it once."""
     serialization = row.get("serialization")
+
+    def stored(text: str | None, kind: str) -> StoredValue | None:
+        if text is None or decoded is None:
+            return _stored(text, serialization, kind)
+        key = (text, serialization, kind)
+        if key not in decoded:
+            decoded[key] = _stored(text, serialization, kind)
+        return decoded[key]
+
     return Step(
         function_id=row["function_id"],
         function_name=row.get("function_name"),
         child_workflow_id=row.get("child_workflow_id"),
         started_at=_time(row.get("started_at_epoch_ms")),
         completed_at=_time(row.get("completed_at_epoch_ms")),
-        output=_stored(row.get("output"), serialization, "value"),
-        error=_stored(row.get("error"), serialization, "error"),
+        output=stored(row.get("output"), "value"),
+        error=stored(row.get("error"), "error"),
         serialization=serialization,
     )
 
