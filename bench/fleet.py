@@ -118,7 +118,11 @@ class Fleet:
         # Polled: the counts grow in many tasks, none of which should signal anyone.
         while not done():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not within {within:g} s ({self.stats})")
+                stats = self.stats
+                raise TimeoutError(
+                    f"{what}: not within {within:g} s ({stats.opened} open, "
+                    f"{stats.identified} identified, failures {dict(stats.failures)})"
+                )
             await asyncio.sleep(0.05)
 
     async def _member(self, url: str, executor_id: str, gate: asyncio.Semaphore) -> None:
@@ -311,7 +315,7 @@ async def floor_measure(args: argparse.Namespace, port: int, pid: int) -> dict[s
     """The floor's process empty, then with as many idle sockets as executors, at rest."""
     empty = rss_mb(pid)
     fleet = Fleet([f"ws://127.0.0.1:{port}/ws"], args.executors, speak=False)
-    opened = await fleet.start()
+    opened = await fleet.start(within=max(120, args.executors / 8))
     await asyncio.sleep(args.rest / 2)
     cpu = cpu_seconds(pid)
     await asyncio.sleep(args.rest)
@@ -357,8 +361,9 @@ async def stepchange_run(args: argparse.Namespace, work: Path) -> dict[str, Any]
         urls = [f"{server.ws_url}/websocket/{APP}/{KEY}" for server in servers]
         fleet = Fleet(urls, args.executors)
         started = time.perf_counter()
-        opened = await fleet.start()
-        await fleet.identified()
+        # A shared two-core machine dials some tens of sockets a second: allow for it.
+        opened = await fleet.start(within=max(120, args.executors / 8))
+        await fleet.identified(within=max(120, args.executors / 8))
         # Polled: the registry is another process's database rows.
         while await asyncio.to_thread(connected_count, database_url) < args.executors:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
