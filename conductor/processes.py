@@ -66,6 +66,18 @@ async def process_alive(channel_name: str) -> bool:
         return True
 
 
+def process_gone(process: str) -> bool:
+    """Whether `process` (another one) has stopped beating: from synchronous code, after
+    `own_process` has named this one. Unknown or unreadable counts as not gone."""
+    if not process or process == _own.name:
+        return False
+    try:
+        return not cache.get(KEY.format(process=process))
+    except Exception:
+        logger.warning("Cannot read the beat of process %s; counting it alive", process)
+        return False
+
+
 async def beat_forever() -> None:
     """Beat every PROCESS_BEAT_SECONDS (a loop of `stepchange.background`)."""
     while True:

@@ -6,8 +6,12 @@ pointless are skipped with the reason, never sent. Each batch is one request of 
 BATCH_SIZE workflow ids, and each workflow it carried gets its own audit record with the
 batch's request id and the executor's answer.
 
-Jobs run in whichever StepChange process holds their lease. A process that stops leaves
-its lease to run out, and the next process that looks takes the job over: items that
+Jobs run in whichever StepChange process holds their lease, and the job names that process
+(`held_by`). A process that stops leaves its lease to run out, or, when its beat in the
+shared cache is gone (`conductor.processes`: it died), at once; the next process that looks
+takes the job over. A process renews its lease only while the job still names it, so one
+that was taken for dead and comes back stops at its next batch instead of racing the new
+holder. On a takeover, items that
 were sent but whose answer was never recorded are sent again when the action is harmless
 to repeat (cancel, resume, delete), and otherwise (fork from failure) looked up in the
 system database or the executor, so nothing is forked twice.
@@ -27,6 +31,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from conductor import relay
+from conductor.processes import own_process, process_gone
 from conductor.protocol import (
     CancelRequest,
     DeleteRequest,
@@ -348,22 +353,30 @@ def bulk_jobs_wake() -> None:
 
 async def run_next() -> bool:
     """Claim one runnable job and run it to its end; False when there was none."""
-    job = await db_async(_claim)()
+    job = await db_async(_claim)(await own_process())
     if job is None:
         return False
     await run(job)
     return True
 
 
-def _claim() -> BulkJob | None:
+def _claim(process: str) -> BulkJob | None:
     now = timezone.now()
     runnable = Q(state=BulkJob.State.QUEUED) | Q(state=BulkJob.State.RUNNING, lease_until__lt=now)
-    for job in BulkJob.objects.filter(runnable).order_by("created_at")[:5]:
+    candidates = list(BulkJob.objects.filter(runnable).order_by("created_at")[:5])
+    # Jobs still leased by a process whose beat is gone.
+    held = BulkJob.objects.filter(state=BulkJob.State.RUNNING, lease_until__gte=now)
+    for job in held.exclude(held_by__in=["", process]).order_by("created_at")[:20]:
+        if process_gone(job.held_by):
+            logger.info("Taking over bulk job %s from stopped process %s", job.pk, job.held_by)
+            candidates.append(job)
+    for job in candidates:
         claimed = BulkJob.objects.filter(
-            pk=job.pk, state=job.state, lease_until=job.lease_until
+            pk=job.pk, state=job.state, lease_until=job.lease_until, held_by=job.held_by
         ).update(
             state=BulkJob.State.RUNNING,
             lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            held_by=process,
             started_at=job.started_at or now,
         )
         if claimed:
@@ -377,6 +390,9 @@ async def run(job: BulkJob) -> None:
     tries = 0
     while True:
         batch = await db_async(_next_batch)(job)
+        if batch is None:
+            logger.warning("Bulk job %s was taken over by another process; leaving it", job.pk)
+            return
         if not batch:
             await db_async(_finish)(job, BulkJob.State.DONE, "")
             return
@@ -399,15 +415,19 @@ async def run(job: BulkJob) -> None:
                 return
 
 
-def _next_batch(job: BulkJob) -> list[BulkJobItem]:
-    """The next pending items, marked SENT before they go (and the lease renewed)."""
+def _next_batch(job: BulkJob) -> list[BulkJobItem] | None:
+    """The next pending items, marked SENT before they go (and the lease renewed); None
+    when the job no longer names this process (another took it over)."""
     with transaction.atomic():
+        # Renewing first locks the job's row: a process taking it over waits for this.
+        renewed = BulkJob.objects.filter(
+            pk=job.pk, held_by=job.held_by, state=BulkJob.State.RUNNING
+        ).update(lease_until=timezone.now() + timedelta(seconds=LEASE_SECONDS))
+        if not renewed:
+            return None
         batch = list(job.items.filter(state=BulkJobItem.State.PENDING).order_by("pk")[:BATCH_SIZE])
         BulkJobItem.objects.filter(pk__in=[item.pk for item in batch]).update(
             state=BulkJobItem.State.SENT
-        )
-        BulkJob.objects.filter(pk=job.pk).update(
-            lease_until=timezone.now() + timedelta(seconds=LEASE_SECONDS)
         )
     return batch
 
@@ -419,7 +439,7 @@ def _requeue(batch: list[BulkJobItem]) -> None:
 
 
 def _finish(job: BulkJob, state: str, detail: str) -> None:
-    BulkJob.objects.filter(pk=job.pk).update(
+    BulkJob.objects.filter(pk=job.pk, held_by=job.held_by).update(
         state=state, detail=detail, finished_at=timezone.now(), lease_until=None
     )
 

@@ -812,6 +812,9 @@ class BulkJob(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     # The process running the job renews this; a job whose lease ran out is taken over.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Which process holds the lease (`conductor.processes`): once its beat is gone the job
+    # is taken over at once, not when the lease runs out.
+    held_by = models.CharField(max_length=200, blank=True)
     detail = models.TextField(blank=True)
 
     class Meta:
