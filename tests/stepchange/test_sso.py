@@ -262,7 +262,7 @@ def test_a_forged_state_is_refused(configured: Provider) -> None:
     assert response.status_code == 400
     assert sso.NOT_VERIFIED in text(response)
     assert "state" in refusal().detail
-    assert not User.objects.filter(username="olga").exists()
+    nothing_made()
 
 
 def test_a_callback_no_sign_in_started_is_refused(configured: Provider) -> None:
@@ -285,7 +285,7 @@ def test_a_forged_nonce_is_refused(configured: Provider) -> None:
     assert response.status_code == 400
     assert sso.NOT_VERIFIED in text(response)
     assert "Nonce" in refusal().detail
-    assert not User.objects.filter(username="olga").exists()
+    nothing_made()
 
 
 def test_a_code_issued_to_another_application_is_not_accepted(configured: Provider) -> None:
@@ -301,54 +301,74 @@ def test_a_code_issued_to_another_application_is_not_accepted(configured: Provid
     assert not User.objects.filter(username="olga").exists()
 
 
-def _other_applications_tokens(provider: Provider, flow: Flow) -> dict[str, Any]:
-    """Real tokens the provider issued to another client, with this sign-in's nonce."""
-    params = {**flow.params, "client_id": OTHER_CLIENT}
-    params.pop("code_challenge")
-    params.pop("code_challenge_method")
-    other = f"{flow.authorize_url.split('?')[0]}?{urlencode(params)}"
-    query = authorize(provider_session(provider, "olga", "olga-pass"), other)
-    answer = requests.post(
-        f"{provider.issuer}/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": query["code"],
-            "redirect_uri": REDIRECT,
-            "client_id": OTHER_CLIENT,
-            "client_secret": OTHER_SECRET,
-        },
-        timeout=10,
-    )
-    answer.raise_for_status()
-    tokens: dict[str, Any] = answer.json()
-    tokens["state"] = query["state"]
-    return tokens
+class Forgery:
+    """Mallory's side of Olga's sign-in: real tokens the provider issued to another client
+    with this sign-in's nonce, re-signed with the provider's key as a test needs, and the
+    callback answered with them instead of the token endpoint's answer."""
+
+    def __init__(self, provider: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+        provider.user("olga", "olga-pass", roles="sc-operators", apps="orders")
+        self.provider = provider
+        self.monkeypatch = monkeypatch
+        self.flow = start()
+
+    def other_applications_tokens(self) -> dict[str, Any]:
+        params = {**self.flow.params, "client_id": OTHER_CLIENT}
+        params.pop("code_challenge")
+        params.pop("code_challenge_method")
+        other = f"{self.flow.authorize_url.split('?')[0]}?{urlencode(params)}"
+        query = authorize(provider_session(self.provider, "olga", "olga-pass"), other)
+        answer = requests.post(
+            f"{self.provider.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": query["code"],
+                "redirect_uri": REDIRECT,
+                "client_id": OTHER_CLIENT,
+                "client_secret": OTHER_SECRET,
+            },
+            timeout=10,
+        )
+        answer.raise_for_status()
+        tokens: dict[str, Any] = answer.json()
+        tokens["state"] = query["state"]
+        return tokens
+
+    def resigned(self, **claims: Any) -> dict[str, Any]:
+        """Another client's tokens, its ID token's claims changed and signed again with
+        the provider's own key (so only the changed claims can be what is refused)."""
+        tokens = self.other_applications_tokens()
+        tokens["id_token"] = self.provider.sign({**_claims(tokens["id_token"]), **claims})
+        return tokens
+
+    def callback(self, tokens: dict[str, Any]) -> Any:
+        """The callback, its code exchanged for `tokens` instead of at the token endpoint."""
+
+        def token_endpoint(backend: Any, payload: dict[str, Any]) -> dict[str, Any]:
+            return {"id_token": tokens["id_token"], "access_token": tokens["access_token"]}
+
+        self.monkeypatch.setattr(sso.SsoBackend, "get_token", token_endpoint)
+        response: Any = self.flow.client.get(CALLBACK, {"code": "any", "state": tokens["state"]})
+        return response
 
 
-def _callback_answered_with(
-    flow: Flow, tokens: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> Any:
-    """The callback, its code exchanged for `tokens` instead of at the token endpoint."""
-
-    def token_endpoint(backend: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"id_token": tokens["id_token"], "access_token": tokens["access_token"]}
-
-    monkeypatch.setattr(sso.SsoBackend, "get_token", token_endpoint)
-    response: Any = flow.client.get(CALLBACK, {"code": "any", "state": tokens["state"]})
-    return response
+@pytest.fixture
+def mallory(configured: Provider, monkeypatch: pytest.MonkeyPatch) -> Forgery:
+    return Forgery(configured, monkeypatch)
 
 
-def test_an_id_token_for_another_audience_is_refused(
-    configured: Provider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configured.user("olga", "olga-pass", roles="sc-operators", apps="orders")
-    flow = start()
-    tokens = _other_applications_tokens(configured, flow)
-    response = _callback_answered_with(flow, tokens, monkeypatch)
+def nothing_made() -> None:
+    """A refused sign-in leaves no user and no SSO identity behind."""
+    assert not User.objects.filter(username="olga").exists()
+    assert not SsoIdentity.objects.exists()
+
+
+def test_an_id_token_for_another_audience_is_refused(mallory: Forgery) -> None:
+    response = mallory.callback(mallory.other_applications_tokens())
     assert response.status_code == 403
     assert sso.WRONG_AUDIENCE in text(response)
     assert OTHER_CLIENT in refusal().detail
-    assert not User.objects.filter(username="olga").exists()
+    nothing_made()
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -358,52 +378,36 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def test_an_expired_id_token_is_refused(
-    configured: Provider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configured.user("olga", "olga-pass", roles="sc-operators", apps="orders")
-    flow = start()
-    tokens = _other_applications_tokens(configured, flow)
+def test_an_expired_id_token_is_refused(mallory: Forgery) -> None:
     # The provider's own token, for StepChange, expired an hour ago, signed with its key.
     hour_ago = int(time.time()) - 3600
-    claims = {**_claims(tokens["id_token"]), "aud": STEPCHANGE_CLIENT, "exp": hour_ago}
-    tokens["id_token"] = configured.sign({**claims, "iat": hour_ago - 600})
-    response = _callback_answered_with(flow, tokens, monkeypatch)
+    tokens = mallory.resigned(aud=STEPCHANGE_CLIENT, exp=hour_ago, iat=hour_ago - 600)
+    response = mallory.callback(tokens)
     assert response.status_code == 403
     assert sso.EXPIRED in text(response)
     refusal()
-    assert not User.objects.filter(username="olga").exists()
+    nothing_made()
 
 
-def test_a_token_from_another_issuer_is_refused(
-    configured: Provider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configured.user("olga", "olga-pass", roles="sc-operators", apps="orders")
-    flow = start()
-    tokens = _other_applications_tokens(configured, flow)
-    claims = {**_claims(tokens["id_token"]), "aud": STEPCHANGE_CLIENT, "iss": "http://mallory"}
-    tokens["id_token"] = configured.sign(claims)
-    response = _callback_answered_with(flow, tokens, monkeypatch)
+def test_a_token_from_another_issuer_is_refused(mallory: Forgery) -> None:
+    response = mallory.callback(mallory.resigned(aud=STEPCHANGE_CLIENT, iss="http://mallory"))
     assert response.status_code == 403
     assert sso.WRONG_ISSUER in text(response)
     refusal()
+    nothing_made()
 
 
-def test_a_token_with_a_tampered_claim_fails_its_signature(
-    configured: Provider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configured.user("olga", "olga-pass", roles="sc-operators", apps="orders")
-    flow = start()
-    tokens = _other_applications_tokens(configured, flow)
+def test_a_token_with_a_tampered_claim_fails_its_signature(mallory: Forgery) -> None:
+    tokens = mallory.other_applications_tokens()
     # The audience rewritten in the token's body, its signature left as the provider made it.
     header, _, signature = tokens["id_token"].split(".")
-    body = configured.sign({**_claims(tokens["id_token"]), "aud": STEPCHANGE_CLIENT})
+    body = mallory.provider.sign({**_claims(tokens["id_token"]), "aud": STEPCHANGE_CLIENT})
     tokens["id_token"] = ".".join([header, body.split(".")[1], signature])
-    response = _callback_answered_with(flow, tokens, monkeypatch)
+    response = mallory.callback(tokens)
     assert response.status_code == 403
     assert "Signature verification failed" in text(response)
     refusal()
-    assert not User.objects.filter(username="olga").exists()
+    nothing_made()
 
 
 def test_the_providers_own_refusal_is_shown(configured: Provider) -> None:
