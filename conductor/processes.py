@@ -14,10 +14,14 @@ there is one process only, and it is always this one.
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,16 @@ class _Own:
 
 
 _own = _Own()
+
+
+def _layer_changed(*, setting: str, **kwargs: Any) -> None:
+    # A new channel layer (tests override it, as Channels' own manager notices) names this
+    # process anew: the name of the old one would make its executors look held elsewhere.
+    if setting == "CHANNEL_LAYERS":
+        _own.name = ""
+
+
+setting_changed.connect(_layer_changed)
 
 
 async def own_process() -> str:
@@ -56,14 +70,45 @@ async def process_alive(channel_name: str) -> bool:
     is, and so is one whose channel names do not name it. With the cache unreachable no
     process can be told dead: the request waits as it did before beats (its executor's
     heartbeat, or the relay timeout, ends it)."""
-    process = process_of(channel_name)
-    if not process or process == await own_process():
-        return True
+    return not await processes_dead([channel_name])
+
+
+async def processes_dead(channel_names: Iterable[str]) -> set[str]:
+    """The processes holding these channels whose beat has expired, in one read of the
+    cache: none when the cache cannot be read (see `process_alive`)."""
+    others = {process_of(name) for name in channel_names} - {"", await own_process()}
+    if not others:
+        return set()
+    keys = {KEY.format(process=process): process for process in others}
     try:
-        return bool(await cache.aget(KEY.format(process=process)))
-    except Exception:
-        logger.warning("Cannot read the beat of process %s; counting it alive", process)
-        return True
+        found = await cache.aget_many(list(keys))
+    except Exception as exc:
+        _unreadable_warn(exc)
+        return set()
+    return {process for key, process in keys.items() if not found.get(key)}
+
+
+# Every relayed request reads the beats: with Redis down, one warning a minute, not one each.
+UNREADABLE_WARNING_SECONDS = 60.0
+
+
+class _Unreadable:
+    warned_at: float | None = None
+
+
+_unreadable = _Unreadable()
+
+
+def _unreadable_warn(exc: Exception) -> None:
+    now = time.monotonic()
+    last = _unreadable.warned_at
+    if last is None or now - last >= UNREADABLE_WARNING_SECONDS:
+        _unreadable.warned_at = now
+        logger.warning(
+            "Cannot read the processes' beats, counting every process alive: %s: %s",
+            type(exc).__name__,
+            exc,
+        )
 
 
 def process_gone(process: str) -> bool:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from conductor import events
 from conductor.models import Executor, RequestLog
-from conductor.processes import process_alive
+from conductor.processes import process_alive, process_of, processes_dead
 from conductor.protocol import (
     MessageType,
     Request,
@@ -436,6 +436,15 @@ class Health:
 health = Health()
 
 
+async def _without_dead_holders(executors: list[Executor]) -> list[Executor]:
+    """`executors` less those held by a process whose beat has expired: gone, though their
+    rows say connected until their heartbeat goes stale. If that leaves none, all of them,
+    so that the request fails saying why (`PROCESS_GONE`), not that nothing is connected."""
+    dead = await processes_dead(executor.channel_name for executor in executors)
+    alive = [e for e in executors if process_of(e.channel_name) not in dead]
+    return alive or executors
+
+
 class Routes:
     """Which executors are live, per application, cached in this process.
 
@@ -481,7 +490,7 @@ class Routes:
                 )
         if not live:
             raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
-        return health.ordered(live)
+        return health.ordered(await _without_dead_holders(live))
 
     async def _live(self, application: Application) -> list[Executor]:
         if not self._listening():

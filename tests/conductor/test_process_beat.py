@@ -106,7 +106,7 @@ async def test_with_the_cache_unreachable_the_process_counts_alive(
     async def unreachable(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(cache, "aget", unreachable)
+    monkeypatch.setattr(cache, "aget_many", unreachable)
     assert await processes.process_alive(f"{HOLDER}!abc")
 
 
