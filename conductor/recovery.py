@@ -52,6 +52,14 @@ ABANDONED_CLAIM_SECONDS = 300
 # alive and reconnecting, maybe to a process that is still starting: it is not recovered
 # before this long, whatever its application's grace. If it never comes back, it is.
 HANDED_OFF_GRACE_SECONDS = 120
+# Close codes of an executor that closed its socket on purpose (its process shutting down):
+# not a death. Its work is recovered only if still PENDING on it after the grace period,
+# once, and never counted against a workflow as a poison suspect.
+CLEAN_CLOSE_CODES = (1000, 1001)
+CLEAN_CLOSE = (
+    "It closed cleanly (code {code}), yet its work was still PENDING on it after the grace "
+    "period and no live executor had taken it: recovered once, not counted as a death."
+)
 # Executors an operator may recover by hand: gone, whatever became of their work since.
 RECOVERABLE = (Executor.State.DISCONNECTED, Executor.State.DEAD, Executor.State.RECOVERED)
 
@@ -231,6 +239,17 @@ async def recover(
             ListWorkflowsResponse,
         )
         pending_ids = [row.workflow_uuid for row in pending.output if row.workflow_uuid]
+        clean = await db_async(_clean_close_code)(executor)
+        if clean is not None:
+            await relay.request(
+                application, RecoveryRequest(executor_ids=[executor.executor_id]), **options
+            )
+            return await record(
+                RecoveryAttempt.Outcome.SENT,
+                target=target,
+                pending=pending_ids,
+                detail=CLEAN_CLOSE.format(code=clean),
+            )
         poison = await db_async(_tally_poison)(executor, pending_ids)
         if poison and not manual:
             return await record(
@@ -245,6 +264,17 @@ async def recover(
     except relay.RelayError as exc:
         return await record(RecoveryAttempt.Outcome.FAILED, target=target, detail=str(exc))
     return await record(RecoveryAttempt.Outcome.SENT, target=target, pending=pending_ids)
+
+
+def _clean_close_code(executor: Executor) -> int | None:
+    """The close code of the executor's last connection if it closed cleanly, else None."""
+    code = (
+        ExecutorConnection.objects.filter(executor=executor)
+        .order_by("-connected_at")
+        .values_list("close_code", flat=True)
+        .first()
+    )
+    return code if code in CLEAN_CLOSE_CODES else None
 
 
 def _same_version_target(executor: Executor) -> Executor | None:

@@ -16,8 +16,9 @@ from tests.fake_executor import FakeExecutor, connect_executor
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def die(executor: FakeExecutor) -> None:
-    await executor.communicator.disconnect()
+async def die(executor: FakeExecutor, code: int = 1006) -> None:
+    """The executor's socket ends: by default as a crash does (no close frame)."""
+    await executor.communicator.disconnect(code=code)
     for _ in range(100):
         state = await sync_to_async(
             lambda: Executor.objects.get(executor_id=executor.executor_id).state
@@ -142,6 +143,39 @@ async def test_a_workflow_that_kills_executor_after_executor_is_held_as_poison(
     await recover_through(third, second, ["wf-other"])
     assert (await sweeping)[0].outcome == "sent"
     await third.communicator.disconnect()
+
+
+@pytest.mark.parametrize("code", [1000, 1001])
+async def test_a_clean_close_with_work_still_pending_is_recovered_once_not_as_a_death(
+    orders: Application, code: int
+) -> None:
+    await grace(orders, 0)
+    closed, survivor = await connect_executor(), await connect_executor()
+    await die(closed, code=code)
+    sweeping = asyncio.create_task(recovery.sweep())
+    await recover_through(survivor, closed, ["wf-still-pending"])
+    [attempt] = await sweeping
+    assert attempt.outcome == "sent"
+    assert f"closed cleanly (code {code})" in attempt.detail
+    # Not a death: no poison tally, and not recovered again.
+    assert not await PoisonWorkflow.objects.filter(workflow_id="wf-still-pending").aexists()
+    assert await recovery.sweep() == []
+    assert await survivor.communicator.receive_nothing(timeout=0.1)
+    await survivor.communicator.disconnect()
+
+
+async def test_a_clean_close_with_nothing_pending_sends_no_recovery(orders: Application) -> None:
+    await grace(orders, 0)
+    closed, survivor = await connect_executor(), await connect_executor()
+    await die(closed, code=1000)
+    sweeping = asyncio.create_task(recovery.sweep())
+    # Its work was finished, or a live executor took it: nothing is PENDING on it.
+    await recover_through(survivor, closed, [])
+    [attempt] = await sweeping
+    assert attempt.outcome == "nothing_pending"
+    assert await survivor.communicator.receive_nothing(timeout=0.1)
+    assert await recovery.sweep() == []
+    await survivor.communicator.disconnect()
 
 
 async def test_an_operator_recovers_a_gone_executor_by_hand(orders: Application) -> None:
