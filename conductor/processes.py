@@ -118,8 +118,8 @@ def process_gone(process: str) -> bool:
         return False
     try:
         return not cache.get(KEY.format(process=process))
-    except Exception:
-        logger.warning("Cannot read the beat of process %s; counting it alive", process)
+    except Exception as exc:
+        _unreadable_warn(exc)
         return False
 
 
