@@ -37,7 +37,8 @@ $(INSTALLED_RUN): pyproject.toml
 $(INSTALLED): pyproject.toml
 	@echo "make test installs: the test tools (.venv), the TypeScript sample's npm packages"
 	echo "  (samples/typescript/node_modules, for the end-to-end tests), axe-core (node_modules,"
-	echo "  for the accessibility checks) and Debian's chromium (apt, for the browser tests)."
+	echo "  for the accessibility checks), Debian's chromium (apt, for the browser tests) and"
+	echo "  nginx (apt, the proxy of the fail-over test; run unprivileged by the test itself)."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
@@ -63,7 +64,13 @@ $(NODE_TEST_TOOLS): package-lock.json
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
 
-install: $(INSTALLED) $(INSTALLED_DBOS340) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium
+# nginx for tests/e2e/test_failover.py, which runs it itself on a free port.
+/usr/sbin/nginx:
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq nginx-light; fi
+
+install: $(INSTALLED) $(INSTALLED_DBOS340) $(NODE_SAMPLE) $(NODE_TEST_TOOLS) /usr/bin/chromium \
+	/usr/sbin/nginx
 
 install-run: $(INSTALLED_RUN)
 

@@ -4,6 +4,8 @@
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -294,6 +296,36 @@ class StepChange:
             timeout=timeout,
             what=f"{count} executor(s) of {app}",
         )
+
+
+class Proxy(Process):
+    """nginx from deploy/nginx.conf, unprivileged on a free port, in front of `servers`."""
+
+    def __init__(self, servers: list["StepChange"], log_dir: Path) -> None:
+        self.port = free_port()
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        prefix = log_dir / f"nginx-{self.port}"
+        prefix.mkdir()
+        site = (ROOT / "deploy/nginx.conf").read_text()
+        upstreams = "".join(f"    server 127.0.0.1:{server.port};\n" for server in servers)
+        site = re.sub(
+            r"upstream stepchange \{[^}]*\}", f"upstream stepchange {{\n{upstreams}}}", site
+        )
+        site = site.replace("listen 8001;", f"listen 127.0.0.1:{self.port};")
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\nevents {{}}\n"
+            f"http {{\n  client_body_temp_path {prefix}/body;\n"
+            f"  proxy_temp_path {prefix}/proxy;\n{site}\n}}\n"
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(nginx).exists():
+            if os.environ.get("CI") == "true":
+                pytest.fail("nginx is missing and CI=true: run `make install`")
+            pytest.skip("nginx is missing: run `make install`")
+        argv = [nginx, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+        super().__init__(f"nginx-{self.port}", argv, dict(os.environ), log_dir)
+        wait_for_http(f"http://127.0.0.1:{self.port}/healthz", process=self.popen)
 
 
 class Executor(Process):
