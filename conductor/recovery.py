@@ -250,7 +250,9 @@ async def recover(
                 pending=pending_ids,
                 detail=CLEAN_CLOSE.format(code=clean),
             )
-        poison = await db_async(_tally_poison)(executor, pending_ids)
+        poison = await db_async(tally_poison)(
+            executor.application, executor.executor_id, pending_ids
+        )
         if poison and not manual:
             return await record(
                 RecoveryAttempt.Outcome.HELD,
@@ -290,17 +292,18 @@ def _same_version_target(executor: Executor) -> Executor | None:
     )
 
 
-def _tally_poison(executor: Executor, pending_ids: list[str]) -> list[str]:
-    """Count this death against each pending workflow; return the poison suspects."""
+def tally_poison(application: Application, executor_id: str, pending_ids: list[str]) -> list[str]:
+    """Count an executor's death against each of its pending workflows; return the poison
+    suspects. Connected executors' recovery and the database path's both count here."""
     suspects = []
     now = timezone.now()
     with transaction.atomic():
         for workflow_id in pending_ids:
             row, _ = PoisonWorkflow.objects.select_for_update().get_or_create(
-                application=executor.application, workflow_id=workflow_id
+                application=application, workflow_id=workflow_id
             )
-            if executor.executor_id not in row.executor_ids:
-                row.executor_ids = [*row.executor_ids, executor.executor_id]
+            if executor_id not in row.executor_ids:
+                row.executor_ids = [*row.executor_ids, executor_id]
                 row.executors_killed = len(row.executor_ids)
                 row.last_seen_at = now
                 row.save()

@@ -635,7 +635,7 @@ def database_recover(
     """Recover a gone executor's PENDING workflows through the system database, as the
     SDK's own recovery re-enqueues them (`forks.native.native_recover`), counting the death
     against each (the poison rule of connected executors), audited with its path."""
-    from conductor.recovery import ACTION, _tally_poison
+    from conductor.recovery import ACTION, tally_poison
     from forks import native
 
     audit = {
@@ -657,8 +657,7 @@ def database_recover(
         why = NOTHING_PENDING.format(executor_id=executor_id)
         audit_record(**audit, result=Result.FAILED, detail=why)
         raise WorkflowNotFoundError(why)
-    # An executor seen only in the database: the poison tally needs its id, nothing more.
-    suspects = _tally_poison(Executor(application=application, executor_id=executor_id), pending)
+    suspects = tally_poison(application, executor_id, pending)
     try:
         written = native.native_recover(
             application=application, executor_id=executor_id, workflow_ids=pending
