@@ -428,7 +428,7 @@ def test_an_unknown_workflow_is_a_404_and_is_audited(deployment: Deployment) -> 
 
 
 @pytest.mark.parametrize("variant", EVERY, ids=str)
-def test_with_its_executor_stopped_an_action_is_a_503_and_is_audited(
+def test_with_its_executor_stopped_an_action_takes_the_database_path_or_is_a_503(
     variant: Variant,
     stepchange: StepChange,
     databases: PostgresDatabases,
@@ -444,13 +444,26 @@ def test_with_its_executor_stopped_an_action_is_a_503_and_is_audited(
     eventually(lambda: stepchange.executors(lonely.app) == [], timeout=10, what="a goodbye")
 
     status, answer = lonely.act(source, "fork", start_step=variant.first_step)
-    assert status == 503, answer
-    assert answer["detail"] == f"No executor of {lonely.app} is connected."
     [record] = lonely.audit(source)
-    assert (record["action"], record["result"]) == ("workflow.fork", "failed")
-    assert record["detail"] == answer["detail"]
-    # Nothing reached the database: no fork was made.
-    assert not lonely.row(source)["was_forked_from"]
-    assert lonely.db.rows(
-        "SELECT count(*) AS n FROM workflow_status WHERE forked_from = %s", source
-    ) == [{"n": 0}]
+    forks = lonely.db.rows(
+        "SELECT workflow_uuid, status FROM workflow_status WHERE forked_from = %s", source
+    )
+    if not variant.reads_database:
+        # No executor and no system database: nowhere to act, and nothing reached the database.
+        assert status == 503, answer
+        assert answer["detail"] == f"No executor of {lonely.app} is connected."
+        assert (record["action"], record["result"]) == ("workflow.fork", "failed")
+        assert record["detail"] == answer["detail"]
+        assert not lonely.row(source)["was_forked_from"]
+        assert forks == []
+        return
+    # With the system database registered, the fork is written into it, as the SDK would,
+    # for the next executor to pick up; the answer and the audit record say which path.
+    assert status == 200, answer
+    assert answer["path"] == "database"
+    [fork] = forks
+    assert fork["workflow_uuid"] == answer["new_workflow_id"]
+    assert fork["status"] == "ENQUEUED"
+    assert lonely.row(source)["was_forked_from"]
+    assert (record["action"], record["result"]) == ("workflow.fork", "ok")
+    assert record["parameters"]["path"] == "database"
