@@ -84,7 +84,7 @@ run: migrate
 	@admin="$$($(PY) manage.py ensure_admin)"
 	mkdir -p "$(DATA)"
 	test -s "$(DATA)/sample_key" || $(PY) -c "import secrets; print(secrets.token_urlsafe(24))" > "$(DATA)/sample_key"
-	$(PY) manage.py register_app sample-app --key "$$(cat "$(DATA)/sample_key")" \
+	$(PY) manage.py register_app sample-app --key="$$(cat "$(DATA)/sample_key")" \
 		--system-database-url "sqlite:///$(DATA)/sample-app.sqlite" \
 		--recovery-grace-seconds $(SAMPLE_RECOVERY_GRACE) > /dev/null
 	$(PY) -m stepchange.server -b $(HOST) -p $(PORT) &

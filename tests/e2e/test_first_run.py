@@ -95,6 +95,9 @@ def test_make_run_starts_stepchange_then_the_sample_and_recovers_its_crash_demo(
 ) -> None:
     if not (ROOT / ".venv/bin/python").exists():
         pytest.fail("no .venv: `make run` is tested from the checkout `make test` installed")
+    # The key `make run` generates once is token_urlsafe, whose alphabet has "-": one key in
+    # 64 begins with it, and the run must still take it as the value of --key.
+    (tmp_path / "sample_key").write_text("-" + "k" * 31 + "\n")
     run = MakeRun(tmp_path)
     try:
         eventually(
