@@ -101,6 +101,14 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/recovery"): Route(
         PERM_OPERATE, 200, "executor.recovery", body={"executor_ids": [GONE_EXECUTOR]}
     ),
+    # No system database registered for the matrix's application: nothing to re-enqueue in.
+    ("POST", "/api/v1/apps/{app}/database-recovery"): Route(
+        PERM_OPERATE,
+        503,
+        "executor.recovery",
+        FAILED,
+        body={"executor_id": GONE_EXECUTOR, **REASON},
+    ),
     ("PUT", "/api/v1/apps/{app}/retention"): Route(
         PERM_ADMINISTER,
         200,

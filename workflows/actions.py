@@ -48,6 +48,7 @@ from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.models import ACTIVE_STATUSES
 from workflows.sources import Source, Workflow, source_for
+from workflows.systemdb import SystemDatabaseError
 
 if TYPE_CHECKING:
     from forks.native import Written
@@ -651,7 +652,13 @@ def database_recover(
         why = STILL_CONNECTED.format(executor_id=executor_id)
         audit_record(**audit, result=Result.FAILED, detail=why)
         raise ActionRefusedError(why)
-    seen = [e for e in native.pending_executors(application) if e.executor_id == executor_id]
+    try:
+        found = native.pending_executors(application)
+    except SystemDatabaseError as exc:
+        # No system database registered, or it cannot be reached: refused, and recorded.
+        audit_record(**audit, result=Result.FAILED, detail=str(exc))
+        raise
+    seen = [e for e in found if e.executor_id == executor_id]
     pending = [workflow_id for e in seen for workflow_id in e.workflow_ids]
     if not pending:
         why = NOTHING_PENDING.format(executor_id=executor_id)
@@ -662,6 +669,9 @@ def database_recover(
         written = native.native_recover(
             application=application, executor_id=executor_id, workflow_ids=pending
         )
+    except SystemDatabaseError as exc:
+        audit_record(**audit, result=Result.FAILED, detail=str(exc))
+        raise
     except native.NativeError as exc:
         audit_record(**audit, result=Result.FAILED, detail=str(exc))
         error = ActionRefusedError(str(exc))
