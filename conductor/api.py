@@ -288,6 +288,11 @@ class RetentionSentOut(Schema):
     executor_id: str
     success: bool
     sent_at: datetime
+    # "executor", or "database" where it was written into the system database, with counts.
+    path: str
+    deleted: int | None
+    cancelled: int | None
+    detail: str
 
 
 @router.get("/apps/{app}/retention", response=RetentionOut, tags=["retention"])
@@ -315,8 +320,10 @@ def put_retention(request: HttpRequest, app: str, body: RetentionIn) -> Applicat
     auth=acting_with(PERM_ADMINISTER),
 )
 async def send_retention(request: HttpRequest, app: str) -> retention.RetentionSent:
-    """Send the rules to one executor now. DBOS garbage collection deletes finished
-    workflows across the whole system database, not only this application's."""
+    """Send the rules to one executor now, or, with none connected and a system database
+    registered, write them into it (path "database", with the counts). DBOS garbage
+    collection deletes finished workflows across the whole system database, not only this
+    application's."""
     application = await aapplication_for(request, app, PERM_ADMINISTER)
     actor = request.user.get_username()
     try:
@@ -326,3 +333,5 @@ async def send_retention(request: HttpRequest, app: str) -> retention.RetentionS
     except retention.NoRetentionRuleError as exc:
         # Not the request's fault: the application's state (no rule yet) refuses it.
         raise HttpError(409, str(exc)) from None
+    except retention.RetentionRefusedError as exc:
+        raise HttpError(exc.status, str(exc)) from None

@@ -1,5 +1,7 @@
 """Retention (PROTOCOL.md §2.2 `retention`): the garbage collection and global timeout that
 an application's settings ask of DBOS, sent to one executor by an admin or by the sweeper.
+An application with no executor connected and a system database registered has them
+written into that database instead (`forks.native_retention`), audited with path "database".
 
 DBOS's garbage collection is not scoped to an application: it deletes finished workflows
 across the whole system database, so it goes to one executor at a time, never to all of
@@ -15,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -34,6 +36,13 @@ AUTOMATIC = "stepchange (automatic retention)"
 NO_RULE = "{app} has no retention rule: set an age, a number of rows or a timeout first."
 NOT_ACKNOWLEDGED = "Executor {executor_id} did not accept retention (success: false)."
 ACKNOWLEDGED = "Accepted by executor {executor_id}; it runs in the background there."
+DATABASE_DONE = (
+    "Written into the system database: {deleted} finished workflows deleted,"
+    " {cancelled} timed-out workflows cancelled in {batches} batches."
+)
+DATABASE_LEFT = " Left as they were, changed in between: {left}."
+DATABASE_FAILED = "The system database failed during retention: {error}"
+EXECUTOR_PATH, DATABASE_PATH = "executor", "database"
 
 # The settings, with the bounds both the API and the console enforce. DBOS fails on a row
 # threshold of 0, and 0 days or hours would delete or cancel everything at once; the upper
@@ -57,12 +66,26 @@ class NoRetentionRuleError(ValueError):
     """Nothing to send: every rule of the application is unset."""
 
 
+class RetentionRefusedError(Exception):
+    """The database path wrote nothing (or stopped on an error); `status` is the API's."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class RetentionSent:
     request_id: str
     executor_id: str
     success: bool
     sent_at: datetime
+    path: str = EXECUTOR_PATH
+    # The database path's counts and its own account (None and "" on the executor path,
+    # where DBOS works in the background and reports nothing back).
+    deleted: int | None = None
+    cancelled: int | None = None
+    detail: str = ""
 
 
 def retention_settings(application: Application) -> dict[str, int | None]:
@@ -135,6 +158,11 @@ async def retention_send(
         )
         raise NoRetentionRuleError(refused)
     now = timezone.now()
+    if application.system_database_url and not await db_async(_has_live_executor)(application):
+        return await db_async(_database_send)(
+            application, actor_name="" if request is not None else actor_name,
+            request=request, now=now,
+        )  # fmt: skip
     message = RetentionRequest(body=retention_body(application, now))
     record = functools.partial(
         db_async(_record),
@@ -168,6 +196,74 @@ async def retention_send(
     if success:
         application.retention_sent_at = now
     return RetentionSent(message.request_id, executor_id, success, now)
+
+
+def _has_live_executor(application: Application) -> bool:
+    return Executor.objects.live().filter(application=application).exists()
+
+
+def _database_send(
+    application: Application, *, actor_name: str, request: HttpRequest | None, now: datetime
+) -> RetentionSent:
+    """The rules written into the system database in batches, audited with the counts;
+    raises RetentionRefusedError (audited as failed first) when nothing could be done."""
+    # forks.native imports workflows.actions, which imports this app's modules.
+    from forks import native, native_retention
+
+    body = retention_body(application, now)
+    parameters: dict[str, Any] = {
+        **retention_settings(application),
+        "gc_cutoff_epoch_ms": body.gc_cutoff_epoch_ms,
+        "gc_rows_threshold": body.gc_rows_threshold,
+        "timeout_cutoff_epoch_ms": body.timeout_cutoff_epoch_ms,
+        "path": DATABASE_PATH,
+        "batch_rows": settings.RETENTION_BATCH_ROWS,
+        "statement_timeout_ms": settings.RETENTION_STATEMENT_TIMEOUT_MS,
+    }
+    record = functools.partial(
+        _record, application, actor_name=actor_name, request=request, request_id="", response=None
+    )
+    try:
+        swept = native_retention.native_retention(
+            application=application,
+            gc_cutoff_epoch_ms=body.gc_cutoff_epoch_ms,
+            gc_rows_threshold=body.gc_rows_threshold,
+            timeout_cutoff_epoch_ms=body.timeout_cutoff_epoch_ms,
+            batch_rows=settings.RETENTION_BATCH_ROWS,
+            statement_timeout_ms=settings.RETENTION_STATEMENT_TIMEOUT_MS,
+        )
+    except native.NativeError as exc:
+        record(parameters=parameters, result=Result.FAILED, detail=str(exc))
+        raise RetentionRefusedError(str(exc), status=exc.status) from None
+    except DatabaseError as exc:
+        # Batches committed before the failure stand; their count is lost with it.
+        failed = DATABASE_FAILED.format(error=exc)
+        record(parameters=parameters, result=Result.FAILED, detail=failed)
+        raise RetentionRefusedError(failed, status=503) from None
+    detail = DATABASE_DONE.format(
+        deleted=swept.deleted, cancelled=swept.cancelled, batches=swept.batches
+    )
+    if swept.left:
+        left = ", ".join(f"{wid} ({status})" for wid, status in sorted(swept.left.items()))
+        detail += DATABASE_LEFT.format(left=left)
+    if swept.stopped:
+        detail += " " + swept.stopped
+    record(
+        parameters={
+            **parameters,
+            "gc_cutoff_used_epoch_ms": swept.gc_cutoff_epoch_ms,
+            "deleted": swept.deleted,
+            "cancelled": swept.cancelled,
+            "batches": swept.batches,
+            "left": swept.left,
+            "stopped": bool(swept.stopped),
+        },
+        result=Result.OK,
+        detail=detail,
+        sent_at=now,
+    )
+    application.retention_sent_at = now
+    return RetentionSent("", "", True, now, DATABASE_PATH, swept.deleted, swept.cancelled, detail)
 
 
 def _record(
@@ -223,21 +319,23 @@ async def retention_sweep() -> list[RetentionSent]:
                     application=application, actor_name=AUTOMATIC, source="automatic"
                 )
             )
-        except relay.RelayError as exc:
+        except (relay.RelayError, RetentionRefusedError) as exc:
             # Audited already; the claim stands, so the next try is an interval away.
             logger.warning("Automatic retention of %s failed: %s", application.name, exc)
     return sent
 
 
 def _claim_due() -> list[Application]:
-    """Applications with a rule, an executor to run it, and no send within the interval."""
+    """Applications with a rule, an executor or a system database to run it, and no send
+    within the interval."""
     now = timezone.now()
     due = Q(retention_sent_at__isnull=True) | Q(
         retention_sent_at__lte=now - timedelta(seconds=settings.RETENTION_INTERVAL_SECONDS)
     )
-    # Only where an executor is live: otherwise every interval would audit one more failure.
+    # Only where an executor is live or the database path is open: otherwise every interval
+    # would audit one more failure.
     candidates = Application.objects.filter(HAS_RULE, due).filter(
-        pk__in=Executor.objects.live().values("application")
+        Q(pk__in=Executor.objects.live().values("application")) | ~Q(system_database_url="")
     )
     return [application for application in candidates if retention_claim(application, now)]
 

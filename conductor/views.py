@@ -246,10 +246,16 @@ async def _retention_send_now(request: HttpRequest, application: Application, ac
         sent = await retention.retention_send(
             application=application, actor_name=actor, request=request, source="console"
         )
-    except (retention.NoRetentionRuleError, relay.RelayError) as exc:
+    except (
+        retention.NoRetentionRuleError,
+        retention.RetentionRefusedError,
+        relay.RelayError,
+    ) as exc:
         messages.error(request, f"Saved, but not sent: {exc}")
         return
-    if sent.success:
+    if sent.path == retention.DATABASE_PATH:
+        messages.success(request, f"Saved. {sent.detail}")
+    elif sent.success:
         messages.success(
             request, f"Saved and sent to executor {sent.executor_id}; it runs in the background."
         )

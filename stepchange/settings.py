@@ -299,6 +299,10 @@ SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000,
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
+# Retention written into a system database (no executor connected): workflows per batch
+# transaction, and each batch's statement timeout on Postgres (a batch past it stops the sweep).
+RETENTION_BATCH_ROWS = env_int("RETENTION_BATCH_ROWS", 1000, minimum=1, maximum=10_000)
+RETENTION_STATEMENT_TIMEOUT_MS = env_int("RETENTION_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
 # Alerts: how often rules are evaluated and the outbox is sent, and the first retry's wait
 # (doubled after each failure).
 ALERT_EVALUATE_SECONDS = env_int("ALERT_EVALUATE_SECONDS", 15, minimum=1)
