@@ -436,13 +436,25 @@ class Health:
 health = Health()
 
 
-async def _without_dead_holders(executors: list[Executor]) -> list[Executor]:
+async def held_alive(executors: list[Executor]) -> list[Executor]:
     """`executors` less those held by a process whose beat has expired: gone, though their
-    rows say connected until their heartbeat goes stale. If that leaves none, all of them,
-    so that the request fails saying why (`PROCESS_GONE`), not that nothing is connected."""
+    rows say connected until their heartbeat goes stale (or they reconnect elsewhere)."""
     dead = await processes_dead(executor.channel_name for executor in executors)
-    alive = [e for e in executors if process_of(e.channel_name) not in dead]
-    return alive or executors
+    return [e for e in executors if process_of(e.channel_name) not in dead]
+
+
+async def reachable_executors(application: Application) -> tuple[list[Executor], list[Executor]]:
+    """The application's live executors, and those of them a request can reach now (held
+    by a process that still beats). A caller with another way to act (the system database)
+    takes it when none is reachable; one without sends anyway, to fail with the reason."""
+    live: list[Executor] = await db_async(live_executors)(application)
+    return live, await held_alive(live) if live else []
+
+
+async def _without_dead_holders(executors: list[Executor]) -> list[Executor]:
+    """`held_alive(executors)`, or, if that leaves none, all of them, so that the request
+    fails saying why (`PROCESS_GONE`), not that nothing is connected."""
+    return await held_alive(executors) or executors
 
 
 class Routes:

@@ -396,7 +396,11 @@ class _Attempt:
         owner = workflow.application_name
         if owner and owner != self.application.name:
             raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
-        executors = await db_async(live_executors)(self.application)
+        live, reachable = await relay.reachable_executors(self.application)
+        # Executors whose StepChange process died are left to reconnect elsewhere: with a
+        # system database the action is written there meanwhile; without one, it is sent
+        # to them and fails saying why.
+        executors = reachable or ([] if self.application.system_database_url else live)
         why_not = refusals(str(workflow.status or ""), executors)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)

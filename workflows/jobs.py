@@ -42,7 +42,7 @@ from conductor.protocol import (
     ResumeRequest,
     SuccessResponse,
 )
-from conductor.registry import live_executors, live_versions
+from conductor.registry import live_versions
 from conductor.services import poison_holds_clear
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -71,6 +71,9 @@ LEASE_SECONDS = 60
 # How often each process looks for jobs left behind by a process that stopped.
 IDLE_POLL_SECONDS = 5.0
 RETRIES = 3
+# Between tries of a batch the executor could not answer: long enough, together, for an
+# executor whose StepChange process died to reconnect to another (it does within 5 s).
+RETRY_PAUSE_SECONDS = 3.0
 ITEM_OUTCOME = ["state", "request_id", "executor_id", "new_workflow_id", "detail"]
 
 ACTIONS = {
@@ -413,6 +416,7 @@ async def run(job: BulkJob) -> None:
                 detail = GAVE_UP.format(tries=tries, error=exc)
                 await db_async(_finish)(job, BulkJob.State.FAILED, detail)
                 return
+            await asyncio.sleep(RETRY_PAUSE_SECONDS * tries)
 
 
 def _next_batch(job: BulkJob) -> list[BulkJobItem] | None:
@@ -455,7 +459,7 @@ def _unknown(job: BulkJob, batch: list[BulkJobItem], exc: Exception) -> None:
 async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
     """One request for the batch; each item's outcome recorded and audited. With no
     executor connected and a system database, each item is written there instead."""
-    if await db_async(_database_path)(job.application):
+    if await _database_path(job.application):
         await db_async(_write_batch)(job, batch)
         return
     ids = [item.workflow_id for item in batch]
@@ -475,8 +479,13 @@ async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
     await db_async(_record)(job, batch, message.request_id, answer)
 
 
-def _database_path(application: Application) -> bool:
-    return bool(application.system_database_url) and not live_executors(application)
+async def _database_path(application: Application) -> bool:
+    """With a system database, and no executor a request can reach (none connected, or
+    only those whose StepChange process died, on their way to another)."""
+    if not application.system_database_url:
+        return False
+    _, reachable = await relay.reachable_executors(application)
+    return not reachable
 
 
 def _write_batch(job: BulkJob, batch: list[BulkJobItem]) -> None:

@@ -117,3 +117,15 @@ async def test_this_process_beats_and_counts_itself_alive() -> None:
     assert own == HOLDER
     assert await cache.aget(processes.KEY.format(process=own))
     assert await processes.process_alive(f"{own}!anything")
+
+
+async def test_an_executor_held_by_a_process_without_a_beat_is_live_but_not_reachable(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    # Actions and bulk jobs take the system database instead, where there is one.
+    live, reachable = await relay.reachable_executors(orders)
+    assert [e.executor_id for e in live] == [executor.executor_id]
+    assert reachable == []
+    await holder_beats()
+    live, reachable = await relay.reachable_executors(orders)
+    assert [e.executor_id for e in reachable] == [executor.executor_id]

@@ -272,3 +272,26 @@ async def test_refused_bulk_attempts_are_audited(orders: Application) -> None:
         "failed",
         jobs.NOT_STOPPED.format(job_id=done.pk, state="done"),
     )
+
+
+async def test_a_batch_whose_executor_drops_it_is_sent_again_once_it_is_back(
+    orders: Application, executor: FakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An executor whose StepChange process died reconnects to another within seconds: the
+    # job pauses between tries instead of spending them all at once.
+    monkeypatch.setattr(jobs, "RETRY_PAUSE_SECONDS", 1.0)
+    job = await job_left_behind(orders, "cancel", {"a": "pending"})
+    running = asyncio.create_task(jobs.run_next())
+    first = await executor.receive()
+    assert first["type"] == "cancel"
+    await executor.communicator.disconnect()
+    back = await connect_executor()
+    try:
+        cancel = await back.answer("cancel", success=True)
+        assert cancel["workflow_ids"] == ["a"]
+        assert await running
+    finally:
+        await back.communicator.disconnect()
+    done = await BulkJob.objects.aget(pk=job.pk)
+    assert done.state == "done", done.detail
+    assert (await items_of(job.pk))["a"].state == "ok"
