@@ -222,6 +222,8 @@ def timed_gets(port: int, path: str, headers: dict[str, str], runs: int) -> list
 class OperatorFigures:
     latencies_ms: list[float] = field(default_factory=list)
     lost: Counter[str] = field(default_factory=Counter)
+    # Why, for the first few lost: each one's answer (a problem's detail) or exception.
+    why: list[str] = field(default_factory=list)
     relayed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -248,10 +250,10 @@ def operator(port: int, token: str, seconds: float, figures: OperatorFigures, se
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             status = str(response.status)
         except (OSError, http.client.HTTPException) as exc:
-            status = type(exc).__name__
+            status, answer = type(exc).__name__, str(exc).encode()
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         elapsed = (time.perf_counter() - started) * 1000
@@ -261,6 +263,8 @@ def operator(port: int, token: str, seconds: float, figures: OperatorFigures, se
                 figures.latencies_ms.append(elapsed)
             else:
                 figures.lost[f"{method} {path.split('/')[-1][:12]} {status}"] += 1
+                if len(figures.why) < 10:
+                    figures.why.append(f"{method} {path}: {status} {answer[:300]!r}")
         time.sleep(chooser.uniform(0.05, 0.2))
     conn.close()
 
@@ -434,6 +438,7 @@ async def operate(
         "p50": percentile(figures.latencies_ms, 0.5),
         "p99": percentile(figures.latencies_ms, 0.99),
         "lost": dict(figures.lost),
+        "why": list(figures.why),
         "relay_logged": logged,
         "relay_p50": relay_p50,
         "relay_p99": relay_p99,
@@ -473,6 +478,8 @@ def report(args: argparse.Namespace, floor: dict[str, float], ours: dict[str, An
             f"API p50 {op['p50']:.1f} ms p99 {op['p99']:.1f} ms; lost {sum(op['lost'].values())}"
             f" {op['lost'] or ''}"
         )
+        for why in op["why"]:
+            print(f"    lost: {why}")
         print(
             f"  executor exchanges (request log, {op['relay_logged']}; an action is two): "
             f"p50 {op['relay_p50']:.1f} ms p99 {op['relay_p99']:.1f} ms; "
