@@ -4,12 +4,13 @@ retention."""
 from datetime import datetime
 from typing import Annotated, Any
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 
-from conductor import recovery, retention
-from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+from conductor import liveness, recovery, retention
+from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.protocol import ProtocolError
 from conductor.relay import RelayError
 from conductor.services import poison_cancel, poison_dismiss
@@ -260,6 +261,67 @@ def _claim_for_manual(
     return [
         Executor.objects.select_related("application").get(pk=executor.pk) for executor in claimed
     ]
+
+
+class LivenessIn(Body):
+    liveness_url_template: str = Field(
+        ...,
+        max_length=1000,
+        description='Such as http://{executor_id}:8000/healthz; "" turns probing off.',
+    )
+
+
+class DatabaseExecutorOut(Schema):
+    executor_id: str
+    application_version: str
+    state: str
+    last_probed_at: datetime | None
+    answered_at: datetime | None
+    failing_since: datetime | None
+    probe_detail: str
+    recovered_at: datetime | None
+
+
+class LivenessOut(Schema):
+    liveness_url_template: str
+    recovery_grace_seconds: int
+    executors: list[DatabaseExecutorOut]
+
+
+def _liveness(application: Application) -> dict[str, Any]:
+    return {
+        "liveness_url_template": application.liveness_url_template,
+        "recovery_grace_seconds": application.recovery_grace_seconds,
+        "executors": list(DatabaseExecutor.objects.filter(application=application)),
+    }
+
+
+@router.get("/apps/{app}/liveness", response=LivenessOut, tags=["recovery"])
+def get_liveness(request: HttpRequest, app: str) -> dict[str, Any]:
+    """The liveness URL of a database-managed application's executors, and what the last
+    probes of each executor seen in its PENDING workflows found."""
+    return _liveness(application_for(request, app, PERM_ADMINISTER))
+
+
+@router.put(
+    "/apps/{app}/liveness",
+    response=LivenessOut,
+    tags=["recovery"],
+    auth=acting_with(PERM_ADMINISTER),
+)
+def put_liveness(request: HttpRequest, app: str, body: LivenessIn) -> dict[str, Any]:
+    """Set the liveness URL (audited). An executor whose URL fails for the grace period has
+    its PENDING workflows recovered through the system database."""
+    application = application_for(request, app, PERM_ADMINISTER)
+    try:
+        liveness.liveness_update(
+            application=application,
+            liveness_url_template=body.liveness_url_template,
+            request=request,
+        )
+    except ValidationError as exc:
+        raise HttpError(400, " ".join(exc.messages)) from None
+    return _liveness(application)
 
 
 _DAYS, _ROWS, _HOURS = (retention.LIMITS[name] for name in retention.SETTINGS)

@@ -139,6 +139,9 @@ class RecoveryAttempt(models.Model):
     requested_by = models.CharField(max_length=150, blank=True)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     detail = models.TextField(blank=True)
+    # "executor" (a `recovery` message to a live executor) or "database" (re-enqueued in
+    # the system database, forks.native.native_recover).
+    path = models.CharField(max_length=20, default="executor")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -170,3 +173,40 @@ class PoisonWorkflow(models.Model):
 
     def __str__(self) -> str:
         return f"poison {self.workflow_id}"
+
+
+class DatabaseExecutor(models.Model):
+    """An executor StepChange knows only from the `executor_id` of its application's
+    PENDING workflows (an SDK with no open Conductor client), probed at the application's
+    liveness URL (conductor/liveness.py)."""
+
+    class State(models.TextChoices):
+        ALIVE = "alive"  # its URL answered 2xx
+        FAILING = "failing"  # its URL fails, not yet for the grace period
+        UNPROBED = "unprobed"  # its id makes no usable URL: never recovered automatically
+        RECOVERING = "recovering"  # claimed by one process, which is recovering it now
+        RECOVERED = "recovered"  # its PENDING workflows were re-enqueued
+        HELD = "held"  # recovered but for poison suspects, held for an operator
+        FAILED = "failed"  # the recovery failed (a system database away): retried
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
+    executor_id = models.CharField(max_length=255)
+    application_version = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.ALIVE)
+    last_probed_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    probe_detail = models.CharField(max_length=500, blank=True)
+    recovery_claimed_at = models.DateTimeField(null=True, blank=True)
+    recovered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["executor_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "executor_id"], name="unique_database_executor"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application.name}/{self.executor_id} (database)"

@@ -212,6 +212,7 @@ APPLICATION_FIELDS = [
     "system_database_url",
     "system_database_schema",
     "recovery_grace_seconds",
+    "liveness_url_template",
     "fork_approval_required",
     "notes",
 ]

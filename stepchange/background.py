@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 
 from alerts import delivery, evaluator
-from conductor import consumers, processes, recovery, relay, requestlog, retention
+from conductor import consumers, liveness, processes, recovery, relay, requestlog, retention
 from metrics import rollups
 from workflows import jobs, names
 
@@ -54,6 +54,7 @@ LOOPS = (
     Loop("heartbeat", consumers.heartbeat_forever),
     Loop("process-beat", processes.beat_forever),
     Loop("recovery", recovery.sweep_forever),
+    Loop("liveness", liveness.probe_forever),
     Loop("retention", retention.retention_forever),
     Loop("bulk-jobs", jobs.runner.forever),
     Loop("workflow-names", names.names_refresh_forever),

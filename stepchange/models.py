@@ -4,9 +4,11 @@ access and API tokens, and the append-only audit log."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -27,6 +29,37 @@ URL_SAFE_KEY = RegexValidator(
 
 AUDIT_IMMUTABLE = "Audit records are append-only: they cannot be changed or deleted."
 
+# The liveness source of a database-managed application (README "Database-managed
+# applications"): a URL per executor, the executor id put in URL-quoted.
+LIVENESS_PLACEHOLDER = "{executor_id}"
+LIVENESS_NO_PLACEHOLDER = "The liveness URL must hold {executor_id}, where the executor id goes."
+LIVENESS_OTHER_BRACES = "The liveness URL may hold no braces other than one {executor_id}."
+LIVENESS_HTTP_ONLY = "The liveness URL must start with http:// or https:// and name a host."
+LIVENESS_SPACES = "The liveness URL may not hold spaces or control characters."
+
+
+def liveness_url(template: str, executor_id: str) -> str:
+    """The URL that says whether `executor_id` is alive: its id URL-quoted, so an id with
+    a slash or a question mark cannot reach another path or host."""
+    return template.replace(LIVENESS_PLACEHOLDER, quote(executor_id, safe=""))
+
+
+def validate_liveness_template(template: str) -> None:
+    if LIVENESS_PLACEHOLDER not in template:
+        raise ValidationError(LIVENESS_NO_PLACEHOLDER)
+    rest = template.replace(LIVENESS_PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
+        raise ValidationError(LIVENESS_OTHER_BRACES)
+    if any(character.isspace() or ord(character) < 32 for character in template):
+        raise ValidationError(LIVENESS_SPACES)
+    try:
+        parts = urlsplit(liveness_url(template, "executor-1"))
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise ValidationError(LIVENESS_HTTP_ONLY) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(LIVENESS_HTTP_ONLY)
+
 
 class Application(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[URL_SAFE])
@@ -41,6 +74,14 @@ class Application(models.Model):
     recovery_grace_seconds = models.PositiveIntegerField(
         default=60,
         help_text="How long an executor may stay away before its work is recovered elsewhere.",
+    )
+    liveness_url_template = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[validate_liveness_template],
+        help_text="Database-managed executors only: a URL that answers 2xx while the executor "
+        "is alive, such as http://{executor_id}:8000/healthz. One that fails for the grace "
+        "period has its PENDING workflows recovered through the system database.",
     )
     # Retention (PROTOCOL.md §2.2 `retention`), sent by an admin to one executor; unset = none.
     retention_days = models.PositiveIntegerField(

@@ -297,6 +297,11 @@ REQUEST_LOG_INLINE = False
 # The longest a query of StepChange's may run on a Postgres system database.
 SYSTEM_DB_STATEMENT_TIMEOUT_MS = env_int("SYSTEM_DB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
 RECOVERY_SWEEP_SECONDS = env_int("RECOVERY_SWEEP_SECONDS", 2, minimum=1)
+# Database-managed executors' liveness URLs: how often they are probed, how long one may
+# take to answer, and how many are probed at once.
+LIVENESS_PROBE_SECONDS = env_int("LIVENESS_PROBE_SECONDS", 5, minimum=1)
+LIVENESS_TIMEOUT_SECONDS = env_int("LIVENESS_TIMEOUT_SECONDS", 3, minimum=1)
+LIVENESS_CONCURRENCY = env_int("LIVENESS_CONCURRENCY", 16, minimum=1)
 # How often an application with a retention rule has it sent (to one executor) again.
 RETENTION_INTERVAL_SECONDS = env_int("RETENTION_INTERVAL_SECONDS", 3600, minimum=60)
 # Retention written into a system database (no executor connected): workflows per batch

@@ -118,6 +118,12 @@ API_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/apps/{app}/retention/send"): Route(
         PERM_ADMINISTER, 503, "application.retention", FAILED
     ),
+    ("PUT", "/api/v1/apps/{app}/liveness"): Route(
+        PERM_ADMINISTER,
+        200,
+        "application.update",
+        body={"liveness_url_template": "http://{executor_id}:8000/healthz"},
+    ),
     ("POST", f"{ON_WORKFLOW}/cancel"): Route(PERM_OPERATE, 503, "workflow.cancel", FAILED, REASON),
     # The matrix's workflow is held as poison too: no executor to cancel it through.
     ("POST", "/api/v1/apps/{app}/poison/{workflow_id}/cancel"): Route(

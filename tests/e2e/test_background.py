@@ -13,8 +13,9 @@ from tests.e2e.servers import StepChange, eventually
 pytestmark = pytest.mark.e2e
 
 STARTED = (
-    "Background work started: relay-routes, heartbeat, process-beat, recovery, retention,"
-    " bulk-jobs, workflow-names, alert-evaluator, alert-delivery, metric-rollups, request-log"
+    "Background work started: relay-routes, heartbeat, process-beat, recovery, liveness,"
+    " retention, bulk-jobs, workflow-names, alert-evaluator, alert-delivery, metric-rollups,"
+    " request-log"
 )
 STOPPED = "Background work stopped"
 

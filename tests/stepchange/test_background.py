@@ -32,6 +32,7 @@ EVERYTHING = [
     "heartbeat",
     "process-beat",
     "recovery",
+    "liveness",
     "retention",
     "bulk-jobs",
     "workflow-names",

@@ -1,0 +1,435 @@
+"""Stories about a database-managed application whose admin gave it a liveness URL: the
+executors seen in its PENDING workflows are probed there (a small HTTP server of the test
+answers for them), and one that fails for the grace period has its PENDING workflows
+re-enqueued in the system database (SQLite and Postgres), once, by one StepChange process,
+with poison suspects held for an operator."""
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connections
+from django.utils import timezone
+
+from conductor import liveness
+from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt
+from conductor.recovery import AUTOMATIC
+from forks import native
+from stepchange.models import (
+    LIVENESS_HTTP_ONLY,
+    LIVENESS_NO_PLACEHOLDER,
+    LIVENESS_OTHER_BRACES,
+    Application,
+    AuditRecord,
+    liveness_url,
+)
+from tests.conftest import make_user, signed_in
+from tests.workflows.family_data import family_database
+from workflows import systemdb
+
+GONE = "gone-executor"
+RUNNER = "live-runner"
+CHILD = "live-runner-child"
+
+
+class Health:
+    """A local HTTP server answering /health/<executor id> with the status the test sets
+    (200 unless told); "hang" answers nothing for 30 s; a redirect goes where it says."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, int | str] = {}
+        self.hits: list[str] = []
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                health.hits.append(self.path)
+                answer = health.status.get(self.path.rsplit("/", 1)[-1], 200)
+                if answer == "hang":
+                    time.sleep(30)
+                    return
+                if isinstance(answer, str):
+                    self.send_response(302)
+                    self.send_header("Location", answer)
+                    self.end_headers()
+                    return
+                self.send_response(answer)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.template = f"http://127.0.0.1:{self.port}/health/{{executor_id}}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def health() -> Iterator[Health]:
+    server = Health()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def family(
+    request: pytest.FixtureRequest,
+    system_databases: None,
+    sdk_fixtures: dict[str, dict[str, Any]],
+    tmp_path: Path,
+    health: Health,
+    settings: Any,
+) -> Iterator[Application]:
+    """The family of tests/workflows plus two PENDING workflows left by GONE, with the
+    test's health server as the liveness source and a grace period of a minute."""
+    settings.LIVENESS_TIMEOUT_SECONDS = 1
+    for application in family_database(request.param, sdk_fixtures, tmp_path):
+        application.liveness_url_template = health.template
+        application.recovery_grace_seconds = 60
+        application.save()
+        for workflow_id, parent in [(RUNNER, None), (CHILD, RUNNER)]:
+            write(
+                application,
+                "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name,"
+                " parent_workflow_id, created_at, updated_at, executor_id)"
+                " VALUES (%s, 'PENDING', 'ship', 'shipping', %s, 1, 1, %s)",
+                [workflow_id, parent, GONE],
+            )
+        yield application
+
+
+def write(application: Application, sql: str, params: list[Any]) -> None:
+    with connections[systemdb.alias_for(application)].cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def status(application: Application, workflow_id: str) -> tuple[Any, ...]:
+    with connections[systemdb.alias_for(application)].cursor() as cursor:
+        cursor.execute(
+            "SELECT status, queue_name, executor_id FROM workflow_status WHERE workflow_uuid = %s",
+            [workflow_id],
+        )
+        return tuple(cursor.fetchone())
+
+
+def probe_pass() -> list[RecoveryAttempt]:
+    return async_to_sync(liveness.probe_all)()
+
+
+def gone_for(seconds: int, executor_id: str = GONE) -> None:
+    """As if the executor's URL had been failing this long."""
+    DatabaseExecutor.objects.filter(executor_id=executor_id).update(
+        failing_since=timezone.now() - timedelta(seconds=seconds)
+    )
+
+
+def the(executor_id: str = GONE) -> DatabaseExecutor:
+    return DatabaseExecutor.objects.get(executor_id=executor_id)
+
+
+# The probe itself
+
+
+def probe(url: str, seconds: float = 1) -> liveness.Answer:
+    return async_to_sync(liveness.probe)(url, seconds=seconds)
+
+
+def test_an_executor_is_alive_while_its_url_answers_2xx(health: Health) -> None:
+    health.status.update({"ok": 204, "sick": 503})
+    assert probe(liveness_url(health.template, "ok")).alive
+    sick = probe(liveness_url(health.template, "sick"))
+    assert (sick.alive, sick.detail) == (False, "answered HTTP 503")
+
+
+def test_a_url_that_hangs_fails_at_the_timeout(health: Health) -> None:
+    health.status["slow"] = "hang"
+    started = time.monotonic()
+    answer = probe(liveness_url(health.template, "slow"), seconds=0.5)
+    assert time.monotonic() - started < 5
+    assert (answer.alive, answer.detail) == (False, "no answer within 0.5 s")
+
+
+def test_a_redirect_is_followed_on_the_same_host_only(health: Health) -> None:
+    other = Health()
+    try:
+        health.status["moved"] = f"http://127.0.0.1:{health.port}/health/ok"
+        assert probe(liveness_url(health.template, "moved")).alive
+        health.status["away"] = f"http://127.0.0.1:{other.port}/health/ok"
+        away = probe(liveness_url(health.template, "away"))
+        assert not away.alive
+        assert "redirected to another host" in away.detail
+        assert other.hits == []
+    finally:
+        other.close()
+
+
+def test_a_connection_refused_is_a_failure_not_an_error() -> None:
+    answer = probe("http://127.0.0.1:9/health")
+    assert not answer.alive
+    assert answer.probeable
+
+
+def test_the_executor_id_is_url_quoted_into_the_template() -> None:
+    template = "http://{executor_id}.hosts.example:8000/healthz?id={executor_id}"
+    assert liveness_url(template, "a/b?c") == (
+        "http://a%2Fb%3Fc.hosts.example:8000/healthz?id=a%2Fb%3Fc"
+    )
+    # A URL StepChange cannot use (here from a template stored before validation) is not
+    # a failure of the executor: it is never called gone.
+    unusable = probe("http://host:port/healthz")
+    assert (unusable.alive, unusable.probeable) == (False, False)
+
+
+# Setting the liveness URL
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("http://host:8000/healthz", LIVENESS_NO_PLACEHOLDER),
+        ("ftp://{executor_id}/healthz", LIVENESS_HTTP_ONLY),
+        ("{executor_id}:8000/healthz", LIVENESS_HTTP_ONLY),
+        ("http://{executor_id}:{port}/healthz", LIVENESS_OTHER_BRACES),
+        ("http://{executor_id}:99999999/", LIVENESS_HTTP_ONLY),
+    ],
+)
+def test_an_admin_is_told_what_is_wrong_with_a_bad_template(
+    db: None, template: str, message: str
+) -> None:
+    application = Application.objects.create(
+        name="shop", liveness_url_template="http://{executor_id}:1/ok"
+    )
+    admin = signed_in(make_user(username="ada", role="admin"))
+    answer = admin.put(
+        "/api/v1/apps/shop/liveness", {"liveness_url_template": template}, "application/json"
+    )
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["detail"] == message
+    application.refresh_from_db()
+    assert application.liveness_url_template == "http://{executor_id}:1/ok"
+    assert not AuditRecord.objects.filter(action="application.update").exists()
+
+
+def test_an_admin_sets_and_unsets_the_liveness_url_audited(db: None) -> None:
+    Application.objects.create(name="shop")
+    admin = signed_in(make_user(username="ada", role="admin"))
+    template = "https://{executor_id}.shop.internal/healthz"
+    answer = admin.put(
+        "/api/v1/apps/shop/liveness", {"liveness_url_template": template}, "application/json"
+    )
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {
+        "liveness_url_template": template,
+        "recovery_grace_seconds": 60,
+        "executors": [],
+    }
+    assert admin.get("/api/v1/apps/shop/liveness").json()["liveness_url_template"] == template
+    off = admin.put("/api/v1/apps/shop/liveness", {"liveness_url_template": ""}, "application/json")
+    assert off.json()["liveness_url_template"] == ""
+    records = AuditRecord.objects.filter(action="application.update").order_by("id")
+    assert [r.parameters["after"] for r in records] == [
+        {"liveness_url_template": template},
+        {"liveness_url_template": ""},
+    ]
+    assert records[1].parameters["before"] == {"liveness_url_template": template}
+
+
+def test_an_operator_may_not_set_the_liveness_url(db: None) -> None:
+    Application.objects.create(name="shop")
+    operator = signed_in(make_user(username="otto", role="operator"))
+    answer = operator.put(
+        "/api/v1/apps/shop/liveness",
+        {"liveness_url_template": "http://{executor_id}/"},
+        "application/json",
+    )
+    assert answer.status_code == 403
+    assert Application.objects.get().liveness_url_template == ""
+
+
+# Automatic recovery
+
+
+def test_a_gone_executor_is_recovered_once_past_the_grace_period(
+    family: Application, health: Health
+) -> None:
+    health.status[GONE] = 503
+    assert probe_pass() == []
+    assert (the().state, the().probe_detail) == ("failing", "answered HTTP 503")
+    assert status(family, RUNNER)[0] == "PENDING"
+    assert f"/health/{GONE}" in health.hits
+    gone_for(61)
+    [attempt] = probe_pass()
+    assert (attempt.outcome, attempt.path, attempt.requested_by) == ("sent", "database", AUTOMATIC)
+    assert sorted(attempt.pending_workflow_ids) == sorted([RUNNER, CHILD])
+    assert status(family, RUNNER)[:2] == ("ENQUEUED", "shipping")
+    assert status(family, CHILD)[:2] == ("ENQUEUED", "shipping")
+    assert the().state == "recovered"
+    record = AuditRecord.objects.get(action="executor.recovery")
+    assert (record.actor_name, record.result) == (AUTOMATIC, "ok")
+    assert record.parameters["path"] == "database"
+    assert "answered HTTP 503" in record.detail
+    # Nothing is left pending on it: it is not probed again, nor recovered again.
+    health.hits.clear()
+    assert probe_pass() == []
+    assert health.hits == []
+
+
+def test_an_executor_that_answers_again_within_the_grace_period_is_not_recovered(
+    family: Application, health: Health
+) -> None:
+    health.status[GONE] = 500
+    probe_pass()
+    gone_for(30)
+    health.status[GONE] = 200
+    assert probe_pass() == []
+    assert (the().state, the().failing_since) == ("alive", None)
+    # Failing again starts a new grace period.
+    health.status[GONE] = 500
+    assert probe_pass() == []
+    assert the().state == "failing"
+    assert status(family, RUNNER)[0] == "PENDING"
+    assert not RecoveryAttempt.objects.exists()
+
+
+def test_a_hanging_url_counts_as_failing(
+    family: Application, health: Health, settings: Any
+) -> None:
+    settings.LIVENESS_TIMEOUT_SECONDS = 1
+    health.status[GONE] = "hang"
+    probe_pass()
+    assert (the().state, the().probe_detail) == ("failing", "no answer within 1 s")
+    gone_for(61)
+    [attempt] = probe_pass()
+    assert attempt.outcome == "sent"
+
+
+def test_a_connected_executor_of_that_id_is_not_probed(family: Application, health: Health) -> None:
+    Executor.objects.create(application=family, executor_id=GONE)
+    probe_pass()
+    assert health.hits == []
+    assert not DatabaseExecutor.objects.exists()
+
+
+def test_a_workflow_another_executor_took_up_meanwhile_is_left_alone(
+    family: Application, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    real = native._database
+
+    def taken_up_first(application: Application) -> tuple[str, systemdb.Schema]:
+        write(
+            application,
+            "UPDATE workflow_status SET executor_id = 'alive' WHERE workflow_uuid = %s",
+            [CHILD],
+        )
+        return real(application)
+
+    monkeypatch.setattr(native, "_database", taken_up_first)
+    [attempt] = probe_pass()
+    assert attempt.outcome == "sent"
+    assert status(family, RUNNER)[0] == "ENQUEUED"
+    assert status(family, CHILD) == ("PENDING", "shipping", "alive")
+    assert f"taken up since: {CHILD} (PENDING)" in attempt.detail
+
+
+def test_an_unreachable_system_database_fails_the_attempt_which_is_retried(
+    family: Application, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+
+    def away(**kwargs: Any) -> native.Written:
+        raise systemdb.SystemDatabaseError("The system database is not answering.")
+
+    real = native.native_recover
+    monkeypatch.setattr(native, "native_recover", away)
+    [failed] = probe_pass()
+    assert (failed.outcome, failed.detail) == ("failed", "The system database is not answering.")
+    assert the().state == "failed"
+    assert status(family, RUNNER)[0] == status(family, CHILD)[0] == "PENDING"
+    assert AuditRecord.objects.get(action="executor.recovery").result == "failed"
+    monkeypatch.setattr(native, "native_recover", real)
+    # Not at once: after RETRY_FAILED_AFTER_SECONDS.
+    assert probe_pass() == []
+    DatabaseExecutor.objects.update(recovered_at=timezone.now() - timedelta(seconds=31))
+    [retried] = probe_pass()
+    assert retried.outcome == "sent"
+    assert status(family, RUNNER)[0] == status(family, CHILD)[0] == "ENQUEUED"
+
+
+def test_without_the_system_database_nothing_is_decided(
+    family: Application, health: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health.status[GONE] = 503
+
+    def away(application: Application) -> list[native.PendingExecutor]:
+        raise systemdb.SystemDatabaseError("The system database is not answering.")
+
+    monkeypatch.setattr(native, "pending_executors", away)
+    assert probe_pass() == []
+    assert health.hits == []
+    assert not DatabaseExecutor.objects.exists()
+
+
+def test_a_poison_suspect_is_held_for_an_operator_and_the_rest_recovered(
+    family: Application, health: Health
+) -> None:
+    # RUNNER was left pending once already, by an executor that died before GONE.
+    PoisonWorkflow.objects.create(
+        application=family, workflow_id=RUNNER, executors_killed=1, executor_ids=["gone-0"]
+    )
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    [attempt] = probe_pass()
+    assert attempt.outcome == "held"
+    assert f"held, not re-enqueued: poison suspects {RUNNER}" in attempt.detail
+    assert status(family, RUNNER)[0] == "PENDING"
+    assert status(family, CHILD)[0] == "ENQUEUED"
+    assert the().state == "held"
+    poison = PoisonWorkflow.objects.get(workflow_id=RUNNER)
+    assert (poison.executors_killed, poison.executor_ids) == (2, ["gone-0", GONE])
+    record = AuditRecord.objects.get(action="executor.recovery")
+    assert record.parameters["held_workflow_ids"] == [RUNNER]
+    # Held, not asked again while the suspect waits for an operator.
+    DatabaseExecutor.objects.update(recovered_at=timezone.now() - timedelta(seconds=31))
+    assert probe_pass() == []
+    # The operator says it is not poison: it is recovered at the next pass.
+    PoisonWorkflow.objects.filter(workflow_id=RUNNER).update(
+        resolved_at=timezone.now(), resolution="dismiss"
+    )
+    [again] = probe_pass()
+    assert again.outcome == "sent"
+    assert status(family, RUNNER)[0] == "ENQUEUED"
+
+
+def test_of_two_processes_only_one_claims_a_gone_executor(
+    family: Application, health: Health
+) -> None:
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    # Both processes read the executor as failing before either claims it.
+    first, second = the(), the()
+    now = timezone.now()
+    assert liveness._claim(first, now) is True
+    assert liveness._claim(second, now) is False
+    # And the claimed one is not claimed again by a later pass.
+    assert probe_pass() == []
+    assert the().state == "recovering"
+    assert status(family, RUNNER)[0] == "PENDING"
