@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from conductor import recovery, relay, retention
-from conductor.models import Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
 from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import arender, db_async
@@ -47,6 +47,8 @@ def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "live": page,
         "gone": gone,
         "attempts": RecoveryAttempt.objects.filter(application=application)[:20],
+        # Executors known only from the system database, as their liveness URL found them.
+        "probed": DatabaseExecutor.objects.filter(application=application)[:50],
         "poison": PoisonWorkflow.objects.filter(
             application=application,
             resolved_at__isnull=True,

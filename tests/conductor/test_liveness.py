@@ -433,3 +433,24 @@ def test_of_two_processes_only_one_claims_a_gone_executor(
     assert probe_pass() == []
     assert the().state == "recovering"
     assert status(family, RUNNER)[0] == "PENDING"
+
+
+def test_the_executors_page_shows_the_probes_and_the_held_recovery(
+    family: Application, health: Health
+) -> None:
+    PoisonWorkflow.objects.create(
+        application=family, workflow_id=RUNNER, executors_killed=1, executor_ids=["gone-0"]
+    )
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    probe_pass()
+    page = signed_in(make_user(username="otto", role="operator")).get("/apps/family/executors/")
+    html = page.content.decode()
+    assert "Seen in the system database" in html
+    assert f"<code>{health.template}</code>" in html
+    assert f"<code>{GONE}</code>" in html
+    assert "answered HTTP 503" in html
+    assert 'class="badge state-held">Held<' in html
+    assert '<span class="muted">system database</span>' in html
+    assert f"Poison workflow <code>{RUNNER}</code>" in html
