@@ -1,5 +1,5 @@
-"""The native actions on one workflow without an executor: cancel, resume, fork, restart
-and delete written into the application's system database, each as the open core of the
+"""The native actions on one workflow without an executor: cancel, resume, fork, restart,
+rewind and delete written into the application's system database, each as the open core of the
 DBOS SDK writes it for the same operation (Python `dbos` 3.4.0 `dbos/_sys_db.py`, whose
 TypeScript twin in `@dbos-inc/dbos-sdk` 5.3.0 `system_database.js` writes the same rows).
 
@@ -243,6 +243,113 @@ def native_delete(
                 sql = f"DELETE FROM {quote(table)} WHERE workflow_uuid IN ({marks})"  # noqa: S608
                 cursor.execute(sql, ids)
     return Written(ids)
+
+
+# The close sentinel a stream ends with, serialized as portable JSON (the SDK's
+# `_serialized_stream_closed_sentinel`, TypeScript `DBOS_STREAM_CLOSED_SENTINEL_SERIALIZED`).
+STREAM_CLOSED = ('"__DBOS_STREAM_CLOSED__"', "portable_json")
+REWIND_RACED = "Workflow {workflow_id} changed status while being rewound: nothing was changed."
+BAD_REWIND_STEP = "Rewind needs a start_step of 0 or more (the first step to run again)."
+
+
+def native_rewind(
+    *,
+    application: Application,
+    workflow_id: str,
+    start_step: int | None,
+    application_version: str | None,
+    queue_name: str | None,
+    check: Check,
+) -> Written:
+    """Mirrors dbos 3.4.0's `SystemDatabase.rewind_workflow` (TypeScript 5.3.0
+    `rewindWorkflow`): the same workflow, finished, re-enqueued with its history from
+    `start_step` on discarded: events rolled back to their last value published before it
+    (from `workflow_events_history`), streams' close sentinels from it cleared, its steps
+    and event history from it deleted, messages consumed from it (or not yet consumed)
+    deleted, its output deleted; then ENQUEUED on the queue named (else DBOS's internal
+    one) only while its status is still the one read. Step 0 discards all (TypeScript
+    counts steps from 0, Python from 1)."""
+    if start_step is None or start_step < 0:
+        error = NativeError(BAD_REWIND_STEP)
+        error.status = 400
+        raise error
+    alias, schema = _database(application)
+    with _transaction(alias) as cursor:
+        status = _checked(cursor, workflow_id, check)
+        _rewind_history(cursor, schema, workflow_id, start_step)
+        present = schema.columns.get("workflow_status", frozenset())
+        values: dict[str, Any] = {
+            "status": "ENQUEUED",
+            "owner_xid": None,
+            "queue_name": queue_name if queue_name is not None else INTERNAL_QUEUE,
+            "queue_partition_key": None,
+            "recovery_attempts": 0,
+            "workflow_deadline_epoch_ms": None,
+            "deduplication_id": None,
+            "started_at_epoch_ms": None,
+            "updated_at": NOW,
+            "completed_at": None,
+            "output": None,
+            "error": None,
+        }
+        if application_version is not None:
+            values["application_version"] = application_version
+        quote, now = cursor.db.ops.quote_name, NOW_SQL[cursor.db.vendor]
+        names = [name for name in values if name in present]
+        sets = ", ".join(f"{quote(n)} = {now if values[n] is NOW else '%s'}" for n in names)
+        cursor.execute(
+            f"UPDATE workflow_status SET {sets} WHERE workflow_uuid = %s AND status = %s",  # noqa: S608
+            [*(values[n] for n in names if values[n] is not NOW), workflow_id, status],
+        )
+        if cursor.rowcount != 1:
+            # Only where the row could not be locked; rolled back with the rest.
+            raise NativeError(REWIND_RACED.format(workflow_id=workflow_id))
+    return Written([workflow_id])
+
+
+def _rewind_history(cursor: Any, schema: systemdb.Schema, workflow_id: str, start: int) -> None:
+    """The deletes of `rewind_workflow`, in its order, on the tables this database has."""
+    past_cut = (
+        "EXISTS (SELECT 1 FROM workflow_events_history discarded"
+        " WHERE discarded.workflow_uuid = %s AND discarded.key = {key}"
+        " AND discarded.function_id >= %s)"
+    )
+    if schema.has("workflow_events_history") and schema.has("workflow_events"):
+        cursor.execute(
+            "DELETE FROM workflow_events WHERE workflow_uuid = %s AND "  # noqa: S608
+            + past_cut.format(key="workflow_events.key"),
+            [workflow_id, workflow_id, start],
+        )
+        cursor.execute(
+            "INSERT INTO workflow_events (workflow_uuid, key, value, serialization)"  # noqa: S608
+            " SELECT workflow_uuid, key, value, serialization FROM (SELECT weh.workflow_uuid,"
+            " weh.key, weh.value, weh.serialization, ROW_NUMBER() OVER (PARTITION BY weh.key"
+            " ORDER BY weh.function_id DESC) AS rn FROM workflow_events_history weh"
+            " WHERE weh.workflow_uuid = %s AND weh.function_id < %s AND "
+            + past_cut.format(key="weh.key")
+            + ") surviving WHERE surviving.rn = 1",
+            [workflow_id, start, workflow_id, start],
+        )
+    if schema.has("streams"):
+        cursor.execute(
+            "DELETE FROM streams WHERE workflow_uuid = %s AND function_id >= %s"
+            " AND value = %s AND serialization = %s",
+            [workflow_id, start, *STREAM_CLOSED],
+        )
+    for table in ("operation_outputs", "workflow_events_history"):
+        if schema.has(table):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE workflow_uuid = %s AND function_id >= %s",  # noqa: S608
+                [workflow_id, start],
+            )
+    if schema.has("notifications"):
+        cursor.execute(
+            "DELETE FROM notifications WHERE destination_uuid = %s"
+            " AND (consumed_by_function_id >= %s OR consumed = %s)",
+            [workflow_id, start, False],
+        )
+    if schema.has("workflow_output"):
+        cursor.execute("DELETE FROM workflow_output WHERE workflow_uuid = %s", [workflow_id])
 
 
 # The pieces.

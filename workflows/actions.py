@@ -223,14 +223,21 @@ class Offer:
         return EXPLANATIONS[self.action]
 
 
-def offers(workflow: Workflow, executors: Sequence[Executor]) -> list[Offer]:
-    """Every action, and whether it makes sense for `workflow` with these executors."""
+def offers(
+    workflow: Workflow, executors: Sequence[Executor], *, database: bool = False
+) -> list[Offer]:
+    """Every action, and whether it makes sense for `workflow` with these executors (or,
+    `database`, written into the system database)."""
     status = str(workflow.status or "")
-    return [Offer(action, not why, why) for action, why in refusals(status, executors).items()]
+    refused = refusals(status, executors, database=database)
+    return [Offer(action, not why, why) for action, why in refused.items()]
 
 
-def refusals(status: str, executors: Sequence[Executor]) -> dict[Action, str]:
-    """Why each action is not offered ("" when it is)."""
+def refusals(
+    status: str, executors: Sequence[Executor], *, database: bool = False
+) -> dict[Action, str]:
+    """Why each action is not offered ("" when it is); `database`: on the database path,
+    where no executor's SDK limits what is done."""
     named = {"status": status}
     resume = ""
     if status == "ERROR":
@@ -241,7 +248,7 @@ def refusals(status: str, executors: Sequence[Executor]) -> dict[Action, str]:
         resume = NO_RESUME_ACTIVE.format(**named)
     finished = "" if status not in ACTIVE else NOT_FINISHED.format(**named)
     rewind = finished
-    if not rewind and not any(Sdk.of(executor).can_rewind for executor in executors):
+    if not (rewind or database) and not any(Sdk.of(e).can_rewind for e in executors):
         rewind = NO_REWIND_EXECUTOR
     return {
         Action.CANCEL: FINISHED_ALREADY.format(**named)
@@ -401,7 +408,8 @@ class _Attempt:
         # system database the action is written there meanwhile; without one, it is sent
         # to them and fails saying why.
         executors = reachable or ([] if self.application.system_database_url else live)
-        why_not = refusals(str(workflow.status or ""), executors)[self.action]
+        database = not executors and bool(self.application.system_database_url)
+        why_not = refusals(str(workflow.status or ""), executors, database=database)[self.action]
         if why_not:
             raise ActionRefusedError(why_not)
         if not executors and self.application.system_database_url:
@@ -546,7 +554,7 @@ def database_write(
     common: dict[str, Any] = {
         "application": application,
         "workflow_id": workflow_id,
-        "check": lambda status: refusals(status, [])[action],
+        "check": lambda status: refusals(status, [], database=True)[action],
     }
     version, queue = chosen.application_version or None, chosen.queue_name or None
     try:
@@ -563,6 +571,13 @@ def database_write(
                 # in either, a restart.
                 start_step=(chosen.start_step or 0) if action is Action.FORK else 0,
                 new_workflow_id=chosen.new_workflow_id or None,
+                application_version=version,
+                queue_name=queue,
+            )
+        if action is Action.REWIND:
+            return native.native_rewind(
+                **common,
+                start_step=chosen.start_step,
                 application_version=version,
                 queue_name=queue,
             )

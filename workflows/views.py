@@ -1083,7 +1083,11 @@ def _render_detail(
         # viewer's page needs neither.
         executors = live_executors(application)
         controls |= {
-            "offers": offers(workflow, executors),
+            "offers": offers(
+                workflow,
+                executors,
+                database=not executors and bool(application.system_database_url),
+            ),
             "action_form": ActionForm(),
             "fork_id": str(uuid.uuid4()),
             "first_step": Sdk.of(executors[0]).first_step if executors else 1,

@@ -267,15 +267,6 @@ def test_a_fork_from_failure_starts_at_the_step_that_failed(
     assert act(otto, RUNNER, "fork-from-failure").status_code == 409  # PENDING: no failure
 
 
-def test_what_the_database_path_does_not_do_yet_is_refused_with_the_way_round(
-    family: Application, otto: User
-) -> None:
-    answer = act(otto, FAILED_CHILD, "rewind", start_step=2)
-    assert answer.status_code == 409
-    assert "Fork the workflow instead" in answer.json()["detail"]
-    assert status(family, FAILED_CHILD)[0] == "ERROR"
-
-
 def test_a_bulk_cancel_without_an_executor_writes_each_workflow_and_reports_a_race(
     family: Application, otto: User
 ) -> None:
