@@ -8,10 +8,14 @@ One executor per kind serves the module; each story uses workflow ids of its own
 """
 
 import os
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +26,7 @@ from tests.e2e.servers import (
     PostgresDatabases,
     StepChange,
     SystemDatabase,
+    eventually,
 )
 
 pytestmark = pytest.mark.e2e
@@ -262,3 +267,94 @@ def test_a_killed_executors_pending_work_finishes_on_another_after_recovery(
     row = deployment.db.wait_status(workflow_id, "SUCCESS", timeout=60)
     assert row["executor_id"] != doomed_id
     assert deployment.output(workflow_id) == "slept 6s"
+
+
+class HealthRouter:
+    """The liveness source of the story: /health/<executor id> answers as that executor's
+    own /health page does (its sample's HTTP server), 502 when it does not answer, 404 for
+    an executor id it was not told of. It stands in for per-host DNS, which the test's
+    executors, all on 127.0.0.1, do not have."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, int] = {}
+        router = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                port = router.ports.get(self.path.rsplit("/", 1)[-1])
+                self.send_response(404 if port is None else router.ask(port))
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        port = self.server.server_address[1]
+        self.template = f"http://127.0.0.1:{port}/health/{{executor_id}}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def ask(port: int) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except OSError:
+            return 502
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_killed_executor_is_recovered_automatically_once_its_liveness_url_fails(
+    deployment: Deployment,
+) -> None:
+    app, server = deployment.app, deployment.server
+    server.manage("register_app", app, "--recovery-grace-seconds", "3")
+    router = HealthRouter()
+    doomed_id, survivor_id = new_id("doomed"), new_id("survivor")
+    doomed = deployment.start(doomed_id)
+    survivor = deployment.start(survivor_id)
+    router.ports = {
+        "local": deployment.executor.http_port,
+        doomed_id: doomed.http_port,
+        survivor_id: survivor.http_port,
+    }
+    liveness = f"/apps/{app}/liveness"
+    status, body = server.api("PUT", liveness, {"liveness_url_template": router.template})
+    assert status == 200, body
+    workflow_id = new_id("slow")
+    try:
+        doomed.get(f"/slow?seconds=8&workflow_id={workflow_id}")
+        assert deployment.db.wait_status(workflow_id, "PENDING")["executor_id"] == doomed_id
+
+        def probed_alive() -> bool:
+            executors = server.api("GET", liveness)[1]["executors"]
+            return any(e["executor_id"] == doomed_id and e["state"] == "alive" for e in executors)
+
+        # Alive while its health page answers: probed, and its work left where it is.
+        eventually(probed_alive, timeout=20, what=f"{doomed_id} probed alive")
+        assert deployment.db.status(workflow_id) == "PENDING"
+        doomed.kill()
+        # StepChange recovers it by itself; the other executor finishes the workflow.
+        row = deployment.db.wait_status(workflow_id, "SUCCESS", timeout=90)
+        assert row["executor_id"] != doomed_id
+        assert deployment.output(workflow_id) == "slept 8s"
+        status, records = server.api("GET", f"/audit?action=executor.recovery&app={app}")
+        assert status == 200, records
+        [record] = [r for r in records["items"] if r["target"] == f"executor {doomed_id}"]
+        assert record["actor_name"] == "stepchange (automatic recovery)"
+        assert record["parameters"]["path"] == "database"
+        assert workflow_id in record["parameters"]["pending_workflow_ids"]
+        [seen] = [
+            e for e in server.api("GET", liveness)[1]["executors"] if e["executor_id"] == doomed_id
+        ]
+        assert seen["state"] == "recovered"
+    finally:
+        server.api("PUT", liveness, {"liveness_url_template": ""})
+        survivor.stop()
+        doomed.stop()
+        router.close()
