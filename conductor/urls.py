@@ -5,6 +5,12 @@ from conductor import views
 
 urlpatterns = [
     path("apps/<str:app_name>/executors/", views.executors, name="executors"),
+    # The executor is named in the query string or the form: any id DBOS wrote fits there.
+    path(
+        "apps/<str:app_name>/database-recovery/",
+        views.database_recovery,
+        name="database-recovery",
+    ),
     path(
         "apps/<str:app_name>/executors/<str:executor_id>/",
         views.executor_detail,

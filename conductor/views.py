@@ -2,6 +2,8 @@
 poison notices, the request log, and retention."""
 
 import functools
+from dataclasses import dataclass
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -15,6 +17,7 @@ from django.views.decorators.http import require_POST
 from conductor import recovery, relay, retention
 from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
 from conductor.services import poison_cancel, poison_dismiss
+from forks import native
 from stepchange.access import aapplication_for, application_for
 from stepchange.asyncdb import arender, db_async
 from stepchange.http import HtmxHttpRequest
@@ -22,6 +25,7 @@ from stepchange.models import Application, AuditRecord
 from stepchange.paging import Page, newest_first, query_without_cursor
 from stepchange.roles import PERM_ADMINISTER, PERM_OPERATE
 from workflows import systemdb
+from workflows.actions import NOTHING_PENDING, STILL_CONNECTED, ActionError, database_recover
 
 REQUESTS_PAGE = 50
 # Connected executors shown per page: a fleet of thousands is paged, not rendered at once.
@@ -57,10 +61,90 @@ def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "can_operate": request.user.has_perm(PERM_OPERATE),
         "system_database": systemdb.status_of(application),
     }
+    if application.system_database_url:
+        context["database_pending"] = _database_pending(application)
     template = "conductor/executors.html"
     if request.htmx:
         template += "#executor-panels"
     return render(request, template, context)
+
+
+@dataclass(frozen=True)
+class DatabasePending:
+    """The executors seen in PENDING workflows of the system database and not connected,
+    or why they could not be read."""
+
+    executors: list[native.PendingExecutor]
+    error: str = ""
+
+
+def _database_pending(application: Application) -> DatabasePending:
+    try:
+        found = native.pending_executors(application)
+    except systemdb.SystemDatabaseError as exc:
+        return DatabasePending([], str(exc))
+    connected = set(
+        Executor.objects.live()
+        .filter(application=application)
+        .values_list("executor_id", flat=True)
+    )
+    return DatabasePending([e for e in found if e.executor_id not in connected])
+
+
+class DatabaseRecoveryForm(forms.Form):
+    executor_id = forms.CharField(max_length=255)
+    reason = forms.CharField(max_length=2000, required=False)
+
+
+@login_required
+def database_recovery(request: HttpRequest, app_name: str) -> HttpResponse:
+    """GET: what recovering a gone executor through the system database would re-enqueue,
+    and a confirmation. POST: recover it (`workflows.actions.database_recover`, audited)."""
+    application = application_for(request, app_name, PERM_OPERATE)
+    form = DatabaseRecoveryForm(request.POST if request.method == "POST" else request.GET)
+    if not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400)
+    executor_id = form.cleaned_data["executor_id"]
+    context: dict[str, Any] = {"application": application, "executor_id": executor_id}
+    if request.method == "POST":
+        try:
+            done = database_recover(
+                application=application,
+                executor_id=executor_id,
+                actor=request.user,
+                request=request,
+                reason=form.cleaned_data["reason"],
+            )
+        except ActionError as exc:
+            return _recovery_refused(request, context, str(exc), exc.status)
+        except systemdb.SystemDatabaseError as exc:
+            return _recovery_refused(request, context, str(exc), 503)
+        level = messages.WARNING if done["poison_suspects"] else messages.SUCCESS
+        messages.add_message(request, level, done["detail"])
+        return redirect("executors", app_name=app_name)
+    if Executor.objects.live().filter(application=application, executor_id=executor_id):
+        why = STILL_CONNECTED.format(executor_id=executor_id)
+        return _recovery_refused(request, context, why, 409)
+    try:
+        found = native.pending_executors(application)
+    except systemdb.SystemDatabaseError as exc:
+        return _recovery_refused(request, context, str(exc), 503)
+    seen = [e for e in found if e.executor_id == executor_id]
+    if not seen:
+        return _recovery_refused(
+            request, context, NOTHING_PENDING.format(executor_id=executor_id), 404
+        )
+    context["seen"] = seen
+    context["count"] = sum(e.pending for e in seen)
+    return render(request, "conductor/database_recovery.html", context)
+
+
+def _recovery_refused(
+    request: HttpRequest, context: dict[str, Any], why: str, status: int
+) -> HttpResponse:
+    """The preview page saying why nothing is (or was) recovered."""
+    context = context | {"error": why}
+    return render(request, "conductor/database_recovery.html", context, status=status)
 
 
 @login_required

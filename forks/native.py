@@ -465,7 +465,11 @@ class PendingExecutor:
 
 def pending_executors(application: Application) -> list[PendingExecutor]:
     """The executors that hold PENDING workflows, by executor id and version: what an
-    operator may recover (a preview: nothing is written)."""
+    operator may recover (a preview: nothing is written). SystemDatabaseError when the
+    database cannot be reached."""
+    # Introspected first: an unreachable database is a SystemDatabaseError saying so, not
+    # the driver's error from the cursor.
+    systemdb.schema_of(application)
     alias = systemdb.alias_for(application)
     with connections[alias].cursor() as cursor:
         cursor.execute(

@@ -323,6 +323,14 @@ CONSOLE_ROUTES: dict[str, Route] = {
         "executor.recovery",
         kwargs={**ON_APP, "executor_id": "{executor_id}"},
     ),
+    # No system database registered: the recovery through it is refused, and recorded.
+    "database-recovery": Route(
+        PERM_OPERATE,
+        503,
+        "executor.recovery",
+        FAILED,
+        {"executor_id": GONE_EXECUTOR, **REASON},
+    ),
     "poison-action": Route(
         PERM_OPERATE,
         302,
