@@ -145,6 +145,77 @@ EXECUTOR_PATH = "executor"
 DATABASE_PATH = "database"
 
 
+# The actions `database_write` writes; the others need a connected executor.
+DATABASE_ACTIONS = frozenset(
+    {
+        Action.CANCEL,
+        Action.RESUME,
+        Action.RESTART,
+        Action.FORK,
+        Action.FORK_FROM_FAILURE,
+        Action.REWIND,
+        Action.DELETE,
+    }
+)
+DATABASE_NOTICE = (
+    "No executor is connected: actions are written into the system database directly "
+    "(the database path), as the SDK's own code writes them, and an executor of the "
+    "application takes them up when it runs."
+)
+NO_PATH_NOTICE = (
+    "No executor is connected and no system database is registered: actions are "
+    "unavailable. Connect an executor (conductor_url and a key of {app}), or register the "
+    "application's system database to act through it."
+)
+
+
+async def acting_executors(application: Application) -> list[Executor]:
+    """The executors an action on `application` may go to: those a request can reach now.
+    Executors whose StepChange process died are left to reconnect elsewhere: with a system
+    database the action is written there meanwhile; without one, it is sent to them and
+    fails saying why."""
+    live, reachable = await relay.reachable_executors(application)
+    return reachable or ([] if application.system_database_url else live)
+
+
+def action_path(application: Application, executors: Sequence[Executor]) -> str:
+    """Which way an action on `application` goes with these executors (`acting_executors`):
+    through one of them, else into its system database when it has one, else nowhere."""
+    if executors:
+        return EXECUTOR_PATH
+    if application.system_database_url:
+        return DATABASE_PATH
+    return ""
+
+
+@dataclass(frozen=True)
+class PathNotice:
+    """What a page says before an operator acts, when no executor is connected."""
+
+    path: str
+    text: str
+    # The actions the path cannot do, by label.
+    unavailable: list[str]
+
+
+def path_notice(
+    application: Application, executors: Sequence[Executor], *, not_on_database: Sequence[str]
+) -> PathNotice | None:
+    """The notice for `action_path`'s answer (None on the executor path); the caller names
+    what its own actions cannot do on the database path."""
+    path = action_path(application, executors)
+    if path == EXECUTOR_PATH:
+        return None
+    if path == DATABASE_PATH:
+        return PathNotice(path, DATABASE_NOTICE, list(not_on_database))
+    return PathNotice(path, NO_PATH_NOTICE.format(app=application.name), [])
+
+
+def not_on_database() -> list[str]:
+    """The single-workflow actions the database path does not do, by label."""
+    return [action.label for action in Action if action not in DATABASE_ACTIONS]
+
+
 class ActionError(Exception):
     """An action that was not carried out; `status` is the API's code."""
 
@@ -403,20 +474,18 @@ class _Attempt:
         owner = workflow.application_name
         if owner and owner != self.application.name:
             raise WrongApplicationError(OTHER_APPLICATION.format(owner=owner, **names))
-        live, reachable = await relay.reachable_executors(self.application)
-        # Executors whose StepChange process died are left to reconnect elsewhere: with a
-        # system database the action is written there meanwhile; without one, it is sent
-        # to them and fails saying why.
-        executors = reachable or ([] if self.application.system_database_url else live)
-        database = not executors and bool(self.application.system_database_url)
-        why_not = refusals(str(workflow.status or ""), executors, database=database)[self.action]
+        executors = await acting_executors(self.application)
+        path = action_path(self.application, executors)
+        why_not = refusals(str(workflow.status or ""), executors, database=path == DATABASE_PATH)[
+            self.action
+        ]
         if why_not:
             raise ActionRefusedError(why_not)
-        if not executors and self.application.system_database_url:
+        if path == DATABASE_PATH:
             self.path = DATABASE_PATH
             await self._check_new_id(reads)
             return await db_async(self._write)()
-        if not executors:
+        if not path:
             raise relay.NoExecutorConnectedError(NO_EXECUTOR.format(app=self.application.name))
         self.path = EXECUTOR_PATH
         await self._check_new_id(reads)

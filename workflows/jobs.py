@@ -54,6 +54,8 @@ from workflows.actions import (
     ActionRefusedError,
     DatabaseWriteError,
     Parameters,
+    acting_executors,
+    action_path,
     database_detail,
     database_write,
     failure_body,
@@ -84,6 +86,16 @@ ACTIONS = {
     # A fork of any status is allowed; the batch goes as fork_from_failure with a version.
     BulkJob.Action.FORK_TO_VERSION: Action.FORK,
 }
+# The bulk actions a job writes into the system database when no executor is connected
+# (`_write_batch`); a fork onto a version needs a connected executor of that version.
+DATABASE_BULK_ACTIONS = frozenset(
+    {
+        BulkJob.Action.CANCEL,
+        BulkJob.Action.RESUME,
+        BulkJob.Action.DELETE,
+        BulkJob.Action.FORK_FROM_FAILURE,
+    }
+)
 # Sending these twice does no harm (PROTOCOL.md §2.2: guarded updates and deletes).
 REPEATABLE = {BulkJob.Action.CANCEL, BulkJob.Action.RESUME, BulkJob.Action.DELETE}
 
@@ -479,13 +491,18 @@ async def _send(job: BulkJob, batch: list[BulkJobItem]) -> None:
     await db_async(_record)(job, batch, message.request_id, answer)
 
 
+def bulk_not_on_database() -> list[str]:
+    """The bulk actions the database path does not do, by label."""
+    return [
+        str(label) for value, label in BulkJob.Action.choices if value not in DATABASE_BULK_ACTIONS
+    ]
+
+
 async def _database_path(application: Application) -> bool:
     """With a system database, and no executor a request can reach (none connected, or
     only those whose StepChange process died, on their way to another)."""
-    if not application.system_database_url:
-        return False
-    _, reachable = await relay.reachable_executors(application)
-    return not reachable
+    executors = await acting_executors(application)
+    return action_path(application, executors) == DATABASE_PATH
 
 
 def _write_batch(job: BulkJob, batch: list[BulkJobItem]) -> None:

@@ -41,13 +41,18 @@ from stepchange.roles import PERM_OPERATE
 from stepchange.services import saved_view_delete, saved_view_save
 from workflows.actions import (
     ACTIVE,
+    DATABASE_PATH,
     EXPLANATIONS,
     Action,
     ActionError,
     ActionRefusedError,
     Parameters,
     Sdk,
+    acting_executors,
+    action_path,
+    not_on_database,
     offers,
+    path_notice,
     workflow_act,
 )
 from workflows.jobs import (
@@ -57,6 +62,7 @@ from workflows.jobs import (
     bulk_job_create,
     bulk_job_retry,
     bulk_jobs_wake,
+    bulk_not_on_database,
     bulk_select,
     bulk_selection_failed,
     progress,
@@ -412,6 +418,12 @@ async def workflow_list(
         by = context.get("order", CREATED)
         context["rows"] = _rows(application, context["listing"].items, by=by)
     status = 200 if form.is_valid() else 400
+    # Said by the bulk bar (to operators), before acting: which way its jobs will go.
+    context["path_notice"] = path_notice(
+        application,
+        await acting_executors(application),
+        not_on_database=bulk_not_on_database(),
+    )
     return await db_async(_render_list)(request, application, context, status)
 
 
@@ -754,7 +766,11 @@ async def _page(
 
 
 async def _render_live(request: HtmxHttpRequest, context: dict[str, Any]) -> HttpResponse:
-    return await db_async(_render_detail)(request, context["application"], context)
+    application = context["application"]
+    # Said above the actions (to operators), before acting: which way they will go.
+    executors = await acting_executors(application)
+    notice = path_notice(application, executors, not_on_database=not_on_database())
+    return await db_async(_render_detail)(request, application, context | {"path_notice": notice})
 
 
 async def _head(
@@ -1086,7 +1102,7 @@ def _render_detail(
             "offers": offers(
                 workflow,
                 executors,
-                database=not executors and bool(application.system_database_url),
+                database=action_path(application, executors) == DATABASE_PATH,
             ),
             "action_form": ActionForm(),
             "fork_id": str(uuid.uuid4()),
