@@ -612,18 +612,24 @@ class DatabaseWriteError(Exception):
 
 
 def database_write(
-    application: Application, action: Action, workflow_id: str, chosen: Parameters
+    application: Application,
+    action: Action,
+    workflow_id: str,
+    chosen: Parameters,
+    *,
+    checked_as: Action | None = None,
 ) -> Written:
     """`action` on one workflow written into the system database (`forks.native`), checked
-    there against the status the workflow has inside the transaction: what was written
-    (a `forks.native.Written`), or DatabaseWriteError saying why nothing was."""
+    there against the status the workflow has inside the transaction (as `checked_as`
+    would be, when given): what was written (a `forks.native.Written`), or
+    DatabaseWriteError saying why nothing was."""
     # forks.services imports this module: imported here, once both are loaded.
     from forks import native
 
     common: dict[str, Any] = {
         "application": application,
         "workflow_id": workflow_id,
-        "check": lambda status: refusals(status, [], database=True)[action],
+        "check": lambda status: refusals(status, [], database=True)[checked_as or action],
     }
     version, queue = chosen.application_version or None, chosen.queue_name or None
     try:

@@ -63,6 +63,7 @@ from workflows.actions import (
 )
 from workflows.models import BulkJob, BulkJobItem
 from workflows.sources import ListQuery, source_for
+from workflows.versions import seen_versions
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +88,14 @@ ACTIONS = {
     BulkJob.Action.FORK_TO_VERSION: Action.FORK,
 }
 # The bulk actions a job writes into the system database when no executor is connected
-# (`_write_batch`); a fork onto a version needs a connected executor of that version.
+# (`_write_batch`): all of them, a fork onto a version to one the database has seen.
 DATABASE_BULK_ACTIONS = frozenset(
     {
         BulkJob.Action.CANCEL,
         BulkJob.Action.RESUME,
         BulkJob.Action.DELETE,
         BulkJob.Action.FORK_FROM_FAILURE,
+        BulkJob.Action.FORK_TO_VERSION,
     }
 )
 # Sending these twice does no harm (PROTOCOL.md §2.2: guarded updates and deletes).
@@ -111,6 +113,11 @@ VERSION_NEEDED = "A fork onto a version needs application_version: the version t
 VERSION_NOT_RUNNING = (
     "No connected executor runs version {version!r}: forks pinned to it would be stranded "
     "too. Versions running now: {running}."
+)
+VERSION_NEVER_SEEN = (
+    "Version {version!r} was never seen in the system database of {app} (no row of "
+    "application_versions, no recent workflow on it): forks pinned to it could wait for an "
+    "executor that never comes. Versions seen: {seen}."
 )
 NOT_FOUND = "No such workflow in {app}."
 NO_EXECUTOR_PAUSE = "Stopped: {error} Retry the job once an executor is connected."
@@ -261,11 +268,20 @@ def bulk_job_create(
 
 
 def _check_fork_target(application: Application, version: str | None) -> None:
-    """A fork onto a version goes to a version some connected executor runs."""
+    """A fork onto a version goes to a version some connected executor runs, or, with none
+    connected and a system database (the forks are written there), one it has seen."""
     if not version:
         raise ActionError(VERSION_NEEDED)
     running = live_versions(application)
-    if version not in running:
+    if version not in running and application.system_database_url and not running:
+        seen = seen_versions(application)
+        if version not in seen:
+            raise ActionRefusedError(
+                VERSION_NEVER_SEEN.format(
+                    version=version, app=application.name, seen=", ".join(seen) or "none"
+                )
+            )
+    elif version not in running:
         raise ActionRefusedError(
             VERSION_NOT_RUNNING.format(
                 version=version, running=", ".join(running) or "none, no executor is connected"
@@ -511,10 +527,16 @@ def _write_batch(job: BulkJob, batch: list[BulkJobItem]) -> None:
     was made fails alone, with the reason, and nothing of it is written."""
     action = ACTIONS[BulkJob.Action(job.action)]
     chosen = Parameters(**{k: v for k, v in job.parameters.items() if k != "reason"})
+    # Onto a version: the fork from failure the relayed batch sends, for any status.
+    written_as = action
+    if job.action == BulkJob.Action.FORK_TO_VERSION:
+        written_as = Action.FORK_FROM_FAILURE
     done: list[str] = []
     for item in batch:
         try:
-            written = database_write(job.application, action, item.workflow_id, chosen)
+            written = database_write(
+                job.application, written_as, item.workflow_id, chosen, checked_as=action
+            )
         except DatabaseWriteError as exc:
             item.state, item.detail, item.new_workflow_id = BulkJobItem.State.FAILED, str(exc), ""
         else:

@@ -194,6 +194,22 @@ def _database_rows(application: Application) -> list[dict[str, Any]]:
     ]
 
 
+# How many of the newest workflows `seen_versions` looks at beyond `application_versions`.
+SEEN_SAMPLE = 1000
+
+
+def seen_versions(application: Application) -> list[str]:
+    """The versions the system database has seen: its `application_versions` rows (this
+    application's and unclaimed ones), newest first, then those of its newest workflows."""
+    names = [row["version_name"] for row in _database_rows(application)]
+    recent = (
+        systemdb.workflows(application)
+        .newest_first()
+        .values_list("application_version", flat=True)[:SEEN_SAMPLE]
+    )
+    return [name for name in dict.fromkeys([*names, *recent]) if name]
+
+
 def _pinned_counts(application: Application) -> Counts | None:
     """How many PENDING and ENQUEUED workflows each version holds, in one statement: each
     status's rows read through DBOS's partial index of them, at most COUNT_CAP + 1 of each
