@@ -358,3 +358,72 @@ def test_a_killed_executor_is_recovered_automatically_once_its_liveness_url_fail
         survivor.stop()
         doomed.stop()
         router.close()
+
+
+def _greet(deployment: Deployment, name: str) -> str:
+    """A greet workflow run to SUCCESS on the executor: fetch (a profile), its event, shout,
+    and the audit of the greeting."""
+    workflow_id = new_id(f"greet-{name}")
+    deployment.executor.get(f"/?name={name}&workflow_id={workflow_id}")
+    deployment.db.wait_status(workflow_id, "SUCCESS")
+    return workflow_id
+
+
+def _workflow(deployment: Deployment, workflow_id: str) -> dict[str, Any]:
+    status, page = deployment.server.api("GET", f"/apps/{deployment.app}/workflows/{workflow_id}")
+    assert status == 200, page
+    return dict(page)
+
+
+def test_an_edited_fork_runs_on_the_rewritten_input_and_step_output(
+    deployment: Deployment,
+) -> None:
+    source = _greet(deployment, "alice")
+    recorded = deployment.db.steps(source)
+    assert [s["function_name"] for s in recorded[:3]] == ["fetch", "DBOS.setEvent", "shout"]
+    fetch, shout = recorded[0]["function_id"], recorded[2]["function_id"]
+    fork_id = new_id("edited")
+    body = {
+        "start_step": shout,
+        # times comes from the input; name and greeting from fetch's recorded profile.
+        "input": {"args": ["bob", 3], "kwargs": {}},
+        "step_outputs": {str(fetch): {"name": "dave", "greeting": "hey"}},
+        "new_workflow_id": fork_id,
+        "reason": "e2e: edited fork without a conductor",
+        "run": True,
+    }
+    path = f"/apps/{deployment.app}/workflows/{source}/edited-forks"
+    status, answer = deployment.server.api("POST", path, body)
+    assert status == 201, answer
+    assert (answer["status"], answer["new_workflow_id"]) == ("done", fork_id)
+    row = deployment.db.wait_status(fork_id, "SUCCESS", timeout=60)
+    assert row["forked_from"] == source
+    steps = deployment.db.steps(fork_id)
+    # fetch was copied with its edited output and not run again; shout ran in the fork.
+    assert steps[0]["started_at_epoch_ms"] == recorded[0]["started_at_epoch_ms"]
+    assert steps[2]["started_at_epoch_ms"] > recorded[-1]["started_at_epoch_ms"]
+    page = _workflow(deployment, fork_id)
+    assert page["output"]["greeting"] == "HEY DAVE!!!"
+    assert page["input"] == {"args": ["bob", 3], "kwargs": {}}
+
+
+def test_a_workflow_started_through_the_api_runs_to_success(deployment: Deployment) -> None:
+    like = _greet(deployment, "alice")
+    started = new_id("started")
+    body = {
+        "workflow_name": deployment.db.row(like)["name"],
+        "input": ["gina", 3],
+        "workflow_id": started,
+        "like": like,
+        "reason": "e2e: start without a conductor",
+    }
+    status, answer = deployment.server.api("POST", f"/apps/{deployment.app}/workflows", body)
+    assert status == 201, answer
+    assert answer["workflow_id"] == started
+    deployment.db.wait_status(started, "SUCCESS", timeout=60)
+    assert [s["function_name"] for s in deployment.db.steps(started)][:3] == [
+        "fetch",
+        "DBOS.setEvent",
+        "shout",
+    ]
+    assert _workflow(deployment, started)["output"]["greeting"] == "HELLO GINA!!!"
