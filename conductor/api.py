@@ -20,6 +20,8 @@ from stepchange.asyncdb import db_async
 from stepchange.models import Application
 from stepchange.paging import newest_first
 from stepchange.roles import PERM_ADMINISTER, PERM_INSPECT, PERM_OPERATE
+from workflows.actions import ActionError
+from workflows.systemdb import SystemDatabaseError
 
 router = Router(tags=["executors"])
 
@@ -188,13 +190,19 @@ async def poison_list(request: HttpRequest, app: str) -> list[Any]:
 async def poison_cancel_api(
     request: HttpRequest, app: str, workflow_id: str, body: PoisonDecisionIn | None = None
 ) -> Status[None]:
-    """Cancel a held workflow through a live executor (audited like the console's); its
-    held recovery then goes ahead."""
+    """Cancel a held workflow through a live executor, or in the system database when none
+    is connected (audited like the console's); its held recovery then goes ahead."""
     application = await aapplication_for(request, app, PERM_OPERATE)
     reason = body.reason if body else ""
-    await poison_cancel(
-        application=application, workflow_id=workflow_id, request=request, reason=reason
-    )
+    try:
+        await poison_cancel(
+            application=application, workflow_id=workflow_id, request=request, reason=reason
+        )
+    except ActionError as exc:
+        # The database path's refusals (the workflow finished meanwhile), audited already.
+        raise HttpError(exc.status, str(exc)) from None
+    except SystemDatabaseError as exc:
+        raise HttpError(503, str(exc)) from None
     return Status(204, None)
 
 

@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from conductor import relay
-from conductor.models import PoisonWorkflow
+from conductor.models import Executor, PoisonWorkflow
 from conductor.protocol import CancelRequest
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -55,10 +55,28 @@ def _resolve(
 async def poison_cancel(
     *, application: Application, workflow_id: str, request: HttpRequest, reason: str = ""
 ) -> None:
-    """Cancel a poison workflow through a live executor; the held recovery then resumes."""
+    """Cancel a poison workflow through a live executor, or, with none connected and a
+    system database registered, in the system database (a database-managed application's
+    held suspect); the held recovery then resumes."""
     poison = await db_async(_held)(
         application, workflow_id, action="poison.cancel", request=request
     )
+    if await db_async(_on_the_database)(application):
+        # workflows.actions imports this module: imported here, once both are loaded.
+        from workflows.actions import Action, Parameters, workflow_act
+
+        # Audited as workflow.cancel with "path": "database"; clearing the hold is audited
+        # as poison.cancel (poison_holds_clear).
+        await workflow_act(
+            application=application,
+            action=Action.CANCEL,
+            workflow_id=workflow_id,
+            parameters=Parameters(reason=reason),
+            actor=request.user,
+            request=request,
+            source="console",
+        )
+        return
     actor = await db_async(lambda: request.user.get_username())()
     message = CancelRequest(workflow_id=workflow_id)
     try:
@@ -78,6 +96,11 @@ async def poison_cancel(
     await db_async(_resolve)(
         poison, resolution="cancel", request=request, reason=reason, request_id=message.request_id
     )
+
+
+def _on_the_database(application: Application) -> bool:
+    live = Executor.objects.live().filter(application=application)
+    return bool(application.system_database_url) and not live.exists()
 
 
 def poison_dismiss(

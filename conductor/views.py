@@ -266,7 +266,7 @@ async def poison_action(
                 application=application, workflow_id=workflow_id, request=request, reason=reason
             )
             messages.success(request, f"{workflow_id} is no longer held as poison.")
-    except relay.RelayError as exc:
+    except (relay.RelayError, ActionError, systemdb.SystemDatabaseError) as exc:
         messages.error(request, str(exc))
     return redirect("executors", app_name=app_name)
 

@@ -454,3 +454,35 @@ def test_the_executors_page_shows_the_probes_and_the_held_recovery(
     assert 'class="badge state-held">Held<' in html
     assert '<span class="muted">system database</span>' in html
     assert f"Poison workflow <code>{RUNNER}</code>" in html
+
+
+def test_an_operator_cancels_a_held_suspect_in_the_system_database(
+    family: Application, health: Health
+) -> None:
+    PoisonWorkflow.objects.create(
+        application=family, workflow_id=RUNNER, executors_killed=1, executor_ids=["gone-0"]
+    )
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    [held] = probe_pass()
+    assert held.outcome == "held"
+    operator = signed_in(make_user(username="otto", role="operator"))
+    path = f"/api/v1/apps/family/poison/{RUNNER}/cancel"
+    answer = operator.post(path, {"reason": "kills hosts"}, "application/json")
+    assert answer.status_code == 204, answer.content
+    assert status(family, RUNNER)[0] == "CANCELLED"
+    assert PoisonWorkflow.objects.get(workflow_id=RUNNER).resolution == "cancel"
+    cancel = AuditRecord.objects.get(action="workflow.cancel")
+    assert (cancel.result, cancel.parameters["path"], cancel.reason) == (
+        "ok",
+        "database",
+        "kills hosts",
+    )
+    assert AuditRecord.objects.filter(action="poison.cancel", result="ok").exists()
+    # Nothing left pending on the gone executor: no further recovery.
+    DatabaseExecutor.objects.update(recovered_at=timezone.now() - timedelta(seconds=31))
+    assert probe_pass() == []
+    # A second cancel finds nothing held.
+    again = operator.post(path, {"reason": "again"}, "application/json")
+    assert again.status_code == 404
