@@ -447,7 +447,7 @@ async def reachable_executors(application: Application) -> tuple[list[Executor],
     """The application's live executors, and those of them a request can reach now (held
     by a process that still beats). A caller with another way to act (the system database)
     takes it when none is reachable; one without sends anyway, to fail with the reason."""
-    live: list[Executor] = await db_async(live_executors)(application)
+    live = await routes.live(application)
     return live, await held_alive(live) if live else []
 
 
@@ -493,7 +493,7 @@ class Routes:
                 application=application, executor_id=executor_id, latest_version=True
             )
             return [chosen]
-        live = await self._live(application)
+        live = await self.live(application)
         if executor_id:
             live = [candidate for candidate in live if candidate.executor_id == executor_id]
             if not live:
@@ -504,7 +504,9 @@ class Routes:
             raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
         return health.ordered(await _without_dead_holders(live))
 
-    async def _live(self, application: Application) -> list[Executor]:
+    async def live(self, application: Application) -> list[Executor]:
+        """The application's live executors, most recently connected first (shared: do not
+        change them): from the cache while it lasts, else one read of the registry."""
         if not self._listening():
             # No listener can keep a cache honest here.
             fresh: list[Executor] = await db_async(live_executors)(application)
