@@ -1,7 +1,8 @@
 """A database-managed application on Python dbos 3.4.0 (SQLite and Postgres system
 databases, no conductor setting): retention written into its system database by
-StepChange deletes the old finished workflows and nothing the executor still needs, and a
-finished workflow rewound there is run again by the executor from the chosen step."""
+StepChange deletes the old finished workflows and nothing the executor still needs, a
+finished workflow rewound there is run again by the executor from the chosen step, and a
+bulk fork onto a version the database has seen is run by the executor of that version."""
 
 import contextlib
 import sqlite3
@@ -11,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.e2e.servers import eventually
 from tests.e2e.test_database_managed import (  # the module's fixtures, for these stories
     TABLES,
     Deployment,
@@ -108,3 +110,34 @@ def test_a_finished_workflow_rewound_in_the_database_runs_again_from_its_step(
     running = deployment.slow(6)
     deployment.db.wait_status(running, "PENDING")
     assert deployment.act(running, "rewind", start_step=finish)[0] == 409
+
+
+@PYTHON
+def test_workflows_forked_onto_a_version_the_database_has_seen_are_run_by_the_executor(
+    deployment: Deployment,
+) -> None:
+    source = deployment.slow(1)
+    deployment.db.wait_status(source, "SUCCESS")
+    bulk = f"/apps/{deployment.app}/bulk-actions"
+    body = {"action": "fork_to_version", "workflow_ids": [source], "mode": "last_step"}
+    status, refused = deployment.server.api("POST", bulk, body | {"application_version": "v9"})
+    assert status == 409, refused
+    assert "never seen in the system database" in refused["detail"]
+    # The executor runs v1: its workflows (and its application_versions row) show it.
+    status, made = deployment.server.api(
+        "POST", bulk, body | {"application_version": "v1", "reason": "onto v1"}
+    )
+    assert status in (200, 201, 202), made
+
+    def forked() -> dict[str, Any] | None:
+        found = deployment.db.rows(
+            "SELECT workflow_uuid, status, application_version FROM workflow_status"
+            " WHERE forked_from = %s",
+            source,
+        )
+        return found[0] if found and found[0]["status"] == "SUCCESS" else None
+
+    fork = eventually(forked, timeout=40, what=f"a fork of {source} to succeed")
+    assert fork["application_version"] == "v1"
+    steps = deployment.db.steps(str(fork["workflow_uuid"]))
+    assert [s["function_name"] for s in steps] == ["nap", "DBOS.sleep", "finish"]
