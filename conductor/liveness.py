@@ -52,6 +52,13 @@ NO_ANSWER = "no answer within {seconds} s"
 OTHER_HOST = "redirected to another host ({location}), not followed"
 ANSWERED = "answered HTTP {code}"
 NO_URL = "its id makes no usable URL ({url}): not probed, never recovered automatically"
+# The executor id of every DBOS executor run without its own (DBOS__VMID in Python): one
+# host's answer would speak for all of them, so none is recovered on it.
+SHARED_EXECUTOR_ID = "local"
+SHARED = (
+    "'local' is the id of every executor run without its own (DBOS__VMID): not probed, "
+    "never recovered automatically"
+)
 RECOVERED = (
     "Re-enqueued {count} PENDING workflow(s) of executor {executor_id} in the system "
     "database (its liveness URL failed for {grace} s: {why})"
@@ -190,6 +197,8 @@ async def probe_application(
     timeout = settings.LIVENESS_TIMEOUT_SECONDS
 
     async def one(executor_id: str) -> Answer:
+        if executor_id == SHARED_EXECUTOR_ID:
+            return Answer(False, SHARED, probeable=False)
         async with limit:
             url = liveness_url(application.liveness_url_template, executor_id)
             return await probe(url, seconds=timeout)

@@ -486,3 +486,19 @@ def test_an_operator_cancels_a_held_suspect_in_the_system_database(
     # A second cancel finds nothing held.
     again = operator.post(path, {"reason": "again"}, "application/json")
     assert again.status_code == 404
+
+
+def test_the_shared_id_local_is_never_probed_nor_recovered(
+    family: Application, health: Health
+) -> None:
+    # Every executor run without DBOS__VMID is "local": one answer cannot speak for all.
+    write(family, "UPDATE workflow_status SET executor_id = 'local' WHERE executor_id = %s", [GONE])
+    health.status["local"] = 503
+    probe_pass()
+    gone_for(3600, "local")
+    assert probe_pass() == []
+    assert health.hits == []
+    local = the("local")
+    assert (local.state, local.failing_since) == ("unprobed", None)
+    assert "DBOS__VMID" in local.probe_detail
+    assert status(family, RUNNER)[0] == "PENDING"
