@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/fleet.py --executors 1000
     .venv/bin/python bench/fleet.py --executors 5000 --processes 2 --operators 20
+    .venv/bin/python bench/fleet.py --executors 1000 --operators 20 --base <git revision>
 
 Needs Postgres (127.0.0.1:5432), and Redis (127.0.0.1:6379) for two processes or more.
 
@@ -19,6 +20,10 @@ the floor's; CPU at rest; the time until every executor is registered; the execu
 and overview p95 (a viewer's session); and with --operators, what those operators saw
 while browsing and acting through the API (every request relayed to an executor): p50 and
 p99, requests lost, the relay's own p99 from the request log, and CPU per relayed request.
+
+With --base, the same StepChange run is made twice in one run, first with the base
+revision (from a temporary git worktree), then with this checkout as it is, and both are
+printed: compare within one run only, as this machine's speed drifts.
 """
 
 import argparse
@@ -339,7 +344,7 @@ def connected_count(database_url: str) -> int:
     return int(count)
 
 
-async def stepchange_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+async def stepchange_run(args: argparse.Namespace, work: Path, root: Path = ROOT) -> dict[str, Any]:
     from bench.console import VIEWER_SESSION
     from tests.e2e.servers import PostgresDatabases, StepChange
 
@@ -351,7 +356,9 @@ async def stepchange_run(args: argparse.Namespace, work: Path) -> dict[str, Any]
         if args.processes > 1:
             env["REDIS_URL"] = REDIS_URL
         for n in range(args.processes):
-            server = StepChange(work / f"stepchange-{n}", env=env, name=f"stepchange-{n}")
+            server = StepChange(
+                work / f"stepchange-{n}", env=env, name=f"stepchange-{n}", root=root
+            )
             server.data_dir.mkdir()
             server.start(migrate=n == 0)
             servers.append(server)
@@ -498,10 +505,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="how long operators act")
     parser.add_argument("--rest", type=float, default=10, help="seconds at rest, measured")
     parser.add_argument("--pages", type=int, default=100, help="GETs of each page")
+    parser.add_argument("--base", default="", help="also run this git revision, first")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sc-fleet-"))
     try:
         floor = floor_run(args, work)
+        if args.base:
+            base = work / "base"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(base), args.base],
+                cwd=ROOT, check=True, capture_output=True,
+            )  # fmt: skip
+            try:
+                (work / "base-run").mkdir()
+                theirs = asyncio.run(stepchange_run(args, work / "base-run", root=base))
+            finally:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False
+                )
+            print(f"base {args.base}:")
+            report(args, floor, theirs)
+            print("this checkout:")
         ours = asyncio.run(stepchange_run(args, work))
         report(args, floor, ours)
     finally:
