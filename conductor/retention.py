@@ -158,7 +158,7 @@ async def retention_send(
         )
         raise NoRetentionRuleError(refused)
     now = timezone.now()
-    if application.system_database_url and not await db_async(_has_live_executor)(application):
+    if await _database_path(application):
         return await db_async(_database_send)(
             application, actor_name="" if request is not None else actor_name,
             request=request, now=now,
@@ -198,8 +198,13 @@ async def retention_send(
     return RetentionSent(message.request_id, executor_id, success, now)
 
 
-def _has_live_executor(application: Application) -> bool:
-    return Executor.objects.live().filter(application=application).exists()
+async def _database_path(application: Application) -> bool:
+    """With a system database and no executor a request can reach (none connected, or only
+    those whose StepChange process died), as actions and bulk jobs choose their path."""
+    if not application.system_database_url:
+        return False
+    _, reachable = await relay.reachable_executors(application)
+    return not reachable
 
 
 def _database_send(

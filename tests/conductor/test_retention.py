@@ -155,6 +155,25 @@ async def test_a_send_is_audited_with_its_request_id_and_the_executors_answer(
     assert executor.executor_id in record.target
 
 
+async def test_with_a_system_database_too_a_connected_executor_still_runs_retention(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    # Nothing is written there (the file does not even exist): the executor path wins.
+    orders.system_database_url = "sqlite:///nowhere/never-opened.sqlite"
+    await set_rules(orders, retention_rows=500)
+    client = await client_for("admin")
+    posting = asyncio.create_task(client.post(f"{API}/send"))
+    request = await executor.answer("retention", success=True)
+    response = await posting
+    assert response.status_code == 200, response.content
+    sent = response.json()
+    assert (sent["path"], sent["request_id"], sent["deleted"]) == (
+        "executor",
+        request["request_id"],
+        None,
+    )
+
+
 async def test_with_no_executor_connected_the_send_fails_with_503_and_is_audited(
     orders: Application,
 ) -> None:
