@@ -292,3 +292,20 @@ def test_the_sweeper_claims_a_database_managed_application_once_per_interval(
     assert async_to_sync(retention.retention_sweep)() == []
     record = AuditRecord.objects.get(action=retention.ACTION)
     assert (record.actor_name, record.parameters["path"]) == (retention.AUTOMATIC, "database")
+
+
+def test_save_and_send_now_on_the_page_writes_into_the_database_and_says_what_it_did(
+    swept_family: Application, ada: User
+) -> None:
+    client = Client()
+    client.force_login(ada)
+    page = client.get("/apps/family/retention/").content.decode()
+    assert "writes them into the\n  system database itself" in page
+    answer = client.post(
+        "/apps/family/retention/",
+        {"retention_days": "1", "retention_rows": "", "retention_timeout_hours": "", "send": "1"},
+        follow=True,
+    )
+    html = answer.content.decode()
+    assert "Saved. Written into the system database: 5 finished workflows deleted" in html
+    assert not set(OLD) & present(swept_family)
