@@ -1,5 +1,6 @@
 """A database-managed application on Python dbos 3.4.0 (SQLite and Postgres system
-databases, no conductor setting): retention written into its system database by
+databases) and TypeScript @dbos-inc/dbos-sdk 5.3.0 (Postgres), with no conductor setting:
+retention written into its system database by
 StepChange deletes the old finished workflows and nothing the executor still needs, a
 finished workflow rewound there is run again by the executor from the chosen step, and a
 bulk fork onto a version the database has seen is run by the executor of that version."""
@@ -23,6 +24,9 @@ from tests.e2e.test_database_managed import (  # the module's fixtures, for thes
 
 pytestmark = pytest.mark.e2e
 PYTHON = pytest.mark.parametrize("deployment", ["python-sqlite", "python-postgres"], indirect=True)
+EVERY = pytest.mark.parametrize(
+    "deployment", ["python-sqlite", "python-postgres", "typescript-postgres"], indirect=True
+)
 DAY_MS = 86_400_000
 __all__ = ["databases", "deployment", "stepchange"]
 
@@ -45,7 +49,7 @@ def backdate(deployment: Deployment, workflow_ids: list[str], days: int) -> None
         db.execute(sql.encode(), params)
 
 
-@PYTHON
+@EVERY
 def test_retention_deletes_old_finished_workflows_and_the_executor_carries_on(
     deployment: Deployment,
 ) -> None:
@@ -84,7 +88,7 @@ def test_retention_deletes_old_finished_workflows_and_the_executor_carries_on(
     assert (record["result"], record["parameters"]["path"]) == ("ok", "database")
 
 
-@PYTHON
+@EVERY
 def test_a_finished_workflow_rewound_in_the_database_runs_again_from_its_step(
     deployment: Deployment,
 ) -> None:
@@ -112,7 +116,7 @@ def test_a_finished_workflow_rewound_in_the_database_runs_again_from_its_step(
     assert deployment.act(running, "rewind", start_step=finish)[0] == 409
 
 
-@PYTHON
+@EVERY
 def test_workflows_forked_onto_a_version_the_database_has_seen_are_run_by_the_executor(
     deployment: Deployment,
 ) -> None:
