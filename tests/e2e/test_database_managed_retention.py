@@ -1,7 +1,8 @@
 """A database-managed application on Python dbos 3.4.0 (SQLite and Postgres system
 databases) and TypeScript @dbos-inc/dbos-sdk 5.3.0 (Postgres), with no conductor setting:
 retention written into its system database by
-StepChange deletes the old finished workflows and nothing the executor still needs, a
+StepChange deletes the old finished workflows and nothing the executor still needs, and
+cancels one pending past the timeout, which then stops at its next step; a
 finished workflow rewound there is run again by the executor from the chosen step, and a
 bulk fork onto a version the database has seen is run by the executor of that version."""
 
@@ -31,14 +32,14 @@ DAY_MS = 86_400_000
 __all__ = ["databases", "deployment", "stepchange"]
 
 
-def backdate(deployment: Deployment, workflow_ids: list[str], days: int) -> None:
-    """Make finished workflows look `days` older, as if they had finished then."""
+def backdate(deployment: Deployment, workflow_ids: list[str], days: float) -> None:
+    """Make workflows look `days` older, as if they had started (and finished) then."""
     marks = ", ".join(["%s"] * len(workflow_ids))
     sql = (
         "UPDATE workflow_status SET created_at = created_at - %s, completed_at = completed_at - %s"
         f" WHERE workflow_uuid IN ({marks})"
     )
-    params: list[Any] = [days * DAY_MS, days * DAY_MS, *workflow_ids]
+    params: list[Any] = [int(days * DAY_MS), int(days * DAY_MS), *workflow_ids]
     url = deployment.db.url
     if url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as db:
@@ -86,6 +87,26 @@ def test_retention_deletes_old_finished_workflows_and_the_executor_carries_on(
     assert status == 200, audit
     [record] = [r for r in audit["items"] if r["application_name"] == deployment.app]
     assert (record["result"], record["parameters"]["path"]) == ("ok", "database")
+
+
+@EVERY
+def test_a_workflow_pending_past_the_timeout_is_cancelled_and_stops_at_its_next_step(
+    deployment: Deployment,
+) -> None:
+    stuck = deployment.slow(8)
+    deployment.db.wait_status(stuck, "PENDING")
+    backdate(deployment, [stuck], days=2 / 24)
+    rules = {"retention_days": None, "retention_rows": None, "retention_timeout_hours": 1}
+    path = f"/apps/{deployment.app}/retention"
+    assert deployment.server.api("PUT", path, rules)[0] == 200
+    status, answer = deployment.server.api("POST", f"{path}/send")
+    assert status == 200, answer
+    assert (answer["path"], answer["deleted"], answer["cancelled"]) == ("database", 0, 1)
+    assert deployment.db.wait_status(stuck, "CANCELLED")["queue_name"] is None
+    # The nap (4 s) ends; the durable sleep after it and the finish are never started.
+    time.sleep(6)
+    assert deployment.step_names(stuck) in ([], ["nap"])
+    assert deployment.db.status(stuck) == "CANCELLED"
 
 
 @EVERY
