@@ -70,6 +70,10 @@ HELD = (
 TAKEN_UP = "; left as they were, taken up since: {left}"
 NOTHING_LEFT = "No PENDING workflow of executor {executor_id} was left in the system database."
 LIVENESS_SET = "liveness settings"
+UNPROVEN = (
+    "; not recovered yet: the liveness URL has not answered 2xx for any executor of the "
+    "application since it was set, so it may reach none"
+)
 
 
 @dataclass(frozen=True)
@@ -229,35 +233,66 @@ def _note(
     seen: dict[str, tuple[str, list[str]]],
 ) -> list[DatabaseExecutor]:
     """Write what the probes found (conditional UPDATEs, so another process's claim is never
-    overwritten) and claim the executors due for recovery."""
+    overwritten), then claim the executors due for recovery."""
     now = timezone.now()
+    failing = [
+        row
+        for executor_id, answer in answers.items()
+        if (row := _record_answer(application, executor_id, seen[executor_id][0], answer, now))
+    ]
+    if failing and not _proven(application):
+        # A wrong URL (a port, a certificate) would make every executor look gone.
+        for row in failing:
+            DatabaseExecutor.objects.filter(pk=row.pk).update(
+                probe_detail=(row.probe_detail + UNPROVEN)[:500]
+            )
+        return []
     grace = now - timedelta(seconds=application.recovery_grace_seconds)
-    due = []
-    for executor_id, answer in answers.items():
-        version, pending = seen[executor_id]
-        row, _ = DatabaseExecutor.objects.get_or_create(
-            application=application,
-            executor_id=executor_id,
-            defaults={"application_version": version},
-        )
-        mine = DatabaseExecutor.objects.filter(pk=row.pk)
-        mine.update(last_probed_at=now, probe_detail=answer.detail[:500])
-        settled = mine.exclude(state=DatabaseExecutor.State.RECOVERING)
-        if answer.alive:
-            settled.update(state=DatabaseExecutor.State.ALIVE, failing_since=None, answered_at=now)
-            continue
-        if not answer.probeable:
-            settled.update(state=DatabaseExecutor.State.UNPROBED, failing_since=None)
-            continue
-        mine.filter(failing_since__isnull=True).update(failing_since=now)
-        mine.filter(
-            state__in=(DatabaseExecutor.State.ALIVE, DatabaseExecutor.State.UNPROBED)
-        ).update(state=DatabaseExecutor.State.FAILING)
-        row.refresh_from_db()
-        gone = row.failing_since is not None and row.failing_since <= grace
-        if gone and _due(row, pending, now) and _claim(row, now):
-            due.append(DatabaseExecutor.objects.select_related("application").get(pk=row.pk))
-    return due
+    return [
+        DatabaseExecutor.objects.select_related("application").get(pk=row.pk)
+        for row in failing
+        if row.failing_since is not None
+        and row.failing_since <= grace
+        and _due(row, seen[row.executor_id][1], now)
+        and _claim(row, now)
+    ]
+
+
+def _record_answer(
+    application: Application, executor_id: str, version: str, answer: Answer, now: Any
+) -> DatabaseExecutor | None:
+    """Write one probe's answer; returns the executor, as it now stands, if it failed."""
+    row, _ = DatabaseExecutor.objects.get_or_create(
+        application=application, executor_id=executor_id, defaults={"application_version": version}
+    )
+    mine = DatabaseExecutor.objects.filter(pk=row.pk)
+    mine.update(last_probed_at=now, probe_detail=answer.detail[:500])
+    settled = mine.exclude(state=DatabaseExecutor.State.RECOVERING)
+    if answer.alive:
+        settled.update(state=DatabaseExecutor.State.ALIVE, failing_since=None, answered_at=now)
+        return None
+    if not answer.probeable:
+        settled.update(state=DatabaseExecutor.State.UNPROBED, failing_since=None)
+        return None
+    mine.filter(failing_since__isnull=True).update(failing_since=now)
+    mine.filter(state__in=(DatabaseExecutor.State.ALIVE, DatabaseExecutor.State.UNPROBED)).update(
+        state=DatabaseExecutor.State.FAILING
+    )
+    row.refresh_from_db()
+    return row
+
+
+def _proven(application: Application) -> bool:
+    """Whether the liveness URL has answered 2xx for some executor of the application since
+    it was set (`liveness_forget`)."""
+    found = DatabaseExecutor.objects.filter(application=application, answered_at__isnull=False)
+    return found.exists()
+
+
+def liveness_forget(application: Application) -> None:
+    """A new liveness URL has answered for no executor yet: what the old one answered
+    proves nothing about it."""
+    DatabaseExecutor.objects.filter(application=application).update(answered_at=None)
 
 
 def _due(row: DatabaseExecutor, pending: list[str], now: Any) -> bool:
@@ -401,6 +436,8 @@ def liveness_update(
     application.liveness_url_template = liveness_url_template
     with transaction.atomic():
         application.save(update_fields=["liveness_url_template", "updated_at"])
+        if liveness_url_template != before:
+            liveness_forget(application)
         audit_record(
             action=AuditAction.APPLICATION_UPDATE,
             request=request,

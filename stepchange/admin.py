@@ -270,6 +270,14 @@ class ApplicationAdmin(AuditedAdmin):
     def audit_application(self, obj: Any) -> Application | None:
         return obj if isinstance(obj, Application) else None
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "liveness_url_template" in form.changed_data:
+            # conductor imports this app's models: imported here, once both are loaded.
+            from conductor.liveness import liveness_forget
+
+            liveness_forget(obj)
+
 
 @admin.register(ExecutorKey)
 class ExecutorKeyAdmin(AuditedAdmin):

@@ -11,7 +11,13 @@ from playwright.sync_api import Page, expect
 from stepchange.models import LIVENESS_NO_PLACEHOLDER
 from tests.browser.conftest import screenshot
 from tests.browser.test_live_console import sign_in
-from tests.e2e.servers import Executor, PostgresDatabases, StepChange, SystemDatabase
+from tests.e2e.servers import (
+    Executor,
+    PostgresDatabases,
+    StepChange,
+    SystemDatabase,
+    eventually,
+)
 from tests.e2e.test_database_managed import PYTHON_340, HealthRouter, new_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -66,8 +72,15 @@ def test_an_admin_sets_a_liveness_url_and_sees_a_killed_executor_recovered(
 
         system = SystemDatabase(url)
         first = new_id("slow")
-        doomed.get(f"/slow?seconds=8&workflow_id={first}")
+        doomed.get(f"/slow?seconds=12&workflow_id={first}")
         system.wait_status(first, "PENDING")
+
+        def probed_alive() -> bool:
+            found = stepchange.api("GET", f"/apps/{app}/liveness")[1]["executors"]
+            return any(e["executor_id"] == doomed_id and e["state"] == "alive" for e in found)
+
+        # Recovery waits until the URL has answered for an executor at least once.
+        eventually(probed_alive, timeout=20, what=f"{doomed_id} probed alive")
         doomed.kill()
         row = system.wait_status(first, "SUCCESS", timeout=60)
         assert row["executor_id"] == survivor_id

@@ -36,6 +36,7 @@ from workflows import systemdb
 GONE = "gone-executor"
 RUNNER = "live-runner"
 CHILD = "live-runner-child"
+PROVEN = "answered-before"
 
 
 class Health:
@@ -107,6 +108,10 @@ def family(
                 " VALUES (%s, 'PENDING', 'ship', 'shipping', %s, 1, 1, %s)",
                 [workflow_id, parent, GONE],
             )
+        # The URL has answered for an executor of the application before: it reaches them.
+        DatabaseExecutor.objects.create(
+            application=application, executor_id=PROVEN, answered_at=timezone.now()
+        )
         yield application
 
 
@@ -319,7 +324,7 @@ def test_a_connected_executor_of_that_id_is_not_probed(family: Application, heal
     Executor.objects.create(application=family, executor_id=GONE)
     probe_pass()
     assert health.hits == []
-    assert not DatabaseExecutor.objects.exists()
+    assert not DatabaseExecutor.objects.filter(executor_id=GONE).exists()
 
 
 def test_a_workflow_another_executor_took_up_meanwhile_is_left_alone(
@@ -383,7 +388,7 @@ def test_without_the_system_database_nothing_is_decided(
     monkeypatch.setattr(native, "pending_executors", away)
     assert probe_pass() == []
     assert health.hits == []
-    assert not DatabaseExecutor.objects.exists()
+    assert not DatabaseExecutor.objects.filter(executor_id=GONE).exists()
 
 
 def test_a_poison_suspect_is_held_for_an_operator_and_the_rest_recovered(
@@ -502,3 +507,40 @@ def test_the_shared_id_local_is_never_probed_nor_recovered(
     assert (local.state, local.failing_since) == ("unprobed", None)
     assert "DBOS__VMID" in local.probe_detail
     assert status(family, RUNNER)[0] == "PENDING"
+
+
+def test_a_liveness_url_that_never_answered_recovers_nothing(
+    family: Application, health: Health
+) -> None:
+    DatabaseExecutor.objects.filter(executor_id=PROVEN).delete()
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    assert probe_pass() == []
+    assert "has not answered 2xx for any executor" in the().probe_detail
+    assert status(family, RUNNER)[0] == "PENDING"
+    # Another executor's work shows that the URL reaches executors: the gone one goes.
+    write(
+        family,
+        "INSERT INTO workflow_status (workflow_uuid, status, name, created_at, updated_at,"
+        " executor_id) VALUES ('other-work', 'PENDING', 'ship', 1, 1, 'other-executor')",
+        [],
+    )
+    [attempt] = probe_pass()
+    assert attempt.dead_executor_id == GONE
+    assert the("other-executor").state == "alive"
+    assert status(family, "other-work")[0] == "PENDING"
+
+
+def test_a_new_liveness_url_has_to_answer_again(family: Application, health: Health) -> None:
+    admin = signed_in(make_user(username="ada", role="admin"))
+    moved = health.template.replace("/health/", "/healthz/")
+    answer = admin.put(
+        "/api/v1/apps/family/liveness", {"liveness_url_template": moved}, "application/json"
+    )
+    assert answer.status_code == 200, answer.content
+    assert the(PROVEN).answered_at is None
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    assert probe_pass() == []

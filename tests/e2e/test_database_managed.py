@@ -328,7 +328,7 @@ def test_a_killed_executor_is_recovered_automatically_once_its_liveness_url_fail
     assert status == 200, body
     workflow_id = new_id("slow")
     try:
-        doomed.get(f"/slow?seconds=8&workflow_id={workflow_id}")
+        doomed.get(f"/slow?seconds=15&workflow_id={workflow_id}")
         assert deployment.db.wait_status(workflow_id, "PENDING")["executor_id"] == doomed_id
 
         def probed_alive() -> bool:
@@ -342,7 +342,7 @@ def test_a_killed_executor_is_recovered_automatically_once_its_liveness_url_fail
         # StepChange recovers it by itself; the other executor finishes the workflow.
         row = deployment.db.wait_status(workflow_id, "SUCCESS", timeout=90)
         assert row["executor_id"] != doomed_id
-        assert deployment.output(workflow_id) == "slept 8s"
+        assert deployment.output(workflow_id) == "slept 15s"
         status, records = server.api("GET", f"/audit?action=executor.recovery&app={app}")
         assert status == 200, records
         [record] = [r for r in records["items"] if r["target"] == f"executor {doomed_id}"]
