@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connections
+from django.urls import reverse
 from django.utils import timezone
 
 from conductor import liveness
@@ -544,3 +545,33 @@ def test_a_new_liveness_url_has_to_answer_again(family: Application, health: Hea
     probe_pass()
     gone_for(61)
     assert probe_pass() == []
+
+
+def test_a_liveness_url_changed_in_the_admin_form_is_audited_and_must_answer_again(
+    admin: Any,
+) -> None:
+    shop = Application.objects.create(name="shop", liveness_url_template="http://{executor_id}:1/")
+    DatabaseExecutor.objects.create(application=shop, executor_id="e1", answered_at=timezone.now())
+    client = signed_in(admin)
+    change = reverse("admin:stepchange_application_change", args=[shop.pk])
+    form = {
+        "name": "shop",
+        "system_database_schema": "dbos",
+        "recovery_grace_seconds": "60",
+        "keys-TOTAL_FORMS": "0",
+        "keys-INITIAL_FORMS": "0",
+    }
+    refused = client.post(change, {**form, "liveness_url_template": "ftp://{executor_id}/"})
+    assert refused.status_code == 200
+    assert LIVENESS_HTTP_ONLY in refused.content.decode()
+    assert the("e1").answered_at is not None
+    saved = client.post(change, {**form, "liveness_url_template": "http://{executor_id}:2/"})
+    assert saved.status_code == 302
+    record = AuditRecord.objects.get(action="application.update")
+    assert record.value_diff == {
+        "liveness_url_template": {
+            "before": "http://{executor_id}:1/",
+            "after": "http://{executor_id}:2/",
+        }
+    }
+    assert the("e1").answered_at is None
