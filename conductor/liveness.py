@@ -12,6 +12,7 @@ and poison suspects are held for an operator as conductor/recovery.py holds them
 """
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Iterable
@@ -107,7 +108,7 @@ async def _get(url: str, *, hops: int) -> Answer:
     parts = urlsplit(url)
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
-    context = ssl.create_default_context() if https else None
+    context = _tls() if https else None
     reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -131,6 +132,12 @@ async def _get(url: str, *, hops: int) -> Answer:
             return Answer(False, OTHER_HOST.format(location=following[:200]))
         return await _get(following, hops=hops - 1)
     return Answer(False, ANSWERED.format(code=code))
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Loading the trusted certificates takes a while: once per process, not per probe.
+    return ssl.create_default_context()
 
 
 def _origin(url: str) -> tuple[str, str | None, int]:
