@@ -28,7 +28,8 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from conductor import relay
-from conductor.registry import live_executors, live_versions
+from conductor.models import Executor
+from conductor.registry import live_versions
 from metrics.charts import Chart
 from metrics.reads import WINDOWS, window_figures
 from metrics.views import outcome_chart
@@ -770,7 +771,9 @@ async def _render_live(request: HtmxHttpRequest, context: dict[str, Any]) -> Htt
     # Said above the actions (to operators), before acting: which way they will go.
     executors = await acting_executors(application)
     notice = path_notice(application, executors, not_on_database=not_on_database())
-    return await db_async(_render_detail)(request, application, context | {"path_notice": notice})
+    return await db_async(_render_detail)(
+        request, application, executors, context | {"path_notice": notice}
+    )
 
 
 async def _head(
@@ -1085,19 +1088,22 @@ def _audit_history(application_name: str, workflow_id: str) -> QuerySet[AuditRec
 
 
 def _render_detail(
-    request: HttpRequest, application: Application, context: dict[str, Any]
+    request: HttpRequest,
+    application: Application,
+    executors: list[Executor],
+    context: dict[str, Any],
 ) -> HttpResponse:
-    """The workflow's page, with what the caller may do to it and what was done to it,
-    rendered in the same trip."""
+    """The workflow's page, with what the caller may do to it (through `executors`, those
+    an action would reach: `acting_executors`) and what was done to it, rendered in the
+    same trip."""
     workflow: Workflow = context["workflow"]
     controls: dict[str, Any] = {
         "may_act": request.user.has_perm(PERM_OPERATE),
         "audit_history": list(_audit_history(application.name, workflow.workflow_id)),
     }
     if controls["may_act"]:
-        # The connected executors decide what is offered and how forms are filled; a
-        # viewer's page needs neither.
-        executors = live_executors(application)
+        # The executors an action would reach decide what is offered and how forms are
+        # filled (the path notice says the same); a viewer's page needs neither.
         controls |= {
             "offers": offers(
                 workflow,

@@ -119,3 +119,20 @@ def test_the_bulk_bar_says_which_bulk_actions_the_database_path_cannot_do(
     connect(application)
     listing = signed_in(otto).get(f"/apps/{application.name}/workflows/").content.decode()
     assert DATABASE_SAYS not in listing
+
+
+def test_an_executor_whose_stepchange_process_died_is_neither_offered_nor_said(
+    otto: User, sdk_fixtures: dict[str, dict[str, Any]]
+) -> None:
+    # Its row still says connected until its heartbeat is stale, but nothing beats for the
+    # process holding it: the page offers what the database path does, as the notice says.
+    fixture = sdk_fixtures["py320-sqlite-default"]
+    application = registered(fixture)
+    executor = connect(application)
+    executor.application_version = "v-held-by-the-dead"
+    executor.channel_name = "specific.gone-process!abc"
+    executor.save()
+    page = signed_in(otto).get(f"/apps/{application.name}/workflows/{by_role(fixture, 'error')}/")
+    html = page.content.decode()
+    assert DATABASE_SAYS in html
+    assert "v-held-by-the-dead" not in html
