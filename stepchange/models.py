@@ -76,6 +76,7 @@ class Application(models.Model):
         help_text="How long an executor may stay away before its work is recovered elsewhere.",
     )
     liveness_url_template = models.CharField(
+        "liveness URL template",
         max_length=1000,
         blank=True,
         validators=[validate_liveness_template],

@@ -138,3 +138,10 @@ def test_access_keys_applications_and_groups_changed_in_the_admin_are_audited(
     assert changed.value_diff == {"recovery_grace_seconds": {"before": 60, "after": 30}}
     signed_in(root).post(reverse("admin:auth_group_add"), {"name": "auditors"})
     assert AuditRecord.objects.get(action="group.create").parameters["name"] == "auditors"
+
+
+def test_the_liveness_url_field_is_labelled_as_it_is_written(admin: User) -> None:
+    orders = make_app(name="orders")
+    page = signed_in(admin).get(reverse("admin:stepchange_application_change", args=[orders.pk]))
+    assert b"Liveness URL template" in page.content
+    assert b"Liveness url template" not in page.content

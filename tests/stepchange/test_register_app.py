@@ -65,3 +65,44 @@ def test_it_sets_whether_edited_forks_need_a_second_operator(
     assert Application.objects.get(name="orders").fork_approval_required is True
     run("orders", "--fork-approval", "optional", capsys=capsys)
     assert Application.objects.get(name="orders").fork_approval_required is False
+
+
+def test_it_sets_and_unsets_the_liveness_url_audited(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = "http://{executor_id}:8000/healthz"
+    run("shop", "--liveness-url-template", template, capsys=capsys)
+    assert Application.objects.get(name="shop").liveness_url_template == template
+    changes = AuditRecord.objects.filter(
+        action="application.update", target="shop", parameters__has_key="after"
+    )
+    assert changes.get().parameters["after"] == {"liveness_url_template": template}
+    # The same URL again changes nothing and records no change of it.
+    run("shop", "--liveness-url-template", template, capsys=capsys)
+    assert changes.count() == 1
+    run("shop", "--liveness-url-template", "", capsys=capsys)
+    assert Application.objects.get(name="shop").liveness_url_template == ""
+    assert changes.order_by("-pk").first().parameters["after"] == {"liveness_url_template": ""}
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("http://shop:8000/healthz", "{executor_id}"),
+        ("ftp://{executor_id}/healthz", "http"),
+        ("http://{executor_id}:8000/{host}", "{executor_id}"),
+    ],
+)
+def test_a_bad_liveness_url_is_a_clear_error_and_registers_nothing(
+    db: None, template: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(CommandError, match="--liveness-url-template") as raised:
+        call_command("register_app", "shop", "--liveness-url-template", template)
+    assert why in str(raised.value)
+    assert not Application.objects.filter(name="shop").exists()
+    assert not ExecutorKey.objects.exists()
+    # An application already registered keeps its URL.
+    run("shop", "--liveness-url-template", "http://{executor_id}/ok", capsys=capsys)
+    with pytest.raises(CommandError):
+        call_command("register_app", "shop", "--liveness-url-template", template)
+    assert Application.objects.get(name="shop").liveness_url_template == "http://{executor_id}/ok"
