@@ -219,25 +219,24 @@ async def probe_application(
     return [await db_async(database_autorecover)(executor) for executor in due]
 
 
-def _seen(application: Application) -> dict[str, tuple[str, list[str]]]:
-    """The executors with PENDING workflows and no connection to StepChange under that id:
-    their version and pending workflow ids."""
+def _seen(application: Application) -> dict[str, str]:
+    """The executors with PENDING workflows and no connection to StepChange under that id,
+    with their version (the first seen, when they left work under several)."""
     from forks import native
 
     live = Executor.objects.live().filter(application=application)
     connected = set(live.values_list("executor_id", flat=True))
-    seen: dict[str, tuple[str, list[str]]] = {}
+    seen: dict[str, str] = {}
     for found in native.pending_executors(application):
         if found.executor_id and found.executor_id not in connected:
-            version, ids = seen.get(found.executor_id, (found.application_version, []))
-            seen[found.executor_id] = (version, ids + found.workflow_ids)
+            seen.setdefault(found.executor_id, found.application_version)
     return seen
 
 
 def _note(
     application: Application,
     answers: dict[str, Answer],
-    seen: dict[str, tuple[str, list[str]]],
+    seen: dict[str, str],
 ) -> list[DatabaseExecutor]:
     """Write what the probes found (conditional UPDATEs, so another process's claim is never
     overwritten), then claim the executors due for recovery."""
@@ -245,7 +244,7 @@ def _note(
     failing = [
         row
         for executor_id, answer in answers.items()
-        if (row := _record_answer(application, executor_id, seen[executor_id][0], answer, now))
+        if (row := _record_answer(application, executor_id, seen[executor_id], answer, now))
     ]
     if failing and not _proven(application):
         # A wrong URL (a port, a certificate) would make every executor look gone.
@@ -260,7 +259,7 @@ def _note(
         for row in failing
         if row.failing_since is not None
         and row.failing_since <= grace
-        and _due(row, seen[row.executor_id][1], now)
+        and _due(row, now)
         and _claim(row, now)
     ]
 
@@ -302,7 +301,7 @@ def liveness_forget(application: Application) -> None:
     DatabaseExecutor.objects.filter(application=application).update(answered_at=None)
 
 
-def _due(row: DatabaseExecutor, pending: list[str], now: Any) -> bool:
+def _due(row: DatabaseExecutor, now: Any) -> bool:
     """Gone past the grace period: recover it unless it is being recovered, or was a
     moment ago and has nothing new but the suspects held for an operator."""
     state = row.state
@@ -316,8 +315,13 @@ def _due(row: DatabaseExecutor, pending: list[str], now: Any) -> bool:
     )
     if state == DatabaseExecutor.State.FAILED:
         return cooled
+    if not cooled:
+        return False
+    from forks import native
+
+    pending = native.pending_workflow_ids(row.application, row.executor_id)
     held = set(_unresolved_suspects(row.application, pending))
-    return cooled and bool(set(pending) - held)
+    return bool(set(pending) - held)
 
 
 def _claim(row: DatabaseExecutor, now: Any) -> bool:
@@ -353,12 +357,7 @@ def database_autorecover(executor: DatabaseExecutor) -> RecoveryAttempt:
     executor_id = executor.executor_id
     pending: list[str] = []
     try:
-        pending = [
-            workflow_id
-            for found in native.pending_executors(application)
-            if found.executor_id == executor_id
-            for workflow_id in found.workflow_ids
-        ]
+        pending = native.pending_workflow_ids(application, executor_id)
         if not pending:
             return _finish(executor, RecoveryAttempt.Outcome.NOTHING_PENDING, [], NOTHING_LEFT)
         suspects = tally_poison(application, executor_id, pending)

@@ -455,35 +455,73 @@ def _statuses(cursor: Any, ids: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PendingExecutor:
-    """An executor seen only in the system database: the PENDING workflows it left."""
+    """An executor seen only in the system database: how many PENDING workflows it left."""
 
     executor_id: str
     application_version: str
     pending: int
-    workflow_ids: list[str]
+
+
+def _pending_rows(application: Application) -> tuple[str, str, list[Any]]:
+    """The system database's alias, and the condition (with its values) of the
+    application's PENDING rows: its own and unclaimed ones where rows name their
+    application. SystemDatabaseError when the database cannot be reached (introspected
+    first, so it says so rather than the driver's error from the cursor)."""
+    schema = systemdb.schema_of(application)
+    where, values = "status = %s", ["PENDING"]
+    if "application_name" in schema.columns.get("workflow_status", frozenset()):
+        where += " AND (application_name = %s OR application_name IS NULL)"
+        values.append(application.name)
+    return systemdb.alias_for(application), where, values
 
 
 def pending_executors(application: Application) -> list[PendingExecutor]:
-    """The executors that hold PENDING workflows, by executor id and version: what an
-    operator may recover (a preview: nothing is written). SystemDatabaseError when the
-    database cannot be reached."""
-    # Introspected first: an unreachable database is a SystemDatabaseError saying so, not
-    # the driver's error from the cursor.
-    systemdb.schema_of(application)
-    alias = systemdb.alias_for(application)
+    """The executors that hold PENDING workflows, by executor id and version, with how
+    many each: what an operator may recover (a preview: nothing is written). One GROUP BY,
+    so a system database with many PENDING workflows is not read row by row."""
+    alias, where, values = _pending_rows(application)
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            "SELECT executor_id, application_version, workflow_uuid FROM workflow_status"
-            " WHERE status = %s ORDER BY executor_id, application_version, workflow_uuid",
-            ["PENDING"],
+            "SELECT executor_id, application_version, count(*) FROM workflow_status"  # noqa: S608
+            f" WHERE {where} GROUP BY executor_id, application_version"
+            " ORDER BY executor_id, application_version",
+            values,
         )
-        found: dict[tuple[str, str], list[str]] = {}
-        for executor_id, version, workflow_id in cursor.fetchall():
-            found.setdefault((executor_id or "", version or ""), []).append(workflow_id)
+        rows = cursor.fetchall()
     return [
-        PendingExecutor(executor_id, version, len(ids), ids)
-        for (executor_id, version), ids in found.items()
+        PendingExecutor(executor_id or "", version or "", int(count))
+        for executor_id, version, count in rows
     ]
+
+
+def pending_workflow_ids(
+    application: Application,
+    executor_id: str,
+    *,
+    version: str | None = None,
+    limit: int | None = None,
+) -> list[str]:
+    """The ids of the PENDING workflows `executor_id` left, in id order: of every version
+    (what a recovery of it re-enqueues), or of one ("" for none), and at most `limit`."""
+    alias, where, values = _pending_rows(application)
+    where += " AND executor_id = %s"
+    values.append(executor_id)
+    if version:
+        where += " AND application_version = %s"
+        values.append(version)
+    elif version is not None:
+        where += " AND (application_version IS NULL OR application_version = '')"
+    bound = ""
+    if limit is not None:
+        bound = " LIMIT %s"
+        values.append(limit)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"SELECT workflow_uuid FROM workflow_status WHERE {where}"  # noqa: S608
+            f" ORDER BY workflow_uuid{bound}",
+            values,
+        )
+        return [str(workflow_id) for (workflow_id,) in cursor.fetchall()]
 
 
 def native_recover(

@@ -747,13 +747,11 @@ def database_recover(
         audit_record(**audit, result=Result.FAILED, detail=why)
         raise ActionRefusedError(why)
     try:
-        found = native.pending_executors(application)
+        pending = native.pending_workflow_ids(application, executor_id)
     except SystemDatabaseError as exc:
         # No system database registered, or it cannot be reached: refused, and recorded.
         audit_record(**audit, result=Result.FAILED, detail=str(exc))
         raise
-    seen = [e for e in found if e.executor_id == executor_id]
-    pending = [workflow_id for e in seen for workflow_id in e.workflow_ids]
     if not pending:
         why = NOTHING_PENDING.format(executor_id=executor_id)
         audit_record(**audit, result=Result.FAILED, detail=why)

@@ -5,6 +5,7 @@ naming the encoding), else by a live executor through the relay (its display tex
 passed on verbatim, `*_format` naming that rendering). `source` says which.
 """
 
+import dataclasses
 import re
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -1059,11 +1060,17 @@ workflow_router.get("/apps/{app}/workflows/{workflow:workflow_id}", response=Wor
 # Recovery without a connection: executors seen in the system database.
 
 
+# Ids shown per executor and version; `pending` counts them all.
+PENDING_IDS_SHOWN = 100
+
+
 class PendingExecutorOut(Schema):
     executor_id: str
     application_version: str
     pending: int
-    workflow_ids: list[str]
+    workflow_ids: list[str] = Field(
+        description=f"The first {PENDING_IDS_SHOWN} of them, in id order; `pending` counts all."
+    )
 
 
 class DatabaseRecoveryIn(Body):
@@ -1093,7 +1100,18 @@ def database_recovery_preview(request: HttpRequest, app: str) -> list[Any]:
 
     application = application_for(request, app, PERM_INSPECT)
     try:
-        return list(native.pending_executors(application))
+        return [
+            {
+                **dataclasses.asdict(found),
+                "workflow_ids": native.pending_workflow_ids(
+                    application,
+                    found.executor_id,
+                    version=found.application_version,
+                    limit=PENDING_IDS_SHOWN,
+                ),
+            }
+            for found in native.pending_executors(application)
+        ]
     except systemdb.SystemDatabaseError as exc:
         raise HttpError(503, str(exc)) from None
 
