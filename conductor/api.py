@@ -275,7 +275,12 @@ class LivenessIn(Body):
     liveness_url_template: str = Field(
         ...,
         max_length=1000,
-        description='Such as http://{executor_id}:8000/healthz; "" turns probing off.',
+        # No pattern: each rule broken is a 400 that names it, which a pattern would not.
+        description=(
+            'Such as http://{executor_id}:8000/healthz; "" turns probing off. An http or '
+            "https URL naming a host, holding {executor_id} once and no other braces, "
+            "spaces or control characters (a 400 names the rule broken)."
+        ),
     )
 
 
