@@ -344,3 +344,28 @@ def test_a_gone_executors_pending_workflows_are_recovered_through_the_database(
     answer = client.post("/api/v1/apps/family/database-recovery", second, "application/json")
     assert answer.status_code == 200, answer.content
     assert answer.json()["poison_suspects"] == [RUNNER]
+
+
+def test_executors_are_counted_from_this_applications_rows_and_unclaimed_ones(
+    family: Application, otto: User
+) -> None:
+    for workflow_id, owner, executor_id in [
+        ("native-ours", "family", "ours"),
+        ("native-theirs", "another-app", "theirs"),
+    ] + [(f"native-many-{n}", "family", "many") for n in range(120)]:
+        write(
+            family,
+            "INSERT INTO workflow_status (workflow_uuid, status, name, created_at, updated_at,"
+            " executor_id, application_name) VALUES (%s, 'PENDING', 'ship', 1, 1, %s, %s)",
+            [workflow_id, executor_id, owner],
+        )
+    client = Client()
+    client.force_login(otto)
+    seen = {e["executor_id"]: e for e in client.get("/api/v1/apps/family/database-recovery").json()}
+    assert set(seen) - {""} == {"gone-executor", "ours", "many"}
+    assert (seen["ours"]["pending"], seen["ours"]["workflow_ids"]) == (1, ["native-ours"])
+    # Counted whole, shown in part.
+    assert seen["many"]["pending"] == 120
+    assert seen["many"]["workflow_ids"] == sorted(f"native-many-{n}" for n in range(120))[:100]
+    assert native.pending_workflow_ids(family, "theirs") == []
+    assert len(native.pending_workflow_ids(family, "many")) == 120
