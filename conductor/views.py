@@ -3,6 +3,7 @@ poison notices, the request log, and retention."""
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -12,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import InvalidPage, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from conductor import recovery, relay, retention
@@ -31,6 +33,11 @@ REQUESTS_PAGE = 50
 # Connected executors shown per page: a fleet of thousands is paged, not rendered at once.
 EXECUTORS_PAGE = 50
 BAD_PAGE = "No such page of connected executors: {page}."
+# An executor recovered through the system database stays listed (with nothing pending)
+# this long, so that what its probe found is still there to read after the recovery.
+RECENTLY_RECOVERED = timedelta(hours=1)
+# Executors seen in PENDING workflows shown at most.
+SEEN_EXECUTORS = 200
 
 
 @login_required
@@ -51,8 +58,6 @@ def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "live": page,
         "gone": gone,
         "attempts": RecoveryAttempt.objects.filter(application=application)[:20],
-        # Executors known only from the system database, as their liveness URL found them.
-        "probed": DatabaseExecutor.objects.filter(application=application)[:50],
         "poison": PoisonWorkflow.objects.filter(
             application=application,
             resolved_at__isnull=True,
@@ -70,25 +75,60 @@ def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
 
 
 @dataclass(frozen=True)
+class SeenExecutor:
+    """An executor seen in PENDING workflows of the system database and not connected:
+    its version(s), how many it left, and what its liveness probe last found (if any)."""
+
+    executor_id: str
+    versions: list[str]
+    pending: int
+    probe: DatabaseExecutor | None = None
+
+
+@dataclass(frozen=True)
 class DatabasePending:
     """The executors seen in PENDING workflows of the system database and not connected,
     or why they could not be read."""
 
-    executors: list[native.PendingExecutor]
+    executors: list[SeenExecutor]
     error: str = ""
+    probed: bool = False  # a liveness URL is set, or some executor was probed
 
 
 def _database_pending(application: Application) -> DatabasePending:
+    probes = DatabaseExecutor.objects.filter(application=application)
+    probed = bool(application.liveness_url_template) or probes.exists()
     try:
         found = native.pending_executors(application)
     except systemdb.SystemDatabaseError as exc:
-        return DatabasePending([], str(exc))
+        return DatabasePending([], str(exc), probed)
     connected = set(
         Executor.objects.live()
         .filter(application=application)
         .values_list("executor_id", flat=True)
     )
-    return DatabasePending([e for e in found if e.executor_id not in connected])
+    seen: dict[str, tuple[list[str], int]] = {}
+    for e in found:
+        if e.executor_id in connected:
+            continue
+        versions, count = seen.get(e.executor_id, ([], 0))
+        if e.application_version:
+            versions.append(e.application_version)
+        seen[e.executor_id] = (versions, count + e.pending)
+    ids = list(seen)[:SEEN_EXECUTORS]
+    by_id = {row.executor_id: row for row in probes.filter(executor_id__in=ids)} if probed else {}
+    rows = [SeenExecutor(i, seen[i][0], seen[i][1], by_id.get(i)) for i in ids]
+    if probed:
+        # Recovered a moment ago and nothing pending since: kept, with what its probe found.
+        recent = probes.filter(
+            recovered_at__gte=timezone.now() - RECENTLY_RECOVERED,
+            state=DatabaseExecutor.State.RECOVERED,
+        ).exclude(executor_id__in=list(seen) + list(connected))
+        rows += [
+            SeenExecutor(row.executor_id, [row.application_version], 0, row)
+            for row in recent.order_by("-recovered_at")[:20]
+        ]
+    return DatabasePending(rows, "", probed)
 
 
 class DatabaseRecoveryForm(forms.Form):

@@ -60,13 +60,13 @@ def test_an_admin_sets_a_liveness_url_and_sees_a_killed_executor_recovered(
         sign_in(page, stepchange, "ada", "ada-pass-7731")
         page.goto(f"{stepchange.url}/admin/stepchange/application/")
         page.get_by_role("link", name=app, exact=True).click()
-        field = page.get_by_label("Liveness url template")
+        field = page.get_by_label("Liveness URL template")
         # A template with no place for the executor id is refused, with the reason.
         field.fill("http://127.0.0.1:1/healthz")
         page.get_by_role("button", name="Save", exact=True).click()
         expect(page.get_by_text(LIVENESS_NO_PLACEHOLDER)).to_be_visible()
         screenshot(page, "liveness-setting-refused")
-        page.get_by_label("Liveness url template").fill(router.template)
+        page.get_by_label("Liveness URL template").fill(router.template)
         page.get_by_role("button", name="Save", exact=True).click()
         expect(page.get_by_text("was changed successfully")).to_be_visible()
 

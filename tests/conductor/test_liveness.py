@@ -453,7 +453,7 @@ def test_the_executors_page_shows_the_probes_and_the_held_recovery(
     probe_pass()
     page = signed_in(make_user(username="otto", role="operator")).get("/apps/family/executors/")
     html = page.content.decode()
-    assert "Seen in the system database" in html
+    assert "Executors seen in PENDING workflows" in html
     assert f"<code>{health.template}</code>" in html
     assert f"<code>{GONE}</code>" in html
     assert "answered HTTP 503" in html
@@ -575,3 +575,63 @@ def test_a_liveness_url_changed_in_the_admin_form_is_audited_and_must_answer_aga
         }
     }
     assert the("e1").answered_at is None
+
+
+def seen_rows(html: str) -> dict[str, str]:
+    """The rows of the Executors page's "Executors seen in PENDING workflows", by id."""
+    section = html.split("Executors seen in PENDING workflows")[1].split("</section>")[0]
+    rows = section.split("<tbody>")[1].split("</tr>")[:-1]
+    cells = [(row.split("<td>")[1].split("</td>")[0], row) for row in rows]
+    return {
+        first.split("<code>")[1].split("</code>")[0]: row
+        for first, row in cells
+        if "<code>" in first
+    }
+
+
+def test_the_executors_page_lists_each_pending_executor_once_with_what_its_probe_found(
+    family: Application, health: Health
+) -> None:
+    for workflow_id, version in [("other-1", "v2"), ("other-2", "v3")]:
+        write(
+            family,
+            "INSERT INTO workflow_status (workflow_uuid, status, name, created_at, updated_at,"
+            " executor_id, application_version) VALUES (%s, 'PENDING', 'ship', 1, 1, %s, %s)",
+            [workflow_id, "other-gone", version],
+        )
+    otto = signed_in(make_user(username="otto", role="operator"))
+    vera = signed_in(make_user(username="vera", role="viewer"))
+    page = "/apps/family/executors/"
+    rows = seen_rows(otto.get(page).content.decode())
+    # One row per executor, its versions together; one probed never is not hidden, and
+    # one whose probe is known but has nothing pending is not listed.
+    assert {GONE, "other-gone"} <= set(rows)
+    assert PROVEN not in rows
+    assert "<code>v2</code>, <code>v3</code>" in rows["other-gone"]
+    assert '<td class="num">2</td>' in rows["other-gone"]
+    assert "not probed yet" in rows[GONE]
+    assert "Seen in the system database" not in otto.get(page).content.decode()
+    health.status[GONE] = 503
+    probe_pass()
+    rows = seen_rows(otto.get(page).content.decode())
+    assert 'class="badge state-failing">Failing<' in rows[GONE]
+    assert "answered HTTP 503" in rows[GONE]
+    assert '<td class="num">2</td>' in rows[GONE]
+    assert "Recover…" in rows[GONE]
+    assert "Recover…" not in "".join(seen_rows(vera.get(page).content.decode()).values())
+    gone_for(61)
+    probe_pass()
+    html = otto.get(page).content.decode()
+    rows = seen_rows(html)
+    # Recovered a moment ago: still listed, with nothing pending and nothing to recover.
+    assert 'class="badge state-recovered">Recovered<' in rows[GONE]
+    assert "nothing pending" in rows[GONE]
+    assert "Recover…" not in rows[GONE]
+    assert "No recoveries yet." not in html
+    # An hour later it is left to the Recovery table.
+    DatabaseExecutor.objects.filter(executor_id=GONE).update(
+        recovered_at=timezone.now() - timedelta(hours=2)
+    )
+    rows = seen_rows(otto.get(page).content.decode())
+    assert GONE not in rows
+    assert "other-gone" in rows
