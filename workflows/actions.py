@@ -757,15 +757,31 @@ def database_recover(
         audit_record(**audit, result=Result.FAILED, detail=why)
         raise WorkflowNotFoundError(why)
     suspects = tally_poison(application, executor_id, pending)
+    attempt: dict[str, Any] = {
+        "application": application,
+        "executor_id": executor_id,
+        "actor": actor,
+    }
     try:
+        attempt["version"] = ", ".join(
+            sorted(
+                {
+                    e.application_version
+                    for e in native.pending_executors(application)
+                    if e.executor_id == executor_id and e.application_version
+                }
+            )
+        )
         written = native.native_recover(
             application=application, executor_id=executor_id, workflow_ids=pending
         )
     except SystemDatabaseError as exc:
         audit_record(**audit, result=Result.FAILED, detail=str(exc))
+        _recovery_attempt(**attempt, outcome="failed", workflow_ids=pending, detail=str(exc))
         raise
     except native.NativeError as exc:
         audit_record(**audit, result=Result.FAILED, detail=str(exc))
+        _recovery_attempt(**attempt, outcome="failed", workflow_ids=pending, detail=str(exc))
         error = ActionRefusedError(str(exc))
         error.status = exc.status
         raise error from None
@@ -776,6 +792,8 @@ def database_recover(
         left = ", ".join(f"{wid} ({status})" for wid, status in sorted(written.left.items()))
         detail += LEFT_AS_THEY_WERE.format(left=left).replace("finished", "taken up since")
     record = audit_record(**audit, detail=detail + ".")
+    outcome = "sent" if written.changed else "nothing_pending"
+    _recovery_attempt(**attempt, outcome=outcome, workflow_ids=written.changed, detail=detail + ".")
     return {
         "executor_id": executor_id,
         "path": DATABASE_PATH,
@@ -785,3 +803,31 @@ def database_recover(
         "detail": detail + ".",
         "audit_id": record.pk,
     }
+
+
+def _recovery_attempt(
+    *,
+    application: Application,
+    executor_id: str,
+    actor: Any,
+    version: str = "",
+    outcome: str,
+    workflow_ids: list[str],
+    detail: str,
+) -> None:
+    """A manual recovery through the system database, listed under *Recovery* as the
+    automatic ones are (`conductor.liveness._finish`): the workflows it re-enqueued, or,
+    when it failed, those it meant to."""
+    from conductor.models import RecoveryAttempt
+
+    RecoveryAttempt.objects.create(
+        application=application,
+        dead_executor_id=executor_id[:100],
+        application_version=version[:200],
+        pending_workflow_ids=workflow_ids,
+        manual=True,
+        requested_by=actor.get_username() if actor is not None else "",
+        outcome=outcome,
+        detail=detail,
+        path=DATABASE_PATH,
+    )

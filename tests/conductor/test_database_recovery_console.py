@@ -13,7 +13,7 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from conductor.models import Executor
+from conductor.models import Executor, RecoveryAttempt
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
 from tests.workflows.family_data import family_database
@@ -147,6 +147,18 @@ def test_confirming_reenqueues_the_pending_workflows_and_says_how_many(
     record = AuditRecord.objects.get(action="executor.recovery")
     assert (record.result, record.reason, record.actor_name) == ("ok", "host lost", "otto")
     assert record.parameters == {"executor_ids": [GONE], "path": "database"}
+    # Listed under Recovery with the automatic ones: what it re-enqueued, by whom.
+    attempt = RecoveryAttempt.objects.get(application=family)
+    assert (attempt.path, attempt.outcome, attempt.manual) == ("database", "sent", True)
+    assert (attempt.dead_executor_id, attempt.application_version) == (GONE, "v3")
+    assert (attempt.requested_by, sorted(attempt.pending_workflow_ids)) == (
+        "otto",
+        ["left-1", "left-2"],
+    )
+    recoveries = page.split("<h2>Recovery</h2>")[1]
+    assert "No recoveries yet." not in recoveries
+    assert f"<code>{GONE}</code>" in recoveries
+    assert "<code>left-1</code>" in recoveries
     # Nothing is left for it: the row is gone from the list.
     section = page.split("Executors seen in PENDING workflows")[1].split("</section>")[0]
     assert f"<code>{GONE}</code>" not in section
@@ -183,6 +195,7 @@ def test_a_connected_executor_is_refused_in_the_preview_and_on_confirm(
     assert statuses(family) == before
     record = AuditRecord.objects.get(action="executor.recovery")
     assert (record.result, record.target) == ("failed", "executor alive")
+    assert not RecoveryAttempt.objects.exists()
 
 
 def test_an_executor_with_nothing_pending_is_refused(family: Application, otto: Client) -> None:
@@ -193,6 +206,7 @@ def test_an_executor_with_nothing_pending_is_refused(family: Application, otto: 
     confirm = otto.post(RECOVER, {"executor_id": "never-seen"})
     assert confirm.status_code == 404
     assert statuses(family) == before
+    assert not RecoveryAttempt.objects.exists()
 
 
 def test_no_executor_named_is_a_clear_400(otto: Client) -> None:

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import connections
 from django.test import Client
 
+from conductor.models import RecoveryAttempt
 from forks import native
 from stepchange.models import Application, AuditRecord
 from tests.conftest import make_user
@@ -369,3 +370,57 @@ def test_executors_are_counted_from_this_applications_rows_and_unclaimed_ones(
     assert seen["many"]["workflow_ids"] == sorted(f"native-many-{n}" for n in range(120))[:100]
     assert native.pending_workflow_ids(family, "theirs") == []
     assert len(native.pending_workflow_ids(family, "many")) == 120
+
+
+def test_a_recovery_through_the_database_is_listed_with_the_recoveries(
+    family: Application, otto: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client()
+    client.force_login(otto)
+    write(
+        family,
+        "UPDATE workflow_status SET application_version = 'v7' WHERE workflow_uuid IN (%s, %s)",
+        [RUNNER, RUNNING_CHILD],
+    )
+    body = {"executor_id": "gone-executor", "reason": "host lost"}
+    answer = client.post("/api/v1/apps/family/database-recovery", body, "application/json")
+    assert answer.status_code == 200, answer.content
+    attempt = RecoveryAttempt.objects.get(application=family)
+    assert (attempt.path, attempt.outcome, attempt.manual) == ("database", "sent", True)
+    assert (attempt.dead_executor_id, attempt.requested_by) == ("gone-executor", "otto")
+    assert attempt.application_version == "v7"
+    assert sorted(attempt.pending_workflow_ids) == sorted(answer.json()["recovered"])
+    assert sorted(attempt.pending_workflow_ids) == sorted([RUNNER, RUNNING_CHILD])
+    # Refused (nothing pending any more, or no executor id): no attempt is listed.
+    assert (
+        client.post("/api/v1/apps/family/database-recovery", body, "application/json").status_code
+        == 404
+    )
+    bad = client.post("/api/v1/apps/family/database-recovery", {}, "application/json")
+    assert bad.status_code in (400, 422)
+    assert RecoveryAttempt.objects.filter(application=family).count() == 1
+    # A write the system database refuses is listed as failed, with what it meant to do.
+    write(
+        family,
+        "UPDATE workflow_status SET status = 'PENDING', executor_id = 'gone-2'"
+        " WHERE workflow_uuid = %s",
+        [RUNNER],
+    )
+
+    def unreachable(application: Application) -> Any:
+        raise systemdb.SystemDatabaseError("The system database cannot be reached.")
+
+    monkeypatch.setattr(native, "_database", unreachable)
+    body = {"executor_id": "gone-2", "reason": "host lost again"}
+    answer = client.post("/api/v1/apps/family/database-recovery", body, "application/json")
+    assert answer.status_code == 503
+    failed = RecoveryAttempt.objects.filter(application=family).first()
+    assert failed is not None
+    assert (failed.dead_executor_id, failed.outcome, failed.path) == (
+        "gone-2",
+        "failed",
+        "database",
+    )
+    assert failed.pending_workflow_ids == [RUNNER]
+    assert "cannot be reached" in failed.detail
+    assert status(family, RUNNER)[0] == "PENDING"
