@@ -67,16 +67,7 @@ def native_cancel(
     with _transaction(alias) as cursor:
         _checked(cursor, workflow_id, check)
         ids = [workflow_id] + (_descendants(cursor, workflow_id) if cancel_children else [])
-        values = {
-            "status": "CANCELLED",
-            "owner_xid": None,
-            "queue_name": None,
-            "deduplication_id": None,
-            "started_at_epoch_ms": None,
-            "updated_at": NOW,
-            "completed_at": NOW,
-        }
-        changed = _update_unless_done(cursor, schema, ids, values)
+        changed = _update_unless_done(cursor, schema, ids, CANCELLED)
         return Written(changed, _statuses(cursor, [i for i in ids if i not in changed]))
 
 
@@ -363,6 +354,17 @@ NOW = _Now()
 NOW_SQL = {
     "postgresql": "CAST(EXTRACT(epoch FROM now()) * 1000 AS BIGINT)",
     "sqlite": "CAST(strftime('%%s', 'now') * 1000 AS BIGINT)",
+}
+
+# What `SystemDatabase.cancel_workflows` writes (dbos 3.4.0), `completed_at` as it sets it.
+CANCELLED: dict[str, Any] = {
+    "status": "CANCELLED",
+    "owner_xid": None,
+    "queue_name": None,
+    "deduplication_id": None,
+    "started_at_epoch_ms": None,
+    "updated_at": NOW,
+    "completed_at": NOW,
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import OperationalError, connections, transaction
 
-from forks.native import NOW, NOW_SQL, _database
+from forks.native import CANCELLED, NOW, NOW_SQL, _database
 from stepchange.models import Application
 from workflows import systemdb
 
@@ -200,18 +200,6 @@ def _time_out(
         if len(found) < batch_rows:
             return
         mark = found[-1]
-
-
-# `cancel_workflows`'s values; `completed_at` as the SDK's cancel sets it.
-CANCELLED = {
-    "status": "CANCELLED",
-    "owner_xid": None,
-    "queue_name": None,
-    "deduplication_id": None,
-    "started_at_epoch_ms": None,
-    "updated_at": NOW,
-    "completed_at": NOW,
-}
 
 
 def _cancel(cursor: Any, present: frozenset[str], ids: list[str]) -> list[str]:
