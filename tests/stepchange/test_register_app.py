@@ -82,7 +82,7 @@ def test_it_sets_and_unsets_the_liveness_url_audited(
     assert changes.count() == 1
     run("shop", "--liveness-url-template", "", capsys=capsys)
     assert Application.objects.get(name="shop").liveness_url_template == ""
-    assert changes.order_by("-pk").first().parameters["after"] == {"liveness_url_template": ""}
+    assert changes.order_by("-pk")[0].parameters["after"] == {"liveness_url_template": ""}
 
 
 @pytest.mark.parametrize(
