@@ -160,7 +160,8 @@ def _status(lines: list[bytes]) -> tuple[int, dict[str, str]]:
         raise ValueError("the connection closed without an answer")
     version, _, rest = lines[0].decode("latin-1").partition(" ")
     if not version.startswith("HTTP/") or not rest[:3].isdigit():
-        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+        # Not echoed: the first line of another service (a banner) is not for the page.
+        raise ValueError("not an HTTP answer")
     headers = {}
     for line in lines[1:]:
         name, _, value = line.decode("latin-1").partition(":")
@@ -185,7 +186,12 @@ async def probe_all() -> list[RecoveryAttempt]:
     limit = asyncio.Semaphore(settings.LIVENESS_CONCURRENCY)
     attempts = []
     for application in await db_async(_probed_applications)():
-        attempts += await probe_application(application, limit=limit)
+        try:
+            attempts += await probe_application(application, limit=limit)
+        except DatabaseError:
+            # One application's trouble (its rows, StepChange's database for a moment)
+            # leaves the others probed; the next pass tries it again.
+            logger.exception("Liveness of %s's executors not checked this pass", application.name)
     return attempts
 
 
@@ -241,6 +247,11 @@ def _note(
     """Write what the probes found (conditional UPDATEs, so another process's claim is never
     overwritten), then claim the executors due for recovery."""
     now = timezone.now()
+    # An executor with nothing pending is not probed: when it comes back under the same id
+    # (a fixed DBOS__VMID), its grace period starts afresh, not from a failure long past.
+    DatabaseExecutor.objects.filter(application=application, failing_since__isnull=False).exclude(
+        executor_id__in=list(seen)
+    ).exclude(state=DatabaseExecutor.State.RECOVERING).update(failing_since=None)
     failing = [
         row
         for executor_id, answer in answers.items()
@@ -399,7 +410,7 @@ def _finish(
     with transaction.atomic():
         attempt = RecoveryAttempt.objects.create(
             application=executor.application,
-            dead_executor_id=executor.executor_id,
+            dead_executor_id=executor.executor_id[:100],
             application_version=executor.application_version,
             pending_workflow_ids=pending,
             requested_by=AUTOMATIC,
@@ -407,9 +418,12 @@ def _finish(
             detail=detail,
             path=DATABASE_PATH,
         )
+        # Recovered: whatever it leaves pending from now on gets a grace period of its own.
+        # Held or failed: still gone with work left, taken up again once that is settled.
+        failing = {"failing_since": None} if state == DatabaseExecutor.State.RECOVERED else {}
         DatabaseExecutor.objects.filter(
             pk=executor.pk, state=DatabaseExecutor.State.RECOVERING
-        ).update(state=state, recovered_at=timezone.now())
+        ).update(state=state, recovered_at=timezone.now(), **failing)
         audit_record(
             action=ACTION,
             actor_name=AUTOMATIC,

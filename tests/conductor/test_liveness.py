@@ -292,6 +292,37 @@ def test_a_gone_executor_is_recovered_once_past_the_grace_period(
     assert health.hits == []
 
 
+def test_an_executor_back_under_its_id_after_a_recovery_has_a_grace_period_again(
+    family: Application, health: Health
+) -> None:
+    # Recovered once; later it comes back under the same id (a fixed DBOS__VMID), takes new
+    # work, and its first probe fails while it starts: not recovered on that probe.
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    [attempt] = probe_pass()
+    assert attempt.outcome == "sent"
+    write(family, "UPDATE workflow_status SET status = 'SUCCESS' WHERE executor_id = %s", [GONE])
+    assert probe_pass() == []
+    write(
+        family,
+        "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name, created_at,"
+        " updated_at, executor_id) VALUES ('back-again', 'PENDING', 'ship', 'shipping', 2, 2, %s)",
+        [GONE],
+    )
+    DatabaseExecutor.objects.filter(executor_id=GONE).update(
+        recovered_at=timezone.now() - timedelta(hours=1)
+    )
+    assert probe_pass() == []
+    assert status(family, "back-again")[0] == "PENDING"
+    failing_since = the().failing_since
+    assert failing_since is not None
+    assert failing_since > timezone.now() - timedelta(seconds=30)
+    gone_for(61)
+    [again] = probe_pass()
+    assert again.pending_workflow_ids == ["back-again"]
+
+
 def test_an_executor_that_answers_again_within_the_grace_period_is_not_recovered(
     family: Application, health: Health
 ) -> None:
