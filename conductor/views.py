@@ -66,7 +66,8 @@ def executors(request: HtmxHttpRequest, app_name: str) -> HttpResponse:
         "can_operate": request.user.has_perm(PERM_OPERATE),
         "system_database": systemdb.status_of(application),
     }
-    if application.system_database_url:
+    if application.system_database_url and not request.htmx:
+        # Not in the panels an htmx refresh redraws: read for a whole page only.
         context["database_pending"] = _database_pending(application)
     template = "conductor/executors.html"
     if request.htmx:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from forks import services
 from forks.plans import SourceNotFoundError
@@ -477,12 +477,24 @@ def _pending_rows(application: Application) -> tuple[str, str, list[Any]]:
     return systemdb.alias_for(application), where, values
 
 
+@contextmanager
+def _read(application: Application) -> Iterator[None]:
+    """A read of the system database that fails (a connection lost since its schema was
+    read, a statement timeout) is a SystemDatabaseError saying so: the callers answer 503."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise systemdb.SystemDatabaseError(
+            f"The system database of {application.name} could not be read: {exc}"
+        ) from exc
+
+
 def pending_executors(application: Application) -> list[PendingExecutor]:
     """The executors that hold PENDING workflows, by executor id and version, with how
     many each: what an operator may recover (a preview: nothing is written). One GROUP BY,
     so a system database with many PENDING workflows is not read row by row."""
     alias, where, values = _pending_rows(application)
-    with connections[alias].cursor() as cursor:
+    with _read(application), connections[alias].cursor() as cursor:
         cursor.execute(
             "SELECT executor_id, application_version, count(*) FROM workflow_status"  # noqa: S608
             f" WHERE {where} GROUP BY executor_id, application_version"
@@ -517,7 +529,7 @@ def pending_workflow_ids(
     if limit is not None:
         bound = " LIMIT %s"
         values.append(limit)
-    with connections[alias].cursor() as cursor:
+    with _read(application), connections[alias].cursor() as cursor:
         cursor.execute(
             f"SELECT workflow_uuid FROM workflow_status WHERE {where}"  # noqa: S608
             f" ORDER BY workflow_uuid{bound}",

@@ -244,7 +244,8 @@ def _chunks(ids: list[str]) -> Iterator[list[str]]:
 
 def _left_since(alias: str, ids: list[str], written: list[str]) -> dict[str, str]:
     """The workflows of a batch it did not write, with the status they have now."""
-    missed = [wid for wid in ids if wid not in set(written)]
+    done = set(written)
+    missed = [wid for wid in ids if wid not in done]
     if not missed:
         return {}
     left: dict[str, str] = {}

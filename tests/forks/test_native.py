@@ -424,3 +424,29 @@ def test_a_recovery_through_the_database_is_listed_with_the_recoveries(
     assert failed.pending_workflow_ids == [RUNNER]
     assert "cannot be reached" in failed.detail
     assert status(family, RUNNER)[0] == "PENDING"
+
+
+def test_a_system_database_that_fails_a_read_is_a_503_and_the_page_says_so(
+    family: Application, otto: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The schema was read a moment ago (and is cached); the read itself fails (here: a
+    # column the statement names and the table lacks, as a lost connection would fail it).
+    real = native._pending_rows
+
+    def broken(application: Application) -> tuple[str, str, list[Any]]:
+        alias, where, values = real(application)
+        return alias, where + " AND no_such_column = 1", values
+
+    monkeypatch.setattr(native, "_pending_rows", broken)
+    client = Client()
+    client.force_login(otto)
+    answer = client.get("/api/v1/apps/family/database-recovery")
+    assert answer.status_code == 503
+    assert "could not be read" in answer.json()["detail"]
+    page = client.get("/apps/family/executors/")
+    assert page.status_code == 200
+    assert "The system database could not be read." in page.content.decode()
+    body = {"executor_id": "gone-executor", "reason": "host lost"}
+    refused = client.post("/api/v1/apps/family/database-recovery", body, "application/json")
+    assert refused.status_code == 503
+    assert AuditRecord.objects.get(action="executor.recovery").result == "failed"
