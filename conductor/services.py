@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from conductor import relay
-from conductor.models import Executor, PoisonWorkflow
+from conductor.models import PoisonWorkflow
 from conductor.protocol import CancelRequest
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -61,7 +61,7 @@ async def poison_cancel(
     poison = await db_async(_held)(
         application, workflow_id, action="poison.cancel", request=request
     )
-    if await db_async(_on_the_database)(application):
+    if await _on_the_database(application):
         # workflows.actions imports this module: imported here, once both are loaded.
         from workflows.actions import Action, Parameters, workflow_act
 
@@ -98,9 +98,12 @@ async def poison_cancel(
     )
 
 
-def _on_the_database(application: Application) -> bool:
-    live = Executor.objects.live().filter(application=application)
-    return bool(application.system_database_url) and not live.exists()
+async def _on_the_database(application: Application) -> bool:
+    """Whether a cancel goes into the system database: the path every action takes
+    (`workflows.actions.action_path`), with no executor a request can reach."""
+    from workflows.actions import DATABASE_PATH, acting_executors, action_path
+
+    return action_path(application, await acting_executors(application)) == DATABASE_PATH
 
 
 def poison_dismiss(

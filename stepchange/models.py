@@ -36,6 +36,16 @@ LIVENESS_NO_PLACEHOLDER = "The liveness URL must hold {executor_id}, where the e
 LIVENESS_OTHER_BRACES = "The liveness URL may hold no braces other than one {executor_id}."
 LIVENESS_HTTP_ONLY = "The liveness URL must start with http:// or https:// and name a host."
 LIVENESS_SPACES = "The liveness URL may not hold spaces or control characters."
+LIVENESS_WHERE = (
+    "The liveness URL must hold {executor_id} in its host, path or query, so that each "
+    "executor is asked about itself."
+)
+LIVENESS_USERINFO = (
+    "The liveness URL may not hold a user or password: it is shown to everyone who can see "
+    "the application, and is never sent."
+)
+# Stands for an executor id while a template is checked: found nowhere else in a URL.
+_CHECKED_ID = "stepchange-checks-this-executor-id"
 
 
 def liveness_url(template: str, executor_id: str) -> str:
@@ -53,12 +63,16 @@ def validate_liveness_template(template: str) -> None:
     if any(character.isspace() or ord(character) < 32 for character in template):
         raise ValidationError(LIVENESS_SPACES)
     try:
-        parts = urlsplit(liveness_url(template, "executor-1"))
+        parts = urlsplit(liveness_url(template, _CHECKED_ID))
         parts.port  # noqa: B018 (a bad port raises here)
     except ValueError:
         raise ValidationError(LIVENESS_HTTP_ONLY) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(LIVENESS_HTTP_ONLY)
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(LIVENESS_USERINFO)
+    if _CHECKED_ID not in parts.hostname + parts.path + parts.query:
+        raise ValidationError(LIVENESS_WHERE)
 
 
 class Application(models.Model):

@@ -26,6 +26,8 @@ from stepchange.models import (
     LIVENESS_HTTP_ONLY,
     LIVENESS_NO_PLACEHOLDER,
     LIVENESS_OTHER_BRACES,
+    LIVENESS_USERINFO,
+    LIVENESS_WHERE,
     Application,
     AuditRecord,
     liveness_url,
@@ -209,6 +211,10 @@ def test_the_executor_id_is_url_quoted_into_the_template() -> None:
         ("{executor_id}:8000/healthz", LIVENESS_HTTP_ONLY),
         ("http://{executor_id}:{port}/healthz", LIVENESS_OTHER_BRACES),
         ("http://{executor_id}:99999999/", LIVENESS_HTTP_ONLY),
+        # One host would answer for every executor.
+        ("http://{executor_id}@monitor:8000/healthz", LIVENESS_USERINFO),
+        ("http://monitor:8000/healthz#{executor_id}", LIVENESS_WHERE),
+        ("http://ops:secret@{executor_id}:8000/healthz", LIVENESS_USERINFO),
     ],
 )
 def test_an_admin_is_told_what_is_wrong_with_a_bad_template(

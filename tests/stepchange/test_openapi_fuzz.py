@@ -26,6 +26,8 @@ from stepchange.models import (
     LIVENESS_NO_PLACEHOLDER,
     LIVENESS_OTHER_BRACES,
     LIVENESS_SPACES,
+    LIVENESS_USERINFO,
+    LIVENESS_WHERE,
 )
 from stepchange.services import KEY_EXPIRY_PAST, api_token_create
 from tests.conftest import make_app
@@ -137,6 +139,8 @@ LIVENESS_RULES = {
     LIVENESS_NO_PLACEHOLDER,
     LIVENESS_OTHER_BRACES,
     LIVENESS_SPACES,
+    LIVENESS_USERINFO,
+    LIVENESS_WHERE,
 }
 
 
