@@ -37,7 +37,7 @@ from conductor.recovery import (
     tally_poison,
 )
 from stepchange import prometheus
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, own_thread
 from stepchange.audit import AuditAction, Result, audit_record
 from stepchange.models import Application, liveness_url, validate_liveness_template
 from workflows.systemdb import SystemDatabaseError
@@ -222,7 +222,11 @@ async def probe_application(
 
     answers = await asyncio.gather(*(one(executor_id) for executor_id in seen))
     due = await db_async(_note)(application, dict(zip(seen, answers, strict=True)), seen)
-    return [await db_async(database_autorecover)(executor) for executor in due]
+    if not due:
+        return []
+    # Thousands of workflows may be re-enqueued: not on the thread the beat loops share.
+    async with own_thread():
+        return [await db_async(database_autorecover)(executor) for executor in due]
 
 
 def _seen(application: Application) -> dict[str, str]:

@@ -25,7 +25,7 @@ from django.utils import timezone
 from conductor import relay
 from conductor.models import Executor
 from conductor.protocol import RetentionBody, RetentionRequest, SuccessResponse
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, own_thread
 from stepchange.audit import AuditAction, Result, audit_record
 from stepchange.models import Application
 
@@ -309,7 +309,8 @@ async def retention_forever() -> None:
     while True:
         await asyncio.sleep(settings.RECOVERY_SWEEP_SECONDS)
         try:
-            await retention_sweep()
+            async with own_thread():
+                await retention_sweep()
         except Exception:
             logger.exception("The retention sweep failed; it runs again shortly")
 

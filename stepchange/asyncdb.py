@@ -8,10 +8,11 @@ no pooled connection is held meanwhile. A connection without a pool (SQLite) sta
 for the rest of the request, which Django closes when it ends.
 """
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -50,6 +51,20 @@ def db_async(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         return found
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def own_thread() -> AsyncIterator[None]:
+    """`db_async` work inside runs on a thread of its own, with its own connections (closed
+    at the end), instead of the one thread every background loop shares otherwise: a long
+    pass through a system database (a retention sweep, a recovery of thousands of
+    workflows) must not hold up the loops that keep this process's beat and its executors'
+    heartbeats, or other processes would take it for dead."""
+    async with ThreadSensitiveContext():
+        try:
+            yield
+        finally:
+            await db_async(connections.close_all)()
 
 
 async def arender(
