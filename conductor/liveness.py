@@ -250,6 +250,13 @@ def _note(
 ) -> list[DatabaseExecutor]:
     """Write what the probes found (conditional UPDATEs, so another process's claim is never
     overwritten), then claim the executors due for recovery."""
+    current = Application.objects.filter(
+        pk=application.pk, liveness_url_template=application.liveness_url_template
+    )
+    if not current.exists():
+        # The URL changed while this pass probed the old one: its answers prove nothing
+        # about the new one (`liveness_forget`), and nothing is decided on them.
+        return []
     now = timezone.now()
     # An executor with nothing pending is not probed: when it comes back under the same id
     # (a fixed DBOS__VMID), its grace period starts afresh, not from a failure long past.

@@ -329,6 +329,23 @@ def test_an_executor_back_under_its_id_after_a_recovery_has_a_grace_period_again
     assert again.pending_workflow_ids == ["back-again"]
 
 
+def test_answers_to_a_url_changed_during_the_pass_decide_nothing(
+    family: Application, health: Health
+) -> None:
+    health.status[GONE] = 503
+    probe_pass()
+    gone_for(61)
+    # The admin sets another URL while a pass is probing the old one.
+    stale = Application.objects.get(pk=family.pk)
+    Application.objects.filter(pk=family.pk).update(
+        liveness_url_template="http://{executor_id}:9/elsewhere"
+    )
+    answers = {GONE: liveness.Answer(False, "answered HTTP 503")}
+    assert liveness._note(stale, answers, {GONE: ""}) == []
+    assert status(family, RUNNER)[0] == "PENDING"
+    assert not RecoveryAttempt.objects.exists()
+
+
 def test_an_executor_that_answers_again_within_the_grace_period_is_not_recovered(
     family: Application, health: Health
 ) -> None:
