@@ -27,7 +27,13 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt
+from conductor.models import (
+    DATABASE_PATH,
+    DatabaseExecutor,
+    Executor,
+    PoisonWorkflow,
+    RecoveryAttempt,
+)
 from conductor.recovery import (
     ABANDONED_CLAIM_SECONDS,
     ACTION,
@@ -44,7 +50,6 @@ from workflows.systemdb import SystemDatabaseError
 
 logger = logging.getLogger(__name__)
 
-DATABASE_PATH = "database"
 MAX_REDIRECTS = 3
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_HEADER_LINES = 100

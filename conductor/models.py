@@ -118,6 +118,12 @@ class RequestLog(models.Model):
         return f"{self.message_type} {self.request_id} ({self.outcome})"
 
 
+# Which way an action or a recovery went: through a live executor, or written into the
+# application's system database (RecoveryAttempt.path, audit records' "path").
+EXECUTOR_PATH = "executor"
+DATABASE_PATH = "database"
+
+
 class RecoveryAttempt(models.Model):
     """StepChange handing a dead executor's pending workflows to a live one."""
 
@@ -141,7 +147,7 @@ class RecoveryAttempt(models.Model):
     detail = models.TextField(blank=True)
     # "executor" (a `recovery` message to a live executor) or "database" (re-enqueued in
     # the system database, forks.native.native_recover).
-    path = models.CharField(max_length=20, default="executor")
+    path = models.CharField(max_length=20, default=EXECUTOR_PATH)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

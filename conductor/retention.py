@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from conductor import relay
-from conductor.models import Executor
+from conductor.models import DATABASE_PATH, EXECUTOR_PATH, Executor
 from conductor.protocol import RetentionBody, RetentionRequest, SuccessResponse
 from stepchange.asyncdb import db_async, own_thread
 from stepchange.audit import AuditAction, Result, audit_record
@@ -42,7 +42,6 @@ DATABASE_DONE = (
 )
 DATABASE_LEFT = " Left as they were, changed in between: {left}."
 DATABASE_FAILED = "The system database failed during retention: {error}"
-EXECUTOR_PATH, DATABASE_PATH = "executor", "database"
 
 # The settings, with the bounds both the API and the console enforce. DBOS fails on a row
 # threshold of 0, and 0 days or hours would delete or cancel everything at once; the upper

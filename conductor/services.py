@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from conductor import relay
-from conductor.models import PoisonWorkflow
+from conductor.models import DATABASE_PATH, PoisonWorkflow
 from conductor.protocol import CancelRequest
 from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
@@ -101,7 +101,7 @@ async def poison_cancel(
 async def _on_the_database(application: Application) -> bool:
     """Whether a cancel goes into the system database: the path every action takes
     (`workflows.actions.action_path`), with no executor a request can reach."""
-    from workflows.actions import DATABASE_PATH, acting_executors, action_path
+    from workflows.actions import acting_executors, action_path
 
     return action_path(application, await acting_executors(application)) == DATABASE_PATH
 

@@ -17,7 +17,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from conductor import recovery, relay, retention
-from conductor.models import DatabaseExecutor, Executor, PoisonWorkflow, RecoveryAttempt, RequestLog
+from conductor.models import (
+    DATABASE_PATH,
+    DatabaseExecutor,
+    Executor,
+    PoisonWorkflow,
+    RecoveryAttempt,
+    RequestLog,
+)
 from conductor.services import poison_cancel, poison_dismiss
 from forks import native
 from stepchange.access import aapplication_for, application_for
@@ -380,7 +387,7 @@ async def _retention_send_now(request: HttpRequest, application: Application, ac
     ) as exc:
         messages.error(request, f"Saved, but not sent: {exc}")
         return
-    if sent.path == retention.DATABASE_PATH:
+    if sent.path == DATABASE_PATH:
         messages.success(request, f"Saved. {sent.detail}")
     elif sent.success:
         messages.success(

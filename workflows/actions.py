@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpRequest
 
 from conductor import relay
-from conductor.models import Executor
+from conductor.models import DATABASE_PATH, EXECUTOR_PATH, Executor
 from conductor.protocol import (
     CancelRequest,
     DeleteRequest,
@@ -138,11 +138,6 @@ NOT_ON_DATABASE = (
 )
 DATABASE_DONE = "{action} written into the system database (no executor is connected)"
 LEFT_AS_THEY_WERE = "; left as they were, finished: {left}"
-
-# Which way an action went: through a connected executor, or written into the system
-# database (an application on an SDK whose Conductor client is not open source).
-EXECUTOR_PATH = "executor"
-DATABASE_PATH = "database"
 
 
 # The actions `database_write` writes; the others need a connected executor.

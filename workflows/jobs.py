@@ -31,6 +31,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from conductor import relay
+from conductor.models import DATABASE_PATH
 from conductor.processes import own_process, process_gone
 from conductor.protocol import (
     CancelRequest,
@@ -48,7 +49,6 @@ from stepchange.asyncdb import db_async
 from stepchange.audit import Result, audit_record
 from stepchange.models import Application
 from workflows.actions import (
-    DATABASE_PATH,
     Action,
     ActionError,
     ActionRefusedError,

@@ -28,7 +28,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from conductor import relay
-from conductor.models import Executor
+from conductor.models import DATABASE_PATH, Executor
 from conductor.registry import live_versions
 from metrics.charts import Chart
 from metrics.reads import WINDOWS, window_figures
@@ -42,7 +42,6 @@ from stepchange.roles import PERM_OPERATE
 from stepchange.services import saved_view_delete, saved_view_save
 from workflows.actions import (
     ACTIVE,
-    DATABASE_PATH,
     EXPLANATIONS,
     Action,
     ActionError,

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from conductor.models import Executor
+from conductor.models import DATABASE_PATH, EXECUTOR_PATH, Executor
 from forks import native
 from stepchange.models import Application
 from tests.conftest import make_user, signed_in
@@ -17,8 +17,6 @@ from tests.sdk_fixtures import by_role, registered
 from workflows import actions
 from workflows.actions import (
     DATABASE_ACTIONS,
-    DATABASE_PATH,
-    EXECUTOR_PATH,
     Action,
     Parameters,
     action_path,
