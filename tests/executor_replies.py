@@ -100,9 +100,25 @@ def step_rows(workflow_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def aggregate_rows(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Counts for each status asked (every status when none is), on one queue and on none
+    when grouped by queue."""
+    statuses = body.get("status") or ["PENDING", "ENQUEUED", "SUCCESS", "ERROR"]
+    queues = ["default", None] if body.get("group_by_queue_name") else [None]
+    rows = []
+    for status in statuses:
+        for queue in queues:
+            group: dict[str, Any] = {"status": status} if body.get("group_by_status") else {}
+            if body.get("group_by_queue_name"):
+                group["queue_name"] = queue
+            rows.append({"group": group, "count": 7})
+    return rows
+
+
 def reply_to(request: dict[str, Any], *, executor_id: str, version: str = "v1") -> dict[str, Any]:
     """The answer a healthy executor gives to any request but `executor_info`: workflows
-    for lists and gets, steps for list_steps, `success` for everything else."""
+    for lists and gets, steps for list_steps, counts for get_workflow_aggregates, `success`
+    for everything else."""
     kind = request["type"]
     answer: dict[str, Any] = {
         "type": kind,
@@ -125,6 +141,8 @@ def reply_to(request: dict[str, Any], *, executor_id: str, version: str = "v1") 
         )
     elif kind == "list_steps":
         answer["output"] = step_rows(request["workflow_id"])
+    elif kind == "get_workflow_aggregates":
+        answer["output"] = aggregate_rows(request.get("body") or {})
     elif kind == "exist_pending_workflows":
         answer["exist"] = False
     else:

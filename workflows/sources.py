@@ -29,6 +29,9 @@ from conductor import relay
 from conductor.protocol import (
     GetScheduleRequest,
     GetScheduleResponse,
+    GetWorkflowAggregatesBody,
+    GetWorkflowAggregatesRequest,
+    GetWorkflowAggregatesResponse,
     GetWorkflowEventsRequest,
     GetWorkflowEventsResponse,
     GetWorkflowNotificationsRequest,
@@ -48,6 +51,7 @@ from conductor.protocol import (
     ListWorkflowsRequest,
     ListWorkflowsResponse,
     ScheduleOutput,
+    WorkflowAggregateOutput,
     WorkflowsOutput,
     WorkflowSteps,
 )
@@ -1619,7 +1623,14 @@ class ExecutorSource:
         ]
 
     async def queue_depths(self, *, actor: str = "") -> QueueDepths:
-        """Counted from a bounded sample of the queued workflows."""
+        """Counted by the executor (`get_workflow_aggregates`), or from a bounded sample of
+        the queued workflows where it cannot count."""
+        rows = await self._aggregate(IN_FLIGHT_BY_QUEUE, actor=actor)
+        if rows is None:
+            return await self._sampled_queue_depths(actor=actor)
+        return _counted_depths(rows)
+
+    async def _sampled_queue_depths(self, *, actor: str) -> QueueDepths:
         sample = await self.list(ListQuery(queued=True, limit=RELAYED_QUEUE_SAMPLE), actor=actor)
         depths: dict[str, dict[str, int]] = {}
         for workflow in sample.items:
@@ -1630,11 +1641,65 @@ class ExecutorSource:
         return QueueDepths(dict(sorted(depths.items())), sampled)
 
     async def overview(self, *, now: datetime, actor: str = "") -> Overview:
-        """Recent failures, queue depths and the headline numbers, asked at once; what the
-        executor cannot answer is said, and the rest still shows. No charts: they would
-        need every workflow of the window. An executor lists and does not count, so each
-        headline number is a bounded sample: exact up to RELAYED_HEADLINE_SAMPLE, "over"
-        that past it."""
+        """Recent failures, and the workflows in flight (per queue too) and failed, counted
+        by the executor: three requests asked at once. What the executor cannot answer is
+        said, and the rest still shows. No charts: they would need every workflow of the
+        window. An SDK that cannot count (no `get_workflow_aggregates`) is asked as
+        `_sampled_overview` does."""
+        since = failed_since(now)
+        failed_since_then = replace(FAILED_COUNT, start_time=since)
+        failures, in_flight, failed = await asyncio.gather(
+            self.list(ListQuery(status=FAILED, limit=RECENT_FAILURES), actor=actor),
+            self._aggregate(IN_FLIGHT_BY_QUEUE, actor=actor),
+            self._aggregate(failed_since_then, actor=actor),
+            return_exceptions=True,
+        )
+        if in_flight is None or failed is None:
+            return await self._sampled_overview(now=now, actor=actor)
+        answers = [failures, in_flight, failed]
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, relay.RelayError):
+                raise answer
+        problems = [str(a) for a in answers if isinstance(a, relay.RelayError)]
+        in_flight_rows, failed_rows = _answered(in_flight), _answered(failed)
+        in_flight_count = queued_count = failed_count = None
+        if in_flight_rows is not None:
+            in_flight_count = _count(in_flight_rows, "PENDING")
+            queued_count = _count(in_flight_rows, "ENQUEUED")
+        if failed_rows is not None:
+            failed_count = sum(row.count or 0 for row in failed_rows)
+        listed = _answered(failures)
+        return Overview(
+            failures=None if listed is None else listed.items,
+            queues=None if in_flight_rows is None else _counted_depths(in_flight_rows),
+            unavailable=" ".join(dict.fromkeys(problems)),
+            headline=Headline(
+                Tally(in_flight_count),
+                Tally(queued_count),
+                Tally(failed_count),
+                since,
+                by_completion=False,
+            ),
+        )
+
+    async def _aggregate(
+        self, body: GetWorkflowAggregatesBody, *, actor: str
+    ) -> Sequence[WorkflowAggregateOutput] | None:
+        """The executor's counts, or None when it cannot count (an SDK before
+        `get_workflow_aggregates` answers an error naming an unknown message type)."""
+        try:
+            answer = await relay.request(
+                self.application, GetWorkflowAggregatesRequest(body), actor_name=actor
+            )
+        except relay.ExecutorFailedError as exc:
+            if exc.response.error_message == UNKNOWN_MESSAGE:
+                return None
+            raise
+        return relay.expect(answer, GetWorkflowAggregatesResponse).output
+
+    async def _sampled_overview(self, *, now: datetime, actor: str) -> Overview:
+        """The overview from lists, for an executor that cannot count: each headline number
+        is a bounded sample, exact up to RELAYED_HEADLINE_SAMPLE, "over" that past it."""
         since = failed_since(now)
         sampled = [
             self._tally(ListQuery(status=["PENDING"]), actor=actor),
@@ -1643,7 +1708,7 @@ class ExecutorSource:
         ]
         asked = asyncio.gather(
             self.list(ListQuery(status=FAILED, limit=RECENT_FAILURES), actor=actor),
-            self.queue_depths(actor=actor),
+            self._sampled_queue_depths(actor=actor),
             return_exceptions=True,
         )
         (failures, depths), tallies = await asyncio.gather(
@@ -1659,7 +1724,7 @@ class ExecutorSource:
             failures=None if isinstance(failures, BaseException) else failures.items,
             queues=None if isinstance(depths, BaseException) else depths,
             unavailable=" ".join(dict.fromkeys(problems)),
-            headline=Headline(in_flight, queued, failed, since, by_completion=False),
+            headline=Headline(in_flight, queued, failed, since, by_completion=False, sampled=True),
         )
 
     async def _tally(self, query: ListQuery, *, actor: str) -> Tally:
@@ -1860,8 +1925,21 @@ KIN_SCANNED = 1000
 # The dashboard's failures are those of the last day, from the minute it began: the list
 # it links to filters by the minute.
 FAILED_WINDOW = timedelta(hours=24)
-# How many workflows an executor is asked for, to tell each headline number.
+# How many workflows an executor that cannot count is asked for, to tell each headline
+# number.
 RELAYED_HEADLINE_SAMPLE = 100
+# What an executor is asked to count for the overview and the queue depths: the workflows
+# in flight (and delayed) per queue and status, those on no queue grouped under none, and the
+# failed ones (created since the window's start, set when asked).
+IN_FLIGHT_BY_QUEUE = GetWorkflowAggregatesBody(
+    group_by_queue_name=True,
+    group_by_status=True,
+    select_count=True,
+    status=["PENDING", "ENQUEUED", "DELAYED"],
+)
+FAILED_COUNT = GetWorkflowAggregatesBody(group_by_status=True, select_count=True, status=FAILED)
+# What the SDKs answer to a request they do not know (Python's conductor and TypeScript's).
+UNKNOWN_MESSAGE = "Unknown message type"
 
 
 @dataclass(frozen=True)
@@ -1886,6 +1964,8 @@ class Headline:
     failed: Tally
     failed_since: datetime
     by_completion: bool = True
+    # Counted from lists an executor gave, each at most RELAYED_HEADLINE_SAMPLE long.
+    sampled: bool = False
 
 
 def failed_since(now: datetime) -> datetime:
@@ -1926,6 +2006,23 @@ class Family:
 
 async def _no_kin() -> Kin:
     return Kin()
+
+
+def _count(rows: Sequence[WorkflowAggregateOutput], status: str) -> int:
+    return sum(row.count or 0 for row in rows if row.group.get("status") == status)
+
+
+def _counted_depths(rows: Sequence[WorkflowAggregateOutput]) -> QueueDepths:
+    """Queue depths from the executor's counts per queue and status (workflows on no
+    queue left out)."""
+    depths: dict[str, dict[str, int]] = {}
+    for row in rows:
+        queue = row.group.get("queue_name")
+        if queue:
+            counts = depths.setdefault(queue, {})
+            status = row.group.get("status") or ""
+            counts[status] = counts.get(status, 0) + (row.count or 0)
+    return QueueDepths(dict(sorted(depths.items())))
 
 
 def _answered(answer: T | BaseException) -> T | None:

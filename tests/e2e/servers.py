@@ -2,6 +2,7 @@
 (the Python and TypeScript sample applications) connected to it."""
 
 import contextlib
+import http.cookiejar
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -223,6 +225,7 @@ class StepChange:
         self.name = name or f"stepchange-{self.port}"
         self.process: Process | None = None
         self._token = ""
+        self._viewer: urllib.request.OpenerDirector | None = None
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
@@ -261,6 +264,39 @@ class StepChange:
             "    u = User.objects.create_user(name, password=password)\n"
             "    u.groups.add(Group.objects.get(name=role))",
         )
+
+    def sign_in(self, username: str, password: str) -> urllib.request.OpenerDirector | None:
+        """A browser-like opener signed in as `username` through the login form, or None
+        when the password is refused (401, the form again)."""
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = opener.open(f"{self.url}/accounts/login/", timeout=30).read().decode()
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert match, "no CSRF token on the login page"
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": match.group(1)}
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.url}/accounts/login/", data=form, headers={"Referer": self.url}
+        )
+        try:
+            opener.open(request, timeout=30).read()
+        except urllib.error.HTTPError as refused:
+            with refused:
+                if refused.code == 401:
+                    return None
+                raise
+        return opener
+
+    def page(self, path: str) -> str:
+        """A console page's HTML, as a signed-in viewer sees it."""
+        if self._viewer is None:
+            password = uuid.uuid4().hex
+            self.user("e2e-viewer", "viewer", password)
+            self._viewer = self.sign_in("e2e-viewer", password)
+            assert self._viewer is not None
+        with self._viewer.open(f"{self.url}{path}", timeout=60) as response:
+            return str(response.read().decode())
 
     def token(self) -> str:
         """An admin's API token (made once)."""

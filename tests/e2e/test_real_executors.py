@@ -1,6 +1,7 @@
 """Real DBOS executors (dbos 3.2.0 and @dbos-inc/dbos-sdk 5.0.2) against a running StepChange."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -70,8 +71,22 @@ def test_a_real_executor_registers_and_answers_relayed_reads(
     assert steps["items"][0]["function_id"] == first_step
     child = next(step for step in steps["items"] if step["child_workflow_id"])
     assert child["child_workflow_id"].startswith("wf-alice-")
+    # The overview: the executor counts (get_workflow_aggregates) rather than lists.
+    html = stepchange.page(f"/apps/{app}/")
+    tiles = {
+        label: count
+        for count, label in re.findall(
+            r'<span class="tile-count">([^<]*)</span><span class="tile-label">([^<]*)<', html
+        )
+    }
+    assert tiles["failed in the last 24 h"] == "1"
+    assert (tiles["in flight"], tiles["queued"]) == ("0", "0")
+    assert "Counted by a connected executor." in html
+    assert "does not count them" not in html
+
     # The request log is written in batches, a moment later.
     wanted = {"executor_info", "get_workflow", "list_workflows", "list_steps"}
+    wanted.add("get_workflow_aggregates")
     eventually(
         lambda: (
             wanted
@@ -83,6 +98,11 @@ def test_a_real_executor_registers_and_answers_relayed_reads(
         timeout=5,
         what="the request log",
     )
+    code, counted = stepchange.api(
+        "GET", f"/apps/{app}/requests?message_type=get_workflow_aggregates"
+    )
+    assert code == 200, counted
+    assert {entry["outcome"] for entry in counted["items"]} == {"ok"}
 
 
 def test_a_wrong_key_is_refused_and_the_executor_retries_without_harm(

@@ -1,6 +1,7 @@
 """Stories about reading workflows through a connected executor (no system database)."""
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -180,51 +181,142 @@ async def test_an_application_the_user_may_not_see_is_a_404(orders: Application)
     assert "No application named 'orders'" in response.json()["detail"]
 
 
-async def test_the_dashboard_asks_the_executor_for_failures_and_queue_depths(
+async def test_the_dashboard_asks_the_executor_to_count_and_for_the_recent_failures(
     orders: Application, executor: FakeExecutor
 ) -> None:
-    """Without a system database: the recent failures and the queue depths come from the
-    executor, asked both at once with bounded limits; its metadata and its connection show."""
-    from workflows.sources import RECENT_FAILURES, RELAYED_QUEUE_SAMPLE
+    """Without a system database: the executor counts the workflows in flight per queue and
+    the failed ones of the day (get_workflow_aggregates) and lists the recent failures, the
+    three asked at once; its metadata and its connection show."""
+    from workflows.sources import RECENT_FAILURES
 
     client = await viewer_client()
     page_task = asyncio.create_task(client.get("/apps/orders/"))
-    bodies = []
-    # Failures, queue depths, and the three headline numbers.
-    for _ in range(5):
+    asked = []
+    for _ in range(3):
         request = await executor.receive()
+        asked.append(request)
         body = request["body"]
-        bodies.append(body)
-        if body.get("queues_only"):
+        if request["type"] == "list_workflows":
+            output: list[dict[str, Any]] = [
+                {**PY_ROW, "WorkflowUUID": "wf-broke", "Status": "ERROR"}
+            ]
+        elif body.get("group_by_queue_name"):
             output = [
-                {**PY_ROW, "WorkflowUUID": f"wf-q{i}", "Status": "ENQUEUED", "QueueName": "mail"}
-                for i in range(3)
-            ] + [{**PY_ROW, "WorkflowUUID": "wf-run", "Status": "PENDING", "QueueName": "mail"}]
-        elif body.get("limit") == RECENT_FAILURES + 1:
-            output = [{**PY_ROW, "WorkflowUUID": "wf-broke", "Status": "ERROR"}]
+                {"group": {"queue_name": "mail", "status": "ENQUEUED"}, "count": 3},
+                {"group": {"queue_name": "mail", "status": "PENDING"}, "count": 1},
+                {"group": {"queue_name": None, "status": "PENDING"}, "count": 250},
+            ]
         else:
-            output = []
-        await executor.send(
-            {"type": request["type"], "request_id": request["request_id"], "error_message": None}
-            | {"output": output}
-        )
+            output = [
+                {"group": {"status": "ERROR"}, "count": 6},
+                {"group": {"status": "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}, "count": 1},
+            ]
+        await executor.reply(request, output=output)
     page = await page_task
     assert page.status_code == 200
     html = page.content.decode()
-    queued = next(body for body in bodies if body.get("queues_only"))
-    assert (queued["limit"], queued["load_input"]) == (RELAYED_QUEUE_SAMPLE + 1, False)
-    failed = next(body for body in bodies if body.get("limit") == RECENT_FAILURES + 1)
+    kinds = sorted(request["type"] for request in asked)
+    assert kinds == ["get_workflow_aggregates", "get_workflow_aggregates", "list_workflows"]
+    listed = next(r["body"] for r in asked if r["type"] == "list_workflows")
+    assert listed["limit"] == RECENT_FAILURES + 1
+    assert listed["status"] == ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    counts = [r["body"] for r in asked if r["type"] == "get_workflow_aggregates"]
+    in_flight = next(body for body in counts if body.get("group_by_queue_name"))
+    assert (in_flight["group_by_status"], in_flight["select_count"]) == (True, True)
+    assert in_flight["status"] == ["PENDING", "ENQUEUED", "DELAYED"]
+    assert "start_time" not in in_flight
+    failed = next(body for body in counts if not body.get("group_by_queue_name"))
     assert failed["status"] == ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    assert failed["start_time"]
     assert "wf-broke" in html
     assert (
         '>mail</a></td><td class="num">3</td><td class="num">1</td><td class="num">0</td>' in html
     )
-    assert "Counted from the newest" not in html  # all of them were listed
+    tiles = {
+        label: count
+        for count, label in re.findall(
+            r'<span class="tile-count">([^<]*)</span><span class="tile-label">([^<]*)<', html
+        )
+    }
+    assert (tiles["in flight"], tiles["queued"], tiles["failed in the last 24 h"]) == (
+        "251",
+        "3",
+        "7",
+    )
+    assert "Counted by a connected executor." in html
+    assert "Counted from the newest" not in html
+    assert "does not count them" not in html
     assert "<code>role=test</code>" in html
     assert "test-host" in html
     assert "Executors came and went" in html
     assert executor.executor_id[:10] in html
     assert '<span class="badge ok">connected</span>' in html
+
+
+async def test_a_count_the_executor_fails_is_said_and_the_rest_shows(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """An executor that knows get_workflow_aggregates but fails it: the numbers read "not
+    counted", the page says why, the recent failures still show, and nothing is listed
+    instead (a sample would hide the failure)."""
+    client = await viewer_client()
+    page_task = asyncio.create_task(client.get("/apps/orders/"))
+    for _ in range(3):
+        request = await executor.receive()
+        if request["type"] == "list_workflows":
+            await executor.reply(
+                request, output=[{**PY_ROW, "WorkflowUUID": "wf-broke", "Status": "ERROR"}]
+            )
+        else:
+            failed = "Exception encountered when getting workflow aggregates: disk full"
+            await executor.reply(request, error_message=failed)
+    page = await page_task
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'class="alert danger" role="alert"' in html
+    assert "could not get_workflow_aggregates" in html
+    assert "disk full" in html
+    assert html.count('<span class="tile-unknown">not counted</span>') == 3
+    assert "Queue depths could not be read." in html
+    assert "wf-broke" in html
+    assert await executor.communicator.receive_nothing(timeout=0.2)
+
+
+async def test_the_dashboard_lists_where_the_executor_cannot_count(
+    orders: Application, executor: FakeExecutor
+) -> None:
+    """An SDK without get_workflow_aggregates answers it as an unknown message: the
+    dashboard then lists bounded samples to count from, and says so."""
+    from workflows.sources import RELAYED_QUEUE_SAMPLE
+
+    client = await viewer_client()
+    page_task = asyncio.create_task(client.get("/apps/orders/"))
+    bodies = []
+    # Failures (and the two counts refused); then failures, queue depths and the three
+    # headline numbers.
+    for _ in range(6):
+        request = await executor.receive_not_counting()
+        body = request["body"]
+        bodies.append(body)
+        output = []
+        if body.get("queues_only"):
+            output = [
+                {**PY_ROW, "WorkflowUUID": f"wf-q{i}", "Status": "ENQUEUED", "QueueName": "mail"}
+                for i in range(3)
+            ] + [{**PY_ROW, "WorkflowUUID": "wf-run", "Status": "PENDING", "QueueName": "mail"}]
+        await executor.reply(request, output=output)
+    page = await page_task
+    assert page.status_code == 200
+    html = page.content.decode()
+    queued = next(body for body in bodies if body.get("queues_only"))
+    assert (queued["limit"], queued["load_input"]) == (RELAYED_QUEUE_SAMPLE + 1, False)
+    assert (
+        '>mail</a></td><td class="num">3</td><td class="num">1</td><td class="num">0</td>' in html
+    )
+    assert "does not count them" in html
+    assert "Counted by a connected executor." not in html
+    assert "Unknown message type" not in html
+    assert await executor.communicator.receive_nothing(timeout=0.2)
 
 
 async def test_the_dashboard_says_what_a_silent_executor_did_not_answer(
@@ -339,10 +431,8 @@ async def test_a_workflows_page_shows_the_workflow_when_its_extras_fail(
 async def test_the_queued_page_through_the_executor_counts_and_configures_each_queue(
     orders: Application, executor: FakeExecutor
 ) -> None:
-    """Its rows, the queues' configuration and a bounded sample to count depths from, asked
-    at once; every list without inputs."""
-    from workflows.sources import RELAYED_QUEUE_SAMPLE
-
+    """Its rows, the queues' configuration and the executor's counts per queue and status,
+    asked at once; the list without inputs."""
     queued = [
         {**PY_ROW, "WorkflowUUID": "wf-a", "Status": "ENQUEUED", "QueueName": "mail"},
         {**PY_ROW, "WorkflowUUID": "wf-b", "Status": "PENDING", "QueueName": "mail"},
@@ -356,6 +446,16 @@ async def test_the_queued_page_through_the_executor_counts_and_configures_each_q
         reply: dict[str, Any] = {"output": queued}
         if request["type"] == "list_queues":
             reply = {"output": [{"name": "mail", "concurrency": 4, "worker_concurrency": 2}]}
+        elif request["type"] == "get_workflow_aggregates":
+            assert request["body"]["group_by_queue_name"] is True
+            reply = {
+                "output": [
+                    {"group": {"queue_name": "mail", "status": "ENQUEUED"}, "count": 1},
+                    {"group": {"queue_name": "mail", "status": "PENDING"}, "count": 1},
+                    {"group": {"queue_name": "bulk", "status": "DELAYED"}, "count": 1},
+                    {"group": {"queue_name": None, "status": "PENDING"}, "count": 9},
+                ]
+            }
         else:
             body = request["body"]
             assert body["queues_only"] is True
@@ -368,7 +468,7 @@ async def test_the_queued_page_through_the_executor_counts_and_configures_each_q
     response = await page
     assert response.status_code == 200
     html = response.content.decode()
-    assert sorted(limits) == [51, RELAYED_QUEUE_SAMPLE + 1]
+    assert limits == [51]
     mail = '>mail</a></td>\n    <td class="num">1</td><td class="num">1</td><td class="num">0</td>'
     assert mail in html
     assert '<td class="num">4</td><td class="num">2</td>' in html
@@ -412,6 +512,8 @@ async def test_the_queued_rows_show_when_the_queues_cannot_be_read(
         reply: dict[str, Any] = {"error_message": None, "output": [PY_ROW]}
         if request["type"] == "list_queues":
             reply = {"error_message": "no queues here"}
+        elif request["type"] == "get_workflow_aggregates":
+            reply = {"error_message": None, "output": []}
         await executor.send({"type": request["type"], "request_id": request["request_id"]} | reply)
     response = await page
     html = response.content.decode()
