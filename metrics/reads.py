@@ -196,6 +196,40 @@ def window_figures(application: Application, window: Window, now: datetime) -> W
     )
 
 
+# What the outcome charts need of a bucket: the overview's refresh sums only these.
+OUTCOMES = ("succeeded", "failed", "cancelled")
+
+
+def outcome_buckets(
+    application: Application, windows: list[Window], now: datetime
+) -> dict[str, list[Bucket]]:
+    """Each window's buckets with only their outcome counts (`OUTCOMES`), for the overview's
+    charts: one grouped read of the windows' rows together, where `window_figures` makes
+    four reads a window and sums every histogram column."""
+    buckets: dict[str, dict[datetime, Bucket]] = {}
+    wanted = []
+    for window in windows:
+        starts = bucket_starts(window, now)
+        buckets[window.key] = {at: Bucket(at) for at in starts}
+        wanted.append(Q(resolution=window.resolution, bucket_start__gte=starts[0]))
+    rows = (
+        Rollup.objects.filter(reduce(operator.or_, wanted), application=application)
+        .filter(kind=Rollup.Kind.WORKFLOW)
+        .order_by()
+        .values("resolution", "bucket_start")
+        .annotate(**{name: Sum(name) for name in OUTCOMES})
+    )
+    for sums in rows:
+        for window in windows:
+            if window.resolution != sums["resolution"]:
+                continue
+            bucket = buckets[window.key].get(_folded(sums["bucket_start"], window))
+            if bucket is not None:
+                for name in OUTCOMES:
+                    setattr(bucket.figures, name, getattr(bucket.figures, name) + sums[name])
+    return {key: list(held.values()) for key, held in buckets.items()}
+
+
 def last_minute() -> list[Rollup]:
     """Each application's last minute rolled up in full (for `GET /metrics`)."""
     wanted = []

@@ -13,7 +13,9 @@ from metrics.charts import Chart, Series
 from metrics.reads import (
     DEFAULT_WINDOW,
     WINDOWS,
+    Bucket,
     UnknownWindow,
+    Window,
     WindowFigures,
     window_figures,
     window_named,
@@ -38,14 +40,13 @@ def metrics_page(request: HttpRequest, app_name: str) -> HttpResponse:
     return render(request, "metrics/metrics.html", context)
 
 
-def outcome_chart(figures: WindowFigures, title: str) -> Chart:
+def outcome_chart(window: Window, buckets: list[Bucket], title: str) -> Chart:
     """Workflows finished per bucket, by outcome (the overview draws this one too)."""
-    buckets = figures.buckets
     return charts.stacked_bars(
         title,
         "workflows",
         [b.start for b in buckets],
-        figures.window.bucket,
+        window.bucket,
         [
             Series("failed", "seg-error", [b.figures.failed for b in buckets]),
             Series("cancelled", "seg-cancelled", [b.figures.cancelled for b in buckets]),
@@ -103,4 +104,10 @@ def window_charts(figures: WindowFigures) -> list[Chart]:
         lambda value: f"{value:,.0f}",
         whole=True,
     )
-    return [started, outcome_chart(figures, "Workflows finished"), latency, wait, depth]
+    return [
+        started,
+        outcome_chart(figures.window, buckets, "Workflows finished"),
+        latency,
+        wait,
+        depth,
+    ]

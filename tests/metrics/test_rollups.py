@@ -9,7 +9,7 @@ import pytest
 
 from metrics import rollups
 from metrics.models import DAY, HOUR, MINUTE, QueueDepth, Rollup, RollupState
-from metrics.reads import WINDOWS, window_figures
+from metrics.reads import OUTCOMES, WINDOWS, outcome_buckets, window_figures
 from stepchange.models import Application
 from tests.metrics.data import SystemDatabase
 
@@ -101,6 +101,22 @@ def test_its_percentiles_come_from_the_summed_histograms(shop: Shop) -> None:
     for window in WINDOWS.values():
         totals = window_figures(application, window, NOW)
         assert sum(b.figures.succeeded for b in totals.buckets) == 3, window.key
+
+
+def test_the_overviews_outcomes_are_the_metrics_pages(shop: Shop) -> None:
+    """The overview's one read of every window's outcomes gives each bucket what the
+    Metrics page's full read gives it, windows of one resolution (a day, a week) included."""
+    application, db = shop
+    day_of_shopping(db)
+    rollups.rollup_application(application, now=NOW)
+    windows = list(WINDOWS.values())
+    outcomes = outcome_buckets(application, windows, NOW)
+    for window in windows:
+        full = window_figures(application, window, NOW)
+        want = [(b.start, *(getattr(b.figures, n) for n in OUTCOMES)) for b in full.buckets]
+        got = [(b.start, *(getattr(b.figures, n) for n in OUTCOMES)) for b in outcomes[window.key]]
+        assert got == want, window.key
+        assert sum(row[1] for row in got) == 3, window.key
 
 
 def test_a_second_run_counts_only_what_is_new(shop: Shop) -> None:
