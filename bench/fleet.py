@@ -419,6 +419,15 @@ async def stepchange_run(args: argparse.Namespace, work: Path, root: Path = ROOT
         databases.drop_all()
 
 
+async def watch_lag(lags: list[float], every: float = 0.01) -> None:
+    """How late this process's event loop (every simulated executor's) wakes, in ms: what
+    an executor's answer waits for here, before StepChange has any part in it."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(every)
+        lags.append((time.perf_counter() - asked - every) * 1000)
+
+
 async def operate(
     args: argparse.Namespace, servers: list[Any], token: str, pids: list[int], database_url: str
 ) -> dict[str, Any]:
@@ -433,11 +442,16 @@ async def operate(
         )
         for n in range(args.operators)
     ]
+    own_cpu, own_wall = time.process_time(), time.perf_counter()
+    lags: list[float] = []
+    watching = asyncio.create_task(watch_lag(lags))
     for thread in threads:
         thread.start()
     # Polled: the operators are threads, so that the event loop keeps answering as executors.
     while any(thread.is_alive() for thread in threads):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
+    watching.cancel()
+    own_busy = (time.process_time() - own_cpu) / (time.perf_counter() - own_wall)
     cpu_used = sum(cpu_seconds(pid) for pid in pids) - cpu
     logged, relay_p50, relay_p99 = await asyncio.to_thread(relay_p99_ms, database_url, since)
     return {
@@ -450,6 +464,9 @@ async def operate(
         "relay_p50": relay_p50,
         "relay_p99": relay_p99,
         "cpu_ms_per_request": cpu_used * 1000 / max(figures.relayed, 1),
+        "generator_busy": own_busy,
+        "lag_p50": percentile(lags, 0.5),
+        "lag_p99": percentile(lags, 0.99),
         "load": load_average(),
     }
 
@@ -492,6 +509,11 @@ def report(args: argparse.Namespace, floor: dict[str, float], ours: dict[str, An
             f"p50 {op['relay_p50']:.1f} ms p99 {op['relay_p99']:.1f} ms; "
             f"{op['cpu_ms_per_request']:.1f} ms of StepChange CPU per relayed request; "
             f"load {op['load']}"
+        )
+        print(
+            f"  the load generator meanwhile (operators' threads and every executor, one "
+            f"process): {op['generator_busy']:.0%} of a core; its event loop woke late by "
+            f"p50 {op['lag_p50']:.1f} ms p99 {op['lag_p99']:.1f} ms"
         )
     print(f"  sockets closed and dialled again: {ours['closed']} {ours['failures'] or ''}")
     print(f"  the executors answered: {ours['answered']}")

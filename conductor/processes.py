@@ -70,13 +70,13 @@ async def process_alive(channel_name: str) -> bool:
     is, and so is one whose channel names do not name it. With the cache unreachable no
     process can be told dead: the request waits as it did before beats (its executor's
     heartbeat, or the relay timeout, ends it)."""
-    return not await processes_dead([channel_name])
+    return not await processes_dead([process_of(channel_name)])
 
 
-async def processes_dead(channel_names: Iterable[str]) -> set[str]:
-    """The processes holding these channels whose beat has expired, in one read of the
-    cache: none when the cache cannot be read (see `process_alive`)."""
-    others = {process_of(name) for name in channel_names} - {"", await own_process()}
+async def processes_dead(processes: Iterable[str]) -> set[str]:
+    """Those of these processes (as `process_of` names them) whose beat has expired, in one
+    read of the cache: none when the cache cannot be read (see `process_alive`)."""
+    others = set(processes) - {"", await own_process()}
     if not others:
         return set()
     keys = {KEY.format(process=process): process for process in others}

@@ -423,8 +423,17 @@ class Health:
         return self.answered_at.get(executor.channel_name, -1.0) < failed
 
     def ordered(self, executors: list[Executor]) -> list[Executor]:
-        """`executors` with the suspect ones last, each group in its given order."""
-        return sorted(executors, key=self.suspect)
+        """`executors` with the suspect ones last, each group in its given order: `executors`
+        itself when none is suspect (the usual case, found from the few that failed)."""
+        now = time.monotonic()
+        suspects = {
+            channel
+            for channel, failed in self.failed_at.items()
+            if now - failed <= self.SUSPECT_SECONDS and self.answered_at.get(channel, -1.0) < failed
+        }
+        if not suspects:
+            return executors
+        return sorted(executors, key=lambda executor: executor.channel_name in suspects)
 
     def _note(self, times: dict[str, float], executor: Executor) -> None:
         if len(times) >= self.MAX_REMEMBERED:
@@ -436,10 +445,18 @@ class Health:
 health = Health()
 
 
-async def held_alive(executors: list[Executor]) -> list[Executor]:
+async def held_alive(
+    executors: list[Executor], processes: frozenset[str] | None = None
+) -> list[Executor]:
     """`executors` less those held by a process whose beat has expired: gone, though their
-    rows say connected until their heartbeat goes stale (or they reconnect elsewhere)."""
-    dead = await processes_dead(executor.channel_name for executor in executors)
+    rows say connected until their heartbeat goes stale (or they reconnect elsewhere).
+    `processes` are those holding them when known (`Routes.processes`); `executors` itself
+    when none is dead."""
+    if processes is None:
+        processes = frozenset(process_of(executor.channel_name) for executor in executors)
+    dead = await processes_dead(processes)
+    if not dead:
+        return executors
     return [e for e in executors if process_of(e.channel_name) not in dead]
 
 
@@ -448,13 +465,15 @@ async def reachable_executors(application: Application) -> tuple[list[Executor],
     by a process that still beats). A caller with another way to act (the system database)
     takes it when none is reachable; one without sends anyway, to fail with the reason."""
     live = await routes.live(application)
-    return live, await held_alive(live) if live else []
+    return live, await held_alive(live, routes.processes(application, live)) if live else []
 
 
-async def _without_dead_holders(executors: list[Executor]) -> list[Executor]:
+async def _without_dead_holders(
+    executors: list[Executor], processes: frozenset[str] | None = None
+) -> list[Executor]:
     """`held_alive(executors)`, or, if that leaves none, all of them, so that the request
     fails saying why (`PROCESS_GONE`), not that nothing is connected."""
-    return await held_alive(executors) or executors
+    return await held_alive(executors, processes) or executors
 
 
 class Routes:
@@ -474,7 +493,9 @@ class Routes:
     ROUTE_SECONDS = 5.0
 
     def __init__(self) -> None:
-        self.entries: dict[int, tuple[float, list[Executor]]] = {}
+        # Per application: when read, its live executors, and the processes holding them
+        # (a request asks which of those still beat, not one question per executor).
+        self.entries: dict[int, tuple[float, list[Executor], frozenset[str]]] = {}
         self.listening: asyncio.AbstractEventLoop | None = None
         # The reload under way per application: every request that finds the cache empty
         # meanwhile awaits it, instead of each sending its own query (a fleet connecting
@@ -502,7 +523,8 @@ class Routes:
                 )
         if not live:
             raise NoExecutorError(NO_EXECUTOR.format(app=application.name))
-        return health.ordered(await _without_dead_holders(live))
+        held = await _without_dead_holders(live, self.processes(application, live))
+        return health.ordered(held)
 
     async def live(self, application: Application) -> list[Executor]:
         """The application's live executors, most recently connected first (shared: do not
@@ -526,8 +548,17 @@ class Routes:
             live: list[Executor] = await db_async(live_executors)(application)
         finally:
             self.reloading.pop(application.pk, None)
-        self.entries[application.pk] = (time.monotonic(), live)
+        holders = frozenset(process_of(executor.channel_name) for executor in live)
+        self.entries[application.pk] = (time.monotonic(), live, holders)
         return live
+
+    def processes(self, application: Application, executors: list[Executor]) -> frozenset[str]:
+        """The processes holding `executors`: kept with the cache's entry when `executors`
+        is that entry's list, else found from their channel names."""
+        entry = self.entries.get(application.pk)
+        if entry is not None and entry[1] is executors:
+            return entry[2]
+        return frozenset(process_of(executor.channel_name) for executor in executors)
 
     def forget(self, application: Application | None = None) -> None:
         if application is None:

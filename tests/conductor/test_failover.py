@@ -111,3 +111,23 @@ async def test_a_read_of_a_named_executor_waits_for_that_one(
     with pytest.raises(relay.ExecutorTimeoutError):
         await relay.ask(orders, ListWorkflowsRequest(), executor="frozen", timeout=1)
     assert await healthy.communicator.receive_nothing(timeout=0.1)
+
+
+def test_the_suspect_go_last_and_the_rest_keep_their_order(monkeypatch: Any) -> None:
+    import time
+
+    from conductor.models import Executor
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    health = relay.Health()
+    a, b, c, d = (Executor(channel_name=name) for name in "abcd")
+    executors = [a, b, c, d]
+    assert health.ordered(executors) == [a, b, c, d]
+    health.failed(b)
+    health.failed(c)
+    health.answered(c)  # answered since it failed: trusted again
+    assert health.ordered(executors) == [a, c, d, b]
+    assert executors == [a, b, c, d]  # the shared list is not reordered in place
+    now[0] += relay.Health.SUSPECT_SECONDS + 1
+    assert health.ordered(executors) == [a, b, c, d]

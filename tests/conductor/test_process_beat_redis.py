@@ -133,7 +133,7 @@ async def test_with_redis_unreachable_for_the_beats_requests_wait_as_before_and_
     with override_settings(CACHES=UNREACHABLE_CACHE), caplog.at_level(logging.WARNING):
         await ghost(orders)
         # The dead process cannot be told dead: it is offered first, and waited on.
-        assert await processes.processes_dead([DEAD]) == set()
+        assert await processes.processes_dead([processes.process_of(DEAD)]) == set()
         asking = asyncio.create_task(
             relay.ask(orders, ListWorkflowsRequest(), executor="held", timeout=30)
         )
