@@ -233,10 +233,17 @@ class OperatorFigures:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def operator(port: int, token: str, seconds: float, figures: OperatorFigures, seed: int) -> None:
+def operator(
+    port: int,
+    token: str,
+    seconds: float,
+    figures: OperatorFigures,
+    seed: int,
+    think: tuple[float, float] = (0.05, 0.2),
+) -> None:
     """One operator, for `seconds`: lists workflows, opens one, lists its steps, now and
-    then cancels a running one; each request relayed to an executor, with a short think
-    time between them. Anything but a 200 is a lost request."""
+    then cancels a running one; each request relayed to an executor, with `think` seconds
+    (at least, at most) between them. Anything but a 200 is a lost request."""
     chooser = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -270,7 +277,7 @@ def operator(port: int, token: str, seconds: float, figures: OperatorFigures, se
                 figures.lost[f"{method} {path.split('/')[-1][:12]} {status}"] += 1
                 if len(figures.why) < 10:
                     figures.why.append(f"{method} {path}: {status} {answer[:300]!r}")
-        time.sleep(chooser.uniform(0.05, 0.2))
+        time.sleep(chooser.uniform(*think))
     conn.close()
 
 
@@ -438,7 +445,7 @@ async def operate(
     threads = [
         threading.Thread(
             target=operator,
-            args=(servers[n % len(servers)].port, token, args.seconds, figures, n),
+            args=(servers[n % len(servers)].port, token, args.seconds, figures, n, args.think),
         )
         for n in range(args.operators)
     ]
@@ -498,7 +505,8 @@ def report(args: argparse.Namespace, floor: dict[str, float], ours: dict[str, An
     if "operators" in ours:
         op = ours["operators"]
         print(
-            f"  {args.operators} operators, {args.seconds:g} s: {op['requests']} relayed requests, "
+            f"  {args.operators} operators ({args.think[0]:g}-{args.think[1]:g} s between "
+            f"requests), {args.seconds:g} s: {op['requests']} relayed requests, "
             f"API p50 {op['p50']:.1f} ms p99 {op['p99']:.1f} ms; lost {sum(op['lost'].values())}"
             f" {op['lost'] or ''}"
         )
@@ -519,6 +527,14 @@ def report(args: argparse.Namespace, floor: dict[str, float], ours: dict[str, An
     print(f"  the executors answered: {ours['answered']}")
 
 
+def _seconds_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    bounds = float(low), float(high or low)
+    if not 0 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError("LOW,HIGH with 0 <= LOW <= HIGH")
+    return bounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--executors", type=int, default=1000)
@@ -527,6 +543,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="how long operators act")
     parser.add_argument("--rest", type=float, default=10, help="seconds at rest, measured")
     parser.add_argument("--pages", type=int, default=100, help="GETs of each page")
+    parser.add_argument(
+        "--think",
+        type=_seconds_range,
+        default=(0.05, 0.2),
+        help="LOW,HIGH seconds an operator waits between requests (default 0.05,0.2: a "
+        "stress far above people's pace; 1,3 is someone reading each answer)",
+    )
     parser.add_argument("--base", default="", help="also run this git revision, first")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sc-fleet-"))

@@ -7,6 +7,7 @@ crosses processes; with the in-memory layer it stays in one. Nothing is sticky.
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from conductor.registry import (
 )
 from conductor.requestlog import clip, request_log_add
 from stepchange import prometheus
-from stepchange.asyncdb import db_async
+from stepchange.asyncdb import db_async, own_thread
 from stepchange.logs import request_id_get
 from stepchange.models import Application
 
@@ -476,13 +477,22 @@ async def _without_dead_holders(
     return await held_alive(executors, processes) or executors
 
 
+def _said_if_failed(reload: asyncio.Future[list[Executor]]) -> None:
+    # A reload that no request awaited (an old entry's, served meanwhile) fails in the log;
+    # one that requests await fails them.
+    if not reload.cancelled() and (exc := reload.exception()) is not None:
+        logger.warning("Could not read the live executors again: %s", exc)
+
+
 class Routes:
     """Which executors are live, per application, cached in this process.
 
     Looking them up costs a database round trip on a worker thread for every request;
-    the registry changes only when executors come and go. Entries last ROUTE_SECONDS and
-    are dropped at once on every registry event (`conductor.registry` group), and when a
-    request through them fails.
+    the registry changes only when executors come and go. Entries are dropped at once on
+    every registry event (`conductor.registry` group), and when a request through them
+    fails: a request that finds none waits for the one reload under way. An entry older
+    than ROUTE_SECONDS, dropped by no event, is still served while it is read again apart
+    (reading a fleet's thousands of rows takes about 0.1 s, which no request should wait).
 
     The cache serves only the event loop that `listen` runs on (a loop of
     `stepchange.background`, started with the server); anywhere else (a management
@@ -501,6 +511,9 @@ class Routes:
         # meanwhile awaits it, instead of each sending its own query (a fleet connecting
         # empties the cache at every registration).
         self.reloading: dict[int, asyncio.Future[list[Executor]]] = {}
+        # How many times entries were dropped: a reload begun before a drop answers its
+        # waiters but is not kept (an executor may have come or gone since it read).
+        self.drops = 0
 
     async def candidates(
         self, application: Application, *, executor_id: str | None, latest_version: bool
@@ -534,22 +547,36 @@ class Routes:
             fresh: list[Executor] = await db_async(live_executors)(application)
             return fresh
         entry = self.entries.get(application.pk)
-        if entry is not None and time.monotonic() - entry[0] <= self.ROUTE_SECONDS:
+        if entry is not None:
+            if time.monotonic() - entry[0] > self.ROUTE_SECONDS:
+                self._reloading(application)
             return entry[1]
+        # Shielded: one waiter cancelled does not cancel the reload the others await.
+        return await asyncio.shield(self._reloading(application))
+
+    def _reloading(self, application: Application) -> asyncio.Future[list[Executor]]:
+        """The application's reload under way, started if there is none: in a context and
+        on a database thread of its own, not those of the request that happened to start
+        it, which end with that request."""
         reload = self.reloading.get(application.pk)
         if reload is None:
-            reload = asyncio.ensure_future(self._reload(application))
+            reload = asyncio.get_running_loop().create_task(
+                self._reload(application), context=contextvars.Context()
+            )
+            reload.add_done_callback(_said_if_failed)
             self.reloading[application.pk] = reload
-        # Shielded: one waiter cancelled does not cancel the reload the others await.
-        return await asyncio.shield(reload)
+        return reload
 
     async def _reload(self, application: Application) -> list[Executor]:
+        drops = self.drops
         try:
-            live: list[Executor] = await db_async(live_executors)(application)
+            async with own_thread():
+                live: list[Executor] = await db_async(live_executors)(application)
         finally:
             self.reloading.pop(application.pk, None)
-        holders = frozenset(process_of(executor.channel_name) for executor in live)
-        self.entries[application.pk] = (time.monotonic(), live, holders)
+        if drops == self.drops:
+            holders = frozenset(process_of(executor.channel_name) for executor in live)
+            self.entries[application.pk] = (time.monotonic(), live, holders)
         return live
 
     def processes(self, application: Application, executors: list[Executor]) -> frozenset[str]:
@@ -561,6 +588,7 @@ class Routes:
         return frozenset(process_of(executor.channel_name) for executor in executors)
 
     def forget(self, application: Application | None = None) -> None:
+        self.drops += 1
         if application is None:
             self.entries.clear()
         else:
@@ -582,12 +610,12 @@ class Routes:
                     async with asyncio.timeout(3600):
                         while True:
                             await layer.receive(channel)
-                            self.entries.clear()
+                            self.forget()
                 except TimeoutError:
                     continue
         finally:
             self.listening = None
-            self.entries.clear()
+            self.forget()
 
 
 routes = Routes()

@@ -105,3 +105,52 @@ async def test_a_failed_reload_fails_its_waiters_and_the_next_request_tries_agai
     registry.fail = False
     found = await pick(routes, orders)
     assert found[0].executor_id == "exec-2"
+
+
+async def test_an_old_entry_is_served_while_it_is_read_again_apart(
+    registry: SlowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Old by the clock only: no request waits for the reload (a fleet's rows take ~0.1 s).
+    routes = listened()
+    orders = Application(pk=7, name="orders")
+    assert (await pick(routes, orders))[0].executor_id == "exec-1"
+    monkeypatch.setattr(routes, "ROUTE_SECONDS", 0.0)
+    started = time.perf_counter()
+    served = await asyncio.gather(*(pick(routes, orders) for _ in range(10)))
+    assert time.perf_counter() - started < 0.1  # the registry takes 0.2 s
+    assert {found[0].executor_id for found in served} == {"exec-1"}
+    reload = routes.reloading[orders.pk]
+    await reload
+    assert registry.calls == 2
+    monkeypatch.setattr(routes, "ROUTE_SECONDS", 60.0)
+    assert (await pick(routes, orders))[0].executor_id == "exec-2"
+    assert registry.calls == 2
+
+
+async def test_a_reload_begun_before_a_drop_answers_its_waiters_but_is_not_kept(
+    registry: SlowRegistry,
+) -> None:
+    routes = listened()
+    orders = Application(pk=7, name="orders")
+    waiting = asyncio.create_task(pick(routes, orders))
+    await asyncio.sleep(0.05)
+    routes.forget()  # an executor came or went while the registry was being read
+    assert (await waiting)[0].executor_id == "exec-1"
+    assert routes.entries == {}
+    assert (await pick(routes, orders))[0].executor_id == "exec-2"
+
+
+async def test_a_failed_reload_of_an_old_entry_keeps_serving_it_and_says_so(
+    registry: SlowRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes = listened()
+    orders = Application(pk=7, name="orders")
+    await pick(routes, orders)
+    monkeypatch.setattr(routes, "ROUTE_SECONDS", 0.0)
+    registry.fail = True
+    assert (await pick(routes, orders))[0].executor_id == "exec-1"
+    with pytest.raises(RuntimeError):
+        await routes.reloading[orders.pk]
+    await asyncio.sleep(0)
+    assert "Could not read the live executors again: the database went away" in caplog.text
+    assert (await pick(routes, orders))[0].executor_id == "exec-1"
