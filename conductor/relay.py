@@ -417,12 +417,6 @@ class Health:
     def failed(self, executor: Executor) -> None:
         self._note(self.failed_at, executor)
 
-    def suspect(self, executor: Executor) -> bool:
-        failed = self.failed_at.get(executor.channel_name)
-        if failed is None or time.monotonic() - failed > self.SUSPECT_SECONDS:
-            return False
-        return self.answered_at.get(executor.channel_name, -1.0) < failed
-
     def ordered(self, executors: list[Executor]) -> list[Executor]:
         """`executors` with the suspect ones last, each group in its given order: `executors`
         itself when none is suspect (the usual case, found from the few that failed)."""
@@ -446,15 +440,16 @@ class Health:
 health = Health()
 
 
-async def held_alive(
-    executors: list[Executor], processes: frozenset[str] | None = None
-) -> list[Executor]:
+def _holders(executors: list[Executor]) -> frozenset[str]:
+    """The processes holding `executors` (as `process_of` names them)."""
+    return frozenset(process_of(executor.channel_name) for executor in executors)
+
+
+async def held_alive(executors: list[Executor], processes: frozenset[str]) -> list[Executor]:
     """`executors` less those held by a process whose beat has expired: gone, though their
     rows say connected until their heartbeat goes stale (or they reconnect elsewhere).
-    `processes` are those holding them when known (`Routes.processes`); `executors` itself
-    when none is dead."""
-    if processes is None:
-        processes = frozenset(process_of(executor.channel_name) for executor in executors)
+    `processes` are those holding them (`Routes.processes`); `executors` itself when none
+    is dead."""
     dead = await processes_dead(processes)
     if not dead:
         return executors
@@ -470,7 +465,7 @@ async def reachable_executors(application: Application) -> tuple[list[Executor],
 
 
 async def _without_dead_holders(
-    executors: list[Executor], processes: frozenset[str] | None = None
+    executors: list[Executor], processes: frozenset[str]
 ) -> list[Executor]:
     """`held_alive(executors)`, or, if that leaves none, all of them, so that the request
     fails saying why (`PROCESS_GONE`), not that nothing is connected."""
@@ -575,8 +570,7 @@ class Routes:
         finally:
             self.reloading.pop(application.pk, None)
         if drops == self.drops:
-            holders = frozenset(process_of(executor.channel_name) for executor in live)
-            self.entries[application.pk] = (time.monotonic(), live, holders)
+            self.entries[application.pk] = (time.monotonic(), live, _holders(live))
         return live
 
     def processes(self, application: Application, executors: list[Executor]) -> frozenset[str]:
@@ -585,7 +579,7 @@ class Routes:
         entry = self.entries.get(application.pk)
         if entry is not None and entry[1] is executors:
             return entry[2]
-        return frozenset(process_of(executor.channel_name) for executor in executors)
+        return _holders(executors)
 
     def forget(self, application: Application | None = None) -> None:
         self.drops += 1

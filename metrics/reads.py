@@ -213,8 +213,9 @@ def outcome_buckets(
         buckets[window.key] = {at: Bucket(at) for at in starts}
         wanted.append(Q(resolution=window.resolution, bucket_start__gte=starts[0]))
     rows = (
-        Rollup.objects.filter(reduce(operator.or_, wanted), application=application)
-        .filter(kind=Rollup.Kind.WORKFLOW)
+        Rollup.objects.filter(
+            reduce(operator.or_, wanted), application=application, kind=Rollup.Kind.WORKFLOW
+        )
         .order_by()
         .values("resolution", "bucket_start")
         .annotate(**{name: Sum(name) for name in OUTCOMES})
